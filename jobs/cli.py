@@ -1,0 +1,72 @@
+"""The ``gnomon`` command line.
+
+Each subcommand lives in ``jobs/commands/<name>.py`` and exposes ``add_parser(sub)`` and
+``run(args) -> int``. Modules are imported only when their command runs, so
+``gnomon --help`` stays fast (no torch, ray or mlflow import).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "collect": ("jobs.commands.collect", "record residual-stream activations into the Parquet store"),
+    "concepts": ("jobs.commands.concepts", "list, show and add concept datasets"),
+    "sql": ("jobs.commands.sql", "run a read-only DuckDB query over the store"),
+    "fit": ("jobs.commands.fit", "fit directions for a concept and register them in the catalog"),
+    "catalog": ("jobs.commands.catalog", "query the direction catalog"),
+    "steer": ("jobs.commands.steer", "generate with and without a direction applied"),
+    "monitor": ("jobs.commands.monitor", "score generated tokens with directions (lie detector)"),
+    "orthogonalize": ("jobs.commands.orthogonalize", "bake a direction's removal into the weights"),
+    "export-gguf": ("jobs.commands.export_gguf", "write directions as a llama.cpp control vector"),
+    "demo": ("jobs.commands.demo", "run the end-to-end demo on the bundled model"),
+}
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gnomon",
+        description="Find linear directions in neural networks, version them, and use them.")
+    parser.add_argument("--home", help="gnomon home (default: $GNOMON_HOME or ./gnomon-home)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # Only the chosen command's module is imported; the others register a stub parser.
+    chosen = next((a for a in argv if a in COMMANDS), None)
+    for name, (module, help_) in COMMANDS.items():
+        if name == chosen:
+            mod = importlib.import_module(module)
+            p = sub.add_parser(name, help=help_, description=help_)
+            mod.add_parser(p)
+            p.set_defaults(_run=mod.run)
+        else:
+            sub.add_parser(name, help=help_, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    if args.command is None or not hasattr(args, "_run"):
+        parser.print_help()
+        return 0 if args.command is None else 2
+    if args.home:
+        import os
+
+        os.environ["GNOMON_HOME"] = args.home
+    from pipeline.types import GnomonError
+
+    try:
+        return int(args._run(args) or 0)
+    except GnomonError as e:
+        print(f"gnomon {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"gnomon {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

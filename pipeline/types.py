@@ -1,0 +1,27 @@
+"""Names for the choices gnomon makes, as ``Literal`` aliases checked by mypy."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+Position = Literal["last", "mean", "tok"]
+"""Which token positions a row summarises: the last token, the mean over non-special
+tokens, or every token (one row per token, ``token_index`` set)."""
+
+Site = Literal["block_output"]
+"""Where a vector is read and written. ``block_output`` at layer L is the residual stream
+after block L (layer 0: the embedding output), before any final norm."""
+
+StoreDType = Literal["float16", "float32"]
+
+Method = Literal["mean_diff", "pca", "logistic", "lda", "ccs", "leace"]
+METHODS: tuple[Method, ...] = ("mean_diff", "pca", "logistic", "lda", "ccs", "leace")
+
+Split = Literal["train", "val", "test"]
+SPLITS: tuple[Split, ...] = ("train", "val", "test")
+
+POSITIONS: tuple[Position, ...] = ("last", "mean", "tok")
+
+
+class GnomonError(Exception):
+    """A user-facing error: its message names what to fix, in one line."""
