@@ -1,0 +1,86 @@
+"""Forward hooks, only through context managers that remove them in ``finally``.
+
+``record_layers`` stores the residual stream at chosen layers and, when asked, stops the
+forward pass right after the last of them (no later blocks, no final norm, no LM head).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+import torch
+
+from pipeline.models.adapters import LayerAdapter
+
+
+class StopForward(Exception):
+    """Raised by a hook to end a forward pass early; caught by :func:`run_until`."""
+
+
+def _hidden(output: Any) -> torch.Tensor:
+    """Block outputs are tensors in recent transformers and tuples in older ones."""
+    return output[0] if isinstance(output, tuple) else output
+
+
+def _replace_hidden(output: Any, new: torch.Tensor) -> Any:
+    return (new, *output[1:]) if isinstance(output, tuple) else new
+
+
+@contextmanager
+def hooks(handles_factory: Callable[[], list[Any]]) -> Iterator[None]:
+    """Register the hooks returned by ``handles_factory`` and always remove them."""
+    handles: list[Any] = []
+    try:
+        handles.extend(handles_factory())
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextmanager
+def record_layers(model: Any, adapter: LayerAdapter, layers: list[int],
+                  stop_after: bool = True) -> Iterator[dict[int, torch.Tensor]]:
+    """Record ``(B, T, D)`` residual-stream outputs at ``layers`` into the yielded dict.
+
+    With ``stop_after``, the hook on the deepest requested layer raises :class:`StopForward`
+    once it has recorded, so blocks after it never run; wrap the call in :func:`run_until`.
+    """
+    store: dict[int, torch.Tensor] = {}
+    last = max(layers)
+
+    def make(layer: int) -> Callable[..., None]:
+        def hook(_mod: Any, _args: Any, output: Any) -> None:
+            store[layer] = _hidden(output).detach()
+            if stop_after and layer == last:
+                raise StopForward
+        return hook
+
+    def register() -> list[Any]:
+        return [adapter.layer_module(model, layer).register_forward_hook(make(layer))
+                for layer in sorted(set(layers))]
+
+    with hooks(register):
+        yield store
+
+
+def edit_layer_output(model: Any, adapter: LayerAdapter, layer: int,
+                      fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """Register a hook replacing the residual stream at ``layer`` by ``fn(hidden)``.
+
+    Returns the handle; callers use it inside :func:`hooks` so it is always removed.
+    """
+    def hook(_mod: Any, _args: Any, output: Any) -> Any:
+        return _replace_hidden(output, fn(_hidden(output)))
+
+    return adapter.layer_module(model, layer).register_forward_hook(hook)
+
+
+def run_until(model: Any, **inputs: Any) -> None:
+    """Run a forward pass that a :func:`record_layers` hook may end early."""
+    try:
+        with torch.inference_mode():
+            model(**inputs)
+    except StopForward:
+        pass

