@@ -1,0 +1,65 @@
+"""``gnomon concepts ls|show|add``: list, inspect and register concept datasets."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+
+def add_parser(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    ls = sub.add_parser("ls", help="list shipped and registered concepts")
+    ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    show = sub.add_parser("show", help="describe one concept and print its first rows")
+    show.add_argument("name", help="concept name or dataset file")
+    show.add_argument("--json", action="store_true", help="print JSON instead of text")
+    show.add_argument("--head", type=int, default=5, metavar="N", help="rows to print (default 5)")
+    add = sub.add_parser("add", help="validate a JSONL/CSV/Parquet file and register it under a name")
+    add.add_argument("file", help="dataset file (.jsonl, .csv or .parquet)")
+    add.add_argument("--name", required=True, help="concept name (lowercase slug)")
+    add.add_argument("--overwrite", action="store_true", help="replace a registered concept of that name")
+
+
+def _summary(ds: Any) -> dict[str, Any]:
+    return {"name": ds.name, "labels": list(ds.labels), "default_contrast": list(ds.default_contrast),
+            "rows": ds.n, "pairs": ds.pairs_count, "label_counts": ds.label_counts(),
+            "splits": ds.split_counts(), "content_hash": ds.content_hash, "source": ds.source}
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipeline import datasets
+
+    if args.action == "ls":
+        summaries = [_summary(ds) for ds in datasets.list_concepts()]
+        if args.json:
+            print(json.dumps(summaries, indent=2))
+            return 0
+        header = f"{'name':<16} {'labels (positive first)':<28} {'rows':>5} {'pairs':>5} {'train/val/test':>14}"
+        print(header)
+        for s in summaries:
+            labels = ", ".join(s["default_contrast"] + [x for x in s["labels"] if x not in s["default_contrast"]])
+            splits = "/".join(str(s["splits"][k]) for k in ("train", "val", "test"))
+            print(f"{s['name']:<16} {labels:<28} {s['rows']:>5} {s['pairs']:>5} {splits:>14}")
+        return 0
+    if args.action == "show":
+        ds = datasets.load_dataset(args.name)
+        summary = _summary(ds)
+        head = ds.table.slice(0, max(args.head, 0)).to_pylist()
+        if args.json:
+            print(json.dumps({**summary, "head": head}, indent=2, ensure_ascii=False))
+            return 0
+        from pipeline.concepts import CONCEPTS
+
+        info = CONCEPTS.get(ds.name)
+        print(f"{ds.name}: {info.description if info else 'registered dataset'}")
+        for key in ("labels", "default_contrast", "rows", "pairs", "label_counts", "splits", "content_hash", "source"):
+            print(f"  {key}: {summary[key]}")
+        for row in head:
+            content = row["text"] if row["text"] is not None else row["messages"]
+            print(f"  [{row['split']:<5}] {row['label']:<10} {row['id']}: {content}")
+        return 0
+    ds = datasets.register_dataset(args.file, args.name, overwrite=args.overwrite)
+    print(f"registered {ds.name}: {ds.n} rows, labels {', '.join(ds.labels)}, {ds.pairs_count} pairs, "
+          f"hash {ds.content_hash[:12]} -> {ds.source}")
+    return 0

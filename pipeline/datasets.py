@@ -1,0 +1,324 @@
+"""Concept datasets: read, validate, split and hash labelled examples.
+
+A dataset is JSONL, CSV or Parquet, one example a row: ``id``, ``text`` (or ``messages``,
+a chat list rendered with the model's chat template), ``label``, optional ``pair`` (two
+rows with different labels form a contrast pair) and optional ``split``. Rows without a
+split get one from a hash of their pair (or id), 70/15/15, so a pair never straddles
+train and test and a dataset splits the same way on every machine.
+
+>>> ds = load_dataset("sentiment")
+>>> ds.default_contrast
+('positive', 'negative')
+>>> sum(ds.split_counts().values()) == ds.n
+True
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from pipeline.concepts import CONCEPTS, DATA_DIR
+from pipeline.home import gnomon_home
+from pipeline.types import SPLITS, GnomonError, Split
+
+COLUMNS = ("id", "text", "messages", "label", "pair", "split")
+SCHEMA = pa.schema([(c, pa.string()) for c in COLUMNS])
+FORMATS = (".jsonl", ".ndjson", ".csv", ".parquet", ".pq")
+SPLIT_BOUNDS = (0.70, 0.85)
+"""Cumulative split fractions: train below 0.70, val below 0.85, test above."""
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_HASH_VERSION = b"gnomon-concept-dataset-v1\n"
+
+
+def assign_split(key: str) -> Split:
+    """Deterministic 70/15/15 split of a pair (or id) key, the same on every machine."""
+    u = int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") / 2**64
+    return "train" if u < SPLIT_BOUNDS[0] else "val" if u < SPLIT_BOUNDS[1] else "test"
+
+
+@dataclass(frozen=True, eq=False)
+class ConceptDataset:
+    """A validated concept dataset. Equality is by name and content hash."""
+
+    name: str
+    """The concept name (shipped, registered, or the file's stem)."""
+    table: pa.Table
+    """Columns ``id, text, messages, label, pair, split`` (strings; ``messages`` is JSON,
+    ``text`` is null on chat rows, ``pair`` null when unpaired, ``split`` always set)."""
+    labels: tuple[str, ...]
+    """Distinct labels, sorted."""
+    content_hash: str
+    """sha256 of the canonical rows (sorted by id, splits resolved): same for any file format."""
+    source: str
+    """Where it was read from."""
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ConceptDataset):
+            return NotImplemented
+        return (self.name, self.content_hash) == (other.name, other.content_hash)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.content_hash))
+
+    @property
+    def n(self) -> int:
+        return self.table.num_rows
+
+    @property
+    def ids(self) -> list[str]:
+        return self.table.column("id").to_pylist()
+
+    def label_counts(self) -> dict[str, int]:
+        counts = Counter(self.table.column("label").to_pylist())
+        return {label: counts[label] for label in self.labels}
+
+    def split_counts(self) -> dict[str, int]:
+        counts = Counter(self.table.column("split").to_pylist())
+        return {s: counts[s] for s in SPLITS}
+
+    @property
+    def pairs_count(self) -> int:
+        return len({p for p in self.table.column("pair").to_pylist() if p is not None})
+
+    @property
+    def default_contrast(self) -> tuple[str, str]:
+        """(positive, negative): the shipped metadata's, else the first two labels sorted."""
+        info = CONCEPTS.get(self.name)
+        if info is not None and {info.positive, info.negative} <= set(self.labels):
+            return info.positive, info.negative
+        return self.labels[0], self.labels[1]
+
+    def texts(self, tokenizer: Any = None, *, add_generation_prompt: bool = False) -> list[str]:
+        """The model input of every row: ``text``, or ``messages`` through the chat template.
+
+        ``add_generation_prompt`` appends the assistant header, i.e. reads the model at the
+        moment it is about to answer (where Arditi et al. 2024 read the refusal direction).
+        """
+        texts = self.table.column("text").to_pylist()
+        messages = self.table.column("messages").to_pylist()
+        if any(m is not None for m in messages):
+            if tokenizer is None:
+                raise GnomonError(f"dataset {self.name!r} has chat 'messages' rows; "
+                                  "pass the model's tokenizer to render them")
+            if not getattr(tokenizer, "chat_template", None):
+                raise GnomonError(f"dataset {self.name!r} has chat 'messages' rows but the tokenizer "
+                                  "has no chat_template; use a chat model or give 'text' rows")
+        return [t if m is None else tokenizer.apply_chat_template(
+                    json.loads(m), tokenize=False, add_generation_prompt=add_generation_prompt)
+                for t, m in zip(texts, messages)]
+
+
+def validate_contrast(ds: ConceptDataset, positive: str, negative: str) -> None:
+    """Raise unless ``positive`` and ``negative`` are two different labels of ``ds``."""
+    for label in (positive, negative):
+        if label not in ds.labels:
+            raise GnomonError(f"label {label!r} is not in concept {ds.name!r}; "
+                              f"labels present: {', '.join(ds.labels)}")
+    if positive == negative:
+        raise GnomonError(f"positive and negative are both {positive!r}; contrast two different labels")
+
+
+def load_dataset(spec: str | Path, name: str | None = None,
+                 home: str | Path | None = None) -> ConceptDataset:
+    """Load a dataset from a file, a shipped concept name, or a registered concept name."""
+    text = str(spec)
+    path = Path(text).expanduser()
+    if isinstance(spec, Path) or path.suffix.lower() in FORMATS or os.sep in text or path.is_file():
+        if not path.is_file():
+            raise GnomonError(f"no such dataset file: {path}")
+        return _from_rows(*_read_file(path), name=name or path.stem, source=str(path))
+    if text in CONCEPTS:
+        ds = _shipped(text)
+        return ds if name in (None, text) else dataclasses.replace(ds, name=name)
+    registered = gnomon_home(home) / "concepts" / f"{text}.parquet"
+    if registered.is_file():
+        return _from_rows(*_read_file(registered), name=name or text, source=str(registered))
+    available = [c.name for c in list_concepts(home)]
+    raise GnomonError(f"unknown concept {text!r}; available: {', '.join(available)} "
+                      "(or give a .jsonl/.csv/.parquet path, or run 'gnomon concepts add')")
+
+
+def register_dataset(path: str | Path, name: str, home: str | Path | None = None,
+                     *, overwrite: bool = False) -> ConceptDataset:
+    """Validate ``path`` and store it as ``<home>/concepts/<name>.parquet`` (atomically)."""
+    import pyarrow.parquet as pq
+
+    if not _SLUG.match(name):
+        raise GnomonError(f"concept name {name!r} is not a slug; use lowercase letters, digits, '-' or '_'")
+    if name in CONCEPTS:
+        raise GnomonError(f"{name!r} is a shipped concept; register under another name")
+    ds = load_dataset(Path(path), name=name)
+    dest = gnomon_home(home) / "concepts" / f"{name}.parquet"
+    if dest.exists() and not overwrite:
+        existing = load_dataset(name, home=home)
+        if existing.content_hash == ds.content_hash:
+            return existing
+        raise GnomonError(f"concept {name!r} is already registered with different content; "
+                          "pick another name or pass --overwrite")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{name}.{os.getpid()}.tmp")
+    try:
+        pq.write_table(ds.table, tmp)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dataclasses.replace(ds, source=str(dest))
+
+
+def list_concepts(home: str | Path | None = None) -> list[ConceptDataset]:
+    """Shipped concepts (in metadata order), then registered ones (by name)."""
+    out = [_shipped(name) for name in CONCEPTS]
+    folder = gnomon_home(home) / "concepts"
+    for path in sorted(folder.glob("*.parquet")) if folder.is_dir() else []:
+        out.append(_from_rows(*_read_file(path), name=path.stem, source=str(path)))
+    return out
+
+
+def neutral_prompts(name: str, home: str | Path | None = None) -> list[str]:
+    """Prompts that commit to neither label: for steering continuations and side effects.
+
+    Shipped concepts have ``data/<name>_neutral.txt``; a registered concept may have
+    ``<home>/concepts/<name>_neutral.txt``. One prompt a line; blank lines are skipped.
+    """
+    path = DATA_DIR / f"{name}_neutral.txt" if name in CONCEPTS else (
+        gnomon_home(home) / "concepts" / f"{name}_neutral.txt" if _SLUG.match(name) else None)
+    if path is None or not path.is_file():
+        raise GnomonError(f"no neutral prompts for concept {name!r}; shipped concepts have them "
+                          f"({', '.join(CONCEPTS)}); for a registered one write "
+                          f"<home>/concepts/{name}_neutral.txt, one prompt a line")
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@functools.lru_cache(maxsize=None)
+def _shipped(name: str) -> ConceptDataset:
+    path = DATA_DIR / f"{name}.jsonl"
+    return _from_rows(*_read_file(path), name=name, source=str(path))
+
+
+def _read_file(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
+    """(column names, rows) of a JSONL, CSV or Parquet file; CSV empty cells are null."""
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        rows = []
+        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise GnomonError(f"{path}:{lineno}: invalid JSON ({e.msg}); write one JSON object a line") from e
+            if not isinstance(row, dict):
+                raise GnomonError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+            rows.append(row)
+        return list(dict.fromkeys(k for r in rows for k in r)), rows
+    if suffix == ".csv":
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            rows = [{k: (v if v != "" else None) for k, v in r.items()} for r in reader]
+            return list(reader.fieldnames or []), rows
+    if suffix in (".parquet", ".pq"):
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        return table.column_names, table.to_pylist()
+    raise GnomonError(f"{path}: unsupported format {suffix!r}; use .jsonl, .csv or .parquet")
+
+
+def _as_str(value: Any, column: str, where: str, required: bool) -> str | None:
+    if value is None or (isinstance(value, str) and value == ""):
+        if required:
+            raise GnomonError(f"{where} has no {column!r}; every row needs one")
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise GnomonError(f"{where}: {column!r} must be a string, got {type(value).__name__} {value!r}")
+    return str(value)
+
+
+def _canonical_messages(value: Any, where: str) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as e:
+            raise GnomonError(f"{where}: 'messages' is not valid JSON ({e.msg})") from e
+    ok = isinstance(value, list) and value and all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+        for m in value)
+    if not ok:
+        raise GnomonError(f"{where}: 'messages' must be a non-empty list of {{role, content}} strings")
+    return json.dumps([{"role": m["role"], "content": m["content"]} for m in value],
+                      ensure_ascii=False, separators=(",", ":"))
+
+
+def _from_rows(columns: list[str], raw: list[dict[str, Any]], *, name: str, source: str) -> ConceptDataset:
+    """Validate rows and build the dataset; every problem is one GnomonError naming its fix."""
+    for column in ("id", "label"):
+        if column not in columns:
+            raise GnomonError(f"{source}: missing column {column!r}; columns are id, text or messages, "
+                              "label, and optional pair, split")
+    if "text" not in columns and "messages" not in columns:
+        raise GnomonError(f"{source}: missing column 'text' (or 'messages' for chat rows)")
+    if not raw:
+        raise GnomonError(f"{source}: dataset is empty; add at least one row per label")
+    rows = []
+    first_row: dict[str, int] = {}
+    for i, r in enumerate(raw, 1):
+        rid = _as_str(r.get("id"), "id", f"{source}: row {i}", required=True)
+        assert rid is not None
+        where = f"{source}: row {i} (id {rid!r})"
+        if rid in first_row:
+            raise GnomonError(f"{source}: duplicate id {rid!r} (rows {first_row[rid]} and {i}); ids must be unique")
+        first_row[rid] = i
+        text = _as_str(r.get("text"), "text", where, required=False)
+        messages = _canonical_messages(r.get("messages"), where)
+        if (text is None) == (messages is None):
+            raise GnomonError(f"{where}: give exactly one of 'text' or 'messages'")
+        split = _as_str(r.get("split"), "split", where, required=False)
+        if split is not None and split not in SPLITS:
+            raise GnomonError(f"{where}: invalid split {split!r}; use train, val or test (or leave it empty)")
+        pair = _as_str(r.get("pair"), "pair", where, required=False)
+        rows.append({"id": rid, "text": text, "messages": messages,
+                     "label": _as_str(r.get("label"), "label", where, required=True),
+                     "pair": pair, "split": split or assign_split(pair if pair is not None else rid)})
+    labels = tuple(sorted({r["label"] for r in rows}))
+    if len(labels) < 2:
+        raise GnomonError(f"{source}: concept has only the label {labels[0]!r}; a concept needs at least two labels")
+    _check_pairs(rows, source)
+    canonical = _HASH_VERSION + "\n".join(
+        json.dumps([r[c] for c in COLUMNS], ensure_ascii=False, separators=(",", ":"))
+        for r in sorted(rows, key=lambda r: r["id"])).encode("utf-8")
+    table = pa.Table.from_pylist(rows, schema=SCHEMA)
+    return ConceptDataset(name=name, table=table, labels=labels,
+                          content_hash=hashlib.sha256(canonical).hexdigest(), source=source)
+
+
+def _check_pairs(rows: list[dict[str, Any]], source: str) -> None:
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        if r["pair"] is not None:
+            groups[r["pair"]].append(r)
+    for pair, members in groups.items():
+        ids = ", ".join(repr(m["id"]) for m in members)
+        if len(members) != 2:
+            raise GnomonError(f"{source}: pair {pair!r} has {len(members)} row(s) ({ids}); "
+                              "a pair is exactly two rows with different labels")
+        a, b = members
+        if a["label"] == b["label"]:
+            raise GnomonError(f"{source}: pair {pair!r} has two rows labelled {a['label']!r} ({ids}); "
+                              "give them different labels")
+        if a["split"] != b["split"]:
+            raise GnomonError(f"{source}: pair {pair!r} straddles splits ({a['id']!r}: {a['split']}, "
+                              f"{b['id']!r}: {b['split']}); give both rows the same split")
