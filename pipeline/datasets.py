@@ -201,7 +201,7 @@ def neutral_prompts(name: str, home: str | Path | None = None) -> list[str]:
     return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _shipped(name: str) -> ConceptDataset:
     path = DATA_DIR / f"{name}.jsonl"
     return _from_rows(*_read_file(path), name=name, source=str(path))
@@ -273,7 +273,7 @@ def _from_rows(columns: list[str], raw: list[dict[str, Any]], *, name: str, sour
         raise GnomonError(f"{source}: missing column 'text' (or 'messages' for chat rows)")
     if not raw:
         raise GnomonError(f"{source}: dataset is empty; add at least one row per label")
-    rows = []
+    rows: list[dict[str, Any]] = []
     first_row: dict[str, int] = {}
     for i, r in enumerate(raw, 1):
         rid = _as_str(r.get("id"), "id", f"{source}: row {i}", required=True)
