@@ -1,0 +1,70 @@
+"""``gnomon collect``: record residual-stream activations into the Parquet store."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def parse_layers(text: str | None) -> tuple[int, ...] | None:
+    """``all``/None, ``3``, ``0,4,8`` or ``2-6`` (inclusive ranges)."""
+    from pipeline.types import GnomonError
+
+    if text is None or text == "all":
+        return None
+    out: list[int] = []
+    try:
+        for part in text.split(","):
+            if "-" in part.strip()[1:]:
+                a, b = part.split("-", 1)
+                out.extend(range(int(a), int(b) + 1))
+            else:
+                out.append(int(part))
+    except ValueError:
+        raise GnomonError(f"bad --layers {text!r}: use all, 3, 0,4,8 or 2-6") from None
+    return tuple(out)
+
+
+def add_executor_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--executor", choices=["ray", "local"], default="ray",
+                   help="ray (default: local Ray instance, or a cluster via --ray-address) or local (no Ray)")
+    p.add_argument("--ray-address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else local)")
+    p.add_argument("--workers", type=int, default=None, help="collection actors (default: one per GPU, else per CPU)")
+
+
+def add_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="smollm2 (bundled), tiny:<family>, a HF directory, a .gguf file, or a registered model id")
+    p.add_argument("--dataset", required=True, help="a concept name (see `gnomon concepts ls`) or a JSONL/CSV/Parquet file")
+    p.add_argument("--revision", default="main")
+    p.add_argument("--name", default=None, help="dataset name in the store (default: the dataset's name)")
+    p.add_argument("--layers", default=None, help="all (default), 3, 0,4,8 or 2-6")
+    p.add_argument("--positions", default="last,mean", help="comma list of last, mean, tok")
+    p.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="storage dtype")
+    p.add_argument("--model-dtype", default="auto", help="compute dtype: auto, float32, float16, bfloat16")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--shard-size", type=int, default=128)
+    p.add_argument("--trust-remote-code", action="store_true", help="allow model code from the model directory")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_executor_args(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from jobs.collect_job import CollectSpec, run_collection
+    from jobs.executors import make_executor
+
+    spec = CollectSpec(model=args.model, dataset=args.dataset, revision=args.revision, dataset_name=args.name,
+                       layers=parse_layers(args.layers),
+                       positions=tuple(p.strip() for p in args.positions.split(",") if p.strip()),
+                       dtype=args.dtype, model_dtype=args.model_dtype, batch_size=args.batch_size,
+                       shard_size=args.shard_size, trust_remote_code=args.trust_remote_code)
+    summary = run_collection(spec, make_executor(args.executor, args.ray_address, args.workers),
+                             show_progress=not args.json)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        mb = summary["bytes"] / 2**20
+        print(f"collected {summary['examples']} examples ({summary['tokens']:,} tokens) on {summary['executor']}: "
+              f"wrote {summary['written_files']} files, {summary['rows']:,} rows, {mb:.1f} MiB; "
+              f"skipped {summary['skipped_files']} complete files; {summary['seconds']:.1f} s")
+        print(f"store: {summary['store']}")
+    return 0

@@ -1,0 +1,41 @@
+"""Starting (or joining) Ray, explicitly: ``import jobs`` never starts it."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+DEFAULT_OBJECT_STORE = 512 * 1024 * 1024
+"""Ray's default object store takes ~30% of RAM; activations travel through Parquet
+files, not the object store, so a small one is enough."""
+
+
+def ensure_ray(address: str | None = None, num_cpus: int | None = None,
+               object_store_memory: int = DEFAULT_OBJECT_STORE) -> Any:
+    """Initialise Ray once per process: a cluster when ``address``/``RAY_ADDRESS`` is set,
+    else a local instance sized to this machine."""
+    import ray
+
+    if ray.is_initialized():
+        return ray
+    address = address or os.environ.get("RAY_ADDRESS")
+    env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1",
+                        "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}}
+    if address:
+        ray.init(address=address, runtime_env=env, log_to_driver=True)
+    else:
+        ray.init(num_cpus=num_cpus or os.cpu_count() or 1, object_store_memory=object_store_memory,
+                 include_dashboard=False, runtime_env=env, log_to_driver=True)
+    return ray
+
+
+def cluster_gpus() -> int:
+    import ray
+
+    return int(ray.cluster_resources().get("GPU", 0))
+
+
+def cluster_cpus() -> int:
+    import ray
+
+    return int(ray.cluster_resources().get("CPU", 1))
