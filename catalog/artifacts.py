@@ -1,0 +1,150 @@
+"""Files the catalog writes: the on-disk copy of every direction, pending-registration
+markers, and the layer-sweep curve (JSON + PNG).
+
+Every direction is saved under ``<home>/directions/<concept>/`` *before* MLflow is
+contacted, and a marker under ``<home>/directions/.pending/`` records how to register
+it. The marker is removed once MLflow holds the version, so a dead tracking server or a
+killed process loses nothing: ``gnomon catalog register-pending`` finishes the job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.direction import Direction
+from pipeline.types import GnomonError
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _part(text: str, n: int | None = None) -> str:
+    """A filename-safe piece; empty provenance fields (hand-made directions) read ``na``."""
+    return re.sub(r"[^A-Za-z0-9_.\-]+", "_", text[:n] if n else text).strip("_.") or "na"
+
+
+def local_name(direction: Direction) -> str:
+    p = direction.provenance
+    return (f"{_part(p.fingerprint, 12)}-L{p.layer}-{_part(p.position)}-{_part(p.method)}-"
+            f"{_part(p.dataset_hash, 8)}.safetensors")
+
+
+def save_local(direction: Direction, home: Path) -> Path:
+    """Save atomically to ``<home>/directions/<concept>/<fp12>-L<layer>-<pos>-<method>-<ds8>``.
+
+    If a *different* direction already holds that name (same provenance, other method
+    parameters), the new file gets a content-hash suffix instead of overwriting it: the
+    older file may still be waiting for registration.
+    """
+    target = home / "directions" / direction.provenance.concept / local_name(direction)
+    tmp = direction.save(target.with_name(f".{target.stem}.new.safetensors"))
+    digest = sha256_file(tmp)
+    if target.exists() and sha256_file(target) != digest:
+        target = target.with_name(f"{target.stem}-{digest[:8]}.safetensors")
+    tmp.replace(target)
+    return target
+
+
+@dataclass(frozen=True)
+class PendingRegistration:
+    """How to register one saved direction: the arguments of :meth:`Catalog.register`."""
+
+    path: str
+    curve: dict[str, list[float]] | None = None
+    extra_tags: dict[str, str] = field(default_factory=dict)
+    set_best: bool = True
+    best_metric: str = "val_auroc"
+
+    @classmethod
+    def of(cls, path: Path, curve: Mapping[str, Sequence[float]] | None,
+           extra_tags: Mapping[str, str] | None, set_best: bool, best_metric: str
+           ) -> PendingRegistration:
+        return cls(str(path), {k: [float(x) for x in v] for k, v in curve.items()} if curve else None,
+                   {str(k): str(v) for k, v in (extra_tags or {}).items()}, set_best, best_metric)
+
+
+def _pending_dir(home: Path) -> Path:
+    return home / "directions" / ".pending"
+
+
+def write_pending(home: Path, req: PendingRegistration) -> Path:
+    d = _pending_dir(home)
+    d.mkdir(parents=True, exist_ok=True)
+    p = Path(req.path)
+    marker = d / f"{p.parent.name}--{p.stem}.json"
+    tmp = marker.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(asdict(req), indent=1))
+    tmp.replace(marker)
+    return marker
+
+
+def read_pending(home: Path) -> list[tuple[Path, PendingRegistration]]:
+    """Markers in name order; an unreadable marker is an error naming the file to delete."""
+    out = []
+    for marker in sorted(_pending_dir(home).glob("*.json")):
+        try:
+            out.append((marker, PendingRegistration(**json.loads(marker.read_text()))))
+        except (ValueError, TypeError) as e:
+            raise GnomonError(f"pending registration {marker} is unreadable ({e}); delete it and "
+                              "register its direction again") from e
+    return out
+
+
+def write_curve(curve: Mapping[str, Sequence[float]], out_dir: Path, title: str) -> list[Path]:
+    """Write ``curve.json`` and ``curve.png`` (every series against ``layer`` if given,
+    else against its index). Uses matplotlib's Agg backend: no display needed."""
+    series = {k: [float(x) for x in v] for k, v in curve.items()}
+    lengths = {len(v) for v in series.values()}
+    if len(lengths) > 1:
+        raise GnomonError(f"curve series have different lengths {sorted(lengths)}; "
+                          "give one value per swept layer in every series")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    js = out_dir / "curve.json"
+    js.write_text(json.dumps(series, indent=1))
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(next(iter(series.values()), []))
+    x = series.pop("layer") if "layer" in series else [float(i) for i in range(n)]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    try:
+        for name, ys in series.items():
+            ax.plot(x, ys, marker="o", ms=3, label=name)
+        ax.set_xlabel("layer" if "layer" in curve else "index")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        if series:
+            ax.legend(fontsize=8)
+        png = out_dir / "curve.png"
+        fig.tight_layout()
+        fig.savefig(png, dpi=100)
+    finally:
+        plt.close(fig)
+    return [js, png]
+
+
+def curve_steps(curve: Mapping[str, Sequence[float]]) -> list[tuple[str, float, int]]:
+    """``(metric_name, value, step)`` triples logging each series as a metric history over
+    layers, so the MLflow UI charts the sweep natively."""
+    xs: Any = curve.get("layer")
+    out = []
+    for name, ys in curve.items():
+        if name == "layer":
+            continue
+        for i, y in enumerate(ys):
+            out.append((f"curve.{name}", float(y), int(xs[i]) if xs is not None else i))
+    return out

@@ -1,0 +1,110 @@
+"""``gnomon catalog``: list, show, alias, export and re-register directions.
+
+The store is ``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``, else the SQLite catalog
+under the gnomon home. ``--json`` prints records exactly as :meth:`DirectionRecord.to_json`
+writes them, for scripts; the table is for people.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from catalog import Catalog, DirectionRecord
+
+# Metrics shown as table columns, in this order, when any listed version has them.
+_TABLE_METRICS = ("val_auroc", "val_accuracy", "test_auroc", "test_accuracy")
+
+
+def add_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, "
+                   "else sqlite:///<home>/mlflow.db)")
+    sub = p.add_subparsers(dest="catalog_command", metavar="ACTION", required=True)
+
+    ls = sub.add_parser("ls", help="list direction versions")
+    ls.add_argument("--concept")
+    ls.add_argument("--model")
+    ls.add_argument("--method")
+    ls.add_argument("--layer", type=int)
+    ls.add_argument("--json", action="store_true", help="print a JSON list of records")
+
+    show = sub.add_parser("show", help="show one version (REF: concept@alias, concept/N, concept)")
+    show.add_argument("ref")
+    show.add_argument("--json", action="store_true")
+
+    alias = sub.add_parser("alias", help="point an alias at a version")
+    alias.add_argument("ref")
+    alias.add_argument("name")
+
+    export = sub.add_parser("export", help="copy a direction to a plain safetensors file")
+    export.add_argument("file", help="destination, ending in .safetensors")
+    export.add_argument("ref")
+
+    sub.add_parser("register-pending", help="retry registrations that failed earlier")
+
+
+def run(args: argparse.Namespace) -> int:
+    from catalog import Catalog
+
+    cat = Catalog(tracking_uri=args.tracking_uri)
+    action = args.catalog_command
+    if action == "ls":
+        recs = cat.search(concept=args.concept, model=args.model, method=args.method,
+                          layer=args.layer)
+        _print_records(recs, args.json)
+    elif action == "show":
+        rec = cat.resolve(args.ref)
+        print(json.dumps(rec.to_json(), indent=1) if args.json else _describe(rec))
+    elif action == "alias":
+        rec = cat.set_alias(args.ref, args.name)
+        print(f"{rec.concept}@{args.name} -> {rec.ref}")
+    elif action == "export":
+        path = cat.export(args.ref, args.file)
+        print(f"wrote {path}")
+    elif action == "register-pending":
+        _register_pending(cat)
+    return 0
+
+
+def _register_pending(cat: Catalog) -> None:
+    recs = cat.register_pending()
+    for r in recs:
+        print(f"registered {r.ref}")
+    print(f"{len(recs)} pending registration(s) completed")
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None or math.isnan(x) else f"{x:.3f}"
+
+
+def _print_records(recs: Sequence[DirectionRecord], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps([r.to_json() for r in recs], indent=1))
+        return
+    if not recs:
+        print("no directions match")
+        return
+    metrics = [m for m in _TABLE_METRICS if any(m in r.metrics for r in recs)]
+    header = ["REF", "MODEL", "REVISION", "LAYER", "POSITION", "METHOD", *metrics, "ALIASES"]
+    rows = [[r.ref, r.model, r.revision, str(r.layer), r.position, r.method,
+             *(_fmt(r.metrics.get(m)) for m in metrics), ",".join(r.aliases)] for r in recs]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
+    for row in [header, *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _describe(rec: DirectionRecord) -> str:
+    lines = [f"{rec.ref}" + (f"  ({', '.join(rec.aliases)})" if rec.aliases else "")]
+    for key in ("model", "revision", "fingerprint", "layer", "position", "method",
+                "dataset_hash", "run_id", "source"):
+        lines.append(f"  {key:<13} {getattr(rec, key)}")
+    lines.append(f"  {'created':<13} {rec.created.isoformat(timespec='seconds')}")
+    for k, v in sorted(rec.metrics.items()):
+        lines.append(f"  {k:<13} {_fmt(v)}")
+    for k, v in sorted(rec.tags.items()):
+        lines.append(f"  tag {k:<9} {v}")
+    return "\n".join(lines)

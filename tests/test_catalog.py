@@ -1,0 +1,269 @@
+"""The direction catalog against a real MLflow SQLite store.
+
+A fresh SQLite database costs seconds of migrations, so one migrated database is built
+per module and copied into each test's home.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from catalog import Catalog, best_alias, parse_ref
+from catalog.refs import slug
+from jobs.cli import main as cli_main
+from pipeline.direction import Direction, Provenance
+from pipeline.types import GnomonError
+
+HIDDEN = 16
+
+
+def make_direction(seed: int, *, concept: str = "sentiment", model: str = "smollm2",
+                   layer: int = 6, method: str = "mean_diff", position: str = "last",
+                   val_auroc: float = 0.8, extras: bool = False) -> Direction:
+    g = torch.Generator().manual_seed(seed)
+    prov = Provenance(
+        model_id=model, revision="main", fingerprint=hashlib.sha1(model.encode()).hexdigest()[:16],
+        hidden_size=HIDDEN, layer=layer, position=position, concept=concept,
+        positive="positive", negative="negative", method=method,
+        params={"C": 0.5} if method == "logistic" else {}, dataset="sst2-mini",
+        dataset_hash="9f2c1e7a5b3d4c6e", split_sizes={"train": 140, "val": 30, "test": 30})
+    ex = {"leace_u": torch.randn(HIDDEN, 2, generator=g)} if extras else {}
+    return Direction(vector=torch.randn(HIDDEN, generator=g), provenance=prov,
+                     pos_mean=1.3 + seed, neg_mean=-0.7, spread=0.4, resid_norm=12.5,
+                     metrics={"val_auroc": val_auroc, "val_accuracy": val_auroc - 0.04,
+                              "test_accuracy": val_auroc - 0.06, "test_dprime": 2.0 * val_auroc},
+                     extras=ex)
+
+
+@pytest.fixture(scope="module")
+def migrated_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    home = tmp_path_factory.mktemp("template")
+    Catalog(home=home).concepts()  # runs MLflow's migrations once
+    return home / "mlflow.db"
+
+
+@pytest.fixture
+def home(tmp_path: Path, migrated_db: Path) -> Path:
+    h = tmp_path / "home"
+    h.mkdir()
+    shutil.copyfile(migrated_db, h / "mlflow.db")
+    return h
+
+
+@pytest.fixture
+def cat(home: Path) -> Catalog:
+    return Catalog(home=home)
+
+
+# Two models, several layers and methods; smollm2's best by val_auroc is layer 9.
+FLEET = [
+    dict(seed=1, model="smollm2", layer=3, method="mean_diff", val_auroc=0.71),
+    dict(seed=2, model="smollm2", layer=9, method="logistic", val_auroc=0.93),
+    dict(seed=3, model="smollm2", layer=6, method="pca", val_auroc=0.88),
+    dict(seed=4, model="HuggingFaceTB/SmolLM2-360M", layer=6, method="mean_diff", val_auroc=0.81),
+    dict(seed=5, model="HuggingFaceTB/SmolLM2-360M", layer=12, method="logistic", val_auroc=0.77),
+]
+
+
+@pytest.fixture
+def fleet(cat: Catalog) -> list[Direction]:
+    dirs = [make_direction(**kw) for kw in FLEET]  # type: ignore[arg-type]
+    for d in dirs:
+        cat.register(d, curve={"layer": [0, 3, 6, 9], "val_auroc": [0.5, 0.7, 0.8, 0.9]})
+    return dirs
+
+
+def test_search_by_tags_and_metric_thresholds(cat: Catalog, fleet: list[Direction]) -> None:
+    assert [r.version for r in cat.versions("sentiment")] == [1, 2, 3, 4, 5]
+    by_model = cat.search(model="smollm2")
+    assert {r.layer for r in by_model} == {3, 6, 9}
+    assert [r.ref for r in cat.search(layer=6, method="mean_diff")] == ["sentiment/4"]
+    strong = cat.search(min_metrics={"val_auroc": 0.8, "test_accuracy": 0.8})
+    expected = {i + 1 for i, kw in enumerate(FLEET)
+                if kw["val_auroc"] >= 0.8 and kw["val_auroc"] - 0.06 >= 0.8}
+    assert {r.version for r in strong} == expected
+    assert cat.search(min_metrics={"no_such_metric": 0.0}) == []
+    rec = cat.resolve("sentiment/3")
+    assert (rec.layer, rec.method, rec.model, rec.position) == (6, "pca", "smollm2", "last")
+    assert math.isclose(rec.metrics["test_dprime"], 2 * 0.88)
+
+
+def test_best_aliases_follow_val_metric(cat: Catalog, fleet: list[Direction]) -> None:
+    for model in ("smollm2", "HuggingFaceTB/SmolLM2-360M"):
+        mine = [r for r in cat.versions("sentiment") if r.model == model]
+        top = max(mine, key=lambda r: r.metrics["val_auroc"])
+        assert cat.resolve(f"sentiment@{best_alias(model)}").version == top.version
+    # `best` follows the most recently registered model (the 360M one here).
+    assert cat.resolve("sentiment@best").version == 4
+    assert cat.resolve("sentiment").version == 5  # bare concept: latest version
+    # A better smollm2 direction moves both of its aliases.
+    new = cat.register(make_direction(9, layer=12, val_auroc=0.97))
+    assert set(new.aliases) == {"best", best_alias("smollm2")}
+    assert "best" not in cat.resolve("sentiment/4").aliases
+
+
+def test_load_and_export_return_equal_direction(cat: Catalog, tmp_path: Path) -> None:
+    d = make_direction(7, method="leace", extras=True)
+    rec = cat.register(d)
+    loaded = cat.load(rec.ref)
+    assert loaded == d
+    assert torch.equal(loaded.extras["leace_u"], d.extras["leace_u"])
+    assert loaded.provenance.split_sizes == {"train": 140, "val": 30, "test": 30}
+    out = cat.export("sentiment@best", tmp_path / "out" / "s.safetensors")
+    assert Direction.load(out) == d
+    with pytest.raises(GnomonError, match=r"\.safetensors"):
+        cat.export(rec.ref, tmp_path / "s.pt")
+
+
+def test_register_keeps_file_and_is_idempotent(cat: Catalog, home: Path) -> None:
+    d = make_direction(11)
+    a = cat.register(d)
+    b = cat.register(d)
+    assert a.version == b.version and len(cat.versions("sentiment")) == 1
+    saved = list((home / "directions" / "sentiment").glob("*.safetensors"))
+    assert [p.name for p in saved] == [f"{d.provenance.fingerprint[:12]}-L6-last-mean_diff-9f2c1e7a.safetensors"]
+    # Same provenance, different vector: a second file, the first is not overwritten.
+    other = make_direction(12)
+    cat.register(other)
+    files = sorted((home / "directions" / "sentiment").glob("*.safetensors"))
+    assert len(files) == 2 and {Direction.load(f) == d for f in files} == {True, False}
+
+
+def test_curve_logged_as_artifacts_and_metric_history(cat: Catalog) -> None:
+    from mlflow import MlflowClient
+
+    curve = {"layer": [0, 2, 4], "val_auroc": [0.5, 0.75, 0.9]}
+    rec = cat.register(make_direction(3), curve=curve)
+    client = MlflowClient(cat.tracking_uri)
+    hist = client.get_metric_history(rec.run_id, "curve.val_auroc")
+    assert sorted((m.step, m.value) for m in hist) == [(0, 0.5), (2, 0.75), (4, 0.9)]
+    d = Path(client.download_artifacts(rec.run_id, "curve"))
+    assert json.loads((d / "curve.json").read_text()) == {k: [float(x) for x in v] for k, v in curve.items()}
+    assert (d / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    run = client.get_run(rec.run_id)
+    assert run.data.params["layer"] == "6" and run.data.params["split_sizes.val"] == "30"
+    with pytest.raises(GnomonError, match="lengths"):
+        cat.register(make_direction(4), curve={"layer": [0, 1], "val_auroc": [0.5]})
+
+
+def test_set_alias_and_tag(cat: Catalog, fleet: list[Direction]) -> None:
+    rec = cat.set_alias("sentiment/2", "production")
+    assert "production" in rec.aliases
+    assert cat.resolve("sentiment@production").version == 2
+    cat.set_alias("sentiment/3", "production")  # an alias moves
+    assert cat.resolve("sentiment@production").version == 3
+    assert "production" not in cat.resolve("sentiment/2").aliases
+    for bad in ("latest", "v3", "has space", ""):
+        with pytest.raises(GnomonError, match="alias"):
+            cat.set_alias("sentiment/1", bad)
+    cat.tag("sentiment/1", "reviewed_by", "alice")
+    assert cat.resolve("sentiment/1").tags["reviewed_by"] == "alice"
+    with pytest.raises(GnomonError, match="set by the catalog"):
+        cat.tag("sentiment/1", "layer", "4")
+
+
+def test_to_arrow_is_queryable_with_duckdb(cat: Catalog, fleet: list[Direction]) -> None:
+    import duckdb
+
+    cat.register(make_direction(20, concept="truthfulness", layer=9, val_auroc=0.66))
+    tbl = cat.to_arrow()
+    assert tbl.num_rows == len(FLEET) + 1
+    con = duckdb.connect()
+    con.register("directions", tbl)
+    top = con.execute("SELECT ref FROM directions WHERE concept = 'sentiment' AND model = 'smollm2' "
+                      "ORDER BY val_auroc DESC LIMIT 1").fetchone()
+    assert top == ("sentiment/2",)
+    with_best = con.execute("SELECT ref FROM directions WHERE list_contains(aliases, 'best') "
+                            "ORDER BY ref").fetchall()
+    assert with_best == [("sentiment/4",), ("truthfulness/1",)]
+    per_layer = dict(con.execute("SELECT layer, count(*) FROM directions GROUP BY layer").fetchall())
+    assert per_layer == {3: 1, 6: 2, 9: 2, 12: 1}
+
+
+def test_unknown_references_name_what_exists(cat: Catalog, fleet: list[Direction]) -> None:
+    with pytest.raises(GnomonError, match=r"versions 1, 2, 3, 4, 5 and aliases best, best-"):
+        cat.resolve("sentiment/42")
+    with pytest.raises(GnomonError, match="does not exist"):
+        cat.resolve("sentiment@staging")
+    with pytest.raises(GnomonError, match="known concepts: sentiment"):
+        cat.load("honesty@best")
+    with pytest.raises(GnomonError, match="positive integer"):
+        cat.resolve("sentiment/x")
+    with pytest.raises(GnomonError, match="concept name"):
+        cat.register(make_direction(1, concept="bad/name"))
+
+
+def _closed_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = int(s.getsockname()[1])
+    s.close()
+    return port
+
+
+def test_unreachable_server_keeps_file_and_register_pending_retries(home: Path) -> None:
+    d = make_direction(5, layer=4)
+    dead = Catalog(tracking_uri=f"http://127.0.0.1:{_closed_port()}", home=home, retries=2,
+                   backoff_s=0.1)
+    with pytest.raises(GnomonError, match="did not answer after 2 tries") as err:
+        dead.register(d)
+    msg = str(err.value)
+    assert "register-pending" in msg and "\n" not in msg
+    path = Path(msg.split("the direction is saved at ")[1].split(";")[0])
+    assert Direction.load(path) == d
+    with pytest.raises(GnomonError, match="did not answer"):
+        dead.search()
+
+    working = Catalog(home=home)
+    [rec] = working.register_pending()
+    assert (rec.layer, rec.model) == (4, "smollm2")
+    assert working.load(rec.ref) == d
+    assert working.register_pending() == []  # the marker is gone
+
+
+def test_cli_ls_and_show_json(home: Path, cat: Catalog, fleet: list[Direction],
+                              capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert cli_main(["--home", str(home), "catalog", "ls", "--json", "--model", "smollm2"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["layer"] for r in rows} == {3, 6, 9}
+    assert all({"method", "model", "revision", "position", "aliases"} <= r.keys() for r in rows)
+    assert cli_main(["--home", str(home), "catalog", "show", "sentiment@best-smollm2", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["layer"], shown["method"], shown["model"]) == (9, "logistic", "smollm2")
+    assert math.isclose(shown["metrics"]["test_accuracy"], 0.93 - 0.06)
+    assert cli_main(["--home", str(home), "catalog", "ls", "--layer", "6"]) == 0
+    table = capsys.readouterr().out
+    assert "sentiment/3" in table and "sentiment/4" in table and "sentiment/1" not in table
+    assert cli_main(["--home", str(home), "catalog", "alias", "sentiment/1", "canary"]) == 0
+    assert cat.resolve("sentiment@canary").version == 1
+    out = tmp_path / "x.safetensors"
+    assert cli_main(["--home", str(home), "catalog", "export", str(out), "sentiment@canary"]) == 0
+    assert Direction.load(out) == fleet[0]
+    capsys.readouterr()
+    assert cli_main(["--home", str(home), "catalog", "show", "sentiment/77"]) == 2
+    assert "sentiment/77 does not exist" in capsys.readouterr().err
+
+
+def test_refs_and_slugs() -> None:
+    assert parse_ref("sentiment@best-smollm2").alias == "best-smollm2"
+    assert parse_ref(" sentiment/12 ").version == 12
+    assert str(parse_ref("sentiment")) == "sentiment"
+    # Distinct model ids never share a slug, and every slug is a valid alias.
+    ids = ["HuggingFaceTB/SmolLM2", "huggingfacetb-smollm2", "HuggingFaceTB_SmolLM2", "smollm2"]
+    assert len({slug(i) for i in ids}) == len(ids)
+    assert all(parse_ref(f"c@{best_alias(i)}").alias for i in ids)
+
+
+def test_import_catalog_does_not_import_mlflow() -> None:
+    code = "import sys, catalog; assert 'mlflow' not in sys.modules, 'mlflow imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
