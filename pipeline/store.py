@@ -1,0 +1,354 @@
+"""The activation store: hive-partitioned Parquet shards with manifests.
+
+Layout under a store root (the gnomon home by default)::
+
+    activations/model=<slug>/revision=<rev>/dataset=<name>/layer=<L>/part-<shard:05d>.parquet
+    manifests/model=<slug>/revision=<rev>/dataset=<name>/layer=<L>/part-<shard:05d>.json
+    examples/dataset=<name>/examples.parquet
+
+Why this shape: the hive partitions let DuckDB (``pipeline.contrast``) prune to one
+model/layer from the path alone; one shard per (layer, shard) file lets independent
+workers write without coordination; and the manifest, written only after the shard is
+renamed into place, is the completion marker a resumed job checks (datatrove's per-rank
+markers), so a crash never leaves a half shard that counts, and a rerun overwrites the
+shard under the same name instead of adding rows.
+
+The vector column ``act`` is a ``FixedSizeList<float16|float32>`` built from numpy
+without copying (not Ray's tensor extension, which DuckDB cannot read). It is written
+PLAIN and uncompressed, without statistics or dictionary: activations barely compress,
+min/max of list elements are useless, and DuckDB 2.0 cannot read float16
+BYTE_STREAM_SPLIT. Only local roots are supported (``file://`` URIs are accepted): the
+atomic rename and fsync the resume logic relies on do not exist on object stores.
+
+>>> store = ActivationStore(tmp)                                   # doctest: +SKIP
+>>> t = activation_table(["a", "b"], "last", np.array([3, 5]), np.ones((2, 8)))
+>>> store.write_shard("org/m", "main", "sst", 3, 0, t, fingerprint="f", positions=["last"])
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline.types import POSITIONS, SPLITS, GnomonError
+
+__all__ = ["ActivationStore", "ShardRecord", "activation_table", "model_slug", "vectors_to_numpy",
+           "check_name", "EXAMPLE_SCHEMA"]
+
+_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+_DTYPES = {"float16": pa.float16(), "float32": pa.float32()}
+_META_COLUMNS = ["example_id", "position", "token_index"]
+
+EXAMPLE_SCHEMA = pa.schema([
+    ("id", pa.string()), ("text", pa.string()), ("messages", pa.string()),
+    ("label", pa.string()), ("pair", pa.string()), ("split", pa.string()),
+])
+"""Examples as stored: ``messages`` is the chat list as JSON text, ``pair`` a string."""
+
+
+def model_slug(model_id: str) -> str:
+    """A path-safe partition value for a model id: ``org/name`` -> ``org--name``.
+
+    Characters outside ``[A-Za-z0-9._-]`` become ``_``; idempotent, so a slug may be
+    passed wherever a model id is expected.
+    """
+    s = re.sub(r"[^A-Za-z0-9._-]", "_", str(model_id).strip().replace("\\", "/").strip("/").replace("/", "--"))
+    s = s.lstrip("._-")[:200]
+    if not s:
+        raise GnomonError(f"model id {model_id!r} has no usable characters for a store path")
+    return s
+
+
+def check_name(value: str, what: str) -> str:
+    """Reject a partition value that could leave the store root (``..``, ``/``, absolute)."""
+    if not isinstance(value, str) or not _SAFE.match(value):
+        raise GnomonError(f"{what} {value!r} must match [A-Za-z0-9][A-Za-z0-9._-]* (no '/', '..' or spaces)")
+    return value
+
+
+def _check_int(value: int, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise GnomonError(f"{what} must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
+def _check_positions(positions: Sequence[str]) -> list[str]:
+    bad = [p for p in positions if p not in POSITIONS]
+    if bad or not positions:
+        raise GnomonError(f"positions {list(positions)!r} must be a non-empty subset of {list(POSITIONS)}")
+    return sorted(set(positions))
+
+
+@dataclass(frozen=True)
+class ShardRecord:
+    """What ``write_shard`` wrote: the parquet file, its row count, size and checksum."""
+
+    path: Path
+    rows: int
+    bytes: int
+    sha256: str
+
+
+def activation_table(example_ids: Sequence[str], positions: Sequence[str] | str, token_index: np.ndarray,
+                     acts: np.ndarray, dtype: str = "float16") -> pa.Table:
+    """Rows for one shard: ``acts`` (n, d) becomes a ``FixedSizeList<dtype>[d]`` column.
+
+    ``positions`` is one string per row, or one string for every row. ``token_index`` is
+    the token's index for ``tok``, the last real token's for ``last``, -1 for ``mean``.
+    """
+    if dtype not in _DTYPES:
+        raise GnomonError(f"dtype {dtype!r} must be one of {sorted(_DTYPES)}")
+    acts = np.asarray(acts)
+    if acts.ndim != 2:
+        raise GnomonError(f"acts must be (n, d), got shape {acts.shape}")
+    n, d = acts.shape
+    flat = np.ascontiguousarray(acts, dtype=np.dtype(dtype)).reshape(-1)  # (n*d,)
+    pos = [positions] * n if isinstance(positions, str) else list(positions)
+    tok = np.asarray(token_index, dtype=np.int32)
+    if len(example_ids) != n or len(pos) != n or tok.shape != (n,):
+        raise GnomonError(f"example_ids, positions and token_index need {n} entries (one per row of acts)")
+    _check_positions(pos or ["last"])
+    values = pa.Array.from_buffers(_DTYPES[dtype], n * d, [None, pa.py_buffer(flat)])  # zero-copy
+    return pa.table({
+        "example_id": pa.array(list(example_ids), pa.string()),
+        "position": pa.array(pos, pa.string()),
+        "token_index": pa.array(tok, pa.int32()),
+        "act": pa.FixedSizeListArray.from_arrays(values, d),
+    })
+
+
+def vectors_to_numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A (fixed-size) list column of floats as an (n, d) float32 array, no per-row work."""
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    n = len(arr)
+    if n == 0:
+        width = arr.type.list_size if pa.types.is_fixed_size_list(arr.type) else 0
+        return np.zeros((0, width), np.float32)
+    if arr.null_count:
+        raise GnomonError("activation column has null vectors")
+    flat = arr.flatten()  # respects slicing offsets
+    if len(flat) % n:
+        raise GnomonError("activation vectors have different lengths")
+    return flat.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(n, len(flat) // n)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(target: Path, write: Any) -> None:
+    """Call ``write(tmp_path)``, fsync, then rename over ``target`` (same directory)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
+    try:
+        write(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(target.parent)
+
+
+class ActivationStore:
+    """Parquet shards of activations plus examples, under one local root."""
+
+    def __init__(self, root: str | Path) -> None:
+        text = str(root)
+        if "://" in text:
+            scheme, _, rest = text.partition("://")
+            if scheme != "file":
+                raise GnomonError(f"store root {text!r}: only local paths (or file://) are supported")
+            text = rest
+        self.root: Path = Path(text).expanduser().resolve()
+
+    # ----------------------------------------------------------------- paths
+    def _part(self, kind: str, model: str, revision: str, dataset: str, layer: int | None = None) -> Path:
+        p = (self.root / kind / f"model={model_slug(model)}" / f"revision={check_name(revision, 'revision')}"
+             / f"dataset={check_name(dataset, 'dataset')}")
+        return p if layer is None else p / f"layer={_check_int(layer, 'layer')}"
+
+    def shard_path(self, model: str, revision: str, dataset: str, layer: int, shard: int) -> Path:
+        return self._part("activations", model, revision, dataset, layer) / f"part-{_check_int(shard, 'shard'):05d}.parquet"
+
+    def manifest_path(self, model: str, revision: str, dataset: str, layer: int, shard: int) -> Path:
+        return self._part("manifests", model, revision, dataset, layer) / f"part-{_check_int(shard, 'shard'):05d}.json"
+
+    def examples_path(self, dataset: str) -> Path:
+        return self.root / "examples" / f"dataset={check_name(dataset, 'dataset')}" / "examples.parquet"
+
+    # -------------------------------------------------------------- examples
+    def write_examples(self, dataset: str, table: pa.Table, overwrite: bool = False) -> Path:
+        """Store a dataset's examples once; identical content again is a no-op.
+
+        Columns are normalised to ``EXAMPLE_SCHEMA`` (missing optional columns become
+        null, a non-string ``messages`` becomes JSON text, other columns are dropped), so
+        every dataset shares one schema in the DuckDB ``examples`` view.
+        """
+        path = self.examples_path(dataset)
+        new = _normalise_examples(table, dataset)
+        if path.exists():
+            old = pq.read_table(path).replace_schema_metadata(None)
+            if old.equals(new):
+                return path
+            if not overwrite:
+                raise GnomonError(f"dataset {dataset!r} already has different examples in the store; "
+                                  "pick another name or pass overwrite=True")
+        _atomic_write(path, lambda tmp: pq.write_table(new, tmp, compression="zstd"))
+        return path
+
+    def read_examples(self, dataset: str) -> pa.Table:
+        path = self.examples_path(dataset)
+        if not path.exists():
+            raise GnomonError(f"no examples stored for dataset {dataset!r} under {self.root}")
+        return pq.read_table(path).replace_schema_metadata(None)
+
+    # ---------------------------------------------------------------- shards
+    def write_shard(self, model: str, revision: str, dataset: str, layer: int, shard: int, table: pa.Table,
+                    *, fingerprint: str, positions: Sequence[str]) -> ShardRecord:
+        """Write one shard atomically (temp + fsync + rename), then its manifest.
+
+        A shard already there is replaced, never appended to; the old manifest is removed
+        first, so a crash between the two renames leaves an incomplete shard that
+        ``shard_complete`` reports as such and the next run redoes.
+        """
+        wanted = _check_positions(positions)
+        act_type = _check_shard_table(table, wanted)
+        path = self.shard_path(model, revision, dataset, layer, shard)
+        mpath = self.manifest_path(model, revision, dataset, layer, shard)
+        mpath.unlink(missing_ok=True)
+        table = table.select(_META_COLUMNS + ["act"]).replace_schema_metadata(None)
+        _atomic_write(path, lambda tmp: pq.write_table(
+            table, tmp, compression={"example_id": "zstd", "position": "zstd", "token_index": "zstd", "act": "none"},
+            use_dictionary=["example_id", "position"], write_statistics=_META_COLUMNS,
+            row_group_size=65536))
+        size, digest = path.stat().st_size, _sha256(path)
+        ids = sorted(set(table.column("example_id").to_pylist()))
+        record = {
+            "model": model, "model_slug": model_slug(model), "revision": revision, "dataset": dataset,
+            "layer": int(layer), "shard": int(shard), "path": str(path.relative_to(self.root)),
+            "rows": table.num_rows, "bytes": size, "sha256": digest, "fingerprint": fingerprint,
+            "positions": wanted, "dtype": "float16" if act_type.value_type == pa.float16() else "float32",
+            "hidden_size": act_type.list_size,
+            "ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        _atomic_write(mpath, lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
+        return ShardRecord(path=path, rows=table.num_rows, bytes=size, sha256=digest)
+
+    def shard_complete(self, model: str, revision: str, dataset: str, layer: int, shard: int, *,
+                       fingerprint: str, positions: Sequence[str], verify: bool = True) -> bool:
+        """True when the manifest and the file agree (size, and sha256 if ``verify``),
+        the fingerprint matches and the shard's positions cover ``positions``."""
+        wanted = _check_positions(positions)
+        m = _load_json(self.manifest_path(model, revision, dataset, layer, shard))
+        path = self.shard_path(model, revision, dataset, layer, shard)
+        if m is None or m.get("fingerprint") != fingerprint or not set(wanted) <= set(m.get("positions", [])):
+            return False
+        if not path.is_file() or path.stat().st_size != m.get("bytes"):
+            return False
+        return not verify or _sha256(path) == m.get("sha256")
+
+    def manifest(self, model: str | None = None, revision: str | None = None,
+                 dataset: str | None = None) -> list[dict]:
+        """Manifests of complete shards, optionally for one model/revision/dataset."""
+        pattern = "/".join([
+            f"model={model_slug(model) if model is not None else '*'}",
+            f"revision={check_name(revision, 'revision') if revision is not None else '*'}",
+            f"dataset={check_name(dataset, 'dataset') if dataset is not None else '*'}",
+            "layer=*", "part-*.json"])
+        found = [m for p in (self.root / "manifests").glob(pattern) if (m := _load_json(p)) is not None]
+        return sorted(found, key=lambda m: (m["model_slug"], m["revision"], m["dataset"], m["layer"], m["shard"]))
+
+    def layers(self, model: str, revision: str, dataset: str) -> list[int]:
+        return sorted({m["layer"] for m in self.manifest(model, revision, dataset)})
+
+    def read_layer(self, model: str, revision: str, dataset: str, layer: int,
+                   position: str = "last") -> tuple[list[str], np.ndarray]:
+        """All rows of one layer at one position: ids and (n, d) float32 vectors, in shard order."""
+        _check_positions([position])
+        shards = [m for m in self.manifest(model, revision, dataset) if m["layer"] == layer]
+        if not shards:
+            raise GnomonError(f"no shards for {model} {revision} {dataset} layer {layer}; "
+                              f"stored layers: {self.layers(model, revision, dataset)}")
+        parts = [pq.read_table(self.root / m["path"], columns=["example_id", "act"],
+                               filters=pc.field("position") == position) for m in shards]
+        t = pa.concat_tables(parts)
+        return t.column("example_id").to_pylist(), vectors_to_numpy(t.column("act"))
+
+    def summary(self, model: str | None = None, revision: str | None = None,
+                dataset: str | None = None) -> dict:
+        ms = self.manifest(model, revision, dataset)
+        return {"rows": sum(m["rows"] for m in ms), "bytes": sum(m["bytes"] for m in ms), "files": len(ms)}
+
+
+def _load_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _check_shard_table(table: pa.Table, positions: list[str]) -> pa.FixedSizeListType:
+    want = {"example_id": pa.string(), "position": pa.string(), "token_index": pa.int32()}
+    for name, typ in want.items():
+        if name not in table.column_names or table.schema.field(name).type != typ:
+            raise GnomonError(f"shard table needs column {name!r} of type {typ} (build it with activation_table)")
+    act = table.schema.field("act").type if "act" in table.column_names else None
+    if not (pa.types.is_fixed_size_list(act) and act.value_type in _DTYPES.values()):
+        raise GnomonError("shard column 'act' must be a fixed-size list of float16 or float32")
+    present = pc.unique(table.column("position")).to_pylist()
+    if not set(present) <= set(positions):
+        raise GnomonError(f"shard has positions {present} not in the declared positions {positions}")
+    return act
+
+
+def _normalise_examples(table: pa.Table, dataset: str) -> pa.Table:
+    if "id" not in table.column_names or "label" not in table.column_names:
+        raise GnomonError(f"examples for {dataset!r} need 'id' and 'label' columns")
+    cols = []
+    for field in EXAMPLE_SCHEMA:
+        if field.name not in table.column_names:
+            cols.append(pa.nulls(table.num_rows, pa.string()))
+            continue
+        col = table.column(field.name)
+        if field.name == "messages" and not pa.types.is_string(col.type) and not pa.types.is_null(col.type):
+            col = pa.array([None if v is None else json.dumps(v) for v in col.to_pylist()], pa.string())
+        cols.append(pc.cast(col, pa.string()))
+    new = pa.Table.from_arrays(cols, schema=EXAMPLE_SCHEMA).combine_chunks()
+    if new.column("id").null_count or new.column("label").null_count:
+        raise GnomonError(f"examples for {dataset!r} have empty 'id' or 'label' values")
+    if pc.count_distinct(new.column("id")).as_py() != new.num_rows:
+        raise GnomonError(f"examples for {dataset!r} have duplicate ids")
+    bad = set(pc.unique(new.column("split").drop_null()).to_pylist()) - set(SPLITS)
+    if bad:
+        raise GnomonError(f"examples for {dataset!r} have unknown splits {sorted(bad)}; use {list(SPLITS)}")
+    return new
