@@ -1,0 +1,92 @@
+"""Contrast-consistent search (Burns, Ye, Klein & Steinhardt 2022, "Discovering Latent
+Knowledge in Language Models Without Supervision", arXiv:2212.03827).
+
+An unsupervised probe ``p(x) = sigmoid(theta . x~ + b)`` trained on contrast pairs
+``(x+_i, x-_i)`` so that the two members get complementary probabilities
+(consistency ``(p(x+) - (1 - p(x-)))^2``) and neither sits at 1/2 (confidence
+``min(p(x+), p(x-))^2``). The loss is non-convex, so several random restarts are
+trained (vectorised: all restarts in one batched model) and the one with the lowest
+final loss kept, as in the paper. Labels are not used for training; they only fix the
+sign afterwards (positive class projects higher).
+
+Normalisation (``normalize``) decides what CCS can see:
+
+* ``"per_side"`` (the paper's): each side of the pair is centered on its own mean, so a
+  constant offset between the sides - in the paper the "Yes"/"No" answer token - is
+  removed. Use it when the two sides are answer templates and the truth varies from
+  pair to pair; but it also removes a concept whose sign is the same in every pair.
+* ``"joint"`` (default): both sides are centered on the common mean. In gnomon a pair is
+  (positive-label example, negative-label example), so the concept IS the constant
+  offset between sides and must survive normalisation. CCS then finds the direction in
+  which pair members are anti-symmetric around the common mean and far apart.
+
+Either way coordinates are scaled by their pooled standard deviation, and the weight is
+mapped back to raw space (``theta / sd``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from pipeline.fit._common import FitResult, check_paired, orient, torch_device
+from pipeline.fit._common import standardize
+from pipeline.types import GnomonError
+
+NORMALIZATIONS = ("joint", "per_side")
+
+
+def ccs_loss(p_pos: torch.Tensor, p_neg: torch.Tensor) -> torch.Tensor:
+    """(n, R) probabilities of each side under R probes -> (R,) CCS loss per probe."""
+    consistency = ((p_pos - (1.0 - p_neg)) ** 2).mean(dim=0)
+    confidence = (torch.minimum(p_pos, p_neg) ** 2).mean(dim=0)
+    return consistency + confidence
+
+
+def fit_ccs(pos: np.ndarray, neg: np.ndarray, *, paired: bool = False, normalize: str = "joint",
+            n_restarts: int = 10, epochs: int = 1000, lr: float = 1e-2,
+            weight_decay: float = 1e-2, seed: int = 0) -> FitResult:
+    if not paired:
+        raise GnomonError("ccs needs contrast pairs: pass paired data (row i of pos and neg from "
+                          "the same pair, paired=True), or use another method for unpaired data")
+    check_paired(pos, neg, "ccs")
+    if normalize not in NORMALIZATIONS:
+        raise GnomonError(f"ccs: normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
+    if normalize == "joint":
+        mu = np.concatenate([pos, neg]).mean(axis=0)
+        xp, xn = pos - mu, neg - mu
+    else:
+        xp, xn = pos - pos.mean(axis=0), neg - neg.mean(axis=0)
+    _, sd = standardize(np.concatenate([xp, xn]))
+    theta, loss = _train(xp / sd, xn / sd, n_restarts=n_restarts, epochs=epochs, lr=lr,
+                         weight_decay=weight_decay, seed=seed)
+    return FitResult(vector=orient(theta / sd, pos, neg),
+                     params={"normalize": normalize, "n_restarts": n_restarts, "epochs": epochs,
+                             "lr": lr, "weight_decay": weight_decay, "seed": seed,
+                             "final_loss": loss})
+
+
+def _train(xp: np.ndarray, xn: np.ndarray, *, n_restarts: int, epochs: int, lr: float,
+           weight_decay: float, seed: int) -> tuple[np.ndarray, float]:
+    """Train ``n_restarts`` probes at once; return the best probe's weight and loss."""
+    device = torch_device()
+    d = xp.shape[1]
+    gen = torch.Generator().manual_seed(seed)
+    # Independent inits on the unit sphere scale (like nn.Linear's), one column each.
+    theta0 = torch.randn(d, n_restarts, generator=gen, dtype=torch.float32) / math.sqrt(d)
+    theta = theta0.to(device).requires_grad_(True)  # (d, R)
+    bias = torch.zeros(n_restarts, device=device, requires_grad=True)  # (R,)
+    tp = torch.as_tensor(xp, dtype=torch.float32, device=device)  # (n, d)
+    tn = torch.as_tensor(xn, dtype=torch.float32, device=device)
+    opt = torch.optim.AdamW([theta, bias], lr=lr, weight_decay=weight_decay)
+    for _ in range(epochs):
+        opt.zero_grad()
+        # Restarts are independent parameters, so the gradient of the sum is each one's own.
+        ccs_loss(torch.sigmoid(tp @ theta + bias), torch.sigmoid(tn @ theta + bias)).sum().backward()
+        opt.step()
+    with torch.no_grad():
+        losses = ccs_loss(torch.sigmoid(tp @ theta + bias), torch.sigmoid(tn @ theta + bias))
+        best = int(torch.argmin(losses))
+    return theta[:, best].detach().to("cpu", torch.float64).numpy(), float(losses[best])

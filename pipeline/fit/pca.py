@@ -1,0 +1,52 @@
+"""First principal direction of contrast-pair differences, uncentered.
+
+Following Zou et al. 2023 ("Representation Engineering", arXiv:2310.01405) and the
+``pca_aggregator`` of steering-vectors, the direction is the top right singular vector
+of the matrix of differences ``D = pos - neg`` (one row per pair). The differences are
+deliberately NOT centered: if every pair differs by the same shift ``s * w`` plus noise,
+centering removes exactly ``s * w`` and leaves only noise, while the uncentered second
+moment ``E[d d^T] = s^2 w w^T + Cov(d)`` keeps it as its top eigenvector whenever the
+shift outweighs the largest noise variance. ``center=True`` is available to show the
+difference (and for data whose signal is the variation of the differences).
+
+Unpaired data: rows of the two classes are matched at random (``seed``), each class
+permuted and cycled to the larger class's length so every row is used; the differences
+of random matches have the same mean ``mu+ - mu-`` and a noisier covariance.
+
+The singular vector has no sign; it is oriented so the positive class projects higher
+and scaled to the mean pair difference along it (the same units as ``mean_diff``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.fit._common import FitResult, check_paired, orient
+
+
+def pair_differences(pos: np.ndarray, neg: np.ndarray, paired: bool, seed: int) -> np.ndarray:
+    """(n_pairs, d) ``pos - neg``: row-aligned when paired, randomly matched otherwise."""
+    if paired:
+        check_paired(pos, neg, "pca")
+        return pos - neg
+    rng = np.random.default_rng(seed)
+    n = max(pos.shape[0], neg.shape[0])
+
+    def cycled(k: int) -> np.ndarray:
+        reps = -(-n // k)  # ceil(n / k)
+        return np.concatenate([rng.permutation(k) for _ in range(reps)])[:n]
+
+    return pos[cycled(pos.shape[0])] - neg[cycled(neg.shape[0])]
+
+
+def fit_pca(pos: np.ndarray, neg: np.ndarray, *, paired: bool = False, center: bool = False,
+            seed: int = 0) -> FitResult:
+    diffs = pair_differences(pos, neg, paired, seed)  # (n, d)
+    if center:
+        diffs = diffs - diffs.mean(axis=0)
+    # Top right singular vector of D = top eigenvector of D^T D, without forming D^T D.
+    _, _, vt = np.linalg.svd(diffs, full_matrices=False)
+    unit = orient(vt[0], pos, neg)
+    scale = float((pos.mean(axis=0) - neg.mean(axis=0)) @ unit)
+    vector = unit * scale if scale > 0 else unit
+    return FitResult(vector=vector, params={"center": center, "seed": seed})
