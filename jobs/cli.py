@@ -61,7 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except GnomonError as e:
-        print(f"gnomon {args.command}: error: {e}", file=sys.stderr)
+        # Ray re-raises a worker's GnomonError as a RayTaskError subclass carrying the
+        # original in ``cause``: print the one-line message, not the remote traceback.
+        cause = getattr(e, "cause", None)
+        msg = str(cause if isinstance(cause, GnomonError) else e).strip().splitlines()
+        print(f"gnomon {args.command}: error: {msg[-1] if msg else e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"gnomon {args.command}: interrupted", file=sys.stderr)

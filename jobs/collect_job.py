@@ -176,6 +176,19 @@ def summarize(results: Sequence[ShardResult]) -> dict[str, int]:
             "tokens": sum(r.tokens for r in results)}
 
 
+def preflight(spec: CollectSpec, home: Any = None) -> Any:
+    """Check model, layers and positions in the driver before anything is written, and
+    convert/cache the weights once here rather than racing in every worker."""
+    from pipeline.collect import check_positions
+
+    check_positions(spec.positions)
+    if spec.dtype not in ("float16", "float32"):
+        raise GnomonError(f"unknown storage dtype {spec.dtype!r}: use float16 or float32")
+    lm = load_for_spec(spec, home)
+    lm.check_layers(list(spec.layers) if spec.layers is not None else None)
+    return lm
+
+
 def run_collection(spec: CollectSpec, executor: Any = None, home: Any = None, show_progress: bool = False,
                    **executor_kw: Any) -> dict[str, Any]:
     """Plan, run and summarise a collection; returns the summary (rows, bytes, seconds, paths).
@@ -185,12 +198,17 @@ def run_collection(spec: CollectSpec, executor: Any = None, home: Any = None, sh
     from pipeline.home import gnomon_home
     from pipeline.store import ActivationStore, model_slug
 
-    from jobs.executors import make_executor
+    from jobs.executors import LocalExecutor, make_executor
 
     home_p = gnomon_home(home)
     executor = executor or make_executor("ray")
     t0 = time.perf_counter()
+    lm = preflight(spec, home_p)
     plan = plan_collection(spec, home_p)
+    if isinstance(executor, LocalExecutor):
+        executor_kw.setdefault("lm", lm)
+    else:
+        del lm  # workers load their own copy (from the converted-weights cache)
     bar = None
     if show_progress:
         from tqdm import tqdm

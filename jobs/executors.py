@@ -25,8 +25,8 @@ class LocalExecutor:
     name = "local"
 
     def run_collect(self, plan: CollectPlan, home: str, progress: Progress | None = None,
-                    on_shard: Callable[[ShardResult], None] | None = None) -> list[ShardResult]:
-        lm = load_for_spec(plan.spec, home)
+                    on_shard: Callable[[ShardResult], None] | None = None, lm: Any = None) -> list[ShardResult]:
+        lm = lm if lm is not None else load_for_spec(plan.spec, home)
         out = []
         for task in plan.shards:
             res = run_shard(lm, plan.spec, plan.dataset_name, task, home, progress)

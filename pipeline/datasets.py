@@ -265,14 +265,14 @@ def _canonical_messages(value: Any, where: str) -> str | None:
 
 def _from_rows(columns: list[str], raw: list[dict[str, Any]], *, name: str, source: str) -> ConceptDataset:
     """Validate rows and build the dataset; every problem is one GnomonError naming its fix."""
+    if not raw:
+        raise GnomonError(f"{source}: dataset is empty; add at least one row per label")
     for column in ("id", "label"):
         if column not in columns:
             raise GnomonError(f"{source}: missing column {column!r}; columns are id, text or messages, "
                               "label, and optional pair, split")
     if "text" not in columns and "messages" not in columns:
         raise GnomonError(f"{source}: missing column 'text' (or 'messages' for chat rows)")
-    if not raw:
-        raise GnomonError(f"{source}: dataset is empty; add at least one row per label")
     rows: list[dict[str, Any]] = []
     first_row: dict[str, int] = {}
     for i, r in enumerate(raw, 1):
