@@ -1,0 +1,25 @@
+"""Steering, erasing, interpolating and mixing directions at run time, and greedy generation
+under those interventions. See :mod:`pipeline.steer.interventions` for the maths."""
+
+from pipeline.steer.generate import Generation, continuation_texts, encode_prompts, generate, greedy
+from pipeline.steer.interventions import (
+    POSITIONS,
+    UNITS,
+    Edit,
+    Intervention,
+    Positions,
+    Unit,
+    ablate,
+    ablate_writers,
+    add,
+    apply,
+    check_direction,
+    clamp,
+    interpolate,
+    mix,
+    scale_of,
+)
+
+__all__ = ["Edit", "Generation", "Intervention", "POSITIONS", "Positions", "UNITS", "Unit", "ablate",
+           "ablate_writers", "add", "apply", "check_direction", "clamp", "continuation_texts", "encode_prompts",
+           "generate", "greedy", "interpolate", "mix", "scale_of"]
