@@ -148,7 +148,7 @@ def test_lda_beats_mean_diff_under_anisotropic_noise() -> None:
     w_star = unit(rng.normal(size=D))
     dmu = sigma @ w_star
     dmu *= 3.0 / math.sqrt(float(w_star @ dmu))  # Mahalanobis separation 3
-    noise = lambda: (rng.normal(size=(n, D)) * stds) @ basis.T  # noqa: E731
+    noise = lambda: (rng.normal(size=(n, D)) * stds) @ basis.T
     pos, neg = noise() + dmu, noise()
     lda = fit_direction("lda", pos, neg, base=base())
     md = fit_direction("mean_diff", pos, neg, base=base())
@@ -241,7 +241,7 @@ def test_leace_erasure_leaves_logistic_regression_at_chance() -> None:
     (xtr, ytr), (xte, yte) = sample(2000), sample(2000)
     d = fit_direction("leace", xtr[ytr == 1], xtr[ytr == 0], base=base())
     u, v, mean = (d.extras[k].double().numpy() for k in ("leace_u", "leace_v", "leace_mean"))
-    erase = lambda x: x - np.outer((x - mean) @ v, u)  # noqa: E731  (the documented formula)
+    erase = lambda x: x - np.outer((x - mean) @ v, u)
 
     before = lm.LogisticRegression(max_iter=2000).fit(xtr, ytr).score(xte, yte)
     after = lm.LogisticRegression(max_iter=2000).fit(erase(xtr), ytr).score(erase(xte), yte)
@@ -261,7 +261,7 @@ def test_leace_erasure_leaves_logistic_regression_at_chance() -> None:
 
 # ---- the fit_direction contract ----------------------------------------------------
 def test_fit_direction_scale_metrics_and_provenance(tmp_path: Path) -> None:
-    pos, neg, w = planted(seed=12, n=400)
+    pos, neg, _ = planted(seed=12, n=400)
     (vp, vn, _), (tp, tn, _) = planted(seed=12, n=100), planted(seed=13, n=120)
     d = fit_direction("lda", pos, neg, base=base(), eval_sets={"val": (vp, vn), "test": (tp, tn)},
                       shrinkage=0.1)
@@ -285,7 +285,7 @@ def test_fit_direction_scale_metrics_and_provenance(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("method", ["mean_diff", "logistic"])
 def test_fit_direction_accepts_float16(method: str) -> None:
-    pos, neg, w = planted(seed=14, n=500)
+    pos, neg, _ = planted(seed=14, n=500)
     half = fit_direction(method, torch.as_tensor(pos, dtype=torch.float16),
                          np.asarray(neg, dtype=np.float16), base=base())
     full = fit_direction(method, pos, neg, base=base())

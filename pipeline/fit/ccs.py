@@ -31,8 +31,13 @@ import math
 import numpy as np
 import torch
 
-from pipeline.fit._common import FitResult, check_paired, orient, torch_device
-from pipeline.fit._common import standardize
+from pipeline.fit._common import (
+    FitResult,
+    check_paired,
+    orient,
+    standardize,
+    torch_device,
+)
 from pipeline.types import GnomonError
 
 NORMALIZATIONS = ("joint", "per_side")

@@ -117,17 +117,17 @@ class LeaceFitter:
 
     @property
     def cov_xx(self) -> np.ndarray:
-        self._need_data()
-        return self.c_xx / self.n  # type: ignore[operator]
+        """(d, d) covariance of x (divided by n; the eraser is invariant to that choice)."""
+        if self.c_xx is None:
+            raise GnomonError("leace: no data has been added to the fitter")
+        return self.c_xx / self.n
 
     @property
     def cov_xz(self) -> np.ndarray:
-        self._need_data()
-        return self.c_xz / self.n  # type: ignore[operator]
-
-    def _need_data(self) -> None:
-        if self.n == 0:
+        """(d, k) cross-covariance of x and z."""
+        if self.c_xz is None:
             raise GnomonError("leace: no data has been added to the fitter")
+        return self.c_xz / self.n
 
     def eraser(self, rtol: float = 1e-10, dtype: torch.dtype = torch.float32) -> LeaceEraser:
         """The LEACE eraser for the statistics so far (computed in float64)."""
@@ -140,7 +140,10 @@ class LeaceFitter:
         w_pinv = (evecs * root) @ evecs.T  # Sigma^{1/2}
         u, s, _ = np.linalg.svd(w @ sxz, full_matrices=False)
         q = u[:, s > rtol * max(float(s.max(initial=0.0)), 1e-300)]  # (d, r)
-        mk = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=dtype)  # noqa: E731
+
+        def mk(a: np.ndarray | None) -> torch.Tensor:
+            return torch.as_tensor(np.ascontiguousarray(a), dtype=dtype)
+
         return LeaceEraser(proj_left=mk(w_pinv @ q), proj_right=mk(q.T @ w), bias=mk(self.mean_x))
 
 

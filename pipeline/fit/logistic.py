@@ -17,7 +17,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pipeline.fit._common import FitResult, check_paired, orient, standardize, torch_device
+from pipeline.fit._common import (
+    FitResult,
+    check_paired,
+    orient,
+    standardize,
+    torch_device,
+)
 
 
 def train_logistic(x: np.ndarray, y: np.ndarray, *, l2: float = 1e-2, max_iter: int = 200,
