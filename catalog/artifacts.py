@@ -70,7 +70,7 @@ class PendingRegistration:
     def of(cls, path: Path, curve: Mapping[str, Sequence[float]] | None,
            extra_tags: Mapping[str, str] | None, set_best: bool, best_metric: str
            ) -> PendingRegistration:
-        return cls(str(path), {k: [float(x) for x in v] for k, v in curve.items()} if curve else None,
+        return cls(str(path), check_curve(curve) if curve else None,
                    {str(k): str(v) for k, v in (extra_tags or {}).items()}, set_best, best_metric)
 
 
@@ -101,14 +101,23 @@ def read_pending(home: Path) -> list[tuple[Path, PendingRegistration]]:
     return out
 
 
-def write_curve(curve: Mapping[str, Sequence[float]], out_dir: Path, title: str) -> list[Path]:
-    """Write ``curve.json`` and ``curve.png`` (every series against ``layer`` if given,
-    else against its index). Uses matplotlib's Agg backend: no display needed."""
-    series = {k: [float(x) for x in v] for k, v in curve.items()}
+def check_curve(curve: Mapping[str, Sequence[float]]) -> dict[str, list[float]]:
+    """The curve as plain float lists, refused before anything is written if its series
+    differ in length or its ``layer`` series is not whole numbers."""
+    series = {str(k): [float(x) for x in v] for k, v in curve.items()}
     lengths = {len(v) for v in series.values()}
     if len(lengths) > 1:
         raise GnomonError(f"curve series have different lengths {sorted(lengths)}; "
                           "give one value per swept layer in every series")
+    if not all(x.is_integer() for x in series.get("layer", [])):
+        raise GnomonError("curve 'layer' series must hold whole layer numbers")
+    return series
+
+
+def write_curve(curve: Mapping[str, Sequence[float]], out_dir: Path, title: str) -> list[Path]:
+    """Write ``curve.json`` and ``curve.png`` (every series against ``layer`` if given,
+    else against its index). Uses matplotlib's Agg backend: no display needed."""
+    series = check_curve(curve)
     out_dir.mkdir(parents=True, exist_ok=True)
     js = out_dir / "curve.json"
     js.write_text(json.dumps(series, indent=1))

@@ -20,11 +20,10 @@ if TYPE_CHECKING:
 METRIC_PREFIX = "metric."
 KIND_TAG = "gnomon_kind"
 """Tag marking registered models / versions written by gnomon (a shared server holds others)."""
-SHA_TAG = "sha256"
-ARTIFACT_TAG = "artifact"
-RECORD_TAGS = ("model", "revision", "fingerprint", "layer", "position", "method", "dataset_hash")
+RECORD_TAGS = ("model", "revision", "fingerprint", "layer", "position", "method", "dataset_hash",
+               "sha256")
 """Version tags that define a record; :meth:`Catalog.tag` refuses to overwrite them."""
-RESERVED_TAGS = frozenset(RECORD_TAGS) | {KIND_TAG, SHA_TAG, ARTIFACT_TAG}
+RESERVED_TAGS = frozenset(RECORD_TAGS) | {KIND_TAG}
 
 
 @dataclass(frozen=True)
@@ -44,6 +43,8 @@ class DirectionRecord:
     method: str
     dataset_hash: str
     metrics: dict[str, float]
+    sha256: str
+    """Content hash of the safetensors file; downloads are checked against it."""
     run_id: str
     source: str
     """Artifact URI of the safetensors file."""
@@ -85,7 +86,8 @@ def record_from_version(mv: Any, aliases: Mapping[str, int]) -> DirectionRecord:
         model=tags.get("model", ""), revision=tags.get("revision", ""),
         fingerprint=tags.get("fingerprint", ""), layer=int(tags.get("layer", -1)),
         position=tags.get("position", ""), method=tags.get("method", ""),
-        dataset_hash=tags.get("dataset_hash", ""), metrics=metrics, run_id=mv.run_id or "",
+        dataset_hash=tags.get("dataset_hash", ""), metrics=metrics,
+        sha256=tags.get("sha256", ""), run_id=mv.run_id or "",
         source=mv.source or "",
         created=datetime.fromtimestamp((mv.creation_timestamp or 0) / 1000, UTC),
         tags=rest)

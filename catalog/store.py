@@ -30,11 +30,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from catalog import artifacts, backend, runs
 from catalog.query import (
-    ARTIFACT_TAG,
     KIND_TAG,
     METRIC_PREFIX,
     RESERVED_TAGS,
-    SHA_TAG,
     DirectionRecord,
     record_from_version,
     to_arrow,
@@ -111,15 +109,23 @@ class Catalog:
         models = self._paged("search_registered_models", f"tags.{KIND_TAG} = 'concept'")
         return sorted(m.name for m in models)
 
-    def _aliases(self, concept: str) -> dict[str, int]:
+    def _alias_maps(self, names: Sequence[str]) -> dict[str, dict[str, int]]:
+        """``{concept: {alias: version}}``: one search when several concepts are listed."""
         from mlflow.exceptions import MlflowException
 
-        try:
-            return dict(self._call("get_registered_model", concept).aliases or {})
-        except MlflowException as e:
-            if e.error_code == "RESOURCE_DOES_NOT_EXIST":
-                return {}
-            raise
+        if len(names) > 1:
+            models = self._paged("search_registered_models", f"tags.{KIND_TAG} = 'concept'")
+            found = {m.name: dict(m.aliases or {}) for m in models}
+            return {n: found.get(n, {}) for n in names}
+        out = {}
+        for n in names:
+            try:
+                out[n] = dict(self._call("get_registered_model", n).aliases or {})
+            except MlflowException as e:
+                if e.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+                out[n] = {}
+        return out
 
     def _records(self, concept: str | None = None, tags: Mapping[str, str] | None = None
                  ) -> list[DirectionRecord]:
@@ -129,8 +135,7 @@ class Catalog:
         # Push simple tag equalities down to MLflow; callers filter again in Python.
         clauses += [f"tags.{k} = '{v}'" for k, v in (tags or {}).items() if "'" not in v]
         versions = self._paged("search_model_versions", " AND ".join(clauses))
-        names = sorted({mv.name for mv in versions})
-        aliases = {n: self._aliases(n) for n in names}
+        aliases = self._alias_maps(sorted({mv.name for mv in versions}))
         recs = [record_from_version(mv, aliases[mv.name]) for mv in versions]
         return sorted(recs, key=lambda r: (r.concept, r.version))
 
@@ -143,6 +148,8 @@ class Catalog:
         bad = RESERVED_TAGS.intersection(extra_tags or {})
         if bad or any(k.startswith(METRIC_PREFIX) for k in extra_tags or {}):
             raise GnomonError(f"extra_tags may not set catalog tags {sorted(bad) or 'metric.*'}")
+        if curve:
+            artifacts.check_curve(curve)  # refuse a bad curve before anything is written
         path = artifacts.save_local(direction, self.home)
         req = artifacts.PendingRegistration.of(path, curve, extra_tags, set_best, best_metric)
         marker = artifacts.write_pending(self.home, req)
@@ -182,7 +189,7 @@ class Catalog:
 
         prov, path = direction.provenance, Path(req.path)
         concept, sha = prov.concept, artifacts.sha256_file(path)
-        existing = self._records(concept, {SHA_TAG: sha})
+        existing = self._records(concept, {"sha256": sha})
         if existing:
             version = existing[0].version
         else:
@@ -197,8 +204,8 @@ class Catalog:
                     "fingerprint": prov.fingerprint, "layer": str(prov.layer),
                     "position": prov.position, "method": prov.method,
                     "dataset_hash": prov.dataset_hash, "site": prov.site,
-                    "hidden_size": str(prov.hidden_size), KIND_TAG: "direction", SHA_TAG: sha,
-                    ARTIFACT_TAG: f"direction/{path.name}", **req.extra_tags}
+                    "hidden_size": str(prov.hidden_size), KIND_TAG: "direction", "sha256": sha,
+                    **req.extra_tags}
             tags |= {METRIC_PREFIX + k: repr(float(v)) for k, v in direction.metrics.items()}
             mv = self._call("create_model_version", concept, source=source, run_id=run_id,
                             tags=tags)
@@ -266,11 +273,10 @@ class Catalog:
 
     # ---- loading and editing --------------------------------------------------
     def _download(self, rec: DirectionRecord, dst: Path) -> Path:
-        version = self._call("get_model_version", rec.concept, str(rec.version))
-        rel = (version.tags or {}).get(ARTIFACT_TAG) or f"direction/{Path(rec.source).name}"
+        """Fetch the version's file into ``dst`` and check it against its recorded sha256."""
+        rel = f"direction/{rec.source.rsplit('/', 1)[-1]}"  # as logged by runs.log_run
         local = Path(self._call("download_artifacts", rec.run_id, rel, str(dst)))
-        want = (version.tags or {}).get(SHA_TAG)
-        if want and artifacts.sha256_file(local) != want:
+        if rec.sha256 and artifacts.sha256_file(local) != rec.sha256:
             raise GnomonError(f"{rec.ref}: the downloaded file does not match its recorded sha256; "
                               "the artifact store holds a different file than was registered")
         return local

@@ -67,11 +67,11 @@ def cat(home: Path) -> Catalog:
 
 # Two models, several layers and methods; smollm2's best by val_auroc is layer 9.
 FLEET = [
-    dict(seed=1, model="smollm2", layer=3, method="mean_diff", val_auroc=0.71),
-    dict(seed=2, model="smollm2", layer=9, method="logistic", val_auroc=0.93),
-    dict(seed=3, model="smollm2", layer=6, method="pca", val_auroc=0.88),
-    dict(seed=4, model="HuggingFaceTB/SmolLM2-360M", layer=6, method="mean_diff", val_auroc=0.81),
-    dict(seed=5, model="HuggingFaceTB/SmolLM2-360M", layer=12, method="logistic", val_auroc=0.77),
+    {"seed": 1, "model": "smollm2", "layer": 3, "method": "mean_diff", "val_auroc": 0.71},
+    {"seed": 2, "model": "smollm2", "layer": 9, "method": "logistic", "val_auroc": 0.93},
+    {"seed": 3, "model": "smollm2", "layer": 6, "method": "pca", "val_auroc": 0.88},
+    {"seed": 4, "model": "HuggingFaceTB/SmolLM2-360M", "layer": 6, "method": "mean_diff", "val_auroc": 0.81},
+    {"seed": 5, "model": "HuggingFaceTB/SmolLM2-360M", "layer": 12, "method": "logistic", "val_auroc": 0.77},
 ]
 
 
@@ -123,6 +123,11 @@ def test_load_and_export_return_equal_direction(cat: Catalog, tmp_path: Path) ->
     assert Direction.load(out) == d
     with pytest.raises(GnomonError, match=r"\.safetensors"):
         cat.export(rec.ref, tmp_path / "s.pt")
+    # A file swapped in the artifact store behind the catalog's back is refused.
+    stored = Path(rec.source.removeprefix("file://"))
+    make_direction(8).save(stored)
+    with pytest.raises(GnomonError, match="sha256"):
+        cat.load(rec.ref)
 
 
 def test_register_keeps_file_and_is_idempotent(cat: Catalog, home: Path) -> None:
@@ -152,8 +157,10 @@ def test_curve_logged_as_artifacts_and_metric_history(cat: Catalog) -> None:
     assert (d / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     run = client.get_run(rec.run_id)
     assert run.data.params["layer"] == "6" and run.data.params["split_sizes.val"] == "30"
+    runs_before = len(client.search_runs([run.info.experiment_id]))
     with pytest.raises(GnomonError, match="lengths"):
         cat.register(make_direction(4), curve={"layer": [0, 1], "val_auroc": [0.5]})
+    assert len(client.search_runs([run.info.experiment_id])) == runs_before  # refused up front
 
 
 def test_set_alias_and_tag(cat: Catalog, fleet: list[Direction]) -> None:
