@@ -16,6 +16,7 @@ from pipeline import metrics as M
 from pipeline.direction import Direction, Provenance
 from pipeline.fit import FIT_METHODS, LeaceFitter, MeanDiffFitter, fit_direction
 from pipeline.fit.lda import ledoit_wolf_shrinkage
+from pipeline.fit.pca import top_right_singular_vector
 from pipeline.types import GnomonError
 
 D = 32
@@ -132,6 +133,14 @@ def test_pca_keeps_mean_shift_that_centered_pca_loses() -> None:
     assert cos(kept, w) >= 0.95
     assert abs(cos(lost, w)) < 0.3
     assert abs(float(lost.unit.double().numpy() @ u)) > 0.9
+
+
+@pytest.mark.parametrize("shape", [(300, 20), (15, 40)])
+def test_top_singular_vector_matches_svd(shape: tuple[int, int]) -> None:
+    rng = np.random.default_rng(19)
+    a = rng.normal(size=shape) + np.outer(rng.normal(size=shape[0]), 2 * rng.normal(size=shape[1]))
+    ref = np.linalg.svd(a, full_matrices=False)[2][0]
+    assert abs(top_right_singular_vector(a) @ ref) == pytest.approx(1.0, abs=1e-9)
 
 
 def test_lda_beats_mean_diff_under_anisotropic_noise() -> None:
