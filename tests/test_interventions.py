@@ -64,7 +64,7 @@ def test_ablate_zeroes_the_component(lm):
         after, _ = stream(lm, [2, 3])
     torch.testing.assert_close(after[2] @ d.unit, torch.zeros_like(after[2][..., 0]), atol=1e-5, rtol=0)
     # Only the component along u changed at the edited layer.
-    rest = lambda h: h - (h @ d.unit).unsqueeze(-1) * d.unit  # noqa: E731
+    rest = lambda h: h - (h @ d.unit).unsqueeze(-1) * d.unit
     torch.testing.assert_close(rest(after[2]), rest(before[2]), atol=1e-5, rtol=1e-5)
     assert not torch.allclose(after[3], before[3])  # and later layers see the edit
 
@@ -243,7 +243,7 @@ def test_leace_ablation_equalises_class_means(lm):
                       hidden_size=lm.hidden_size, layer=2, concept="toy")
     d = fit_direction("leace", x[:40], x[40:], base=base)
     assert {"leace_u", "leace_v", "leace_mean"} <= set(d.extras)
-    gap = lambda a: np.abs(a[:40].mean(0) - a[40:].mean(0)).max()  # noqa: E731
+    gap = lambda a: np.abs(a[:40].mean(0) - a[40:].mean(0)).max()
     assert gap(x) > 1e-2
     with ablate(lm, d):
         erased = acts()

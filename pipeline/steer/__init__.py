@@ -20,6 +20,25 @@ from pipeline.steer.interventions import (
     scale_of,
 )
 
-__all__ = ["Edit", "Generation", "Intervention", "POSITIONS", "Positions", "UNITS", "Unit", "ablate",
-           "ablate_writers", "add", "apply", "check_direction", "clamp", "continuation_texts", "encode_prompts",
-           "generate", "greedy", "interpolate", "mix", "scale_of"]
+__all__ = [
+    "POSITIONS",
+    "UNITS",
+    "Edit",
+    "Generation",
+    "Intervention",
+    "Positions",
+    "Unit",
+    "ablate",
+    "ablate_writers",
+    "add",
+    "apply",
+    "check_direction",
+    "clamp",
+    "continuation_texts",
+    "encode_prompts",
+    "generate",
+    "greedy",
+    "interpolate",
+    "mix",
+    "scale_of",
+]

@@ -27,9 +27,10 @@ Interventions nest, and several can be passed together to :func:`apply` or
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Literal, Sequence
+from typing import Any, Literal
 
 import torch
 
@@ -208,7 +209,7 @@ class Intervention:
         self._stack.append(stack)
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._stack.pop().close()
 
     def __repr__(self) -> str:
