@@ -15,7 +15,8 @@ and returns each chosen row's (file, row number). The vectors are then gathered 
 coordinates, file by file, straight from the Parquet pages into one preallocated float32
 array (no per-row Python). Moving the 1-2 KB vector payload through DuckDB's join and
 sort costs 3-4x a raw read (DuckDB has no float16 type, so it widens every list first);
-the gather stays within ~2x of it (see ``bench/contrast.py``).
+the gather costs ~2.5x a raw float16 read, less than a raw read plus float32 conversion
+(see ``bench/contrast.py``).
 
 >>> with StoreDB(gnomon_home()) as db:                                # doctest: +SKIP
 ...     cs = contrast_set(db, model="org/m", revision="main", dataset="sst", layer=3,
@@ -278,14 +279,14 @@ def _params(db: StoreDB, model: str, revision: str, dataset: str, layer: int, po
     p = {"model": model_slug(model), "revision": check_name(revision, "revision"),
          "dataset": check_name(dataset, "dataset"), "layer": int(layer), "position": position,
          "positive": positive, "negative": negative, "split": split, "seed": str(seed)}
-    where = "model = $model AND revision = $revision AND dataset = $dataset"
-    layers = _q(db, f"SELECT DISTINCT layer FROM activations WHERE {where} ORDER BY 1", p).column(0).to_pylist()
+    stored = _q(db, "SELECT layer, list(DISTINCT position ORDER BY position) AS positions FROM activations "
+                    "WHERE model = $model AND revision = $revision AND dataset = $dataset GROUP BY 1 ORDER BY 1", p)
+    layers = dict(zip(stored.column("layer").to_pylist(), stored.column("positions").to_pylist()))
     if p["layer"] not in layers:
         raise GnomonError(f"nothing in the store {db.root} for model {model} revision {revision} dataset "
-                          f"{dataset} layer {layer}; stored layers: {layers or 'none'}")
-    stored = _q(db, f"SELECT DISTINCT position FROM activations WHERE {where} AND layer = $layer ORDER BY 1", p)
-    if position not in stored.column(0).to_pylist():
-        raise GnomonError(f"layer {layer} of {dataset} has no {position!r} rows; stored: {stored.column(0).to_pylist()}")
+                          f"{dataset} layer {layer}; stored layers: {list(layers) or 'none'}")
+    if position not in layers[p["layer"]]:
+        raise GnomonError(f"layer {layer} of {dataset} has no {position!r} rows; stored: {layers[p['layer']]}")
     return p
 
 
