@@ -320,7 +320,7 @@ def contrast_splits(db: StoreDB, *, model: str, revision: str, dataset: str, lay
         if skip_empty and _q(db, f"WITH {_SEL} SELECT count(*) FROM sel", p).column(0)[0].as_py() == 0:
             continue
         plans.append((split, *_plan(db, p, paired, balance)))
-    vectors = _gather(db, pa.concat_tables([plan for _, plan, _, _ in plans])) if plans else None
+    vectors = _gather(db, pa.concat_tables([plan for _, plan, _, _ in plans])) if plans else np.zeros((0, 0))
     out: dict[str | None, ContrastSet] = {}
     start = 0
     for split, plan, is_paired, dropped in plans:

@@ -22,7 +22,9 @@ atomic rename and fsync the resume logic relies on do not exist on object stores
 
 >>> store = ActivationStore(tmp)                                   # doctest: +SKIP
 >>> t = activation_table(["a", "b"], "last", np.array([3, 5]), np.ones((2, 8)))
->>> store.write_shard("org/m", "main", "sst", 3, 0, t, fingerprint="f", positions=["last"])
+>>> store.write_shard("org/m", "main", "sst", 3, 0, t,             # doctest: +SKIP
+...                   fingerprint="f", positions=["last"]).rows
+2
 """
 
 from __future__ import annotations
@@ -322,8 +324,8 @@ def _check_shard_table(table: pa.Table, positions: list[str]) -> pa.FixedSizeLis
     for name, typ in want.items():
         if name not in table.column_names or table.schema.field(name).type != typ:
             raise GnomonError(f"shard table needs column {name!r} of type {typ} (build it with activation_table)")
-    act = table.schema.field("act").type if "act" in table.column_names else None
-    if not (pa.types.is_fixed_size_list(act) and act.value_type in _DTYPES.values()):
+    act = table.schema.field("act").type if "act" in table.column_names else pa.null()
+    if not (isinstance(act, pa.FixedSizeListType) and act.value_type in _DTYPES.values()):
         raise GnomonError("shard column 'act' must be a fixed-size list of float16 or float32")
     present = pc.unique(table.column("position")).to_pylist()
     if not set(present) <= set(positions):
