@@ -1,0 +1,58 @@
+"""``gnomon fit``: sweep methods x layers x positions for a concept and register the best."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from jobs.commands.collect import add_executor_args, parse_layers
+
+
+def add_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="smollm2, tiny:<family>, a HF directory, a .gguf file or a registered id")
+    p.add_argument("--dataset", required=True, help="a concept name or a dataset file (its stem names the concept)")
+    p.add_argument("--positive", default=None, help="label that projects higher (default: the concept's own)")
+    p.add_argument("--negative", default=None, help="label that projects lower (default: the concept's own)")
+    p.add_argument("--revision", default="main")
+    p.add_argument("--methods", default="all", help="all, or a comma list of mean_diff,pca,logistic,lda,ccs,leace")
+    p.add_argument("--layers", default=None, help="all (default), 3, 0,4,8 or 2-6")
+    p.add_argument("--positions", default="last,mean", help="comma list of last, mean")
+    p.add_argument("--select-metric", default="val_auroc", help="validation metric that picks the best layer")
+    p.add_argument("--register", default="best", choices=["best", "all", "none"],
+                   help="register the best layer per method (default), every layer, or nothing")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else SQLite in the home)")
+    p.add_argument("--json", action="store_true")
+    add_executor_args(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipeline.types import METHODS
+
+    from jobs.executors import make_executor
+    from jobs.fit_job import FitSpec, run_fit
+
+    methods = METHODS if args.methods == "all" else tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    spec = FitSpec(model=args.model, dataset=args.dataset, positive=args.positive, negative=args.negative,
+                   revision=args.revision, layers=parse_layers(args.layers),
+                   positions=tuple(p.strip() for p in args.positions.split(",") if p.strip()),
+                   methods=methods, select_metric=args.select_metric, register=args.register)
+    catalog = None
+    if args.register != "none":
+        from catalog import Catalog
+
+        catalog = Catalog(tracking_uri=args.tracking_uri)
+    summary = run_fit(spec, make_executor(args.executor, args.ray_address, args.workers), catalog=catalog,
+                      show_progress=not args.json)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(f"{summary['concept']} ({summary['positive']} vs {summary['negative']}) on {summary['model']}: "
+          f"{summary['groups']} fits in {summary['seconds']['fit']:.1f} s ({summary['executor']}), "
+          f"collection {summary['seconds']['collect']:.1f} s")
+    print(f"{'method':<10} {'position':<8} {'layer':>5} {'val_auroc':>9} {'val_acc':>7} {'test_acc':>8} {'test_auroc':>10}  ref")
+    for b in summary["best"]:
+        print(f"{b['method']:<10} {b['position']:<8} {b['layer']:>5} {b.get('val_auroc', float('nan')):>9.3f} "
+              f"{b.get('val_accuracy', float('nan')):>7.3f} {b.get('test_accuracy', float('nan')):>8.3f} "
+              f"{b.get('test_auroc', float('nan')):>10.3f}  {b['ref'] or '-'}")
+    print(f"layer sweep: {summary['sweep']}")
+    return 0

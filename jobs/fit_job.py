@@ -1,0 +1,245 @@
+"""The fitting job: contrast sets from the store, one task per (layer, position, method).
+
+A fit request names a model, a dataset (its concept), the two labels, and the layers,
+positions and methods to sweep. Missing activations are collected first by the same code
+as ``gnomon collect`` (complete shards are reused). Each group reads its contrast set
+through DuckDB and fits one method; the layer sweep then picks, per (method, position),
+the layer with the best *validation* metric (test stays untouched for reporting), keeps
+the whole curve, and registers the chosen directions in the catalog.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+from pipeline.types import METHODS, GnomonError
+
+SELECT_METRICS = ("val_auroc", "val_accuracy", "val_dprime")
+
+
+@dataclass(frozen=True)
+class FitSpec:
+    """A fit request (also the ``[fit]`` table of a TOML job spec)."""
+
+    model: str
+    dataset: str
+    positive: str | None = None
+    """Label that should project higher (default: the concept's declared contrast)."""
+    negative: str | None = None
+    revision: str = "main"
+    layers: tuple[int, ...] | None = None
+    positions: tuple[str, ...] = ("last", "mean")
+    methods: tuple[str, ...] = METHODS
+    select_metric: str = "val_auroc"
+    """Validation metric that picks the best layer per method."""
+    register: str = "best"
+    """``best`` (one direction per method and position), ``all`` (every layer), ``none``."""
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per-method parameters, e.g. ``{"logistic": {"l2": 1e-3}}``."""
+    collect_dtype: str = "float16"
+    batch_size: int = 32
+
+
+@dataclass(frozen=True)
+class FitTask:
+    home: str
+    model: str
+    revision: str
+    dataset: str
+    concept: str
+    positive: str
+    negative: str
+    layer: int
+    position: str
+    method: str
+    params: dict[str, Any]
+    fingerprint: str
+    hidden_size: int
+    dataset_hash: str
+
+
+@dataclass(frozen=True)
+class FitFailure:
+    """A group that produced no direction (e.g. identical class statistics at layer 0)."""
+
+    task: FitTask
+    error: str
+
+
+def fit_group(task: FitTask) -> Any:
+    """Fit one (layer, position, method): the unit of work both executors schedule.
+
+    Returns the fitted ``Direction``, or a :class:`FitFailure` when this group has no usable
+    direction (the sweep records it; other layers still count).
+    """
+    import torch
+
+    # Small (n ~ 10^2-10^3, d ~ 10^3) problems: one thread each is several times faster
+    # than threads fighting over the cores, and Ray runs one group per CPU anyway.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _fit_group(task)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit_group(task: FitTask) -> Any:
+    from pipeline.contrast import StoreDB, contrast_splits
+    from pipeline.direction import Provenance
+    from pipeline.fit import fit_direction
+
+    with StoreDB(task.home, memory_limit="1GB", threads=1) as db:
+        sets = contrast_splits(db, model=task.model, revision=task.revision, dataset=task.dataset,
+                               layer=task.layer, position=task.position, positive=task.positive,
+                               negative=task.negative)
+    if "train" not in sets:
+        raise GnomonError(f"dataset {task.dataset} has no train split rows for {task.positive}/{task.negative}")
+    train = sets["train"]
+    base = Provenance(model_id=task.model, revision=task.revision, fingerprint=task.fingerprint,
+                      hidden_size=task.hidden_size, layer=task.layer, position=task.position,
+                      concept=task.concept, positive=task.positive, negative=task.negative,
+                      dataset=task.dataset, dataset_hash=task.dataset_hash)
+    evals = {s: (c.pos, c.neg) for s, c in sets.items() if s in ("val", "test")}
+    try:
+        return fit_direction(task.method, train.pos, train.neg, base=base, paired=train.paired,
+                             eval_sets=evals, **task.params)
+    except GnomonError as e:
+        # e.g. identical class statistics at the embedding layer: record, keep sweeping
+        return FitFailure(task, str(e))
+
+
+def plan_fit(spec: FitSpec, home: Path, fingerprint: str, hidden_size: int, num_layers: int,
+             dataset_name: str, dataset_hash: str, concept: str, positive: str, negative: str) -> list[FitTask]:
+    unknown = [m for m in spec.methods if m not in METHODS]
+    if unknown:
+        raise GnomonError(f"unknown method {unknown[0]!r}: choose from {', '.join(METHODS)}")
+    layers = list(spec.layers) if spec.layers is not None else list(range(num_layers + 1))
+    return [FitTask(home=str(home), model=spec.model, revision=spec.revision, dataset=dataset_name,
+                    concept=concept, positive=positive, negative=negative, layer=layer, position=position,
+                    method=method, params=dict(spec.params.get(method, {})), fingerprint=fingerprint,
+                    hidden_size=hidden_size, dataset_hash=dataset_hash)
+            for position in spec.positions for method in spec.methods for layer in layers]
+
+
+def sweep_curves(directions: Sequence[Any], metric: str) -> dict[tuple[str, str], dict[str, Any]]:
+    """Per (method, position): the layer curve of every split metric and the best layer by ``metric``."""
+    groups: dict[tuple[str, str], list[Any]] = {}
+    for d in directions:
+        groups.setdefault((d.provenance.method, d.provenance.position), []).append(d)
+    out = {}
+    for key, ds in groups.items():
+        ds = sorted(ds, key=lambda d: d.layer)
+        names = sorted({k for d in ds for k in d.metrics})
+        curve = {"layer": [float(d.layer) for d in ds]}
+        curve.update({k: [float(d.metrics.get(k, float("nan"))) for d in ds] for k in names})
+        # ties go to the earlier layer; NaN never wins
+        best = max(ds, key=lambda d: (_finite(d.metrics.get(metric)), _finite(d.metrics.get("val_accuracy")),
+                                      -d.layer))
+        out[key] = {"curve": curve, "best": best}
+    return out
+
+
+def _finite(x: float | None) -> float:
+    return float("-inf") if x is None or x != x else float(x)
+
+
+def run_fit(spec: FitSpec, executor: Any = None, home: Any = None, catalog: Any = None,
+            show_progress: bool = False, log: Any = print) -> dict[str, Any]:
+    """Collect what is missing, fit every group, sweep layers, register; returns a summary."""
+    from pipeline.datasets import load_dataset, validate_contrast
+    from pipeline.home import gnomon_home
+
+    from jobs.collect_job import CollectSpec, preflight, run_collection
+    from jobs.executors import make_executor
+
+    if spec.select_metric not in SELECT_METRICS:
+        raise GnomonError(f"unknown selection metric {spec.select_metric!r}: use {', '.join(SELECT_METRICS)}")
+    if spec.register not in ("best", "all", "none"):
+        raise GnomonError(f"--register must be best, all or none, not {spec.register!r}")
+    home_p = gnomon_home(home)
+    executor = executor or make_executor("ray")
+    t0 = time.perf_counter()
+    ds = load_dataset(spec.dataset, home=home_p)
+    positive, negative = spec.positive or ds.default_contrast[0], spec.negative or ds.default_contrast[1]
+    validate_contrast(ds, positive, negative)
+    cspec = CollectSpec(model=spec.model, dataset=spec.dataset, revision=spec.revision, layers=spec.layers,
+                        positions=spec.positions, dtype=spec.collect_dtype, batch_size=spec.batch_size)
+    lm = preflight(cspec, home_p)
+    fingerprint, hidden, n_layers = lm.fingerprint, lm.hidden_size, lm.num_layers
+    del lm
+    collected = run_collection(cspec, executor, home_p, show_progress=show_progress)
+    t_collect = time.perf_counter() - t0
+    tasks = plan_fit(spec, home_p, fingerprint, hidden, n_layers, collected["dataset"], ds.content_hash,
+                     ds.name, positive, negative)
+    bar = None
+    if show_progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(tasks), unit="fit", desc=f"fit {ds.name}", dynamic_ncols=True)
+    t1 = time.perf_counter()
+    try:
+        directions = executor.map(fit_group, tasks, on_result=(lambda _r: bar.update(1)) if bar else None)
+    finally:
+        if bar is not None:
+            bar.close()
+    t_fit = time.perf_counter() - t1
+    failures = [r for r in directions if isinstance(r, FitFailure)]
+    directions = [r for r in directions if not isinstance(r, FitFailure)]
+    if not directions:
+        raise GnomonError(f"no group produced a direction; first problem: {failures[0].error}")
+    sweeps = sweep_curves(directions, spec.select_metric)
+    sweep_path = _write_sweep(home_p, ds.name, spec, sweeps)
+    records = _register(spec, directions, sweeps, catalog, home_p) if spec.register != "none" else {}
+    best = []
+    for (method, position), s in sorted(sweeps.items()):
+        d = s["best"]
+        rec = records.get((method, position, d.layer))
+        best.append({"method": method, "position": position, "layer": d.layer,
+                     **{k: round(v, 4) for k, v in sorted(d.metrics.items()) if not k.startswith("train_")},
+                     "ref": rec.ref if rec is not None else None})
+    return {"concept": ds.name, "model": spec.model, "revision": spec.revision, "positive": positive,
+            "negative": negative, "groups": len(tasks), "executor": getattr(executor, "name", "?"),
+            "collect": {k: collected[k] for k in ("written_files", "skipped_files", "rows", "seconds")},
+            "seconds": {"collect": round(t_collect, 3), "fit": round(t_fit, 3),
+                        "total": round(time.perf_counter() - t0, 3)},
+            "sweep": str(sweep_path), "registered": len(records), "best": best,
+            "failed_groups": [f"{f.task.method}/{f.task.position}/layer {f.task.layer}: {f.error}" for f in failures]}
+
+
+def _write_sweep(home: Path, concept: str, spec: FitSpec, sweeps: dict[tuple[str, str], dict[str, Any]]) -> Path:
+    from pipeline.store import model_slug
+
+    path = home / "sweeps" / concept / f"{model_slug(spec.model)}-{spec.revision}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {f"{m}/{p}": {"best_layer": s["best"].layer, "select_metric": spec.select_metric, "curve": s["curve"]}
+           for (m, p), s in sorted(sweeps.items())}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, indent=1, allow_nan=True))
+    tmp.replace(path)
+    return path
+
+
+def _register(spec: FitSpec, directions: Sequence[Any], sweeps: dict[tuple[str, str], dict[str, Any]],
+              catalog: Any, home: Path) -> dict[tuple[str, str, int], Any]:
+    if catalog is None:
+        from catalog import Catalog
+
+        catalog = Catalog(home=home)
+    chosen = list(directions) if spec.register == "all" else [s["best"] for s in sweeps.values()]
+    out = {}
+    for d in chosen:
+        key = (d.provenance.method, d.provenance.position)
+        extra = {"best_layer": str(sweeps[key]["best"].layer), "select_metric": spec.select_metric}
+        rec = catalog.register(d, curve=sweeps[key]["curve"], extra_tags=extra, set_best=True,
+                               best_metric=spec.select_metric)
+        out[(*key, d.layer)] = rec
+    return out
+
+
+def with_layers(spec: FitSpec, layers: Sequence[int] | None) -> FitSpec:
+    return replace(spec, layers=tuple(layers) if layers is not None else None)
