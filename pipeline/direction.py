@@ -18,6 +18,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Mapping
 
 import torch
@@ -82,7 +83,7 @@ class Provenance:
                    layer=layer, **kw)
 
     def to_json(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["params"] = dict(self.params)
         d["split_sizes"] = dict(self.split_sizes)
         return d
@@ -113,6 +114,8 @@ class Direction:
 
     def __post_init__(self) -> None:
         v = self.vector
+        if isinstance(v, torch.Tensor):
+            v = v.detach()
         if not isinstance(v, torch.Tensor) or v.ndim != 1:
             raise GnomonError(f"direction vector must be a 1-D tensor, got {getattr(v, 'shape', type(v))}")
         if v.shape[0] != self.provenance.hidden_size:
@@ -123,7 +126,14 @@ class Direction:
             raise GnomonError("direction vector contains NaN or infinite values")
         if float(v.norm()) == 0.0:
             raise GnomonError("direction vector is zero: the two classes have identical statistics")
-        object.__setattr__(self, "vector", v.detach().to(torch.float32))
+        object.__setattr__(self, "vector", v.to(torch.float32))
+        # Frozen all the way down: callers' dicts are copied into read-only views.
+        object.__setattr__(self, "metrics", MappingProxyType({k: float(x) for k, x in self.metrics.items()}))
+        object.__setattr__(self, "extras", MappingProxyType(dict(self.extras)))
+        if not isinstance(self.provenance.params, MappingProxyType):
+            object.__setattr__(self.provenance, "params", MappingProxyType(dict(self.provenance.params)))
+        if not isinstance(self.provenance.split_sizes, MappingProxyType):
+            object.__setattr__(self.provenance, "split_sizes", MappingProxyType(dict(self.provenance.split_sizes)))
 
     # ---- derived quantities -------------------------------------------------
     @classmethod
@@ -214,6 +224,8 @@ class Direction:
     __rmul__ = __mul__
 
     def __truediv__(self, scalar: float) -> Direction:
+        if scalar == 0:
+            raise GnomonError("cannot divide a direction by 0")
         return self * (1.0 / scalar)
 
     def __neg__(self) -> Direction:
@@ -270,11 +282,18 @@ class Direction:
             raise GnomonError(f"{path} is not a readable safetensors file: {e}") from e
         if _META_KEY not in header:
             raise GnomonError(f"{path} has no gnomon metadata: not a gnomon direction")
-        return cls.from_parts(tensors, json.loads(header[_META_KEY]), source=str(path))
+        try:
+            meta = json.loads(header[_META_KEY])
+        except ValueError as e:
+            raise GnomonError(f"{path}: gnomon metadata is not valid JSON ({e})") from e
+        return cls.from_parts(tensors, meta, source=str(path))
 
     @classmethod
     def from_parts(cls, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any],
                    source: str = "<memory>") -> Direction:
+        if not isinstance(meta, Mapping) or not isinstance(meta.get("scale"), Mapping) \
+                or not isinstance(meta.get("provenance"), Mapping):
+            raise GnomonError(f"{source}: incomplete direction metadata (need objects 'provenance' and 'scale')")
         if meta.get("format_version") != FORMAT_VERSION:
             raise GnomonError(f"{source}: unsupported direction format {meta.get('format_version')!r}")
         if "vector" not in tensors:
@@ -285,6 +304,10 @@ class Direction:
         except (KeyError, TypeError) as e:
             raise GnomonError(f"{source}: incomplete direction metadata ({e})") from e
         extras = {k.removeprefix("extra."): t for k, t in tensors.items() if k.startswith("extra.")}
+        hidden = prov.hidden_size
+        bad = [k for k, t in extras.items() if t.ndim == 0 or t.shape[-1] != hidden]
+        if bad:
+            raise GnomonError(f"{source}: extra tensor(s) {bad} do not match hidden_size={hidden}")
         if sorted(extras) != sorted(meta.get("extras", [])):
             raise GnomonError(f"{source}: extra tensors {sorted(extras)} do not match metadata "
                               f"{sorted(meta.get('extras', []))}")
