@@ -21,23 +21,16 @@ True
 from __future__ import annotations
 
 import functools
-import math
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from catalog import artifacts, backend, runs
-from catalog.query import (
-    KIND_TAG,
-    METRIC_PREFIX,
-    RESERVED_TAGS,
-    DirectionRecord,
-    record_from_version,
-    to_arrow,
-)
-from catalog.refs import Ref, best_alias, check_alias, check_concept, parse_ref
+from catalog import artifacts, backend
+from catalog.query import METRIC_PREFIX, RESERVED_TAGS, DirectionRecord, to_arrow
+from catalog.refs import Ref, check_alias, check_concept, parse_ref
+from catalog.registry import Registry
 from pipeline.direction import Direction
 from pipeline.home import gnomon_home
 from pipeline.types import GnomonError
@@ -67,77 +60,15 @@ class Catalog:
                  retries: int = 3, backoff_s: float = 0.5, timeout_s: float = 10.0) -> None:
         self.home = gnomon_home(home)
         self.tracking_uri = backend.resolve_tracking_uri(tracking_uri, self.home)
-        self.retries = max(1, int(retries))
-        self.backoff_s = backoff_s
-        self.timeout_s = timeout_s
-        self._client: Any = None
+        self._reg = Registry(self.tracking_uri, self.home, retries, backoff_s, timeout_s)
 
     def __repr__(self) -> str:
         return f"Catalog(tracking_uri={self.tracking_uri!r}, home={str(self.home)!r})"
 
-    # ---- plumbing -----------------------------------------------------------
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            from mlflow import MlflowClient
-
-            if self.tracking_uri.startswith("sqlite:///"):
-                Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-            self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
-        return self._client
-
-    def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        """``client.<name>(...)`` with bounded HTTP settings and gnomon's retries; raises
-        :class:`backend.Unreachable`, which public methods reword (see :func:`_answers`)."""
-        with backend.bounded_http(self.tracking_uri, self.timeout_s):
-            return backend.call_with_retries(lambda: getattr(self.client, name)(*args, **kwargs),
-                                             tries=self.retries, backoff_s=self.backoff_s)
-
-    def _paged(self, name: str, filter_string: str) -> list[Any]:
-        out: list[Any] = []
-        token = None
-        while True:
-            page = self._call(name, filter_string=filter_string, max_results=1000, page_token=token)
-            out.extend(page)
-            token = page.token
-            if not token:
-                return out
-
     @_answers
     def concepts(self) -> list[str]:
         """Names of the concepts that have a registered model in this catalog."""
-        models = self._paged("search_registered_models", f"tags.{KIND_TAG} = 'concept'")
-        return sorted(m.name for m in models)
-
-    def _alias_maps(self, names: Sequence[str]) -> dict[str, dict[str, int]]:
-        """``{concept: {alias: version}}``: one search when several concepts are listed."""
-        from mlflow.exceptions import MlflowException
-
-        if len(names) > 1:
-            models = self._paged("search_registered_models", f"tags.{KIND_TAG} = 'concept'")
-            found = {m.name: dict(m.aliases or {}) for m in models}
-            return {n: found.get(n, {}) for n in names}
-        out = {}
-        for n in names:
-            try:
-                out[n] = dict(self._call("get_registered_model", n).aliases or {})
-            except MlflowException as e:
-                if e.error_code != "RESOURCE_DOES_NOT_EXIST":
-                    raise
-                out[n] = {}
-        return out
-
-    def _records(self, concept: str | None = None, tags: Mapping[str, str] | None = None
-                 ) -> list[DirectionRecord]:
-        clauses = [f"tags.{KIND_TAG} = 'direction'"]
-        if concept is not None:
-            clauses.append(f"name = '{check_concept(concept)}'")
-        # Push simple tag equalities down to MLflow; callers filter again in Python.
-        clauses += [f"tags.{k} = '{v}'" for k, v in (tags or {}).items() if "'" not in v]
-        versions = self._paged("search_model_versions", " AND ".join(clauses))
-        aliases = self._alias_maps(sorted({mv.name for mv in versions}))
-        recs = [record_from_version(mv, aliases[mv.name]) for mv in versions]
-        return sorted(recs, key=lambda r: (r.concept, r.version))
+        return sorted(self._reg.concept_aliases())
 
     # ---- registration -------------------------------------------------------
     def register(self, direction: Direction, *, curve: Mapping[str, Sequence[float]] | None = None,
@@ -153,77 +84,51 @@ class Catalog:
         path = artifacts.save_local(direction, self.home)
         req = artifacts.PendingRegistration.of(path, curve, extra_tags, set_best, best_metric)
         marker = artifacts.write_pending(self.home, req)
-        return self._register_pending_one(marker, req, direction)
+        try:
+            return self._register_saved(marker, req, direction)
+        except backend.Unreachable as e:
+            raise self._unanswered(e, req.path) from e
 
     def register_pending(self) -> list[DirectionRecord]:
-        """Register every direction whose registration did not complete earlier."""
-        done = []
+        """Register every direction whose registration did not complete earlier.
+
+        Stops at once if the store does not answer; a direction MLflow refuses is skipped
+        (its marker stays) and reported after the others are registered."""
+        done, failed = [], []
         for marker, req in artifacts.read_pending(self.home):
-            if not Path(req.path).is_file():
-                raise GnomonError(f"pending registration {marker} points at {req.path}, which no "
-                                  "longer exists; delete the marker")
-            done.append(self._register_pending_one(marker, req, Direction.load(req.path)))
+            try:
+                if not Path(req.path).is_file():
+                    raise GnomonError(f"{req.path} no longer exists")
+                done.append(self._register_saved(marker, req, Direction.load(req.path)))
+            except backend.Unreachable as e:
+                raise self._unanswered(e, req.path) from e
+            except GnomonError as e:
+                failed.append(f"{marker.name}: {e}")
+        if failed:
+            raise GnomonError(f"registered {len(done)}; {len(failed)} failed (fix them or delete "
+                              f"their markers in {marker.parent}): {' | '.join(failed)}")
         return done
 
-    def _register_pending_one(self, marker: Path, req: artifacts.PendingRegistration,
-                              direction: Direction) -> DirectionRecord:
-        try:
-            rec = self._register_file(direction, req)
-        except backend.Unreachable as e:
-            raise GnomonError(
-                f"tracking server at {self.tracking_uri} did not answer after {e.tries} tries "
-                f"({backend.short_error(e.last)}); the direction is saved at {req.path}; run "
-                "`gnomon catalog register-pending` to retry") from e
-        except Exception:
-            marker.unlink(missing_ok=True)  # refused, not unreachable: retrying cannot help
-            raise
-        marker.unlink(missing_ok=True)
-        return rec
+    def _unanswered(self, e: backend.Unreachable, path: str) -> GnomonError:
+        return GnomonError(
+            f"tracking server at {self.tracking_uri} did not answer after {e.tries} tries "
+            f"({backend.short_error(e.last)}); the direction is saved at {path}; run "
+            "`gnomon catalog register-pending` to retry")
 
-    def _register_file(self, direction: Direction, req: artifacts.PendingRegistration
-                       ) -> DirectionRecord:
-        """All MLflow writes for one direction. Idempotent: a file already registered
-        under its concept (same sha256) is not registered twice, so a retry after a
-        crash between version creation and marker removal is harmless."""
+    def _register_saved(self, marker: Path, req: artifacts.PendingRegistration,
+                        direction: Direction) -> DirectionRecord:
+        """Register a saved direction and drop its marker; the marker stays on any failure."""
         from mlflow.exceptions import MlflowException
 
-        prov, path = direction.provenance, Path(req.path)
-        concept, sha = prov.concept, artifacts.sha256_file(path)
-        existing = self._records(concept, {"sha256": sha})
-        if existing:
-            version = existing[0].version
-        else:
-            root = backend.local_artifact_root(self.tracking_uri, self.home)
-            run_id, source = runs.log_run(self._call, direction, path, req, root)
-            try:
-                self._call("create_registered_model", concept, tags={KIND_TAG: "concept"})
-            except MlflowException as e:
-                if e.error_code != "RESOURCE_ALREADY_EXISTS":
-                    raise
-            tags = {"model": prov.model_id, "revision": prov.revision,
-                    "fingerprint": prov.fingerprint, "layer": str(prov.layer),
-                    "position": prov.position, "method": prov.method,
-                    "dataset_hash": prov.dataset_hash, "site": prov.site,
-                    "hidden_size": str(prov.hidden_size), KIND_TAG: "direction", "sha256": sha,
-                    **req.extra_tags}
-            tags |= {METRIC_PREFIX + k: repr(float(v)) for k, v in direction.metrics.items()}
-            mv = self._call("create_model_version", concept, source=source, run_id=run_id,
-                            tags=tags)
-            version = int(mv.version)
-        if req.set_best:
-            self._update_best(concept, prov.model_id, req.best_metric)
+        try:
+            version = self._reg.register_file(direction, req)
+        except MlflowException as e:  # refused, not unreachable
+            raise GnomonError(f"MLflow at {self.tracking_uri} refused the registration "
+                              f"({backend.short_error(e)}); the direction is saved at "
+                              f"{req.path}") from e
+        marker.unlink(missing_ok=True)
+        concept = direction.provenance.concept
         return self._pick(concept, Ref(concept, version=version))
-
-    def _update_best(self, concept: str, model: str, metric: str) -> None:
-        """Point ``best-<model slug>`` and ``best`` at the model's highest-``metric`` version
-        (ties: the newer version). No alias changes when no version has the metric."""
-        scored = [r for r in self._records(concept, {"model": model})
-                  if r.model == model and math.isfinite(r.metrics.get(metric, math.nan))]
-        if not scored:
-            return
-        top = max(scored, key=lambda r: (r.metrics[metric], r.version))
-        for alias in (best_alias(model), "best"):
-            self._call("set_registered_model_alias", concept, alias, str(top.version))
 
     # ---- queries ------------------------------------------------------------
     @_answers
@@ -234,7 +139,7 @@ class Catalog:
         """Versions matching every given field (``min_metrics``: each metric >= its bound)."""
         pushed = {"model": model, "revision": revision, "method": method, "position": position,
                   "layer": None if layer is None else str(layer)}
-        recs = self._records(concept, {k: v for k, v in pushed.items() if v is not None})
+        recs = self._reg.records(concept, {k: v for k, v in pushed.items() if v is not None})
         return [r for r in recs if r.matches(concept=concept, model=model, revision=revision,
                                              layer=layer, method=method, position=position,
                                              min_metrics=min_metrics)]
@@ -242,7 +147,7 @@ class Catalog:
     @_answers
     def versions(self, concept: str) -> list[DirectionRecord]:
         """All versions of ``concept``, oldest first (empty if the concept is unknown)."""
-        return self._records(concept)
+        return self._reg.records(concept)
 
     @_answers
     def resolve(self, ref: str) -> DirectionRecord:
@@ -251,9 +156,9 @@ class Catalog:
         return self._pick(parsed.concept, parsed)
 
     def _pick(self, concept: str, ref: Ref) -> DirectionRecord:
-        recs = self.versions(concept)
+        recs = self._reg.records(concept)
         if not recs:
-            known = ", ".join(self.concepts()) or "none yet"
+            known = ", ".join(sorted(self._reg.concept_aliases())) or "none yet"
             raise GnomonError(f"no concept {concept!r} in the catalog at {self.tracking_uri}; "
                               f"known concepts: {known}")
         if ref.version is None and ref.alias is None:
@@ -269,24 +174,15 @@ class Catalog:
     @_answers
     def to_arrow(self) -> pa.Table:
         """Every version, one row each (see :func:`catalog.query.to_arrow`), for DuckDB."""
-        return to_arrow(self._records())
+        return to_arrow(self._reg.records())
 
     # ---- loading and editing --------------------------------------------------
-    def _download(self, rec: DirectionRecord, dst: Path) -> Path:
-        """Fetch the version's file into ``dst`` and check it against its recorded sha256."""
-        rel = f"direction/{rec.source.rsplit('/', 1)[-1]}"  # as logged by runs.log_run
-        local = Path(self._call("download_artifacts", rec.run_id, rel, str(dst)))
-        if rec.sha256 and artifacts.sha256_file(local) != rec.sha256:
-            raise GnomonError(f"{rec.ref}: the downloaded file does not match its recorded sha256; "
-                              "the artifact store holds a different file than was registered")
-        return local
-
     @_answers
     def load(self, ref: str) -> Direction:
         """Download the direction ``ref`` names and return it (equal to what was registered)."""
         rec = self.resolve(ref)
         with tempfile.TemporaryDirectory() as tmp:
-            return Direction.load(self._download(rec, Path(tmp)))
+            return Direction.load(self._reg.download(rec, Path(tmp)))
 
     @_answers
     def export(self, ref: str, path: str | Path) -> Path:
@@ -298,7 +194,7 @@ class Catalog:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory() as tmp:
             tmp_path = path.with_name(f".{path.name}.tmp")
-            shutil.copyfile(self._download(rec, Path(tmp)), tmp_path)
+            shutil.copyfile(self._reg.download(rec, Path(tmp)), tmp_path)
             tmp_path.replace(path)
         return path
 
@@ -306,7 +202,7 @@ class Catalog:
     def set_alias(self, ref: str, alias: str) -> DirectionRecord:
         """Point ``alias`` at the version ``ref`` resolves to (moving it if it existed)."""
         rec = self.resolve(ref)
-        self._call("set_registered_model_alias", rec.concept, check_alias(alias), str(rec.version))
+        self._reg.call("set_registered_model_alias", rec.concept, check_alias(alias), str(rec.version))
         return self._pick(rec.concept, Ref(rec.concept, version=rec.version))
 
     @_answers
@@ -315,4 +211,4 @@ class Catalog:
         if key in RESERVED_TAGS or key.startswith(METRIC_PREFIX):
             raise GnomonError(f"tag {key!r} is set by the catalog and cannot be changed")
         rec = self.resolve(ref)
-        self._call("set_model_version_tag", rec.concept, str(rec.version), key, str(value))
+        self._reg.call("set_model_version_tag", rec.concept, str(rec.version), key, str(value))

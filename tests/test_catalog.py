@@ -238,6 +238,22 @@ def test_unreachable_server_keeps_file_and_register_pending_retries(home: Path) 
     assert working.register_pending() == []  # the marker is gone
 
 
+def test_register_pending_reports_what_it_cannot_register(home: Path) -> None:
+    dead = Catalog(tracking_uri=f"http://127.0.0.1:{_closed_port()}", home=home, retries=1)
+    saved = []
+    for d in (make_direction(1, layer=2), make_direction(2, layer=3)):
+        with pytest.raises(GnomonError, match="did not answer") as err:
+            dead.register(d)
+        saved.append(Path(str(err.value).split("saved at ")[1].split(";")[0]))
+    saved[0].unlink()
+    working = Catalog(home=home)
+    with pytest.raises(GnomonError, match=r"registered 1; 1 failed .*no longer exists"):
+        working.register_pending()
+    assert [r.layer for r in working.versions("sentiment")] == [3]
+    with pytest.raises(GnomonError, match="1 failed"):  # the marker stays until dealt with
+        working.register_pending()
+
+
 def test_cli_ls_and_show_json(home: Path, cat: Catalog, fleet: list[Direction],
                               capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert cli_main(["--home", str(home), "catalog", "ls", "--json", "--model", "smollm2"]) == 0

@@ -1,0 +1,146 @@
+"""The catalog's MLflow adapter: one client, bounded retries, and the reads and writes
+that map directions onto runs, registered models, versions, tags and aliases.
+
+:class:`catalog.Catalog` adds the policy around it (the on-disk copy, pending markers,
+references and user-facing errors). Every MLflow call goes through :meth:`Registry.call`,
+which raises :class:`backend.Unreachable` when the store does not answer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from catalog import artifacts, backend, runs
+from catalog.query import KIND_TAG, METRIC_PREFIX, DirectionRecord, record_from_version
+from catalog.refs import best_alias, check_concept
+from pipeline.direction import Direction
+from pipeline.types import GnomonError
+
+
+class Registry:
+    """MLflow access for one tracking URI; the client is created on first use."""
+
+    def __init__(self, tracking_uri: str, home: Path, retries: int, backoff_s: float,
+                 timeout_s: float) -> None:
+        self.tracking_uri = tracking_uri
+        self.home = home
+        self.retries = max(1, int(retries))
+        self.backoff_s = backoff_s
+        self.timeout_s = timeout_s
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from mlflow import MlflowClient
+
+            if self.tracking_uri.startswith("sqlite:///"):
+                Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        return self._client
+
+    def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """``client.<name>(...)`` with bounded HTTP settings and gnomon's retries; raises
+        :class:`backend.Unreachable`, which the catalog rewords."""
+        with backend.bounded_http(self.tracking_uri, self.timeout_s):
+            return backend.call_with_retries(lambda: getattr(self.client, name)(*args, **kwargs),
+                                             tries=self.retries, backoff_s=self.backoff_s)
+
+    def paged(self, name: str, filter_string: str) -> list[Any]:
+        out: list[Any] = []
+        token = None
+        while True:
+            page = self.call(name, filter_string=filter_string, max_results=1000, page_token=token)
+            out.extend(page)
+            token = page.token
+            if not token:
+                return out
+
+    def concept_aliases(self) -> dict[str, dict[str, int]]:
+        models = self.paged("search_registered_models", f"tags.{KIND_TAG} = 'concept'")
+        return {m.name: dict(m.aliases or {}) for m in models}
+
+    def alias_maps(self, names: Sequence[str]) -> dict[str, dict[str, int]]:
+        """``{concept: {alias: version}}``: one search when several concepts are listed."""
+        from mlflow.exceptions import MlflowException
+
+        if len(names) > 1:
+            found = self.concept_aliases()
+            return {n: found.get(n, {}) for n in names}
+        out = {}
+        for n in names:
+            try:
+                out[n] = dict(self.call("get_registered_model", n).aliases or {})
+            except MlflowException as e:
+                if e.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+                out[n] = {}
+        return out
+
+    def records(self, concept: str | None = None, tags: Mapping[str, str] | None = None
+                 ) -> list[DirectionRecord]:
+        clauses = [f"tags.{KIND_TAG} = 'direction'"]
+        if concept is not None:
+            clauses.append(f"name = '{check_concept(concept)}'")
+        # Push simple tag equalities down to MLflow; callers filter again in Python.
+        clauses += [f"tags.{k} = '{v}'" for k, v in (tags or {}).items() if "'" not in v]
+        versions = self.paged("search_model_versions", " AND ".join(clauses))
+        aliases = self.alias_maps(sorted({mv.name for mv in versions}))
+        recs = [record_from_version(mv, aliases[mv.name]) for mv in versions]
+        return sorted(recs, key=lambda r: (r.concept, r.version))
+
+    def register_file(self, direction: Direction, req: artifacts.PendingRegistration) -> int:
+        """All MLflow writes for one direction. Idempotent: a file already registered
+        under its concept (same sha256) is not registered twice, so a retry after a
+        crash between version creation and marker removal is harmless. Returns the version."""
+        from mlflow.exceptions import MlflowException
+
+        prov, path = direction.provenance, Path(req.path)
+        concept, sha = prov.concept, artifacts.sha256_file(path)
+        existing = self.records(concept, {"sha256": sha})
+        if existing:
+            version = existing[0].version
+        else:
+            root = backend.local_artifact_root(self.tracking_uri, self.home)
+            run_id, source = runs.log_run(self.call, direction, path, req, root)
+            try:
+                self.call("create_registered_model", concept, tags={KIND_TAG: "concept"})
+            except MlflowException as e:
+                if e.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+            tags = {"model": prov.model_id, "revision": prov.revision,
+                    "fingerprint": prov.fingerprint, "layer": str(prov.layer),
+                    "position": prov.position, "method": prov.method,
+                    "dataset_hash": prov.dataset_hash, "site": prov.site,
+                    "hidden_size": str(prov.hidden_size), KIND_TAG: "direction", "sha256": sha,
+                    **req.extra_tags}
+            tags |= {METRIC_PREFIX + k: repr(float(v)) for k, v in direction.metrics.items()}
+            mv = self.call("create_model_version", concept, source=source, run_id=run_id,
+                            tags=tags)
+            version = int(mv.version)
+        if req.set_best:
+            self.update_best(concept, prov.model_id, req.best_metric)
+        return version
+
+    def update_best(self, concept: str, model: str, metric: str) -> None:
+        """Point ``best-<model slug>`` and ``best`` at the model's highest-``metric`` version
+        (ties: the newer version). No alias changes when no version has the metric."""
+        scored = [r for r in self.records(concept, {"model": model})
+                  if r.model == model and math.isfinite(r.metrics.get(metric, math.nan))]
+        if not scored:
+            return
+        top = max(scored, key=lambda r: (r.metrics[metric], r.version))
+        for alias in (best_alias(model), "best"):
+            self.call("set_registered_model_alias", concept, alias, str(top.version))
+
+    def download(self, rec: DirectionRecord, dst: Path) -> Path:
+        """Fetch the version's file into ``dst`` and check it against its recorded sha256."""
+        rel = f"direction/{rec.source.rsplit('/', 1)[-1]}"  # as logged by runs.log_run
+        local = Path(self.call("download_artifacts", rec.run_id, rel, str(dst)))
+        if rec.sha256 and artifacts.sha256_file(local) != rec.sha256:
+            raise GnomonError(f"{rec.ref}: the downloaded file does not match its recorded sha256; "
+                              "the artifact store holds a different file than was registered")
+        return local
