@@ -73,7 +73,7 @@ def local_artifact_root(uri: str, home: Path) -> Path | None:
     if is_remote(uri):
         return None
     if uri.startswith("sqlite:///"):
-        return Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts"
+        return Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts"
     return home / "mlartifacts"
 
 

@@ -81,7 +81,8 @@ class Registry:
         return out
 
     def records(self, concept: str | None = None, tags: Mapping[str, str] | None = None
-                 ) -> list[DirectionRecord]:
+                ) -> list[DirectionRecord]:
+        """gnomon's versions (of ``concept`` if given) whose tags equal ``tags``."""
         clauses = [f"tags.{KIND_TAG} = 'direction'"]
         if concept is not None:
             clauses.append(f"name = '{check_concept(concept)}'")
@@ -119,7 +120,7 @@ class Registry:
                     **req.extra_tags}
             tags |= {METRIC_PREFIX + k: repr(float(v)) for k, v in direction.metrics.items()}
             mv = self.call("create_model_version", concept, source=source, run_id=run_id,
-                            tags=tags)
+                           tags=tags)
             version = int(mv.version)
         if req.set_best:
             self.update_best(concept, prov.model_id, req.best_metric)
