@@ -56,8 +56,10 @@ def gaussian_calibration(direction: Direction) -> Calibration:
     """Equal-variance Gaussian class-conditional calibration (see the module docstring)."""
     mu_p, mu_n, sd = direction.pos_mean, direction.neg_mean, direction.spread
     if not all(math.isfinite(x) for x in (mu_p, mu_n, sd)) or sd <= 0:
-        raise GnomonError("the direction lacks pos_mean/neg_mean/spread statistics; calibrate it "
-                          "with calibrate(direction, pos_scores, neg_scores)")
+        p = direction.provenance
+        raise GnomonError(f"{p.concept or 'the direction'}@L{p.layer} has no class statistics (pos_mean, "
+                          "neg_mean, spread; e.g. it was read from a control vector), so its scores cannot be "
+                          "calibrated: use a fitted direction or pass calibrate(direction, pos_scores, neg_scores)")
     slope = (mu_p - mu_n) / sd**2
     return Calibration(slope=slope, intercept=-slope * 0.5 * (mu_p + mu_n), method="gaussian")
 

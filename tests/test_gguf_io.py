@@ -103,3 +103,18 @@ def test_reads_a_repeng_style_file(tmp_path):
     (d,) = read_control_vector(tmp_path / "repeng.gguf")
     assert d.layer == 8 and d.provenance.model_id == "llama"
     np.testing.assert_array_equal(d.vector.numpy(), vec)
+
+
+def test_cli_export(tmp_path, capsys):
+    from jobs.cli import main
+
+    a, b = make(3, 0, "a"), make(6, 1, "b")
+    pa, pb = a.save(tmp_path / "a.safetensors"), b.save(tmp_path / "b.safetensors")
+    assert main(["export-gguf", str(pa), str(pb), str(tmp_path / "cv.gguf"), "--strength", "2"]) == 0
+    assert "a@L3 -> direction.2" in capsys.readouterr().out
+    back = read_control_vector(tmp_path / "cv.gguf")
+    for d, r in zip((a, b), back):
+        torch.testing.assert_close(r.vector, 2 * d.separation * d.unit, atol=1e-6, rtol=1e-6)
+    assert main(["export-gguf", str(pa), str(tmp_path / "cv.safetensors"), "--unit", "raw"]) == 0
+    torch.testing.assert_close(read_safetensors(tmp_path / "cv.safetensors")[0].vector, a.vector)
+    assert main(["export-gguf", str(pa), str(tmp_path / "cv.bin")]) == 2

@@ -3,6 +3,8 @@ component, edits compose, hooks never leak, and misuse is refused."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -256,3 +258,23 @@ def test_leace_ablation_equalises_class_means(lm):
     with ablate(lm, Direction(vector=d.vector, provenance=d.provenance)):
         plain = acts()  # without extras: the orthogonal projection
     assert np.allclose(plain @ d.unit.double().numpy(), 0, atol=1e-4)
+
+
+def test_cli_steer_json_and_side_by_side(tmp_path, capsys, lm):
+    from jobs.cli import main
+
+    d = make_dir(lm)
+    path = d.save(tmp_path / "toy.safetensors")
+    assert main(["steer", str(path), str(path), "--strength", "2,1", "--max-new-tokens", "5",
+                 "--json", "hello there"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["model"]["fingerprint"] == lm.fingerprint and out["prompt"] == "hello there"
+    assert out["unsteered"] == generate(lm, ["hello there"], 5)[0]
+    assert out["steered"] == generate(lm, ["hello there"], 5, interventions=[add(lm, d, 3.0)])[0]
+    assert out["settings"]["strength"] == [2.0, 1.0]
+    assert main(["steer", str(path), "--op", "clamp", "--strength", "1.5", "--max-new-tokens", "3", "hi"]) == 0
+    text = capsys.readouterr().out
+    assert "unsteered" in text and "clamp(c0@L2, 1.5)" in text
+    other = make_dir(lm, fingerprint="1" * 32).save(tmp_path / "other.safetensors")
+    assert main(["steer", str(other), "hi"]) == 2
+    assert "--force" in capsys.readouterr().err

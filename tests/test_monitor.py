@@ -115,3 +115,15 @@ def test_score_texts_matches_single_text_scoring(lm):
     with record_layers(lm.model, lm.adapter, [2]) as rec:
         run_until(lm.model, **enc)
     assert math.isclose(score_texts(lm, d, ["short"])[0], float(rec[2][0, -1] @ d.unit), abs_tol=1e-4)
+
+
+def test_cli_monitor(tmp_path, capsys, lm):
+    from jobs.cli import main
+
+    path = make_dir(lm, 2, 0).save(tmp_path / "d.safetensors")
+    assert main(["monitor", str(path), "--max-new-tokens", "4", "--json", "hello"]) == 0
+    tr = json.loads(capsys.readouterr().out)
+    assert len(tr["token_ids"]) == len(tr["scores"]["c0@L2"]) <= 4
+    assert main(["monitor", str(path), str(path), "--threshold", "0", "--max-new-tokens", "3", "hello"]) == 0
+    text = capsys.readouterr().out
+    assert "\x1b[48;5;" in text and "[c0@L2]" in text and "[c0@L2#2]" in text

@@ -95,3 +95,15 @@ def test_refuses_post_norm_and_foreign_directions():
     with pytest.raises(GnomonError, match="force"):
         orthogonalize(lm, foreign)
     assert orthogonalize(lm, foreign, force=True).fingerprint != lm.fingerprint
+
+
+def test_cli_orthogonalize(tmp_path, capsys):
+    from jobs.cli import main
+
+    lm = load_model("tiny:llama")
+    path = direction_for(lm).save(tmp_path / "d.safetensors")
+    assert main(["orthogonalize", str(path), "--out", str(tmp_path / "o")]) == 0
+    assert "wrote" in capsys.readouterr().out
+    again = load_model(str(tmp_path / "o"))
+    assert again.fingerprint == json.loads((tmp_path / "o" / "gnomon.json").read_text())["fingerprint"]
+    assert main(["orthogonalize", str(path), "--out", str(tmp_path / "o")]) == 2  # refuses to overwrite

@@ -1,0 +1,36 @@
+"""``gnomon export-gguf REF... FILE``: write directions as a llama.cpp control vector
+(``llama-cli --control-vector FILE``); a FILE ending in ``.safetensors`` gets the same
+vectors as plain safetensors. gnomon layer L is written as llama.cpp's ``direction.{L-1}``."""
+
+from __future__ import annotations
+
+import argparse
+
+from jobs.commands.steer import describe, resolve_directions
+
+
+def add_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("refs", nargs="+", metavar="REF", help="direction(s): catalog ref or .safetensors file")
+    p.add_argument("file", metavar="FILE", help="output .gguf (or .safetensors)")
+    p.add_argument("--strength", type=float, default=1.0, help="multiples of --unit baked into the vectors")
+    p.add_argument("--unit", choices=("separation", "resid_norm", "raw"), default="separation")
+    p.add_argument("--model-hint", help="controlvector.model_hint (default: the direction's model id)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI for catalog REFs")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipeline import gguf_io
+    from pipeline.types import GnomonError
+
+    directions = resolve_directions(args.refs, args.tracking_uri)
+    if args.file.endswith(".safetensors"):
+        path = gguf_io.write_safetensors(directions, args.file, strength=args.strength, unit=args.unit)
+        names = ", ".join(f"{describe(d)} -> layer.{d.layer}" for d in directions)
+    elif args.file.endswith(".gguf"):
+        path = gguf_io.write_control_vector(directions, args.file, strength=args.strength, unit=args.unit,
+                                            model_hint=args.model_hint)
+        names = ", ".join(f"{describe(d)} -> direction.{gguf_io.gguf_index(d.layer)}" for d in directions)
+    else:
+        raise GnomonError(f"{args.file}: the output must end in .gguf or .safetensors")
+    print(f"wrote {path} ({args.strength:g} x {args.unit}): {names}")
+    return 0

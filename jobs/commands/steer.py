@@ -1,0 +1,169 @@
+"""``gnomon steer``: generate with and without directions applied, side by side.
+
+REF is a catalog reference (``sentiment@best``, ``sentiment/7``), a direction file
+(``.safetensors`` written by ``Direction.save``) or a control vector (``.gguf``). The model
+comes from the first direction's provenance unless ``--model`` names one.
+
+The helpers here (``add_source_args``, ``resolve_directions``, ``model_for``) are shared by
+``monitor``, ``orthogonalize`` and ``export-gguf``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import textwrap
+from itertools import zip_longest
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pipeline.direction import Direction
+    from pipeline.models import LoadedModel
+
+OPS = ("add", "ablate", "clamp", "interpolate")
+
+
+# ---- shared by the direction-using commands -------------------------------------------
+def add_source_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tracking-uri", help="MLflow tracking URI for catalog REFs (default: "
+                   "$MLFLOW_TRACKING_URI, else sqlite:///<home>/mlflow.db)")
+    p.add_argument("--model", help="model to load instead of the one in the direction's provenance")
+    p.add_argument("--force", action="store_true",
+                   help="apply directions fitted on a model with a different fingerprint")
+
+
+def allow_prompt_after_options(p: argparse.ArgumentParser) -> None:
+    """Parse ``REF REF --strength 2 "prompt"`` as written: argparse's default parse binds every
+    positional in the first run of positionals (prompt = the second REF), so this subparser
+    uses ``parse_known_intermixed_args``, which sets options aside first. That method calls
+    ``parse_known_args`` itself, so the override steps aside while it runs."""
+    def parse_known(args: Any = None, namespace: Any = None) -> Any:
+        del p.parse_known_args  # type: ignore[method-assign]
+        try:
+            return p.parse_known_intermixed_args(args, namespace)
+        finally:
+            p.parse_known_args = parse_known  # type: ignore[method-assign]
+
+    p.parse_known_args = parse_known  # type: ignore[method-assign]
+
+
+def resolve_directions(refs: list[str], tracking_uri: str | None) -> list[Direction]:
+    """Directions for REFs: files are read directly, anything else goes through the catalog."""
+    from pipeline.direction import Direction
+    from pipeline.types import GnomonError
+
+    out: list[Direction] = []
+    catalog = None
+    for ref in refs:
+        path = Path(ref).expanduser()
+        if path.suffix == ".gguf":
+            from pipeline.gguf_io import read_control_vector
+
+            out.extend(read_control_vector(path))
+        elif path.suffix == ".safetensors":
+            out.append(Direction.load(path))
+        elif path.exists():
+            raise GnomonError(f"{ref} is a file but neither .safetensors nor .gguf")
+        else:
+            if catalog is None:
+                from catalog import Catalog
+
+                catalog = Catalog(tracking_uri=tracking_uri)
+            out.append(catalog.load(ref))
+    return out
+
+
+def model_for(directions: list[Direction], override: str | None) -> LoadedModel:
+    """Load ``--model`` or the model all directions were fitted on."""
+    from pipeline.models import ModelSpec, load_model
+    from pipeline.types import GnomonError
+
+    if override:
+        return load_model(ModelSpec(id=override))
+    sources = {(d.provenance.model_id, d.provenance.revision) for d in directions}
+    if len(sources) != 1:
+        raise GnomonError(f"the directions come from different models {sorted(sources)}; pick one with --model")
+    model_id, revision = sources.pop()
+    if not model_id:
+        raise GnomonError("the direction does not record its model; name one with --model")
+    return load_model(ModelSpec(id=model_id, revision=revision or "main"))
+
+
+def describe(d: Direction) -> str:
+    p = d.provenance
+    return f"{p.concept or p.method or 'direction'}@L{p.layer}"
+
+
+# ---- steer ---------------------------------------------------------------------------
+def add_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("refs", nargs="+", metavar="REF", help="direction(s): catalog ref or .safetensors/.gguf file")
+    p.add_argument("prompt", help="prompt to continue")
+    p.add_argument("--strength", type=_floats, default=[4.0], metavar="S[,S...]",
+                   help="add: multiples of --unit (one value, or comma-separated one per REF); clamp: the "
+                   "projection value; interpolate: t (0 = negative class mean, 1 = positive); ablate: ignored")
+    p.add_argument("--op", choices=OPS, default="add")
+    p.add_argument("--unit", choices=("separation", "resid_norm", "raw"), default="separation",
+                   help="what one unit of --strength means for add (default: class-mean separation)")
+    p.add_argument("--positions", choices=("all", "prompt", "generated"), default="all")
+    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
+    p.add_argument("--json", action="store_true", help="print both continuations and the settings as JSON")
+    add_source_args(p)
+    allow_prompt_after_options(p)
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or comma-separated numbers, got {text!r}") from None
+
+
+def build_interventions(lm: Any, directions: list[Direction], args: argparse.Namespace) -> list[Any]:
+    from pipeline import steer
+    from pipeline.types import GnomonError
+
+    strengths = list(args.strength)
+    if len(strengths) not in (1, len(directions)):
+        raise GnomonError(f"give one --strength or one per REF ({len(directions)}), got {len(strengths)}")
+    if len(strengths) == 1:
+        strengths *= len(directions)
+    kw = {"positions": args.positions, "force": args.force}
+    if args.op == "add":
+        return [steer.mix(lm, list(zip(directions, strengths)), unit=args.unit, **kw)]
+    if args.op == "ablate":
+        return [steer.ablate(lm, d, **kw) for d in directions]
+    if args.op == "clamp":
+        return [steer.clamp(lm, d, s, **kw) for d, s in zip(directions, strengths)]
+    return [steer.interpolate(lm, d, s, **kw) for d, s in zip(directions, strengths)]
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipeline.steer import generate
+
+    directions = resolve_directions(args.refs, args.tracking_uri)
+    lm = model_for(directions, args.model)
+    ivs = build_interventions(lm, directions, args)
+    plain = generate(lm, [args.prompt], args.max_new_tokens, chat=args.chat)[0]
+    steered = generate(lm, [args.prompt], args.max_new_tokens, interventions=ivs, chat=args.chat)[0]
+    settings = {"op": args.op, "strength": args.strength, "unit": args.unit, "positions": args.positions,
+                "max_new_tokens": args.max_new_tokens, "chat": args.chat, "force": args.force}
+    if args.json:
+        print(json.dumps({
+            "model": {"id": lm.model_id, "revision": lm.revision, "fingerprint": lm.fingerprint},
+            "directions": [{"ref": r, "name": describe(d)} for r, d in zip(args.refs, directions)],
+            "settings": settings, "prompt": args.prompt, "unsteered": plain, "steered": steered,
+            "interventions": [iv.label for iv in ivs]}, indent=2))
+        return 0
+    width = max(40, min(shutil.get_terminal_size((100, 20)).columns, 160))
+    col = (width - 3) // 2
+    print(f"model {lm.model_id} ({lm.revision}); prompt: {args.prompt!r}")
+    left = textwrap.wrap(plain, col, replace_whitespace=True) or ["(empty)"]
+    right = textwrap.wrap(steered, col, replace_whitespace=True) or ["(empty)"]
+    print(f"{'unsteered':<{col}} | {'; '.join(iv.label for iv in ivs)[:col]}")
+    print(f"{'-' * col}-+-{'-' * col}")
+    for a, b in zip_longest(left, right, fillvalue=""):
+        print(f"{a:<{col}} | {b}")
+    return 0
