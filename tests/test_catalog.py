@@ -37,7 +37,7 @@ def make_direction(seed: int, *, concept: str = "sentiment", model: str = "smoll
         positive="positive", negative="negative", method=method,
         params={"C": 0.5} if method == "logistic" else {}, dataset="sst2-mini",
         dataset_hash="9f2c1e7a5b3d4c6e", split_sizes={"train": 140, "val": 30, "test": 30})
-    ex = {"leace_u": torch.randn(HIDDEN, 2, generator=g)} if extras else {}
+    ex = {"leace_u": torch.randn(2, HIDDEN, generator=g)} if extras else {}  # (k, d)
     return Direction(vector=torch.randn(HIDDEN, generator=g), provenance=prov,
                      pos_mean=1.3 + seed, neg_mean=-0.7, spread=0.4, resid_norm=12.5,
                      metrics={"val_auroc": val_auroc, "val_accuracy": val_auroc - 0.04,
