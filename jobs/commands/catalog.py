@@ -105,6 +105,6 @@ def _describe(rec: DirectionRecord) -> str:
     lines.append(f"  {'created':<13} {rec.created.isoformat(timespec='seconds')}")
     for k, v in sorted(rec.metrics.items()):
         lines.append(f"  {k:<13} {_fmt(v)}")
-    for k, v in sorted(rec.tags.items()):
-        lines.append(f"  tag {k:<9} {v}")
+    for k, t in sorted(rec.tags.items()):
+        lines.append(f"  tag {k:<9} {t}")
     return "\n".join(lines)
