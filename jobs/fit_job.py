@@ -137,10 +137,13 @@ def sweep_curves(directions: Sequence[Any], metric: str) -> dict[tuple[str, str]
         names = sorted({k for d in ds for k in d.metrics})
         curve = {"layer": [float(d.layer) for d in ds]}
         curve.update({k: [float(d.metrics.get(k, float("nan"))) for d in ds] for k in names})
+        # A dataset without a validation split falls back to the training metric (said in
+        # the sweep record); test metrics never choose.
+        used = metric if any(metric in d.metrics for d in ds) else metric.replace("val_", "train_", 1)
+        tie = used.split("_", 1)[0] + "_accuracy"
         # ties go to the earlier layer; NaN never wins
-        best = max(ds, key=lambda d: (_finite(d.metrics.get(metric)), _finite(d.metrics.get("val_accuracy")),
-                                      -d.layer))
-        out[key] = {"curve": curve, "best": best}
+        best = max(ds, key=lambda d: (_finite(d.metrics.get(used)), _finite(d.metrics.get(tie)), -d.layer))
+        out[key] = {"curve": curve, "best": best, "select_metric": used}
     return out
 
 
@@ -216,7 +219,7 @@ def _write_sweep(home: Path, concept: str, spec: FitSpec, sweeps: dict[tuple[str
 
     path = home / "sweeps" / concept / f"{model_slug(spec.model)}-{spec.revision}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    doc = {f"{m}/{p}": {"best_layer": s["best"].layer, "select_metric": spec.select_metric, "curve": s["curve"]}
+    doc = {f"{m}/{p}": {"best_layer": s["best"].layer, "select_metric": s["select_metric"], "curve": s["curve"]}
            for (m, p), s in sorted(sweeps.items())}
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(doc, indent=1, allow_nan=True))
@@ -234,7 +237,7 @@ def _register(spec: FitSpec, directions: Sequence[Any], sweeps: dict[tuple[str, 
     out = {}
     for d in chosen:
         key = (d.provenance.method, d.provenance.position)
-        extra = {"best_layer": str(sweeps[key]["best"].layer), "select_metric": spec.select_metric}
+        extra = {"best_layer": str(sweeps[key]["best"].layer), "select_metric": sweeps[key]["select_metric"]}
         rec = catalog.register(d, curve=sweeps[key]["curve"], extra_tags=extra, set_best=True,
                                best_metric=spec.select_metric)
         out[(*key, d.layer)] = rec

@@ -67,3 +67,22 @@ def ray_instance() -> Iterator[Any]:
     ray = ensure_ray(num_cpus=2, object_store_memory=256 * 1024 * 1024)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One migrated MLflow SQLite database per session (migrations cost ~5 s); copy it."""
+    from catalog import Catalog
+
+    h = tmp_path_factory.mktemp("mlflow-template")
+    Catalog(home=h).concepts()
+    return h / "mlflow.db"
+
+
+@pytest.fixture
+def catalog_home(home: Path, mlflow_template: Path) -> Path:
+    """``home`` with a ready MLflow SQLite catalog in it."""
+    import shutil
+
+    shutil.copyfile(mlflow_template, home / "mlflow.db")
+    return home
