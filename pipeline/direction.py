@@ -126,6 +126,9 @@ class Direction:
             raise GnomonError("direction vector contains NaN or infinite values")
         if float(v.norm()) == 0.0:
             raise GnomonError("direction vector is zero: the two classes have identical statistics")
+        bad = [k for k, t in self.extras.items() if t.ndim == 0 or t.shape[-1] != v.shape[0]]
+        if bad:
+            raise GnomonError(f"extra tensor(s) {bad} do not match hidden_size={v.shape[0]}")
         object.__setattr__(self, "vector", v.to(torch.float32))
         # Frozen all the way down: callers' dicts are copied into read-only views.
         object.__setattr__(self, "metrics", MappingProxyType({k: float(x) for k, x in self.metrics.items()}))
