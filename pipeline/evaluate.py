@@ -1,0 +1,168 @@
+"""Evaluation of directions on a live model: does steering move the concept, does erasure
+remove it, does the monitor separate the classes, and what does it cost elsewhere.
+
+- :func:`steering_sweep`: greedy continuations of neutral prompts at several strengths,
+  scored by a concept scorer (VADER's compound score for sentiment; Hutto & Gilbert 2014),
+  with the Spearman correlation between strength and score (monotone = 1.0).
+- :func:`ablation_probe`: a fresh logistic probe trained on activations read *after* the
+  direction is ablated; chance accuracy means the concept is no longer linearly readable
+  (the LEACE criterion, Belrose et al. 2023).
+- :func:`monitor_auroc`: AUROC of the projection on held-out texts (the lie detector).
+- :func:`next_token_kl`: mean KL(unsteered || steered) of next-token distributions on neutral
+  prompts, a side-effect measure (how much else the intervention changes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from pipeline import metrics as M
+from pipeline.direction import Direction
+from pipeline.models.loading import LoadedModel
+from pipeline.types import GnomonError
+
+Scorer = Callable[[Sequence[str]], np.ndarray]
+
+
+def vader_compound(texts: Sequence[str]) -> np.ndarray:
+    """VADER compound sentiment in [-1, 1] per text (rule-based, offline, deterministic)."""
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    sia = SentimentIntensityAnalyzer()
+    return np.array([sia.polarity_scores(t)["compound"] for t in texts], dtype=np.float64)
+
+
+SCORERS: dict[str, Scorer] = {"vader": vader_compound}
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman rank correlation (average ranks for ties)."""
+    def ranks(a: Sequence[float]) -> np.ndarray:
+        a = np.asarray(a, dtype=np.float64)
+        order = np.argsort(a, kind="mergesort")
+        r = np.empty(len(a))
+        r[order] = np.arange(len(a))
+        for v in np.unique(a):  # average ties
+            r[a == v] = r[a == v].mean()
+        return r
+
+    rx, ry = ranks(x), ranks(y)
+    if rx.std() == 0 or ry.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+@dataclass
+class SteeringSweep:
+    strengths: list[float]
+    unit: str
+    mean_scores: list[float]
+    """Mean scorer output over prompts, per strength."""
+    scores: list[list[float]]
+    """Per strength, per prompt."""
+    texts: list[list[str]]
+    spearman: float
+    """Rank correlation of strength with mean score (1.0: strictly increasing)."""
+    monotone: bool
+    """Mean score never decreases as strength grows."""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def steering_sweep(lm: LoadedModel, direction: Direction, prompts: Sequence[str], strengths: Sequence[float],
+                   scorer: Scorer | str = "vader", unit: str = "separation", max_new_tokens: int = 24,
+                   positions: str = "all", force: bool = False, chat: bool = False) -> SteeringSweep:
+    """Greedy continuations at each strength (0 = unsteered), scored by ``scorer``."""
+    from pipeline.steer import add, generate
+
+    if not prompts:
+        raise GnomonError("steering_sweep needs at least one prompt")
+    score = SCORERS[scorer] if isinstance(scorer, str) else scorer
+    strengths = sorted(float(s) for s in strengths)
+    texts, scores = [], []
+    for s in strengths:
+        ivs = [] if s == 0 else [add(lm, direction, s, unit, positions=positions, force=force)]  # type: ignore[arg-type]
+        out = generate(lm, prompts, max_new_tokens=max_new_tokens, interventions=ivs, chat=chat)
+        texts.append(out)
+        scores.append(score(out).tolist())
+    means = [float(np.mean(s)) for s in scores]
+    return SteeringSweep(strengths=strengths, unit=unit, mean_scores=means, scores=scores, texts=texts,
+                         spearman=spearman(strengths, means),
+                         monotone=bool(all(b >= a for a, b in zip(means, means[1:]))))
+
+
+def _acts(lm: LoadedModel, texts: Sequence[str], layer: int, position: str,
+          interventions: Sequence[Any] = ()) -> np.ndarray:
+    """(n, d) activations at ``layer`` in text order, read after any interventions (the
+    intervention hooks are registered first, so the recording hook sees their output)."""
+    from pipeline.collect import collect
+    from pipeline.steer import apply
+
+    ids = [str(i) for i in range(len(texts))]
+    with apply(list(interventions)):
+        rows = collect(lm, ids, list(texts), layers=[layer], positions=[position])[layer]
+    got, _p, _t, acts = rows.arrays()
+    return acts[np.argsort(np.array([int(i) for i in got]))].astype(np.float64)
+
+
+def ablation_probe(lm: LoadedModel, direction: Direction, train: tuple[Sequence[str], Sequence[str]],
+                   test: tuple[Sequence[str], Sequence[str]], position: str | None = None,
+                   force: bool = False) -> dict[str, float]:
+    """Test accuracy of a fresh logistic probe before and after ablating ``direction``.
+
+    ``train``/``test`` are (positive texts, negative texts). The probe is trained from
+    scratch on each condition, so it can use any remaining linear trace of the concept.
+    """
+    from pipeline.direction import Provenance
+    from pipeline.fit import fit_direction
+    from pipeline.steer import ablate
+
+    pos_name = position or direction.provenance.position
+    layer = direction.layer
+    out = {}
+    for cond, ivs in (("before", []), ("after", [ablate(lm, direction, force=force)])):
+        tp, tn = (_acts(lm, t, layer, pos_name, ivs) for t in train)
+        ep, en = (_acts(lm, t, layer, pos_name, ivs) for t in test)
+        base = Provenance.minimal(hidden_size=lm.hidden_size, layer=layer)
+        try:
+            probe = fit_direction("logistic", tp, tn, base=base, eval_sets={"test": (ep, en)})
+            out[f"probe_accuracy_{cond}"] = probe.metrics["test_accuracy"]
+            out[f"probe_auroc_{cond}"] = probe.metrics["test_auroc"]
+        except GnomonError:  # nothing left to fit: the classes are indistinguishable
+            out[f"probe_accuracy_{cond}"] = 0.5
+            out[f"probe_auroc_{cond}"] = 0.5
+    return out
+
+
+def monitor_auroc(lm: LoadedModel, direction: Direction, pos_texts: Sequence[str], neg_texts: Sequence[str],
+                  position: str | None = None, force: bool = False) -> dict[str, float]:
+    """AUROC and accuracy (at the direction's midpoint) of the projection on held-out texts."""
+    from pipeline.monitor import score_texts
+
+    pos_name = position or direction.provenance.position
+    sp = score_texts(lm, direction, pos_texts, pos_name, force=force)  # type: ignore[arg-type]
+    sn = score_texts(lm, direction, neg_texts, pos_name, force=force)  # type: ignore[arg-type]
+    return {"auroc": M.auroc(sp, sn), "accuracy": M.accuracy(sp, sn, direction.midpoint),
+            "pos_mean_score": float(sp.mean()), "neg_mean_score": float(sn.mean())}
+
+
+def next_token_kl(lm: LoadedModel, prompts: Sequence[str], interventions: Sequence[Any]) -> float:
+    """Mean KL(p_unsteered || p_steered) of the next-token distribution after each prompt."""
+    from pipeline.steer import apply, encode_prompts
+
+    enc = encode_prompts(lm, prompts)
+
+    def logp() -> torch.Tensor:
+        with torch.inference_mode():
+            logits = lm.model(**enc).logits[:, -1].float()          # (B, V): left padding
+        return torch.log_softmax(logits, -1)
+
+    base = logp()
+    with apply(list(interventions)):
+        steered = logp()
+    return float((base.exp() * (base - steered)).sum(-1).mean())
