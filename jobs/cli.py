@@ -18,6 +18,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sql": ("jobs.commands.sql", "run a read-only DuckDB query over the store"),
     "fit": ("jobs.commands.fit", "fit directions for a concept and register them in the catalog"),
     "catalog": ("jobs.commands.catalog", "query the direction catalog"),
+    "evaluate": ("jobs.commands.evaluate", "measure steering, side effects, monitor and erasure across checkpoints"),
+    "run": ("jobs.commands.run", "run a TOML job spec (collect, fit, evaluate) with resume"),
     "steer": ("jobs.commands.steer", "generate with and without a direction applied"),
     "monitor": ("jobs.commands.monitor", "score generated tokens with directions (lie detector)"),
     "orthogonalize": ("jobs.commands.orthogonalize", "bake a direction's removal into the weights"),

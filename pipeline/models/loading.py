@@ -155,7 +155,10 @@ def _load_dir(path: Path, spec: ModelSpec, device: str) -> tuple[Any, Any]:
     if not (path / "config.json").is_file():
         raise GnomonError(f"{path} is not a Hugging Face model directory (no config.json)")
     cfg = AutoConfig.from_pretrained(path, trust_remote_code=spec.trust_remote_code)
-    auto = AutoModelForCausalLM if getattr(cfg, "is_decoder", True) and cfg.model_type != "bert" else AutoModel
+    archs = getattr(cfg, "architectures", None) or []
+    causal = any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs) or (
+        not archs and cfg.model_type not in ("bert",))
+    auto = AutoModelForCausalLM if causal else AutoModel
     model = auto.from_pretrained(path, dtype=_torch_dtype(spec.dtype, device),
                                  trust_remote_code=spec.trust_remote_code, local_files_only=True)
     tok = AutoTokenizer.from_pretrained(path, trust_remote_code=spec.trust_remote_code, local_files_only=True)
@@ -180,7 +183,7 @@ def _load_gguf(gguf: Path, spec: ModelSpec, device: str, home: Path) -> tuple[An
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
         # The weights are already dequantized to float32; drop the GGUF quantizer marker so
         # save_pretrained writes plain safetensors.
-        model.hf_quantizer = None
+        model.hf_quantizer = None  # type: ignore[assignment]
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         tmp = cache.with_name(cache.name + ".tmp")

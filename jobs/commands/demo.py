@@ -1,0 +1,25 @@
+"""``gnomon demo``: the end-to-end job on the embedded defaults (``jobs/examples/demo.toml``):
+the bundled SmolLM2, every shipped concept, local Ray, local MLflow, local Parquet store."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--executor", choices=["ray", "local"], default=None, help="override the spec's executor")
+    p.add_argument("--json", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    from jobs.commands import run as run_cmd
+    from jobs.spec import EXAMPLES
+
+    args.spec = str(EXAMPLES / "demo.toml")
+    args.tracking_uri = None
+    args.ray_address = None
+    rc = run_cmd.run(args)
+    if not args.json:
+        print("\nnext: gnomon catalog ls | gnomon steer sentiment@best --strength 4 \"I went to the market\" "
+              "| gnomon monitor honesty@best \"I never took the money.\" | gnomon sql \"SELECT ...\"")
+    return rc

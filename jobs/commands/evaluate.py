@@ -1,0 +1,59 @@
+"""``gnomon evaluate``: steering, side effects, monitor and erasure on one or many checkpoints."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from jobs.commands.collect import add_executor_args
+
+
+def add_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("ref", help="catalog reference (sentiment@best, sentiment/3) or a .safetensors direction")
+    p.add_argument("--models", default=None, help="comma list of checkpoints (default: the direction's model)")
+    p.add_argument("--strengths", default="-4,-2,0,2,4", help="comma list in --unit; write --strengths=-4,0,4 (with =) when the first is negative")
+    p.add_argument("--unit", default="separation", choices=["separation", "resid_norm", "raw"])
+    p.add_argument("--prompts", type=int, default=16, help="neutral prompts used")
+    p.add_argument("--max-new-tokens", type=int, default=24)
+    p.add_argument("--no-probe", action="store_true", help="skip the ablation probe")
+    p.add_argument("--no-monitor", action="store_true", help="skip the monitor AUROC")
+    p.add_argument("--tracking-uri", default=None)
+    p.add_argument("--json", action="store_true")
+    add_executor_args(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipeline.types import GnomonError
+
+    from jobs.evaluate_job import EvalSpec, run_evaluation
+    from jobs.executors import make_executor
+
+    try:
+        strengths = tuple(float(s) for s in args.strengths.split(","))
+    except ValueError:
+        raise GnomonError(f"bad --strengths {args.strengths!r}: use numbers like -4,0,4") from None
+    spec = EvalSpec(ref=args.ref, models=tuple(m for m in (args.models or "").split(",") if m),
+                    strengths=strengths, unit=args.unit, n_prompts=args.prompts,
+                    max_new_tokens=args.max_new_tokens, probe=not args.no_probe, monitor=not args.no_monitor)
+    out = run_evaluation(spec, make_executor(args.executor, args.ray_address, args.workers),
+                         tracking_uri=args.tracking_uri)
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"{out['concept']} direction (layer {out['layer']}, {out['method']}, from {out['direction_model']}) "
+          f"on {len(out['checkpoints'])} checkpoint(s), {out['seconds']:.1f} s")
+    for c in out["checkpoints"]:
+        m = c["metrics"]
+        line = f"  {c['model']:<28} {'same weights' if c['same_weights'] else 'other weights'}"
+        if c["sweep"]:
+            sw = c["sweep"]
+            pairs = " ".join(f"{s:+g}:{v:+.2f}" for s, v in zip(sw["strengths"], sw["mean_scores"]))
+            line += f"  score by strength [{pairs}] spearman={m['steer_spearman']:.2f}"
+        line += f"  KL={m['side_effect_kl']:.3f}"
+        if "monitor_auroc" in m:
+            line += f"  monitor AUROC={m['monitor_auroc']:.3f}"
+        if "probe_accuracy_after" in m:
+            line += f"  probe acc {m['probe_accuracy_before']:.2f} -> {m['probe_accuracy_after']:.2f} after ablation"
+        print(line)
+    print(f"results: {out['path']}")
+    return 0

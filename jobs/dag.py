@@ -1,0 +1,87 @@
+"""The end-to-end DAG: collect -> fit -> register per (model, concept), then evaluate.
+
+Each stage that completes writes a marker under ``<home>/jobs/<name>/``; a rerun skips
+completed stages (and, inside a stage, the collection job skips complete shards), so a
+crashed or interrupted job resumes where it stopped. Markers record the stage's inputs;
+a changed spec reruns the stages it changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+from jobs.spec import EvaluateSection, JobSpec
+
+
+def _marker(home: Path, job: str, key: str) -> Path:
+    safe = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return home / "jobs" / job / f"{safe}.json"
+
+
+def _stage(home: Path, job: str, key: str, inputs: dict[str, Any], fn: Callable[[], dict[str, Any]],
+           log: Callable[[str], None]) -> dict[str, Any]:
+    m = _marker(home, job, key)
+    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
+    if m.is_file():
+        doc = json.loads(m.read_text())
+        if doc.get("inputs_sha256") == digest:
+            log(f"[skip] {key} (done {doc['finished']})")
+            return doc["result"]  # type: ignore[no-any-return]
+    log(f"[run ] {key}")
+    result = fn()
+    m.parent.mkdir(parents=True, exist_ok=True)
+    tmp = m.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"stage": key, "inputs_sha256": digest, "inputs": inputs, "result": result,
+                               "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, default=str))
+    tmp.replace(m)
+    return result
+
+
+def _eval_ref(cat: Any, ev: EvaluateSection, model: str) -> str:
+    if ev.ref:
+        return ev.ref
+    from pipeline.types import GnomonError
+
+    recs = cat.search(concept=ev.concept, model=model, method=ev.method)
+    if not recs:
+        raise GnomonError(f"no registered {ev.concept} direction for {model}"
+                          f"{' with method ' + ev.method if ev.method else ''}: fit it first")
+    return str(max(recs, key=lambda r: (r.metrics.get("val_auroc", 0.0), r.metrics.get("val_accuracy", 0.0))).ref)
+
+
+def run_job(spec: JobSpec, home: Any = None, tracking_uri: str | None = None, show_progress: bool = True,
+            log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run every stage of ``spec``; returns {stage key: result summary}."""
+    from catalog import Catalog
+    from pipeline.home import gnomon_home
+
+    from jobs.evaluate_job import EvalSpec, run_evaluation
+    from jobs.executors import make_executor
+    from jobs.fit_job import FitSpec, run_fit
+
+    home_p = gnomon_home(home)
+    executor = make_executor(spec.executor, spec.ray_address)
+    cat = Catalog(tracking_uri=tracking_uri, home=home_p)
+    results: dict[str, Any] = {}
+    for model in spec.models:
+        for concept in spec.fit.concepts:
+            fs = FitSpec(model=model, dataset=concept, revision=spec.revision, layers=spec.fit.layers,
+                         positions=spec.fit.positions, methods=spec.fit.methods,
+                         select_metric=spec.fit.select_metric, register=spec.fit.register)
+            key = f"fit/{model}/{spec.revision}/{concept}"
+            results[key] = _stage(home_p, spec.name, key, {**asdict(fs), "tracking": cat.tracking_uri},
+                                  lambda fs=fs: run_fit(fs, executor, home_p, catalog=cat,
+                                                        show_progress=show_progress), log)
+    for ev in spec.evaluate:
+        ref = _eval_ref(cat, ev, spec.models[0])
+        es = EvalSpec(ref=ref, models=spec.models, strengths=ev.strengths, unit=ev.unit, n_prompts=ev.n_prompts,
+                      max_new_tokens=ev.max_new_tokens, probe=ev.probe, monitor=ev.monitor)
+        key = f"evaluate/{ev.concept}/{ref}"
+        results[key] = _stage(home_p, spec.name, key, {**asdict(es), "tracking": cat.tracking_uri},
+                              lambda es=es: run_evaluation(es, executor, home_p, tracking_uri), log)
+    return results

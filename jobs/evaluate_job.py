@@ -1,0 +1,153 @@
+"""The evaluation stage: check a direction's effects on one or many checkpoints.
+
+One task per checkpoint (Ray tasks, or in-process): load the model, then measure
+steering (a strength sweep on the concept's neutral prompts, scored by the concept's
+scorer when it has one: VADER for sentiment), side effects (next-token KL on the neutral
+prompts at the largest strength), the monitor (AUROC of the projection on the test split)
+and erasure (a fresh probe after ablation). A direction applied to a checkpoint with other
+weights is allowed here on purpose (that is the comparison), but never one of another
+hidden size.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.types import GnomonError
+
+CONCEPT_SCORERS = {"sentiment": "vader"}
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    ref: str
+    """Catalog reference (``sentiment@best``) or a ``.safetensors`` direction file."""
+    models: tuple[str, ...] = ()
+    """Checkpoints to evaluate (default: the direction's own model)."""
+    strengths: tuple[float, ...] = (-4.0, -2.0, 0.0, 2.0, 4.0)
+    unit: str = "separation"
+    n_prompts: int = 16
+    max_new_tokens: int = 24
+    scorer: str | None = None
+    """Default: the concept's scorer (VADER for sentiment), else no steering score."""
+    probe: bool = True
+    monitor: bool = True
+    n_probe: int = 120
+    """Texts per class at most for the ablation probe's training split."""
+
+
+@dataclass(frozen=True)
+class EvalTask:
+    spec: EvalSpec
+    direction_path: str
+    model: str
+    home: str
+
+
+@dataclass
+class EvalResult:
+    model: str
+    fingerprint: str
+    same_weights: bool
+    metrics: dict[str, float] = field(default_factory=dict)
+    sweep: dict[str, Any] | None = None
+    seconds: float = 0.0
+
+
+def resolve_direction(ref: str, tracking_uri: str | None = None, home: Any = None) -> Any:
+    """A direction from a file path or a catalog reference."""
+    from pipeline.direction import Direction
+
+    if ref.endswith(".safetensors") or Path(ref).is_file():
+        return Direction.load(ref)
+    from catalog import Catalog
+
+    return Catalog(tracking_uri=tracking_uri, home=home).load(ref)
+
+
+def evaluate_checkpoint(task: EvalTask) -> EvalResult:
+    """Everything measured on one checkpoint (the unit both executors schedule)."""
+    import torch
+
+    from pipeline.datasets import load_dataset, neutral_prompts
+    from pipeline.direction import Direction
+    from pipeline.evaluate import ablation_probe, monitor_auroc, next_token_kl, steering_sweep
+    from pipeline.models import load_model
+    from pipeline.steer import add
+
+    t0 = time.perf_counter()
+    spec, d = task.spec, Direction.load(task.direction_path)
+    lm = load_model(task.model, home=task.home)
+    if lm.hidden_size != d.hidden_size:
+        raise GnomonError(f"{task.model} has hidden size {lm.hidden_size} but the direction has {d.hidden_size}")
+    torch.manual_seed(0)
+    res = EvalResult(model=task.model, fingerprint=lm.fingerprint, same_weights=lm.fingerprint == d.provenance.fingerprint)
+    concept = d.provenance.concept
+    prompts = neutral_prompts(concept, home=task.home)[: spec.n_prompts]
+    scorer = spec.scorer or CONCEPT_SCORERS.get(concept)
+    top = max(spec.strengths, key=abs)
+    if scorer:
+        sweep = steering_sweep(lm, d, prompts, spec.strengths, scorer=scorer, unit=spec.unit,
+                               max_new_tokens=spec.max_new_tokens, force=True)
+        res.sweep = sweep.to_json()
+        res.metrics.update({"steer_spearman": sweep.spearman, "steer_monotone": float(sweep.monotone),
+                            "steer_score_min_strength": sweep.mean_scores[0],
+                            "steer_score_max_strength": sweep.mean_scores[-1]})
+    res.metrics["side_effect_kl"] = next_token_kl(lm, prompts, [add(lm, d, top, spec.unit, force=True)])  # type: ignore[arg-type]
+    if spec.monitor or spec.probe:
+        ds = load_dataset(d.provenance.dataset or concept, home=task.home)
+        rows = ds.table.select(["id", "label", "split"]).to_pylist()
+        texts = dict(zip(ds.table.column("id").to_pylist(), ds.texts(lm.tokenizer)))
+
+        def pick(split: str, label: str, n: int | None = None) -> list[str]:
+            out = [texts[r["id"]] for r in rows if r["split"] == split and r["label"] == label]
+            return out[:n] if n else out
+
+        pos, neg = d.provenance.positive, d.provenance.negative
+        if spec.monitor:
+            m = monitor_auroc(lm, d, pick("test", pos), pick("test", neg), force=True)
+            res.metrics.update({f"monitor_{k}": v for k, v in m.items()})
+        if spec.probe:
+            p = ablation_probe(lm, d, (pick("train", pos, spec.n_probe), pick("train", neg, spec.n_probe)),
+                               (pick("test", pos), pick("test", neg)), force=True)
+            res.metrics.update(p)
+    res.seconds = round(time.perf_counter() - t0, 2)
+    return res
+
+
+def run_evaluation(spec: EvalSpec, executor: Any = None, home: Any = None, tracking_uri: str | None = None,
+                   show_progress: bool = False) -> dict[str, Any]:
+    """Evaluate ``spec.ref`` on every checkpoint; writes ``<home>/evals/...json``."""
+    from pipeline.home import gnomon_home
+    from pipeline.store import model_slug
+
+    from jobs.executors import make_executor
+
+    home_p = gnomon_home(home)
+    d = resolve_direction(spec.ref, tracking_uri, home_p)
+    if not spec.strengths:
+        raise GnomonError("give at least one strength")
+    models = spec.models or (d.provenance.model_id,)
+    if not models[0]:
+        raise GnomonError("the direction names no model: pass --models")
+    path = home_p / "evals" / "directions" / f"{d.provenance.concept or 'direction'}-{model_slug(d.provenance.model_id)}-L{d.layer}-{d.provenance.method}.safetensors"
+    d.save(path)
+    executor = executor or make_executor("ray")
+    tasks = [EvalTask(spec=spec, direction_path=str(path), model=m, home=str(home_p)) for m in models]
+    t0 = time.perf_counter()
+    results = executor.map(evaluate_checkpoint, tasks)
+    summary = {"ref": spec.ref, "concept": d.provenance.concept, "layer": d.layer, "method": d.provenance.method,
+               "direction_model": d.provenance.model_id, "unit": spec.unit, "strengths": list(spec.strengths),
+               "executor": getattr(executor, "name", "?"), "seconds": round(time.perf_counter() - t0, 2),
+               "checkpoints": [r.__dict__ for r in results]}
+    out = home_p / "evals" / (d.provenance.concept or "direction") / f"{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(summary, indent=1))
+    tmp.replace(out)
+    summary["path"] = str(out)
+    return summary

@@ -1,0 +1,112 @@
+"""Typed job specs, loaded explicitly from TOML (never executed, never read at import).
+
+A job runs a fleet: every model (checkpoint) x every concept is collected and fitted, then
+the evaluation stage checks chosen directions on every model. Example: ``jobs/examples/demo.toml``.
+
+    [job]
+    name = "demo"
+    models = ["smollm2"]          # checkpoints: ids, directories, .gguf files
+    executor = "ray"              # or "local"
+
+    [fit]
+    concepts = ["sentiment", "honesty"]
+    methods = ["mean_diff", "logistic"]
+    positions = ["last"]
+    layers = "all"                # or [4, 8, 12]
+
+    [[evaluate]]
+    concept = "sentiment"         # evaluates <concept>@best on every model
+    strengths = [-8, -4, 0, 4, 8]
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from pipeline.types import METHODS, GnomonError
+
+EXAMPLES = Path(__file__).parent / "examples"
+
+
+@dataclass(frozen=True)
+class FitSection:
+    concepts: tuple[str, ...] = ("sentiment",)
+    methods: tuple[str, ...] = METHODS
+    positions: tuple[str, ...] = ("last",)
+    layers: tuple[int, ...] | None = None
+    select_metric: str = "val_auroc"
+    register: str = "best"
+
+
+@dataclass(frozen=True)
+class EvaluateSection:
+    concept: str
+    ref: str | None = None
+    """Default: the best (by validation) direction of ``concept`` for the first model,
+    restricted to ``method`` when given."""
+    method: str | None = None
+    strengths: tuple[float, ...] = (-4.0, -2.0, 0.0, 2.0, 4.0)
+    unit: str = "separation"
+    n_prompts: int = 16
+    max_new_tokens: int = 24
+    probe: bool = True
+    monitor: bool = True
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    name: str
+    models: tuple[str, ...]
+    revision: str = "main"
+    executor: str = "ray"
+    ray_address: str | None = None
+    fit: FitSection = field(default_factory=FitSection)
+    evaluate: tuple[EvaluateSection, ...] = ()
+
+
+def _build(cls: Any, table: dict[str, Any], where: str) -> Any:
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise GnomonError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
+    kw = {}
+    for k, v in table.items():
+        if k == "layers" and v == "all":
+            v = None
+        kw[k] = tuple(v) if isinstance(v, list) else v
+    try:
+        return cls(**kw)
+    except TypeError as e:
+        raise GnomonError(f"{where}: {e}") from e
+
+
+def load_job(path: str | Path) -> JobSpec:
+    """Parse and check a TOML job spec."""
+    path = Path(path)
+    if not path.is_file():
+        raise GnomonError(f"no job spec at {path}; see {EXAMPLES / 'demo.toml'}")
+    try:
+        doc = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise GnomonError(f"{path}: invalid TOML ({e})") from e
+    unknown = sorted(set(doc) - {"job", "fit", "evaluate"})
+    if unknown:
+        raise GnomonError(f"{path}: unknown table(s) {', '.join(unknown)}; use [job], [fit], [[evaluate]]")
+    job = dict(doc.get("job", {}))
+    if "name" not in job or not job.get("models"):
+        raise GnomonError(f"{path}: [job] needs name and models")
+    fit = _build(FitSection, doc.get("fit", {}), f"{path} [fit]")
+    bad = [m for m in fit.methods if m not in METHODS]
+    if bad:
+        raise GnomonError(f"{path} [fit]: unknown method {bad[0]!r}; choose from {', '.join(METHODS)}")
+    evals = tuple(_build(EvaluateSection, e, f"{path} [[evaluate]]") for e in doc.get("evaluate", []))
+    spec = _build(JobSpec, {**job, "fit": fit, "evaluate": evals}, f"{path} [job]")
+    if spec.executor not in ("ray", "local"):
+        raise GnomonError(f"{path} [job]: executor must be ray or local")
+    from pipeline.store import check_name
+
+    check_name(spec.name, "job name")  # it names a folder under the home
+    return spec  # type: ignore[no-any-return]
