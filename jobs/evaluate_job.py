@@ -73,7 +73,7 @@ def evaluate_checkpoint(task: EvalTask) -> EvalResult:
     """Everything measured on one checkpoint (the unit both executors schedule)."""
     import torch
 
-    from pipeline.datasets import load_dataset, neutral_prompts
+    from pipeline.datasets import neutral_prompts
     from pipeline.direction import Direction
     from pipeline.evaluate import ablation_probe, monitor_auroc, next_token_kl, steering_sweep
     from pipeline.models import load_model
@@ -99,9 +99,15 @@ def evaluate_checkpoint(task: EvalTask) -> EvalResult:
                             "steer_score_max_strength": sweep.mean_scores[-1]})
     res.metrics["side_effect_kl"] = next_token_kl(lm, prompts, [add(lm, d, top, spec.unit, force=True)])  # type: ignore[arg-type]
     if spec.monitor or spec.probe:
-        ds = load_dataset(d.provenance.dataset or concept, home=task.home)
-        rows = ds.table.select(["id", "label", "split"]).to_pylist()
-        texts = dict(zip(ds.table.column("id").to_pylist(), ds.texts(lm.tokenizer)))
+        # The examples the direction was fitted on, as stored with its activations.
+        from jobs.collect_job import ShardTask, render
+        from pipeline.store import ActivationStore
+
+        table = ActivationStore(task.home).read_examples(d.provenance.dataset or concept)
+        rows = table.select(["id", "label", "split"]).to_pylist()
+        ids = table.column("id").to_pylist()
+        texts = dict(zip(ids, render(lm, ShardTask(0, tuple(ids), tuple(table.column("text").to_pylist()),
+                                                   tuple(table.column("messages").to_pylist())))))
 
         def pick(split: str, label: str, n: int | None = None) -> list[str]:
             out = [texts[r["id"]] for r in rows if r["split"] == split and r["label"] == label]
