@@ -178,3 +178,57 @@ def test_sql_command(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
         assert cli(["--home", str(root), "sql", bad]) == 2
         assert "error" in capsys.readouterr().err
     assert sorted(root.rglob("*")) == before
+
+
+def _half_store(tmp_path: Path) -> ActivationStore:
+    """float16 shards (the collection default), pairs shuffled across 2 shards."""
+    rng = np.random.default_rng(1)
+    store = ActivationStore(tmp_path / "half")
+    ids = [f"x{i}" for i in range(20)]
+    store.write_examples("half", pa.table({"id": ids, "label": ["yes", "no"] * 10,
+                                           "pair": [f"q{i // 2}" for i in range(20)]}))
+    for shard, chunk in enumerate(np.array_split(rng.permutation(20), 2)):
+        t = activation_table([ids[i] for i in chunk], "last", np.full(len(chunk), 3),
+                             rng.standard_normal((len(chunk), W)) * 300)  # float16 rounds these
+        store.write_shard(M, R, "half", 2, shard, t, fingerprint="fp", positions=["last"])
+    return store
+
+
+def test_dtypes_are_exact(tmp_path: Path) -> None:
+    store = _half_store(tmp_path)
+    ref = reference(store.root, "half")
+    with StoreDB(store.root, threads=2) as db:
+        sets = {dt: contrast_set(db, dataset="half", split=None, dtype=dt, **KW) for dt in (None, "float16", "float32")}
+        with pytest.raises(GnomonError, match="dtype"):
+            contrast_set(db, dataset="half", split=None, dtype="float64", **KW)
+    want = np.stack([ref[i]["vec"] for i in sets[None].pos_ids])  # float16 values, widened exactly
+    assert sets[None].pos.dtype == sets["float16"].pos.dtype == np.float16
+    assert sets["float32"].pos.dtype == np.float32
+    for cs in sets.values():
+        assert cs.paired and len(cs.pos_ids) == 10 and np.array_equal(cs.pos.astype(np.float32), want)
+
+
+def test_shard_rewritten_while_reading_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A collection rerun replaces a shard (same ids, new vectors) between the query and the read."""
+    import pipeline.contrast as contrast
+
+    store = _half_store(tmp_path)
+    path = store.shard_path(M, R, "half", 2, 0)
+    real = pq.read_table
+    rewritten: list[bool] = []
+
+    def read_after_rewrite(source: object, *args: object, **kwargs: object) -> pa.Table:
+        if source == path and not rewritten:
+            t = real(path)
+            acts = np.zeros((t.num_rows, W), np.float32)
+            store.write_shard(M, R, "half", 2, 0, activation_table(t.column("example_id").to_pylist(), "last",
+                              np.full(t.num_rows, 3), acts), fingerprint="fp2", positions=["last"])
+            rewritten.append(True)
+        return real(source, *args, **kwargs)
+
+    monkeypatch.setattr(contrast.pq, "read_table", read_after_rewrite)
+    with StoreDB(store.root, threads=1) as db:
+        with pytest.raises(GnomonError, match="changed while"):
+            contrast_set(db, dataset="half", split=None, **KW)
+        assert rewritten
+        assert not contrast_set(db, dataset="half", split=None, **KW).pos.any(axis=1).all()  # a rerun reads the new shard
