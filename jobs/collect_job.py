@@ -176,6 +176,20 @@ def summarize(results: Sequence[ShardResult]) -> dict[str, int]:
             "tokens": sum(r.tokens for r in results)}
 
 
+def _incomplete(plan: CollectPlan, lm: Any, home: Any) -> int:
+    """How many (layer, shard) files still need collecting (checked in the driver, so a
+    fully stored request starts no workers)."""
+    from pipeline.collect import check_positions
+    from pipeline.store import ActivationStore
+
+    store = ActivationStore(home)
+    layers = lm.check_layers(list(plan.spec.layers) if plan.spec.layers is not None else None)
+    positions = check_positions(plan.spec.positions)
+    return sum(not store.shard_complete(lm.model_id, lm.revision, plan.dataset_name, layer, t.index,
+                                        fingerprint=lm.fingerprint, positions=positions)
+               for t in plan.shards for layer in layers)
+
+
 def preflight(spec: CollectSpec, home: Any = None) -> Any:
     """Check model, layers and positions in the driver before anything is written, and
     convert/cache the weights once here rather than racing in every worker."""
@@ -207,8 +221,6 @@ def run_collection(spec: CollectSpec, executor: Any = None, home: Any = None, sh
     plan = plan_collection(spec, home_p)
     if isinstance(executor, LocalExecutor):
         executor_kw.setdefault("lm", lm)
-    else:
-        del lm  # workers load their own copy (from the converted-weights cache)
     bar = None
     if show_progress:
         from tqdm import tqdm
@@ -223,8 +235,18 @@ def run_collection(spec: CollectSpec, executor: Any = None, home: Any = None, sh
             elapsed = max(bar.format_dict.get("elapsed", 0.0), 1e-9)
             bar.set_postfix_str(f"{tokens[0] / elapsed:,.0f} tok/s")
 
+    todo = _incomplete(plan, lm, home_p)
+    n_layers = len(lm.check_layers(list(spec.layers) if spec.layers is not None else None))
+    if not isinstance(executor, LocalExecutor):
+        del lm  # workers load their own copy (from the converted-weights cache)
+        executor_kw.pop("lm", None)
     try:
-        results = executor.run_collect(plan, str(home_p), progress, **executor_kw)
+        if todo:
+            results = executor.run_collect(plan, str(home_p), progress, **executor_kw)
+        else:  # everything is stored: no workers, no model loads
+            results = [ShardResult(index=t.index, skipped_layers=n_layers) for t in plan.shards]
+            if bar is not None:
+                bar.update(plan.n_examples)
     finally:
         if bar is not None:
             bar.close()

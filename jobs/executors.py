@@ -119,7 +119,9 @@ class RayExecutor:
     def map(self, fn: Callable[[T], R], items: Sequence[T], on_result: Callable[[R], None] | None = None,
             num_cpus: float = 1) -> list[R]:
         ray = self._ray()
-        remote = ray.remote(num_cpus=num_cpus)(fn)
+        # Retries cover a worker process that dies (OOM, a native crash); a Python
+        # exception is a real error and is raised at once.
+        remote = ray.remote(num_cpus=num_cpus, max_retries=3)(fn)
         refs = [remote.remote(item) for item in items]
         index = {ref: i for i, ref in enumerate(refs)}
         out: list[Any] = [None] * len(refs)

@@ -77,13 +77,16 @@ def fit_group(task: FitTask) -> Any:
     direction (the sweep records it; other layers still count).
     """
     import torch
+    from threadpoolctl import threadpool_limits
 
-    # Small (n ~ 10^2-10^3, d ~ 10^3) problems: one thread each is several times faster
-    # than threads fighting over the cores, and Ray runs one group per CPU anyway.
+    # Small (n ~ 10^2-10^3, d ~ 10^3) problems: one thread each (torch and BLAS) is faster
+    # than threads fighting over the cores, and the executors run one group per CPU, so
+    # local and Ray run the same single-threaded code.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _fit_group(task)
+        with threadpool_limits(limits=1):
+            return _fit_group(task)
     finally:
         torch.set_num_threads(threads)
 
@@ -96,7 +99,7 @@ def _fit_group(task: FitTask) -> Any:
     with StoreDB(task.home, memory_limit="1GB", threads=1) as db:
         sets = contrast_splits(db, model=task.model, revision=task.revision, dataset=task.dataset,
                                layer=task.layer, position=task.position, positive=task.positive,
-                               negative=task.negative)
+                               negative=task.negative, dtype=None)  # float16 as stored: fitting widens to float64
     if "train" not in sets:
         raise GnomonError(f"dataset {task.dataset} has no train split rows for {task.positive}/{task.negative}")
     train = sets["train"]
