@@ -34,6 +34,7 @@ test-all: install
 
 bench: install
 	$(PIP) install -q -e ".[test,bench]"
+	$(PIP) install -q --no-deps repeng==0.4.0 steering-vectors==0.12.2
 	for b in bench/*.py; do $(PY) $$b || exit 1; done
 
 clean:
