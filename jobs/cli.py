@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sql": ("jobs.commands.sql", "run a read-only DuckDB query over the store"),
     "fit": ("jobs.commands.fit", "fit directions for a concept and register them in the catalog"),
     "catalog": ("jobs.commands.catalog", "query the direction catalog"),
+    "compare": ("jobs.commands.compare", "compare directions across checkpoints, layers and methods"),
     "evaluate": ("jobs.commands.evaluate", "measure steering, side effects, monitor and erasure across checkpoints"),
     "run": ("jobs.commands.run", "run a TOML job spec (collect, fit, evaluate) with resume"),
     "steer": ("jobs.commands.steer", "generate with and without a direction applied"),

@@ -115,7 +115,7 @@ class Direction:
     def __post_init__(self) -> None:
         v = self.vector
         if isinstance(v, torch.Tensor):
-            v = v.detach()
+            v = v.detach().to(torch.float32)
         if not isinstance(v, torch.Tensor) or v.ndim != 1:
             raise GnomonError(f"direction vector must be a 1-D tensor, got {getattr(v, 'shape', type(v))}")
         if v.shape[0] != self.provenance.hidden_size:
