@@ -99,9 +99,10 @@ def test_store_holds_reference_vectors(home: Path, small_dataset: Path, tiny_lm:
 
 
 def _one_row_each(home: Path, n_examples: int, n_layers: int) -> None:
-    counts = duckdb.execute(
-        "SELECT example_id, layer, position, count(*) AS n FROM read_parquet($glob, hive_partitioning=true) "
-        "GROUP BY ALL", {"glob": str(home / "activations" / "**" / "*.parquet")}).fetchall()
+    with duckdb.connect() as con:
+        counts = con.execute(
+            "SELECT example_id, layer, position, count(*) AS n FROM read_parquet($glob, hive_partitioning=true) "
+            "GROUP BY ALL", {"glob": str(home / "activations" / "**" / "*.parquet")}).fetchall()
     assert len(counts) == n_examples * n_layers * 2
     assert {c[3] for c in counts} == {1}
 
@@ -148,5 +149,6 @@ def test_duckdb_reads_the_store_directly(home: Path, small_dataset: Path) -> Non
     spec = CollectSpec(model="tiny:llama", dataset=str(small_dataset), layers=(0, 3))
     run_collection(spec, LocalExecutor(), home)
     glob = str(home / "activations" / "**" / "*.parquet")
-    n = duckdb.execute(f"SELECT count(*) FROM read_parquet('{glob}', hive_partitioning=true) WHERE layer=3").fetchone()
-    assert n == (24 * 2,)
+    with duckdb.connect() as con:
+        n = con.execute(f"SELECT count(*) FROM read_parquet('{glob}', hive_partitioning=true) WHERE layer=3").fetchall()
+    assert n == [(24 * 2,)]

@@ -14,9 +14,10 @@ from pipeline.store import ActivationStore
 
 
 def _rows(home: Path) -> list[tuple[Any, ...]]:
-    return duckdb.execute(
-        "SELECT example_id, layer, position, count(*) FROM read_parquet($g, hive_partitioning=true) GROUP BY ALL",
-        {"g": str(home / "activations" / "**" / "*.parquet")}).fetchall()
+    with duckdb.connect() as con:
+        return con.execute(
+            "SELECT example_id, layer, position, count(*) FROM read_parquet($g, hive_partitioning=true) GROUP BY ALL",
+            {"g": str(home / "activations" / "**" / "*.parquet")}).fetchall()
 
 
 def test_ray_pool_writes_the_same_store_as_local(ray_instance: Any, home: Path, small_dataset: Path,
@@ -51,6 +52,8 @@ def test_killed_actor_then_rerun_completes_exactly_once(ray_instance: Any, home:
     partial = len(ActivationStore(home).manifest())
     assert partial < 8 * 5
     summary = run_collection(spec, RayExecutor(num_workers=2), home)
-    assert summary["skipped_files"] == partial
+    # a shard already in flight on the surviving actor may still land after the error
+    assert summary["skipped_files"] >= partial and summary["written_files"] == 8 * 5 - summary["skipped_files"]
+    assert summary["written_files"] > 0
     rows = _rows(home)
     assert len(rows) == 24 * 5 * 2 and {r[3] for r in rows} == {1}

@@ -59,7 +59,7 @@ def test_act_column_is_plain_without_stats_or_dictionary(store: ActivationStore)
     assert not col.is_stats_set
     assert "BYTE_STREAM_SPLIT" not in col.encodings and "RLE_DICTIONARY" not in col.encodings
     # DuckDB reads the float16 vectors back (it cannot read BYTE_STREAM_SPLIT float16).
-    got = duckdb.sql(f"SELECT act FROM read_parquet('{rec.path}') LIMIT 1").fetchall()[0][0]
+    got = duckdb.connect().sql(f"SELECT act FROM read_parquet('{rec.path}') LIMIT 1").fetchall()[0][0]
     assert len(got) == 8
 
 
@@ -105,7 +105,7 @@ def test_rewrite_replaces_rows_and_leaves_no_temp_files(store: ActivationStore) 
     t2, acts2 = _table(30, 8, seed=7)
     rec = _write(store, t2)
     assert sorted(p.name for p in rec.path.parent.iterdir()) == ["part-00000.parquet"]
-    n = duckdb.sql(f"SELECT count(*) FROM read_parquet('{store.root}/activations/**/*.parquet')").fetchall()[0][0]
+    n = duckdb.connect().sql(f"SELECT count(*) FROM read_parquet('{store.root}/activations/**/*.parquet')").fetchall()[0][0]
     assert n == 30
     assert np.array_equal(store.read_layer(M, R, D, 3)[1], acts2)
     assert len(store.manifest()) == 1
@@ -117,7 +117,7 @@ def test_duckdb_hive_count_per_layer(store: ActivationStore) -> None:
             _write(store, _table(n, 8, seed=layer * 10 + shard, start=shard * 100)[0], layer=layer, shard=shard)
     q = (f"SELECT count(*) FROM read_parquet('{store.root}/activations/**/*.parquet', hive_partitioning=true) "
          "WHERE layer=3")
-    assert duckdb.sql(q).fetchall()[0][0] == 3 * 17
+    assert duckdb.connect().sql(q).fetchall()[0][0] == 3 * 17
     assert store.layers(M, R, D) == [2, 3]
     assert store.summary(M, R, D)["rows"] == 3 * (11 + 17)
 
