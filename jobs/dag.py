@@ -74,14 +74,19 @@ def run_job(spec: JobSpec, home: Any = None, tracking_uri: str | None = None, sh
                          positions=spec.fit.positions, methods=spec.fit.methods,
                          select_metric=spec.fit.select_metric, register=spec.fit.register)
             key = f"fit/{model}/{spec.revision}/{concept}"
+            def fit_stage(fs: FitSpec = fs) -> dict[str, Any]:
+                return run_fit(fs, executor, home_p, catalog=cat, show_progress=show_progress)
+
             results[key] = _stage(home_p, spec.name, key, {**asdict(fs), "tracking": cat.tracking_uri},
-                                  lambda fs=fs: run_fit(fs, executor, home_p, catalog=cat,
-                                                        show_progress=show_progress), log)
+                                  fit_stage, log)
     for ev in spec.evaluate:
         ref = _eval_ref(cat, ev, spec.models[0])
         es = EvalSpec(ref=ref, models=spec.models, strengths=ev.strengths, unit=ev.unit, n_prompts=ev.n_prompts,
                       max_new_tokens=ev.max_new_tokens, probe=ev.probe, monitor=ev.monitor)
         key = f"evaluate/{ev.concept}/{ref}"
+        def eval_stage(es: EvalSpec = es) -> dict[str, Any]:
+            return run_evaluation(es, executor, home_p, tracking_uri)
+
         results[key] = _stage(home_p, spec.name, key, {**asdict(es), "tracking": cat.tracking_uri},
-                              lambda es=es: run_evaluation(es, executor, home_p, tracking_uri), log)
+                              eval_stage, log)
     return results

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 from jobs.collect_job import CollectPlan, CollectSpec, ShardResult, ShardTask, load_for_spec, run_shard
 

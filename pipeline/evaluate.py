@@ -41,8 +41,8 @@ SCORERS: dict[str, Scorer] = {"vader": vader_compound}
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     """Spearman rank correlation (average ranks for ties)."""
-    def ranks(a: Sequence[float]) -> np.ndarray:
-        a = np.asarray(a, dtype=np.float64)
+    def ranks(values: Sequence[float]) -> np.ndarray:
+        a = np.asarray(values, dtype=np.float64)
         order = np.argsort(a, kind="mergesort")
         r = np.empty(len(a))
         r[order] = np.arange(len(a))
