@@ -79,7 +79,7 @@ def run_cli(dataset: Path, home: Path, executor: str) -> tuple[float, dict[str, 
     cmd = ["gnomon", "collect", "--model", "smollm2", "--dataset", str(dataset), "--json", "--executor", executor]
     env = {**os.environ, "GNOMON_HOME": str(home)}
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT, check=False)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
@@ -139,7 +139,7 @@ def ray_steady(dataset: str, home: str) -> None:
 def ray_child(dataset: Path, home: Path) -> dict[str, Any]:
     env = {**os.environ, "GNOMON_HOME": str(home)}
     proc = subprocess.run([sys.executable, __file__, "--_ray-steady", str(dataset), str(home)],
-                          env=env, capture_output=True, text=True, cwd=ROOT)
+                          env=env, capture_output=True, text=True, cwd=ROOT, check=False)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-3000:])
     return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 POSITIONS = ("last", "mean")
 MODEL, REVISION = "smollm2", "main"
@@ -86,7 +87,7 @@ def score_layers(home: Path, concepts: Sequence[str], fingerprint: str = "") -> 
                     else:
                         d = fit_direction("mean_diff", tr.pos, tr.neg, base=base, paired=tr.paired,
                                           eval_sets={s: (cs[s].pos, cs[s].neg) for s in ("val", "test")})
-                        m = d.metrics
+                        m = dict(d.metrics)
                     scores.append(LayerScore(concept, position, layer, m["val_accuracy"], m["val_auroc"],
                                              m["test_accuracy"], m["test_auroc"], sizes["train"],
                                              sizes["val"], sizes["test"]))
@@ -153,9 +154,9 @@ def main() -> None:
     t2 = time.perf_counter()
     md = table(scores, concepts)
     written = sum(s["written_files"] for s in summaries.values())
-    note = (f"SmolLM2-135M-Instruct (bundled GGUF, float32 on CPU), layers 0..30, positions last+mean, "
-            f"float16 store; difference of means (`mean_diff`) fitted on train, layer chosen by val "
-            f"accuracy, test reported at that layer; `*` marks the position chosen by val. "
+    note = ("SmolLM2-135M-Instruct (bundled GGUF, float32 on CPU), layers 0..30, positions last+mean, "
+            "float16 store; difference of means (`mean_diff`) fitted on train, layer chosen by val "
+            "accuracy, test reported at that layer; `*` marks the position chosen by val. "
             + (f"Collection {t1 - t0:.0f} s ({written} files written, {args.executor} executor); "
                if written else "Collection resumed from a complete store (nothing rewritten); ")
             + f"{len(scores)} fits on DuckDB contrast sets {t2 - t1:.0f} s (2 shared CPU cores). "

@@ -86,7 +86,7 @@ def test_collected_layers_match_hf_hidden_states(smollm2: Any) -> None:
     model, tok = smollm2.model, smollm2.tokenizer
     with torch.no_grad():
         for layer in layers:
-            ex, pos, _, acts = rows[layer].arrays()
+            ex, _, _, acts = rows[layer].arrays()
             by_id = dict(zip(ex, torch.from_numpy(acts)))
             for pid, prompt in zip(ids, PROMPTS):
                 enc = tok(prompt, return_tensors="pt")
