@@ -47,10 +47,11 @@ def _eval_ref(cat: Any, ev: EvaluateSection, model: str) -> str:
         return ev.ref
     from pipeline.types import GnomonError
 
-    recs = cat.search(concept=ev.concept, model=model, method=ev.method)
+    recs = cat.search(concept=ev.concept, model=model, method=ev.method, position=ev.position)
     if not recs:
         raise GnomonError(f"no registered {ev.concept} direction for {model}"
-                          f"{' with method ' + ev.method if ev.method else ''}: fit it first")
+                          f"{' with method ' + ev.method if ev.method else ''}"
+                          f"{' at position ' + ev.position if ev.position else ''}: fit it first")
     return str(max(recs, key=lambda r: (r.metrics.get("val_auroc", 0.0), r.metrics.get("val_accuracy", 0.0))).ref)
 
 
@@ -82,7 +83,7 @@ def run_job(spec: JobSpec, home: Any = None, tracking_uri: str | None = None, sh
     for ev in spec.evaluate:
         ref = _eval_ref(cat, ev, spec.models[0])
         es = EvalSpec(ref=ref, models=spec.models, strengths=ev.strengths, unit=ev.unit, n_prompts=ev.n_prompts,
-                      max_new_tokens=ev.max_new_tokens, probe=ev.probe, monitor=ev.monitor)
+                      max_new_tokens=ev.max_new_tokens, probe=ev.probe, monitor=ev.monitor, chat=ev.chat)
         key = f"evaluate/{ev.concept}/{ref}"
         def eval_stage(es: EvalSpec = es) -> dict[str, Any]:
             return run_evaluation(es, executor, home_p, tracking_uri)

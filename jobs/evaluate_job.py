@@ -38,6 +38,8 @@ class EvalSpec:
     monitor: bool = True
     n_probe: int = 120
     """Texts per class at most for the ablation probe's training split."""
+    chat: bool = False
+    """Wrap neutral prompts in the chat template before generating."""
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,7 @@ def evaluate_checkpoint(task: EvalTask) -> EvalResult:
     top = max(spec.strengths, key=abs)
     if scorer:
         sweep = steering_sweep(lm, d, prompts, spec.strengths, scorer=scorer, unit=spec.unit,
-                               max_new_tokens=spec.max_new_tokens, force=True)
+                               max_new_tokens=spec.max_new_tokens, force=True, chat=spec.chat)
         res.sweep = sweep.to_json()
         res.metrics.update({"steer_spearman": sweep.spearman, "steer_monotone": float(sweep.monotone),
                             "steer_score_min_strength": sweep.mean_scores[0],

@@ -48,6 +48,10 @@ class EvaluateSection:
     """Default: the best (by validation) direction of ``concept`` for the first model,
     restricted to ``method`` when given."""
     method: str | None = None
+    position: str | None = None
+    """Restrict the choice to directions read at this position (``last``/``mean``)."""
+    chat: bool = False
+    """Wrap the neutral prompts in the model's chat template (instruct models)."""
     strengths: tuple[float, ...] = (-4.0, -2.0, 0.0, 2.0, 4.0)
     unit: str = "separation"
     n_prompts: int = 16

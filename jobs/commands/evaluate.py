@@ -15,6 +15,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--unit", default="separation", choices=["separation", "resid_norm", "raw"])
     p.add_argument("--prompts", type=int, default=16, help="neutral prompts used")
     p.add_argument("--max-new-tokens", type=int, default=24)
+    p.add_argument("--chat", action="store_true", help="wrap the neutral prompts in the chat template")
     p.add_argument("--no-probe", action="store_true", help="skip the ablation probe")
     p.add_argument("--no-monitor", action="store_true", help="skip the monitor AUROC")
     p.add_argument("--tracking-uri", default=None)
@@ -34,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
         raise GnomonError(f"bad --strengths {args.strengths!r}: use numbers like -4,0,4") from None
     spec = EvalSpec(ref=args.ref, models=tuple(m for m in (args.models or "").split(",") if m),
                     strengths=strengths, unit=args.unit, n_prompts=args.prompts,
-                    max_new_tokens=args.max_new_tokens, probe=not args.no_probe, monitor=not args.no_monitor)
+                    max_new_tokens=args.max_new_tokens, probe=not args.no_probe, monitor=not args.no_monitor,
+                    chat=args.chat)
     out = run_evaluation(spec, make_executor(args.executor, args.ray_address, args.workers),
                          tracking_uri=args.tracking_uri)
     if args.json:
