@@ -99,7 +99,8 @@ def evaluate_checkpoint(task: EvalTask) -> EvalResult:
         res.metrics.update({"steer_spearman": sweep.spearman, "steer_monotone": float(sweep.monotone),
                             "steer_score_min_strength": sweep.mean_scores[0],
                             "steer_score_max_strength": sweep.mean_scores[-1]})
-    res.metrics["side_effect_kl"] = next_token_kl(lm, prompts, [add(lm, d, top, spec.unit, force=True)])  # type: ignore[arg-type]
+    res.metrics["side_effect_kl"] = next_token_kl(lm, prompts, [add(lm, d, top, spec.unit, force=True)],  # type: ignore[arg-type]
+                                                  chat=spec.chat)
     if spec.monitor or spec.probe:
         # The examples the direction was fitted on, as stored with its activations.
         from jobs.collect_job import ShardTask, render

@@ -151,11 +151,13 @@ def monitor_auroc(lm: LoadedModel, direction: Direction, pos_texts: Sequence[str
             "pos_mean_score": float(sp.mean()), "neg_mean_score": float(sn.mean())}
 
 
-def next_token_kl(lm: LoadedModel, prompts: Sequence[str], interventions: Sequence[Any]) -> float:
-    """Mean KL(p_unsteered || p_steered) of the next-token distribution after each prompt."""
+def next_token_kl(lm: LoadedModel, prompts: Sequence[str], interventions: Sequence[Any],
+                  chat: bool = False) -> float:
+    """Mean KL(p_unsteered || p_steered) of the next-token distribution after each prompt
+    (``chat``: the prompts as the chat template renders them, as in :func:`steering_sweep`)."""
     from pipeline.steer import apply, encode_prompts
 
-    enc = encode_prompts(lm, prompts)
+    enc = encode_prompts(lm, prompts, chat)
 
     def logp() -> torch.Tensor:
         with torch.inference_mode():
