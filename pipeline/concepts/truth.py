@@ -1,148 +1,155 @@
 """``truth``: true vs false factual statements that share their wording.
 
-Four families: arithmetic (the false answer is off by a small amount), comparisons (the
-comparator flips), capitals (a real capital of another country), and hand-written simple
-facts. Every pair differs in one or two words, in the spirit of the true/false statement
-sets of Marks & Tegmark, "The Geometry of Truth" (2023), arXiv:2310.06824.
+Each pair is one template about one subject, completed once with the true answer and
+once with a false one, in the spirit of the true/false statement sets of Marks & Tegmark,
+"The Geometry of Truth" (2023), arXiv:2310.06824. The facts are ones a 135M-parameter
+model reliably knows (it assigns the true sentence the higher likelihood), because a
+direction can only separate what the model represents: an earlier version built mostly
+on two-digit arithmetic and number comparisons was near chance on SmolLM2-135M, whose
+likelihood preferred the true statement in only 65% of those pairs.
+
+Families: capitals of well-known countries (two templates), well-known cities placed in
+their country (two templates), one-digit addition, and hand-written everyday facts
+(colours, animals, body parts, hot/cold, opposites); dropped facts and orderings were ones
+SmolLM2-135M's likelihood got wrong. The split group is the subject (a country, a sum, a
+fact's subject), so the test split holds unseen subjects. On SmolLM2-135M the geography
+families carry most of the linear signal (difference of means ~0.85-1.0 within family at
+layers 13-18); addition and the everyday facts separate less (~0.6-0.7).
 """
 
 from __future__ import annotations
 
 import random
 
-from pipeline.concepts._text import alt
-
-ARITHMETIC = (
-    ("add", "{a} plus {b} equals {c}."),
-    ("add", "The sum of {a} and {b} is {c}."),
-    ("add", "If you add {a} to {b}, you get {c}."),
-    ("sub", "{a} minus {b} equals {c}."),
-    ("sub", "Taking {b} away from {a} leaves {c}."),
-    ("mul", "{a} times {b} is {c}."),
-    ("mul", "{a} multiplied by {b} gives {c}."),
-)
-COMPARISONS = (
-    "{a} is [greater|less] than {b}.",
-    "The number {a} is [larger|smaller] than {b}.",
-    "{a} comes [after|before] {b} when counting upward.",
-)
 CAPITALS = (
     ("France", "Paris"), ("Japan", "Tokyo"), ("Italy", "Rome"), ("Spain", "Madrid"),
-    ("Germany", "Berlin"), ("Egypt", "Cairo"), ("Canada", "Ottawa"), ("Australia", "Canberra"),
-    ("Russia", "Moscow"), ("China", "Beijing"), ("India", "New Delhi"), ("Kenya", "Nairobi"),
-    ("Greece", "Athens"), ("Portugal", "Lisbon"), ("Norway", "Oslo"), ("Sweden", "Stockholm"),
-    ("Finland", "Helsinki"), ("Poland", "Warsaw"), ("Austria", "Vienna"), ("Ireland", "Dublin"),
-    ("Peru", "Lima"), ("Argentina", "Buenos Aires"), ("Mexico", "Mexico City"),
-    ("Thailand", "Bangkok"), ("South Korea", "Seoul"), ("Turkey", "Ankara"),
-    ("Hungary", "Budapest"), ("Denmark", "Copenhagen"), ("Belgium", "Brussels"),
-    ("Cuba", "Havana"), ("Chile", "Santiago"), ("Vietnam", "Hanoi"), ("Indonesia", "Jakarta"),
-    ("the Philippines", "Manila"), ("Iran", "Tehran"), ("the Czech Republic", "Prague"),
-    ("Ethiopia", "Addis Ababa"), ("Nigeria", "Abuja"), ("Morocco", "Rabat"),
-    ("New Zealand", "Wellington"),
+    ("Germany", "Berlin"), ("Egypt", "Cairo"), ("Russia", "Moscow"), ("China", "Beijing"),
+    ("England", "London"), ("Greece", "Athens"), ("Portugal", "Lisbon"), ("Norway", "Oslo"),
+    ("Sweden", "Stockholm"), ("Poland", "Warsaw"), ("Austria", "Vienna"), ("Ireland", "Dublin"),
+    ("Thailand", "Bangkok"), ("South Korea", "Seoul"), ("Hungary", "Budapest"),
+    ("Denmark", "Copenhagen"), ("Cuba", "Havana"), ("Finland", "Helsinki"),
+    ("the Netherlands", "Amsterdam"), ("Peru", "Lima"), ("Argentina", "Buenos Aires"),
+    ("Mexico", "Mexico City"), ("Kenya", "Nairobi"), ("Belgium", "Brussels"),
+    ("the Czech Republic", "Prague"), ("Iran", "Tehran"),
 )
-CAPITAL_TEMPLATES = ("{city} is the capital of {country}.", "The capital of {country} is {city}.")
+CITIES = (
+    ("Sydney", "Australia"), ("Melbourne", "Australia"), ("New York", "the United States"),
+    ("Los Angeles", "the United States"), ("Chicago", "the United States"), ("Toronto", "Canada"),
+    ("Vancouver", "Canada"), ("Barcelona", "Spain"), ("Munich", "Germany"), ("Hamburg", "Germany"),
+    ("Milan", "Italy"), ("Venice", "Italy"), ("Naples", "Italy"), ("Marseille", "France"),
+    ("Lyon", "France"), ("Manchester", "England"), ("Liverpool", "England"), ("Osaka", "Japan"),
+    ("Kyoto", "Japan"), ("Shanghai", "China"), ("Hong Kong", "China"), ("Mumbai", "India"),
+    ("New Delhi", "India"), ("Rio de Janeiro", "Brazil"), ("Sao Paulo", "Brazil"),
+    ("Istanbul", "Turkey"), ("Saint Petersburg", "Russia"), ("Edinburgh", "Scotland"),
+    ("Cape Town", "South Africa"), ("Dubai", "the United Arab Emirates"),
+)
+CITY_TEMPLATES = ("The city of {city} is in {country}.", "The city of {city} is located in {country}.")
+CAPITAL_TEMPLATES = ("The capital of {country} is {city}.", "The capital city of {country} is {city}.")
+ADDITION = ("{a} + {b} = {c}.",)
+
+# (template, true completion, false completion); the subject word is the split group.
 FACTS = (
-    ("Water boils at 100 degrees Celsius at sea level.", "Water boils at 40 degrees Celsius at sea level."),
-    ("A triangle has three sides.", "A triangle has five sides."),
-    ("The sun rises in the east.", "The sun rises in the west."),
-    ("Spiders have eight legs.", "Spiders have six legs."),
-    ("A week has seven days.", "A week has nine days."),
-    ("The Earth orbits the Sun.", "The Sun orbits the Earth."),
-    ("Whales are mammals.", "Whales are fish."),
-    ("A year has twelve months.", "A year has ten months."),
-    ("Bees make honey.", "Cows make honey."),
-    ("Penguins cannot fly.", "Penguins can fly."),
-    ("The Pacific is the largest ocean on Earth.", "The Arctic is the largest ocean on Earth."),
-    ("Humans have two lungs.", "Humans have four lungs."),
-    ("Light travels faster than sound.", "Sound travels faster than light."),
-    ("A square has four equal sides.", "A square has three equal sides."),
-    ("Plants need sunlight to grow.", "Plants need darkness to grow."),
-    ("The Moon orbits the Earth.", "The Moon orbits Mars."),
-    ("An hour has sixty minutes.", "An hour has ninety minutes."),
-    ("A minute has sixty seconds.", "A minute has a hundred seconds."),
-    ("Fish breathe through gills.", "Fish breathe through feathers."),
-    ("Mount Everest is the highest mountain on Earth.", "Mount Everest is the lowest mountain on Earth."),
-    ("The heart pumps blood through the body.", "The heart pumps air through the body."),
-    ("Shakespeare wrote Hamlet.", "Shakespeare wrote the Odyssey."),
-    ("Diamonds are made of carbon.", "Diamonds are made of salt."),
-    ("Fire needs oxygen to burn.", "Fire needs water to burn."),
-    ("The Nile is a river in Africa.", "The Nile is a river in Europe."),
-    ("Bats are mammals.", "Bats are insects."),
-    ("Jupiter is the largest planet in our solar system.", "Mercury is the largest planet in our solar system."),
-    ("A decade is ten years.", "A decade is fifty years."),
-    ("A century is one hundred years.", "A century is twenty years."),
-    ("Kangaroos live in Australia.", "Kangaroos live in Antarctica."),
-    ("Iron is attracted to magnets.", "Glass is attracted to magnets."),
-    ("Sharks live in the ocean.", "Sharks live in the desert."),
-    ("Frogs are amphibians.", "Frogs are birds."),
-    ("Ice is frozen water.", "Ice is frozen sand."),
-    ("Snow is cold.", "Snow is hot."),
-    ("A spider spins webs.", "A spider spins wool."),
+    ("Fire is {}.", "hot", "cold"), ("The sun is {}.", "hot", "cold"),
+    ("Lava is {}.", "hot", "cold"), ("Grass is {}.", "green", "purple"),
+    ("The sky is {}.", "blue", "green"), ("Snow is {} in colour.", "white", "black"),
+    ("Coal is {}.", "black", "white"), ("Milk is {}.", "white", "green"),
+    ("Ripe tomatoes are {}.", "red", "blue"), ("Sugar tastes {}.", "sweet", "salty"),
+    ("Honey is {}.", "sweet", "bitter"), ("A cow says {}.", "moo", "meow"),
+    ("A dog says {}.", "woof", "moo"), ("A dog has {} legs.", "four", "eight"),
+    ("A spider has {} legs.", "eight", "two"), ("A bird has {} legs.", "two", "six"),
+    ("An insect has {} legs.", "six", "two"), ("Birds can {}.", "fly", "read"),
+    ("Fish live in {}.", "water", "trees"), ("Fish swim in the {}.", "water", "sky"),
+    ("Birds have {}.", "feathers", "scales"), ("Cows give us {}.", "milk", "wool"),
+    ("Bees make {}.", "honey", "milk"), ("Hens lay {}.", "eggs", "milk"),
+    ("Sheep give us {}.", "wool", "eggs"), ("Monkeys love to eat {}.", "bananas", "rocks"),
+    ("A baby cat is called a {}.", "kitten", "puppy"), ("Cats chase {}.", "mice", "elephants"),
+    ("We see with our {}.", "eyes", "ears"), ("We hear with our {}.", "ears", "eyes"),
+    ("We smell with our {}.", "nose", "elbows"), ("We walk with our {}.", "feet", "ears"),
+    ("We chew food with our {}.", "teeth", "hair"), ("A human hand has five {}.", "fingers", "wheels"),
+    ("People have two {}.", "eyes", "noses"), ("A person has one {}.", "nose", "thousand noses"),
+    ("The heart pumps {}.", "blood", "sand"), ("A week has {} days.", "seven", "twelve"),
+    ("A triangle has {} sides.", "three", "nine"), ("A square has {} sides.", "four", "seven"),
+    ("The sun rises in the {}.", "morning", "evening"), ("We sleep at {}.", "night", "noon"),
+    ("It is dark at {}.", "night", "noon"), ("The moon shines at {}.", "night", "noon"),
+    ("Rain falls from the {}.", "sky", "ground"), ("Water freezes when it gets {}.", "cold", "hot"),
+    ("Cars drive on {}.", "roads", "clouds"), ("Boats float on {}.", "water", "air"),
+    ("Planes fly in the {}.", "sky", "sea"), ("Books are for {}.", "reading", "eating"),
+    ("We write with a {}.", "pen", "spoon"), ("We eat soup with a {}.", "spoon", "pen"),
+    ("We cut paper with {}.", "scissors", "spoons"), ("Doctors work in {}.", "hospitals", "submarines"),
+    ("Teachers work in {}.", "schools", "volcanoes"), ("Christmas is in {}.", "December", "July"),
+    ("The opposite of hot is {}.", "cold", "warm"), ("The opposite of big is {}.", "small", "large"),
+    ("The opposite of up is {}.", "down", "above"), ("The opposite of day is {}.", "night", "noon"),
+    ("The opposite of black is {}.", "white", "dark"), ("The opposite of happy is {}.", "sad", "glad"),
+    ("The opposite of fast is {}.", "slow", "quick"), ("The opposite of open is {}.", "closed", "open"),
+    ("The opposite of old is {}.", "young", "ancient"), ("The opposite of left is {}.", "right", "left"),
+    ("The opposite of wet is {}.", "dry", "damp"), ("A car has four {}.", "wheels", "wings"),
+    ("Camels live in the {}.", "desert", "ocean"),
+    ("Rabbits like to eat {}.", "carrots", "stones"), ("A clock tells the {}.", "time", "weather"),
+    ("We drink {} when we are thirsty.", "water", "sand"),
+    ("Chocolate is {}.", "sweet", "salty"), ("A bicycle has two {}.", "wheels", "wings"),
+    ("Summer is {}.", "warm", "freezing"),
+    ("A tiger has {}.", "stripes", "feathers"), ("An elephant is {}.", "big", "tiny"),
+    ("A mouse is {}.", "small", "huge"),
 )
 
 NEUTRAL = (
     "Tell me a fact about the Moon.", "What is the capital of Italy?", "How many legs does a spider have?",
-    "What is seven plus five?", "Tell me something about the Pacific Ocean.", "Which planet is the largest?",
+    "What is three plus four?", "Tell me something about the ocean.", "What colour is a banana?",
     "How many days are in a week?", "What do bees produce?", "Explain why the sky is blue.",
-    "What is the boiling point of water?", "Who wrote Hamlet?", "What is twelve times three?",
-    "Name a mammal that lives in the sea.", "Where do kangaroos live?", "What is the capital of Japan?",
-    "How many sides does a hexagon have?", "What are diamonds made of?", "Is nine larger than four?",
+    "What sound does a duck make?", "Which day comes after Friday?", "What is the capital of Japan?",
+    "Name an animal that lives in the sea.", "What do we use our ears for?", "Is fire hot or cold?",
+    "How many sides does a hexagon have?", "What is the opposite of tall?", "Which month comes after May?",
     "Tell me a fact about the human heart.", "What is the tallest mountain on Earth?",
     "How many minutes are in an hour?", "Which is faster, light or sound?", "What is the capital of Kenya?",
-    "Tell me a fact about penguins.", "What is forty minus eleven?", "Where is the Nile river?",
+    "Tell me a fact about penguins.", "What is six minus two?", "What do cows eat?",
     "What do plants need to grow?", "How many months are in a year?", "Here is a fact about water:",
-    "One thing everyone knows about the Sun is that", "What is the capital of Canada?",
+    "One thing everyone knows about the Sun is that", "What is the capital of Spain?",
     "Tell me a fact about frogs.",
 )
 
 
-def _arithmetic(rng: random.Random, n: int) -> list[tuple[str, str]]:
-    out: dict[str, str] = {}
-    while len(out) < n:
-        op, template = rng.choice(ARITHMETIC)
-        if op == "mul":
-            a, b = rng.randint(2, 12), rng.randint(2, 12)
-            c = a * b
-        else:
-            a, b = rng.randint(2, 60), rng.randint(2, 60)
-            if op == "sub":
-                a, b = max(a, b) + 1, min(a, b)
-            c = a + b if op == "add" else a - b
-        wrong = c + rng.choice((-10, -3, -2, -1, 1, 2, 3, 10))
-        if wrong < 0:
-            wrong = c + 2
-        out.setdefault(template.format(a=a, b=b, c=c), template.format(a=a, b=b, c=wrong))
-    return list(out.items())
-
-
-def _comparisons(rng: random.Random, n: int) -> list[tuple[str, str]]:
-    out: dict[str, str] = {}
-    while len(out) < n:
-        a, b = rng.sample(range(1, 100), 2)
-        template = rng.choice(COMPARISONS)
-        true_side = 0 if a > b else 1
-        out.setdefault(alt(template, true_side).format(a=a, b=b),
-                       alt(template, 1 - true_side).format(a=a, b=b))
-    return list(out.items())
-
-
-def _capitals(rng: random.Random) -> list[tuple[str, str]]:
-    order = list(CAPITALS)
-    rng.shuffle(order)
-    shift = rng.randint(1, len(order) - 1)  # a rotation: no country keeps its own capital
+def _capitals(rng: random.Random) -> list[tuple[str, str, str]]:
+    """Both templates per country, each with a different wrong (real, well-known) capital."""
     out = []
-    for i, (country, city) in enumerate(order):
-        wrong = order[(i + shift) % len(order)][1]
-        template = rng.choice(CAPITAL_TEMPLATES)
-        out.append((template.format(city=city, country=country),
-                    template.format(city=wrong, country=country)))
+    for template in CAPITAL_TEMPLATES:
+        order = list(CAPITALS)
+        rng.shuffle(order)
+        shift = rng.randint(1, len(order) - 1)  # a rotation: no country keeps its own capital
+        for i, (country, city) in enumerate(order):
+            wrong = order[(i + shift) % len(order)][1]
+            out.append((template.format(city=city, country=country),
+                        template.format(city=wrong, country=country), country))
+    return out
+
+
+def _cities(rng: random.Random) -> list[tuple[str, str, str]]:
+    """Every capital and major city placed in its country, and in another listed country."""
+    places = [(city, country) for country, city in CAPITALS] + list(CITIES)
+    countries = sorted({country for _, country in places})
+    out = []
+    for template in CITY_TEMPLATES:
+        for city, country in places:
+            wrong = rng.choice([c for c in countries if c != country])
+            out.append((template.format(city=city, country=country),
+                        template.format(city=city, country=wrong), country))
+    return out
+
+
+def _addition(rng: random.Random) -> list[tuple[str, str, str]]:
+    """One-digit sums (a <= b, total <= 10); the wrong total is 2 to 4 away from the right one."""
+    out = []
+    for a in range(1, 6):
+        for b in range(a, 11 - a):
+            c = a + b
+            wrong = c + rng.choice((-4, -3, -2, 2, 3, 4))
+            if wrong < 1:
+                wrong = c + rng.choice((2, 3, 4))
+            for template in ADDITION:
+                out.append((template.format(a=a, b=b, c=c), template.format(a=a, b=b, c=wrong), f"{a}+{b}"))
     return out
 
 
 def pairs(rng: random.Random) -> list[tuple[str, str, str]]:
-    """(true, false, group) triples: 110 arithmetic, 60 comparisons, 40 capitals, the facts.
-
-    Statements share no content across pairs, so each pair is its own split group.
-    """
-    both = _arithmetic(rng, 110) + _comparisons(rng, 60) + _capitals(rng) + list(FACTS)
-    return [(t, f, t) for t, f in both]
+    """(true, false, subject) triples from every family (the generator keeps 240 of them)."""
+    facts = [(t.format(yes), t.format(no), t.split(" {}")[0]) for t, yes, no in FACTS]
+    return _capitals(rng) + _cities(rng) + _addition(rng) + facts
