@@ -111,13 +111,14 @@ def separability(smollm2: Any, smollm2_home: Path) -> tuple[Any, list[Any]]:
     return sep, scores
 
 
-# SmolLM2-135M does not represent truth linearly on this data (measured 2026-11-25):
-# best val layer 30/last gives test accuracy 0.53 (AUROC 0.53); a logistic probe does no
-# better (0.54), and the model itself prefers the true sentence of a pair only 65% of the
-# time by log-likelihood (comparisons 40%, arithmetic 66%, capitals 85%, facts 86%).
+# SmolLM2-135M on the shipped truth data (measured 2026-11-25): the model prefers the true
+# sentence of 99% of pairs by log-likelihood (capitals, cities, facts 100%, sums 90%), yet a
+# difference of means reaches test accuracy 0.78 (AUROC 0.85) at the val-best layer 18/last:
+# within a family it is 0.8-1.0, but only geography shares one linear direction at this size.
 # Strict: if truth starts passing, the marker must go.
-TRUTH_FAILS = pytest.mark.xfail(strict=True, reason="SmolLM2-135M: truth test accuracy 0.53 at the val-best "
-                                "layer; the model prefers the true statement of a pair only 65% of the time")
+TRUTH_FAILS = pytest.mark.xfail(strict=True, reason="SmolLM2-135M: truth test accuracy 0.78 (AUROC 0.85) at the "
+                                "val-best layer 18/last although the model prefers the true statement of 99% of "
+                                "pairs by likelihood: only the geography families share one linear direction")
 
 
 @pytest.mark.parametrize("concept", [pytest.param(c, marks=TRUTH_FAILS) if c == "truth" else c for c in CONCEPTS])

@@ -29,7 +29,7 @@ CONCEPTS: dict[str, ConceptInfo] = {
     "sentiment": ConceptInfo("positive", "negative",
                              "positive vs negative opinions about the same subject"),
     "truth": ConceptInfo("true", "false",
-                         "true vs false factual statements: arithmetic, comparisons, capitals, simple facts"),
+                         "true vs false factual statements: capitals, cities, one-digit sums, everyday facts"),
     "language": ConceptInfo("english", "french",
                             "the same sentence in English vs French"),
     "formality": ConceptInfo("formal", "informal",
