@@ -111,17 +111,12 @@ def separability(smollm2: Any, smollm2_home: Path) -> tuple[Any, list[Any]]:
     return sep, scores
 
 
-# SmolLM2-135M on the shipped truth data (measured 2026-11-25): the model prefers the true
-# sentence of 99% of pairs by log-likelihood (capitals, cities, facts 100%, sums 90%), yet a
-# difference of means reaches test accuracy 0.78 (AUROC 0.85) at the val-best layer 18/last:
-# within a family it is 0.8-1.0, but only geography shares one linear direction at this size.
-# Strict: if truth starts passing, the marker must go.
-TRUTH_FAILS = pytest.mark.xfail(strict=True, reason="SmolLM2-135M: truth test accuracy 0.78 (AUROC 0.85) at the "
-                                "val-best layer 18/last although the model prefers the true statement of 99% of "
-                                "pairs by likelihood: only the geography families share one linear direction")
+# truth is the hardest shipped concept for a 135M model (measured 2026-11-25): test accuracy
+# 0.81 (AUROC 0.87) at the val-best layer 16/last, close to the 0.8 bar; the data favours
+# geography, where one linear direction exists at this size (pipeline/concepts/truth.py).
 
 
-@pytest.mark.parametrize("concept", [pytest.param(c, marks=TRUTH_FAILS) if c == "truth" else c for c in CONCEPTS])
+@pytest.mark.parametrize("concept", CONCEPTS)
 def test_shipped_concept_is_linearly_separable(separability: tuple[Any, list[Any]], concept: str) -> None:
     """Difference of means on train, layer (and position) picked on val, >= 0.8 on test."""
     sep, scores = separability
