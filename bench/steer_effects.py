@@ -52,11 +52,7 @@ def fitted(lm: Any, home: Path, concept: str, method: str, layer: int, position:
 def split_texts(lm: Any, concept: str, split: str, label: str, n: int | None = None) -> list[str]:
     from pipeline.datasets import load_dataset
 
-    ds = load_dataset(concept)
-    rows = ds.table.select(["id", "label", "split"]).to_pylist()
-    texts = dict(zip(ds.table.column("id").to_pylist(), ds.texts(lm.tokenizer)))
-    out = [texts[r["id"]] for r in rows if r["split"] == split and r["label"] == label]
-    return out[:n] if n else out
+    return load_dataset(concept).split_texts(split, label, lm.tokenizer, n)
 
 
 def chat_prompts(lm: Any, prompts: list[str]) -> list[str]:

@@ -9,7 +9,6 @@ killed process loses nothing: ``gnomon catalog register-pending`` finishes the j
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -18,15 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.direction import Direction
+from pipeline.store import sha256_file
 from pipeline.types import GnomonError
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _part(text: str, n: int | None = None) -> str:

@@ -85,8 +85,6 @@ def plan_collection(spec: CollectSpec, home: Any = None) -> CollectPlan:
 
     if spec.batch_size < 1 or spec.shard_size < 1:
         raise GnomonError("batch_size and shard_size must be at least 1")
-    if spec.dtype not in ("float16", "float32"):
-        raise GnomonError(f"unknown storage dtype {spec.dtype!r}: use float16 or float32")
     ds = load_dataset(spec.dataset, home=home)
     name = check_name(spec.dataset_name or ds.name, "dataset name")
     store = ActivationStore(gnomon_home(home))
@@ -113,19 +111,11 @@ def load_for_spec(spec: CollectSpec, home: Any = None) -> Any:
                                 trust_remote_code=spec.trust_remote_code, seed=spec.seed), home=home)
 
 
-def render(lm: Any, task: ShardTask) -> list[str]:
+def render(lm: Any, task: ShardTask, dataset: str = "") -> list[str]:
     """Texts as the model sees them: chat ``messages`` go through the chat template."""
-    import json
+    from pipeline.datasets import render_rows
 
-    out = []
-    for text, msgs in zip(task.texts, task.messages):
-        if msgs:
-            if not getattr(lm.tokenizer, "chat_template", None):
-                raise GnomonError(f"dataset has chat messages but {lm.model_id} has no chat template")
-            out.append(lm.tokenizer.apply_chat_template(json.loads(msgs), tokenize=False))
-        else:
-            out.append(text or "")
-    return out
+    return render_rows(task.texts, task.messages, lm.tokenizer, dataset or lm.model_id)
 
 
 def run_shard(lm: Any, plan_spec: CollectSpec, dataset_name: str, task: ShardTask, home: Any = None,
@@ -155,7 +145,7 @@ def run_shard(lm: Any, plan_spec: CollectSpec, dataset_name: str, task: ShardTas
         if progress is not None:
             progress(n, tokens)
 
-    rows = collect(lm, list(task.ids), render(lm, task), layers=todo, positions=positions,
+    rows = collect(lm, list(task.ids), render(lm, task, dataset_name), layers=todo, positions=positions,
                    batch_size=plan_spec.batch_size, max_length=plan_spec.max_length, progress=tick)
     for layer in todo:
         ex, pos, ti, acts = rows[layer].arrays()
@@ -190,21 +180,22 @@ def _incomplete(plan: CollectPlan, lm: Any, home: Any) -> int:
                for t in plan.shards for layer in layers)
 
 
-def preflight(spec: CollectSpec, home: Any = None) -> Any:
+def preflight(spec: CollectSpec, home: Any = None, lm: Any = None) -> Any:
     """Check model, layers and positions in the driver before anything is written, and
-    convert/cache the weights once here rather than racing in every worker."""
+    convert/cache the weights once here rather than racing in every worker. A model the
+    caller already loaded is checked, not loaded again."""
     from pipeline.collect import check_positions
 
     check_positions(spec.positions)
     if spec.dtype not in ("float16", "float32"):
         raise GnomonError(f"unknown storage dtype {spec.dtype!r}: use float16 or float32")
-    lm = load_for_spec(spec, home)
+    lm = lm if lm is not None else load_for_spec(spec, home)
     lm.check_layers(list(spec.layers) if spec.layers is not None else None)
     return lm
 
 
 def run_collection(spec: CollectSpec, executor: Any = None, home: Any = None, show_progress: bool = False,
-                   **executor_kw: Any) -> dict[str, Any]:
+                   lm: Any = None, **executor_kw: Any) -> dict[str, Any]:
     """Plan, run and summarise a collection; returns the summary (rows, bytes, seconds, paths).
 
     Rerunning the same spec skips every complete (layer, shard) file: the run resumes.
@@ -217,7 +208,7 @@ def run_collection(spec: CollectSpec, executor: Any = None, home: Any = None, sh
     home_p = gnomon_home(home)
     executor = executor or make_executor("ray")
     t0 = time.perf_counter()
-    lm = preflight(spec, home_p)
+    lm = preflight(spec, home_p, lm)
     plan = plan_collection(spec, home_p)
     if isinstance(executor, LocalExecutor):
         executor_kw.setdefault("lm", lm)
@@ -237,9 +228,9 @@ def run_collection(spec: CollectSpec, executor: Any = None, home: Any = None, sh
 
     todo = _incomplete(plan, lm, home_p)
     n_layers = len(lm.check_layers(list(spec.layers) if spec.layers is not None else None))
+    model_info = {"fingerprint": lm.fingerprint, "hidden_size": lm.hidden_size, "num_layers": lm.num_layers}
     if not isinstance(executor, LocalExecutor):
-        del lm  # workers load their own copy (from the converted-weights cache)
-        executor_kw.pop("lm", None)
+        lm = None  # workers load their own copy (from the converted-weights cache)
     try:
         if todo:
             results = executor.run_collect(plan, str(home_p), progress, **executor_kw)
@@ -259,5 +250,6 @@ def run_collection(spec: CollectSpec, executor: Any = None, home: Any = None, sh
         "store": str(home_p / "activations" / f"model={model_slug(spec.model)}" / f"revision={spec.revision}"
                      / f"dataset={plan.dataset_name}"),
         "stored": store.summary(spec.model, spec.revision, plan.dataset_name),
+        **model_info,
     })
     return summary

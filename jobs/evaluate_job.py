@@ -103,14 +103,15 @@ def evaluate_checkpoint(task: EvalTask) -> EvalResult:
                                                   chat=spec.chat)
     if spec.monitor or spec.probe:
         # The examples the direction was fitted on, as stored with its activations.
-        from jobs.collect_job import ShardTask, render
+        from pipeline.datasets import render_rows
         from pipeline.store import ActivationStore
 
-        table = ActivationStore(task.home).read_examples(d.provenance.dataset or concept)
+        name = d.provenance.dataset or concept
+        table = ActivationStore(task.home).read_examples(name)
         rows = table.select(["id", "label", "split"]).to_pylist()
-        ids = table.column("id").to_pylist()
-        texts = dict(zip(ids, render(lm, ShardTask(0, tuple(ids), tuple(table.column("text").to_pylist()),
-                                                   tuple(table.column("messages").to_pylist())))))
+        texts = dict(zip(table.column("id").to_pylist(),
+                         render_rows(table.column("text").to_pylist(), table.column("messages").to_pylist(),
+                                     lm.tokenizer, name)))
 
         def pick(split: str, label: str, n: int | None = None) -> list[str]:
             out = [texts[r["id"]] for r in rows if r["split"] == split and r["label"] == label]

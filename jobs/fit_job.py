@@ -116,11 +116,15 @@ def _fit_group(task: FitTask) -> Any:
         return FitFailure(task, str(e))
 
 
-def plan_fit(spec: FitSpec, home: Path, fingerprint: str, hidden_size: int, num_layers: int,
-             dataset_name: str, dataset_hash: str, concept: str, positive: str, negative: str) -> list[FitTask]:
-    unknown = [m for m in spec.methods if m not in METHODS]
+def _check_methods(methods: Sequence[str]) -> None:
+    unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise GnomonError(f"unknown method {unknown[0]!r}: choose from {', '.join(METHODS)}")
+
+
+def plan_fit(spec: FitSpec, home: Path, fingerprint: str, hidden_size: int, num_layers: int,
+             dataset_name: str, dataset_hash: str, concept: str, positive: str, negative: str) -> list[FitTask]:
+    _check_methods(spec.methods)
     layers = list(spec.layers) if spec.layers is not None else list(range(num_layers + 1))
     return [FitTask(home=str(home), model=spec.model, revision=spec.revision, dataset=dataset_name,
                     concept=concept, positive=positive, negative=negative, layer=layer, position=position,
@@ -160,7 +164,7 @@ def run_fit(spec: FitSpec, executor: Any = None, home: Any = None, catalog: Any 
     from pipeline.datasets import load_dataset, validate_contrast
     from pipeline.home import gnomon_home
 
-    from jobs.collect_job import CollectSpec, preflight, run_collection
+    from jobs.collect_job import CollectSpec, run_collection
     from jobs.executors import make_executor
 
     if spec.select_metric not in SELECT_METRICS:
@@ -175,13 +179,11 @@ def run_fit(spec: FitSpec, executor: Any = None, home: Any = None, catalog: Any 
     validate_contrast(ds, positive, negative)
     cspec = CollectSpec(model=spec.model, dataset=spec.dataset, revision=spec.revision, layers=spec.layers,
                         positions=spec.positions, dtype=spec.collect_dtype, batch_size=spec.batch_size)
-    lm = preflight(cspec, home_p)
-    fingerprint, hidden, n_layers = lm.fingerprint, lm.hidden_size, lm.num_layers
-    del lm
+    _check_methods(spec.methods)  # before anything is collected
     collected = run_collection(cspec, executor, home_p, show_progress=show_progress)
     t_collect = time.perf_counter() - t0
-    tasks = plan_fit(spec, home_p, fingerprint, hidden, n_layers, collected["dataset"], ds.content_hash,
-                     ds.name, positive, negative)
+    tasks = plan_fit(spec, home_p, collected["fingerprint"], collected["hidden_size"], collected["num_layers"],
+                     collected["dataset"], ds.content_hash, ds.name, positive, negative)
     bar = None
     if show_progress:
         from tqdm import tqdm

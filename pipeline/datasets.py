@@ -25,7 +25,7 @@ import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import pyarrow as pa
 
@@ -106,18 +106,32 @@ class ConceptDataset:
         ``add_generation_prompt`` appends the assistant header, i.e. reads the model at the
         moment it is about to answer (where Arditi et al. 2024 read the refusal direction).
         """
-        texts = self.table.column("text").to_pylist()
-        messages = self.table.column("messages").to_pylist()
-        if any(m is not None for m in messages):
-            if tokenizer is None:
-                raise GnomonError(f"dataset {self.name!r} has chat 'messages' rows; "
-                                  "pass the model's tokenizer to render them")
-            if not getattr(tokenizer, "chat_template", None):
-                raise GnomonError(f"dataset {self.name!r} has chat 'messages' rows but the tokenizer "
-                                  "has no chat_template; use a chat model or give 'text' rows")
-        return [t if m is None else tokenizer.apply_chat_template(
-                    json.loads(m), tokenize=False, add_generation_prompt=add_generation_prompt)
-                for t, m in zip(texts, messages)]
+        return render_rows(self.table.column("text").to_pylist(), self.table.column("messages").to_pylist(),
+                           tokenizer, self.name, add_generation_prompt=add_generation_prompt)
+
+    def split_texts(self, split: str, label: str, tokenizer: Any = None, n: int | None = None) -> list[str]:
+        """Rendered texts of one label in one split, in table order (at most ``n``)."""
+        rows = self.table.select(["label", "split"]).to_pylist()
+        out = [t for t, r in zip(self.texts(tokenizer), rows) if r["split"] == split and r["label"] == label]
+        return out[:n] if n else out
+
+
+def render_rows(texts: Sequence[str | None], messages: Sequence[str | None], tokenizer: Any, name: str,
+                *, add_generation_prompt: bool = False) -> list[str]:
+    """Model input per row: ``text``, or the JSON chat ``messages`` through the chat template.
+
+    The one renderer for datasets, collection shards and stored examples alike.
+    """
+    if any(m is not None for m in messages):
+        if tokenizer is None:
+            raise GnomonError(f"dataset {name!r} has chat 'messages' rows; "
+                              "pass the model's tokenizer to render them")
+        if not getattr(tokenizer, "chat_template", None):
+            raise GnomonError(f"dataset {name!r} has chat 'messages' rows but the tokenizer "
+                              "has no chat_template; use a chat model or give 'text' rows")
+    return [(t or "") if m is None else tokenizer.apply_chat_template(
+                json.loads(m), tokenize=False, add_generation_prompt=add_generation_prompt)
+            for t, m in zip(texts, messages)]
 
 
 def validate_contrast(ds: ConceptDataset, positive: str, negative: str) -> None:

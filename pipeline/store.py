@@ -47,7 +47,7 @@ import pyarrow.parquet as pq
 
 from pipeline.types import POSITIONS, SPLITS, GnomonError
 
-__all__ = ["ActivationStore", "ShardRecord", "activation_table", "model_slug", "vectors_to_numpy",
+__all__ = ["ActivationStore", "ShardRecord", "activation_table", "model_slug", "sha256_file", "vectors_to_numpy",
            "check_name", "EXAMPLE_SCHEMA"]
 
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
@@ -147,7 +147,8 @@ def vectors_to_numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return flat.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(n, len(flat) // n)
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -252,7 +253,7 @@ class ActivationStore:
             table, tmp, compression={"example_id": "zstd", "position": "zstd", "token_index": "zstd", "act": "none"},
             use_dictionary=["example_id", "position"], write_statistics=_META_COLUMNS,
             row_group_size=65536))
-        size, digest = path.stat().st_size, _sha256(path)
+        size, digest = path.stat().st_size, sha256_file(path)
         ids = sorted(set(table.column("example_id").to_pylist()))
         record = {
             "model": model, "model_slug": model_slug(model), "revision": revision, "dataset": dataset,
@@ -277,7 +278,7 @@ class ActivationStore:
             return False
         if not path.is_file() or path.stat().st_size != m.get("bytes"):
             return False
-        return not verify or _sha256(path) == m.get("sha256")
+        return not verify or sha256_file(path) == m.get("sha256")
 
     def manifest(self, model: str | None = None, revision: str | None = None,
                  dataset: str | None = None) -> list[dict]:

@@ -33,11 +33,7 @@ def smollm2(tmp_path_factory: pytest.TempPathFactory) -> Any:
 def split_texts(lm: Any, concept: str, split: str, label: str, n: int | None = None) -> list[str]:
     from pipeline.datasets import load_dataset
 
-    ds = load_dataset(concept)
-    rows = ds.table.select(["id", "label", "split"]).to_pylist()
-    texts = dict(zip(ds.table.column("id").to_pylist(), ds.texts(lm.tokenizer)))
-    out = [texts[r["id"]] for r in rows if r["split"] == split and r["label"] == label]
-    return out[:n] if n else out
+    return load_dataset(concept).split_texts(split, label, lm.tokenizer, n)
 
 
 def acts(lm: Any, texts: list[str], layers: list[int] | None, position: str) -> dict[int, np.ndarray]:
