@@ -1,0 +1,223 @@
+"""Model versions with lineage, and named fleets of them.
+
+A *version* is a Hugging Face directory registered under ``<home>/models/<id>/`` (config,
+safetensors, tokenizer) with a ``lineage.json`` saying where it came from: its parent
+version and that parent's fingerprint, how it was made (``kind`` and ``settings``), the
+training step and the sha256 of the data it was trained on. Registered versions load like
+any other model (``load_model("<id>")``), so every stage works on them unchanged.
+
+A *fleet* is a named, ordered list of versions kept in ``<home>/fleets/<name>.json``;
+``gnomon evaluate/compare/report --fleet NAME`` run over it.
+
+>>> lin = read_lineage("ft-neg-s0040")            # doctest: +SKIP
+>>> [v.id for v in lineage_chain("ft-neg-s0040")] # doctest: +SKIP
+['ft-neg-s0040', 'smollm2-base']
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+from pipeline.home import gnomon_home
+from pipeline.store import check_name
+from pipeline.types import GnomonError
+
+__all__ = [
+    "Fleet", "FleetMember", "Kind", "Lineage", "LINEAGE_FILE", "fleet_path", "lineage_chain",
+    "list_fleets", "list_versions", "load_fleet", "read_lineage", "register_version", "save_fleet",
+    "version_dir",
+]
+
+Kind = Literal["base", "finetune", "scratch", "numeric", "edited", "import"]
+KINDS: tuple[str, ...] = ("base", "finetune", "scratch", "numeric", "edited", "import")
+LINEAGE_FILE = "lineage.json"
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Where a model version came from (``lineage.json`` in its directory)."""
+
+    id: str
+    """Registered model id: the directory name under ``<home>/models/``."""
+    kind: str
+    """One of ``KINDS``: how the version was made."""
+    fingerprint: str
+    """``fingerprint_model`` of this version's weights (config + parameters)."""
+    parent: str | None = None
+    """Parent version id (``None`` for a root: an imported or from-scratch initial model)."""
+    parent_fingerprint: str | None = None
+    series: str | None = None
+    """The series this version belongs to (``ft-negative``, ``ft-control``, ``scratch``...)."""
+    step: int | None = None
+    """Optimizer steps taken from the parent (training series), else ``None``."""
+    data_sha256: str | None = None
+    """sha256 of the training corpus (fine-tune and from-scratch versions)."""
+    settings: dict[str, Any] = field(default_factory=dict)
+    """How it was made: learning rate, trained blocks, dtype, quantization, edited direction..."""
+    family: str | None = None
+    """``config.model_type``."""
+    hidden_size: int | None = None
+    num_layers: int | None = None
+    created: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, doc: Any, where: str) -> Lineage:
+        if not isinstance(doc, dict):
+            raise GnomonError(f"{where}: lineage must be a JSON object")
+        known = {f.name for f in fields(cls)}
+        missing = [k for k in ("id", "kind", "fingerprint") if k not in doc]
+        if missing:
+            raise GnomonError(f"{where}: lineage lacks {', '.join(missing)}")
+        if doc["kind"] not in KINDS:
+            raise GnomonError(f"{where}: unknown lineage kind {doc['kind']!r}; one of {', '.join(KINDS)}")
+        return cls(**{k: v for k, v in doc.items() if k in known})
+
+
+def version_dir(version_id: str, home: str | Path | None = None) -> Path:
+    """``<home>/models/<id>``; the id must be a plain name (it cannot leave the home)."""
+    return gnomon_home(home) / "models" / check_name(version_id, "model version id")
+
+
+def read_lineage(version_id: str, home: str | Path | None = None) -> Lineage:
+    d = version_dir(version_id, home)
+    f = d / LINEAGE_FILE
+    if not f.is_file():
+        raise GnomonError(f"model version {version_id!r} has no {LINEAGE_FILE} under {d}: "
+                          "build it with `gnomon fleet build` or register it with `gnomon models add`")
+    try:
+        doc = json.loads(f.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise GnomonError(f"{f}: not valid JSON ({e})") from None
+    return Lineage.from_json(doc, str(f))
+
+
+def register_version(staged: Path, lineage: Lineage, home: str | Path | None = None,
+                     replace: bool = False) -> Path:
+    """Move a fully written model directory ``staged`` to ``<home>/models/<id>`` atomically.
+
+    The parent, when named, must already be registered (lineage never points at nothing).
+    ``staged`` must sit on the same filesystem as the home (build it under
+    ``<home>/models/.staging/``) so the final step is one ``rename``.
+    """
+    dst = version_dir(lineage.id, home)
+    if lineage.parent is not None and not (version_dir(lineage.parent, home) / LINEAGE_FILE).is_file():
+        raise GnomonError(f"parent version {lineage.parent!r} of {lineage.id!r} is not registered; "
+                          "build or register the parent first")
+    if not (staged / "config.json").is_file():
+        raise GnomonError(f"{staged} is not a Hugging Face model directory (no config.json)")
+    doc = lineage.to_json()
+    doc["created"] = doc["created"] or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    (staged / LINEAGE_FILE).write_text(json.dumps(doc, indent=2, sort_keys=True))
+    if dst.exists():
+        if not replace:
+            raise GnomonError(f"model version {lineage.id!r} already exists at {dst}")
+        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+        os.replace(dst, old)
+        os.replace(staged, dst)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged, dst)
+    return dst
+
+
+def list_versions(home: str | Path | None = None) -> list[Lineage]:
+    """Every registered version with a lineage file, sorted by id."""
+    root = gnomon_home(home) / "models"
+    if not root.is_dir():
+        return []
+    out = []
+    for d in sorted(root.iterdir()):
+        if d.name.startswith(".") or not (d / LINEAGE_FILE).is_file():
+            continue
+        out.append(read_lineage(d.name, home))
+    return out
+
+
+def lineage_chain(version_id: str, home: str | Path | None = None) -> list[Lineage]:
+    """The version and its ancestors, nearest first; a missing parent is an error."""
+    chain: list[Lineage] = []
+    seen: set[str] = set()
+    cur: str | None = version_id
+    while cur is not None:
+        if cur in seen:
+            raise GnomonError(f"lineage of {version_id!r} has a cycle at {cur!r}")
+        seen.add(cur)
+        if chain and not (version_dir(cur, home) / LINEAGE_FILE).is_file():
+            raise GnomonError(f"version {chain[-1].id!r} names parent {cur!r}, which is not registered")
+        lin = read_lineage(cur, home)
+        chain.append(lin)
+        cur = lin.parent
+    return chain
+
+
+@dataclass(frozen=True)
+class FleetMember:
+    id: str
+    series: str | None = None
+    step: int | None = None
+    kind: str | None = None
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """A named, ordered list of registered model versions."""
+
+    name: str
+    members: tuple[FleetMember, ...]
+    description: str = ""
+
+    @property
+    def ids(self) -> list[str]:
+        return [m.id for m in self.members]
+
+    def series(self, name: str) -> list[FleetMember]:
+        """Members of one series, by step."""
+        return sorted((m for m in self.members if m.series == name), key=lambda m: m.step or 0)
+
+
+def fleet_path(name: str, home: str | Path | None = None) -> Path:
+    return gnomon_home(home) / "fleets" / f"{check_name(name, 'fleet name')}.json"
+
+
+def save_fleet(fleet: Fleet, home: str | Path | None = None) -> Path:
+    """Write ``<home>/fleets/<name>.json`` (temp + rename); every member must be registered."""
+    for m in fleet.members:
+        if not (version_dir(m.id, home) / LINEAGE_FILE).is_file():
+            raise GnomonError(f"fleet {fleet.name!r}: member {m.id!r} is not a registered model version")
+    path = fleet_path(fleet.name, home)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"name": fleet.name, "description": fleet.description,
+           "versions": [asdict(m) for m in fleet.members]}
+    tmp = path.with_suffix(f".tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(doc, indent=2))
+    os.replace(tmp, path)
+    return path
+
+
+def load_fleet(name: str, home: str | Path | None = None) -> Fleet:
+    path = fleet_path(name, home)
+    if not path.is_file():
+        known = ", ".join(list_fleets(home)) or "none yet"
+        raise GnomonError(f"unknown fleet {name!r} (known: {known}); build one with `gnomon fleet build`")
+    try:
+        doc = json.loads(path.read_text())
+        members = tuple(FleetMember(**{k: v for k, v in m.items() if k in ("id", "series", "step", "kind")})
+                        for m in doc["versions"])
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+        raise GnomonError(f"{path}: not a fleet file ({e})") from None
+    return Fleet(name=str(doc.get("name", name)), members=members, description=str(doc.get("description", "")))
+
+
+def list_fleets(home: str | Path | None = None) -> list[str]:
+    root = gnomon_home(home) / "fleets"
+    return sorted(p.stem for p in root.glob("*.json")) if root.is_dir() else []
