@@ -144,7 +144,8 @@ def run_shard(lm: Any, plan_spec: CollectSpec, dataset_name: str, task: ShardTas
     With ``lock``, only the tokenisation and forward pass hold it (the model and its
     tokenizer are not thread-safe); the store checks and the writes run outside it.
     """
-    from pipeline.collect import check_positions, collect
+    from pipeline.collect import collect
+    from pipeline.types import check_positions
     from pipeline.home import gnomon_home
     from pipeline.store import ActivationStore, activation_table
 
@@ -208,7 +209,7 @@ def _incomplete(plan: CollectPlan, model: str, revision: str, fingerprint: str, 
                 home: Any) -> int:
     """How many (layer, shard) files still need collecting (checked in the driver, so a
     fully stored request starts no workers)."""
-    from pipeline.collect import check_positions
+    from pipeline.types import check_positions
     from pipeline.store import ActivationStore
 
     store = ActivationStore(home)
@@ -222,7 +223,7 @@ def preflight(spec: CollectSpec, home: Any = None, lm: Any = None) -> Any:
     """Check model, layers and positions in the driver before anything is written, and
     convert/cache the weights once here rather than racing in every worker. A model the
     caller already loaded is checked, not loaded again."""
-    from pipeline.collect import check_positions
+    from pipeline.types import check_positions
 
     check_positions(spec.positions)
     if spec.dtype not in ("float16", "float32"):
@@ -235,7 +236,7 @@ def preflight(spec: CollectSpec, home: Any = None, lm: Any = None) -> Any:
 def _identity(spec: CollectSpec, home: Any, lm: Any) -> tuple[Any, Any]:
     """(model identity, loaded model or None): the recorded identity when the model was
     loaded before under this home (no load now), else the model, loaded and checked."""
-    from pipeline.collect import check_positions
+    from pipeline.types import check_positions
     from pipeline.models import ModelIdentity, model_identity
 
     check_positions(spec.positions)

@@ -37,12 +37,12 @@ import torch
 
 from pipeline.hooks import record_layers, run_until
 from pipeline.models.loading import LoadedModel
-from pipeline.types import GnomonError
+from pipeline.types import POSITIONS, GnomonError, check_positions
 
 __all__ = ["POSITION_CHOICES", "SINK_RATIO", "DEFAULT_TOKEN_BUDGET", "LayerRows", "check_positions",
            "collect", "length_batches", "mean_pool", "token_lengths"]
 
-POSITION_CHOICES = ("last", "mean", "tok")
+POSITION_CHOICES = POSITIONS
 SINK_RATIO = 4.0
 """First content token left out of ``mean`` when its norm exceeds this multiple of the
 median norm of the other content tokens (see the module docstring)."""
@@ -64,13 +64,6 @@ class LayerRows:
         ti = np.concatenate(self.token_index).astype(np.int32) if self.token_index else np.zeros(0, np.int32)
         acts = np.concatenate(self.acts, axis=0) if self.acts else np.zeros((0, 0), np.float32)
         return self.example_ids, self.positions, ti, acts
-
-
-def check_positions(positions: Sequence[str]) -> list[str]:
-    bad = [p for p in positions if p not in POSITION_CHOICES]
-    if bad or not positions:
-        raise GnomonError(f"unknown position {bad[0] if bad else '(none)'}: choose from {', '.join(POSITION_CHOICES)}")
-    return [p for p in POSITION_CHOICES if p in positions]
 
 
 def _encode(lm: LoadedModel, texts: Sequence[str], max_length: int) -> tuple[list[list[int]], list[list[int]]]:
