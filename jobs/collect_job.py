@@ -5,11 +5,20 @@ cut into ``shard_size`` pieces), so the plan does not depend on the number of wo
 on the model, and a rerun finds the same shards. ``run_shard`` is the one function both
 executors run; it skips (layer, shard) files whose manifest is complete, collects the rest
 in one forward pass per batch, and writes each layer atomically.
+
+Speed: a :class:`ShardRunner` keeps two shards in flight on one model, the forward pass of
+one under a lock while the other's Parquet files are written and hashed, so the I/O hides
+behind compute. ``run_collection`` first checks the store against the model's recorded
+identity (fingerprint, layer count; see ``pipeline.models.model_identity``): when every
+shard is stored it returns without importing torch, loading the model or starting an
+executor.
 """
 
 from __future__ import annotations
 
+import threading
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
@@ -33,7 +42,10 @@ class CollectSpec:
     dtype: str = "float16"
     """Storage dtype of the vectors (``float16`` halves the bytes; ``float32`` on request)."""
     model_dtype: str = "auto"
-    batch_size: int = 32
+    batch_size: int = 256
+    """Most rows in one forward pass (the token budget usually binds first)."""
+    token_budget: int = 4096
+    """Most padded tokens (rows x longest) in one forward pass; a longer text runs alone."""
     shard_size: int = 128
     max_length: int = 512
     trust_remote_code: bool = False
@@ -83,8 +95,8 @@ def plan_collection(spec: CollectSpec, home: Any = None) -> CollectPlan:
     from pipeline.home import gnomon_home
     from pipeline.store import ActivationStore, check_name
 
-    if spec.batch_size < 1 or spec.shard_size < 1:
-        raise GnomonError("batch_size and shard_size must be at least 1")
+    if spec.batch_size < 1 or spec.shard_size < 1 or spec.token_budget < 1:
+        raise GnomonError("batch_size, token_budget and shard_size must be at least 1")
     ds = load_dataset(spec.dataset, home=home)
     name = check_name(spec.dataset_name or ds.name, "dataset name")
     store = ActivationStore(gnomon_home(home))
@@ -104,11 +116,18 @@ def plan_collection(spec: CollectSpec, home: Any = None) -> CollectPlan:
     return CollectPlan(spec=spec, dataset_name=name, dataset_hash=ds.content_hash, shards=shards)
 
 
-def load_for_spec(spec: CollectSpec, home: Any = None) -> Any:
-    from pipeline.models import ModelSpec, load_model
+def model_spec(spec: CollectSpec) -> Any:
+    from pipeline.models import ModelSpec
 
-    return load_model(ModelSpec(id=spec.model, revision=spec.revision, dtype=spec.model_dtype,
-                                trust_remote_code=spec.trust_remote_code, seed=spec.seed), home=home)
+    return ModelSpec(id=spec.model, revision=spec.revision, dtype=spec.model_dtype,
+                     trust_remote_code=spec.trust_remote_code, seed=spec.seed)
+
+
+def load_for_spec(spec: CollectSpec, home: Any = None) -> Any:
+    """The model for ``spec``, from this process's model cache when it is already loaded."""
+    from pipeline.models import cached_model
+
+    return cached_model(model_spec(spec), home=home)
 
 
 def render(lm: Any, task: ShardTask, dataset: str = "") -> list[str]:
@@ -119,9 +138,14 @@ def render(lm: Any, task: ShardTask, dataset: str = "") -> list[str]:
 
 
 def run_shard(lm: Any, plan_spec: CollectSpec, dataset_name: str, task: ShardTask, home: Any = None,
-              progress: Any = None) -> ShardResult:
-    """Collect one shard for every requested layer not already complete in the store."""
-    from pipeline.collect import check_positions, collect
+              progress: Any = None, lock: Any = None) -> ShardResult:
+    """Collect one shard for every requested layer not already complete in the store.
+
+    With ``lock``, only the tokenisation and forward pass hold it (the model and its
+    tokenizer are not thread-safe); the store checks and the writes run outside it.
+    """
+    from pipeline.collect import collect
+    from pipeline.types import check_positions
     from pipeline.home import gnomon_home
     from pipeline.store import ActivationStore, activation_table
 
@@ -145,10 +169,13 @@ def run_shard(lm: Any, plan_spec: CollectSpec, dataset_name: str, task: ShardTas
         if progress is not None:
             progress(n, tokens)
 
-    rows = collect(lm, list(task.ids), render(lm, task, dataset_name), layers=todo, positions=positions,
-                   batch_size=plan_spec.batch_size, max_length=plan_spec.max_length, progress=tick)
+    with lock if lock is not None else nullcontext():
+        rows = collect(lm, list(task.ids), render(lm, task, dataset_name), layers=todo, positions=positions,
+                       batch_size=plan_spec.batch_size, token_budget=plan_spec.token_budget,
+                       max_length=plan_spec.max_length, progress=tick,
+                       out_dtype=plan_spec.dtype, autocast=False if plan_spec.model_dtype == "float32" else None)
     for layer in todo:
-        ex, pos, ti, acts = rows[layer].arrays()
+        ex, pos, ti, acts = rows.pop(layer).arrays()
         table = activation_table(ex, pos, ti, acts, dtype=plan_spec.dtype)
         rec = store.write_shard(*key, layer, task.index, table, fingerprint=lm.fingerprint, positions=positions)
         res.rows += rec.rows
@@ -159,6 +186,18 @@ def run_shard(lm: Any, plan_spec: CollectSpec, dataset_name: str, task: ShardTas
     return res
 
 
+class ShardRunner:
+    """Shards on one loaded model, safe to call from two threads at once: the forward
+    passes take turns under a lock while the other thread writes and hashes its files."""
+
+    def __init__(self, lm: Any, home: Any) -> None:
+        self.lm, self.home = lm, home
+        self.lock = threading.Lock()
+
+    def run(self, spec: CollectSpec, dataset_name: str, task: ShardTask, progress: Any = None) -> ShardResult:
+        return run_shard(self.lm, spec, dataset_name, task, self.home, progress, lock=self.lock)
+
+
 def summarize(results: Sequence[ShardResult]) -> dict[str, int]:
     return {"shards": len(results), "written_files": sum(r.written_layers for r in results),
             "skipped_files": sum(r.skipped_layers for r in results), "rows": sum(r.rows for r in results),
@@ -166,17 +205,17 @@ def summarize(results: Sequence[ShardResult]) -> dict[str, int]:
             "tokens": sum(r.tokens for r in results)}
 
 
-def _incomplete(plan: CollectPlan, lm: Any, home: Any) -> int:
+def _incomplete(plan: CollectPlan, model: str, revision: str, fingerprint: str, layers: list[int],
+                home: Any) -> int:
     """How many (layer, shard) files still need collecting (checked in the driver, so a
     fully stored request starts no workers)."""
-    from pipeline.collect import check_positions
+    from pipeline.types import check_positions
     from pipeline.store import ActivationStore
 
     store = ActivationStore(home)
-    layers = lm.check_layers(list(plan.spec.layers) if plan.spec.layers is not None else None)
     positions = check_positions(plan.spec.positions)
-    return sum(not store.shard_complete(lm.model_id, lm.revision, plan.dataset_name, layer, t.index,
-                                        fingerprint=lm.fingerprint, positions=positions)
+    return sum(not store.shard_complete(model, revision, plan.dataset_name, layer, t.index,
+                                        fingerprint=fingerprint, positions=positions)
                for t in plan.shards for layer in layers)
 
 
@@ -184,7 +223,7 @@ def preflight(spec: CollectSpec, home: Any = None, lm: Any = None) -> Any:
     """Check model, layers and positions in the driver before anything is written, and
     convert/cache the weights once here rather than racing in every worker. A model the
     caller already loaded is checked, not loaded again."""
-    from pipeline.collect import check_positions
+    from pipeline.types import check_positions
 
     check_positions(spec.positions)
     if spec.dtype not in ("float16", "float32"):
@@ -194,6 +233,22 @@ def preflight(spec: CollectSpec, home: Any = None, lm: Any = None) -> Any:
     return lm
 
 
+def _identity(spec: CollectSpec, home: Any, lm: Any) -> tuple[Any, Any]:
+    """(model identity, loaded model or None): the recorded identity when the model was
+    loaded before under this home (no load now), else the model, loaded and checked."""
+    from pipeline.types import check_positions
+    from pipeline.models import ModelIdentity, model_identity
+
+    check_positions(spec.positions)
+    if spec.dtype not in ("float16", "float32"):
+        raise GnomonError(f"unknown storage dtype {spec.dtype!r}: use float16 or float32")
+    ident = model_identity(model_spec(spec), home) if lm is None else None
+    if ident is None:
+        lm = preflight(spec, home, lm)
+        ident = ModelIdentity(lm.fingerprint, lm.num_layers, lm.hidden_size)
+    return ident, lm
+
+
 def run_collection(spec: CollectSpec, executor: Any = None, home: Any = None, show_progress: bool = False,
                    lm: Any = None, **executor_kw: Any) -> dict[str, Any]:
     """Plan, run and summarise a collection; returns the summary (rows, bytes, seconds, paths).
@@ -201,17 +256,41 @@ def run_collection(spec: CollectSpec, executor: Any = None, home: Any = None, sh
     Rerunning the same spec skips every complete (layer, shard) file: the run resumes.
     """
     from pipeline.home import gnomon_home
+    from pipeline.models.loading import check_layers
     from pipeline.store import ActivationStore, model_slug
 
-    from jobs.executors import LocalExecutor, make_executor
+    from jobs.executors import make_executor
 
     home_p = gnomon_home(home)
-    executor = executor or make_executor("ray")
     t0 = time.perf_counter()
-    lm = preflight(spec, home_p, lm)
+    ident, lm = _identity(spec, home_p, lm)
+    layers = check_layers(list(spec.layers) if spec.layers is not None else None, ident.num_layers, spec.model)
     plan = plan_collection(spec, home_p)
-    if isinstance(executor, LocalExecutor):
-        executor_kw.setdefault("lm", lm)
+    todo = _incomplete(plan, spec.model, spec.revision, ident.fingerprint, layers, home_p)
+    executor_name, choice = "none", "everything already stored"
+    if todo:
+        executor = executor or make_executor("auto")
+        results = _run(plan, executor, home_p, show_progress, lm, executor_kw)
+        executor_name = getattr(executor, "name", "?")
+        choice = getattr(executor, "choice", executor_name)
+    else:  # everything is stored: no executor, no model load
+        results = [ShardResult(index=t.index, skipped_layers=len(layers)) for t in plan.shards]
+    summary: dict[str, Any] = summarize(results)
+    store = ActivationStore(home_p)
+    summary.update({
+        "model": spec.model, "revision": spec.revision, "dataset": plan.dataset_name,
+        "dataset_hash": plan.dataset_hash, "executor": executor_name, "executor_choice": choice,
+        "seconds": round(time.perf_counter() - t0, 3),
+        "store": str(home_p / "activations" / f"model={model_slug(spec.model)}" / f"revision={spec.revision}"
+                     / f"dataset={plan.dataset_name}"),
+        "stored": store.summary(spec.model, spec.revision, plan.dataset_name),
+        "fingerprint": ident.fingerprint, "hidden_size": ident.hidden_size, "num_layers": ident.num_layers,
+    })
+    return summary
+
+
+def _run(plan: CollectPlan, executor: Any, home: Any, show_progress: bool, lm: Any,
+         executor_kw: dict[str, Any]) -> list[ShardResult]:
     bar = None
     if show_progress:
         from tqdm import tqdm
@@ -226,30 +305,8 @@ def run_collection(spec: CollectSpec, executor: Any = None, home: Any = None, sh
             elapsed = max(bar.format_dict.get("elapsed", 0.0), 1e-9)
             bar.set_postfix_str(f"{tokens[0] / elapsed:,.0f} tok/s")
 
-    todo = _incomplete(plan, lm, home_p)
-    n_layers = len(lm.check_layers(list(spec.layers) if spec.layers is not None else None))
-    model_info = {"fingerprint": lm.fingerprint, "hidden_size": lm.hidden_size, "num_layers": lm.num_layers}
-    if not isinstance(executor, LocalExecutor):
-        lm = None  # workers load their own copy (from the converted-weights cache)
     try:
-        if todo:
-            results = executor.run_collect(plan, str(home_p), progress, **executor_kw)
-        else:  # everything is stored: no workers, no model loads
-            results = [ShardResult(index=t.index, skipped_layers=n_layers) for t in plan.shards]
-            if bar is not None:
-                bar.update(plan.n_examples)
+        return executor.run_collect(plan, str(home), progress, lm=lm, **executor_kw)  # type: ignore[no-any-return]
     finally:
         if bar is not None:
             bar.close()
-    summary: dict[str, Any] = summarize(results)
-    store = ActivationStore(home_p)
-    summary.update({
-        "model": spec.model, "revision": spec.revision, "dataset": plan.dataset_name,
-        "dataset_hash": plan.dataset_hash, "executor": getattr(executor, "name", "?"),
-        "seconds": round(time.perf_counter() - t0, 3),
-        "store": str(home_p / "activations" / f"model={model_slug(spec.model)}" / f"revision={spec.revision}"
-                     / f"dataset={plan.dataset_name}"),
-        "stored": store.summary(spec.model, spec.revision, plan.dataset_name),
-        **model_info,
-    })
-    return summary

@@ -78,12 +78,12 @@ def evaluate_checkpoint(task: EvalTask) -> EvalResult:
     from pipeline.datasets import neutral_prompts
     from pipeline.direction import Direction
     from pipeline.evaluate import ablation_probe, monitor_auroc, next_token_kl, steering_sweep
-    from pipeline.models import load_model
+    from pipeline.models import cached_model
     from pipeline.steer import add
 
     t0 = time.perf_counter()
     spec, d = task.spec, Direction.load(task.direction_path)
-    lm = load_model(task.model, home=task.home)
+    lm = cached_model(task.model, home=task.home)  # the collection may have loaded it already
     if lm.hidden_size != d.hidden_size:
         raise GnomonError(f"{task.model} has hidden size {lm.hidden_size} but the direction has {d.hidden_size}")
     torch.manual_seed(0)
@@ -146,7 +146,7 @@ def run_evaluation(spec: EvalSpec, executor: Any = None, home: Any = None, track
         raise GnomonError("the direction names no model: pass --models")
     path = home_p / "evals" / "directions" / f"{d.provenance.concept or 'direction'}-{model_slug(d.provenance.model_id)}-L{d.layer}-{d.provenance.method}.safetensors"
     d.save(path)
-    executor = executor or make_executor("ray")
+    executor = executor or make_executor("auto")
     tasks = [EvalTask(spec=spec, direction_path=str(path), model=m, home=str(home_p)) for m in models]
     t0 = time.perf_counter()
     results = executor.map(evaluate_checkpoint, tasks)

@@ -172,7 +172,7 @@ def run_fit(spec: FitSpec, executor: Any = None, home: Any = None, catalog: Any 
     if spec.register not in ("best", "all", "none"):
         raise GnomonError(f"--register must be best, all or none, not {spec.register!r}")
     home_p = gnomon_home(home)
-    executor = executor or make_executor("ray")
+    executor = executor or make_executor("auto")
     t0 = time.perf_counter()
     ds = load_dataset(spec.dataset, home=home_p)
     positive, negative = spec.positive or ds.default_contrast[0], spec.negative or ds.default_contrast[1]

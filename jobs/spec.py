@@ -6,7 +6,7 @@ the evaluation stage checks chosen directions on every model. Example: ``jobs/ex
     [job]
     name = "demo"
     models = ["smollm2"]          # checkpoints: ids, directories, .gguf files
-    executor = "ray"              # or "local"
+    executor = "auto"             # or "local", "ray" (see jobs/executors.py)
 
     [fit]
     concepts = ["sentiment", "honesty"]
@@ -65,7 +65,7 @@ class JobSpec:
     name: str
     models: tuple[str, ...]
     revision: str = "main"
-    executor: str = "ray"
+    executor: str = "auto"
     ray_address: str | None = None
     fit: FitSection = field(default_factory=FitSection)
     evaluate: tuple[EvaluateSection, ...] = ()
@@ -108,8 +108,8 @@ def load_job(path: str | Path) -> JobSpec:
         raise GnomonError(f"{path} [fit]: unknown method {bad[0]!r}; choose from {', '.join(METHODS)}")
     evals = tuple(_build(EvaluateSection, e, f"{path} [[evaluate]]") for e in doc.get("evaluate", []))
     spec = _build(JobSpec, {**job, "fit": fit, "evaluate": evals}, f"{path} [job]")
-    if spec.executor not in ("ray", "local"):
-        raise GnomonError(f"{path} [job]: executor must be ray or local")
+    if spec.executor not in ("auto", "ray", "local"):
+        raise GnomonError(f"{path} [job]: executor must be auto, ray or local")
     from pipeline.store import check_name
 
     check_name(spec.name, "job name")  # it names a folder under the home

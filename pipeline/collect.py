@@ -1,17 +1,34 @@
 """Collection: batched forward passes recording the residual stream at chosen layers.
 
-Examples are sorted by token length and batched (little padding), left-padded, with
-explicit ``position_ids`` so a left-padded row sees the same positions as when it runs
-alone (batched == unbatched, also for absolute-position models such as GPT-2). The forward
-pass stops after the deepest requested layer.
+Texts are tokenised once, sorted by token length and packed into batches by a token
+budget (``rows x longest <= token_budget``): many short texts share a forward pass, long
+ones run in small batches, and padding stays small because neighbours have similar
+lengths. Rows are left-padded with explicit ``position_ids`` so a padded row sees the same
+positions as when it runs alone (batched == unbatched, also for absolute-position models
+such as GPT-2). The forward pass runs under ``torch.inference_mode`` and stops after the
+deepest requested layer (no later blocks, final norm or LM head). On CUDA the inputs go
+through pinned memory, float32 weights run under bfloat16 autocast where the GPU supports
+it, and the pooled rows are reduced and cast on the device before one copy back.
 
-Rows per (layer, example): ``last`` (the last real token), ``mean`` (mean over non-special
-tokens, accumulated in float32), and optionally ``tok`` (every real token).
+Rows per (layer, example): ``last`` (the last real token), ``mean`` (see below), and
+optionally ``tok`` (every real token).
+
+``mean`` pooling rule: the mean, accumulated in float32, over the example's content tokens
+(real tokens that are not special tokens such as BOS), except that the first content token
+is left out at a layer where its L2 norm is more than ``SINK_RATIO`` (4) times the median
+norm of the example's other content tokens. Many decoders turn the first position into an
+attention sink whose norm is 10-200x the others' (SmolLM2-135M on the shipped
+sentences: 7-10x at layers 3-8, 40-180x at layers 12-28, about 1x at layers 0-1 and
+10-11, where ordinary tokens stay within 1.5x of the median); left in, that one token dominates the mean, and the mean then
+follows 1/length instead of the text. The decision is per example and layer, so it does not
+depend on the batch or on which other layers are collected; an example with one content
+token keeps it.
 """
 
 from __future__ import annotations
 
 import inspect
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -20,9 +37,18 @@ import torch
 
 from pipeline.hooks import record_layers, run_until
 from pipeline.models.loading import LoadedModel
-from pipeline.types import GnomonError
+from pipeline.types import POSITIONS, GnomonError, check_positions
 
-POSITION_CHOICES = ("last", "mean", "tok")
+__all__ = ["POSITION_CHOICES", "SINK_RATIO", "DEFAULT_TOKEN_BUDGET", "LayerRows", "check_positions",
+           "collect", "length_batches", "mean_pool", "token_lengths"]
+
+POSITION_CHOICES = POSITIONS
+SINK_RATIO = 4.0
+"""First content token left out of ``mean`` when its norm exceeds this multiple of the
+median norm of the other content tokens (see the module docstring)."""
+DEFAULT_TOKEN_BUDGET = 4096
+"""Padded tokens per forward pass: large enough that the matmuls run near the CPU's peak,
+small enough that a batch's recorded layers (layers x tokens x width floats) stay small."""
 
 
 @dataclass
@@ -40,27 +66,26 @@ class LayerRows:
         return self.example_ids, self.positions, ti, acts
 
 
-def check_positions(positions: Sequence[str]) -> list[str]:
-    bad = [p for p in positions if p not in POSITION_CHOICES]
-    if bad or not positions:
-        raise GnomonError(f"unknown position {bad[0] if bad else '(none)'}: choose from {', '.join(POSITION_CHOICES)}")
-    return [p for p in POSITION_CHOICES if p in positions]
+def _encode(lm: LoadedModel, texts: Sequence[str], max_length: int) -> tuple[list[list[int]], list[list[int]]]:
+    """Token ids and special-token masks of every text, unpadded (one tokenizer call)."""
+    enc = lm.tokenizer(list(texts), add_special_tokens=True, truncation=True, max_length=max_length,
+                       return_special_tokens_mask=True)
+    return enc["input_ids"], enc["special_tokens_mask"]
 
 
 def token_lengths(lm: LoadedModel, texts: Sequence[str], max_length: int) -> list[int]:
-    enc = lm.tokenizer(list(texts), add_special_tokens=True, truncation=True, max_length=max_length)
-    return [len(ids) for ids in enc["input_ids"]]
+    return [len(ids) for ids in _encode(lm, texts, max_length)[0]]
 
 
 def length_batches(lengths: Sequence[int], batch_size: int, token_budget: int | None = None) -> list[list[int]]:
-    """Indices sorted by length (stable), cut into batches of ``batch_size`` rows, or fewer
-    when ``rows x longest`` would exceed ``token_budget``."""
+    """Indices sorted by length (stable), cut into batches of at most ``batch_size`` rows
+    and, when ``token_budget`` is set, at most ``token_budget`` padded tokens (rows x the
+    batch's longest length); a text longer than the budget runs alone."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     batches: list[list[int]] = []
     cur: list[int] = []
-    for i in order:
-        longest = max(lengths[i], max((lengths[j] for j in cur), default=0))
-        if cur and (len(cur) >= batch_size or (token_budget and longest * (len(cur) + 1) > token_budget)):
+    for i in order:  # ascending, so the newcomer is the batch's longest
+        if cur and (len(cur) >= batch_size or (token_budget and lengths[i] * (len(cur) + 1) > token_budget)):
             batches.append(cur)
             cur = []
         cur.append(i)
@@ -69,35 +94,93 @@ def length_batches(lengths: Sequence[int], batch_size: int, token_budget: int | 
     return batches
 
 
+def _pad_left(ids: list[list[int]], special: list[list[int]], pad_id: int) -> tuple[torch.Tensor, ...]:
+    """Left-padded ``(B, T)`` input ids, attention mask and special-token mask."""
+    width = max(len(x) for x in ids)
+    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(ids), width), dtype=torch.long)
+    spec = torch.zeros((len(ids), width), dtype=torch.bool)
+    for b, (row, sp) in enumerate(zip(ids, special)):
+        n = len(row)
+        if n:
+            input_ids[b, width - n:] = torch.tensor(row, dtype=torch.long)
+            attn[b, width - n:] = 1
+            spec[b, width - n:] = torch.tensor(sp, dtype=torch.bool)
+    return input_ids, attn, spec
+
+
+def mean_pool(h: torch.Tensor, content: torch.Tensor, first: torch.Tensor,
+              sink_ratio: float = SINK_RATIO) -> torch.Tensor:
+    """``mean`` rows: float32 mean of ``h`` (B, T, D) over ``content`` (B, T) tokens, leaving
+    out the first content token (index ``first``, (B,)) of a row where its norm exceeds
+    ``sink_ratio`` x the median norm of the row's other content tokens."""
+    h = h.float()
+    norms = h.norm(dim=-1)                                                   # (B, T)
+    rows = torch.arange(h.shape[0], device=h.device)
+    others = content.clone()
+    others[rows, first] = False
+    med = torch.where(others, norms, torch.full_like(norms, float("nan"))).nanmedian(dim=-1).values  # (B,)
+    sink = norms[rows, first] > sink_ratio * med                             # NaN median (one token): False
+    keep = content.clone()
+    keep[rows[sink], first[sink]] = False
+    w = keep.unsqueeze(-1).to(h.dtype)                                       # (B, T, 1)
+    return (h * w).sum(1) / w.sum(1)                                         # (B, D)
+
+
 def _forward_kwargs(model: Any) -> dict[str, Any]:
     params = inspect.signature(model.forward).parameters
     return {"use_cache": False} if "use_cache" in params else {}
 
 
-def collect(lm: LoadedModel, ids: Sequence[str], texts: Sequence[str], layers: Sequence[int] | None = None,
-            positions: Sequence[str] = ("last", "mean"), batch_size: int = 32, max_length: int = 512,
-            progress: Callable[[int, int], None] | None = None) -> dict[int, LayerRows]:
-    """Run ``texts`` through ``lm`` and return rows per layer (float32 numpy arrays).
+def _autocast(lm: LoadedModel, wanted: bool | None) -> Any:
+    """bfloat16 autocast on CUDA for float32 weights when the GPU supports it (``wanted``
+    None), never on CPU (the stored == ``output_hidden_states`` guarantee is float32 there)."""
+    device = lm.device
+    if device.type != "cuda" or wanted is False:
+        return nullcontext()
+    param_dtype = next(lm.model.parameters()).dtype
+    if wanted is None and not (param_dtype == torch.float32 and torch.cuda.is_bf16_supported()):
+        return nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16)
 
+
+def collect(lm: LoadedModel, ids: Sequence[str], texts: Sequence[str], layers: Sequence[int] | None = None,
+            positions: Sequence[str] = ("last", "mean"), batch_size: int = 256, max_length: int = 512,
+            progress: Callable[[int, int], None] | None = None, token_budget: int | None = DEFAULT_TOKEN_BUDGET,
+            out_dtype: str = "float32", autocast: bool | None = None) -> dict[int, LayerRows]:
+    """Run ``texts`` through ``lm`` and return rows per layer as numpy arrays of ``out_dtype``.
+
+    ``batch_size`` caps the rows and ``token_budget`` the padded tokens of one forward pass.
     ``progress(n_examples, n_tokens)`` is called after each batch.
+
+    >>> rows = collect(lm, ["a", "b"], ["hello", "a longer text"], layers=[2])  # doctest: +SKIP
+    >>> rows[2].arrays()[3].shape                                               # doctest: +SKIP
+    (4, 32)
     """
     if len(ids) != len(texts):
         raise GnomonError(f"{len(ids)} ids but {len(texts)} texts")
+    if batch_size < 1:
+        raise GnomonError("batch_size must be at least 1")
     layer_list = lm.check_layers(list(layers) if layers is not None else None)
     pos = check_positions(positions)
-    tok = lm.tokenizer
+    cast = {"float32": torch.float32, "float16": torch.float16}[out_dtype]
     out = {layer: LayerRows() for layer in layer_list}
-    lengths = token_lengths(lm, texts, max_length)
+    all_ids, all_special = _encode(lm, texts, max_length)
     extra = _forward_kwargs(lm.model)
     device = lm.device
-    for batch in length_batches(lengths, batch_size):
-        enc = tok([texts[i] for i in batch], return_tensors="pt", padding=True, truncation=True,
-                  max_length=max_length, return_special_tokens_mask=True)
-        attn = enc["attention_mask"].to(device)                              # (B, T)
-        special = enc["special_tokens_mask"].to(device).bool()              # (B, T)
-        position_ids = (attn.long().cumsum(-1) - 1).clamp(min=0)            # (B, T)
-        with record_layers(lm.model, lm.adapter, layer_list) as rec:
-            run_until(lm.model, input_ids=enc["input_ids"].to(device), attention_mask=attn,
+    cuda = device.type == "cuda"
+    pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+
+    def to_device(t: torch.Tensor) -> torch.Tensor:
+        return t.pin_memory().to(device, non_blocking=True) if cuda else t.to(device)
+
+    for batch in length_batches([len(x) for x in all_ids], batch_size, token_budget):
+        input_ids, attn_cpu, special_cpu = _pad_left([all_ids[i] for i in batch], [all_special[i] for i in batch],
+                                                     pad_id)
+        attn, special = to_device(attn_cpu), to_device(special_cpu)          # (B, T)
+        position_ids = (attn.cumsum(-1) - 1).clamp(min=0)                    # (B, T)
+        with record_layers(lm.model, lm.adapter, layer_list) as rec, _autocast(lm, autocast):
+            run_until(lm.model, input_ids=to_device(input_ids), attention_mask=attn,
                       position_ids=position_ids, **extra)
         missing = [layer for layer in layer_list if layer not in rec]
         if missing:
@@ -107,30 +190,38 @@ def collect(lm: LoadedModel, ids: Sequence[str], texts: Sequence[str], layers: S
         content = real & ~special
         content = torch.where(content.any(-1, keepdim=True), content, real)  # all-special rows
         n_real = real.sum(-1)                                                # (B,)
+        first = content.int().argmax(-1)                                     # (B,) first content token
         batch_ids = [ids[i] for i in batch]
-        for layer in layer_list:
-            h = rec[layer].float()                                           # (B, T, D)
+        with torch.inference_mode():
+            # pooled rows of every layer reduced on the device, then one copy to the host
+            pooled: dict[str, np.ndarray] = {}
+            if "last" in pos:
+                pooled["last"] = torch.stack([rec[layer][:, -1] for layer in layer_list]).to(cast).cpu().numpy()
+            if "mean" in pos:
+                pooled["mean"] = torch.stack([mean_pool(rec[layer], content, first) for layer in layer_list]
+                                             ).to(cast).cpu().numpy()            # (L, B, D)
+            last_index = (n_real - 1).int().cpu().numpy()
+        for k, layer in enumerate(layer_list):
             rows = out[layer]
             if "last" in pos:
                 rows.example_ids += batch_ids
                 rows.positions += ["last"] * len(batch)
-                rows.token_index.append((n_real - 1).cpu().numpy())
-                rows.acts.append(h[:, -1].cpu().numpy())                     # left padding: last real token
+                rows.token_index.append(last_index)
+                rows.acts.append(pooled["last"][k])                          # left padding: last real token
             if "mean" in pos:
-                w = content.unsqueeze(-1).float()                            # (B, T, 1)
-                mean = (h * w).sum(1) / w.sum(1)                             # (B, D)
                 rows.example_ids += batch_ids
                 rows.positions += ["mean"] * len(batch)
                 rows.token_index.append(np.full(len(batch), -1, np.int32))
-                rows.acts.append(mean.cpu().numpy())
+                rows.acts.append(pooled["mean"][k])
             if "tok" in pos:
+                h = rec[layer]
                 for b, ex in enumerate(batch_ids):
                     sel = real[b]
                     n = int(sel.sum())
                     rows.example_ids += [ex] * n
                     rows.positions += ["tok"] * n
                     rows.token_index.append(np.arange(n, dtype=np.int32))
-                    rows.acts.append(h[b, sel].cpu().numpy())
+                    rows.acts.append(h[b, sel].float().to(cast).cpu().numpy())
         if progress is not None:
             progress(len(batch), int(n_real.sum()))
     return out

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Sequence
 
 Position = Literal["last", "mean", "tok"]
 """Which token positions a row summarises: the last token, the mean over non-special
-tokens, or every token (one row per token, ``token_index`` set)."""
+tokens (leaving out an outlier first token, see ``pipeline.collect``), or every token (one
+row per token, ``token_index`` set)."""
 
 Site = Literal["block_output"]
 """Where a vector is read and written. ``block_output`` at layer L is the residual stream
@@ -25,3 +26,11 @@ POSITIONS: tuple[Position, ...] = ("last", "mean", "tok")
 
 class GnomonError(Exception):
     """A user-facing error: its message names what to fix, in one line."""
+
+
+def check_positions(positions: Sequence[str]) -> list[Position]:
+    """Requested positions, validated, in the canonical order (importable without torch)."""
+    bad = [p for p in positions if p not in POSITIONS]
+    if bad or not positions:
+        raise GnomonError(f"unknown position {bad[0] if bad else '(none)'}: choose from {', '.join(POSITIONS)}")
+    return [p for p in POSITIONS if p in positions]

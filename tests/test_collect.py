@@ -13,7 +13,8 @@ import torch
 
 from jobs.collect_job import CollectSpec, run_collection
 from jobs.executors import LocalExecutor
-from pipeline.collect import collect
+from pipeline.collect import SINK_RATIO, collect, mean_pool
+from pipeline.hooks import edit_layer_output, hooks
 from pipeline.store import ActivationStore
 
 FAMILIES = ["tiny:llama", "tiny:gpt2", "tiny:gpt_neox", "tiny:bert"]
@@ -28,7 +29,16 @@ def reference(lm: Any, text: str) -> tuple[list[torch.Tensor], list[torch.Tensor
         hs = lm.model(input_ids=enc.input_ids, attention_mask=enc.attention_mask,
                       output_hidden_states=True).hidden_states
     keep = ~enc.special_tokens_mask[0].bool()
-    return [h[0, -1] for h in hs], [h[0, keep].mean(0) for h in hs]
+    return [h[0, -1] for h in hs], [_sink_free_mean(h[0, keep]) for h in hs]
+
+
+def _sink_free_mean(h: torch.Tensor) -> torch.Tensor:
+    """The documented ``mean`` rule, written out for one example's content tokens (T, D):
+    the first is left out when its norm exceeds SINK_RATIO x the median of the others'."""
+    norms = h.norm(dim=-1)
+    if len(h) > 1 and norms[0] > SINK_RATIO * norms[1:].median():
+        return h[1:].mean(0)
+    return h.mean(0)
 
 
 def _undo_final_norm(lm: Any, layer: int, v: torch.Tensor) -> torch.Tensor:
@@ -152,3 +162,40 @@ def test_duckdb_reads_the_store_directly(home: Path, small_dataset: Path) -> Non
     with duckdb.connect() as con:
         n = con.execute(f"SELECT count(*) FROM read_parquet('{glob}', hive_partitioning=true) WHERE layer=3").fetchall()
     assert n == [(24 * 2,)]
+
+
+def test_mean_pool_leaves_out_only_an_outlier_first_token() -> None:
+    h = torch.ones(3, 5, 4)                                   # (B, T, D), every norm 2
+    h[0, 1] = 30.0                                            # row 0: first content token norm 60 (30x)
+    h[1, 1] = 3.0                                             # row 1: 3x, under the 4x rule: kept
+    h[2, 4] = 50.0                                            # row 2: one content token: kept
+    content = torch.tensor([[0, 1, 1, 1, 1], [0, 1, 1, 1, 1], [0, 0, 0, 0, 1]], dtype=torch.bool)
+    first = torch.tensor([1, 1, 4])
+    out = mean_pool(h, content, first)
+    torch.testing.assert_close(out[0], torch.ones(4))         # the 30x token is not in the mean
+    torch.testing.assert_close(out[1], torch.full((4,), 6.0 / 4))
+    torch.testing.assert_close(out[2], torch.full((4,), 50.0))
+
+
+def test_collected_mean_leaves_out_a_sink_first_token(tiny_lm: Any) -> None:
+    """A first content token blown up to 100x at layer 2 (as attention sinks are) does not
+    enter that layer's mean, batched or not; ``last`` is unaffected."""
+    texts = ["abcdef", "uvwxyz", "qrstuv"]                   # same length: no padding, BOS at 0
+    ids = ["a", "b", "c"]
+
+    def sink(h: torch.Tensor) -> torch.Tensor:
+        h = h.clone()
+        h[:, 1] *= 100.0                                      # index 1: first token after BOS
+        return h
+
+    with hooks(lambda: [edit_layer_output(tiny_lm.model, tiny_lm.adapter, 2, sink)]):
+        batched = collect(tiny_lm, ids, texts, layers=[2], positions=["mean"], batch_size=3)
+        single = collect(tiny_lm, ids, texts, layers=[2], positions=["mean"], batch_size=1)
+    for rows in (batched, single):
+        got = dict(zip(rows[2].example_ids, rows[2].acts[0] if len(rows[2].acts) == 1 else
+                       np.concatenate(rows[2].acts)))
+        for ex, text in zip(ids, texts):
+            enc = tiny_lm.tokenizer(text, return_tensors="pt")
+            with torch.no_grad():
+                h = tiny_lm.model(**enc, output_hidden_states=True).hidden_states[2][0]  # (T, D), no sink
+            np.testing.assert_allclose(got[ex], h[2:].mean(0).numpy(), atol=2e-5, rtol=1e-4)

@@ -26,10 +26,12 @@ def parse_layers(text: str | None) -> tuple[int, ...] | None:
 
 
 def add_executor_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--executor", choices=["ray", "local"], default="ray",
-                   help="ray (default: local Ray instance, or a cluster via --ray-address) or local (no Ray)")
+    p.add_argument("--executor", choices=["auto", "local", "ray"], default="auto",
+                   help="auto (default: in-process on one node with few cores and at most one GPU, Ray actors "
+                        "with several GPUs or a cluster address; stated in the summary), local (no Ray) or ray "
+                        "(a local Ray instance, or a cluster via --ray-address)")
     p.add_argument("--ray-address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else local)")
-    p.add_argument("--workers", type=int, default=None, help="collection actors (default: one per GPU, else per CPU)")
+    p.add_argument("--workers", type=int, default=None, help="collection actors on Ray (default: one per GPU, else per CPU)")
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -41,7 +43,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--positions", default="last,mean", help="comma list of last, mean, tok")
     p.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="storage dtype")
     p.add_argument("--model-dtype", default="auto", help="compute dtype: auto, float32, float16, bfloat16")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=256, help="most texts in one forward pass")
+    p.add_argument("--token-budget", type=int, default=4096,
+                   help="most padded tokens (texts x longest) in one forward pass; short texts are packed, long ones run apart")
     p.add_argument("--shard-size", type=int, default=128)
     p.add_argument("--trust-remote-code", action="store_true", help="allow model code from the model directory")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -56,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
                        layers=parse_layers(args.layers),
                        positions=tuple(p.strip() for p in args.positions.split(",") if p.strip()),
                        dtype=args.dtype, model_dtype=args.model_dtype, batch_size=args.batch_size,
+                       token_budget=args.token_budget,
                        shard_size=args.shard_size, trust_remote_code=args.trust_remote_code)
     summary = run_collection(spec, make_executor(args.executor, args.ray_address, args.workers),
                              show_progress=not args.json)
@@ -63,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
     else:
         mb = summary["bytes"] / 2**20
-        print(f"collected {summary['examples']} examples ({summary['tokens']:,} tokens) on {summary['executor']}: "
+        print(f"collected {summary['examples']} examples ({summary['tokens']:,} tokens) on {summary['executor_choice']}: "
               f"wrote {summary['written_files']} files, {summary['rows']:,} rows, {mb:.1f} MiB; "
               f"skipped {summary['skipped_files']} complete files; {summary['seconds']:.1f} s")
         print(f"store: {summary['store']}")

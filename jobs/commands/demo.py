@@ -7,7 +7,7 @@ import argparse
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--executor", choices=["ray", "local"], default=None, help="override the spec's executor")
+    p.add_argument("--executor", choices=["auto", "ray", "local"], default=None, help="override the spec's executor")
     p.add_argument("--json", action="store_true")
 
 

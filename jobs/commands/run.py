@@ -10,7 +10,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", help="TOML job spec (see jobs/examples/demo.toml)")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: SQLite in the home)")
     p.add_argument("--ray-address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else local)")
-    p.add_argument("--executor", choices=["ray", "local"], default=None, help="override the spec's executor")
+    p.add_argument("--executor", choices=["auto", "ray", "local"], default=None, help="override the spec's executor")
     p.add_argument("--json", action="store_true")
 
 

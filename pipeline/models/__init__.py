@@ -1,15 +1,19 @@
 """Model loading, fingerprints and per-family layer adapters."""
 
 from pipeline.models.adapters import ADAPTERS, LayerAdapter, adapter_for
+from pipeline.models.cache import cached_model, clear_model_cache
 from pipeline.models.loading import (
     BUNDLED_ID,
     LoadedModel,
+    ModelIdentity,
     ModelSpec,
     bundled_gguf,
     default_device,
     fingerprint_model,
     load_model,
+    model_identity,
 )
 
-__all__ = ["ADAPTERS", "BUNDLED_ID", "LayerAdapter", "LoadedModel", "ModelSpec", "adapter_for",
-           "bundled_gguf", "default_device", "fingerprint_model", "load_model"]
+__all__ = ["ADAPTERS", "BUNDLED_ID", "LayerAdapter", "LoadedModel", "ModelIdentity", "ModelSpec", "adapter_for",
+           "bundled_gguf", "cached_model", "clear_model_cache", "default_device", "fingerprint_model",
+           "load_model", "model_identity"]

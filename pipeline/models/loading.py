@@ -97,13 +97,17 @@ class LoadedModel:
 
     def check_layers(self, layers: list[int] | None) -> list[int]:
         """Validate requested layers (``None`` = all) against this model."""
-        n = self.num_layers
-        if layers is None:
-            return list(range(n + 1))
-        bad = [layer for layer in layers if not 0 <= layer <= n]
-        if bad:
-            raise GnomonError(f"layer {bad[0]} is out of range for {self.model_id}: valid layers are 0..{n}")
-        return sorted(set(layers))
+        return check_layers(layers, self.num_layers, self.model_id)
+
+
+def check_layers(layers: list[int] | None, num_layers: int, model_id: str) -> list[int]:
+    """Requested layers (``None`` = all) of a model with ``num_layers`` blocks, sorted."""
+    if layers is None:
+        return list(range(num_layers + 1))
+    bad = [layer for layer in layers if not 0 <= layer <= num_layers]
+    if bad:
+        raise GnomonError(f"layer {bad[0]} is out of range for {model_id}: valid layers are 0..{num_layers}")
+    return sorted(set(layers))
 
 
 def default_device() -> str:
@@ -203,7 +207,6 @@ def load_model(spec: ModelSpec | str, home: str | Path | None = None) -> LoadedM
     source = spec.resolved_source(home_p)
     device = spec.device or default_device()
     extra: dict[str, Any] = {"source": source}
-    fp_cache: Path | None = None
     if source == "tiny":
         from pipeline.models.tiny import tiny_model
 
@@ -211,12 +214,11 @@ def load_model(spec: ModelSpec | str, home: str | Path | None = None) -> LoadedM
         model = model.to(_torch_dtype(spec.dtype, device))
     elif source in ("bundled", "gguf"):
         gguf = bundled_gguf() if source == "bundled" else Path(spec.id).expanduser()
-        model, tok, fp_cache = _load_gguf(gguf, spec, device, home_p)
+        model, tok, _cache = _load_gguf(gguf, spec, device, home_p)
         extra["gguf"] = str(gguf)
         extra["hf_name"] = BUNDLED_HF_NAME if source == "bundled" else gguf.stem
     elif source == "registered":
-        fp_cache = home_p / "models" / spec.id
-        model, tok = _load_dir(fp_cache, spec, device)
+        model, tok = _load_dir(home_p / "models" / spec.id, spec, device)
     else:
         model, tok = _load_dir(Path(spec.id).expanduser(), spec, device)
     model.to(device)
@@ -225,20 +227,74 @@ def load_model(spec: ModelSpec | str, home: str | Path | None = None) -> LoadedM
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
     adapter = adapter_for(model)
-    fingerprint = _cached_fingerprint(model, fp_cache)
-    return LoadedModel(model=model, tokenizer=tok, spec=spec, fingerprint=fingerprint,
+    ident = _cached_identity(model, adapter, identity_file(spec, home_p))
+    return LoadedModel(model=model, tokenizer=tok, spec=spec, fingerprint=ident.fingerprint,
                        adapter=adapter, extra=extra)
 
 
-def _cached_fingerprint(model: Any, cache: Path | None) -> str:
-    """Fingerprints of cached weights are stored beside them (hashing 135M floats costs ~1 s)."""
-    if cache is None:
-        return fingerprint_model(model)
-    f = cache / "gnomon-fingerprint.json"
-    if f.is_file():
-        return str(json.loads(f.read_text())["fingerprint"])
-    fp = fingerprint_model(model)
-    tmp = f.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"fingerprint": fp}))
-    tmp.replace(f)
-    return fp
+@dataclass(frozen=True)
+class ModelIdentity:
+    """What the store and the catalog need to know about a model without loading it."""
+
+    fingerprint: str
+    num_layers: int
+    hidden_size: int
+
+
+def identity_file(spec: ModelSpec, home: Path) -> Path | None:
+    """Where a model's identity is kept beside (or, for a user's directory, for) its weights:
+    the converted-GGUF cache, the registered model's folder, or ``<home>/models/identities/``
+    keyed by the directory's path and its files' sizes and modification times. ``None`` for
+    ``tiny:`` models (built in memory)."""
+    source = spec.resolved_source(home)
+    if source == "tiny":
+        return None
+    if source in ("bundled", "gguf"):
+        gguf = bundled_gguf() if source == "bundled" else Path(spec.id).expanduser()
+        return _gguf_cache_dir(gguf, home) / "gnomon-fingerprint.json" if gguf.is_file() else None
+    if source == "registered":
+        return home / "models" / spec.id / "gnomon-fingerprint.json"
+    path = Path(spec.id).expanduser().resolve()
+    h = hashlib.sha256(str(path).encode())
+    for f in sorted(path.iterdir()):
+        if f.is_file():
+            st = f.stat()
+            h.update(f"{f.name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return home / "models" / "identities" / f"{h.hexdigest()[:24]}.json"
+
+
+def model_identity(spec: ModelSpec | str, home: str | Path | None = None) -> ModelIdentity | None:
+    """The identity recorded at an earlier load (no torch or transformers import, no weight
+    read), or ``None`` when the model was never loaded under this home. Lets a job that
+    finds everything already stored return without loading the model."""
+    spec = ModelSpec(id=spec) if isinstance(spec, str) else spec
+    try:
+        f = identity_file(spec, gnomon_home(home))
+        doc = json.loads(f.read_text()) if f is not None and f.is_file() else None
+    except (OSError, ValueError, GnomonError):
+        return None
+    if not doc or not all(k in doc for k in ("fingerprint", "num_layers", "hidden_size")):
+        return None
+    return ModelIdentity(str(doc["fingerprint"]), int(doc["num_layers"]), int(doc["hidden_size"]))
+
+
+def _cached_identity(model: Any, adapter: LayerAdapter, path: Path | None) -> ModelIdentity:
+    """Fingerprints of weights on disk are stored beside them (hashing 135M floats costs
+    ~1 s), with the layer count and width, so later runs can check the store without a load."""
+    n_layers, width = adapter.num_layers(model), int(model.config.hidden_size)
+    if path is None:
+        return ModelIdentity(fingerprint_model(model), n_layers, width)
+    doc = None
+    if path.is_file():
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            doc = None
+    fp = str(doc["fingerprint"]) if doc and "fingerprint" in doc else fingerprint_model(model)
+    ident = ModelIdentity(fp, n_layers, width)
+    if doc != {"fingerprint": fp, "num_layers": n_layers, "hidden_size": width}:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"fingerprint": fp, "num_layers": n_layers, "hidden_size": width}))
+        tmp.replace(path)
+    return ident

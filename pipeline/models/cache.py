@@ -1,0 +1,59 @@
+"""A per-process cache of loaded models, so one run loads each model once.
+
+A job that collects several concepts and then evaluates on the same checkpoint would
+otherwise load (and on first use convert) the same weights for every concept and stage.
+Models are kept by their :class:`ModelSpec` and gnomon home; the most recently used
+``GNOMON_MODEL_CACHE`` models (default 1) stay loaded, so a fleet walking through many
+checkpoints holds one at a time. Callers must not change the weights of a cached model
+(interventions go through hooks that are removed on exit, which is the rule anyway).
+
+>>> lm = cached_model("tiny:llama")            # doctest: +SKIP
+>>> cached_model("tiny:llama") is lm            # doctest: +SKIP
+True
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+from pipeline.home import gnomon_home
+from pipeline.models.loading import LoadedModel, ModelSpec, load_model
+
+__all__ = ["cached_model", "clear_model_cache"]
+
+_CACHE: OrderedDict[tuple[ModelSpec, str], LoadedModel] = OrderedDict()
+_LOCK = threading.Lock()
+
+
+def _capacity() -> int:
+    try:
+        return max(0, int(os.environ.get("GNOMON_MODEL_CACHE", "1")))
+    except ValueError:
+        return 1
+
+
+def cached_model(spec: ModelSpec | str, home: str | Path | None = None) -> LoadedModel:
+    """``load_model(spec, home)``, reusing this process's copy when there is one."""
+    spec = ModelSpec(id=spec) if isinstance(spec, str) else spec
+    key = (spec, str(gnomon_home(home)))
+    with _LOCK:  # one load at a time: two threads asking for the same model share it
+        lm = _CACHE.get(key)
+        if lm is not None:
+            _CACHE.move_to_end(key)
+            return lm
+        lm = load_model(spec, home)
+        cap = _capacity()
+        if cap:
+            _CACHE[key] = lm
+            while len(_CACHE) > cap:
+                _CACHE.popitem(last=False)
+        return lm
+
+
+def clear_model_cache() -> None:
+    """Drop every cached model (tests; freeing memory between fleets)."""
+    with _LOCK:
+        _CACHE.clear()
