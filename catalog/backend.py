@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
+
+from pipeline.types import GnomonError
 
 T = TypeVar("T")
 
@@ -125,3 +129,129 @@ def call_with_retries(fn: Callable[..., T], *args: Any, tries: int, backoff_s: f
                 raise Unreachable(tries, e) from e
             time.sleep(backoff_s * 2 ** i)
     raise AssertionError("unreachable")  # tries >= 1 is enforced by the caller
+
+
+# Tables every migrated MLflow 3 database has; alembic_version is stamped last.
+_CORE_TABLES = frozenset({"experiments", "runs", "registered_models", "model_versions", "alembic_version"})
+LOCK_WAIT_S = 120.0
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI, None for anything else."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def _catalog_state(path: Path) -> str:
+    """``missing``, ``ready`` (core tables and an alembic stamp), ``empty-partial`` (a
+    creation that died midway: no stamp, no runs or models) or ``partial-with-data``."""
+    if not path.exists():
+        return "missing"
+    if not path.is_file():
+        raise GnomonError(f"the catalog database {path} is not a file; move it away")
+    try:
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
+        try:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            stamped = "alembic_version" in tables and bool(
+                con.execute("SELECT version_num FROM alembic_version").fetchall())
+            if _CORE_TABLES <= tables and stamped:
+                return "ready"
+            rows = sum(con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # noqa: S608 (fixed names)
+                       for t in ("runs", "registered_models", "model_versions") if t in tables)
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as e:
+        raise GnomonError(f"the catalog database {path} is unreadable ({e}); move it away to start "
+                          "a new catalog") from None
+    return "partial-with-data" if rows else "empty-partial"
+
+
+class _FileLock:
+    """An exclusive ``flock`` on ``path``, waited for at most ``wait_s`` seconds."""
+
+    def __init__(self, path: Path, wait_s: float) -> None:
+        self.path, self.wait_s, self.fd = path, wait_s, -1
+
+    def __enter__(self) -> _FileLock:
+        import fcntl
+
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + self.wait_s
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return self
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(self.fd)
+                    raise GnomonError(f"another process has held {self.path} for {self.wait_s:.0f} s "
+                                      "while creating the catalog; try again") from None
+                time.sleep(0.05)
+
+    def __exit__(self, *exc: object) -> None:
+        import fcntl
+
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+
+
+def ensure_catalog(uri: str) -> None:
+    """Make sure a SQLite catalog exists and is complete before MLflow opens it.
+
+    MLflow creates its tables on first use in place, in steps: two processes doing that
+    at once, or one killed or out of disk midway, leave a database whose next opening
+    fails with "table ... already exists" forever. Here the migrations run into a
+    temporary database beside the target, under an exclusive lock file next to it
+    (``.<name>.lock``), and the finished file is renamed into place, so the path only
+    ever holds a complete catalog. A half-created one (no alembic stamp, no runs or
+    models) is moved aside to ``<name>.partial-<time>`` and recreated; one that holds
+    data is never touched. Failures (unwritable directory, full disk) are one-line
+    errors within seconds, instead of MLflow's minutes of engine retries.
+    """
+    path = sqlite_path(uri)
+    if path is None or _catalog_state(path) == "ready":
+        return
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        with _FileLock(parent / f".{path.name}.lock", LOCK_WAIT_S):
+            state = _catalog_state(path)
+            if state == "ready":
+                return
+            if state == "partial-with-data":
+                raise GnomonError(f"the catalog database {path} is incomplete but holds runs or models; "
+                                  "back it up and run `mlflow db upgrade` on it")
+            for stale in parent.glob(f".{path.name}.*.creating"):
+                stale.unlink(missing_ok=True)  # left by a creator that died (we hold the lock)
+            if state == "empty-partial":
+                path.replace(path.with_name(f"{path.name}.partial-{time.strftime('%Y%m%dT%H%M%S')}"))
+            tmp = parent / f".{path.name}.{uuid.uuid4().hex}.creating"
+            try:
+                _migrate(tmp)
+                fd = os.open(tmp, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+    except OSError as e:
+        raise GnomonError(f"cannot create the catalog database {path}: {e.strerror or e}") from None
+
+
+def _migrate(path: Path) -> None:
+    """Run MLflow's migrations into a new SQLite file at ``path`` (tracking and registry
+    share one schema)."""
+    import sqlalchemy.exc
+    from mlflow.store.db.utils import _initialize_tables, _verify_schema, create_sqlalchemy_engine
+
+    engine = create_sqlalchemy_engine(f"sqlite:///{path}")
+    try:
+        _initialize_tables(engine)
+        _verify_schema(engine)
+    except sqlalchemy.exc.OperationalError as e:
+        reason = str(e.orig) if getattr(e, "orig", None) is not None else short_error(e)
+        raise GnomonError(f"cannot create the catalog database at {path.parent}: {reason}") from None
+    finally:
+        engine.dispose()

@@ -37,8 +37,7 @@ class Registry:
         if self._client is None:
             from mlflow import MlflowClient
 
-            if self.tracking_uri.startswith("sqlite:///"):
-                Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            backend.ensure_catalog(self.tracking_uri)  # atomic first-time creation, repair
             self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
         return self._client
 

@@ -155,7 +155,8 @@ def run_shard(lm: Any, plan_spec: CollectSpec, dataset_name: str, task: ShardTas
     positions = check_positions(plan_spec.positions)
     key = (lm.model_id, lm.revision, dataset_name)
     todo = [layer for layer in layers
-            if not store.shard_complete(*key, layer, task.index, fingerprint=lm.fingerprint, positions=positions)]
+            if not store.shard_complete(*key, layer, task.index, fingerprint=lm.fingerprint, positions=positions,
+                                        ids=task.ids)]
     res = ShardResult(index=task.index, skipped_layers=len(layers) - len(todo))
     if not todo:
         if progress is not None:
@@ -215,7 +216,7 @@ def _incomplete(plan: CollectPlan, model: str, revision: str, fingerprint: str, 
     store = ActivationStore(home)
     positions = check_positions(plan.spec.positions)
     return sum(not store.shard_complete(model, revision, plan.dataset_name, layer, t.index,
-                                        fingerprint=fingerprint, positions=positions)
+                                        fingerprint=fingerprint, positions=positions, ids=t.ids)
                for t in plan.shards for layer in layers)
 
 

@@ -99,7 +99,8 @@ def _fit_group(task: FitTask) -> Any:
     with StoreDB(task.home, memory_limit="1GB", threads=1) as db:
         sets = contrast_splits(db, model=task.model, revision=task.revision, dataset=task.dataset,
                                layer=task.layer, position=task.position, positive=task.positive,
-                               negative=task.negative, dtype=None)  # float16 as stored: fitting widens to float64
+                               negative=task.negative, dtype=None,  # float16 as stored: fitting widens to float64
+                               fingerprint=task.fingerprint)
     if "train" not in sets:
         raise GnomonError(f"dataset {task.dataset} has no train split rows for {task.positive}/{task.negative}")
     train = sets["train"]

@@ -43,7 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.store import check_name, model_slug
+from pipeline.store import ActivationStore, check_name, model_slug
 from pipeline.types import POSITIONS, GnomonError
 
 __all__ = ["StoreDB", "ContrastSet", "contrast_set", "contrast_splits"]
@@ -59,30 +59,60 @@ _EMPTY_EXAMPLES = ("SELECT NULL::VARCHAR AS id, NULL::VARCHAR AS text, NULL::VAR
                    "NULL::VARCHAR AS dataset WHERE false")
 
 
+_GLOB = re.compile(r"[*?\[{]")
+
+
 def _read_only_fs(root: Path) -> Any:
-    """An fsspec filesystem that can only open files under ``root`` for reading.
+    """An fsspec filesystem that can only list and open, for reading, what is under ``root``.
 
     DuckDB's own local filesystem is disabled on the connection, so this is the only way
-    it can touch files: COPY, ATTACH or EXPORT into the store fail at the filesystem.
+    it can touch files: COPY, ATTACH or EXPORT into the store fail at the filesystem, and
+    ``glob('gnomon-store:///**')`` or ``read_text('gnomon-store:///etc/passwd')`` are
+    refused because every path (a glob's literal prefix included) must lie under the root.
+    Symbolic links are not listed and a link is only opened when its target is inside.
+    The last refusal is kept in ``refused`` so the caller can report it in one line
+    (DuckDB wraps a Python exception in a traceback).
     """
     from fsspec.implementations.local import LocalFileSystem
 
+    def inside(path: str) -> bool:
+        if ".." in path.split("/"):
+            return False
+        wild = _GLOB.search(path)
+        base = path if wild is None else (path[:wild.start()].rpartition("/")[0] or "/")
+        try:
+            resolved = Path(base).resolve()
+        except (OSError, RuntimeError):
+            return False
+        return resolved == root or resolved.is_relative_to(root)
+
     class ReadOnlyStoreFS(LocalFileSystem):
         protocol = (_PROTO,)
+        refused: str | None = None
 
         @classmethod
         def _strip_protocol(cls, path: Any) -> Any:
             path = str(path)
-            return super()._strip_protocol(path[len(_PROTO) + 3:] if path.startswith(_PROTO + "://") else path)
+            stripped = super()._strip_protocol(path[len(_PROTO) + 3:] if path.startswith(_PROTO + "://") else path)
+            if not inside(stripped):
+                cls.refused = f"{path} is outside the gnomon store {root}: only files under it can be read"
+                raise PermissionError(cls.refused)
+            return stripped
+
+        def ls(self, path: Any, detail: bool = False, **kwargs: Any) -> Any:
+            infos = [i for i in super().ls(path, detail=True, **kwargs) if not i.get("islink")]
+            return infos if detail else [i["name"] for i in infos]
 
         def _open(self, path: Any, mode: str = "rb", **kwargs: Any) -> Any:
             real = Path(self._strip_protocol(path)).resolve()
             if mode != "rb" or not real.is_relative_to(root):
-                raise PermissionError(f"the gnomon store is read-only here ({mode} {path})")
+                type(self).refused = f"the gnomon store is read-only and confined to {root} ({mode} {path})"
+                raise PermissionError(type(self).refused)
             return super()._open(str(real), mode, **kwargs)
 
         def _refuse(self, *args: Any, **kwargs: Any) -> None:
-            raise PermissionError("the gnomon store is read-only here")
+            type(self).refused = "the gnomon store is read-only here"
+            raise PermissionError(type(self).refused)
 
         mkdir = makedirs = rm = rm_file = mv = cp_file = touch = rmdir = _refuse  # type: ignore[assignment]
 
@@ -113,15 +143,28 @@ class StoreDB:
         self.threads = int(threads or os.cpu_count() or 1)
         config["threads"] = self.threads
         self.con = duckdb.connect(config=config)
-        self.con.register_filesystem(_read_only_fs(self.root))
+        self.fs = _read_only_fs(self.root)
+        self.con.register_filesystem(self.fs)
+        shards, self.skipped = ActivationStore(self.root).valid_shards()
         base = f"{_PROTO}://{self.root}"
-        if any((self.root / "activations").glob("**/*.parquet")):
-            acts = (f"SELECT * FROM read_parquet('{base}/activations/**/*.parquet', hive_partitioning=true, "
+        examples = []
+        for f in sorted((self.root / "examples").glob("*/examples.parquet")):
+            why = _unreadable_examples(f)
+            if why:
+                self.skipped.append(why)
+            else:
+                examples.append(f"{_PROTO}://{f}")
+        # Paths are bound (as variables), never pasted into SQL: a home path may hold a quote.
+        self.con.execute("SET VARIABLE gnomon_shards = $files",
+                         {"files": [f"{base}/{m['path']}" for m in shards]})
+        self.con.execute("SET VARIABLE gnomon_examples = $files", {"files": examples})
+        if shards:
+            acts = ("SELECT * FROM read_parquet(getvariable('gnomon_shards'), hive_partitioning=true, "
                     f"filename=true, file_row_number=true, {_HIVE})")
         else:
             acts = _EMPTY_ACTS
-        if any((self.root / "examples").glob("*/examples.parquet")):
-            exs = (f"SELECT * FROM read_parquet('{base}/examples/*/examples.parquet', hive_partitioning=true, "
+        if examples:
+            exs = ("SELECT * FROM read_parquet(getvariable('gnomon_examples'), hive_partitioning=true, "
                    "hive_types={'dataset': 'VARCHAR'})")
         else:
             exs = _EMPTY_EXAMPLES
@@ -138,12 +181,17 @@ class StoreDB:
         """
         import duckdb
 
+        type(self.fs).refused = None
         try:
             rel = self.con.sql(sql, params=params)
             if rel is None:
                 return pa.table({})
             return (rel.limit(limit) if limit else rel).to_arrow_table()
-        except duckdb.PermissionException as e:
+        except duckdb.Error as e:
+            if type(self.fs).refused:
+                raise GnomonError(f"query refused: {type(self.fs).refused}") from None
+            if not isinstance(e, duckdb.PermissionException):
+                raise
             raise GnomonError(f"DuckDB needed a file outside the read-only store: the statement writes "
                               f"(refused), or it needs more than memory_limit={self.memory_limit} (spilling "
                               f"to disk is off on this connection). {str(e).splitlines()[0]}") from None
@@ -215,15 +263,33 @@ def _q(db: StoreDB, sql: str, params: dict) -> pa.Table:
     return db.query(sql, {k: v for k, v in params.items() if k in used})
 
 
-def _shards(db: StoreDB, p: dict) -> list[Path]:
-    """The layer's shard files, straight from the hive layout (no scan of other layers)."""
-    data = db.root / "activations" / f"model={p['model']}" / f"revision={p['revision']}" / f"dataset={p['dataset']}"
-    files = sorted((data / f"layer={p['layer']}").glob("*.parquet"))
-    if not files:
-        stored = sorted(int(d.name[6:]) for d in data.glob("layer=*") if d.name[6:].isdigit() and any(d.glob("*.parquet")))
+def _unreadable_examples(path: Path) -> str | None:
+    """Why an ``examples.parquet`` cannot back the ``examples`` view, or None."""
+    try:
+        if path.is_symlink() or not path.is_file():
+            return f"{path} is not a regular file"
+        names = set(pq.read_schema(path).names)
+    except (OSError, pa.ArrowException) as e:
+        return f"{path} is not readable Parquet ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+    missing = {"id", "label", "pair", "split", "text", "messages"} - names
+    return f"{path} lacks columns {sorted(missing)}" if missing else None
+
+
+def _shards(db: StoreDB, p: dict, fingerprint: str | None) -> list[Path]:
+    """The layer's verified shard files (manifest, checksum and fingerprint hold; one
+    shard layout: see ``ActivationStore.valid_shards``). A shard that fails its checks
+    is an error, not a silently smaller contrast set."""
+    store = ActivationStore(db.root)
+    found, problems = store.valid_shards(p["model"], p["revision"], p["dataset"], p["layer"], fingerprint)
+    if problems:
+        raise GnomonError(f"{problems[0]}; run the collection again to redo it")
+    if not found:
+        stored = sorted({m["layer"] for m in store.valid_shards(p["model"], p["revision"], p["dataset"],
+                                                                 fingerprint=fingerprint)[0]})
+        fp = f" with fingerprint {fingerprint}" if fingerprint else ""
         raise GnomonError(f"nothing in the store {db.root} for model {p['model']} revision {p['revision']} dataset "
-                          f"{p['dataset']} layer {p['layer']}; stored layers: {stored or 'none'}")
-    return files
+                          f"{p['dataset']} layer {p['layer']}{fp}; stored layers: {stored or 'none'}")
+    return [store.root / m["path"] for m in found]
 
 
 def _stamp(files: list[Path]) -> list[tuple[int, int, int]]:
@@ -304,7 +370,8 @@ def _params(model: str, revision: str, dataset: str, layer: int, position: str,
 
 def contrast_set(db: StoreDB, *, model: str, revision: str, dataset: str, layer: int, position: str,
                  positive: str, negative: str, split: str | None, paired: bool | None = None,
-                 balance: bool = True, seed: int = 0, dtype: str | None = "float32") -> ContrastSet:
+                 balance: bool = True, seed: int = 0, dtype: str | None = "float32",
+                 fingerprint: str | None = None) -> ContrastSet:
     """The contrast set of one concept at one layer and position (see the module doc).
 
     ``paired=None`` pairs iff every selected row has a ``pair`` and every pair holds one
@@ -312,17 +379,20 @@ def contrast_set(db: StoreDB, *, model: str, revision: str, dataset: str, layer:
     ignores pairs. ``balance`` (unpaired only) downsamples the larger class by a seeded
     hash order; ``dropped`` counts the rows removed either way. ``dtype`` is the vectors'
     dtype (``"float32"``, ``"float16"``, or ``None`` for the stored one, which skips the
-    conversion: fitting methods widen to float64 themselves).
+    conversion: fitting methods widen to float64 themselves). ``fingerprint`` restricts
+    the read to shards collected from those weights (default: the newest collection's).
     """
     return contrast_splits(db, model=model, revision=revision, dataset=dataset, layer=layer, position=position,
                            positive=positive, negative=negative, splits=(split,), paired=paired,
-                           balance=balance, seed=seed, skip_empty=False, dtype=dtype)[split]
+                           balance=balance, seed=seed, skip_empty=False, dtype=dtype,
+                           fingerprint=fingerprint)[split]
 
 
 def contrast_splits(db: StoreDB, *, model: str, revision: str, dataset: str, layer: int, position: str,
                     positive: str, negative: str, splits: Sequence[str | None] = ("train", "val", "test"),
                     paired: bool | None = None, balance: bool = True, seed: int = 0,
-                    skip_empty: bool = True, dtype: str | None = "float32") -> dict[str | None, ContrastSet]:
+                    skip_empty: bool = True, dtype: str | None = "float32",
+                    fingerprint: str | None = None) -> dict[str | None, ContrastSet]:
     """One contrast set per split, from one selection query and one pass over the shards.
 
     A split with no rows at all is left out when ``skip_empty`` (a dataset may have no
@@ -333,7 +403,7 @@ def contrast_splits(db: StoreDB, *, model: str, revision: str, dataset: str, lay
     if dtype not in (None, "float16", "float32"):
         raise GnomonError(f"dtype {dtype!r} must be 'float32', 'float16' or None (as stored)")
     p = _params(model, revision, dataset, layer, position, positive, negative, seed)
-    files = _shards(db, p)
+    files = _shards(db, p, fingerprint)
     before = _stamp(files)
     named = [s for s in splits if s is not None]
     sel = _q(db, _SEL, {**p, "files": [f"{_PROTO}://{f}" for f in files], "all_rows": len(named) < len(splits),

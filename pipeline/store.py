@@ -48,7 +48,7 @@ import pyarrow.parquet as pq
 from pipeline.types import POSITIONS, SPLITS, GnomonError
 
 __all__ = ["ActivationStore", "ShardRecord", "activation_table", "model_slug", "sha256_file", "vectors_to_numpy",
-           "check_name", "EXAMPLE_SCHEMA"]
+           "check_name", "ids_digest", "EXAMPLE_SCHEMA"]
 
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 _DTYPES = {"float16": pa.float16(), "float32": pa.float32()}
@@ -156,6 +156,29 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def ids_digest(ids: Sequence[str]) -> str:
+    """The identity of a shard's example set: sha256 of its sorted, distinct ids.
+
+    A shard is the (layer, index) file *and* the examples it holds: a rerun with another
+    shard size cuts different example sets under the same indices, so completeness and
+    reading both compare this digest, never the index alone.
+    """
+    return hashlib.sha256("\n".join(sorted(set(ids))).encode()).hexdigest()
+
+
+# sha256 of files already verified in this process, keyed by what a rewrite or an edit
+# changes (inode, mtime, size): readers verify every shard they read, once.
+_VERIFIED: dict[tuple[str, int, int, int], str] = {}
+
+
+def _verified_sha(path: Path) -> str:
+    st = path.stat()
+    key = (str(path), st.st_ino, st.st_mtime_ns, st.st_size)
+    if key not in _VERIFIED:
+        _VERIFIED[key] = sha256_file(path)
+    return _VERIFIED[key]
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -255,30 +278,50 @@ class ActivationStore:
             row_group_size=65536))
         size, digest = path.stat().st_size, sha256_file(path)
         ids = sorted(set(table.column("example_id").to_pylist()))
+        self._drop_overlapping(model, revision, dataset, layer, shard, set(ids))
         record = {
             "model": model, "model_slug": model_slug(model), "revision": revision, "dataset": dataset,
             "layer": int(layer), "shard": int(shard), "path": str(path.relative_to(self.root)),
             "rows": table.num_rows, "bytes": size, "sha256": digest, "fingerprint": fingerprint,
             "positions": wanted, "dtype": "float16" if act_type.value_type == pa.float16() else "float32",
             "hidden_size": act_type.list_size,
-            "ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "ids_sha256": ids_digest(ids), "ids": ids,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "created_ns": time.time_ns(),
         }
         _atomic_write(mpath, lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
         return ShardRecord(path=path, rows=table.num_rows, bytes=size, sha256=digest)
 
     def shard_complete(self, model: str, revision: str, dataset: str, layer: int, shard: int, *,
-                       fingerprint: str, positions: Sequence[str], verify: bool = True) -> bool:
+                       fingerprint: str, positions: Sequence[str], verify: bool = True,
+                       ids: Sequence[str] | None = None) -> bool:
         """True when the manifest and the file agree (size, and sha256 if ``verify``),
-        the fingerprint matches and the shard's positions cover ``positions``."""
+        the fingerprint matches, the shard's positions cover ``positions`` and, given
+        ``ids``, the shard holds exactly that example set (see :func:`ids_digest`)."""
         wanted = _check_positions(positions)
         m = _load_json(self.manifest_path(model, revision, dataset, layer, shard))
         path = self.shard_path(model, revision, dataset, layer, shard)
         if m is None or m.get("fingerprint") != fingerprint or not set(wanted) <= set(m.get("positions", [])):
             return False
-        if not path.is_file() or path.stat().st_size != m.get("bytes"):
+        if ids is not None and m.get("ids_sha256") != ids_digest(ids):
+            return False
+        if path.is_symlink() or not path.is_file() or path.stat().st_size != m.get("bytes"):
             return False
         return not verify or sha256_file(path) == m.get("sha256")
+
+    def _drop_overlapping(self, model: str, revision: str, dataset: str, layer: int, shard: int,
+                          ids: set[str]) -> None:
+        """Remove the layer's other shards that hold any of ``ids`` (left by a run with
+        another shard size): manifest first, so a crash in between leaves no counted shard."""
+        for mp in self._part("manifests", model, revision, dataset, layer).glob("part-*.json"):
+            m = _load_json(mp)
+            other = m.get("shard") if isinstance(m, dict) else None
+            if other == shard or not isinstance(other, int) or isinstance(other, bool):
+                continue
+            held = m.get("ids")
+            if isinstance(held, list) and ids.isdisjoint(map(str, held)):
+                continue
+            mp.unlink(missing_ok=True)
+            self.shard_path(model, revision, dataset, layer, other).unlink(missing_ok=True)
 
     def manifest(self, model: str | None = None, revision: str | None = None,
                  dataset: str | None = None) -> list[dict]:
@@ -288,8 +331,76 @@ class ActivationStore:
             f"revision={check_name(revision, 'revision') if revision is not None else '*'}",
             f"dataset={check_name(dataset, 'dataset') if dataset is not None else '*'}",
             "layer=*", "part-*.json"])
-        found = [m for p in (self.root / "manifests").glob(pattern) if (m := _load_json(p)) is not None]
+        found = [m for p in (self.root / "manifests").glob(pattern)
+                 if isinstance(m := _load_json(p), dict) and _manifest_keys(m)]
         return sorted(found, key=lambda m: (m["model_slug"], m["revision"], m["dataset"], m["layer"], m["shard"]))
+
+    def valid_shards(self, model: str | None = None, revision: str | None = None, dataset: str | None = None,
+                     layer: int | None = None, fingerprint: str | None = None) -> tuple[list[dict], list[str]]:
+        """The shards a reader may use, and why others were left out.
+
+        A shard counts when its manifest parses, names the file at its own canonical path
+        (a regular file, not a link), size and sha256 hold, and its fingerprint is
+        ``fingerprint`` (default: the fingerprint of the newest manifest of that model,
+        revision and dataset: a re-collection after the weights changed supersedes the
+        old rows). Among counting shards of one layer, newest first, a shard whose
+        examples overlap an already chosen one is left out, so every example has one row
+        per position however many shard layouts were ever written. Returns
+        ``(manifests, problems)``; ``problems`` names each shard that failed a check.
+        """
+        problems: list[str] = []
+        found: list[tuple[int, dict]] = []
+        for m in self.manifest(model, revision, dataset):
+            if layer is not None and m.get("layer") != layer:
+                continue
+            why = self._check_manifest(m)
+            if why:
+                problems.append(why)
+                continue
+            found.append((int(m.get("created_ns") or 0), m))
+        found.sort(key=lambda t: (t[0], t[1]["shard"]), reverse=True)
+        fps: dict[tuple[str, str, str], str] = {}
+        taken: dict[tuple[str, str, str, int], set[str]] = {}
+        out = []
+        for _, m in found:
+            group = (m["model_slug"], m["revision"], m["dataset"])
+            want = fingerprint if fingerprint is not None else fps.setdefault(group, m["fingerprint"])
+            if m["fingerprint"] != want:
+                continue
+            ids = set(m["ids"])
+            seen = taken.setdefault((*group, m["layer"]), set())
+            if not ids.isdisjoint(seen):
+                continue  # superseded by a newer layout
+            seen |= ids
+            out.append(m)
+        out.sort(key=lambda m: (m["model_slug"], m["revision"], m["dataset"], m["layer"], m["shard"]))
+        return out, problems
+
+    def _check_manifest(self, m: dict) -> str | None:
+        """Why manifest ``m`` cannot be read from, or None (fills in ``ids`` if missing)."""
+        try:
+            slug, rev, ds = m["model_slug"], m["revision"], m["dataset"]
+            layer, shard = _check_int(m["layer"], "layer"), _check_int(m["shard"], "shard")
+            if not isinstance(m["fingerprint"], str) or not isinstance(m["sha256"], str):
+                raise GnomonError("fingerprint/sha256 are not strings")
+            path = self.shard_path(slug, rev, ds, layer, shard)
+        except (KeyError, TypeError, ValueError, GnomonError) as e:
+            return f"manifest {m.get('path', '?')} is malformed ({e})"
+        where = path.relative_to(self.root)
+        if model_slug(slug) != slug or m.get("path") != str(where):
+            return f"manifest for {where} names another file ({m.get('path')!r})"
+        try:
+            if path.is_symlink() or not path.is_file():
+                return f"{where} is missing or not a regular file"
+            if path.stat().st_size != m.get("bytes") or _verified_sha(path) != m["sha256"]:
+                return f"{where} does not match its manifest checksum"
+            if not isinstance(m.get("ids"), list):  # manifests from before ids were recorded
+                col = pq.read_table(path, columns=["example_id"]).column("example_id")
+                m["ids"] = sorted(set(col.to_pylist()))
+        except (OSError, pa.ArrowException) as e:
+            return f"{where} cannot be read ({e})"
+        m["ids"] = [str(x) for x in m["ids"]]
+        return None
 
     def layers(self, model: str, revision: str, dataset: str) -> list[int]:
         return sorted({m["layer"] for m in self.manifest(model, revision, dataset)})
@@ -298,7 +409,7 @@ class ActivationStore:
                    position: str = "last") -> tuple[list[str], np.ndarray]:
         """All rows of one layer at one position: ids and (n, d) float32 vectors, in shard order."""
         _check_positions([position])
-        shards = [m for m in self.manifest(model, revision, dataset) if m["layer"] == layer]
+        shards, _ = self.valid_shards(model, revision, dataset, layer)
         if not shards:
             raise GnomonError(f"no shards for {model} {revision} {dataset} layer {layer}; "
                               f"stored layers: {self.layers(model, revision, dataset)}")
@@ -309,15 +420,22 @@ class ActivationStore:
 
     def summary(self, model: str | None = None, revision: str | None = None,
                 dataset: str | None = None) -> dict:
-        ms = self.manifest(model, revision, dataset)
+        ms, _ = self.valid_shards(model, revision, dataset)
         return {"rows": sum(m["rows"] for m in ms), "bytes": sum(m["bytes"] for m in ms), "files": len(ms)}
+
+
+def _manifest_keys(m: dict) -> bool:
+    """The sort keys are there with their types (a hand-edited manifest is skipped)."""
+    return (all(isinstance(m.get(k), str) for k in ("model_slug", "revision", "dataset"))
+            and all(isinstance(m.get(k), int) and not isinstance(m.get(k), bool) for k in ("layer", "shard")))
 
 
 def _load_json(path: Path) -> dict | None:
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError):
         return None
+    return doc if isinstance(doc, dict) else None
 
 
 def _check_shard_table(table: pa.Table, positions: list[str]) -> pa.FixedSizeListType:
