@@ -12,9 +12,9 @@ fleet run and walk away. What travels with the job (its *runtime environment*):
   writes under its temporary working folder, and ``submit`` warns.
 
 Inside the job Ray sets ``RAY_ADDRESS``, so ``gnomon run`` joins the cluster instead of
-starting a local Ray. ``ensure_ray`` passes its own ``env_vars`` to ``ray.init``; Ray
-refuses to merge a job's and a driver's value for the same variable unless
-``RAY_OVERRIDE_JOB_RUNTIME_ENV=1``, which the job therefore sets.
+starting a local Ray. Ray refuses to start a job's driver whose ``ray.init`` names an
+environment variable the job names too, so ``ensure_ray`` leaves out its defaults that
+the job already sets (``jobs/ray_runtime.py``).
 
 Address resolution differs from Ray's client on purpose: an explicit ``--address`` wins
 over ``RAY_API_SERVER_ADDRESS`` / ``RAY_ADDRESS`` (Ray's client lets the environment win).
@@ -94,7 +94,6 @@ def job_env(extra: Sequence[str] = (), tracking_uri: str | None = None,
         if not sep or not key or not key.replace("_", "").isalnum() or key[0].isdigit():
             raise GnomonError(f"--env {item!r}: use KEY=VALUE with a variable name as KEY")
         env[key] = value
-    env["RAY_OVERRIDE_JOB_RUNTIME_ENV"] = "1"
     return env
 
 
