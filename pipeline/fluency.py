@@ -29,7 +29,7 @@ import torch
 from pipeline.direction import Direction
 from pipeline.models.loading import LoadedModel
 
-__all__ = ["FLUENCY_KL", "GRID", "FluencyBound", "fluency_bound", "likelihood_preference",
+__all__ = ["FLUENCY_KL", "GRID", "FluencyBound", "fluency_bound", "measure_kl", "likelihood_preference",
            "DoseResponse", "dose_response", "DEFAULT_UNIT", "DEFAULT_FRACTION"]
 
 FLUENCY_KL = 1.0
@@ -64,12 +64,8 @@ def fluency_bound(lm: LoadedModel, direction: Direction, prompts: Sequence[str],
                   force: bool = False, extra: Sequence[float] = ()) -> FluencyBound:
     """Walk the grid upwards until the KL passes ``kl_max`` (KL grows with |s|, so the walk
     stops early); strengths in ``extra`` (e.g. the one the user asked for) are measured too."""
-    from pipeline.evaluate import next_token_kl
-    from pipeline.steer import add
-
     def kl(s: float) -> float:
-        return max(next_token_kl(lm, prompts, [add(lm, direction, sign * s, unit, force=force)], chat=chat)  # type: ignore[arg-type]
-                   for sign in (1.0, -1.0))
+        return measure_kl(lm, direction, prompts, s, unit, chat=chat, force=force)
 
     kls: dict[float, float] = {}
     bound = 0.0
@@ -82,6 +78,16 @@ def fluency_bound(lm: LoadedModel, direction: Direction, prompts: Sequence[str],
         if abs(float(s)) not in kls and s != 0:
             kls[abs(float(s))] = kl(abs(float(s)))
     return FluencyBound(unit=unit, bound=bound, kl_max=kl_max, kls=kls)
+
+
+def measure_kl(lm: LoadedModel, direction: Direction, prompts: Sequence[str], strength: float,
+               unit: str = DEFAULT_UNIT, chat: bool = False, force: bool = False) -> float:
+    """Mean next-token KL of adding the direction at ``+strength`` or ``-strength``, whichever is larger."""
+    from pipeline.evaluate import next_token_kl
+    from pipeline.steer import add
+
+    return max(next_token_kl(lm, prompts, [add(lm, direction, sign * strength, unit, force=force)], chat=chat)  # type: ignore[arg-type]
+               for sign in (1.0, -1.0))
 
 
 def likelihood_preference(lm: LoadedModel, pos_texts: Sequence[str], neg_texts: Sequence[str],
