@@ -11,7 +11,7 @@ import argparse
 import json
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from catalog import Catalog, DirectionRecord
@@ -47,11 +47,28 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     sub.add_parser("register-pending", help="retry registrations that failed earlier")
 
 
-def run(args: argparse.Namespace) -> int:
+def _reader(tracking_uri: str | None) -> Any:
+    """The local SQLite catalog read without MLflow (fast), else a :class:`Catalog`."""
+    from catalog.backend import resolve_tracking_uri
+    from catalog.fast import SQLiteReader
+    from pipeline.home import gnomon_home
+
+    fast = SQLiteReader.for_uri(resolve_tracking_uri(tracking_uri, gnomon_home()))
+    if fast is not None:
+        return fast
     from catalog import Catalog
 
-    cat = Catalog(tracking_uri=args.tracking_uri)
+    return Catalog(tracking_uri=tracking_uri)
+
+
+def run(args: argparse.Namespace) -> int:
     action = args.catalog_command
+    if action in ("ls", "show"):
+        cat: Any = _reader(args.tracking_uri)
+    else:
+        from catalog import Catalog
+
+        cat = Catalog(tracking_uri=args.tracking_uri)
     if action == "ls":
         recs = cat.search(concept=args.concept, model=args.model, method=args.method,
                           layer=args.layer)
