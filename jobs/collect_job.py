@@ -268,7 +268,8 @@ def run_collection(spec: CollectSpec, executor: Any = None, home: Any = None, sh
     layers = check_layers(list(spec.layers) if spec.layers is not None else None, ident.num_layers, spec.model)
     plan = plan_collection(spec, home_p)
     todo = _incomplete(plan, spec.model, spec.revision, ident.fingerprint, layers, home_p)
-    executor_name, choice = "none", "everything already stored"
+    executor_name, choice = "none", "none (everything already stored)"
+    t_run = time.perf_counter()
     if todo:
         executor = executor or make_executor("auto")
         results = _run(plan, executor, home_p, show_progress, lm, executor_kw)
@@ -276,12 +277,14 @@ def run_collection(spec: CollectSpec, executor: Any = None, home: Any = None, sh
         choice = getattr(executor, "choice", executor_name)
     else:  # everything is stored: no executor, no model load
         results = [ShardResult(index=t.index, skipped_layers=len(layers)) for t in plan.shards]
+    t_done = time.perf_counter()
     summary: dict[str, Any] = summarize(results)
     store = ActivationStore(home_p)
     summary.update({
         "model": spec.model, "revision": spec.revision, "dataset": plan.dataset_name,
         "dataset_hash": plan.dataset_hash, "executor": executor_name, "executor_choice": choice,
         "seconds": round(time.perf_counter() - t0, 3),
+        "collect_seconds": round(t_done - t_run, 3),  # executor only: model loads, forwards, writes
         "store": str(home_p / "activations" / f"model={model_slug(spec.model)}" / f"revision={spec.revision}"
                      / f"dataset={plan.dataset_name}"),
         "stored": store.summary(spec.model, spec.revision, plan.dataset_name),

@@ -251,7 +251,8 @@ def run_fit(spec: FitSpec, executor: Any = None, home: Any = None, catalog: Any 
                      "ref": rec.ref if rec is not None else None})
     return {"concept": ds.name, "model": spec.model, "revision": spec.revision, "positive": positive,
             "negative": negative, "groups": len(tasks), "executor": getattr(executor, "name", "?"),
-            "collect": {k: collected[k] for k in ("written_files", "skipped_files", "rows", "seconds")},
+            "executor_choice": getattr(executor, "choice", getattr(executor, "name", "?")),
+            "collect": {k: collected[k] for k in ("written_files", "skipped_files", "rows", "seconds", "executor_choice")},
             "seconds": {"collect": round(t_collect, 3), "fit": round(t_fit, 3), "select": round(t_select, 3),
                         "total": round(time.perf_counter() - t0, 3)},
             "sweep": str(sweep_path), "registered": len(records), "best": best, "aliases": aliases,

@@ -68,8 +68,13 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
     else:
         mb = summary["bytes"] / 2**20
-        print(f"collected {summary['examples']} examples ({summary['tokens']:,} tokens) on {summary['executor_choice']}: "
-              f"wrote {summary['written_files']} files, {summary['rows']:,} rows, {mb:.1f} MiB; "
-              f"skipped {summary['skipped_files']} complete files; {summary['seconds']:.1f} s")
+        if not summary["written_files"] and summary["executor"] == "none":
+            print(f"nothing to collect: all {summary['skipped_files']} files of {summary['dataset']} are stored "
+                  f"(no model loaded); {summary['seconds']:.1f} s")
+        else:
+            print(f"collected {summary['examples']} examples ({summary['tokens']:,} tokens) on "
+                  f"{summary['executor_choice']}: wrote {summary['written_files']} files, {summary['rows']:,} rows, "
+                  f"{mb:.1f} MiB; skipped {summary['skipped_files']} complete files; {summary['seconds']:.1f} s "
+                  f"({summary['collect_seconds']:.1f} s collecting)")
         print(f"store: {summary['store']}")
     return 0

@@ -47,8 +47,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
         return 0
     print(f"{summary['concept']} ({summary['positive']} vs {summary['negative']}) on {summary['model']}: "
-          f"{summary['groups']} fits in {summary['seconds']['fit']:.1f} s ({summary['executor']}), "
-          f"collection {summary['seconds']['collect']:.1f} s")
+          f"{summary['groups']} fits in {summary['seconds']['fit']:.1f} s ({summary['executor_choice']}), "
+          f"collection {summary['seconds']['collect']:.1f} s ({summary['collect']['executor_choice']})")
     print(f"{'method':<10} {'position':<8} {'layer':>5} {'val_auroc':>9} {'val_acc':>7} {'test_acc':>8} {'test_auroc':>10}  ref")
     for b in summary["best"]:
         print(f"{b['method']:<10} {b['position']:<8} {b['layer']:>5} {b.get('val_auroc', float('nan')):>9.3f} "
