@@ -8,7 +8,6 @@ writes them, for scripts; the table is for people.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -58,7 +57,9 @@ def run(args: argparse.Namespace) -> int:
         _print_records(recs, args.json)
     elif action == "show":
         rec = cat.resolve(args.ref)
-        print(json.dumps(rec.to_json(), indent=1) if args.json else _describe(rec))
+        from jobs.jsonout import dumps
+
+        print(dumps(rec.to_json(), indent=1) if args.json else _describe(rec))
     elif action == "alias":
         rec = cat.set_alias(args.ref, args.name)
         print(f"{rec.concept}@{args.name} -> {rec.ref}")
@@ -83,7 +84,9 @@ def _fmt(x: float | None) -> str:
 
 def _print_records(recs: Sequence[DirectionRecord], as_json: bool) -> None:
     if as_json:
-        print(json.dumps([r.to_json() for r in recs], indent=1))
+        from jobs.jsonout import dumps
+
+        print(dumps([r.to_json() for r in recs], indent=1))
         return
     if not recs:
         print("no directions match")
