@@ -128,8 +128,11 @@ class Registry:
     def update_best(self, concept: str, model: str, metric: str) -> None:
         """Point ``best-<model slug>`` and ``best`` at the model's highest-``metric`` version
         (ties: the newer version). No alias changes when no version has the metric."""
+        # at or below chance (AUROC/accuracy <= 0.5, d' <= 0) never gets an alias
+        chance = 0.0 if metric.endswith("dprime") else 0.5
         scored = [r for r in self.records(concept, {"model": model})
-                  if r.model == model and math.isfinite(r.metrics.get(metric, math.nan))]
+                  if r.model == model and math.isfinite(r.metrics.get(metric, math.nan))
+                  and r.metrics[metric] > chance]
         if not scored:
             return
         top = max(scored, key=lambda r: (r.metrics[metric], r.version))
