@@ -115,15 +115,16 @@ class Catalog:
         r = self._reg
         return Registry(uri, self.home, r.retries, r.backoff_s, r.timeout_s)
 
-    def register_pending(self) -> list[DirectionRecord]:
+    def register_pending(self, redirect: bool = False) -> list[DirectionRecord]:
         """Register every direction whose registration did not complete earlier, each in
-        the catalog its marker names (this catalog for markers that name none).
+        the catalog its marker names (this catalog for markers that name none, or for
+        all of them with ``redirect``: the original server is gone for good).
 
         Stops at once if a store does not answer; a direction MLflow refuses is skipped
         (its marker stays) and reported after the others are registered."""
         done, failed = [], []
         for marker, req in artifacts.read_pending(self.home):
-            reg = self._registry(req.tracking_uri)
+            reg = self._registry(None if redirect else req.tracking_uri)
             try:
                 if not Path(req.path).is_file():
                     raise GnomonError(f"{req.path} no longer exists")

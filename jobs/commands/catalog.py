@@ -43,7 +43,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     export.add_argument("file", help="destination, ending in .safetensors")
     export.add_argument("ref")
 
-    sub.add_parser("register-pending", help="retry registrations that failed earlier")
+    sub.add_parser("register-pending", help="retry registrations that failed earlier (each to the tracking "
+                   "URI it was meant for; with --tracking-uri, all to that one)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,12 +68,12 @@ def run(args: argparse.Namespace) -> int:
         path = cat.export(args.ref, args.file)
         print(f"wrote {path}")
     elif action == "register-pending":
-        _register_pending(cat)
+        _register_pending(cat, redirect=args.tracking_uri is not None)
     return 0
 
 
-def _register_pending(cat: Catalog) -> None:
-    recs = cat.register_pending()
+def _register_pending(cat: Catalog, redirect: bool = False) -> None:
+    recs = cat.register_pending(redirect=redirect)
     for r in recs:
         print(f"registered {r.ref}")
     print(f"{len(recs)} pending registration(s) completed")
