@@ -150,7 +150,7 @@ def run_shard(lm: Any, plan_spec: CollectSpec, dataset_name: str, task: ShardTas
                    batch_size=plan_spec.batch_size, max_length=plan_spec.max_length, progress=tick)
     for layer in todo:
         ex, pos, ti, acts = rows[layer].arrays()
-        table = activation_table(ex, pos, ti, acts, dtype=plan_spec.dtype)
+        table = activation_table(ex, pos, ti, acts, dtype=plan_spec.dtype, where=f"at layer {layer}")
         rec = store.write_shard(*key, layer, task.index, table, fingerprint=lm.fingerprint, positions=positions)
         res.rows += rec.rows
         res.bytes += rec.bytes
