@@ -59,13 +59,17 @@ class PendingRegistration:
     extra_tags: dict[str, str] = field(default_factory=dict)
     set_best: bool = True
     best_metric: str = "val_auroc"
+    tracking_uri: str | None = None
+    """The catalog this registration was meant for (None in markers written before it was
+    recorded: the catalog that reads the marker)."""
 
     @classmethod
     def of(cls, path: Path, curve: Mapping[str, Sequence[float]] | None,
-           extra_tags: Mapping[str, str] | None, set_best: bool, best_metric: str
-           ) -> PendingRegistration:
+           extra_tags: Mapping[str, str] | None, set_best: bool, best_metric: str,
+           tracking_uri: str | None = None) -> PendingRegistration:
         return cls(str(path), check_curve(curve) if curve else None,
-                   {str(k): str(v) for k, v in (extra_tags or {}).items()}, set_best, best_metric)
+                   {str(k): str(v) for k, v in (extra_tags or {}).items()}, set_best, best_metric,
+                   tracking_uri)
 
 
 def _pending_dir(home: Path) -> Path:
@@ -88,8 +92,12 @@ def read_pending(home: Path) -> list[tuple[Path, PendingRegistration]]:
     out = []
     for marker in sorted(_pending_dir(home).glob("*.json")):
         try:
-            out.append((marker, PendingRegistration(**json.loads(marker.read_text()))))
-        except (ValueError, TypeError) as e:
+            doc = json.loads(marker.read_text())
+            req = PendingRegistration(**doc)
+            if not isinstance(req.path, str) or not isinstance(req.tracking_uri, (str, type(None))):
+                raise TypeError("path and tracking_uri must be strings")
+            out.append((marker, req))
+        except (OSError, ValueError, TypeError, RecursionError) as e:
             raise GnomonError(f"pending registration {marker} is unreadable ({e}); delete it and "
                               "register its direction again") from e
     return out

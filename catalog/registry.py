@@ -8,7 +8,6 @@ which raises :class:`backend.Unreachable` when the store does not answer.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any

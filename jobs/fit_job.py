@@ -295,15 +295,16 @@ def _register(spec: FitSpec, directions: Sequence[Any], sweeps: dict[tuple[str, 
 
         catalog = Catalog(home=home)
     chosen = list(directions) if spec.register == "all" else [s["best"] for s in sweeps.values()]
-    out = {}
+    items = []
     for d in chosen:
         key = (d.provenance.method, d.provenance.position)
         extra = {"best_layer": str(sweeps[key]["best"].layer), "select_metric": sweeps[key]["select_metric"],
                  "num_layers": str(num_layers), "val_rows": str(d.provenance.split_sizes.get("val", 0))}
-        rec = catalog.register(d, curve=sweeps[key]["curve"], extra_tags=extra, set_best=True,
-                               best_metric=spec.select_metric)
-        out[(*key, d.layer)] = rec
-    return out
+        items.append((d, {"curve": sweeps[key]["curve"], "extra_tags": extra, "set_best": True,
+                          "best_metric": spec.select_metric}))
+    # every direction is saved (with its pending marker) before the first MLflow call
+    recs = catalog.register_many(items)
+    return {(d.provenance.method, d.provenance.position, d.layer): rec for d, rec in zip(chosen, recs, strict=True)}
 
 
 def with_layers(spec: FitSpec, layers: Sequence[int] | None) -> FitSpec:

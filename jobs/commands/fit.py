@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 
 from jobs.commands.collect import add_executor_args, parse_layers
 
@@ -41,10 +41,14 @@ def run(args: argparse.Namespace) -> int:
         from catalog import Catalog
 
         catalog = Catalog(tracking_uri=args.tracking_uri)
-    summary = run_fit(spec, make_executor(args.executor, args.ray_address, args.workers), catalog=catalog,
-                      show_progress=not args.json)
+    from jobs.jsonout import dumps, stdout_to_stderr
+
+    quiet = stdout_to_stderr() if args.json else contextlib.nullcontext()
+    with quiet:  # with --json, stdout carries the JSON only (MLflow prints its own lines)
+        summary = run_fit(spec, make_executor(args.executor, args.ray_address, args.workers), catalog=catalog,
+                          show_progress=not args.json)
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print(dumps(summary, indent=2))
         return 0
     print(f"{summary['concept']} ({summary['positive']} vs {summary['negative']}) on {summary['model']}: "
           f"{summary['groups']} fits in {summary['seconds']['fit']:.1f} s ({summary['executor_choice']}), "
