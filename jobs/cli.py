@@ -29,11 +29,22 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("gnomon")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gnomon",
         description="Find linear directions in neural networks, version them, and use them.")
-    parser.add_argument("--home", help="gnomon home (default: $GNOMON_HOME or ./gnomon-home)")
+    parser.add_argument("--home", help="gnomon home (default: $GNOMON_HOME, else the nearest ./gnomon-home "
+                        "in this directory or a parent, else ./gnomon-home)")
+    parser.add_argument("--version", action="version", version=f"gnomon {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     # Only the chosen command's module is imported; the others register a stub parser.
     chosen = next((a for a in argv if a in COMMANDS), None)
@@ -59,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         import os
 
         os.environ["GNOMON_HOME"] = args.home
+    from jobs.output import plain_environment
+
+    plain_environment()
     from pipeline.types import GnomonError
 
     try:

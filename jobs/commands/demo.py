@@ -8,7 +8,7 @@ import argparse
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--executor", choices=["ray", "local"], default=None, help="override the spec's executor")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print every stage's result as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
