@@ -26,6 +26,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "orthogonalize": ("jobs.commands.orthogonalize", "bake a direction's removal into the weights"),
     "export-gguf": ("jobs.commands.export_gguf", "write directions as a llama.cpp control vector"),
     "demo": ("jobs.commands.demo", "run the end-to-end demo on the bundled model"),
+    "store": ("jobs.commands.store", "list the activation store and remove orphaned shards"),
+    "plot": ("jobs.commands.plot", "per-layer curve figures and an HTML summary of a concept's fits"),
+    "ui": ("jobs.commands.ui", "start the MLflow UI on the local catalog"),
 }
 
 
