@@ -54,6 +54,12 @@ class Registry:
     @property
     def client(self) -> Any:
         if self._client is None:
+            import logging
+            import os
+
+            if not os.environ.get("GNOMON_VERBOSE"):  # migration notes and "View run" lines are MLflow's
+                for name in ("mlflow", "alembic"):
+                    logging.getLogger(name).setLevel(logging.WARNING)
             from mlflow import MlflowClient
 
             backend.ensure_catalog(self.tracking_uri)  # atomic first-time creation, repair

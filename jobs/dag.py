@@ -70,6 +70,17 @@ def _eval_ref(cat: Any, ev: EvaluateSection, model: str) -> str:
     return str(max(recs, key=lambda r: (r.metrics.get("val_auroc", 0.0), r.layer >= 1)).ref)
 
 
+def _check_before_start(spec: JobSpec, home: Path) -> None:
+    """What would otherwise fail after minutes of collecting and fitting: the datasets load,
+    and every concept that is evaluated has its neutral prompts (``<name>_neutral.txt``)."""
+    from pipeline.datasets import load_dataset, neutral_prompts
+
+    for concept in spec.fit.concepts:
+        load_dataset(concept, home=home)
+    for ev in spec.evaluate:
+        neutral_prompts(ev.concept, home=home)
+
+
 def run_job(spec: JobSpec, home: Any = None, tracking_uri: str | None = None, show_progress: bool = True,
             log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run every stage of ``spec``; returns {stage key: result summary}."""
@@ -84,6 +95,7 @@ def run_job(spec: JobSpec, home: Any = None, tracking_uri: str | None = None, sh
     home_p = gnomon_home(home)
     executor = make_executor(spec.executor, spec.ray_address)
     cat = Catalog(tracking_uri=tracking_uri, home=home_p)
+    _check_before_start(spec, home_p)
     results: dict[str, Any] = {}
     for model in spec.models:
         for concept in spec.fit.concepts:

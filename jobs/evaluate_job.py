@@ -129,6 +129,19 @@ def evaluate_checkpoint(task: EvalTask) -> EvalResult:
     return res
 
 
+def check_inputs(models: tuple[str, ...], concept: str, home: Path) -> None:
+    """Fail in a second, not after Ray has started and a model has loaded: every checkpoint
+    must resolve to something loadable and the concept must have neutral prompts."""
+    from pipeline.datasets import neutral_prompts
+    from pipeline.models import ModelSpec
+
+    for m in models:
+        src = ModelSpec(id=m).resolved_source(home)
+        if src == "gguf" and not Path(m).expanduser().is_file():
+            raise GnomonError(f"model file {m} does not exist")
+    neutral_prompts(concept or "direction", home=home)
+
+
 def run_evaluation(spec: EvalSpec, executor: Any = None, home: Any = None, tracking_uri: str | None = None,
                    show_progress: bool = False) -> dict[str, Any]:
     """Evaluate ``spec.ref`` on every checkpoint; writes ``<home>/evals/...json``."""
@@ -144,6 +157,7 @@ def run_evaluation(spec: EvalSpec, executor: Any = None, home: Any = None, track
     models = spec.models or (d.provenance.model_id,)
     if not models[0]:
         raise GnomonError("the direction names no model: pass --models")
+    check_inputs(models, d.provenance.concept, home_p)  # before any worker starts
     path = home_p / "evals" / "directions" / f"{d.provenance.concept or 'direction'}-{model_slug(d.provenance.model_id)}-L{d.layer}-{d.provenance.method}.safetensors"
     d.save(path)
     executor = executor or make_executor("auto")

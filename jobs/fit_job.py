@@ -239,7 +239,10 @@ def run_fit(spec: FitSpec, executor: Any = None, home: Any = None, catalog: Any 
         if spec.select_steer:
             from jobs.steer_select import select_steer
 
-            steer = select_steer(catalog, ds.name, spec.model, ds, positive, negative, home_p)
+            try:
+                steer = select_steer(catalog, ds.name, spec.model, ds, positive, negative, home_p)
+            except GnomonError as e:  # the fit and its registrations stand; only best-steer is missing
+                steer = {"alias": None, "reason": str(e), "candidates": []}
         aliases = alias_targets(catalog, ds.name, spec.model)
     t_select = time.perf_counter() - t2
     best = []
