@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "monitor": ("jobs.commands.monitor", "score generated tokens with directions (lie detector)"),
     "orthogonalize": ("jobs.commands.orthogonalize", "bake a direction's removal into the weights"),
     "export-gguf": ("jobs.commands.export_gguf", "write directions as a llama.cpp control vector"),
+    "report": ("jobs.commands.report", "measure how linear a concept is: probes, erasure, control, composition, verdict"),
     "demo": ("jobs.commands.demo", "run the end-to-end demo on the bundled model"),
 }
 

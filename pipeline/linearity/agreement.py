@@ -34,8 +34,8 @@ class Agreement:
     """Methods that produced a direction (a failing one is listed in ``failed``)."""
     cosine: list[list[float]]
     """(m, m) cosines between the methods' unit vectors (oriented: positive class higher)."""
-    mean_cosine: float
-    """Mean off-diagonal cosine (1: one direction; near 0: unrelated)."""
+    mean_cosine: float | None
+    """Mean off-diagonal cosine (1: one direction; near 0: unrelated); None with < 2 methods."""
     directions: dict[str, Direction]
     """The fitted directions (not serialised)."""
     val_auroc: dict[str, float]
@@ -70,6 +70,6 @@ def method_agreement(train: tuple[np.ndarray, np.ndarray], base: Provenance, *, 
     cos = vecs @ vecs.T
     off = cos[~np.eye(len(names), dtype=bool)]
     return Agreement(methods=names, cosine=[[round(float(c), 4) for c in row] for row in cos],
-                     mean_cosine=float(off.mean()) if off.size else 1.0, directions=dirs,
+                     mean_cosine=float(off.mean()) if off.size else None, directions=dirs,
                      val_auroc={m: float(d.metrics.get("val_auroc", float("nan"))) for m, d in dirs.items()},
                      failed=failed)

@@ -54,8 +54,9 @@ class Composition:
     """Reader kind -> (n, n) matrix, row = concept steered, column = reader."""
     pairs: list[dict[str, Any]]
     """One entry per pair: ``a``, ``b`` and per reader kind the error on each concept."""
-    additivity: dict[str, dict[str, float]]
-    """Reader kind -> concept -> worst additivity error over the pairs it is in."""
+    additivity: dict[str, dict[str, float | None]]
+    """Reader kind -> concept -> worst additivity error over the pairs it is in (None: the
+    reader never moved, so additivity is undefined)."""
 
     def to_json(self) -> dict[str, Any]:
         return {"concepts": self.concepts, "strength": self.strength, "cosine": self.cosine,
@@ -91,7 +92,8 @@ def composition(lm: LoadedModel, directions: Mapping[str, Direction], prompts: S
         return {k: {c: m[k][c] - base[k][c] for c in names} for k in m}
 
     single = {a: effect([add(lm, dirs[a], strength, unit, force=True)]) for a in names}  # type: ignore[arg-type]
-    pairs, worst = [], {k: {c: 0.0 for c in names} for k in readers}
+    pairs: list[dict[str, Any]] = []
+    worst: dict[str, dict[str, float | None]] = {k: {c: None for c in names} for k in readers}
     for a, b in itertools.combinations(names, 2):
         both = effect([mix(lm, [(dirs[a], strength), (dirs[b], strength)], unit, force=True)])  # type: ignore[arg-type]
         entry: dict[str, Any] = {"a": a, "b": b}
@@ -100,7 +102,7 @@ def composition(lm: LoadedModel, directions: Mapping[str, Direction], prompts: S
             entry[k] = {c: (round(e, 6) if np.isfinite(e) else None) for c, e in errs.items()}
             for c, e in errs.items():
                 if np.isfinite(e):
-                    worst[k][c] = max(worst[k][c], e)
+                    worst[k][c] = max(worst[k][c] or 0.0, e)
         pairs.append(entry)
     crosstalk = {}
     for k in readers:
@@ -111,4 +113,5 @@ def composition(lm: LoadedModel, directions: Mapping[str, Direction], prompts: S
         crosstalk[k] = mat
     cos = [[round(dirs[a].cosine(dirs[b]), 6) for b in names] for a in names]
     return Composition(concepts=names, strength=strength, cosine=cos, crosstalk=crosstalk, pairs=pairs,
-                       additivity={k: {c: round(v, 6) for c, v in w.items()} for k, w in worst.items()})
+                       additivity={k: {c: None if v is None else round(v, 6) for c, v in w.items()}
+                                   for k, w in worst.items()})

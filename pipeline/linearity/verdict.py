@@ -66,13 +66,11 @@ def concept_verdict(concept: str, model: str, layers: Sequence[Mapping[str, Any]
     """The verdict block: ``word``, ``line`` and the figures it quotes.
 
     ``layers``: the report's layer entries (with ``class`` set); the figures are quoted at
-    the *focus* layer: the best linear one by linear test accuracy, else the best by MLP.
+    the *focus* layer: among the layers of the verdict's class, the best by linear test
+    accuracy (by MLP accuracy when the concept is non-linear or absent).
     """
     analysed = [entry["layer"] for entry in layers]
     by_class = {c: [e["layer"] for e in layers if e["class"] == c] for c in LAYER_CLASSES}
-    pool = [e for e in layers if e["class"] == "linear"] or list(layers)
-    key = "linear" if by_class["linear"] else "mlp"
-    focus = max(pool, key=lambda e: (e["probes"][key]["test_accuracy"], e["probes"][key]["test_auroc"]))
     if by_class["linear"]:
         rep, where = "linear", by_class["linear"]
     elif by_class["partly-linear"]:
@@ -81,6 +79,9 @@ def concept_verdict(concept: str, model: str, layers: Sequence[Mapping[str, Any]
         rep, where = "non-linear", by_class["non-linear"]
     else:
         rep, where = "not decodable", []
+    pool = [e for e in layers if e["layer"] in where] or list(layers)
+    key = "linear" if rep in ("linear", "partly linear") else "mlp"
+    focus = max(pool, key=lambda e: (e["probes"][key]["test_accuracy"], e["probes"][key]["test_auroc"], -e["layer"]))
     figures: dict[str, Any] = {
         "focus_layer": focus["layer"], "linear": focus["probes"]["linear"]["test_accuracy"],
         "mlp": focus["probes"]["mlp"]["test_accuracy"], "erased_linear": focus["erasure"]["linear"]["test_accuracy"],
