@@ -44,7 +44,8 @@ class ReportSpec:
     """Composition of every pair of concepts (needs two or more)."""
     strengths: tuple[float, ...] = (-4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0)
     n_prompts: int = 16
-    max_new_tokens: int = 24
+    max_new_tokens: int = 12
+    """Continuation length for the behavioural scores (VADER text, word log-odds)."""
     score: str = "auto"
     """``auto`` (VADER for sentiment, word log-odds otherwise), ``vader`` or ``log-odds``."""
     name: str | None = None
@@ -144,10 +145,10 @@ def _live(spec: ReportSpec, model: str, results: list[dict[str, Any]], home: Pat
             break
         t0 = time.perf_counter()
         torch.manual_seed(0)
-        prompts = neutral_prompts(c, home=home)[: spec.n_prompts]
         try:
-            scorer = concept_scorer(lm, c, spec.score)
-        except GnomonError as e:
+            prompts = neutral_prompts(c, home=home)[: spec.n_prompts]
+            scorer = concept_scorer(lm, c, spec.score, prompts, spec.max_new_tokens)
+        except GnomonError as e:  # e.g. a registered concept without neutral prompts or words
             r["notes"].append(f"control skipped: {e}")
             continue
         d = r["_direction"]
@@ -161,7 +162,14 @@ def _live(spec: ReportSpec, model: str, results: list[dict[str, Any]], home: Pat
         return None
     from pipeline.linearity.readout import CONCEPT_WORDS
 
-    names = [c for c in usable if c in CONCEPT_WORDS]
+    names = []
+    for c in usable:
+        try:
+            neutral_prompts(c, home=home)
+        except GnomonError:
+            continue
+        if c in CONCEPT_WORDS:
+            names.append(c)
     if len(names) < 2:
         return None
     prompts: list[str] = []

@@ -22,6 +22,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strengths", default="-4,-3,-2,-1,0,1,2,3,4",
                    help="dose-response strengths in class-mean separations, at least 7 (write --strengths=-4,...)")
     p.add_argument("--prompts", type=int, default=16, help="neutral prompts per concept for the live checks")
+    p.add_argument("--max-new-tokens", type=int, default=12, help="continuation length for the behavioural scores")
     p.add_argument("--score", default="auto", choices=["auto", "vader", "log-odds"],
                    help="behavioural score: auto = VADER for sentiment, next-token word log-odds otherwise")
     p.add_argument("--no-control", action="store_true", help="skip dose-response and interpolation")
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         raise GnomonError(f"bad --strengths {args.strengths!r}: use numbers like -4,-2,0,2,4") from None
     spec = ReportSpec(concepts=concepts, models=models, revision=args.revision, layers=parse_layers(args.layers),
                       position=args.position, control=not args.no_control, compose=not args.no_compose,
-                      strengths=strengths, n_prompts=args.prompts, score=args.score, name=args.name)
+                      strengths=strengths, n_prompts=args.prompts, max_new_tokens=args.max_new_tokens, score=args.score, name=args.name)
     log = (lambda _m: None) if args.json else (lambda m: print(m, flush=True))
     doc = run_report(spec, make_executor(args.executor, args.ray_address, args.workers), out=args.out,
                      tracking_uri=args.tracking_uri, log_mlflow=not args.no_mlflow, log=log)

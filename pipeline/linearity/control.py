@@ -21,7 +21,16 @@ from typing import Any
 import numpy as np
 
 from pipeline.direction import Direction
-from pipeline.linearity.readout import CONCEPT_WORDS, Readout, encode, log_odds, next_token_kl, read, word_ids
+from pipeline.linearity.readout import (
+    CONCEPT_WORDS,
+    Readout,
+    continuation_log_odds,
+    encode,
+    log_odds,
+    next_token_kl,
+    read,
+    word_ids,
+)
 from pipeline.linearity.stats import LineFit, fluent_range, linear_fit, saturation
 from pipeline.linearity.thresholds import DEFAULT, Thresholds
 from pipeline.models.loading import LoadedModel
@@ -44,6 +53,9 @@ class Scorer:
     name: str
     fn: Callable[[Readout, list[str] | None], float]
     needs_text: bool = False
+    live: Callable[[list[Any]], float] | None = None
+    """When set, the score of a condition is ``live(interventions)`` (it runs the model
+    itself, e.g. over a continuation); ``fn`` still scores readouts (composition)."""
 
 
 def monitor_scorer(name: str) -> Scorer:
@@ -51,8 +63,10 @@ def monitor_scorer(name: str) -> Scorer:
     return Scorer(f"monitor:{name}", lambda r, _t: float(np.mean(r.monitors[name])))
 
 
-def concept_scorer(lm: LoadedModel, concept: str, kind: str = "auto") -> Scorer:
-    """``vader`` (sentiment by default) or ``log-odds`` of :data:`CONCEPT_WORDS`."""
+def concept_scorer(lm: LoadedModel, concept: str, kind: str = "auto", prompts: Sequence[str] | None = None,
+                   max_new_tokens: int = 12) -> Scorer:
+    """``vader`` (sentiment by default) or ``log-odds`` of :data:`CONCEPT_WORDS`: over a
+    greedy continuation of ``prompts`` when given, else right after the prompt."""
     if kind == "auto":
         kind = "vader" if concept == "sentiment" else "log-odds"
     if kind == "vader":
@@ -64,7 +78,11 @@ def concept_scorer(lm: LoadedModel, concept: str, kind: str = "auto") -> Scorer:
             raise GnomonError(f"no behavioural words for concept {concept!r}: control needs a shipped concept "
                               f"({', '.join(CONCEPT_WORDS)})")
         pos, neg = (word_ids(lm, ws) for ws in CONCEPT_WORDS[concept])
-        return Scorer("log-odds", lambda r, _t: log_odds(r, pos, neg))
+        live = None
+        if prompts is not None:
+            ps = list(prompts)
+            live = lambda ivs: continuation_log_odds(lm, ps, ivs, pos, neg, max_new_tokens)  # noqa: E731
+        return Scorer("log-odds", lambda r, _t: log_odds(r, pos, neg), live=live)
     raise GnomonError(f"unknown score kind {kind!r}: use auto, vader or log-odds")
 
 
@@ -119,8 +137,11 @@ def _conditions(lm: LoadedModel, prompts: Sequence[str], ivs_per_point: Sequence
     scores, kls = [], []
     for ivs in ivs_per_point:
         r = read(lm, enc, ivs, monitors)
-        texts = generate(lm, list(prompts), max_new_tokens, interventions=ivs) if scorer.needs_text else None
-        scores.append(scorer.fn(r, texts))
+        if scorer.live is not None:
+            scores.append(scorer.live(ivs))
+        else:
+            texts = generate(lm, list(prompts), max_new_tokens, interventions=ivs) if scorer.needs_text else None
+            scores.append(scorer.fn(r, texts))
         kls.append(next_token_kl(base, r))
     return scores, kls
 

@@ -8,10 +8,12 @@ forward pass per condition serves every concept at once.
 
 Behavioural scores:
 
-- ``log-odds``: next-token log-odds of the concept's positive words over its negative
-  words, ``logsumexp(logp[pos]) - logsumexp(logp[neg])``, averaged over prompts. Each
-  word counts by its first token (with a leading space, as it follows a prompt). Cheap
-  (no generation) and defined for every concept (:data:`CONCEPT_WORDS`).
+- ``log-odds``: log-odds of the concept's positive words over its negative words,
+  ``logsumexp(logp[pos]) - logsumexp(logp[neg])``, averaged over the positions of a short
+  greedy continuation and over prompts (:func:`continuation_log_odds`; the dose-response
+  and interpolation), or read right after the prompt (:func:`log_odds` on a readout: the
+  composition, one forward pass per condition). Each word counts by its first token
+  (with a leading space). Defined for every shipped concept (:data:`CONCEPT_WORDS`).
 - ``vader``: VADER compound score of greedy continuations (sentiment only; needs
   generation, see :func:`pipeline.evaluate.vader_compound`).
 """
@@ -30,7 +32,8 @@ from pipeline.models.loading import LoadedModel
 from pipeline.steer import Intervention, apply, encode_prompts
 from pipeline.types import GnomonError
 
-__all__ = ["CONCEPT_WORDS", "Readout", "read", "word_ids", "log_odds", "next_token_kl", "encode"]
+__all__ = ["CONCEPT_WORDS", "Readout", "read", "word_ids", "log_odds", "next_token_kl", "encode",
+           "continuation_log_odds"]
 
 CONCEPT_WORDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "sentiment": (("good", "great", "wonderful", "happy", "love", "beautiful"),
@@ -111,3 +114,33 @@ def next_token_kl(base: Readout, other: Readout) -> float:
 def encode(lm: LoadedModel, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
     """Prompts tokenized with left padding on the model's device."""
     return encode_prompts(lm, list(prompts))
+
+
+def continuation_log_odds(lm: LoadedModel, prompts: Sequence[str], interventions: Sequence[Intervention],
+                          pos_ids: Sequence[int], neg_ids: Sequence[int], max_new_tokens: int = 12) -> float:
+    """Word log-odds averaged over a greedy continuation, under ``interventions``.
+
+    The model continues each prompt greedily (steered), then one forward pass over
+    prompt + continuation (steered too) gives the next-token distribution before every
+    generated token; the score is the mean log-odds over those positions (up to each
+    row's EOS) and prompts. Averaging over the continuation reads the concept where the
+    model is actually writing, not only right after the prompt.
+    """
+    from pipeline.steer import greedy
+
+    enc = encode(lm, prompts)
+    with apply(list(interventions)):
+        gen = greedy(lm, enc, max_new_tokens)
+        n = gen.new_ids.shape[1]
+        new_mask = (torch.arange(n, device=gen.new_ids.device)[None, :]
+                    < torch.tensor(gen.lengths, device=gen.new_ids.device)[:, None]).long()   # (B, N)
+        ids = torch.cat([gen.prompt_ids, gen.new_ids], 1)                                 # (B, T + N)
+        mask = torch.cat([gen.prompt_mask.long(), new_mask], 1)
+        with torch.inference_mode():
+            logits = lm.model(input_ids=ids, attention_mask=mask,
+                              position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits        # (B, T + N, V)
+    t = gen.prompt_ids.shape[1]
+    lp = torch.log_softmax(logits[:, t - 1:t - 1 + n].float(), -1)                          # (B, N, V)
+    per = torch.logsumexp(lp[..., list(pos_ids)], -1) - torch.logsumexp(lp[..., list(neg_ids)], -1)  # (B, N)
+    valid = new_mask.to(per.dtype)
+    return float((per * valid).sum() / valid.sum().clamp(min=1))
