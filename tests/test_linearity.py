@@ -225,3 +225,18 @@ def test_report_command_writes_json_plots_html_and_mlflow_run(catalog_home: Path
     assert [run.info.run_id for run in runs] == [r["mlflow_run"]]
     hist = client.get_metric_history(r["mlflow_run"], "linear_acc")
     assert sorted(m.step for m in hist) == [1, 3]
+
+
+def test_report_stage_in_job_specs(tmp_path: Path) -> None:
+    from jobs.spec import load_job
+    from pipeline.types import GnomonError
+
+    p = tmp_path / "job.toml"
+    p.write_text("[job]\nname='r'\nmodels=['tiny:llama']\n[[report]]\nconcepts=['sentiment','tense']\nlayers=[1,2]\n"
+                 "control=false\n")
+    spec = load_job(p)
+    assert spec.report[0].concepts == ("sentiment", "tense") and spec.report[0].layers == (1, 2)
+    assert spec.report[0].control is False and spec.report[0].compose is True
+    p.write_text("[job]\nname='r'\nmodels=['m']\n[[report]]\nconcepts=['x']\ncolour='red'\n")
+    with pytest.raises(GnomonError, match=r"\[\[report\]\]: unknown key\(s\) colour"):
+        load_job(p)

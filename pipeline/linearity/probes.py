@@ -132,6 +132,8 @@ def _row_space(xtr: np.ndarray) -> Any:
         return lambda x: (np.asarray(x, np.float64) - mu) / sd
     _, s, vt = np.linalg.svd(z, full_matrices=False)
     v = vt[s > 1e-9 * max(float(s.max(initial=0.0)), 1e-300)].T                   # (d, r)
+    if v.shape[1] == 0:  # every training row identical (e.g. the embedding of one token): nothing to learn
+        v = np.zeros((z.shape[1], 1))
     return lambda x: ((np.asarray(x, np.float64) - mu) / sd) @ v                   # (n, r)
 
 
