@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "submit": ("jobs.commands.submit", "submit a job spec to a Ray cluster as a Ray Job; prints the job id"),
     "status": ("jobs.commands.status", "state of a submitted job (--wait: until it ends)"),
     "logs": ("jobs.commands.logs", "output of a submitted job (--follow: stream it)"),
+    "report": ("jobs.commands.report", "measure how linear a concept is: probes, erasure, control, composition, verdict"),
     "demo": ("jobs.commands.demo", "run the end-to-end demo on the bundled model"),
     "store": ("jobs.commands.store", "list the activation store and remove orphaned shards"),
     "plot": ("jobs.commands.plot", "per-layer curve figures and an HTML summary of a concept's fits"),

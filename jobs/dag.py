@@ -1,4 +1,5 @@
-"""The end-to-end DAG: collect -> fit -> register per (model, concept), then evaluate.
+"""The end-to-end DAG: collect -> fit -> register per (model, concept), then evaluate,
+then the linearity reports (``[[report]]``).
 
 Each stage that completes writes a marker under ``<home>/jobs/<name>/``; a rerun skips
 completed stages (and, inside a stage, the collection job skips complete shards), so a
@@ -118,5 +119,17 @@ def run_job(spec: JobSpec, home: Any = None, tracking_uri: str | None = None, sh
 
         results[key] = _stage(home_p, spec.name, key, {**asdict(es), "tracking": cat.tracking_uri},
                               eval_stage, log)
+    for rep in spec.report:
+        from jobs.report_job import ReportSpec, run_report
+
+        rs = ReportSpec(models=spec.models, revision=spec.revision, **asdict(rep))
+        key = f"report/{rs.name or '-'.join(rs.concepts)}"
+
+        def report_stage(rs: ReportSpec = rs) -> dict[str, Any]:
+            doc = run_report(rs, executor, home_p, tracking_uri=tracking_uri, log=log)
+            return {"verdicts": [r["verdict"]["line"] for r in doc["results"]], "paths": doc["paths"]}
+
+        results[key] = _stage(home_p, spec.name, key, {**asdict(rs), "tracking": cat.tracking_uri},
+                              report_stage, log)
     log(f"[done] job {spec.name} in {_elapsed(time.perf_counter() - t_job)}")
     return results
