@@ -84,6 +84,7 @@ def collect(lm: LoadedModel, ids: Sequence[str], texts: Sequence[str], layers: S
     if len(ids) != len(texts):
         raise GnomonError(f"{len(ids)} ids but {len(texts)} texts")
     layer_list = lm.check_layers(list(layers) if layers is not None else None)
+    max_length = min(max_length, lm.max_positions or max_length)  # truncate past the model's positions
     pos = check_positions(positions)
     tok = lm.tokenizer
     out = {layer: LayerRows() for layer in layer_list}

@@ -142,7 +142,12 @@ class StoreDB:
                                   "autoinstall_known_extensions": False, "autoload_known_extensions": False}
         self.threads = int(threads or os.cpu_count() or 1)
         config["threads"] = self.threads
-        self.con = duckdb.connect(config=config)
+        try:
+            self.con = duckdb.connect(config=config)
+        except duckdb.Error as e:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            raise GnomonError(f"cannot open DuckDB with memory_limit={memory_limit!r}, threads={self.threads} "
+                              f"({str(e).splitlines()[0]}); give a size such as 2GB") from None
         self.fs = _read_only_fs(self.root)
         self.con.register_filesystem(self.fs)
         shards, self.skipped = ActivationStore(self.root).valid_shards()

@@ -14,4 +14,9 @@ def gnomon_home(home: str | Path | None = None) -> Path:
     ``mlflow.db`` and ``mlartifacts/`` (the default catalog), ``directions/`` (fitted
     directions kept on disk before and after registration).
     """
-    return Path(home or os.environ.get("GNOMON_HOME") or "gnomon-home").expanduser().resolve()
+    path = Path(home or os.environ.get("GNOMON_HOME") or "gnomon-home").expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        from pipeline.types import GnomonError
+
+        raise GnomonError(f"the gnomon home {path} is not a directory; point --home or GNOMON_HOME at a directory")
+    return path
