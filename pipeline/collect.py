@@ -162,6 +162,7 @@ def collect(lm: LoadedModel, ids: Sequence[str], texts: Sequence[str], layers: S
     if batch_size < 1:
         raise GnomonError("batch_size must be at least 1")
     layer_list = lm.check_layers(list(layers) if layers is not None else None)
+    max_length = min(max_length, lm.max_positions or max_length)  # truncate past the model's positions
     pos = check_positions(positions)
     cast = {"float32": torch.float32, "float16": torch.float16}[out_dtype]
     out = {layer: LayerRows() for layer in layer_list}

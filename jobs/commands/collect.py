@@ -17,6 +17,8 @@ def parse_layers(text: str | None) -> tuple[int, ...] | None:
         for part in text.split(","):
             if "-" in part.strip()[1:]:
                 a, b = part.split("-", 1)
+                if int(b) < int(a):
+                    raise GnomonError(f"bad --layers {text!r}: range {part.strip()} runs backwards; write {b}-{a}")
                 out.extend(range(int(a), int(b) + 1))
             else:
                 out.append(int(part))
