@@ -26,8 +26,11 @@ def parse_layers(text: str | None) -> tuple[int, ...] | None:
 
 
 def add_executor_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--executor", choices=["ray", "local"], default="ray",
-                   help="ray (default: local Ray instance, or a cluster via --ray-address) or local (no Ray)")
+    import os
+
+    p.add_argument("--executor", choices=["ray", "local"], default=os.environ.get("GNOMON_EXECUTOR") or "ray",
+                   help="ray (a local Ray instance, or a cluster via --ray-address) or local (no Ray); "
+                   "default: $GNOMON_EXECUTOR, else ray")
     p.add_argument("--ray-address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else local)")
     p.add_argument("--workers", type=int, default=None, help="collection actors (default: one per GPU, else per CPU)")
 
