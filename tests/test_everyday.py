@@ -175,3 +175,26 @@ def test_ui_starts_and_answers_on_loopback(catalog_home: Path, tmp_path: Path) -
         except subprocess.TimeoutExpired:
             os.killpg(os.getpgid(proc.pid), signal.SIGKILL)
             proc.wait(timeout=20)
+
+
+def test_evaluate_refuses_a_missing_model_before_catalog_or_ray(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # the reference does not exist either: the model check must come first, so that is never read
+    assert main(["evaluate", "nothing/1", "--models", "/no/such/model.gguf", "--executor", "ray"]) == 2
+    assert "/no/such/model.gguf does not exist" in capsys.readouterr().err
+    assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
+
+
+def test_run_checks_neutral_prompts_before_any_stage(home: Path, tmp_path: Path) -> None:
+    from jobs.dag import run_job
+    from jobs.spec import load_job
+    from pipeline.types import GnomonError
+    from tests.conftest import write_dataset
+
+    data = write_dataset(tmp_path / "toy.jsonl", n_pairs=4)
+    spec = tmp_path / "job.toml"
+    spec.write_text(f'[job]\nname = "j"\nmodels = ["tiny:llama"]\nexecutor = "local"\n[fit]\n'
+                    f'concepts = ["{data}"]\nmethods = ["mean_diff"]\npositions = ["last"]\nlayers = [1]\n'
+                    '[[evaluate]]\nconcept = "toy"\nstrengths = [0]\n')
+    with pytest.raises(GnomonError, match="toy_neutral.txt"):
+        run_job(load_job(spec), home=home, show_progress=False, log=lambda _m: None)
+    assert not (home / "activations").exists() and not (home / "jobs").exists()  # nothing ran
