@@ -129,16 +129,22 @@ def evaluate_checkpoint(task: EvalTask) -> EvalResult:
     return res
 
 
-def check_inputs(models: tuple[str, ...], concept: str, home: Path) -> None:
-    """Fail in a second, not after Ray has started and a model has loaded: every checkpoint
-    must resolve to something loadable and the concept must have neutral prompts."""
-    from pipeline.datasets import neutral_prompts
+def check_models(models: tuple[str, ...], home: Path) -> None:
+    """Every checkpoint resolves to something loadable (no model is loaded)."""
     from pipeline.models import ModelSpec
 
     for m in models:
         src = ModelSpec(id=m).resolved_source(home)
         if src == "gguf" and not Path(m).expanduser().is_file():
             raise GnomonError(f"model file {m} does not exist")
+
+
+def check_inputs(models: tuple[str, ...], concept: str, home: Path) -> None:
+    """Fail in a second, not after Ray has started and a model has loaded: every checkpoint
+    must resolve to something loadable and the concept must have neutral prompts."""
+    from pipeline.datasets import neutral_prompts
+
+    check_models(models, home)
     neutral_prompts(concept or "direction", home=home)
 
 
@@ -151,6 +157,7 @@ def run_evaluation(spec: EvalSpec, executor: Any = None, home: Any = None, track
     from jobs.executors import make_executor
 
     home_p = gnomon_home(home)
+    check_models(spec.models, home_p)  # before the catalog (MLflow) and Ray are touched
     d = resolve_direction(spec.ref, tracking_uri, home_p)
     if not spec.strengths:
         raise GnomonError("give at least one strength")

@@ -28,10 +28,12 @@ def parse_layers(text: str | None) -> tuple[int, ...] | None:
 
 
 def add_executor_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--executor", choices=["auto", "local", "ray"], default="auto",
-                   help="auto (default: in-process on one node with few cores and at most one GPU, Ray actors "
-                        "with several GPUs or a cluster address; stated in the summary), local (no Ray) or ray "
-                        "(a local Ray instance, or a cluster via --ray-address)")
+    import os
+
+    p.add_argument("--executor", choices=["auto", "local", "ray"], default=os.environ.get("GNOMON_EXECUTOR") or "auto",
+                   help="auto (in-process on one node with few cores and at most one GPU, Ray actors with several "
+                        "GPUs or a cluster address; stated in the summary), local (no Ray) or ray (a local Ray "
+                        "instance, or a cluster via --ray-address); default: $GNOMON_EXECUTOR, else auto")
     p.add_argument("--ray-address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else local)")
     p.add_argument("--workers", type=int, default=None, help="collection actors on Ray (default: one per GPU, else per CPU)")
 
