@@ -153,7 +153,8 @@ def services(tmp_path: Path) -> Any:
             [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
              "--artifacts-destination", str(tmp_path / "server-artifacts"), "--host", "127.0.0.1",
              "--port", str(mlflow_port), "--workers", "1"],
-            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            # MLflow 3's job runner (seven huey consumers) serves features gnomon does not use
+            env={**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         _wait_http(f"http://127.0.0.1:{dash}/api/version", head, ray_log, "ray head")
         _wait_http(f"{url}/health", server, mlflow_log, "mlflow server")
