@@ -107,7 +107,7 @@ def _spec(tmp: Path, models: list[str]) -> Path:
     return spec
 
 
-def _gnomon(args: list[str], env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def _gnomon(args: list[str], env: dict[str, str], timeout: float = 900) -> subprocess.CompletedProcess[str]:
     out = subprocess.run([sys.executable, "-m", "jobs.cli", *args], check=False, cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=timeout)
     assert out.returncode == 0, f"gnomon {' '.join(args)}:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}"
