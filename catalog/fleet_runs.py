@@ -113,6 +113,8 @@ def search_fleet_runs(kind: str = "eval", concept: str | None = None, fleet: str
     """Finished runs of ``kind`` matching every given field, newest first."""
     if kind not in _EXPERIMENT:
         raise GnomonError(f"unknown analysis kind {kind!r}; one of {', '.join(_EXPERIMENT)}")
+    filters = {k: _check(v, k) for k, v in (("fleet", fleet), ("version", version), ("direction", direction))
+               if v is not None}
     reg = _registry(tracking_uri, home)
     try:
         if concept is not None:
@@ -124,9 +126,7 @@ def search_fleet_runs(kind: str = "eval", concept: str | None = None, fleet: str
         if not ids:
             return []
         clauses = [f"tags.{KIND_TAG} = '{kind}'", "attributes.status = 'FINISHED'"]
-        for key, val in (("fleet", fleet), ("version", version), ("direction", direction)):
-            if val is not None:
-                clauses.append(f"tags.{key} = '{_check(val, key)}'")
+        clauses += [f"tags.{key} = '{val}'" for key, val in filters.items()]
         runs: list[Any] = []
         token = None
         while True:

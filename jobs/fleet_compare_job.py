@@ -36,6 +36,8 @@ class FleetCompareSpec:
     """Also copy the HTML report here."""
     log: bool = True
     """Log the report as an MLflow run."""
+    figures: bool = True
+    """Draw the PNGs and the HTML page (matplotlib: seconds per figure on a loaded CPU)."""
 
 
 def _groups(data: dict[str, dict[int, Any]], kinds: dict[str, str | None]) -> list[list[str]]:
@@ -52,7 +54,13 @@ def _groups(data: dict[str, dict[int, Any]], kinds: dict[str, str | None]) -> li
 def _width_group(vids: list[str], data: dict[str, dict[int, Any]]) -> dict[str, Any]:
     from pipeline.fleet_compare import cosine_matrix, mean_diff, score, transfer_matrix
 
-    layers = sorted(set.intersection(*(set(data[v]) for v in vids)))
+    common = sorted(set.intersection(*(set(data[v]) for v in vids)))
+    # A layer where some version's class means coincide (layer 0 reads the same last token
+    # for every example) has no direction to compare: report it, do not compare it.
+    degenerate = [la for la in common if any(not np.any(mean_diff(data[v][la])) for v in vids)]
+    layers = [la for la in common if la not in degenerate]
+    if not layers:
+        raise GnomonError(f"no layer of {', '.join(vids)} has a non-zero direction to compare")
     cos, trans, val = {}, {}, []
     for layer in layers:
         ds = [data[v][layer] for v in vids]
@@ -63,6 +71,7 @@ def _width_group(vids: list[str], data: dict[str, dict[int, Any]]) -> dict[str, 
     best = layers[int(np.argmax(val))]
     off = ~np.eye(len(vids), dtype=bool)
     return {"versions": vids, "width": data[vids[0]][layers[0]].width, "layers": layers, "best_layer": best,
+            "degenerate_layers": degenerate,
             "mean_val_accuracy": [float(v) for v in val],
             "min_cosine": [float(cos[la][off].min()) if len(vids) > 1 else 1.0 for la in layers],
             "cosine": {la: np.round(cos[la], 6).tolist() for la in layers},
@@ -108,11 +117,14 @@ def run_fleet_compare(spec: FleetCompareSpec, executor: Any = None, home: Any = 
            "groups": groups, "emergence": emerg, "cross_width": cross,
            "seconds": round(time.perf_counter() - t0, 2)}
     d = report_dir(home_p, "compare", spec.concept, spec.fleet)
-    from jobs.fleet_report import compare_figures
-
-    files = compare_figures(out, d)
+    files: list[Path] = []
     out["report_dir"] = str(d)
-    out["html"] = str(d / "report.html")
+    out["html"] = None
+    if spec.figures or spec.html:
+        from jobs.fleet_report import compare_figures
+
+        files = compare_figures(out, d)
+        out["html"] = str(d / "report.html")
     write_json(d / "compare.json", out)
     if spec.html:
         shutil.copyfile(d / "report.html", spec.html)

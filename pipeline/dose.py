@@ -71,6 +71,9 @@ def _first_ids(lm: LoadedModel, words: Sequence[str]) -> list[int]:
     ids = []
     for w in words:
         toks = lm.tokenizer(" " + w, add_special_tokens=False)["input_ids"]
+        # A tokenizer that splits the leading space off (character-level) would make every
+        # word's first token the space: take the first token that carries the word.
+        toks = [t for t in toks if lm.tokenizer.decode([t]).strip()] or toks
         if toks:
             ids.append(int(toks[0]))
     if not ids:

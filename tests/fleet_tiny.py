@@ -60,3 +60,21 @@ def build_tiny_fleet(home: Path, name: str = "tiny", scratch: bool = False, bert
     fleet = Fleet(name=name, members=tuple(members))
     save_fleet(fleet, home)
     return fleet
+
+
+def register_small_sentiment(home: Path, n_pairs: int = 40, name: str = "senti") -> str:
+    """The first ``n_pairs`` pairs of the shipped sentiment set registered as concept
+    ``name`` (with the shipped neutral prompts), so tiny-fleet tests collect 2*n rows, not 480."""
+    import json
+
+    from pipeline.concepts import DATA_DIR
+    from pipeline.datasets import register_dataset
+
+    rows = [json.loads(line) for line in (DATA_DIR / "sentiment.jsonl").read_text().splitlines() if line.strip()]
+    pairs = sorted({r["pair"] for r in rows})[:n_pairs]
+    keep = [r for r in rows if r["pair"] in set(pairs)]
+    src = home / f"{name}.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in keep))
+    register_dataset(src, name, home)
+    (home / "concepts" / f"{name}_neutral.txt").write_text((DATA_DIR / "sentiment_neutral.txt").read_text())
+    return name

@@ -24,6 +24,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-collect", action="store_true", help="with --fleet: never collect missing activations")
     p.add_argument("--html", default=None, help="with --fleet: also write the HTML report here")
     p.add_argument("--no-log", action="store_true", help="with --fleet: do not log the report to MLflow")
+    p.add_argument("--no-figures", action="store_true", help="with --fleet: JSON only, no PNGs or HTML")
     p.add_argument("--tracking-uri", default=None)
     p.add_argument("--json", action="store_true")
     add_executor_args(p)
@@ -75,7 +76,8 @@ def _fleet(args: argparse.Namespace) -> int:
     except ValueError:
         raise GnomonError(f"bad --layers {args.layers!r}: use whole numbers like 4,8,12") from None
     spec = FleetCompareSpec(concept=concepts[0], fleet=args.fleet, position=args.position, layers=layers,
-                            collect=not args.no_collect, html=args.html, log=not args.no_log)
+                            collect=not args.no_collect, html=args.html, log=not args.no_log,
+                            figures=not args.no_figures)
     out = run_fleet_compare(spec, make_executor(args.executor, args.ray_address, args.workers),
                             tracking_uri=args.tracking_uri, log=lambda m: print(m, file=sys.stderr))
     if args.json:
@@ -98,5 +100,5 @@ def _fleet(args: argparse.Namespace) -> int:
         print(f"{c['model_a']} vs {c['model_b']} ({c['n_examples']} examples): corresponding layers by CKA {pairs}")
         print(f"  best-layer test accuracy: {c['model_a']} L{c['best_layer_a']} {c['best_test_a']['accuracy']:.3f}, "
               f"{c['model_b']} L{c['best_layer_b']} {c['best_test_b']['accuracy']:.3f}")
-    print(f"report: {out['html']}")
+    print(f"report: {out['html'] or out['report_dir']}")
     return 0

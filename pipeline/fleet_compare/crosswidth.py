@@ -70,7 +70,8 @@ def cross_width(model_a: str, a: Mapping[int, LayerData], model_b: str, b: Mappi
 
     def proj(d: LayerData) -> np.ndarray:
         v = mean_diff(d)
-        return d.x[test] @ (v / np.linalg.norm(v))
+        n = np.linalg.norm(v)
+        return d.x[test] @ (v / n) if n > 0 else np.zeros(int(test.sum()))   # zeros: r is NaN
 
     pa, pb = [proj(a[i]) for i in la], [proj(b[j]) for j in lb]
     corr = np.array([[pearson(x, y) for y in pb] for x in pa])

@@ -68,9 +68,12 @@ def cka_matrix(xs: Sequence[np.ndarray], ys: Sequence[np.ndarray]) -> np.ndarray
 
 
 def correspondence(cka: np.ndarray, layers_a: Sequence[int], layers_b: Sequence[int]) -> list[tuple[int, int, float]]:
-    """For each layer of A, the layer of B with the highest CKA: ``(layer_a, layer_b, cka)``."""
+    """For each layer of A, the layer of B with the highest CKA: ``(layer_a, layer_b, cka)``
+    (a layer whose CKA is undefined everywhere, a constant representation, is left out)."""
     out = []
     for i, la in enumerate(layers_a):
+        if not np.isfinite(cka[i]).any():
+            continue
         j = int(np.nanargmax(cka[i]))
         out.append((int(la), int(layers_b[j]), float(cka[i, j])))
     return out

@@ -37,7 +37,10 @@ def score(vector: np.ndarray, data: LayerData, split: str = "test") -> dict[str,
     midpoint of ``data``'s train class-mean projections (see the module doc)."""
     if vector.shape[0] != data.width:
         raise GnomonError(f"a direction of width {vector.shape[0]} cannot score activations of width {data.width}")
-    u = vector / np.linalg.norm(vector)
+    norm = np.linalg.norm(vector)
+    if norm == 0:  # the classes have identical means here (e.g. the same last token at layer 0)
+        return {"accuracy": 0.5, "auroc": 0.5, "dprime": 0.0}
+    u = vector / norm
     tp, tn = data.part("train")
     mid = 0.5 * (float((tp @ u).mean()) + float((tn @ u).mean()))
     p, n = data.part(split)
