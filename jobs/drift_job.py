@@ -126,7 +126,13 @@ def read_corpus(path: str, n: int) -> list[str]:
 def _lineage_corpus(series_first: str, home: Path) -> str | None:
     from pipeline.fleet.registry import read_lineage
 
-    settings = read_lineage(series_first, home).settings
+    lin = read_lineage(series_first, home)
+    # The fleet builders keep each series' corpus as <home>/corpora/<series>-<sha12>.jsonl.
+    if lin.series and lin.data_sha256:
+        kept = home / "corpora" / f"{lin.series}-{lin.data_sha256[:12]}.jsonl"
+        if kept.is_file():
+            return str(kept)
+    settings = lin.settings
     for k in _CORPUS_KEYS:
         v = settings.get(k)
         if isinstance(v, str) and v:

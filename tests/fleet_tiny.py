@@ -14,13 +14,14 @@ from pipeline.models.tiny import tiny_model
 
 
 def add_version(home: Path, vid: str, model: Any, tok: Any, kind: str, parent: str | None = None,
-                series: str | None = None, step: int | None = None, settings: dict | None = None) -> None:
+                series: str | None = None, step: int | None = None, settings: dict | None = None,
+                data_sha256: str | None = None) -> None:
     staged = home / "models" / ".staging" / vid
     staged.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(staged)
     tok.save_pretrained(staged)
     lin = Lineage(id=vid, kind=kind, fingerprint=fingerprint_model(model), parent=parent, series=series, step=step,
-                  settings=settings or {}, family=model.config.model_type, hidden_size=model.config.hidden_size,
+                  data_sha256=data_sha256, settings=settings or {}, family=model.config.model_type, hidden_size=model.config.hidden_size,
                   num_layers=model.config.num_hidden_layers)
     register_version(staged, lin, home)
 

@@ -27,6 +27,12 @@ def _ft_fleet(home: Path) -> dict[str, Path]:
         p.write_text("".join(json.dumps({"text": r["text"]}) + "\n" for r in rows
                              if r["label"] == label and r["split"] == "test"))
         corpora[role] = p
+    from pipeline.store import sha256_file
+
+    # The control corpus is found the way the fleet builders keep it: <home>/corpora/<series>-<sha12>.jsonl.
+    sha = sha256_file(corpora["control"])
+    (home / "corpora").mkdir()
+    corpora["control"] = corpora["control"].rename(home / "corpora" / f"ft-control-{sha[:12]}.jsonl")
     members = [FleetMember("t-base", kind="base")]
     for series, seed, role in (("ft-negative", 100, "skewed"), ("ft-control", 200, "control")):
         parent = "t-base"
@@ -34,7 +40,8 @@ def _ft_fleet(home: Path) -> dict[str, Path]:
             m, tok = perturbed("tiny:llama:2x32", 0.02 * step, seed=seed + step)
             vid = f"t-{series}-s{step:04d}"
             add_version(home, vid, m, tok, "finetune", parent=parent, series=series, step=step,
-                        settings={"corpus_path": str(corpora[role])})
+                        settings={"corpus_path": str(corpora[role])} if role == "skewed" else {},
+                        data_sha256=sha if role == "control" else None)
             parent = vid
             members.append(FleetMember(vid, series=series, step=step, kind="finetune"))
     save_fleet(Fleet("ft", tuple(members)), home)
