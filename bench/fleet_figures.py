@@ -107,13 +107,12 @@ def drift(home: Path, ex: Any) -> dict[str, Any]:
 
 def evaluate(home: Path, ex: Any) -> dict[str, Any]:
     from catalog.fleet_runs import search_fleet_runs
+    from jobs.evaluate_job import EvalSpec, run_evaluation
+    from jobs.fleet_common import ensure_collected, read_versions
     from pipeline.direction import Provenance
     from pipeline.fit import fit_direction
     from pipeline.fleet.registry import read_lineage
     from pipeline.fleet_compare import best_layer, read_layer_data
-
-    from jobs.evaluate_job import EvalSpec, run_evaluation
-    from jobs.fleet_common import ensure_collected, read_versions
 
     vs = _versions(home)
     ids = [v for v in vs if vs[v].hidden_size == 576 and vs[v].kind != "scratch"]

@@ -65,12 +65,11 @@ def drift_checkpoint(task: DriftTask) -> dict[str, Any]:
     """Mean projection and behavioural score on one version (and corpus projections)."""
     import torch
 
+    from jobs.evaluate_job import CONCEPT_SCORERS
     from pipeline.dose import concept_words, logodds_sweep
     from pipeline.evaluate import SCORERS, _acts
     from pipeline.models import load_model
     from pipeline.steer import generate
-
-    from jobs.evaluate_job import CONCEPT_SCORERS
 
     lm = load_model(task.model, home=task.home)
     u = np.asarray(task.unit, np.float64)
@@ -152,18 +151,18 @@ def plan_series(spec: DriftSpec, home: Path) -> tuple[str, dict[str, list[Any]],
     for m in fleet.members:
         if kinds[m.id] == "finetune" and m.series:
             series.setdefault(m.series, []).append(m)
-    for k in series:
-        series[k].sort(key=lambda m: m.step or 0)
+    for members in series.values():
+        members.sort(key=lambda m: m.step or 0)
     if not series:
         raise GnomonError(f"fleet {spec.fleet!r} has no fine-tune series (versions of kind finetune with a series)")
     ctl = spec.control or next((s for s in series if "control" in s or "ctl" in s), None)
     skew = spec.skewed or next((s for s in series if s != ctl), None)
-    for name, what in ((skew, "skewed"), (ctl, "control")):
-        if name is None or name not in series:
-            raise GnomonError(f"no {what} series {name!r} in fleet {spec.fleet!r}; series: {', '.join(series)} "
-                              f"(pass --{what})")
+    if skew is None or skew not in series or ctl is None or ctl not in series:
+        what, name = ("skewed", skew) if skew is None or skew not in series else ("control", ctl)
+        raise GnomonError(f"no {what} series {name!r} in fleet {spec.fleet!r}; series: {', '.join(series)} "
+                          f"(pass --{what})")
     base = spec.base or _root(series[skew][0].id, home)
-    return base, {skew: series[skew], ctl: series[ctl]}, skew, ctl  # type: ignore[dict-item]
+    return base, {skew: series[skew], ctl: series[ctl]}, skew, ctl
 
 
 def _root(vid: str, home: Path) -> str:
@@ -178,11 +177,22 @@ def _root(vid: str, home: Path) -> str:
 
 def run_drift(spec: DriftSpec, executor: Any = None, home: Any = None, tracking_uri: str | None = None,
               log: Any = print) -> dict[str, Any]:
+    from jobs.fleet_common import (
+        concept_labels,
+        ensure_collected,
+        read_versions,
+        report_dir,
+        write_json,
+    )
     from pipeline.datasets import neutral_prompts
-    from pipeline.fleet_compare import best_layer, drift_points, drift_summary, mean_diff, screening_auroc
+    from pipeline.fleet_compare import (
+        best_layer,
+        drift_points,
+        drift_summary,
+        mean_diff,
+        screening_auroc,
+    )
     from pipeline.home import gnomon_home
-
-    from jobs.fleet_common import concept_labels, ensure_collected, read_versions, report_dir, write_json
 
     home_p = gnomon_home(home)
     base, series, skew, ctl = plan_series(spec, home_p)
@@ -246,9 +256,10 @@ def run_drift(spec: DriftSpec, executor: Any = None, home: Any = None, tracking_
     if spec.log:
         from catalog.fleet_runs import log_fleet_run
 
-        metrics = {"pearson_r": drift["pearson_r"], "layer": layer}
+        metrics: dict[str, float] = {"pearson_r": float(drift["pearson_r"]), "layer": layer}  # type: ignore[arg-type]
         metrics |= {f"screening_auroc_{k}": v["auroc"] for k, v in screening.items()}
-        curves = {f"{k}.{m}": vals[m] for k, vals in drift["series"].items()
+        by_series: dict[str, dict[str, list[float]]] = drift["series"]  # type: ignore[assignment]
+        curves = {f"{k}.{m}": vals[m] for k, vals in by_series.items()
                   for m in ("activation_shift", "behaviour_shift")}
         out["run_id"] = log_fleet_run("drift", spec.concept, spec.fleet, version=base, metrics=metrics,
                                       params={"skewed": skew, "control": ctl, "toward": toward},

@@ -91,7 +91,13 @@ def evaluate_checkpoint(task: EvalTask) -> EvalResult:
 
     from pipeline.datasets import neutral_prompts
     from pipeline.direction import Direction
-    from pipeline.dose import concept_words, is_generative, linear_fit, logodds_sweep, perplexity
+    from pipeline.dose import (
+        concept_words,
+        is_generative,
+        linear_fit,
+        logodds_sweep,
+        perplexity,
+    )
     from pipeline.evaluate import next_token_kl, steering_sweep
     from pipeline.models import load_model
     from pipeline.steer import add
@@ -167,10 +173,9 @@ def _read_out_metrics(lm: Any, d: Any, spec: EvalSpec, home: str) -> dict[str, f
 def run_evaluation(spec: EvalSpec, executor: Any = None, home: Any = None, tracking_uri: str | None = None,
                    show_progress: bool = False) -> dict[str, Any]:
     """Evaluate ``spec.ref`` on every checkpoint; writes ``<home>/evals/...json``."""
+    from jobs.executors import make_executor
     from pipeline.home import gnomon_home
     from pipeline.store import model_slug
-
-    from jobs.executors import make_executor
 
     home_p = gnomon_home(home)
     d = resolve_direction(spec.ref, tracking_uri, home_p)

@@ -27,9 +27,8 @@ def ensure_collected(versions: Sequence[str], concept: str, home: Path, executor
                      log: Any = print) -> list[str]:
     """Collect ``concept`` on every version that lacks it (all layers unless ``layers``);
     returns the versions collected now. ``collect=False`` makes a missing one an error."""
-    from pipeline.store import ActivationStore
-
     from jobs.collect_job import CollectSpec, run_collection
+    from pipeline.store import ActivationStore
 
     store = ActivationStore(home)
     done = []

@@ -40,7 +40,7 @@ class FleetCompareSpec:
     """Draw the PNGs and the HTML page (matplotlib: seconds per figure on a loaded CPU)."""
 
 
-def _groups(data: dict[str, dict[int, Any]], kinds: dict[str, str | None]) -> list[list[str]]:
+def _groups(data: dict[str, dict[int, Any]], kinds: dict[str, str]) -> list[list[str]]:
     """Versions grouped by (width, number of layers), fleet order kept; scratch series apart."""
     groups: dict[tuple[int, int, bool], list[str]] = {}
     for vid, per in data.items():
@@ -81,11 +81,16 @@ def _width_group(vids: list[str], data: dict[str, dict[int, Any]]) -> dict[str, 
 
 def run_fleet_compare(spec: FleetCompareSpec, executor: Any = None, home: Any = None,
                       tracking_uri: str | None = None, log: Any = print) -> dict[str, Any]:
+    from jobs.fleet_common import (
+        concept_labels,
+        ensure_collected,
+        read_versions,
+        report_dir,
+        write_json,
+    )
     from pipeline.fleet.registry import load_fleet, read_lineage
     from pipeline.fleet_compare import cross_width, emergence
     from pipeline.home import gnomon_home
-
-    from jobs.fleet_common import concept_labels, ensure_collected, read_versions, report_dir, write_json
 
     home_p = gnomon_home(home)
     fleet = load_fleet(spec.fleet, home_p)
@@ -132,7 +137,7 @@ def run_fleet_compare(spec: FleetCompareSpec, executor: Any = None, home: Any = 
     if spec.log:
         from catalog.fleet_runs import log_fleet_run
 
-        metrics = {}
+        metrics: dict[str, float] = {}
         for g in groups:
             key = f"w{g['width']}"
             bi = g["layers"].index(g["best_layer"])

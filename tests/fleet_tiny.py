@@ -8,7 +8,13 @@ from typing import Any
 
 import torch
 
-from pipeline.fleet.registry import Fleet, FleetMember, Lineage, register_version, save_fleet
+from pipeline.fleet.registry import (
+    Fleet,
+    FleetMember,
+    Lineage,
+    register_version,
+    save_fleet,
+)
 from pipeline.models.loading import fingerprint_model
 from pipeline.models.tiny import tiny_model
 

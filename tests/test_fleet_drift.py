@@ -50,11 +50,10 @@ def _ft_fleet(home: Path) -> dict[str, Path]:
 
 def test_drift_over_two_series(catalog_home: Path) -> None:
     from catalog.fleet_runs import search_fleet_runs
+    from jobs.drift_job import DriftSpec, run_drift
     from pipeline.datasets import neutral_prompts
     from pipeline.evaluate import _acts
     from pipeline.models import load_model
-
-    from jobs.drift_job import DriftSpec, run_drift
 
     _ft_fleet(catalog_home)
     out = run_drift(DriftSpec("sentiment", "ft", layer=1, n_prompts=4, max_new_tokens=4, screen_samples=40),

@@ -16,11 +16,10 @@ from tests.fleet_tiny import build_tiny_fleet, register_small_sentiment
 
 def _direction(home: Path) -> Path:
     """A sentiment mean-difference direction of t-base at layer 1, fitted from its stored rows."""
+    from jobs.fleet_common import ensure_collected
     from pipeline.direction import Provenance
     from pipeline.fit import fit_direction
     from pipeline.fleet_compare import read_layer_data
-
-    from jobs.fleet_common import ensure_collected
 
     ensure_collected(["t-base"], "senti", home, LocalExecutor(), log=lambda m: None)
     d = read_layer_data(home, "t-base", "senti", 1, "positive", "negative")

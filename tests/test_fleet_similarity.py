@@ -7,8 +7,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.fleet_compare import (LayerData, cka_matrix, correspondence, cosine_matrix, drift_points, drift_summary,
-                                    linear_cka, mean_diff, pearson, score, screening_auroc, transfer_matrix)
+from pipeline.fleet_compare import (
+    LayerData,
+    cka_matrix,
+    correspondence,
+    cosine_matrix,
+    drift_points,
+    drift_summary,
+    linear_cka,
+    mean_diff,
+    pearson,
+    score,
+    screening_auroc,
+    transfer_matrix,
+)
 from pipeline.types import GnomonError
 
 

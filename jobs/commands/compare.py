@@ -35,9 +35,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.fleet:
         return _fleet(args)
-    from pipeline.compare import compare, label
-
     from jobs.evaluate_job import resolve_direction
+    from pipeline.compare import compare, label
 
     refs = list(args.refs)
     if args.concept:
@@ -60,10 +59,9 @@ def run(args: argparse.Namespace) -> int:
 def _fleet(args: argparse.Namespace) -> int:
     import sys
 
-    from pipeline.types import GnomonError
-
     from jobs.executors import make_executor
     from jobs.fleet_compare_job import FleetCompareSpec, run_fleet_compare
+    from pipeline.types import GnomonError
 
     concepts = list(args.refs) + ([args.concept] if args.concept else [])
     if len(set(concepts)) != 1:

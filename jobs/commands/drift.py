@@ -33,10 +33,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from pipeline.types import GnomonError
-
     from jobs.drift_job import DriftSpec, run_drift
     from jobs.executors import make_executor
+    from pipeline.types import GnomonError
 
     corpora = {}
     for item in args.corpus:

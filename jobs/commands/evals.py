@@ -27,8 +27,10 @@ def run(args: argparse.Namespace) -> int:
     runs = search_fleet_runs("eval", concept=args.concept, fleet=args.fleet, version=args.version,
                              direction=args.direction, tracking_uri=args.tracking_uri)
     if args.latest:  # newest first already
-        seen: set[tuple[str, str]] = set()
-        runs = [r for r in runs if (k := (r.version, r.tags.get("direction", ""))) not in seen and not seen.add(k)]
+        newest: dict[tuple[str, str], object] = {}
+        for r in runs:
+            newest.setdefault((r.version, r.tags.get("direction", "")), r)
+        runs = [r for r in runs if newest[(r.version, r.tags.get("direction", ""))] is r]
     if args.json:
         print(json.dumps([r.to_json() for r in runs], indent=2))
         return 0

@@ -26,10 +26,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.types import GnomonError
-
     from jobs.evaluate_job import EvalSpec, run_evaluation
     from jobs.executors import make_executor
+    from pipeline.types import GnomonError
 
     try:
         strengths = tuple(float(s) for s in args.strengths.split(","))

@@ -96,8 +96,8 @@ def html_report(title: str, sections: Sequence[tuple[str, Sequence[Path], Sequen
                 path: Path) -> Path:
     """One self-contained page: per section a heading, its PNGs (inlined) and a table."""
     parts = [f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}td{padding:2px 6px;"
-             "border:1px solid #ccc;font-size:12px}img{max-width:100%}</style>",
+             ("<style>body{font-family:sans-serif;max-width:1100px;margin:auto}td{padding:2px 6px;"
+              "border:1px solid #ccc;font-size:12px}img{max-width:100%}</style>"),
              f"<h1>{html.escape(title)}</h1>"]
     for heading, pngs, rows in sections:
         parts.append(f"<h2>{html.escape(heading)}</h2>")
