@@ -81,3 +81,12 @@ def test_evaluate_fleet_errors(catalog_home: Path, capsys: pytest.CaptureFixture
     assert "not both" in capsys.readouterr().err
     assert main(["evals", "ls", "--fleet", "bad'name"]) == 2
     assert "fleet" in capsys.readouterr().err
+
+
+def test_job_spec_evaluate_section_takes_a_fleet(tmp_path: Path) -> None:
+    from jobs.spec import load_job
+
+    p = tmp_path / "job.toml"
+    p.write_text('[job]\nname = "f"\nmodels = ["smollm2"]\n\n[[evaluate]]\nconcept = "sentiment"\nfleet = "smollm2"\n')
+    spec = load_job(p)
+    assert spec.evaluate[0].fleet == "smollm2"
