@@ -115,7 +115,12 @@ def evaluate(home: Path, ex: Any) -> dict[str, Any]:
     from pipeline.fleet_compare import best_layer, read_layer_data
 
     vs = _versions(home)
-    ids = [v for v in vs if vs[v].hidden_size == 576 and vs[v].kind != "scratch"]
+    # Numeric and edited versions, and the middle and last checkpoint of each fine-tune
+    # series (>= 8 versions of width 576), plus MiniLM to show the width skip.
+    ids = [v for v in vs if vs[v].hidden_size == 576 and vs[v].kind in ("base", "numeric", "edited")]
+    for series in sorted({x.series for x in vs.values() if x.kind == "finetune" and x.series}):
+        ck = sorted((x for x in vs.values() if x.series == series), key=lambda x: x.step or 0)
+        ids += sorted({ck[(len(ck) - 1) // 2].id, ck[-1].id})
     ids = sorted(ids, key=lambda v: (v != "smollm2-base", vs[v].series or "", vs[v].step or 0, v))
     _fleet("fa-all", ids + [v for v in vs if v == "minilm"], home)
     ensure_collected(["smollm2-base"], "sentiment", home, ex)
