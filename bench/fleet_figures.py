@@ -50,12 +50,12 @@ def _versions(home: Path) -> dict[str, Any]:
     return {v.id: v for v in list_versions(home)}
 
 
-def numeric(home: Path, ex: Any) -> dict[str, Any]:
+def numeric(home: Path, ex: Any, concept: str = "sentiment") -> dict[str, Any]:
     from jobs.fleet_compare_job import FleetCompareSpec, run_fleet_compare
 
     ids = [v for v in ("smollm2-base", "smollm2-bf16", "smollm2-fp16", "smollm2-int8") if v in _versions(home)]
     _fleet("fa-numeric", ids, home)
-    out = run_fleet_compare(FleetCompareSpec("sentiment", "fa-numeric", position="last"), ex, home)
+    out = run_fleet_compare(FleetCompareSpec(concept, "fa-numeric", position="last"), ex, home)
     g = out["groups"][0]
     b = g["best_layer"]
     i = g["layers"].index(b)
@@ -87,13 +87,14 @@ def widths(home: Path, ex: Any, concepts: tuple[str, ...] = CONCEPTS) -> dict[st
     return res
 
 
-def drift(home: Path, ex: Any) -> dict[str, Any]:
+def drift(home: Path, ex: Any, quick: bool = False) -> dict[str, Any]:
     from jobs.drift_job import DriftSpec, run_drift
 
     vs = _versions(home)
     ft = sorted((v for v in vs.values() if v.kind == "finetune"), key=lambda v: (v.series or "", v.step or 0))
     _fleet("fa-drift", ["smollm2-base", *[v.id for v in ft]], home)
-    out = run_drift(DriftSpec("sentiment", "fa-drift", n_prompts=16, max_new_tokens=24), ex, home)
+    size = dict(n_prompts=12, max_new_tokens=16, screen_samples=80) if quick else dict(n_prompts=32, max_new_tokens=24)
+    out = run_drift(DriftSpec("sentiment", "fa-drift", **size), ex, home)  # type: ignore[arg-type]
     for name, s in out["drift"]["series"].items():
         print(f"{name}: " + ", ".join(f"s{st}: act {a:+.3f} VADER {b:+.3f}"
                                        for st, a, b in zip(s["step"], s["activation_shift"], s["behaviour_shift"])))
@@ -105,7 +106,7 @@ def drift(home: Path, ex: Any) -> dict[str, Any]:
     return out
 
 
-def evaluate(home: Path, ex: Any) -> dict[str, Any]:
+def evaluate(home: Path, ex: Any, concept: str = "sentiment", quick: bool = False) -> dict[str, Any]:
     from catalog.fleet_runs import search_fleet_runs
     from jobs.evaluate_job import EvalSpec, run_evaluation
     from jobs.fleet_common import ensure_collected, read_versions
@@ -123,18 +124,19 @@ def evaluate(home: Path, ex: Any) -> dict[str, Any]:
         ids += sorted({ck[(len(ck) - 1) // 2].id, ck[-1].id})
     ids = sorted(ids, key=lambda v: (v != "smollm2-base", vs[v].series or "", vs[v].step or 0, v))
     _fleet("fa-all", ids + [v for v in vs if v == "minilm"], home)
-    ensure_collected(["smollm2-base"], "sentiment", home, ex)
-    per = read_versions(["smollm2-base"], "sentiment", home, "positive", "negative", "last")["smollm2-base"]
+    ensure_collected(["smollm2-base"], concept, home, ex)
+    per = read_versions(["smollm2-base"], concept, home, "positive", "negative", "last")["smollm2-base"]
     layer = best_layer(per)[0]
-    d = read_layer_data(home, "smollm2-base", "sentiment", layer, "positive", "negative")
+    d = read_layer_data(home, "smollm2-base", concept, layer, "positive", "negative")
     base = Provenance.minimal(hidden_size=576, layer=layer, model_id="smollm2-base", concept="sentiment",
-                              dataset="sentiment", positive="positive", negative="negative", method="mean_diff",
+                              dataset=concept, positive="positive", negative="negative", method="mean_diff",
                               position="last", fingerprint=read_lineage("smollm2-base", home).fingerprint)
     direction = fit_direction("mean_diff", *d.part("train"), base=base, eval_sets={"test": d.part("test")})
     path = direction.save(home / "evals" / "directions" / f"fa-sentiment-L{layer}.safetensors")
     t0 = time.time()
-    out = run_evaluation(EvalSpec(ref=str(path), fleet="fa-all", strengths=(-4.0, -2.0, 0.0, 2.0, 4.0),
-                                  n_prompts=8, max_new_tokens=16, n_probe=60), ex, home)
+    size = (dict(strengths=(-4.0, 0.0, 4.0), n_prompts=4, max_new_tokens=12, n_probe=20) if quick else
+            dict(strengths=(-4.0, -2.0, 0.0, 2.0, 4.0), n_prompts=8, max_new_tokens=16, n_probe=60))
+    out = run_evaluation(EvalSpec(ref=str(path), fleet="fa-all", **size), ex, home)  # type: ignore[arg-type]
     print(f"evaluated on {len(out['checkpoints'])} versions in {time.time() - t0:.0f} s as {out['executor']} tasks")
     runs = search_fleet_runs("eval", concept="sentiment", fleet="fa-all", direction=path.name, home=home)
     latest: dict[str, Any] = {}
@@ -161,6 +163,9 @@ def main() -> None:
     ap.add_argument("--executor", default="local", choices=["local", "ray"])
     ap.add_argument("--concepts", default=",".join(CONCEPTS))
     ap.add_argument("--out", default=None)
+    ap.add_argument("--sentiment-set", default="sentiment",
+                    help="dataset for the numeric and evaluate parts (a registered subset is cheaper)")
+    ap.add_argument("--quick", action="store_true", help="fewer prompts, tokens and strengths (loaded machine)")
     args = ap.parse_args()
     import torch
 
@@ -178,9 +183,11 @@ def main() -> None:
         if part == "widths":
             results[part] = widths(home, ex, tuple(args.concepts.split(",")))
         elif part == "evaluate":  # one Ray task per version, as the issue asks
-            results[part] = evaluate(home, make_executor("ray"))
+            results[part] = evaluate(home, make_executor("ray"), args.sentiment_set, args.quick)
+        elif part == "numeric":
+            results[part] = numeric(home, ex, args.sentiment_set)
         else:
-            results[part] = {"numeric": numeric, "drift": drift}[part](home, ex)
+            results[part] = drift(home, ex, args.quick)
         if args.out:
             Path(args.out).write_text(json.dumps(results, indent=1, default=float))
     print(f"load average at end: {os.getloadavg()[0]:.1f}")
