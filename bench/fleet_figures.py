@@ -93,7 +93,7 @@ def drift(home: Path, ex: Any, quick: bool = False) -> dict[str, Any]:
     vs = _versions(home)
     ft = sorted((v for v in vs.values() if v.kind == "finetune"), key=lambda v: (v.series or "", v.step or 0))
     _fleet("fa-drift", ["smollm2-base", *[v.id for v in ft]], home)
-    size = dict(n_prompts=12, max_new_tokens=16, screen_samples=80) if quick else dict(n_prompts=32, max_new_tokens=24)
+    size = {"n_prompts": 12, "max_new_tokens": 16, "screen_samples": 80} if quick else {"n_prompts": 32, "max_new_tokens": 24}
     out = run_drift(DriftSpec("sentiment", "fa-drift", **size), ex, home)  # type: ignore[arg-type]
     for name, s in out["drift"]["series"].items():
         print(f"{name}: " + ", ".join(f"s{st}: act {a:+.3f} VADER {b:+.3f}"
@@ -134,8 +134,8 @@ def evaluate(home: Path, ex: Any, concept: str = "sentiment", quick: bool = Fals
     direction = fit_direction("mean_diff", *d.part("train"), base=base, eval_sets={"test": d.part("test")})
     path = direction.save(home / "evals" / "directions" / f"fa-sentiment-L{layer}.safetensors")
     t0 = time.time()
-    size = (dict(strengths=(-4.0, 0.0, 4.0), n_prompts=4, max_new_tokens=12, n_probe=20) if quick else
-            dict(strengths=(-4.0, -2.0, 0.0, 2.0, 4.0), n_prompts=8, max_new_tokens=16, n_probe=60))
+    size = ({"strengths": (-4.0, 0.0, 4.0), "n_prompts": 4, "max_new_tokens": 12, "n_probe": 20} if quick else
+            {"strengths": (-4.0, -2.0, 0.0, 2.0, 4.0), "n_prompts": 8, "max_new_tokens": 16, "n_probe": 60})
     out = run_evaluation(EvalSpec(ref=str(path), fleet="fa-all", **size), ex, home)  # type: ignore[arg-type]
     print(f"evaluated on {len(out['checkpoints'])} versions in {time.time() - t0:.0f} s as {out['executor']} tasks")
     runs = search_fleet_runs("eval", concept="sentiment", fleet="fa-all", direction=path.name, home=home)
