@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "catalog": ("jobs.commands.catalog", "query the direction catalog"),
     "compare": ("jobs.commands.compare", "compare directions across checkpoints, layers and methods"),
     "evaluate": ("jobs.commands.evaluate", "measure steering, side effects, monitor and erasure across checkpoints"),
+    "evals": ("jobs.commands.evals", "list evaluation results logged per model version (evaluate --fleet)"),
+    "drift": ("jobs.commands.drift", "predict fine-tuning behaviour change from activation shift; screen data"),
     "run": ("jobs.commands.run", "run a TOML job spec (collect, fit, evaluate) with resume"),
     "steer": ("jobs.commands.steer", "generate with and without a direction applied"),
     "monitor": ("jobs.commands.monitor", "score generated tokens with directions (lie detector)"),

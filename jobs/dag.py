@@ -111,8 +111,9 @@ def run_job(spec: JobSpec, home: Any = None, tracking_uri: str | None = None, sh
                                   fit_stage, log)
     for ev in spec.evaluate:
         ref = _eval_ref(cat, ev, spec.models[0])
-        es = EvalSpec(ref=ref, models=spec.models, strengths=ev.strengths, unit=ev.unit, n_prompts=ev.n_prompts,
-                      max_new_tokens=ev.max_new_tokens, probe=ev.probe, monitor=ev.monitor, chat=ev.chat)
+        es = EvalSpec(ref=ref, models=() if ev.fleet else spec.models, strengths=ev.strengths, unit=ev.unit,
+                      n_prompts=ev.n_prompts, max_new_tokens=ev.max_new_tokens, probe=ev.probe, monitor=ev.monitor,
+                      chat=ev.chat, fleet=ev.fleet)
         key = f"evaluate/{ev.concept}/{ref}"
         def eval_stage(es: EvalSpec = es) -> dict[str, Any]:
             return run_evaluation(es, executor, home_p, tracking_uri)

@@ -65,6 +65,8 @@ class EvaluateSection:
     max_new_tokens: int = 24
     probe: bool = True
     monitor: bool = True
+    fleet: str | None = None
+    """Evaluate on every version of this fleet instead of the job's models (one MLflow run each)."""
 
 
 @dataclass(frozen=True)
