@@ -195,6 +195,19 @@ class _FileLock:
         os.close(self.fd)
 
 
+@contextmanager
+def write_lock(uri: str) -> Iterator[None]:
+    """Serialise registrations into one SQLite catalog across processes (the check for an
+    already registered file and the version creation must not interleave, or two runs
+    register the same direction twice). A server serialises nothing: no lock there."""
+    path = sqlite_path(uri)
+    if path is None:
+        yield
+        return
+    with _FileLock(path.parent / f".{path.name}.lock", LOCK_WAIT_S):
+        yield
+
+
 def ensure_catalog(uri: str) -> None:
     """Make sure a SQLite catalog exists and is complete before MLflow opens it.
 
