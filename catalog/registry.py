@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from catalog import artifacts, backend, runs
-from catalog.query import IDENTITY_TAG, KIND_TAG, METRIC_PREFIX, DirectionRecord, record_from_version
+from catalog.query import (
+    IDENTITY_TAG,
+    KIND_TAG,
+    METRIC_PREFIX,
+    DirectionRecord,
+    record_from_version,
+)
 from catalog.refs import best_alias, check_concept
 from pipeline.direction import Direction
 from pipeline.types import GnomonError

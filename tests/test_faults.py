@@ -13,8 +13,8 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -125,22 +125,22 @@ def test_full_disk_during_collection(tmp_path: Path, ds: Path) -> None:
         pytest.skip("mounting a small tmpfs needs root")
     mnt = tmp_path / "small"
     mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(mnt)]).returncode:
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(mnt)], check=False).returncode:
         pytest.skip("cannot mount a tmpfs here")
     try:
         home = mnt / "home"
         big = write_dataset(tmp_path / "toy.jsonl", n_pairs=60)
         proc = _gnomon(home, *_collect_argv(big, 8), "--dtype", "float32")
-        out, err = proc.communicate(timeout=600)
+        _, err = proc.communicate(timeout=600)
         assert proc.returncode == 2, err[-2000:]
         lines = [x for x in err.splitlines() if x.startswith("gnomon")]
         assert lines and "No space left on device" in lines[-1] and "Traceback" not in err
         from pipeline.store import ActivationStore
 
-        kept, problems = ActivationStore(home).valid_shards()
+        _, problems = ActivationStore(home).valid_shards()
         assert not problems  # whatever was completed is intact
         subprocess.run(["mount", "-o", "remount,size=20m", str(mnt)], check=True)
         _finish(_gnomon(home, *_collect_argv(big, 8), "--dtype", "float32"))
         assert_one_row_each(home, 120)
     finally:
-        subprocess.run(["umount", "-l", str(mnt)])
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
