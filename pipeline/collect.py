@@ -17,12 +17,12 @@ optionally ``tok`` (every real token).
 (real tokens that are not special tokens such as BOS), except that the first content token
 is left out at a layer where its L2 norm is more than ``SINK_RATIO`` (4) times the median
 norm of the example's other content tokens. Many decoders turn the first position into an
-attention sink whose norm is 10-200x the others' (SmolLM2-135M on the shipped
-sentences: 7-10x at layers 3-8, 40-180x at layers 12-28, about 1x at layers 0-1 and
-10-11, where ordinary tokens stay within 1.5x of the median); left in, that one token dominates the mean, and the mean then
-follows 1/length instead of the text. The decision is per example and layer, so it does not
-depend on the batch or on which other layers are collected; an example with one content
-token keeps it.
+attention sink (SmolLM2-135M on the shipped sentences: 7-10x the median at layers 3-8,
+40-180x at layers 12-28, about 1x at layers 0-1 and 10-11, where ordinary tokens stay
+within 1.5x); left in, that one token dominates the mean, and the mean then follows
+1/length instead of the text (``bench/mean_pooling.py``). The decision is per example and
+layer, so it does not depend on the batch or on which other layers are collected; an
+example with one content token keeps it.
 """
 
 from __future__ import annotations
