@@ -47,15 +47,19 @@ SINK_RATIO = 4.0
 """First content token left out of ``mean`` when its norm exceeds this multiple of the
 median norm of the other content tokens (see the module docstring)."""
 CPU_TOKEN_BUDGET = 512
-"""Padded tokens per forward pass on CPU. Smaller batches run faster per token there: a
-batch's activations (tokens x 1,536 floats in SmolLM2's MLP) then stay in the caches, and
-the matmuls are already near peak at a few hundred rows (see bench/RESULTS.md, collect)."""
+"""Padded tokens per forward pass per CPU thread (up to 8 threads). Smaller batches run
+faster per token there: a batch's activations (tokens x 1,536 floats in SmolLM2's MLP) then
+stay in the caches, and the matmuls are already near peak at a few hundred rows (measured
+on one thread: 512 best of 256-4,096, see bench/RESULTS.md; the per-thread scaling is a
+guess to re-check with ``bench/collect.py --budgets`` on a quiet machine)."""
 CUDA_TOKEN_BUDGET = 16384
 """Padded tokens per forward pass on a GPU, which needs large batches to fill its units."""
 
 
 def default_token_budget(device: Any) -> int:
-    return CUDA_TOKEN_BUDGET if torch.device(device).type == "cuda" else CPU_TOKEN_BUDGET
+    if torch.device(device).type == "cuda":
+        return CUDA_TOKEN_BUDGET
+    return CPU_TOKEN_BUDGET * min(max(torch.get_num_threads(), 1), 8)
 
 
 @dataclass
