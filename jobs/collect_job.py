@@ -221,33 +221,25 @@ def _incomplete(plan: CollectPlan, model: str, revision: str, fingerprint: str, 
                for t in plan.shards for layer in layers)
 
 
-def preflight(spec: CollectSpec, home: Any = None, lm: Any = None) -> Any:
-    """Check model, layers and positions in the driver before anything is written, and
-    convert/cache the weights once here rather than racing in every worker. A model the
-    caller already loaded is checked, not loaded again."""
-    from pipeline.types import check_positions
-
-    check_positions(spec.positions)
-    if spec.dtype not in ("float16", "float32"):
-        raise GnomonError(f"unknown storage dtype {spec.dtype!r}: use float16 or float32")
-    lm = lm if lm is not None else load_for_spec(spec, home)
-    lm.check_layers(list(spec.layers) if spec.layers is not None else None)
-    return lm
-
-
-def _identity(spec: CollectSpec, home: Any, lm: Any) -> tuple[Any, Any]:
-    """(model identity, loaded model or None): the recorded identity when the model was
-    loaded before under this home (no load now), else the model, loaded and checked."""
-    from pipeline.types import check_positions
+def preflight(spec: CollectSpec, home: Any = None, lm: Any = None) -> tuple[Any, Any]:
+    """Check the request before anything is written and find the model's identity
+    (fingerprint, layer count, width): the one recorded at an earlier load under this home
+    (no load now, so a fully stored request never loads the model), else from the model,
+    loaded here once (converting and caching its weights) rather than racing in every
+    worker. A model the caller already loaded is checked, not loaded again. Returns
+    (identity, loaded model or None)."""
     from pipeline.models import ModelIdentity, model_identity
+    from pipeline.models.loading import check_layers
+    from pipeline.types import check_positions
 
     check_positions(spec.positions)
     if spec.dtype not in ("float16", "float32"):
         raise GnomonError(f"unknown storage dtype {spec.dtype!r}: use float16 or float32")
     ident = model_identity(model_spec(spec), home) if lm is None else None
     if ident is None:
-        lm = preflight(spec, home, lm)
+        lm = lm if lm is not None else load_for_spec(spec, home)
         ident = ModelIdentity(lm.fingerprint, lm.num_layers, lm.hidden_size)
+    check_layers(list(spec.layers) if spec.layers is not None else None, ident.num_layers, spec.model)
     return ident, lm
 
 
@@ -265,7 +257,7 @@ def run_collection(spec: CollectSpec, executor: Any = None, home: Any = None, sh
 
     home_p = gnomon_home(home)
     t0 = time.perf_counter()
-    ident, lm = _identity(spec, home_p, lm)
+    ident, lm = preflight(spec, home_p, lm)
     layers = check_layers(list(spec.layers) if spec.layers is not None else None, ident.num_layers, spec.model)
     plan = plan_collection(spec, home_p)
     todo = _incomplete(plan, spec.model, spec.revision, ident.fingerprint, layers, home_p)
