@@ -21,8 +21,6 @@ from pipeline.store import sha256_file
 from pipeline.types import GnomonError
 
 
-
-
 def _part(text: str, n: int | None = None) -> str:
     """A filename-safe piece; empty provenance fields (hand-made directions) read ``na``."""
     return re.sub(r"[^A-Za-z0-9_.\-]+", "_", text[:n] if n else text).strip("_.") or "na"

@@ -8,7 +8,6 @@ which raises :class:`backend.Unreachable` when the store does not answer.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,6 @@ from catalog.query import KIND_TAG, METRIC_PREFIX, DirectionRecord, record_from_
 from catalog.refs import best_alias, check_concept
 from pipeline.direction import Direction
 from pipeline.types import GnomonError
-
 
 MONITOR_ALIAS = "best-monitor"
 """The version to read a concept with (monitor, probe): the selection rule's winner."""
