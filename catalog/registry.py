@@ -24,7 +24,6 @@ from catalog.refs import best_alias, check_concept
 from pipeline.direction import Direction
 from pipeline.types import GnomonError
 
-
 MONITOR_ALIAS = "best-monitor"
 """The version to read a concept with (monitor, probe): the selection rule's winner."""
 STEER_ALIAS = "best-steer"

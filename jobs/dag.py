@@ -46,7 +46,7 @@ def _stage(home: Path, job: str, key: str, inputs: dict[str, Any], fn: Callable[
 
 
 def _elapsed(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
+    m, s = divmod(round(seconds), 60)
     return f"{m}m{s:02d}s" if m else f"{seconds:.1f}s"
 
 
