@@ -17,6 +17,7 @@ from catalog import artifacts, backend, runs
 from catalog.query import KIND_TAG, METRIC_PREFIX, DirectionRecord, record_from_version
 from catalog.refs import best_alias, check_concept
 from pipeline.direction import Direction
+from pipeline.fleet.registry import lineage_tags
 from pipeline.types import GnomonError
 
 
@@ -118,6 +119,7 @@ class Registry:
                     "dataset_hash": prov.dataset_hash, "site": prov.site,
                     "hidden_size": str(prov.hidden_size), KIND_TAG: "direction", "sha256": sha,
                     **req.extra_tags}
+            tags |= lineage_tags(prov.model_id, prov.fingerprint, self.home)
             tags |= {METRIC_PREFIX + k: repr(float(v)) for k, v in direction.metrics.items()}
             mv = self.call("create_model_version", concept, source=source, run_id=run_id,
                            tags=tags)

@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "monitor": ("jobs.commands.monitor", "score generated tokens with directions (lie detector)"),
     "orthogonalize": ("jobs.commands.orthogonalize", "bake a direction's removal into the weights"),
     "export-gguf": ("jobs.commands.export_gguf", "write directions as a llama.cpp control vector"),
+    "fleet": ("jobs.commands.fleet", "build a fleet of model versions (fine-tunes, from scratch, numeric, edited) and list fleets"),
+    "models": ("jobs.commands.models", "list registered model versions and show their lineage"),
     "demo": ("jobs.commands.demo", "run the end-to-end demo on the bundled model"),
 }
 

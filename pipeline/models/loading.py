@@ -12,7 +12,7 @@ import importlib.util
 import json
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -213,10 +213,19 @@ def load_model(spec: ModelSpec | str, home: str | Path | None = None) -> LoadedM
         gguf = bundled_gguf() if source == "bundled" else Path(spec.id).expanduser()
         model, tok, fp_cache = _load_gguf(gguf, spec, device, home_p)
         extra["gguf"] = str(gguf)
+        extra["cache_dir"] = str(fp_cache)
         extra["hf_name"] = BUNDLED_HF_NAME if source == "bundled" else gguf.stem
     elif source == "registered":
         fp_cache = home_p / "models" / spec.id
+        settings = _version_settings(fp_cache)
+        if spec.dtype == "auto" and settings.get("dtype") in ("float16", "bfloat16"):
+            spec = replace(spec, dtype=str(settings["dtype"]))   # run a numeric version in its dtype
+        if settings.get("quantize"):
+            device = _quantized_device(str(settings["quantize"]), device)
         model, tok = _load_dir(fp_cache, spec, device)
+        if settings.get("quantize"):
+            _quantize(model, str(settings["quantize"]))
+            extra["quantize"] = settings["quantize"]
     else:
         model, tok = _load_dir(Path(spec.id).expanduser(), spec, device)
     model.to(device)
@@ -225,20 +234,68 @@ def load_model(spec: ModelSpec | str, home: str | Path | None = None) -> LoadedM
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
     adapter = adapter_for(model)
-    fingerprint = _cached_fingerprint(model, fp_cache)
+    fingerprint = _cached_fingerprint(model, fp_cache, extra.get("quantize"))
     return LoadedModel(model=model, tokenizer=tok, spec=spec, fingerprint=fingerprint,
                        adapter=adapter, extra=extra)
 
 
-def _cached_fingerprint(model: Any, cache: Path | None) -> str:
+def _cached_fingerprint(model: Any, cache: Path | None, quantize: str | None = None) -> str:
     """Fingerprints of cached weights are stored beside them (hashing 135M floats costs ~1 s)."""
     if cache is None:
         return fingerprint_model(model)
     f = cache / "gnomon-fingerprint.json"
     if f.is_file():
         return str(json.loads(f.read_text())["fingerprint"])
+    if quantize:
+        raise GnomonError(f"{cache} runs quantized ({quantize}) but has no {f.name}; rebuild it with `gnomon fleet build`")
     fp = fingerprint_model(model)
     tmp = f.with_suffix(".tmp")
     tmp.write_text(json.dumps({"fingerprint": fp}))
     tmp.replace(f)
     return fp
+
+
+def _version_settings(path: Path) -> dict[str, Any]:
+    """``settings`` of a registered version's ``lineage.json`` (how it must be run)."""
+    f = path / "lineage.json"
+    if not f.is_file():
+        return {}
+    try:
+        doc = json.loads(f.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise GnomonError(f"{f}: not valid JSON ({e})") from None
+    settings = doc.get("settings") if isinstance(doc, dict) else None
+    return settings if isinstance(settings, dict) else {}
+
+
+QUANTIZE_CHOICES = ("int8_dynamic",)
+
+
+def _quantized_device(method: str, device: str) -> str:
+    """torch's dynamic int8 Linear kernels (fbgemm/qnnpack) exist on CPU only."""
+    if method not in QUANTIZE_CHOICES:
+        raise GnomonError(f"unknown quantization {method!r} in lineage settings: one of {', '.join(QUANTIZE_CHOICES)}")
+    return "cpu"
+
+
+def _quantize(model: Any, method: str) -> None:
+    """Dynamic int8 quantization of every ``nn.Linear`` inside the blocks, in place.
+
+    Weights become int8 (per-tensor scale), activations are quantized on the fly per batch.
+    Embeddings and the (often tied) LM head stay float32: quantizing the 49k-row head of
+    SmolLM2 moves logits by tens of nats, which is a different experiment.
+    """
+    import warnings
+
+    import torch
+
+    adapter = adapter_for(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for block in adapter.get_blocks(model):
+            torch.ao.quantization.quantize_dynamic(block, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+
+
+def quantized_fingerprint(float_fingerprint: str, method: str) -> str:
+    """Fingerprint of a version run quantized: its stored weights' fingerprint plus the method."""
+    return hashlib.sha256(f"{float_fingerprint}|{method}".encode()).hexdigest()[:32]
