@@ -96,7 +96,8 @@ def train_scratch(corpus: Corpus, prefix: str, cfg: ScratchConfig, tokenizer_fro
 
     steps = cfg.steps()
     ids = scratch_ids(prefix, cfg)
-    settings: dict[str, Any] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
+    # Checkpoint steps do not shape the weights at a step: a rerun may add checkpoints.
+    settings: dict[str, Any] = {k: v for k, v in asdict(cfg).items() if k != "checkpoints"}
     settings.update(tokenizer=tokenizer_from, corpus=corpus.source, corpus_texts=len(corpus.texts),
                     architecture="LlamaForCausalLM")
     done: list[Lineage] = []
