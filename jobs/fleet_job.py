@@ -51,7 +51,7 @@ class FleetPlan:
 def plan_for(name: str = "smollm2", tiny: bool = False, **over: Any) -> FleetPlan:
     if tiny:
         base = dict(name=name if name != "smollm2" else "tiny", prefix="tiny", base_model="tiny:llama:2x32",
-                    minilm=False, finetune={"steps": 4, "every": 2, "batch_size": 4, "max_length": 32,
+                    minilm=False, finetune={"steps": 4, "every": 2, "batch_size": 4, "max_length": 160,
                                             "train_blocks": 1, "n_texts": 24},
                     scratch={"hidden_size": 32, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2,
                              "intermediate_size": 64, "checkpoints": (0, 2, 6), "batch_size": 4,

@@ -64,6 +64,8 @@ def load_corpus(path: str | Path) -> Corpus:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as e:
                 raise GnomonError(f"corpus {p} line {i}: not JSON ({e.msg})") from None
+        if not rows:
+            raise GnomonError(f"corpus {p} is empty: it has no rows (one JSON object with a 'text' field a line)")
         if any(not isinstance(r, dict) for r in rows):
             raise GnomonError(f"corpus {p}: every line must be a JSON object with a 'text' field")
         columns = set().union(*(r.keys() for r in rows)) if rows else set()

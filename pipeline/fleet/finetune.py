@@ -57,7 +57,8 @@ def _settings(cfg: FinetuneConfig, corpus: Corpus) -> dict[str, object]:
     # Only what shapes the weights: the length of the series and the checkpoint spacing do
     # not (constant LR after warm-up), so a series can be extended by a rerun.
     s = {k: v for k, v in asdict(cfg).items() if k not in ("n_texts", "steps", "every")}
-    s.update(method="full fine-tune of the last blocks", corpus=corpus.source, corpus_texts=len(corpus.texts))
+    s.update(method="full fine-tune of the last blocks", corpus=corpus.source, corpus_texts=len(corpus.texts),
+             append_eos=False)
     return s
 
 

@@ -134,7 +134,7 @@ def train_scratch(corpus: Corpus, prefix: str, cfg: ScratchConfig, tokenizer_fro
         log(f"  {series}: {prev.id} has no optimizer state; resuming with fresh AdamW moments")
     log(f"  {series}: training {cfg.num_layers}x{cfg.hidden_size} from step {start} on {len(corpus.texts)} texts")
     tcfg = TrainConfig(lr=cfg.lr, batch_size=cfg.batch_size, max_length=cfg.max_length, seed=cfg.seed,
-                       warmup=cfg.warmup, weight_decay=0.01)
+                       warmup=cfg.warmup, weight_decay=0.01, append_eos=True)
     by_step = dict(zip(steps, ids))
     for step, trained, opt_bytes in train_until(model, tok, list(corpus.texts), named, tcfg, start, steps,
                                                 opt=opt, log=log):

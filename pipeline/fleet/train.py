@@ -32,6 +32,10 @@ class TrainConfig:
     warmup: int = 0
     """Linear warm-up steps from 0 to ``lr``; constant afterwards."""
     weight_decay: float = 0.0
+    append_eos: bool = False
+    """End every text with EOS. Off for fine-tuning: a model fine-tuned on short texts
+    ending in ``.<eos>`` learns to stop after the first sentence of any prompt, and its
+    continuations (what the behavioural score reads) come out empty."""
 
 
 def batch_indices(n: int, batch_size: int, seed: int, step: int) -> np.ndarray:
@@ -40,9 +44,10 @@ def batch_indices(n: int, batch_size: int, seed: int, step: int) -> np.ndarray:
     return rng.choice(n, size=min(batch_size, n), replace=False)
 
 
-def lm_batch(tok: Any, texts: Sequence[str], max_length: int, device: Any) -> dict[str, torch.Tensor]:
+def lm_batch(tok: Any, texts: Sequence[str], max_length: int, device: Any,
+             append_eos: bool = False) -> dict[str, torch.Tensor]:
     """Right-padded inputs with labels ``-100`` on padding (the loss skips it)."""
-    eos = tok.eos_token or ""
+    eos = (tok.eos_token or "") if append_eos else ""
     enc = tok([t + eos for t in texts], return_tensors="pt", padding=True, truncation=True,
               max_length=max_length, padding_side="right")
     labels = enc["input_ids"].clone()                                   # (B, T)
@@ -101,7 +106,7 @@ def train_until(model: Any, tok: Any, texts: Sequence[str], named: list[tuple[st
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * min(1.0, step / cfg.warmup) if cfg.warmup else cfg.lr
             rows = batch_indices(len(texts), cfg.batch_size, cfg.seed, step)
-            batch = lm_batch(tok, [texts[i] for i in rows], cfg.max_length, device)
+            batch = lm_batch(tok, [texts[i] for i in rows], cfg.max_length, device, cfg.append_eos)
             loss = model(**batch).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
