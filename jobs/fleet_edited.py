@@ -8,8 +8,9 @@ local executor and registered first, so ``gnomon fleet build`` needs nothing els
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 __all__ = ["build_edited"]
 
@@ -17,14 +18,11 @@ __all__ = ["build_edited"]
 def build_edited(base_id: str, concept: str, version_id: str, home: Path | None = None,
                  log: Callable[[str], None] = print) -> Any:
     from catalog import Catalog
-
     from jobs.executors import make_executor
     from jobs.fit_job import FitSpec, run_fit
     from pipeline.fleet.edited import register_orthogonalized
-    from pipeline.fleet.registry import read_lineage
+    from pipeline.fleet.registry import LINEAGE_FILE, read_lineage, version_dir
     from pipeline.models.loading import load_model
-
-    from pipeline.fleet.registry import LINEAGE_FILE, version_dir
 
     if (version_dir(version_id, home) / LINEAGE_FILE).is_file():
         return read_lineage(version_id, home)   # built before (its recipe names the direction used)

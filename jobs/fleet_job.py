@@ -13,11 +13,19 @@ from its last registered checkpoint (weights and optimizer state).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from pipeline.fleet.registry import LINEAGE_FILE, Fleet, FleetMember, read_lineage, save_fleet, version_dir
+from pipeline.fleet.registry import (
+    LINEAGE_FILE,
+    Fleet,
+    FleetMember,
+    read_lineage,
+    save_fleet,
+    version_dir,
+)
 from pipeline.types import GnomonError
 
 __all__ = ["STAGES", "FleetPlan", "build_fleet", "plan_for"]
@@ -50,13 +58,13 @@ class FleetPlan:
 
 def plan_for(name: str = "smollm2", tiny: bool = False, **over: Any) -> FleetPlan:
     if tiny:
-        base = dict(name=name if name != "smollm2" else "tiny", prefix="tiny", base_model="tiny:llama:2x32",
-                    minilm=False, finetune={"steps": 4, "every": 2, "batch_size": 4, "max_length": 160,
+        base = {"name": name if name != "smollm2" else "tiny", "prefix": "tiny", "base_model": "tiny:llama:2x32",
+                    "minilm": False, "finetune": {"steps": 4, "every": 2, "batch_size": 4, "max_length": 160,
                                             "train_blocks": 1, "n_texts": 24},
-                    scratch={"hidden_size": 32, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2,
+                    "scratch": {"hidden_size": 32, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2,
                              "intermediate_size": 64, "checkpoints": (0, 2, 6), "batch_size": 4,
                              "max_length": 32, "tokenizer": "tiny", "n_generic": 40},
-                    scratch_prefix="tiny-scratch")
+                    "scratch_prefix": "tiny-scratch"}
         base.update(over)
         return FleetPlan(**base)
     return FleetPlan(name=name, **over)

@@ -13,7 +13,15 @@ import pytest
 import torch
 
 from jobs.cli import main as cli
-from pipeline.fleet import Fleet, FleetMember, Lineage, lineage_chain, load_fleet, read_lineage, save_fleet
+from pipeline.fleet import (
+    Fleet,
+    FleetMember,
+    Lineage,
+    lineage_chain,
+    load_fleet,
+    read_lineage,
+    save_fleet,
+)
 from pipeline.fleet.corpora import corpus_from_texts, load_corpus, shipped_corpus
 from pipeline.fleet.finetune import FinetuneConfig, finetune_series
 from pipeline.fleet.imports import import_model

@@ -13,7 +13,14 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from pipeline.fleet.registry import LINEAGE_FILE, Lineage, list_versions, read_lineage, register_version, version_dir
+from pipeline.fleet.registry import (
+    LINEAGE_FILE,
+    Lineage,
+    list_versions,
+    read_lineage,
+    register_version,
+    version_dir,
+)
 from pipeline.fleet.versions import FINGERPRINT_FILE, is_built, staging_dir
 from pipeline.types import GnomonError
 

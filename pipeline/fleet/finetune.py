@@ -14,9 +14,9 @@ parent is the previous checkpoint (the first one's parent is the base), with the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 from pipeline.fleet.corpora import Corpus, save_corpus
 from pipeline.fleet.registry import Lineage, read_lineage, version_dir
@@ -68,7 +68,12 @@ def finetune_series(parent: str, corpus: Corpus, prefix: str, series: str, cfg: 
     """Build (or finish) the series; returns the lineage of every checkpoint, in order."""
     import torch
 
-    from pipeline.fleet.train import OPTIMIZER_FILE, TrainConfig, load_optimizer_state, train_until
+    from pipeline.fleet.train import (
+        OPTIMIZER_FILE,
+        TrainConfig,
+        load_optimizer_state,
+        train_until,
+    )
     from pipeline.models.loading import ModelSpec, load_model
 
     steps = cfg.checkpoints()

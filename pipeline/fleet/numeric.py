@@ -22,8 +22,19 @@ import shutil
 from pathlib import Path
 from typing import Literal
 
-from pipeline.fleet.registry import LINEAGE_FILE, Lineage, read_lineage, register_version, version_dir
-from pipeline.fleet.versions import FINGERPRINT_FILE, is_built, save_version, staging_dir
+from pipeline.fleet.registry import (
+    LINEAGE_FILE,
+    Lineage,
+    read_lineage,
+    register_version,
+    version_dir,
+)
+from pipeline.fleet.versions import (
+    FINGERPRINT_FILE,
+    is_built,
+    save_version,
+    staging_dir,
+)
 from pipeline.types import GnomonError
 
 __all__ = ["NUMERIC", "Numeric", "build_numeric", "numeric_id"]

@@ -29,8 +29,21 @@ from pipeline.store import check_name
 from pipeline.types import GnomonError
 
 __all__ = [
-    "Fleet", "FleetMember", "Kind", "Lineage", "LINEAGE_FILE", "check_fleet_name", "fleet_path", "lineage_chain",
-    "lineage_tags", "list_fleets", "list_versions", "load_fleet", "read_lineage", "register_version", "save_fleet",
+    "LINEAGE_FILE",
+    "Fleet",
+    "FleetMember",
+    "Kind",
+    "Lineage",
+    "check_fleet_name",
+    "fleet_path",
+    "lineage_chain",
+    "lineage_tags",
+    "list_fleets",
+    "list_versions",
+    "load_fleet",
+    "read_lineage",
+    "register_version",
+    "save_fleet",
     "version_dir",
 ]
 

@@ -12,9 +12,10 @@ tokenizer of the tiny test models instead (tests: seconds).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pipeline.fleet.corpora import Corpus, save_corpus
 from pipeline.fleet.registry import Lineage, version_dir
@@ -48,7 +49,7 @@ class ScratchConfig:
         if self.hidden_size % self.num_heads or self.num_heads % self.num_kv_heads:
             raise GnomonError(f"scratch model: hidden_size {self.hidden_size} must be a multiple of num_heads "
                               f"{self.num_heads}, and num_heads of num_kv_heads {self.num_kv_heads}")
-        s = sorted(set(int(x) for x in self.checkpoints))
+        s = sorted({int(x) for x in self.checkpoints})
         if not s or s[0] != 0:
             raise GnomonError("a from-scratch series starts with checkpoint 0 (the random initialisation)")
         return s
@@ -91,7 +92,12 @@ def train_scratch(corpus: Corpus, prefix: str, cfg: ScratchConfig, tokenizer_fro
     """Build (or finish) the series; returns every checkpoint's lineage, in step order."""
     import torch
 
-    from pipeline.fleet.train import OPTIMIZER_FILE, TrainConfig, load_optimizer_state, train_until
+    from pipeline.fleet.train import (
+        OPTIMIZER_FILE,
+        TrainConfig,
+        load_optimizer_state,
+        train_until,
+    )
     from pipeline.models.loading import ModelSpec, default_device, load_model
 
     steps = cfg.steps()

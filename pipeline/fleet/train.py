@@ -11,9 +11,10 @@ checkpoint ``k`` resumes from that checkpoint's weights and AdamW state
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch

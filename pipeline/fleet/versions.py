@@ -18,7 +18,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from pipeline.fleet.registry import LINEAGE_FILE, Lineage, read_lineage, register_version, version_dir
+from pipeline.fleet.registry import (
+    LINEAGE_FILE,
+    Lineage,
+    read_lineage,
+    register_version,
+    version_dir,
+)
 from pipeline.home import gnomon_home
 from pipeline.types import GnomonError
 
