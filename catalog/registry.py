@@ -22,6 +22,7 @@ from catalog.query import (
 )
 from catalog.refs import best_alias, check_concept
 from pipeline.direction import Direction
+from pipeline.fleet.registry import lineage_tags
 from pipeline.types import GnomonError
 
 MONITOR_ALIAS = "best-monitor"
@@ -154,6 +155,7 @@ class Registry:
                     "hidden_size": str(prov.hidden_size), KIND_TAG: "direction", "sha256": sha,
                     IDENTITY_TAG: ident,
                     **req.extra_tags}
+            tags |= lineage_tags(prov.model_id, prov.fingerprint, self.home)
             tags |= {METRIC_PREFIX + k: repr(float(v)) for k, v in direction.metrics.items()}
             mv = self.call("create_model_version", concept, source=source, run_id=run_id,
                            tags=tags)
