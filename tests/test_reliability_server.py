@@ -17,7 +17,8 @@ from catalog.registry import Registry
 from jobs.cli import main as cli
 from tests.test_catalog_server import _free_port, _stop, _wait_healthy
 
-pytestmark = pytest.mark.integration
+# Subprocesses load torch and run whole jobs several times: minutes on 2 shared cores.
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def _server(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
