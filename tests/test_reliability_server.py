@@ -29,7 +29,7 @@ def _server(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
     log = tmp_path / "server.log"
     with open(log, "ab") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    _wait_healthy(f"http://127.0.0.1:{port}", proc, log)
+    _wait_healthy(f"http://127.0.0.1:{port}", proc, log, limit_s=300)  # slow to start on a loaded machine
     return proc
 
 
