@@ -21,7 +21,8 @@ import pytest
 from tests.conftest import write_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.integration
+# Subprocesses load torch and run whole jobs several times: minutes on 2 shared cores.
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 LAYERS = (1, 2)
 
 
