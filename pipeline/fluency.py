@@ -44,11 +44,13 @@ __all__ = [
 
 FLUENCY_KL = 1.0
 """Nats of mean next-token KL past which a steered text is no longer treated as fluent."""
-GRID = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
-DEFAULT_UNIT = "resid_norm"
-"""``gnomon steer``'s default unit: the fluency bound measured in mean residual norms varies
-far less between directions than in class separations (a separation is a fraction of the
-residual norm that depends on the concept and layer)."""
+GRID = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
+DEFAULT_UNIT = "separation"
+"""The unit ``best-steer`` is measured in and ``gnomon steer`` defaults to. Measured on
+SmolLM2 (``bench/fluency.py``), the bound moves by about an order of magnitude between
+layers in either unit (sentiment mean_diff: 4 separations / 0.3 residual norms at layer 8,
+0.5 separations / under 0.05 residual norms at layer 16), so no fixed default strength is
+safe in any unit: the default strength is measured per direction instead (half its bound)."""
 DEFAULT_FRACTION = 0.5
 """``gnomon steer`` without ``--strength`` steers at this fraction of the measured bound."""
 

@@ -287,7 +287,7 @@ def test_cli_steer_says_when_the_strength_is_past_the_fluency_bound(tmp_path, ca
     args = ["steer", str(path), "--max-new-tokens", "2", "--fluency-kl", "0.009", "--json", "hi"]
     assert main([*args, "--strength", "40"]) == 0
     f = json.loads(capsys.readouterr().out)["fluency"]
-    assert f["past_bound"] and f["kl_at_strength"] > 0.009 and f["bound"] < 40 and f["unit"] == "resid_norm"
+    assert f["past_bound"] and f["kl_at_strength"] > 0.009 and f["bound"] < 40 and f["unit"] == "separation"
     assert main(args) == 0  # no --strength: half the measured bound, inside it
     f = json.loads(capsys.readouterr().out)["fluency"]
     assert f["auto"] and not f["past_bound"] and f["strength"] <= f["bound"]

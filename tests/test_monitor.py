@@ -124,6 +124,7 @@ def test_cli_monitor(tmp_path, capsys, lm):
     assert main(["monitor", str(path), "--max-new-tokens", "4", "--json", "hello"]) == 0
     tr = json.loads(capsys.readouterr().out)
     assert len(tr["token_ids"]) == len(tr["scores"]["c0@L2"]) <= 4
-    assert main(["monitor", str(path), str(path), "--threshold", "0", "--max-new-tokens", "3", "hello"]) == 0
+    assert main(["monitor", str(path), str(path), "--threshold", "0", "--max-new-tokens", "3", "--color",
+                 "hello"]) == 0
     text = capsys.readouterr().out
     assert "\x1b[48;5;" in text and "[c0@L2]" in text and "[c0@L2#2]" in text

@@ -27,6 +27,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
     p.add_argument("--json", action="store_true", help="print the trace as JSON")
     p.add_argument("--no-color", action="store_true", help="plain text with [p] after each token")
+    p.add_argument("--color", action="store_true",
+                   help="colour tokens even when stdout is not a terminal (default: only on a terminal)")
     add_source_args(p)
     allow_prompt_after_options(p)
 
@@ -67,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(trace.to_json())
         return 0
-    color = not args.no_color and "NO_COLOR" not in os.environ
+    # colour only on a terminal (a log or a pipe gets plain text), unless --color forces it
+    color = not args.no_color and (args.color or (sys.stdout.isatty() and "NO_COLOR" not in os.environ))
     print(render(trace, color))
     sys.stdout.flush()
     return 0

@@ -105,9 +105,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                    "the measured fluency bound); clamp: the projection value; interpolate: t (0 = negative "
                    "class mean, 1 = positive); ablate: ignored")
     p.add_argument("--op", choices=OPS, default="add", help="intervention (default: add)")
-    p.add_argument("--unit", choices=("separation", "resid_norm", "raw"), default="resid_norm",
-                   help="what one unit of --strength means for add (default: resid_norm, the mean residual "
-                   "norm at the direction's layer; separation: the class-mean distance)")
+    p.add_argument("--unit", choices=("separation", "resid_norm", "raw"), default="separation",
+                   help="what one unit of --strength means for add (default: separation, the class-mean "
+                   "distance; resid_norm: the mean residual norm at the direction's layer)")
     p.add_argument("--positions", choices=("all", "prompt", "generated"), default="all",
                    help="token positions the intervention edits (default: all)")
     p.add_argument("--max-new-tokens", type=int, default=32, help="tokens to generate (default: 32)")
