@@ -166,6 +166,8 @@ def main() -> None:
     ap.add_argument("--sentiment-set", default="sentiment",
                     help="dataset for the numeric and evaluate parts (a registered subset is cheaper)")
     ap.add_argument("--quick", action="store_true", help="fewer prompts, tokens and strengths (loaded machine)")
+    ap.add_argument("--eval-executor", default="ray", choices=["local", "ray"],
+                    help="the evaluate part runs one Ray task per version unless told local")
     args = ap.parse_args()
     import torch
 
@@ -183,7 +185,7 @@ def main() -> None:
         if part == "widths":
             results[part] = widths(home, ex, tuple(args.concepts.split(",")))
         elif part == "evaluate":  # one Ray task per version, as the issue asks
-            results[part] = evaluate(home, make_executor("ray"), args.sentiment_set, args.quick)
+            results[part] = evaluate(home, make_executor(args.eval_executor), args.sentiment_set, args.quick)
         elif part == "numeric":
             results[part] = numeric(home, ex, args.sentiment_set)
         else:
