@@ -200,9 +200,6 @@ def main() -> None:
     print(f"fleet_figures_seconds = {time.time() - t0:.0f}")
 
 
-if __name__ == "__main__":
-    main()
-
 
 def drift_at_layer(home: Path, drift_json: str, layer: int) -> dict[str, Any]:
     """Re-measure a drift report's activation shifts at another ``layer`` (behaviour shifts
@@ -240,3 +237,7 @@ def drift_at_layer(home: Path, drift_json: str, layer: int) -> dict[str, Any]:
     out["screening_auroc_last"] = screening_auroc(sk - proj[rep["base"]], ct - proj[rep["base"]], -1.0)
     print(f"screening AUROC at layer {layer} (last) = {out['screening_auroc_last']:.3f}")
     return out
+
+
+if __name__ == "__main__":
+    main()
