@@ -166,6 +166,10 @@ def main() -> None:
     ap.add_argument("--sentiment-set", default="sentiment",
                     help="dataset for the numeric and evaluate parts (a registered subset is cheaper)")
     ap.add_argument("--quick", action="store_true", help="fewer prompts, tokens and strengths (loaded machine)")
+    ap.add_argument("--drift-json", default=None, help="with --parts drift-layer: a drift report to re-measure")
+    ap.add_argument("--drift-layer", type=int, default=30)
+    ap.add_argument("--eval-executor", default="ray", choices=["local", "ray"],
+                    help="the evaluate part runs one Ray task per version unless told local")
     args = ap.parse_args()
     import torch
 
@@ -183,7 +187,9 @@ def main() -> None:
         if part == "widths":
             results[part] = widths(home, ex, tuple(args.concepts.split(",")))
         elif part == "evaluate":  # one Ray task per version, as the issue asks
-            results[part] = evaluate(home, make_executor("ray"), args.sentiment_set, args.quick)
+            results[part] = evaluate(home, make_executor(args.eval_executor), args.sentiment_set, args.quick)
+        elif part == "drift-layer":
+            results[part] = drift_at_layer(home, args.drift_json, args.drift_layer)
         elif part == "numeric":
             results[part] = numeric(home, ex, args.sentiment_set)
         else:
@@ -192,6 +198,45 @@ def main() -> None:
             Path(args.out).write_text(json.dumps(results, indent=1, default=float))
     print(f"load average at end: {os.getloadavg()[0]:.1f}")
     print(f"fleet_figures_seconds = {time.time() - t0:.0f}")
+
+
+
+def drift_at_layer(home: Path, drift_json: str, layer: int) -> dict[str, Any]:
+    """Re-measure a drift report's activation shifts at another ``layer`` (behaviour shifts
+    reused): the fine-tunes train only the last blocks, so layers below them do not move."""
+    import numpy as np
+
+    from jobs.drift_job import read_corpus
+    from pipeline.datasets import neutral_prompts
+    from pipeline.evaluate import _acts
+    from pipeline.fleet_compare import (
+        drift_points,
+        drift_summary,
+        mean_diff,
+        read_layer_data,
+        screening_auroc,
+    )
+    from pipeline.models import load_model
+
+    rep = json.loads(Path(drift_json).read_text())
+    v = mean_diff(read_layer_data(home, rep["base"], "sentiment", layer, "positive", "negative"))
+    u = v / np.linalg.norm(v)
+    prompts = neutral_prompts("sentiment")[:12]
+    proj = {}
+    for vid in [rep["base"], *[p["version"] for p in rep["drift"]["points"]]]:
+        proj[vid] = float((_acts(load_model(vid, home=home), prompts, layer, "last") @ u).mean())
+        print(f"  {vid}: mean projection at layer {layer} = {proj[vid]:.3f}")
+    rows = [(p["version"], p["series"], p["step"], proj[p["version"]], p["behaviour"]) for p in rep["drift"]["points"]]
+    out = drift_summary(drift_points(proj[rep["base"]], rep["base_behaviour"], rows))
+    for name, s in out["series"].items():
+        print(f"{name}: " + ", ".join(f"s{st}: act {a:+.3f} VADER {b:+.3f}"
+                                       for st, a, b in zip(s["step"], s["activation_shift"], s["behaviour_shift"])))
+    print(f"drift Pearson r at layer {layer} = {out['pearson_r']:.3f} over {out['n_points']} checkpoints")
+    lm = load_model(rep["base"], home=home)
+    sk, ct = (np.asarray(_acts(lm, read_corpus(rep["corpora"][k], 80), layer, "last") @ u) for k in ("skewed", "control"))
+    out["screening_auroc_last"] = screening_auroc(sk - proj[rep["base"]], ct - proj[rep["base"]], -1.0)
+    print(f"screening AUROC at layer {layer} (last) = {out['screening_auroc_last']:.3f}")
+    return out
 
 
 if __name__ == "__main__":

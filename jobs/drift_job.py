@@ -227,6 +227,10 @@ def run_drift(spec: DriftSpec, executor: Any = None, home: Any = None, tracking_
     b = res[0]
     rows = [(m.id, m.series, int(m.step or 0), r["projection"], r["behaviour"]) for m, r in zip(members, res[1:])]
     drift = drift_summary(drift_points(b["projection"], b["behaviour"], rows))
+    if all(abs(r[3] - b["projection"]) < 1e-6 for r in rows):
+        # Fine-tunes that train only the last blocks leave every layer below them unchanged.
+        drift["note"] = (f"no checkpoint moved layer {layer}: the fine-tunes may train only later blocks; "
+                         "pass --layer above the first trained block")
     sign = 1.0 if toward == pos else -1.0
     screening = {}
     if len(screen) == 2:

@@ -60,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {name}: {pts}")
     print(f"Pearson r (activation shift vs behaviour shift, {out['drift']['n_points']} checkpoints): "
           f"{out['drift']['pearson_r']:.3f}")
+    if out["drift"].get("note"):
+        print(f"note: {out['drift']['note']}")
     for pos, v in out["screening"].items():
         print(f"screening AUROC ({pos} position, skewed above control): {v['auroc']:.3f} "
               f"({v['n_skewed']} vs {v['n_control']} samples)")
