@@ -67,7 +67,9 @@ def test_register_and_load_through_http_server(tmp_path: Path) -> None:
            "--artifacts-destination", str(tmp_path / "artifacts"),
            "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        # no job runner: gnomon uses none, and its huey workers are seven more processes to stop
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
     try:
         _wait_healthy(url, proc, log)
         cat = Catalog(tracking_uri=url, home=tmp_path / "client-home")

@@ -4,6 +4,7 @@ to the server they were meant for; `fit --json` stdout stays JSON."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -28,7 +29,9 @@ def _server(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
            "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     log = tmp_path / "server.log"
     with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        # no job runner: gnomon uses none, and its huey workers are seven more processes to stop
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
     _wait_healthy(f"http://127.0.0.1:{port}", proc, log, limit_s=300)  # slow to start on a loaded machine
     return proc
 
