@@ -34,7 +34,8 @@ import threading
 from collections import OrderedDict
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Protocol, Sequence, TypeVar
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, Protocol, TypeVar
 
 __all__ = ["Executor", "AutoExecutor", "LocalExecutor", "RayExecutor", "make_executor", "EXECUTORS",
            "MANY_CPUS", "MIN_FANOUT"]
