@@ -20,6 +20,26 @@ from pipeline.direction import Direction
 from pipeline.types import GnomonError
 
 
+MONITOR_ALIAS = "best-monitor"
+"""The version to read a concept with (monitor, probe): the selection rule's winner."""
+STEER_ALIAS = "best-steer"
+"""The version to steer with: the largest measured dose-response within the fluency bound."""
+
+
+def record_candidate(r: DirectionRecord) -> Any:
+    """A catalog record as :mod:`pipeline.selection` sees it (sizes and depth from its tags)."""
+    from pipeline.selection import Candidate
+
+    def tag_int(name: str) -> int | None:
+        v = r.tags.get(name, "")
+        return int(v) if v.isdigit() else None
+
+    val_rows, depth = tag_int("val_rows"), tag_int("num_layers")
+    n = val_rows // 2 if val_rows else None
+    return Candidate(key=r, layer=r.layer, num_layers=depth, method=r.method, metrics=r.metrics,
+                     n_pos=n, n_neg=n, version=r.version)
+
+
 class Registry:
     """MLflow access for one tracking URI; the client is created on first use."""
 
@@ -126,15 +146,25 @@ class Registry:
         return version
 
     def update_best(self, concept: str, model: str, metric: str) -> None:
-        """Point ``best-<model slug>`` and ``best`` at the model's highest-``metric`` version
-        (ties: the newer version). No alias changes when no version has the metric."""
-        scored = [r for r in self.records(concept, {"model": model})
-                  if r.model == model and math.isfinite(r.metrics.get(metric, math.nan))]
-        if not scored:
+        """Point ``best``, ``best-monitor`` and ``best-<model slug>`` at the model's best version
+        by :mod:`pipeline.selection` (never layer 0, never at chance; saturated scores are
+        broken by d', simpler method, mid-depth). When no version is eligible those aliases
+        are removed rather than left on a useless direction."""
+        from pipeline.selection import choose
+
+        recs = [r for r in self.records(concept, {"model": model}) if r.model == model]
+        if not recs:
             return
-        top = max(scored, key=lambda r: (r.metrics[metric], r.version))
-        for alias in (best_alias(model), "best"):
-            self.call("set_registered_model_alias", concept, alias, str(top.version))
+        top = choose([record_candidate(r) for r in recs], metric)
+        names = (best_alias(model), "best", MONITOR_ALIAS)
+        if top is None:
+            current = self.alias_maps([concept])[concept]
+            for alias in names:
+                if alias in current and int(current[alias]) in {r.version for r in recs}:
+                    self.call("delete_registered_model_alias", concept, alias)
+            return
+        for alias in names:
+            self.call("set_registered_model_alias", concept, alias, str(top.key.version))
 
     def download(self, rec: DirectionRecord, dst: Path) -> Path:
         """Fetch the version's file into ``dst`` and check it against its recorded sha256."""

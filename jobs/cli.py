@@ -25,6 +25,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "monitor": ("jobs.commands.monitor", "score generated tokens with directions (lie detector)"),
     "orthogonalize": ("jobs.commands.orthogonalize", "bake a direction's removal into the weights"),
     "export-gguf": ("jobs.commands.export_gguf", "write directions as a llama.cpp control vector"),
+    "submit": ("jobs.commands.submit", "submit a job spec to a Ray cluster as a Ray Job; prints the job id"),
+    "status": ("jobs.commands.status", "state of a submitted job (--wait: until it ends)"),
+    "logs": ("jobs.commands.logs", "output of a submitted job (--follow: stream it)"),
     "demo": ("jobs.commands.demo", "run the end-to-end demo on the bundled model"),
 }
 

@@ -33,13 +33,20 @@ def _stage(home: Path, job: str, key: str, inputs: dict[str, Any], fn: Callable[
             log(f"[skip] {key} (done {doc['finished']})")
             return doc["result"]  # type: ignore[no-any-return]
     log(f"[run ] {key}")
+    t0 = time.perf_counter()
     result = fn()
+    log(f"[done] {key} in {_elapsed(time.perf_counter() - t0)}")
     m.parent.mkdir(parents=True, exist_ok=True)
     tmp = m.with_suffix(".tmp")
     tmp.write_text(json.dumps({"stage": key, "inputs_sha256": digest, "inputs": inputs, "result": result,
                                "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, default=str))
     tmp.replace(m)
     return result
+
+
+def _elapsed(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m}m{s:02d}s" if m else f"{seconds:.1f}s"
 
 
 def _eval_ref(cat: Any, ev: EvaluateSection, model: str) -> str:
@@ -52,7 +59,15 @@ def _eval_ref(cat: Any, ev: EvaluateSection, model: str) -> str:
         raise GnomonError(f"no registered {ev.concept} direction for {model}"
                           f"{' with method ' + ev.method if ev.method else ''}"
                           f"{' at position ' + ev.position if ev.position else ''}: fit it first")
-    return str(max(recs, key=lambda r: (r.metrics.get("val_auroc", 0.0), r.metrics.get("val_accuracy", 0.0))).ref)
+    from catalog.registry import record_candidate
+    from pipeline.selection import choose
+
+    top = choose([record_candidate(r) for r in recs])  # the rule behind @best (pipeline/selection.py)
+    if top is not None:
+        return str(top.key.ref)
+    # nothing is clearly above chance (e.g. a tiny validation split): evaluating still measures
+    # something, so take the highest validation AUROC rather than stop the job
+    return str(max(recs, key=lambda r: (r.metrics.get("val_auroc", 0.0), r.layer >= 1)).ref)
 
 
 def run_job(spec: JobSpec, home: Any = None, tracking_uri: str | None = None, show_progress: bool = True,
@@ -65,6 +80,7 @@ def run_job(spec: JobSpec, home: Any = None, tracking_uri: str | None = None, sh
     from jobs.executors import make_executor
     from jobs.fit_job import FitSpec, run_fit
 
+    t_job = time.perf_counter()
     home_p = gnomon_home(home)
     executor = make_executor(spec.executor, spec.ray_address)
     cat = Catalog(tracking_uri=tracking_uri, home=home_p)
@@ -90,4 +106,5 @@ def run_job(spec: JobSpec, home: Any = None, tracking_uri: str | None = None, sh
 
         results[key] = _stage(home_p, spec.name, key, {**asdict(es), "tracking": cat.tracking_uri},
                               eval_stage, log)
+    log(f"[done] job {spec.name} in {_elapsed(time.perf_counter() - t_job)}")
     return results

@@ -46,6 +46,8 @@ class FitSpec:
     """Per-method parameters, e.g. ``{"logistic": {"l2": 1e-3}}``."""
     collect_dtype: str = "float16"
     batch_size: int = 32
+    select_steer: bool = True
+    """After registering, measure the top candidates' dose-response and set ``best-steer``."""
 
 
 def _check_methods(methods: Sequence[str]) -> None:
@@ -65,11 +67,20 @@ def plan_fit(spec: FitSpec, home: Path, fingerprint: str, hidden_size: int, num_
             for position in spec.positions for method in spec.methods for layer in layers]
 
 
-def sweep_curves(directions: Sequence[Any], metric: str) -> dict[tuple[str, str], dict[str, Any]]:
-    """Per (method, position): the layer curve of every split metric and the best layer by ``metric``."""
+def sweep_curves(directions: Sequence[Any], metric: str,
+                 num_layers: int | None = None) -> dict[tuple[str, str], dict[str, Any]]:
+    """Per (method, position): the layer curve of every split metric and the chosen layer.
+
+    The layer is chosen by :mod:`pipeline.selection` (never layer 0, never a layer at chance;
+    ties on the validation metric's confidence bound go to the larger d', then mid-depth).
+    ``eligible`` is False when no layer passes: ``best`` is then the plain arg-max, kept for
+    the record, and the catalog never points an alias at it."""
+    from pipeline.selection import rank
+
     groups: dict[tuple[str, str], list[Any]] = {}
     for d in directions:
         groups.setdefault((d.provenance.method, d.provenance.position), []).append(d)
+    depth = num_layers if num_layers is not None else max((d.layer for d in directions), default=0) or None
     out = {}
     for key, ds in groups.items():
         ds = sorted(ds, key=lambda d: d.layer)
@@ -79,11 +90,23 @@ def sweep_curves(directions: Sequence[Any], metric: str) -> dict[tuple[str, str]
         # A dataset without a validation split falls back to the training metric (said in
         # the sweep record); test metrics never choose.
         used = metric if any(metric in d.metrics for d in ds) else metric.replace("val_", "train_", 1)
-        tie = used.split("_", 1)[0] + "_accuracy"
-        # ties go to the earlier layer; NaN never wins
-        best = max(ds, key=lambda d: (_finite(d.metrics.get(used)), _finite(d.metrics.get(tie)), -d.layer))
-        out[key] = {"curve": curve, "best": best, "select_metric": used}
+        ranked = rank([candidate(d, depth) for d in ds], used)
+        if ranked:
+            best = ranked[0].key
+        else:
+            tie = used.split("_", 1)[0] + "_accuracy"
+            best = max(ds, key=lambda d: (_finite(d.metrics.get(used)), _finite(d.metrics.get(tie)), -d.layer))
+        out[key] = {"curve": curve, "best": best, "select_metric": used, "eligible": bool(ranked)}
     return out
+
+
+def candidate(d: Any, num_layers: int | None) -> Any:
+    """A fitted direction as :mod:`pipeline.selection` sees it (validation rows split evenly)."""
+    from pipeline.selection import Candidate
+
+    n = int(d.provenance.split_sizes.get("val", 0)) // 2 or None
+    return Candidate(key=d, layer=d.layer, num_layers=num_layers, method=d.provenance.method,
+                     metrics=dict(d.metrics), n_pos=n, n_neg=n)
 
 
 def _finite(x: float | None) -> float:
@@ -155,9 +178,24 @@ def fit_collected(spec: FitSpec, collected: Any, executor: Any, home: Any, catal
     failures = [(g, m, e) for g in groups for m, e in g.failures]
     if not directions:
         raise GnomonError(f"no group produced a direction; first problem: {failures[0][2]}")
-    sweeps = sweep_curves(directions, spec.select_metric)
+    sweeps = sweep_curves(directions, spec.select_metric, collected.num_layers)
     sweep_path = _write_sweep(home_p, ds.name, spec, sweeps)
-    records = _register(spec, directions, sweeps, catalog, home_p) if spec.register != "none" else {}
+    records = (_register(spec, directions, sweeps, catalog, home_p, collected.num_layers)
+               if spec.register != "none" else {})
+    t2 = time.perf_counter()
+    aliases: dict[str, Any] = {}
+    steer: dict[str, Any] = {}
+    if records:
+        if catalog is None:
+            from catalog import Catalog
+
+            catalog = Catalog(home=home_p)
+        if spec.select_steer:
+            from jobs.steer_select import select_steer
+
+            steer = select_steer(catalog, ds.name, spec.model, ds, positive, negative, home_p)
+        aliases = alias_targets(catalog, ds.name, spec.model)
+    t_select = time.perf_counter() - t2
     best = []
     for (method, position), s in sorted(sweeps.items()):
         d = s["best"]
@@ -170,11 +208,26 @@ def fit_collected(spec: FitSpec, collected: Any, executor: Any, home: Any, catal
         groups=len(tasks) * len(spec.methods), executor=getattr(executor, "name", "?"),
         collect={"written_files": collected.written_files, "skipped_files": collected.skipped_files,
                  "rows": collected.rows, "seconds": collected.seconds},
-        seconds={"collect": collected.seconds, "fit": round(t_fit, 3),
+        seconds={"collect": collected.seconds, "fit": round(t_fit, 3), "select": round(t_select, 3),
                  "read": round(sum(g.read_seconds for g in groups), 3),
                  "total": round(collected.seconds + time.perf_counter() - t1, 3)},
         sweep=str(sweep_path), registered=len(records), best=best,
-        failed_groups=[f"{m}/{g.position}/layer {g.layer}: {e}" for g, m, e in failures])
+        failed_groups=[f"{m}/{g.position}/layer {g.layer}: {e}" for g, m, e in failures],
+        extra={"aliases": aliases, "steer_selection": steer})
+
+
+def alias_targets(catalog: Any, concept: str, model: str) -> dict[str, Any]:
+    """``{alias: {ref, layer, method, position}}`` for the aliases a fit maintains (absent: not set)."""
+    from catalog.refs import best_alias
+
+    out: dict[str, Any] = {}
+    for rec in catalog.versions(concept):
+        if rec.model != model:
+            continue
+        for alias in rec.aliases:
+            if alias in ("best", "best-monitor", "best-steer", best_alias(model)):
+                out[alias] = {"ref": rec.ref, "layer": rec.layer, "method": rec.method, "position": rec.position}
+    return dict(sorted(out.items()))
 
 
 def _write_sweep(home: Path, concept: str, spec: FitSpec, sweeps: dict[tuple[str, str], dict[str, Any]]) -> Path:
@@ -182,7 +235,8 @@ def _write_sweep(home: Path, concept: str, spec: FitSpec, sweeps: dict[tuple[str
 
     path = home / "sweeps" / concept / f"{model_slug(spec.model)}-{spec.revision}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    doc = {f"{m}/{p}": {"best_layer": s["best"].layer, "select_metric": s["select_metric"], "curve": s["curve"]}
+    doc = {f"{m}/{p}": {"best_layer": s["best"].layer, "select_metric": s["select_metric"],
+                        "eligible": s["eligible"], "curve": s["curve"]}
            for (m, p), s in sorted(sweeps.items())}
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(doc, indent=1, allow_nan=True))
@@ -191,7 +245,7 @@ def _write_sweep(home: Path, concept: str, spec: FitSpec, sweeps: dict[tuple[str
 
 
 def _register(spec: FitSpec, directions: Sequence[Any], sweeps: dict[tuple[str, str], dict[str, Any]],
-              catalog: Any, home: Path) -> dict[tuple[str, str, int], Any]:
+              catalog: Any, home: Path, num_layers: int) -> dict[tuple[str, str, int], Any]:
     if catalog is None:
         from catalog import Catalog
 
@@ -200,7 +254,8 @@ def _register(spec: FitSpec, directions: Sequence[Any], sweeps: dict[tuple[str, 
     out = {}
     for d in chosen:
         key = (d.provenance.method, d.provenance.position)
-        extra = {"best_layer": str(sweeps[key]["best"].layer), "select_metric": sweeps[key]["select_metric"]}
+        extra = {"best_layer": str(sweeps[key]["best"].layer), "select_metric": sweeps[key]["select_metric"],
+                 "num_layers": str(num_layers), "val_rows": str(d.provenance.split_sizes.get("val", 0))}
         rec = catalog.register(d, curve=sweeps[key]["curve"], extra_tags=extra, set_best=True,
                                best_metric=spec.select_metric)
         out[(*key, d.layer)] = rec

@@ -19,14 +19,30 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None,
     if ray.is_initialized():
         return ray
     address = address or os.environ.get("RAY_ADDRESS")
-    env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1",
-                        "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}}
+    env = {"env_vars": _worker_env()}
     if address:
         ray.init(address=address, runtime_env=env, log_to_driver=True)
     else:
         ray.init(num_cpus=num_cpus or os.cpu_count() or 1, object_store_memory=object_store_memory,
                  include_dashboard=False, runtime_env=env, log_to_driver=True)
     return ray
+
+
+WORKER_ENV = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}
+
+
+def _worker_env() -> dict[str, str]:
+    """``WORKER_ENV`` less what a submitted job's runtime environment already sets: inside a
+    Ray Job (``gnomon submit``, a KubeRay ``RayJob``) Ray refuses to start a driver whose
+    ``ray.init`` names a variable the job also names, even with the same value."""
+    import json
+
+    job = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    try:
+        taken = set((json.loads(job).get("runtime_env") or {}).get("env_vars") or {}) if job else set()
+    except (ValueError, AttributeError):
+        taken = set()
+    return {k: v for k, v in WORKER_ENV.items() if k not in taken}
 
 
 def cluster_gpus() -> int:

@@ -19,6 +19,16 @@ def print_report(results: dict[str, Any]) -> None:
                 print(f"  {r['concept']:<10} {b['method']:<10} {b['position']:<5} {b['layer']:>5} "
                       f"{_f(b.get('val_auroc')):>9} {_f(b.get('test_accuracy')):>8} {_f(b.get('test_auroc')):>10}  "
                       f"{b['ref'] or '-'}")
+    if any(r.get("aliases") for r in fits.values()):
+        print("\naliases (best = best-monitor: read with it; best-steer: steer with it):")
+        for r in fits.values():
+            for alias, t in (r.get("aliases") or {}).items():
+                if alias in ("best-monitor", "best-steer") or (alias == "best" and "best-monitor" not in r["aliases"]):
+                    print(f"  {r['concept']}@{alias:<13} -> {t['ref']:<16} layer {t['layer']:>2} {t['method']}/{t['position']}")
+            missing = [a for a in ("best-monitor", "best-steer") if a not in (r.get("aliases") or {})]
+            if missing:
+                why = (r.get("steer_selection") or {}).get("reason", "no eligible direction")
+                print(f"  {r['concept']}: no {', '.join(missing)} ({why})")
     for key, r in results.items():
         if not key.startswith("evaluate/"):
             continue

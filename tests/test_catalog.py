@@ -108,7 +108,7 @@ def test_best_aliases_follow_val_metric(cat: Catalog, fleet: list[Direction]) ->
     assert cat.resolve("sentiment").version == 5  # bare concept: latest version
     # A better smollm2 direction moves both of its aliases.
     new = cat.register(make_direction(9, layer=12, val_auroc=0.97))
-    assert set(new.aliases) == {"best", best_alias("smollm2")}
+    assert set(new.aliases) == {"best", "best-monitor", best_alias("smollm2")}
     assert "best" not in cat.resolve("sentiment/4").aliases
 
 
@@ -182,7 +182,7 @@ def test_set_alias_and_tag(cat: Catalog, fleet: list[Direction]) -> None:
 def test_to_arrow_is_queryable_with_duckdb(cat: Catalog, fleet: list[Direction]) -> None:
     import duckdb
 
-    cat.register(make_direction(20, concept="truthfulness", layer=9, val_auroc=0.66))
+    cat.register(make_direction(20, concept="truthfulness", layer=9, val_auroc=0.96))
     tbl = cat.to_arrow()
     assert tbl.num_rows == len(FLEET) + 1
     con = duckdb.connect()

@@ -68,7 +68,8 @@ def test_dag_runs_every_stage_then_resumes(catalog_home: Path, tmp_path: Path) -
     logs: list[str] = []
     out = run_job(load_job(p), home=catalog_home, show_progress=False, log=logs.append)
     assert [k.split("/")[0] for k in out] == ["fit", "fit", "evaluate"]
-    assert all(line.startswith("[run ]") for line in logs)
+    assert sum(line.startswith("[run ]") for line in logs) == 3
+    assert sum(line.startswith("[done]") and " in " in line for line in logs) == 4  # 3 stages + the job
     recs = Catalog(home=catalog_home).search(concept="toy")
     assert {r.model for r in recs} == {"tiny:llama", "tiny:gpt2"} and len(recs) == 4
     ev = next(v for k, v in out.items() if k.startswith("evaluate/"))
@@ -76,5 +77,6 @@ def test_dag_runs_every_stage_then_resumes(catalog_home: Path, tmp_path: Path) -
     assert json.loads(Path(ev["path"]).read_text())["concept"] == "toy"
     logs.clear()
     again = run_job(load_job(p), home=catalog_home, show_progress=False, log=logs.append)
-    assert all(line.startswith("[skip]") for line in logs) and again.keys() == out.keys()
+    assert sum(line.startswith("[skip]") for line in logs) == 3 and again.keys() == out.keys()
+    assert not any(line.startswith("[run ]") for line in logs)
     assert len(Catalog(home=catalog_home).search(concept="toy")) == 4  # nothing registered twice

@@ -29,11 +29,18 @@ def test_sweep_picks_the_best_validation_layer_not_test() -> None:
         return Direction(torch.ones(4), Provenance.minimal(hidden_size=4, layer=layer, method="m", position="last"),
                          metrics={"val_auroc": val, "test_auroc": test})
 
-    ds = [d(0, 0.6, 0.99), d(1, 0.9, 0.7), d(2, 0.9, 0.8), d(3, float("nan"), 1.0)]
-    s = sweep_curves(ds, "val_auroc")[("m", "last")]
-    assert s["best"].layer == 1  # best val, earliest on ties; test and NaN ignored
-    assert s["curve"]["layer"] == [0.0, 1.0, 2.0, 3.0]
-    assert s["curve"]["val_auroc"][:3] == [0.6, 0.9, 0.9]
+    ds = [d(0, 0.99, 0.99), d(1, 0.9, 0.7), d(2, 0.9, 0.8), d(3, 0.9, 0.9), d(4, float("nan"), 1.0)]
+    s = sweep_curves(ds, "val_auroc", num_layers=4)[("m", "last")]
+    # layer 0 (embeddings) never wins; ties on val go to mid-depth; test and NaN ignored
+    assert s["best"].layer == 2 and s["eligible"]
+    assert s["curve"]["layer"] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert s["curve"]["val_auroc"][:3] == [0.99, 0.9, 0.9]
+
+
+def test_sweep_at_chance_is_marked_ineligible() -> None:
+    ds = [Direction(torch.ones(4), Provenance.minimal(hidden_size=4, layer=layer, method="m", position="last"),
+                    metrics={"val_auroc": 0.55}) for layer in (1, 2, 3)]
+    assert not sweep_curves(ds, "val_auroc", num_layers=3)[("m", "last")]["eligible"]
 
 
 def test_fit_job_local_end_to_end(home: Path, toy: Path) -> None:
@@ -47,8 +54,10 @@ def test_fit_job_local_end_to_end(home: Path, toy: Path) -> None:
     for key, entry in sweep.items():
         curve = entry["curve"]
         assert entry["select_metric"] == "val_auroc"
-        vals = [v if v == v else -1 for v in curve["val_auroc"]]
-        assert vals[curve["layer"].index(entry["best_layer"])] == max(vals)  # ties: val_accuracy decides
+        vals = [v if v == v and layer >= 1 else -1 for v, layer in zip(curve["val_auroc"], curve["layer"])]
+        assert entry["best_layer"] >= 1  # never the embedding output
+        if entry["eligible"]:  # within the tie tolerance of the best non-embedding layer
+            assert vals[curve["layer"].index(entry["best_layer"])] >= max(vals) - 0.011
     again = run_fit(spec, LocalExecutor(), home)  # activations are reused, not recollected
     assert again["collect"]["written_files"] == 0 and again["collect"]["skipped_files"] == 5
 

@@ -265,8 +265,8 @@ def test_cli_steer_json_and_side_by_side(tmp_path, capsys, lm):
 
     d = make_dir(lm)
     path = d.save(tmp_path / "toy.safetensors")
-    assert main(["steer", str(path), str(path), "--strength", "2,1", "--max-new-tokens", "5",
-                 "--json", "hello there"]) == 0
+    assert main(["steer", str(path), str(path), "--strength", "2,1", "--unit", "separation",
+                 "--max-new-tokens", "5", "--json", "hello there"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["model"]["fingerprint"] == lm.fingerprint and out["prompt"] == "hello there"
     assert out["unsteered"] == generate(lm, ["hello there"], 5)[0]
@@ -278,3 +278,18 @@ def test_cli_steer_json_and_side_by_side(tmp_path, capsys, lm):
     other = make_dir(lm, fingerprint="1" * 32).save(tmp_path / "other.safetensors")
     assert main(["steer", str(other), "hi"]) == 2
     assert "--force" in capsys.readouterr().err
+
+
+def test_cli_steer_says_when_the_strength_is_past_the_fluency_bound(tmp_path, capsys, lm):
+    from jobs.cli import main
+
+    path = make_dir(lm).save(tmp_path / "toy.safetensors")
+    args = ["steer", str(path), "--max-new-tokens", "2", "--fluency-kl", "0.009", "--json", "hi"]
+    assert main([*args, "--strength", "40"]) == 0
+    f = json.loads(capsys.readouterr().out)["fluency"]
+    assert f["past_bound"] and f["kl_at_strength"] > 0.009 and f["bound"] < 40 and f["unit"] == "resid_norm"
+    assert main(args) == 0  # no --strength: half the measured bound, inside it
+    f = json.loads(capsys.readouterr().out)["fluency"]
+    assert f["auto"] and not f["past_bound"] and f["strength"] <= f["bound"]
+    assert main([*args[:-2], "--strength", "40", "hi"]) == 0
+    assert "past the fluency bound" in capsys.readouterr().out

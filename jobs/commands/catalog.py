@@ -11,7 +11,7 @@ import argparse
 import json
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from catalog import Catalog, DirectionRecord
@@ -26,32 +26,53 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="catalog_command", metavar="ACTION", required=True)
 
     ls = sub.add_parser("ls", help="list direction versions")
-    ls.add_argument("--concept")
-    ls.add_argument("--model")
-    ls.add_argument("--method")
-    ls.add_argument("--layer", type=int)
+    ls.add_argument("--concept", help="only this concept (default: all)")
+    ls.add_argument("--model", help="only directions fitted on this model id (default: all)")
+    ls.add_argument("--method", help="only this fitting method (default: all)")
+    ls.add_argument("--layer", type=int, help="only this layer (default: all)")
     ls.add_argument("--json", action="store_true", help="print a JSON list of records")
 
-    show = sub.add_parser("show", help="show one version (REF: concept@alias, concept/N, concept)")
-    show.add_argument("ref")
-    show.add_argument("--json", action="store_true")
+    show = sub.add_parser("show", help="show one version")
+    show.add_argument("ref", help="concept@alias, concept/N, or concept (its latest version)")
+    show.add_argument("--json", action="store_true", help="print the record as JSON")
 
     alias = sub.add_parser("alias", help="point an alias at a version")
-    alias.add_argument("ref")
-    alias.add_argument("name")
+    alias.add_argument("ref", help="the version: concept/N or concept@other-alias")
+    alias.add_argument("name", help="alias name (letters, digits, '_' or '-')")
 
     export = sub.add_parser("export", help="copy a direction to a plain safetensors file")
-    export.add_argument("file", help="destination, ending in .safetensors")
-    export.add_argument("ref")
+    export.add_argument("ref", help="direction to export (concept@alias, concept/N)")
+    export.add_argument("file", help="destination, ending in .safetensors (REF FILE, as export-gguf; "
+                        "the older FILE REF order is accepted)")
 
     sub.add_parser("register-pending", help="retry registrations that failed earlier")
 
+    rm = sub.add_parser("rm", help="delete a direction version (concept/N) or an alias (concept@alias)")
+    rm.add_argument("ref", help="concept/N deletes that version; concept@alias deletes the alias only")
 
-def run(args: argparse.Namespace) -> int:
+
+def _reader(tracking_uri: str | None) -> Any:
+    """The local SQLite catalog read without MLflow (fast), else a :class:`Catalog`."""
+    from catalog.backend import resolve_tracking_uri
+    from catalog.fast import SQLiteReader
+    from pipeline.home import gnomon_home
+
+    fast = SQLiteReader.for_uri(resolve_tracking_uri(tracking_uri, gnomon_home()))
+    if fast is not None:
+        return fast
     from catalog import Catalog
 
-    cat = Catalog(tracking_uri=args.tracking_uri)
+    return Catalog(tracking_uri=tracking_uri)
+
+
+def run(args: argparse.Namespace) -> int:
     action = args.catalog_command
+    if action in ("ls", "show"):
+        cat: Any = _reader(args.tracking_uri)
+    else:
+        from catalog import Catalog
+
+        cat = Catalog(tracking_uri=args.tracking_uri)
     if action == "ls":
         recs = cat.search(concept=args.concept, model=args.model, method=args.method,
                           layer=args.layer)
@@ -63,10 +84,22 @@ def run(args: argparse.Namespace) -> int:
         rec = cat.set_alias(args.ref, args.name)
         print(f"{rec.concept}@{args.name} -> {rec.ref}")
     elif action == "export":
-        path = cat.export(args.ref, args.file)
+        ref, file = args.ref, args.file
+        if ref.endswith(".safetensors") and not file.endswith(".safetensors"):
+            ref, file = file, ref  # the older FILE REF order
+        path = cat.export(ref, file)
         print(f"wrote {path}")
     elif action == "register-pending":
         _register_pending(cat)
+    elif action == "rm":
+        from catalog.edit import delete_alias, delete_version
+        from catalog.refs import parse_ref
+
+        if parse_ref(args.ref).alias is not None:
+            print(f"deleted alias {args.ref} (it pointed at version {delete_alias(cat, args.ref)})")
+        else:
+            rec = delete_version(cat, args.ref)
+            print(f"deleted {rec.ref} ({rec.method}, layer {rec.layer}, {rec.model})")
     return 0
 
 

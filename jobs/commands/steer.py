@@ -100,14 +100,21 @@ def describe(d: Direction) -> str:
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("refs", nargs="+", metavar="REF", help="direction(s): catalog ref or .safetensors/.gguf file")
     p.add_argument("prompt", help="prompt to continue")
-    p.add_argument("--strength", type=_floats, default=[4.0], metavar="S[,S...]",
-                   help="add: multiples of --unit (one value, or comma-separated one per REF); clamp: the "
-                   "projection value; interpolate: t (0 = negative class mean, 1 = positive); ablate: ignored")
-    p.add_argument("--op", choices=OPS, default="add")
-    p.add_argument("--unit", choices=("separation", "resid_norm", "raw"), default="separation",
-                   help="what one unit of --strength means for add (default: class-mean separation)")
-    p.add_argument("--positions", choices=("all", "prompt", "generated"), default="all")
-    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--strength", type=_floats, default=None, metavar="S[,S...]",
+                   help="add: multiples of --unit (one value, or comma-separated one per REF; default: half "
+                   "the measured fluency bound); clamp: the projection value; interpolate: t (0 = negative "
+                   "class mean, 1 = positive); ablate: ignored")
+    p.add_argument("--op", choices=OPS, default="add", help="intervention (default: add)")
+    p.add_argument("--unit", choices=("separation", "resid_norm", "raw"), default="resid_norm",
+                   help="what one unit of --strength means for add (default: resid_norm, the mean residual "
+                   "norm at the direction's layer; separation: the class-mean distance)")
+    p.add_argument("--positions", choices=("all", "prompt", "generated"), default="all",
+                   help="token positions the intervention edits (default: all)")
+    p.add_argument("--max-new-tokens", type=int, default=32, help="tokens to generate (default: 32)")
+    p.add_argument("--fluency-kl", type=float, default=None, metavar="NATS",
+                   help="next-token KL (nats) that bounds fluent steering (default: 1.0)")
+    p.add_argument("--no-fluency-check", action="store_true",
+                   help="skip measuring the fluency bound (next-token KL) before generating")
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
     p.add_argument("--json", action="store_true", help="print both continuations and the settings as JSON")
     add_source_args(p)
@@ -125,7 +132,7 @@ def build_interventions(lm: Any, directions: list[Direction], args: argparse.Nam
     from pipeline import steer
     from pipeline.types import GnomonError
 
-    strengths = list(args.strength)
+    strengths = list(args.strength if args.strength is not None else [1.0])
     if len(strengths) not in (1, len(directions)):
         raise GnomonError(f"give one --strength or one per REF ({len(directions)}), got {len(strengths)}")
     if len(strengths) == 1:
@@ -140,11 +147,58 @@ def build_interventions(lm: Any, directions: list[Direction], args: argparse.Nam
     return [steer.interpolate(lm, d, s, **kw) for d, s in zip(directions, strengths)]
 
 
+def fluency_check(lm: Any, directions: list[Direction], args: argparse.Namespace) -> dict[str, Any] | None:
+    """Measure the fluency bound of an ``add`` on the prompt (and the concept's neutral prompts);
+    fill in ``--strength`` when it was not given (half the bound). None for other ops or one
+    direction per REF of several (a mix has no single bound)."""
+    from pipeline.fluency import DEFAULT_FRACTION, GRID, fluency_bound, measure_kl
+    from pipeline.types import GnomonError
+
+    if args.op != "add" or len(directions) != 1 or args.no_fluency_check:
+        if args.strength is None:
+            args.strength = [1.0]
+        return None
+    (d,) = directions
+    prompts = [args.prompt]
+    try:
+        from pipeline.datasets import neutral_prompts
+
+        prompts += neutral_prompts(d.provenance.concept)[:3] if d.provenance.concept else []
+    except GnomonError:
+        pass
+    kw = {"kl_max": args.fluency_kl} if args.fluency_kl is not None else {}
+    fb = fluency_bound(lm, d, prompts, args.unit, chat=args.chat, force=args.force, extra=args.strength or (), **kw)
+    auto = args.strength is None
+    if auto:
+        args.strength = [round(DEFAULT_FRACTION * (fb.bound or min(GRID)), 4)]
+    s = args.strength[0]
+    if fb.kl_at(s) is None and s != 0:
+        fb.kls[abs(s)] = measure_kl(lm, d, prompts, s, args.unit, chat=args.chat, force=args.force)
+    return {"unit": args.unit, "bound": fb.bound, "kl_max": fb.kl_max, "strength": s, "auto": auto,
+            "kl_at_strength": fb.kl_at(s),
+            "past_bound": fb.kl_at(s) > fb.kl_max if fb.kl_at(s) is not None else fb.past(s),
+            "bound_is_lower_limit": fb.bound >= max(GRID)}
+
+
+def fluency_line(f: dict[str, Any]) -> str:
+    head = (f"strength {f['strength']:g} {f['unit']}" + (" (auto: half the fluency bound)" if f["auto"] else ""))
+    approx = ">=" if f.get("bound_is_lower_limit") else "~"
+    bound = f"fluency bound {approx}{f['bound']:g} {f['unit']} (next-token KL <= {f['kl_max']:g} nats)"
+    if f["bound"] == 0:
+        bound = f"no fluent strength found (KL > {f['kl_max']:g} nats already at the smallest grid step)"
+    if f["past_bound"]:
+        kl = f["kl_at_strength"]
+        return (f"warning: {head} is past the {bound}" + (f"; KL there {kl:.2f}" if kl is not None else "")
+                + ": expect broken text")
+    return f"{head}; {bound}"
+
+
 def run(args: argparse.Namespace) -> int:
     from pipeline.steer import generate
 
     directions = resolve_directions(args.refs, args.tracking_uri)
     lm = model_for(directions, args.model)
+    fluency = fluency_check(lm, directions, args)
     ivs = build_interventions(lm, directions, args)
     plain = generate(lm, [args.prompt], args.max_new_tokens, chat=args.chat)[0]
     steered = generate(lm, [args.prompt], args.max_new_tokens, interventions=ivs, chat=args.chat)[0]
@@ -154,12 +208,14 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({
             "model": {"id": lm.model_id, "revision": lm.revision, "fingerprint": lm.fingerprint},
             "directions": [{"ref": r, "name": describe(d)} for r, d in zip(args.refs, directions)],
-            "settings": settings, "prompt": args.prompt, "unsteered": plain, "steered": steered,
-            "interventions": [iv.label for iv in ivs]}, indent=2))
+            "settings": settings, "fluency": fluency, "prompt": args.prompt, "unsteered": plain,
+            "steered": steered, "interventions": [iv.label for iv in ivs]}, indent=2))
         return 0
     width = max(40, min(shutil.get_terminal_size((100, 20)).columns, 160))
     col = (width - 3) // 2
     print(f"model {lm.model_id} ({lm.revision}); prompt: {args.prompt!r}")
+    if fluency is not None:
+        print(fluency_line(fluency))
     left = textwrap.wrap(plain, col, replace_whitespace=True) or ["(empty)"]
     right = textwrap.wrap(steered, col, replace_whitespace=True) or ["(empty)"]
     print(f"{'unsteered':<{col}} | {'; '.join(iv.label for iv in ivs)[:col]}")

@@ -1,0 +1,194 @@
+"""Running ``gnomon run`` on a Ray cluster as a Ray Job, through the Jobs API.
+
+The Jobs API (the head's dashboard, ``http://HEAD:8265``) runs a shell command as the job's
+driver on the head and keeps its status and logs, so a laptop or a CronJob can submit a
+fleet run and walk away. What travels with the job (its *runtime environment*):
+
+- ``working_dir``: a fresh folder holding only the job spec, uploaded by the client and
+  unpacked on the cluster; the driver runs ``gnomon run <spec>`` inside it.
+- ``env_vars``: ``GNOMON_HOME`` and ``MLFLOW_TRACKING_URI`` as the submitter sees them
+  (``--home``/``--tracking-uri`` or the environment) plus any ``--env KEY=VALUE``. The
+  home must be a path every node mounts (see ``infra/ray/README.md``); without one the job
+  writes under its temporary working folder, and ``submit`` warns.
+
+Inside the job Ray sets ``RAY_ADDRESS``, so ``gnomon run`` joins the cluster instead of
+starting a local Ray. Ray refuses to start a job's driver whose ``ray.init`` names an
+environment variable the job names too, so ``ensure_ray`` leaves out its defaults that
+the job already sets (``jobs/ray_runtime.py``).
+
+Address resolution differs from Ray's client on purpose: an explicit ``--address`` wins
+over ``RAY_API_SERVER_ADDRESS`` / ``RAY_ADDRESS`` (Ray's client lets the environment win).
+
+>>> job_id = submit("fleet.toml", address="http://head:8265")   # doctest: +SKIP
+>>> wait(job_id, address="http://head:8265")                     # doctest: +SKIP
+'SUCCEEDED'
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shlex
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+from pipeline.types import GnomonError
+
+__all__ = ["DEFAULT_ADDRESS", "FORWARDED_ENV", "TERMINAL", "resolve_address", "job_env", "build_job",
+           "submit", "job_status", "wait", "job_logs", "follow_logs"]
+
+DEFAULT_ADDRESS = "http://127.0.0.1:8265"
+"""The Jobs API of a head started on this machine (``ray start --head``)."""
+ADDRESS_ENV = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
+FORWARDED_ENV = ("GNOMON_HOME", "MLFLOW_TRACKING_URI")
+"""Variables the job inherits from the submitter when set (the CLI's ``--home`` sets GNOMON_HOME)."""
+TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+
+
+def resolve_address(address: str | None) -> str:
+    """``address``, else ``$RAY_API_SERVER_ADDRESS``, else ``$RAY_ADDRESS``, else the local head.
+
+    A bare ``host:port`` of the Jobs API gets ``http://``; a GCS address (``host:6379``)
+    or ``ray://`` address is handed to Ray, which looks the dashboard up.
+    """
+    for value in (address, *(os.environ.get(k) for k in ADDRESS_ENV)):
+        if value:
+            return value.strip()
+    return DEFAULT_ADDRESS
+
+
+@contextmanager
+def _without_address_env() -> Iterator[None]:
+    saved = {k: os.environ.pop(k) for k in ADDRESS_ENV if k in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
+def _client(address: str | None) -> Any:
+    from ray.job_submission import JobSubmissionClient
+
+    addr = resolve_address(address)
+    try:
+        with _without_address_env():  # the address we resolved is the one used
+            return JobSubmissionClient(addr)
+    except Exception as e:  # requests' ConnectionError, Ray's RuntimeError/ValueError
+        raise GnomonError(f"no Ray Jobs API at {addr} ({type(e).__name__}): start the head with its dashboard "
+                          "(ray start --head --include-dashboard=true) or pass --address http://HEAD:8265") from e
+
+
+def job_env(extra: Sequence[str] = (), tracking_uri: str | None = None,
+            environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The job's environment variables: forwarded ones, ``tracking_uri``, then ``KEY=VALUE`` items."""
+    environ = os.environ if environ is None else environ
+    env = {k: environ[k] for k in FORWARDED_ENV if environ.get(k)}
+    if tracking_uri:
+        env["MLFLOW_TRACKING_URI"] = tracking_uri
+    for item in extra:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not key.replace("_", "").isalnum() or key[0].isdigit():
+            raise GnomonError(f"--env {item!r}: use KEY=VALUE with a variable name as KEY")
+        env[key] = value
+    return env
+
+
+def build_job(spec_path: str | Path, workdir: Path, env: Mapping[str, str],
+              executor: str | None = None) -> tuple[str, dict[str, Any]]:
+    """Check the spec here, copy it into ``workdir``; return (entrypoint, runtime_env)."""
+    from jobs.spec import load_job
+
+    spec_path = Path(spec_path)
+    load_job(spec_path)  # a bad spec fails here, not minutes later on the cluster
+    shutil.copyfile(spec_path, workdir / spec_path.name)
+    cmd = ["gnomon", "run", spec_path.name]
+    if executor:
+        cmd += ["--executor", executor]
+    return shlex.join(cmd), {"working_dir": str(workdir), "env_vars": dict(env)}
+
+
+def submit(spec_path: str | Path, address: str | None = None, env: Mapping[str, str] | None = None,
+           executor: str | None = None, submission_id: str | None = None) -> str:
+    """Submit ``gnomon run SPEC`` as a Ray Job; returns its submission id."""
+    from jobs.spec import load_job
+
+    name = load_job(spec_path).name
+    env = dict(env) if env is not None else job_env()
+    client = _client(address)
+    workdir = Path(tempfile.mkdtemp(prefix="gnomon-submit-"))
+    try:
+        entrypoint, runtime_env = build_job(spec_path, workdir, env, executor)
+        # The working folder is zipped and uploaded during submit_job: it can go afterwards.
+        return str(client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env,
+                                     submission_id=submission_id or f"gnomon-{name}-{secrets.token_hex(4)}",
+                                     metadata={"gnomon_spec": Path(spec_path).name, "gnomon_job": name}))
+    except GnomonError:
+        raise
+    except Exception as e:
+        raise GnomonError(f"submitting {spec_path} failed: {str(e).strip().splitlines()[-1] if str(e).strip() else e}"
+                          ) from e
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _ask(fn: Callable[[], Any], job_id: str) -> Any:
+    try:
+        return fn()
+    except RuntimeError as e:  # Ray's client: unknown job or a failed request
+        raise GnomonError(f"job {job_id}: {str(e).strip().splitlines()[0] if str(e).strip() else e}") from e
+
+
+def job_status(job_id: str, address: str | None = None, client: Any = None) -> dict[str, Any]:
+    """Status, message, entrypoint and times (ms since the epoch) of one job."""
+    client = client or _client(address)
+    info = _ask(lambda: client.get_job_info(job_id), job_id)
+    return {"job_id": job_id, "status": str(getattr(info.status, "value", info.status)),
+            "message": info.message, "entrypoint": info.entrypoint, "start_time": info.start_time,
+            "end_time": info.end_time, "metadata": dict(info.metadata or {})}
+
+
+def wait(job_id: str, address: str | None = None, timeout_s: float = 3600, poll_s: float = 2.0,
+         on_change: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Poll until the job ends; returns its last status. Raises after ``timeout_s``."""
+    client = _client(address)
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while True:
+        st = job_status(job_id, client=client)
+        if on_change is not None and st["status"] != last:
+            on_change(st)
+        last = st["status"]
+        if last in TERMINAL:
+            return st
+        if time.monotonic() > deadline:
+            raise GnomonError(f"job {job_id} still {last} after {timeout_s:g} s; wait longer with --timeout")
+        time.sleep(poll_s)
+
+
+def job_logs(job_id: str, address: str | None = None) -> str:
+    client = _client(address)
+    return str(_ask(lambda: client.get_job_logs(job_id), job_id))
+
+
+def follow_logs(job_id: str, address: str | None = None, write: Callable[[str], Any] | None = None) -> str:
+    """Stream the job's logs until it ends; returns its final status."""
+    import asyncio
+    import sys
+
+    client = _client(address)
+    write = write or (lambda s: (sys.stdout.write(s), sys.stdout.flush()))
+    job_status(job_id, client=client)  # an unknown id fails here with a one-line error
+
+    async def tail() -> None:
+        async for chunk in client.tail_job_logs(job_id):
+            write(chunk)
+
+    try:
+        asyncio.run(tail())
+    except RuntimeError as e:  # the stream closed before the job ended: report the status
+        write(f"\n[log stream closed: {e}]\n")
+    return str(job_status(job_id, client=client)["status"])

@@ -1,0 +1,155 @@
+"""How hard a direction can push before the text breaks, and how much it moves the concept.
+
+**Fluency bound.** Adding ``s x unit x u`` to the residual stream changes the next-token
+distribution; past some strength the text collapses (repeated tokens, another language).
+:func:`fluency_bound` measures it: the mean next-token KL(unsteered || steered) on a few
+prompts at a geometric grid of strengths (both signs), and returns the largest strength
+whose KL stays under :data:`FLUENCY_KL` nats. One forward pass per grid point: cheap
+enough to run before every ``gnomon steer``.
+
+**Dose-response.** :func:`dose_response` steers at ``-s`` and ``+s`` and measures the
+concept's behavioural score: the concept's scorer on greedy continuations when it has one
+(VADER for sentiment), otherwise the likelihood preference, i.e. the mean per-token
+log-likelihood of the positive validation texts minus that of the negative ones (teacher
+forced; no generation). Its change from ``-s`` to ``+s`` is the effect; the selection of
+``best-steer`` keeps the direction with the largest effect among those whose KL at ``s``
+stays inside the bound.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline.direction import Direction
+from pipeline.models.loading import LoadedModel
+
+__all__ = ["FLUENCY_KL", "GRID", "FluencyBound", "fluency_bound", "measure_kl", "likelihood_preference",
+           "DoseResponse", "dose_response", "DEFAULT_UNIT", "DEFAULT_FRACTION"]
+
+FLUENCY_KL = 1.0
+"""Nats of mean next-token KL past which a steered text is no longer treated as fluent."""
+GRID = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
+DEFAULT_UNIT = "resid_norm"
+"""``gnomon steer``'s default unit: the fluency bound measured in mean residual norms varies
+far less between directions than in class separations (a separation is a fraction of the
+residual norm that depends on the concept and layer)."""
+DEFAULT_FRACTION = 0.5
+"""``gnomon steer`` without ``--strength`` steers at this fraction of the measured bound."""
+
+
+@dataclass(frozen=True)
+class FluencyBound:
+    unit: str
+    bound: float
+    """Largest grid strength whose KL (both signs) is <= ``kl_max``; 0.0 when none is."""
+    kl_max: float
+    kls: dict[float, float]
+    """Measured grid: strength -> mean next-token KL (max over the two signs)."""
+
+    def kl_at(self, strength: float) -> float | None:
+        return self.kls.get(abs(float(strength)))
+
+    def past(self, strength: float) -> bool:
+        return abs(strength) > self.bound
+
+
+def fluency_bound(lm: LoadedModel, direction: Direction, prompts: Sequence[str], unit: str = DEFAULT_UNIT,
+                  kl_max: float = FLUENCY_KL, grid: Sequence[float] = GRID, chat: bool = False,
+                  force: bool = False, extra: Sequence[float] = ()) -> FluencyBound:
+    """Walk the grid upwards until the KL passes ``kl_max`` (KL grows with |s|, so the walk
+    stops early); strengths in ``extra`` (e.g. the one the user asked for) are measured too."""
+    def kl(s: float) -> float:
+        return measure_kl(lm, direction, prompts, s, unit, chat=chat, force=force)
+
+    kls: dict[float, float] = {}
+    bound = 0.0
+    for s in sorted(grid):
+        kls[float(s)] = kl(s)
+        if kls[float(s)] > kl_max:
+            break
+        bound = float(s)
+    for s in extra:
+        if abs(float(s)) not in kls and s != 0:
+            kls[abs(float(s))] = kl(abs(float(s)))
+    return FluencyBound(unit=unit, bound=bound, kl_max=kl_max, kls=kls)
+
+
+def measure_kl(lm: LoadedModel, direction: Direction, prompts: Sequence[str], strength: float,
+               unit: str = DEFAULT_UNIT, chat: bool = False, force: bool = False) -> float:
+    """Mean next-token KL of adding the direction at ``+strength`` or ``-strength``, whichever is larger."""
+    from pipeline.evaluate import next_token_kl
+    from pipeline.steer import add
+
+    return max(next_token_kl(lm, prompts, [add(lm, direction, sign * strength, unit, force=force)], chat=chat)  # type: ignore[arg-type]
+               for sign in (1.0, -1.0))
+
+
+def likelihood_preference(lm: LoadedModel, pos_texts: Sequence[str], neg_texts: Sequence[str],
+                          interventions: Sequence[Any] = ()) -> float:
+    """Mean per-token log-likelihood of the positive texts minus the negative ones (nats)."""
+    from pipeline.steer import apply
+
+    def mean_ll(texts: Sequence[str]) -> float:
+        tok = lm.tokenizer
+        enc = tok(list(texts), return_tensors="pt", padding=True)
+        ids, mask = enc["input_ids"].to(lm.device), enc["attention_mask"].to(lm.device)
+        with torch.inference_mode(), apply(list(interventions)):
+            logits = lm.model(input_ids=ids, attention_mask=mask).logits.float()  # (B, T, V)
+        logp = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None])[..., 0]  # (B, T-1)
+        m = mask[:, 1:].float() * mask[:, :-1].float()
+        per_text = (logp * m).sum(1) / m.sum(1).clamp(min=1)
+        return float(per_text.mean())
+
+    return mean_ll(pos_texts) - mean_ll(neg_texts)
+
+
+@dataclass(frozen=True)
+class DoseResponse:
+    strength: float
+    unit: str
+    score_neg: float
+    """Behavioural score at ``-strength``."""
+    score_pos: float
+    kl: float
+    """Next-token KL at ``+strength`` (max of the two signs)."""
+    scorer: str
+
+    @property
+    def effect(self) -> float:
+        """Score change from ``-s`` to ``+s`` (positive: steers the right way). Compared
+        between directions at the same fraction of each one's fluency bound, it says how far
+        a direction moves the concept at equal cost to the text."""
+        return self.score_pos - self.score_neg
+
+    def to_json(self) -> dict[str, Any]:
+        return {"strength": self.strength, "unit": self.unit, "score_neg": self.score_neg,
+                "score_pos": self.score_pos, "kl": self.kl, "effect": self.effect, "scorer": self.scorer}
+
+
+def dose_response(lm: LoadedModel, direction: Direction, prompts: Sequence[str],
+                  pairs: tuple[Sequence[str], Sequence[str]], strength: float, unit: str = DEFAULT_UNIT,
+                  scorer: str | None = None, max_new_tokens: int = 12, chat: bool = False,
+                  force: bool = False) -> DoseResponse:
+    """Behavioural score at ``-strength`` and ``+strength`` (see the module doc)."""
+    from pipeline.evaluate import SCORERS, next_token_kl
+    from pipeline.steer import add, generate
+
+    scores = []
+    kls = []
+    for sign in (-1.0, 1.0):
+        iv = add(lm, direction, sign * strength, unit, force=force)  # type: ignore[arg-type]
+        kls.append(next_token_kl(lm, prompts, [iv], chat=chat))
+        if scorer:
+            out = generate(lm, prompts, max_new_tokens=max_new_tokens, interventions=[iv], chat=chat)
+            scores.append(float(np.mean(SCORERS[scorer](out))))
+        else:
+            scores.append(likelihood_preference(lm, pairs[0], pairs[1], [iv]))
+    return DoseResponse(strength=float(strength), unit=unit, score_neg=scores[0], score_pos=scores[1],
+                        kl=max(kls) if all(math.isfinite(k) for k in kls) else math.inf,
+                        scorer=scorer or "likelihood_preference")
