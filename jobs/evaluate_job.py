@@ -129,35 +129,50 @@ def evaluate_checkpoint(task: EvalTask) -> EvalResult:
     return res
 
 
-def run_evaluation(spec: EvalSpec, executor: Any = None, home: Any = None, tracking_uri: str | None = None,
-                   show_progress: bool = False) -> dict[str, Any]:
-    """Evaluate ``spec.ref`` on every checkpoint; writes ``<home>/evals/...json``."""
-    from pipeline.home import gnomon_home
+def evaluate_on_worker(_worker: Any, task: EvalTask) -> EvalResult:
+    """Evaluation as a model worker's per-item function: the worker loaded the model, and
+    ``evaluate_checkpoint`` finds it in the process's model cache."""
+    return evaluate_checkpoint(task)
+
+
+def plan_evaluation(spec: EvalSpec, home: Any, tracking_uri: str | None = None) -> tuple[Any, list[EvalTask]]:
+    """The direction (saved under the home so every worker reads the same file) and one task per checkpoint."""
     from pipeline.store import model_slug
 
-    from jobs.executors import make_executor
-
-    home_p = gnomon_home(home)
-    d = resolve_direction(spec.ref, tracking_uri, home_p)
+    d = resolve_direction(spec.ref, tracking_uri, home)
     if not spec.strengths:
         raise GnomonError("give at least one strength")
     models = spec.models or (d.provenance.model_id,)
     if not models[0]:
         raise GnomonError("the direction names no model: pass --models")
-    path = home_p / "evals" / "directions" / f"{d.provenance.concept or 'direction'}-{model_slug(d.provenance.model_id)}-L{d.layer}-{d.provenance.method}.safetensors"
+    path = home / "evals" / "directions" / f"{d.provenance.concept or 'direction'}-{model_slug(d.provenance.model_id)}-L{d.layer}-{d.provenance.method}.safetensors"
     d.save(path)
-    executor = executor or make_executor("auto")
-    tasks = [EvalTask(spec=spec, direction_path=str(path), model=m, home=str(home_p)) for m in models]
-    t0 = time.perf_counter()
-    results = executor.map(evaluate_checkpoint, tasks)
+    return d, [EvalTask(spec=spec, direction_path=str(path), model=m, home=str(home)) for m in models]
+
+
+def write_evaluation(spec: EvalSpec, d: Any, results: list[EvalResult], executor: Any, seconds: float,
+                     home: Any) -> dict[str, Any]:
+    """The evaluation summary, written to ``<home>/evals/<concept>/<time>.json``."""
     summary = {"ref": spec.ref, "concept": d.provenance.concept, "layer": d.layer, "method": d.provenance.method,
                "direction_model": d.provenance.model_id, "unit": spec.unit, "strengths": list(spec.strengths),
-               "executor": getattr(executor, "name", "?"), "seconds": round(time.perf_counter() - t0, 2),
+               "executor": getattr(executor, "name", "?"), "seconds": round(seconds, 2),
                "checkpoints": [r.__dict__ for r in results]}
-    out = home_p / "evals" / (d.provenance.concept or "direction") / f"{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out = home / "evals" / (d.provenance.concept or "direction") / f"{time.strftime('%Y%m%dT%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(summary, indent=1))
     tmp.replace(out)
     summary["path"] = str(out)
     return summary
+
+
+def run_evaluation(spec: EvalSpec, executor: Any, home: Any = None, tracking_uri: str | None = None,
+                   show_progress: bool = False) -> dict[str, Any]:
+    """Evaluate ``spec.ref`` on every checkpoint; writes ``<home>/evals/...json``."""
+    from pipeline.home import gnomon_home
+
+    home_p = gnomon_home(home)
+    d, tasks = plan_evaluation(spec, home_p, tracking_uri)
+    t0 = time.perf_counter()
+    results = executor.map(evaluate_checkpoint, tasks)
+    return write_evaluation(spec, d, results, executor, time.perf_counter() - t0, home_p)
