@@ -63,7 +63,7 @@ def collect_stage(ctx: Context, model: str, concept: str) -> Stage:
 
     cs = collect_spec(_fit_spec(ctx, model, concept))
     return Stage(key=f"collect/{model}/{ctx.spec.revision}/{concept}", kind="collect", report=False, log=False,
-                 pools=(_pool(ctx, model)[0],),
+                 pools=(_pool(ctx, model)[0],), did_work=lambda r: r.written_files > 0,
                  run=lambda _deps: collect(cs, ctx.executor, ctx.home, show_progress=ctx.show_progress))
 
 

@@ -52,6 +52,8 @@ class Stage:
     """The key the result is reported under, from the result (default: ``key``)."""
     log: bool = True
     """Write ``[run ]``/``[skip]``/``[done]`` lines for this stage."""
+    did_work: Callable[[Any], bool] | None = None
+    """For a stage without ``inputs``: whether its result shows work done (else recorded as skipped)."""
     record: StageRecord | None = field(default=None, init=False)
 
 
@@ -97,7 +99,8 @@ def _execute(stage: Stage, deps: dict[str, Any], home: Path, job: str, log: Call
                                    "result": _as_json(result),
                                    "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, default=str))
         tmp.replace(m)
-    stage.record = StageRecord(stage.key, stage.kind, "ran", round(seconds, 3), d)
+    ran = stage.did_work(result) if stage.did_work is not None else True
+    stage.record = StageRecord(stage.key, stage.kind, "ran" if ran else "skipped", round(seconds, 3), d)
     return result
 
 
