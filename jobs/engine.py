@@ -11,7 +11,7 @@ executor here has two operations and every stage is a plain function handed to t
 
 ``LocalExecutor`` runs in this process: tasks one after another, a pool is one state
 shared by ``concurrency`` threads (collection: one shard in the forward pass, one being
-written). ``RayExecutor`` runs tasks as Ray tasks and pools as Ray actors (one GPU each
+written). ``RayExecutor`` (:mod:`jobs.ray_executor`) runs tasks as Ray tasks and pools as Ray actors (one GPU each
 when the cluster has GPUs). ``AutoExecutor`` (``--executor auto``, the default) picks per
 call by what pays:
 
@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, Protocol, TypeVar
 
-__all__ = ["Executor", "AutoExecutor", "LocalExecutor", "RayExecutor", "make_executor", "EXECUTORS",
-           "MANY_CPUS", "MIN_FANOUT"]
+__all__ = ["Executor", "AutoExecutor", "LocalExecutor", "make_executor", "EXECUTORS", "MANY_CPUS", "MIN_FANOUT",
+           "OnResult", "run_threads"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -67,7 +67,7 @@ class Executor(Protocol):
     def close(self) -> None: ...
 
 
-def _run_threads(fn: Callable[[T], R], items: Sequence[T], threads: int, on_result: OnResult) -> list[R]:
+def run_threads(fn: Callable[[T], R], items: Sequence[T], threads: int, on_result: OnResult) -> list[R]:
     """``fn`` over ``items`` with at most ``threads`` in flight, results in item order; the
     first error is raised after the items already started have finished."""
     out: list[Any] = [None] * len(items)
@@ -110,7 +110,7 @@ class LocalExecutor:
         self._lock = threading.Lock()
 
     def map(self, fn: Callable[[T], R], items: Sequence[T], on_result: OnResult = None) -> list[R]:
-        return _run_threads(fn, items, 1, on_result)
+        return run_threads(fn, items, 1, on_result)
 
     def map_stateful(self, init: Callable[[], S], fn: Callable[[S, T], R], items: Sequence[T], *,
                      key: Hashable = None, concurrency: int = 1, on_result: OnResult = None,
@@ -127,7 +127,7 @@ class LocalExecutor:
                 self._states.move_to_end(key)
         if on_start is not None:
             on_start([state])
-        return _run_threads(lambda item: fn(state, item), items, concurrency, on_result)
+        return run_threads(lambda item: fn(state, item), items, concurrency, on_result)
 
     def release(self, key: Hashable) -> None:
         with self._lock:
@@ -136,155 +136,6 @@ class LocalExecutor:
     def close(self) -> None:
         with self._lock:
             self._states.clear()
-
-
-class _Worker:
-    """Ray actor body: ``init()`` once, then ``fn(state, item)`` per call."""
-
-    def __init__(self, init: Callable[[], Any]) -> None:
-        self.state = init()
-
-    def call(self, fn: Callable[[Any, Any], Any], item: Any) -> Any:
-        return fn(self.state, item)
-
-    def pid(self) -> int:
-        return os.getpid()
-
-
-@dataclass
-class RayExecutor:
-    """Ray tasks for ``map``, pools of Ray actors for ``map_stateful``."""
-
-    address: str | None = None
-    num_workers: int | None = None
-    """Actors per pool; default one per GPU, else one per CPU (less ``spare_cpus``)."""
-    spare_cpus: int = 0
-    """CPUs a pool leaves free for tasks (the DAG keeps one for fitting while a model collects)."""
-    max_pools: int | None = None
-    """Pools alive at once (default: one per GPU, else one); the least recently used idle
-    pool is stopped to make room."""
-    name: str = "ray"
-    choice: str = "ray"
-    overlaps: bool = True
-    _pools: OrderedDict[Hashable, list[Any]] = field(default_factory=OrderedDict, repr=False)
-    _busy: dict[Hashable, int] = field(default_factory=dict, repr=False)
-    _cond: threading.Condition = field(default_factory=threading.Condition, repr=False)
-
-    def _ray(self) -> Any:
-        from jobs.ray_runtime import ensure_ray
-
-        return ensure_ray(self.address)
-
-    def _make_pool(self, init: Callable[[], Any], n_items: int, concurrency: int) -> list[Any]:
-        ray = self._ray()
-        from jobs.ray_runtime import cluster_cpus, cluster_gpus
-
-        gpus, cpus = cluster_gpus(), cluster_cpus()
-        free = max(1, cpus - self.spare_cpus)
-        n = self.num_workers or (gpus if gpus else free)
-        n = max(1, min(n, n_items or 1))
-        per_cpu = 1 if gpus else max(1, free // n)
-        cls = ray.remote(_Worker).options(num_gpus=1 if gpus else 0, num_cpus=per_cpu, max_concurrency=concurrency)
-        return [cls.remote(init) for _ in range(n)]
-
-    def _acquire(self, key: Hashable, init: Callable[[], Any], n_items: int, concurrency: int) -> list[Any]:
-        """The pool for ``key``, started (after stopping idle pools over the limit) when missing."""
-        from jobs.ray_runtime import cluster_gpus
-
-        with self._cond:
-            while True:
-                if key in self._pools:
-                    self._pools.move_to_end(key)
-                    self._busy[key] = self._busy.get(key, 0) + 1
-                    return self._pools[key]
-                limit = self.max_pools or max(1, cluster_gpus())
-                idle = [k for k in self._pools if not self._busy.get(k)]
-                while len(self._pools) >= limit and idle:
-                    self._stop(idle.pop(0))
-                if len(self._pools) < limit:
-                    self._pools[key] = self._make_pool(init, n_items, concurrency)
-                    self._busy[key] = 1
-                    return self._pools[key]
-                self._cond.wait()
-
-    def _stop(self, key: Hashable) -> None:
-        import ray
-
-        for actor in self._pools.pop(key, []):
-            ray.kill(actor)
-        self._busy.pop(key, None)
-
-    def _done(self, key: Hashable, failed: bool) -> None:
-        with self._cond:
-            self._busy[key] = self._busy.get(key, 1) - 1
-            if failed and not self._busy[key]:
-                self._stop(key)  # a failed pool is not reused
-            self._cond.notify_all()
-
-    def map_stateful(self, init: Callable[[], S], fn: Callable[[S, T], R], items: Sequence[T], *,
-                     key: Hashable = None, concurrency: int = 1, on_result: OnResult = None,
-                     on_start: OnResult = None) -> list[R]:
-        ray = self._ray()
-        key = key if key is not None else object()
-        actors = self._acquire(key, init, len(items), concurrency)
-        if on_start is not None:
-            on_start(list(actors))
-        pending: dict[Any, tuple[Any, int]] = {}
-        queue = list(enumerate(items))
-        out: list[Any] = [None] * len(items)
-        failed = True
-
-        def submit(actor: Any) -> None:
-            i, item = queue.pop(0)
-            pending[actor.call.remote(fn, item)] = (actor, i)
-
-        try:
-            for _ in range(concurrency):
-                for actor in actors:
-                    if queue:
-                        submit(actor)
-            while pending:
-                done, _ = ray.wait(list(pending), num_returns=1)
-                actor, i = pending.pop(done[0])
-                out[i] = ray.get(done[0])  # raises if the item or its actor failed
-                if on_result is not None:
-                    on_result(out[i])
-                if queue:
-                    submit(actor)
-            failed = False
-        finally:
-            self._done(key, failed)
-        return out
-
-    def map(self, fn: Callable[[T], R], items: Sequence[T], on_result: OnResult = None,
-            num_cpus: float = 1) -> list[R]:
-        ray = self._ray()
-        # Retries cover a worker process that dies (OOM, a native crash); a Python
-        # exception is a real error and is raised at once.
-        remote = ray.remote(num_cpus=num_cpus, max_retries=3)(fn)
-        refs = [remote.remote(item) for item in items]
-        index = {ref: i for i, ref in enumerate(refs)}
-        out: list[Any] = [None] * len(refs)
-        pending = list(refs)
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            out[index[done[0]]] = ray.get(done[0])
-            if on_result is not None:
-                on_result(out[index[done[0]]])
-        return out
-
-    def release(self, key: Hashable) -> None:
-        with self._cond:
-            if key in self._pools and not self._busy.get(key):
-                self._stop(key)
-            self._cond.notify_all()
-
-    def close(self) -> None:
-        """Stop every pool (their models are freed)."""
-        with self._cond:
-            for key in list(self._pools):
-                self._stop(key)
-            self._cond.notify_all()
 
 
 def _gpu_count() -> int:
@@ -304,7 +155,7 @@ class AutoExecutor:
     name: str = "auto"
     choice: str = "auto"
     _local: LocalExecutor = field(default_factory=LocalExecutor, repr=False)
-    _ray: RayExecutor | None = field(default=None, repr=False)
+    _ray: Any = field(default=None, repr=False)
 
     @property
     def overlaps(self) -> bool:
@@ -318,6 +169,8 @@ class AutoExecutor:
         if kind == "local":
             return self._local
         if self._ray is None:
+            from jobs.ray_executor import RayExecutor
+
             self._ray = RayExecutor(address=self.address, num_workers=self.num_workers, spare_cpus=self.spare_cpus)
         return self._ray
 
@@ -368,6 +221,8 @@ def make_executor(kind: str = "auto", address: str | None = None, num_workers: i
     if kind == "local":
         return LocalExecutor()
     if kind == "ray":
+        from jobs.ray_executor import RayExecutor
+
         return RayExecutor(address=address, num_workers=num_workers, spare_cpus=spare_cpus)
     from pipeline.types import GnomonError
 
