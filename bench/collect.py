@@ -1,25 +1,48 @@
-"""Collection throughput: ``gnomon collect`` vs a bare transformers forward pass.
+"""Collection throughput: the default ``gnomon collect`` path vs a bare forward loop, and
+both against the machine's FLOP ceiling, measured in the same run.
 
-On the bundled SmolLM2-135M-Instruct, over the texts of shipped concepts (default
-``sentiment`` + ``truth``, 960 sentences, written to one JSONL file), measured side by
-side and interleaved (the machine is shared), one warm-up round then ``--repeat`` rounds,
-medians reported:
+Run it alone on a quiet machine (it prints the load average; figures taken under load say
+nothing): ``python bench/collect.py`` (about 30-60 min on 2 cores with the defaults), or
+``--sizes 480 --kinds short --repeat 1`` for a quick look. Last line: ``collect_ratio = X``,
+the default path's wall time over the bare loop's, the worst over the workloads (< 1 is
+faster; the target is <= 0.67).
 
-- ``bare``: the model already loaded in this process (not timed), then for each batch of
-  32 texts in file order: tokenize (``padding=True``, the tokenizer's default right
-  padding), forward with ``output_hidden_states=True`` under ``torch.no_grad``. Nothing is
-  kept or written: the floor a user's own loop pays.
-- ``gnomon-ray`` / ``gnomon-local``: ``gnomon collect --model smollm2 --dataset <file>
-  --json [--executor local]`` as a subprocess, all layers (0..30), ``last`` + ``mean``,
-  float16 Parquet with manifests and sha256, each run in a fresh ``GNOMON_HOME`` whose
-  ``models/gguf-cache`` is a link to an already converted cache (the one-off GGUF
-  dequantisation is not timed; process start-up, imports, model load, Ray start-up and the
-  writes are).
-- ``ray-steady``: the same Ray collection in a child process with per-shard timings, so
-  the fixed start-up cost can be told apart from the steady state.
+Workloads (``--sizes`` x ``--kinds``): ``short`` texts are the shipped concepts' sentences
+(~10 tokens; 480 = sentiment, larger sizes take the other concepts' rows in turn); ``long``
+texts join consecutive sentences until each has about 200 tokens. Each workload is one
+JSONL file.
 
-Run: ``python bench/collect.py [--concepts sentiment,truth] [--repeat 3]``. The last line
-is ``collect_ratio = <x>`` (gnomon on Ray, the CLI default, over bare; < 1 is faster).
+Paths, timed side by side and interleaved, medians over ``--repeat`` rounds after one
+warm-up round:
+
+- ``bare``: the model already loaded in this process (not timed); for each batch of 32
+  texts in file order: tokenize (``padding=True``), forward with
+  ``output_hidden_states=True`` under ``torch.no_grad``. Nothing is kept or written: what a
+  user's own loop pays.
+- ``default``: ``gnomon collect --model smollm2 --dataset <file> --json`` as a subprocess
+  (the CLI defaults: executor ``auto``, all layers, ``last`` + ``mean``, float16 Parquet with
+  manifests and sha256), each run in a fresh ``GNOMON_HOME`` whose ``models/gguf-cache``
+  links to an already converted cache (the one-off GGUF conversion is not timed; process
+  start-up, imports, model load, executor start and the writes are).
+- ``--paths default,ray,local`` adds the forced executors.
+
+The FLOP ceiling: the best of several float32 ``torch.mm`` runs (2048 x 2048, all of
+torch's threads) gives the machine's peak FLOP/s; a forward pass costs about
+``2 x non-embedding parameters`` FLOP per token (plus attention's ``4 x layers x context x
+width``, counted at the workload's mean length), so ``peak / cost`` is the tokens/s no
+implementation can beat on this CPU. Each path's real tokens/s is printed as a fraction of
+it, end to end and, for gnomon, inside the executor (``collect_seconds``: model load,
+forwards, writes; no process start, imports or planning).
+
+``--profile`` (instead of the timing rounds) breaks one in-process collection down by
+component, in process CPU seconds (``time.process_time``: torch's worker threads included,
+and disturbed by load far less than wall time) and as shares of the run's CPU: model load,
+tokenisation, padding, forward (the record hooks' own time shown apart, inside it), mean
+pooling on the device, the rest of ``collect`` (last-token rows, device-to-host copies),
+float16 conversion + table building, Parquet writes, sha256 (of new files and of the
+completeness checks), fsync. Shards run one at a time there (no write overlap) so the CPU
+deltas do not mix. With ``--paths ray`` it also times the Ray start and the first shard's
+return (actor start + model load + one shard; the actors' CPU is in other processes).
 """
 
 from __future__ import annotations
@@ -32,25 +55,51 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+LONG_TOKENS = 200
 
 
-def write_dataset(concepts: list[str], out: Path, limit: int | None) -> tuple[Path, list[str]]:
-    from pipeline.concepts import DATA_DIR
+# ----------------------------------------------------------------------------- workloads
+def concept_rows() -> list[dict[str, Any]]:
+    from pipeline.concepts import CONCEPTS, DATA_DIR
 
-    rows: list[str] = []
-    for c in concepts:
-        rows += [line for line in (DATA_DIR / f"{c}.jsonl").read_text().splitlines() if line.strip()]
-    rows = rows[:limit] if limit else rows
-    path = out / "bench_collect.jsonl"
-    path.write_text("\n".join(rows) + "\n")
-    return path, [json.loads(r)["text"] for r in rows]
+    order = ["sentiment"] + sorted(c for c in CONCEPTS if c != "sentiment")
+    rows: list[dict[str, Any]] = []
+    for c in order:
+        f = DATA_DIR / f"{c}.jsonl"
+        if f.is_file():
+            rows += [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+    return [r for r in rows if r.get("text")]
 
 
+def workload(kind: str, size: int, tok: Any, out: Path) -> tuple[Path, list[str]]:
+    """One JSONL dataset of ``size`` texts, short sentences or ~200-token paragraphs."""
+    rows = concept_rows()
+    texts: list[str] = []
+    if kind == "short":
+        texts = [rows[i % len(rows)]["text"] for i in range(size)]
+    else:
+        k = 0
+        while len(texts) < size:
+            parts: list[str] = []
+            while len(tok(" ".join(parts))["input_ids"]) < LONG_TOKENS:
+                parts.append(rows[k % len(rows)]["text"])
+                k += 1
+            texts.append(" ".join(parts))
+    path = out / f"{kind}-{size}.jsonl"
+    path.write_text("".join(json.dumps({"id": f"{kind}-{i:05d}", "text": t, "label": "ab"[i % 2]}) + "\n"
+                            for i, t in enumerate(texts)))
+    return path, texts
+
+
+# ------------------------------------------------------------------------ model + ceiling
 def primed_cache(work: Path) -> Path:
     """The converted-weights cache of the bundled model (converting it once if needed)."""
     from pipeline.home import gnomon_home
@@ -67,25 +116,6 @@ def primed_cache(work: Path) -> Path:
     return _gguf_cache_dir(gguf, work / "primed")
 
 
-def fresh_home(work: Path, cache: Path, tag: str) -> Path:
-    home = work / f"home-{tag}"
-    shutil.rmtree(home, ignore_errors=True)
-    (home / "models").mkdir(parents=True)
-    (home / "models" / "gguf-cache").symlink_to(cache.parent, target_is_directory=True)
-    return home
-
-
-def run_cli(dataset: Path, home: Path, executor: str) -> tuple[float, dict[str, Any]]:
-    cmd = ["gnomon", "collect", "--model", "smollm2", "--dataset", str(dataset), "--json", "--executor", executor]
-    env = {**os.environ, "GNOMON_HOME": str(home)}
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT, check=False)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
-    return wall, json.loads(proc.stdout[proc.stdout.index("{"):])
-
-
 def load_bare(cache: Path) -> tuple[Any, Any]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -94,11 +124,36 @@ def load_bare(cache: Path) -> tuple[Any, Any]:
     return model, AutoTokenizer.from_pretrained(cache)
 
 
-def run_bare(model: Any, tok: Any, texts: list[str], batch_size: int = 32) -> tuple[float, int, int]:
-    """Seconds, real tokens, padded tokens."""
+def matmul_peak(n: int = 2048, seconds: float = 3.0) -> float:
+    """Best float32 matmul FLOP/s over repeated ``n x n`` products (all torch threads)."""
     import torch
 
-    real = padded = 0
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)  # warm-up
+    best, t_end = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < t_end:
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = max(best, 2 * n**3 / (time.perf_counter() - t0))
+    return best
+
+
+def flop_per_token(model: Any, mean_len: float) -> tuple[float, int]:
+    """(FLOP per token of a forward pass, non-embedding parameters)."""
+    cfg = model.config
+    emb = {id(p) for m in (model.get_input_embeddings(), model.get_output_embeddings()) if m is not None
+           for p in m.parameters()}
+    non_emb = sum(p.numel() for p in model.parameters() if id(p) not in emb)
+    attn = 4 * cfg.num_hidden_layers * mean_len * cfg.hidden_size
+    return 2 * non_emb + attn, non_emb
+
+
+# ----------------------------------------------------------------------------- the paths
+def run_bare(model: Any, tok: Any, texts: list[str], batch_size: int = 32) -> tuple[float, int]:
+    """Seconds and real tokens of the plain ``output_hidden_states`` loop."""
+    import torch
+
+    real = 0
     t0 = time.perf_counter()
     with torch.no_grad():
         for i in range(0, len(texts), batch_size):
@@ -106,120 +161,180 @@ def run_bare(model: Any, tok: Any, texts: list[str], batch_size: int = 32) -> tu
             out = model(**enc, output_hidden_states=True)
             assert len(out.hidden_states) == model.config.num_hidden_layers + 1
             real += int(enc["attention_mask"].sum())
-            padded += enc["attention_mask"].numel()
-    return time.perf_counter() - t0, real, padded
+    return time.perf_counter() - t0, real
 
 
-def ray_steady(dataset: str, home: str) -> None:
-    """Child-process mode: one Ray collection with per-shard timings, printed as JSON."""
+def fresh_home(work: Path, cache: Path, tag: str) -> Path:
+    home = work / f"home-{tag}"
+    shutil.rmtree(home, ignore_errors=True)
+    (home / "models").mkdir(parents=True)
+    (home / "models" / "gguf-cache").symlink_to(cache.parent, target_is_directory=True)
+    return home
+
+
+def run_cli(dataset: Path, home: Path, executor: str | None) -> tuple[float, dict[str, Any]]:
+    cmd = [sys.executable, "-m", "jobs.cli", "collect", "--model", "smollm2", "--dataset", str(dataset), "--json"]
+    cmd += ["--executor", executor] if executor else []
+    env = {**os.environ, "GNOMON_HOME": str(home), "PYTHONPATH": str(ROOT)}
     t0 = time.perf_counter()
-    from jobs.collect_job import CollectSpec, run_collection
-    from jobs.executors import RayExecutor
-    from jobs.ray_runtime import ensure_ray
-
-    t_imp = time.perf_counter()
-    ensure_ray()
-    t_ray = time.perf_counter()
-    shards: list[dict[str, float]] = []
-    starts: list[float] = []
-    summary = run_collection(CollectSpec(model="smollm2", dataset=dataset), RayExecutor(), home,
-                             on_shard=lambda r: shards.append({"examples": r.examples, "tokens": r.tokens,
-                                                               "seconds": r.seconds}),
-                             on_start=lambda actors: starts.append(time.perf_counter()))
-    t_end = time.perf_counter()
-    import ray
-
-    actors = min(int(ray.cluster_resources().get("CPU", 1)), len(shards))
-    print(json.dumps({"imports_s": t_imp - t0, "ray_init_s": t_ray - t_imp,
-                      "preflight_plan_s": starts[0] - t_ray, "pool_s": t_end - starts[0],
-                      "total_s": t_end - t0, "summary_s": summary["seconds"], "actors": actors,
-                      "shards": shards}))
-
-
-def ray_child(dataset: Path, home: Path) -> dict[str, Any]:
-    env = {**os.environ, "GNOMON_HOME": str(home)}
-    proc = subprocess.run([sys.executable, __file__, "--_ray-steady", str(dataset), str(home)],
-                          env=env, capture_output=True, text=True, cwd=ROOT, check=False)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT, check=False)
+    wall = time.perf_counter() - t0
     if proc.returncode != 0:
-        raise RuntimeError(proc.stderr[-3000:])
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+    return wall, json.loads(proc.stdout[proc.stdout.index("{"):])
 
 
+# ------------------------------------------------------------------------------ profile
+class Meter:
+    """Process CPU seconds, wall seconds and calls per component, from wrapped functions."""
+
+    def __init__(self) -> None:
+        self.cpu: dict[str, float] = defaultdict(float)
+        self.wall: dict[str, float] = defaultdict(float)
+        self.calls: dict[str, int] = defaultdict(int)
+        self.lock = threading.Lock()
+
+    def wrap(self, owner: Any, attr: str, label: str) -> None:
+        fn = getattr(owner, attr)
+
+        def timed(*a: Any, **kw: Any) -> Any:
+            c0, w0 = time.process_time(), time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                with self.lock:
+                    self.cpu[label] += time.process_time() - c0
+                    self.wall[label] += time.perf_counter() - w0
+                    self.calls[label] += 1
+
+        setattr(owner, attr, timed)
+
+
+def profile(dataset: Path, home: Path, executor: str) -> None:
+    """One in-process collection with every component's CPU time; prints the breakdown."""
+    import pyarrow.parquet as pq
+
+    import jobs.executors as je
+    import jobs.ray_runtime as rr
+    import pipeline.collect as pc
+    import pipeline.hooks as ph
+    import pipeline.models.cache as mc
+    import pipeline.store as ps
+    from jobs.executors import make_executor
+
+    je.IN_FLIGHT = 1  # one shard at a time: clean CPU deltas
+    m = Meter()
+    m.wrap(pc, "_encode", "tokenise")
+    m.wrap(pc, "run_until", "forward (record hooks included)")
+    m.wrap(ph, "_hidden", "  record hooks (inside forward)")
+    m.wrap(pc, "mean_pool", "mean pooling on the device")
+    m.wrap(pc, "_pad_left", "pad batches")
+    m.wrap(ps, "activation_table", "float16 + table build")
+    m.wrap(pq, "write_table", "parquet write")
+    m.wrap(ps, "sha256_file", "sha256 (writes + completeness checks)")
+    m.wrap(os, "fsync", "fsync")
+    m.wrap(mc, "load_model", "model load")
+    m.wrap(rr, "ensure_ray", "ray start")
+    m.wrap(pc, "collect", "collect() total")
+    from jobs.collect_job import CollectSpec, run_collection
+
+    c0, w0 = time.process_time(), time.perf_counter()
+    first: list[float] = []
+    summary = run_collection(CollectSpec(model="smollm2", dataset=str(dataset)), make_executor(executor), home,
+                             on_shard=lambda r: first.append(time.perf_counter()) if not first else None)
+    cpu_total, wall_total = time.process_time() - c0, time.perf_counter() - w0
+    inner = {"tokenise", "forward (record hooks included)", "mean pooling on the device", "pad batches"}
+    other = m.cpu["collect() total"] - sum(m.cpu[k] for k in inner)
+    rows = [(k, m.cpu[k], m.wall[k], m.calls[k]) for k in m.cpu if k != "collect() total"]
+    rows.append(("collect(): rest (last rows, copies, lists)", other, 0.0, m.calls["collect() total"]))
+    print(f"\nprofile ({summary['executor_choice']}), {summary['examples']} examples, {summary['tokens']:,} tokens; "
+          f"process CPU {cpu_total:.2f} s, wall {wall_total:.2f} s (load avg {os.getloadavg()[0]:.1f})")
+    print(f"{'component':<46}{'cpu s':>8}{'share':>8}{'wall s':>8}{'calls':>7}")
+    for k, c, w, n in sorted(rows, key=lambda r: -r[1]):
+        print(f"{k:<46}{c:>8.2f}{c / max(cpu_total, 1e-9):>8.1%}{w:>8.2f}{n:>7}")
+    if executor == "ray":
+        print("ray actors run in other processes: their CPU is not in the table; "
+              f"first shard back {first[0] - w0 if first else float('nan'):.2f} s after the start "
+              f"(Ray start {m.wall['ray start']:.2f} s; the rest is actor start + model load + one shard)")
+
+
+# --------------------------------------------------------------------------------- main
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--concepts", default="sentiment,truth")
-    ap.add_argument("--limit", type=int, default=None, help="use only the first N rows")
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--no-steady", action="store_true", help="skip the per-shard Ray run")
-    ap.add_argument("--_ray-steady", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--sizes", default="480,2400", help="texts per workload")
+    ap.add_argument("--kinds", default="short,long", help="short (~10-token sentences), long (~200 tokens)")
+    ap.add_argument("--paths", default="default", help="gnomon paths besides bare: default, local, ray")
+    ap.add_argument("--repeat", type=int, default=1, help="timed rounds after one warm-up round")
+    ap.add_argument("--profile", action="store_true", help="component breakdown instead of timing rounds")
     args = ap.parse_args()
-    if args._ray_steady:
-        ray_steady(*args._ray_steady)
-        return
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
 
     work = Path(tempfile.mkdtemp(prefix="gnomon-bench-collect-"))
     try:
-        dataset, texts = write_dataset(args.concepts.split(","), work, args.limit)
         cache = primed_cache(work)
         model, tok = load_bare(cache)
-        print(f"{len(texts)} texts ({args.concepts}); torch threads {torch.get_num_threads()}, "
-              f"cpus {os.cpu_count()}, cuda {torch.cuda.is_available()}; cache {cache}", flush=True)
-        times: dict[str, list[float]] = {"bare": [], "ray": [], "local": []}
-        info: dict[str, Any] = {}
-        steady: list[dict[str, Any]] = []
-        for r in range(args.repeat + 1):  # round 0 is the warm-up
-            tb, real, padded = run_bare(model, tok, texts)
-            tr, sr = run_cli(dataset, fresh_home(work, cache, "ray"), "ray")
-            tl, sl = run_cli(dataset, fresh_home(work, cache, "local"), "local")
-            st = None if args.no_steady else ray_child(dataset, fresh_home(work, cache, "steady"))
-            tag = ("warm-up" if r == 0 else f"round {r}") + f" (load avg {os.getloadavg()[0]:.1f})"
-            print(f"{tag}: bare {tb:.2f} s, gnomon ray {tr:.2f} s (inside {sr['seconds']:.2f}), "
-                  f"gnomon local {tl:.2f} s (inside {sl['seconds']:.2f})"
-                  + (f", ray child pool {st['pool_s']:.2f} s" if st else ""), flush=True)
-            if r == 0:
-                continue
-            times["bare"].append(tb)
-            times["ray"].append(tr)
-            times["local"].append(tl)
-            if st:
-                steady.append(st)
-            info = {"real": real, "padded": padded, "rows": sr["rows"], "bytes": sr["bytes"],
-                    "files": sr["written_files"], "tokens_gnomon": sr["tokens"], "examples": sr["examples"],
-                    "inside_ray": info.get("inside_ray", []) + [sr["seconds"]],
-                    "inside_local": info.get("inside_local", []) + [sl["seconds"]]}
-        report(texts, times, info, steady)
+        kinds, sizes = args.kinds.split(","), [int(s) for s in args.sizes.split(",")]
+        print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpus {os.cpu_count()}, "
+              f"cuda {torch.cuda.is_available()}; load avg {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+        if args.profile:
+            for kind in kinds:
+                for size in sizes:
+                    dataset, _ = workload(kind, size, tok, work)
+                    for path in args.paths.split(","):
+                        profile(dataset, fresh_home(work, cache, f"prof-{path}"),
+                                "auto" if path == "default" else path)
+            return
+        peak = matmul_peak()
+        print(f"fp32 matmul peak {peak / 1e9:.1f} GFLOP/s (2048^2, {torch.get_num_threads()} threads)", flush=True)
+        ratios: list[float] = []
+        for kind in kinds:
+            for size in sizes:
+                ratios.append(time_workload(kind, size, model, tok, cache, work, peak, args))
+        print(f"\nload avg at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        print(f"collect_ratio = {max(ratios):.3f}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def report(texts: list[str], times: dict[str, list[float]], info: dict[str, Any],
-           steady: list[dict[str, Any]]) -> None:
+def time_workload(kind: str, size: int, model: Any, tok: Any, cache: Path, work: Path, peak: float,
+                  args: argparse.Namespace) -> float:
+    dataset, texts = workload(kind, size, tok, work)
+    lengths = [len(x) for x in tok(texts)["input_ids"]]
+    mean_len = sum(lengths) / len(lengths)
+    cost, non_emb = flop_per_token(model, mean_len)
+    ceiling = peak / cost
+    paths = [p for p in args.paths.split(",") if p]
+    times: dict[str, list[float]] = defaultdict(list)
+    inner: dict[str, list[float]] = defaultdict(list)
+    real = 0
+    choice = ""
+    for r in range(args.repeat + 1):  # round 0 is the warm-up
+        tb, real = run_bare(model, tok, texts)
+        line = [f"bare {tb:.2f} s"]
+        for p in paths:
+            tw, s = run_cli(dataset, fresh_home(work, cache, p), None if p == "default" else p)
+            choice = s["executor_choice"] if p == "default" else choice
+            line.append(f"{p} {tw:.2f} s (executor {s['collect_seconds']:.2f} s)")
+            if r:
+                times[p].append(tw)
+                inner[p].append(s["collect_seconds"])
+        if r:
+            times["bare"].append(tb)
+        print(f"  {kind}-{size} {'warm-up' if r == 0 else f'round {r}'} (load {os.getloadavg()[0]:.1f}): "
+              + ", ".join(line), flush=True)
     med = {k: statistics.median(v) for k, v in times.items()}
-    n = len(texts)
-    print(f"\nmedians over {len(times['bare'])} rounds, {n} texts, {info['real']} real tokens "
-          f"(bare pads to {info['padded']}; gnomon counts {info['tokens_gnomon']}):")
-    print(f"{'path':<14}{'seconds':>9}{'ex/s':>9}{'tok/s':>9}{'ratio':>8}")
-    for k, label in (("bare", "bare"), ("ray", "gnomon-ray"), ("local", "gnomon-local")):
-        print(f"{label:<14}{med[k]:>9.2f}{n / med[k]:>9.1f}{info['real'] / med[k]:>9.0f}{med[k] / med['bare']:>8.2f}")
-    print(f"inside run_collection (median): ray {statistics.median(info['inside_ray']):.2f} s, "
-          f"local {statistics.median(info['inside_local']):.2f} s; wrote {info['files']} files, "
-          f"{info['rows']} rows, {info['bytes'] / 2**20:.1f} MiB")
-    if steady:
-        keys = ("imports_s", "ray_init_s", "preflight_plan_s", "pool_s", "total_s")
-        m = {k: statistics.median(s[k] for s in steady) for k in keys}
-        per = [sh for s in steady for sh in s["shards"]]
-        cpus = steady[0]["actors"]
-        actor_s = statistics.median(sum(sh["seconds"] for sh in s["shards"]) for s in steady)
-        print("ray child (median): " + ", ".join(f"{k} {v:.2f}" for k, v in m.items()))
-        print(f"ray per-shard: {len(per) // len(steady)} shards of <=128, median {statistics.median(sh['seconds'] for sh in per):.2f} s "
-              f"per shard on one actor (1 thread); sum over shards {actor_s:.2f} actor-s on {cpus} actors "
-              f"-> steady state {actor_s / cpus:.2f} s wall, ratio {actor_s / cpus / med['bare']:.2f} vs bare")
-        print(f"ray fixed cost outside the pool: {m['total_s'] - m['pool_s']:.2f} s; "
-              f"pool (actor start + model load + shards) {m['pool_s']:.2f} s")
-    print(f"collect_ratio_local = {med['local'] / med['bare']:.3f}")
-    print(f"collect_ratio = {med['ray'] / med['bare']:.3f}")
+    print(f"\n{kind} x {size}: {real:,} real tokens (mean {mean_len:.0f}/text); {non_emb / 1e6:.1f} M non-embedding "
+          f"params, {cost / 1e9:.3f} GFLOP/token -> ceiling {ceiling:,.0f} tok/s; default = {choice}")
+    print(f"{'path':<10}{'wall s':>9}{'tok/s':>9}{'of ceiling':>12}{'ratio':>8}{'executor s':>12}{'of ceiling':>12}")
+    for k in ["bare", *paths]:
+        tps = real / med[k]
+        ex = statistics.median(inner[k]) if k in inner else None
+        print(f"{k:<10}{med[k]:>9.2f}{tps:>9.0f}{tps / ceiling:>12.1%}{med[k] / med['bare']:>8.2f}"
+              + (f"{ex:>12.2f}{real / ex / ceiling:>12.1%}" if ex else ""))
+    ratio = med[paths[0]] / med["bare"] if paths else float("nan")
+    print(f"collect_ratio[{kind}-{size}] = {ratio:.3f}")
+    return ratio
 
 
 if __name__ == "__main__":

@@ -116,7 +116,8 @@ def bench_duckdb(home: Path) -> dict[str, float]:
     with StoreDB(home, memory_limit="1GB", threads=1) as db:
         t_open = time.perf_counter() - t0
         t1 = time.perf_counter()
-        n = db.con.execute("SELECT count(*) FROM activations").fetchone()[0]
+        row = db.con.execute("SELECT count(*) FROM activations").fetchone()
+        n = int(row[0]) if row else 0
         t_count = time.perf_counter() - t1
         t2 = time.perf_counter()
         db.con.execute("SELECT e.label, count(*), avg(list_avg(a.act)) FROM activations a JOIN examples e "

@@ -59,13 +59,17 @@ class PendingRegistration:
     extra_tags: dict[str, str] = field(default_factory=dict)
     set_best: bool = True
     best_metric: str = "val_auroc"
+    tracking_uri: str | None = None
+    """The catalog this registration was meant for (None in markers written before it was
+    recorded: the catalog that reads the marker)."""
 
     @classmethod
     def of(cls, path: Path, curve: Mapping[str, Sequence[float]] | None,
-           extra_tags: Mapping[str, str] | None, set_best: bool, best_metric: str
-           ) -> PendingRegistration:
+           extra_tags: Mapping[str, str] | None, set_best: bool, best_metric: str,
+           tracking_uri: str | None = None) -> PendingRegistration:
         return cls(str(path), check_curve(curve) if curve else None,
-                   {str(k): str(v) for k, v in (extra_tags or {}).items()}, set_best, best_metric)
+                   {str(k): str(v) for k, v in (extra_tags or {}).items()}, set_best, best_metric,
+                   tracking_uri)
 
 
 def _pending_dir(home: Path) -> Path:
@@ -88,8 +92,12 @@ def read_pending(home: Path) -> list[tuple[Path, PendingRegistration]]:
     out = []
     for marker in sorted(_pending_dir(home).glob("*.json")):
         try:
-            out.append((marker, PendingRegistration(**json.loads(marker.read_text()))))
-        except (ValueError, TypeError) as e:
+            doc = json.loads(marker.read_text())
+            req = PendingRegistration(**doc)
+            if not isinstance(req.path, str) or not isinstance(req.tracking_uri, (str, type(None))):
+                raise TypeError("path and tracking_uri must be strings")
+            out.append((marker, req))
+        except (OSError, ValueError, TypeError, RecursionError) as e:
             raise GnomonError(f"pending registration {marker} is unreadable ({e}); delete it and "
                               "register its direction again") from e
     return out
@@ -108,35 +116,17 @@ def check_curve(curve: Mapping[str, Sequence[float]]) -> dict[str, list[float]]:
     return series
 
 
-def write_curve(curve: Mapping[str, Sequence[float]], out_dir: Path, title: str) -> list[Path]:
-    """Write ``curve.json`` and ``curve.png`` (every series against ``layer`` if given,
-    else against its index). Uses matplotlib's Agg backend: no display needed."""
+def write_curve(curve: Mapping[str, Sequence[float]], out_dir: Path, title: str,
+                selected_layer: int | None = None) -> list[Path]:
+    """Write ``curve.json`` and ``curve.png`` (:func:`pipeline.plots.curve_figure`: AUROC,
+    accuracy and d' on separate axes, the selected layer marked)."""
+    from pipeline.plots import curve_figure
+
     series = check_curve(curve)
     out_dir.mkdir(parents=True, exist_ok=True)
     js = out_dir / "curve.json"
     js.write_text(json.dumps(series, indent=1))
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = len(next(iter(series.values()), []))
-    x = series.pop("layer") if "layer" in series else [float(i) for i in range(n)]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    try:
-        for name, ys in series.items():
-            ax.plot(x, ys, marker="o", ms=3, label=name)
-        ax.set_xlabel("layer" if "layer" in curve else "index")
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-        if series:
-            ax.legend(fontsize=8)
-        png = out_dir / "curve.png"
-        fig.tight_layout()
-        fig.savefig(png, dpi=100)
-    finally:
-        plt.close(fig)
+    png = curve_figure(series, title, selected_layer, out_dir / "curve.png")
     return [js, png]
 
 

@@ -56,7 +56,8 @@ class DirectionRecord:
         d = asdict(self)
         d["aliases"] = list(self.aliases)
         d["created"] = self.created.isoformat()
-        d["metrics"] = {k: (None if math.isnan(v) else v) for k, v in self.metrics.items()}
+        # strict JSON: NaN and +-inf (e.g. a d' of identical spreads) have no JSON spelling
+        d["metrics"] = {k: (v if math.isfinite(v) else None) for k, v in self.metrics.items()}
         return d
 
     def matches(self, *, concept: str | None = None, model: str | None = None,

@@ -8,7 +8,6 @@ which raises :class:`backend.Unreachable` when the store does not answer.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -55,6 +54,12 @@ class Registry:
     @property
     def client(self) -> Any:
         if self._client is None:
+            import logging
+            import os
+
+            if not os.environ.get("GNOMON_VERBOSE"):  # migration notes and "View run" lines are MLflow's
+                for name in ("mlflow", "alembic"):
+                    logging.getLogger(name).setLevel(logging.WARNING)
             from mlflow import MlflowClient
 
             backend.ensure_catalog(self.tracking_uri)  # atomic first-time creation, repair

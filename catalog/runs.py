@@ -52,8 +52,8 @@ def log_run(call: Call, direction: Direction, path: Path, req: PendingRegistrati
         call("log_artifact", run_id, str(path), "direction")
         if req.curve:
             with tempfile.TemporaryDirectory() as tmp:
-                title = f"{prov.concept} / {prov.model_id} / {prov.method}"
-                for f in write_curve(req.curve, Path(tmp), title):
+                title = f"{prov.concept} on {prov.model_id}: {prov.method}, position {prov.position}"
+                for f in write_curve(req.curve, Path(tmp), title, selected_layer=prov.layer):
                     call("log_artifact", run_id, str(f), "curve")
         call("set_terminated", run_id, RunStatus.to_string(RunStatus.FINISHED))
     except Exception:

@@ -75,33 +75,62 @@ class Catalog:
                  extra_tags: Mapping[str, str] | None = None, set_best: bool = True,
                  best_metric: str = "val_auroc") -> DirectionRecord:
         """Save ``direction`` under the home, then record it in MLflow (see module doc)."""
-        check_concept(direction.provenance.concept)
-        bad = RESERVED_TAGS.intersection(extra_tags or {})
-        if bad or any(k.startswith(METRIC_PREFIX) for k in extra_tags or {}):
-            raise GnomonError(f"extra_tags may not set catalog tags {sorted(bad) or 'metric.*'}")
-        if curve:
-            artifacts.check_curve(curve)  # refuse a bad curve before anything is written
-        path = artifacts.save_local(direction, self.home)
-        req = artifacts.PendingRegistration.of(path, curve, extra_tags, set_best, best_metric)
-        marker = artifacts.write_pending(self.home, req)
-        try:
-            return self._register_saved(marker, req, direction)
-        except backend.Unreachable as e:
-            raise self._unanswered(e, req.path) from e
+        return self.register_many([(direction, {"curve": curve, "extra_tags": extra_tags, "set_best": set_best,
+                                                "best_metric": best_metric})])[0]
 
-    def register_pending(self) -> list[DirectionRecord]:
-        """Register every direction whose registration did not complete earlier.
+    def register_many(self, items: Sequence[tuple[Direction, Mapping[str, Any]]]) -> list[DirectionRecord]:
+        """Register several directions (each with :meth:`register`'s keyword arguments).
 
-        Stops at once if the store does not answer; a direction MLflow refuses is skipped
+        Every direction is saved under the home with its pending marker *before* MLflow is
+        contacted, so a tracking server that dies midway loses none of them: the ones not
+        registered yet wait for ``gnomon catalog register-pending``, which sends them to
+        the tracking URI recorded in their marker.
+        """
+        saved = []
+        for direction, kw in items:  # refuse anything bad before writing
+            check_concept(direction.provenance.concept)
+            tags = kw.get("extra_tags") or {}
+            bad = RESERVED_TAGS.intersection(tags)
+            if bad or any(k.startswith(METRIC_PREFIX) for k in tags):
+                raise GnomonError(f"extra_tags may not set catalog tags {sorted(bad) or 'metric.*'}")
+            if kw.get("curve"):
+                artifacts.check_curve(kw["curve"])
+        for direction, kw in items:
+            path = artifacts.save_local(direction, self.home)
+            req = artifacts.PendingRegistration.of(path, kw.get("curve"), kw.get("extra_tags"),
+                                                   kw.get("set_best", True), kw.get("best_metric", "val_auroc"),
+                                                   self.tracking_uri)
+            saved.append((artifacts.write_pending(self.home, req), req, direction))
+        out = []
+        for i, (marker, req, direction) in enumerate(saved):
+            try:
+                out.append(self._register_saved(marker, req, direction, self._reg))
+            except backend.Unreachable as e:
+                raise self._unanswered(e, req.path, len(saved) - i) from e
+        return out
+
+    def _registry(self, uri: str | None) -> Registry:
+        if uri is None or uri == self.tracking_uri:
+            return self._reg
+        r = self._reg
+        return Registry(uri, self.home, r.retries, r.backoff_s, r.timeout_s)
+
+    def register_pending(self, redirect: bool = False) -> list[DirectionRecord]:
+        """Register every direction whose registration did not complete earlier, each in
+        the catalog its marker names (this catalog for markers that name none, or for
+        all of them with ``redirect``: the original server is gone for good).
+
+        Stops at once if a store does not answer; a direction MLflow refuses is skipped
         (its marker stays) and reported after the others are registered."""
         done, failed = [], []
         for marker, req in artifacts.read_pending(self.home):
+            reg = self._registry(None if redirect else req.tracking_uri)
             try:
                 if not Path(req.path).is_file():
                     raise GnomonError(f"{req.path} no longer exists")
-                done.append(self._register_saved(marker, req, Direction.load(req.path)))
+                done.append(self._register_saved(marker, req, Direction.load(req.path), reg))
             except backend.Unreachable as e:
-                raise self._unanswered(e, req.path) from e
+                raise self._unanswered(e, req.path, uri=reg.tracking_uri) from e
             except GnomonError as e:
                 failed.append(f"{marker.name}: {e}")
         if failed:
@@ -109,26 +138,28 @@ class Catalog:
                               f"their markers in {marker.parent}): {' | '.join(failed)}")
         return done
 
-    def _unanswered(self, e: backend.Unreachable, path: str) -> GnomonError:
+    def _unanswered(self, e: backend.Unreachable, path: str, waiting: int = 1,
+                    uri: str | None = None) -> GnomonError:
+        what = f"the direction is saved at {path}" if waiting == 1 else \
+            f"{waiting} directions are saved under {Path(path).parent} (first: {Path(path).name})"
         return GnomonError(
-            f"tracking server at {self.tracking_uri} did not answer after {e.tries} tries "
-            f"({backend.short_error(e.last)}); the direction is saved at {path}; run "
-            "`gnomon catalog register-pending` to retry")
+            f"tracking server at {uri or self.tracking_uri} did not answer after {e.tries} tries "
+            f"({backend.short_error(e.last)}); {what}; run `gnomon catalog register-pending` to retry")
 
     def _register_saved(self, marker: Path, req: artifacts.PendingRegistration,
-                        direction: Direction) -> DirectionRecord:
+                        direction: Direction, reg: Registry) -> DirectionRecord:
         """Register a saved direction and drop its marker; the marker stays on any failure."""
         from mlflow.exceptions import MlflowException
 
         try:
-            version = self._reg.register_file(direction, req)
+            version = reg.register_file(direction, req)
         except MlflowException as e:  # refused, not unreachable
-            raise GnomonError(f"MLflow at {self.tracking_uri} refused the registration "
+            raise GnomonError(f"MLflow at {reg.tracking_uri} refused the registration "
                               f"({backend.short_error(e)}); the direction is saved at "
                               f"{req.path}") from e
         marker.unlink(missing_ok=True)
         concept = direction.provenance.concept
-        return self._pick(concept, Ref(concept, version=version))
+        return self._pick(concept, Ref(concept, version=version), reg)
 
     # ---- queries ------------------------------------------------------------
     @_answers
@@ -155,11 +186,12 @@ class Catalog:
         parsed = parse_ref(ref)
         return self._pick(parsed.concept, parsed)
 
-    def _pick(self, concept: str, ref: Ref) -> DirectionRecord:
-        recs = self._reg.records(concept)
+    def _pick(self, concept: str, ref: Ref, reg: Registry | None = None) -> DirectionRecord:
+        reg = reg or self._reg
+        recs = reg.records(concept)
         if not recs:
-            known = ", ".join(sorted(self._reg.concept_aliases())) or "none yet"
-            raise GnomonError(f"no concept {concept!r} in the catalog at {self.tracking_uri}; "
+            known = ", ".join(sorted(reg.concept_aliases())) or "none yet"
+            raise GnomonError(f"no concept {concept!r} in the catalog at {reg.tracking_uri}; "
                               f"known concepts: {known}")
         if ref.version is None and ref.alias is None:
             return recs[-1]

@@ -28,15 +28,30 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "submit": ("jobs.commands.submit", "submit a job spec to a Ray cluster as a Ray Job; prints the job id"),
     "status": ("jobs.commands.status", "state of a submitted job (--wait: until it ends)"),
     "logs": ("jobs.commands.logs", "output of a submitted job (--follow: stream it)"),
+    "report": ("jobs.commands.report", "measure how linear a concept is: probes, erasure, control, composition, verdict"),
     "demo": ("jobs.commands.demo", "run the end-to-end demo on the bundled model"),
+    "store": ("jobs.commands.store", "list the activation store and remove orphaned shards"),
+    "plot": ("jobs.commands.plot", "per-layer curve figures and an HTML summary of a concept's fits"),
+    "ui": ("jobs.commands.ui", "start the MLflow UI on the local catalog"),
 }
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("gnomon")
+    except PackageNotFoundError:
+        return "0+unknown"
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gnomon",
         description="Find linear directions in neural networks, version them, and use them.")
-    parser.add_argument("--home", help="gnomon home (default: $GNOMON_HOME or ./gnomon-home)")
+    parser.add_argument("--home", help="gnomon home (default: $GNOMON_HOME, else the nearest ./gnomon-home "
+                        "in this directory or a parent, else ./gnomon-home)")
+    parser.add_argument("--version", action="version", version=f"gnomon {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     # Only the chosen command's module is imported; the others register a stub parser.
     chosen = next((a for a in argv if a in COMMANDS), None)
@@ -62,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         import os
 
         os.environ["GNOMON_HOME"] = args.home
+    from jobs.output import plain_environment
+
+    plain_environment()
     from pipeline.types import GnomonError
 
     try:

@@ -32,14 +32,15 @@ import shlex
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 from pipeline.types import GnomonError
 
-__all__ = ["DEFAULT_ADDRESS", "FORWARDED_ENV", "TERMINAL", "resolve_address", "job_env", "build_job",
-           "submit", "job_status", "wait", "job_logs", "follow_logs"]
+__all__ = ["DEFAULT_ADDRESS", "FORWARDED_ENV", "TERMINAL", "build_job", "follow_logs", "job_env", "job_logs",
+           "job_status", "resolve_address", "submit", "wait"]
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 """The Jobs API of a head started on this machine (``ray start --head``)."""

@@ -169,7 +169,8 @@ def collect(spec: CollectSpec, executor: Any, home: Any = None, show_progress: b
     layers = check_layers(list(spec.layers) if spec.layers is not None else None, ident.num_layers, spec.model)
     plan = plan_collection(spec, home_p)
     todo = _incomplete(plan, spec.model, spec.revision, ident.fingerprint, layers, home_p)
-    executor_name, choice = "none", "everything already stored"
+    executor_name, choice = "none", "none (everything already stored)"
+    t_run = time.perf_counter()
     if todo:
         results = _run(plan, executor, home_p, show_progress, on_start, on_shard)
         executor_name = getattr(executor, "name", "?")
@@ -182,7 +183,8 @@ def collect(spec: CollectSpec, executor: Any, home: Any = None, show_progress: b
         model=spec.model, revision=spec.revision, dataset=plan.dataset_name, dataset_hash=plan.dataset_hash,
         fingerprint=ident.fingerprint, hidden_size=ident.hidden_size, num_layers=ident.num_layers,
         layers=tuple(layers), positions=tuple(check_positions(spec.positions)), **summarize(results),
-        seconds=round(time.perf_counter() - t0, 3), executor=executor_name, executor_choice=choice,
+        seconds=round(time.perf_counter() - t0, 3), collect_seconds=round(time.perf_counter() - t_run, 3),
+        executor=executor_name, executor_choice=choice,
         store=str(where), stored=ActivationStore(home_p).summary(spec.model, spec.revision, plan.dataset_name))
 
 

@@ -1,4 +1,5 @@
-"""The end-to-end DAG over a fleet: collect -> fit -> register per (model, concept), then evaluate.
+"""The end-to-end DAG over a fleet: collect -> fit -> register per (model, concept), then evaluate,
+then the linearity reports (``[[report]]``).
 
 ``build_stages`` lays out one stage per unit of work, each a call of a per-item function
 through the executor (see :mod:`jobs.engine`), and :mod:`jobs.scheduler` runs them:
@@ -10,6 +11,7 @@ through the executor (see :mod:`jobs.engine`), and :mod:`jobs.scheduler` runs th
   model collects. Keyed by the fit settings, the dataset's content hash, the model
   fingerprint and the catalog, so a rerun registers nothing and an edited concept refits.
 - ``evaluate/<concept>``: the chosen direction on every model, each on its model's pool.
+- ``report/<name>``: the linearity report (``jobs.report_job``) after the fits.
 
 Adding a stage is one per-item function and one line in ``build_stages``. The job is an
 MLflow run (``catalog.job_runs``) holding the stage summary: which stages ran, which were
@@ -41,6 +43,7 @@ class Context:
     executor: Any
     tracking_uri: str | None
     show_progress: bool
+    log: Callable[[str], None] = print
 
 
 def _fit_spec(ctx: Context, model: str, concept: str) -> Any:
@@ -114,6 +117,19 @@ def evaluate_stage(ctx: Context, ev: EvaluateSection, index: int) -> Stage:
                  name=lambda r: f"evaluate/{ev.concept}/{r['ref']}")
 
 
+def report_stage(ctx: Context, rep: Any, after: tuple[str, ...]) -> Stage:
+    from jobs.report_job import ReportSpec, run_report
+
+    rs = ReportSpec(models=ctx.spec.models, revision=ctx.spec.revision, **asdict(rep))
+
+    def run(_deps: dict[str, Any]) -> dict[str, Any]:
+        doc = run_report(rs, ctx.executor, ctx.home, tracking_uri=ctx.tracking_uri, log=ctx.log)
+        return {"verdicts": [r["verdict"]["line"] for r in doc["results"]], "paths": doc["paths"]}
+
+    return Stage(key=f"report/{rs.name or '-'.join(rs.concepts)}", kind="report", deps=after, run=run,
+                 inputs=lambda _deps: {**asdict(rs), "tracking": ctx.cat.tracking_uri})
+
+
 def build_stages(ctx: Context) -> list[Stage]:
     """Every stage of the job, in the order they are preferred (a model's concepts together)."""
     spec, stages = ctx.spec, []
@@ -121,6 +137,7 @@ def build_stages(ctx: Context) -> list[Stage]:
         stages += [collect_stage(ctx, model, concept) for concept in spec.fit.concepts]
         stages += [fit_stage(ctx, model, concept) for concept in spec.fit.concepts]
     stages += [evaluate_stage(ctx, ev, i) for i, ev in enumerate(spec.evaluate)]
+    stages += [report_stage(ctx, rep, tuple(s.key for s in stages)) for rep in spec.report]
     return stages
 
 
@@ -145,6 +162,17 @@ def _eval_ref(cat: Any, ev: EvaluateSection, model: str) -> str:
     return str(max(recs, key=lambda r: (r.metrics.get("val_auroc", 0.0), r.layer >= 1)).ref)
 
 
+def _check_before_start(spec: JobSpec, home: Path) -> None:
+    """What would otherwise fail after minutes of collecting and fitting: the datasets load,
+    and every concept that is evaluated has its neutral prompts (``<name>_neutral.txt``)."""
+    from pipeline.datasets import load_dataset, neutral_prompts
+
+    for concept in spec.fit.concepts:
+        load_dataset(concept, home=home)
+    for ev in spec.evaluate:
+        neutral_prompts(ev.concept, home=home)
+
+
 def run_job(spec: JobSpec, home: Any = None, tracking_uri: str | None = None, show_progress: bool = True,
             log: Callable[[str], None] = print, executor: Any = None) -> dict[str, Any]:
     """Run every stage of ``spec``; returns {stage key: result summary} for fits and evaluations."""
@@ -161,7 +189,8 @@ def run_job(spec: JobSpec, home: Any = None, tracking_uri: str | None = None, sh
     own = executor is None  # created once for the job, closed at its end
     executor = executor or make_executor(spec.executor, spec.ray_address, spare_cpus=spare)
     ctx = Context(spec, home_p, Catalog(tracking_uri=tracking_uri, home=home_p), executor, tracking_uri,
-                  show_progress)
+                  show_progress, log)
+    _check_before_start(spec, home_p)
     stages = build_stages(ctx)
     run_id = start_job_run(spec.name, _params(spec), tracking_uri=tracking_uri, home=home_p)
     failed: str | None = None

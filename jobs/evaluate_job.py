@@ -129,6 +129,19 @@ def evaluate_checkpoint(task: EvalTask) -> EvalResult:
     return res
 
 
+def check_inputs(models: tuple[str, ...], concept: str, home: Path) -> None:
+    """Fail in a second, not after Ray has started and a model has loaded: every checkpoint
+    must resolve to something loadable and the concept must have neutral prompts."""
+    from pipeline.datasets import neutral_prompts
+    from pipeline.models import ModelSpec
+
+    for m in models:
+        src = ModelSpec(id=m).resolved_source(home)
+        if src == "gguf" and not Path(m).expanduser().is_file():
+            raise GnomonError(f"model file {m} does not exist")
+    neutral_prompts(concept or "direction", home=home)
+
+
 def evaluate_on_worker(_worker: Any, task: EvalTask) -> EvalResult:
     """Evaluation as a model worker's per-item function: the worker loaded the model, and
     ``evaluate_checkpoint`` finds it in the process's model cache."""
@@ -145,6 +158,7 @@ def plan_evaluation(spec: EvalSpec, home: Any, tracking_uri: str | None = None) 
     models = spec.models or (d.provenance.model_id,)
     if not models[0]:
         raise GnomonError("the direction names no model: pass --models")
+    check_inputs(models, d.provenance.concept, home)  # before any worker starts
     path = home / "evals" / "directions" / f"{d.provenance.concept or 'direction'}-{model_slug(d.provenance.model_id)}-L{d.layer}-{d.provenance.method}.safetensors"
     d.save(path)
     return d, [EvalTask(spec=spec, direction_path=str(path), model=m, home=str(home)) for m in models]

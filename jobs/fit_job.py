@@ -193,7 +193,10 @@ def fit_collected(spec: FitSpec, collected: Any, executor: Any, home: Any, catal
         if spec.select_steer:
             from jobs.steer_select import select_steer
 
-            steer = select_steer(catalog, ds.name, spec.model, ds, positive, negative, home_p)
+            try:
+                steer = select_steer(catalog, ds.name, spec.model, ds, positive, negative, home_p)
+            except GnomonError as e:  # the fit and its registrations stand; only best-steer is missing
+                steer = {"alias": None, "reason": str(e), "candidates": []}
         aliases = alias_targets(catalog, ds.name, spec.model)
     t_select = time.perf_counter() - t2
     best = []
@@ -207,13 +210,14 @@ def fit_collected(spec: FitSpec, collected: Any, executor: Any, home: Any, catal
         concept=ds.name, model=spec.model, revision=spec.revision, positive=positive, negative=negative,
         groups=len(tasks) * len(spec.methods), executor=getattr(executor, "name", "?"),
         collect={"written_files": collected.written_files, "skipped_files": collected.skipped_files,
-                 "rows": collected.rows, "seconds": collected.seconds},
+                 "rows": collected.rows, "seconds": collected.seconds, "executor_choice": collected.executor_choice},
         seconds={"collect": collected.seconds, "fit": round(t_fit, 3), "select": round(t_select, 3),
                  "read": round(sum(g.read_seconds for g in groups), 3),
                  "total": round(collected.seconds + time.perf_counter() - t1, 3)},
         sweep=str(sweep_path), registered=len(records), best=best,
         failed_groups=[f"{m}/{g.position}/layer {g.layer}: {e}" for g, m, e in failures],
-        extra={"aliases": aliases, "steer_selection": steer})
+        extra={"executor_choice": getattr(executor, "choice", getattr(executor, "name", "?")),
+               "aliases": aliases, "steer_selection": steer})
 
 
 def alias_targets(catalog: Any, concept: str, model: str) -> dict[str, Any]:
@@ -251,15 +255,16 @@ def _register(spec: FitSpec, directions: Sequence[Any], sweeps: dict[tuple[str, 
 
         catalog = Catalog(home=home)
     chosen = list(directions) if spec.register == "all" else [s["best"] for s in sweeps.values()]
-    out = {}
+    items = []
     for d in chosen:
         key = (d.provenance.method, d.provenance.position)
         extra = {"best_layer": str(sweeps[key]["best"].layer), "select_metric": sweeps[key]["select_metric"],
                  "num_layers": str(num_layers), "val_rows": str(d.provenance.split_sizes.get("val", 0))}
-        rec = catalog.register(d, curve=sweeps[key]["curve"], extra_tags=extra, set_best=True,
-                               best_metric=spec.select_metric)
-        out[(*key, d.layer)] = rec
-    return out
+        items.append((d, {"curve": sweeps[key]["curve"], "extra_tags": extra, "set_best": True,
+                          "best_metric": spec.select_metric}))
+    # every direction is saved (with its pending marker) before the first MLflow call
+    recs = catalog.register_many(items)
+    return {(d.provenance.method, d.provenance.position, d.layer): rec for d, rec in zip(chosen, recs, strict=True)}
 
 
 def with_layers(spec: FitSpec, layers: Sequence[int] | None) -> FitSpec:

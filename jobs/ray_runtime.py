@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -20,11 +21,14 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None,
         return ray
     address = address or os.environ.get("RAY_ADDRESS")
     env = {"env_vars": _worker_env()}
+    # Ray's own INFO/WARNING lines ("Started a local Ray instance", token-auth notes) are not
+    # gnomon's output; GNOMON_VERBOSE=1 shows them. Errors always show.
+    quiet = {} if os.environ.get("GNOMON_VERBOSE") else {"logging_level": logging.ERROR}
     if address:
-        ray.init(address=address, runtime_env=env, log_to_driver=True)
+        ray.init(address=address, runtime_env=env, log_to_driver=True, **quiet)
     else:
         ray.init(num_cpus=num_cpus or os.cpu_count() or 1, object_store_memory=object_store_memory,
-                 include_dashboard=False, runtime_env=env, log_to_driver=True)
+                 include_dashboard=False, runtime_env=env, log_to_driver=True, **quiet)
     return ray
 
 

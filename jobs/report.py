@@ -49,3 +49,9 @@ def print_report(results: dict[str, Any]) -> None:
             extra.append(f"next-token KL at max strength {m['side_effect_kl']:.3f}")
             print(f"  {c['model']}: " + "; ".join(extra))
         print(f"  details: {r['path']}")
+    for key, r in results.items():
+        if key.startswith("report/"):
+            print(f"\nlinearity report {key[7:]}:")
+            for line in r["verdicts"]:
+                print(f"  {line}")
+            print(f"  html: {r['paths']['html']}")

@@ -37,8 +37,10 @@ class CollectResult:
     examples: int = 0
     tokens: int = 0
     seconds: float = 0.0
+    collect_seconds: float = 0.0
+    """The executor's part only: model loads, forward passes, writes."""
     executor: str = "none"
-    executor_choice: str = "everything already stored"
+    executor_choice: str = "none (everything already stored)"
     store: str = ""
     stored: dict[str, int] = field(default_factory=dict)
 

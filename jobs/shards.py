@@ -111,7 +111,7 @@ def run_shard(lm: Any, plan_spec: CollectSpec, dataset_name: str, task: ShardTas
                        out_dtype=plan_spec.dtype, autocast=False if plan_spec.model_dtype == "float32" else None)
     for layer in todo:
         ex, pos, ti, acts = rows.pop(layer).arrays()
-        table = activation_table(ex, pos, ti, acts, dtype=plan_spec.dtype)
+        table = activation_table(ex, pos, ti, acts, dtype=plan_spec.dtype, where=f"at layer {layer}")
         rec = store.write_shard(*key, layer, task.index, table, fingerprint=lm.fingerprint, positions=positions,
                                 content=task.content)
         res.rows += rec.rows

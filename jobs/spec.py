@@ -17,6 +17,10 @@ the evaluation stage checks chosen directions on every model. Example: ``jobs/ex
     [[evaluate]]
     concept = "sentiment"         # evaluates <concept>@best on every model
     strengths = [-8, -4, 0, 4, 8]
+
+    [[report]]                    # the linearity report (`gnomon report`) over every model
+    concepts = ["sentiment", "honesty"]
+    layers = [0, 6, 12, 18, 24, 30]
 """
 
 from __future__ import annotations
@@ -61,6 +65,22 @@ class EvaluateSection:
 
 
 @dataclass(frozen=True)
+class ReportSection:
+    """A ``[[report]]`` stage: ``jobs.report_job.ReportSpec`` over every model of the job."""
+
+    concepts: tuple[str, ...]
+    layers: tuple[int, ...] | None = None
+    position: str = "last"
+    control: bool = True
+    compose: bool = True
+    strengths: tuple[float, ...] = (-4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0)
+    n_prompts: int = 16
+    max_new_tokens: int = 12
+    score: str = "auto"
+    name: str | None = None
+
+
+@dataclass(frozen=True)
 class JobSpec:
     name: str
     models: tuple[str, ...]
@@ -69,6 +89,7 @@ class JobSpec:
     ray_address: str | None = None
     fit: FitSection = field(default_factory=FitSection)
     evaluate: tuple[EvaluateSection, ...] = ()
+    report: tuple[ReportSection, ...] = ()
 
 
 def _build(cls: Any, table: dict[str, Any], where: str) -> Any:
@@ -96,9 +117,9 @@ def load_job(path: str | Path) -> JobSpec:
         doc = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
         raise GnomonError(f"{path}: invalid TOML ({e})") from e
-    unknown = sorted(set(doc) - {"job", "fit", "evaluate"})
+    unknown = sorted(set(doc) - {"job", "fit", "evaluate", "report"})
     if unknown:
-        raise GnomonError(f"{path}: unknown table(s) {', '.join(unknown)}; use [job], [fit], [[evaluate]]")
+        raise GnomonError(f"{path}: unknown table(s) {', '.join(unknown)}; use [job], [fit], [[evaluate]], [[report]]")
     job = dict(doc.get("job", {}))
     if "name" not in job or not job.get("models"):
         raise GnomonError(f"{path}: [job] needs name and models")
@@ -107,7 +128,8 @@ def load_job(path: str | Path) -> JobSpec:
     if bad:
         raise GnomonError(f"{path} [fit]: unknown method {bad[0]!r}; choose from {', '.join(METHODS)}")
     evals = tuple(_build(EvaluateSection, e, f"{path} [[evaluate]]") for e in doc.get("evaluate", []))
-    spec = _build(JobSpec, {**job, "fit": fit, "evaluate": evals}, f"{path} [job]")
+    reports = tuple(_build(ReportSection, r, f"{path} [[report]]") for r in doc.get("report", []))
+    spec = _build(JobSpec, {**job, "fit": fit, "evaluate": evals, "report": reports}, f"{path} [job]")
     if spec.executor not in ("auto", "ray", "local"):
         raise GnomonError(f"{path} [job]: executor must be auto, ray or local")
     from pipeline.store import check_name

@@ -56,10 +56,15 @@ def select_steer(catalog: Any, concept: str, model: str, dataset: Any, positive:
     scorer = CONCEPT_SCORERS.get(concept)
     measured = []
     for rec in ranked:
-        d = catalog.load(rec.ref)
-        fb = fluency_bound(lm, d, prompts, DEFAULT_UNIT, force=True)
         entry: dict[str, Any] = {"ref": rec.ref, "layer": rec.layer, "method": rec.method,
-                                 "position": rec.position, "fluency_bound": fb.bound, "unit": DEFAULT_UNIT}
+                                 "position": rec.position, "unit": DEFAULT_UNIT}
+        try:
+            d = catalog.load(rec.ref)
+        except Exception as e:  # a version whose artifact is gone must not sink the others
+            measured.append({**entry, "error": str(e).splitlines()[0][:200]})
+            continue
+        fb = fluency_bound(lm, d, prompts, DEFAULT_UNIT, force=True)
+        entry["fluency_bound"] = fb.bound
         if fb.bound > 0:
             dr = dose_response(lm, d, prompts, pairs, DEFAULT_FRACTION * fb.bound, DEFAULT_UNIT,
                                scorer=scorer, force=True)

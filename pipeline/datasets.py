@@ -63,6 +63,8 @@ class ConceptDataset:
     """sha256 of the canonical rows (sorted by id, splits resolved): same for any file format."""
     source: str
     """Where it was read from."""
+    contrast: tuple[str, str] | None = None
+    """(positive, negative) declared when the dataset was registered (``concepts add --positive``)."""
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ConceptDataset):
@@ -94,7 +96,10 @@ class ConceptDataset:
 
     @property
     def default_contrast(self) -> tuple[str, str]:
-        """(positive, negative): the shipped metadata's, else the first two labels sorted."""
+        """(positive, negative): declared at registration, else the shipped metadata's, else the
+        first two labels sorted."""
+        if self.contrast is not None:
+            return self.contrast
         info = CONCEPTS.get(self.name)
         if info is not None and {info.positive, info.negative} <= set(self.labels):
             return info.positive, info.negative
@@ -158,15 +163,27 @@ def load_dataset(spec: str | Path, name: str | None = None,
         return ds if name in (None, text) else dataclasses.replace(ds, name=name)
     registered = gnomon_home(home) / "concepts" / f"{text}.parquet"
     if registered.is_file():
-        return _from_rows(*_read_file(registered), name=name or text, source=str(registered))
+        ds = _from_rows(*_read_file(registered), name=name or text, source=str(registered))
+        return dataclasses.replace(ds, contrast=_read_contrast(registered.with_suffix(".contrast.json"), ds))
     available = [c.name for c in list_concepts(home)]
     raise GnomonError(f"unknown concept {text!r}; available: {', '.join(available)} "
                       "(or give a .jsonl/.csv/.parquet path, or run 'gnomon concepts add')")
 
 
+def _read_contrast(path: Path, ds: ConceptDataset) -> tuple[str, str] | None:
+    if not path.is_file():
+        return None
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    pair = (str(doc.get("positive")), str(doc.get("negative")))
+    return pair if set(pair) <= set(ds.labels) else None
+
+
 def register_dataset(path: str | Path, name: str, home: str | Path | None = None,
-                     *, overwrite: bool = False) -> ConceptDataset:
-    """Validate ``path`` and store it as ``<home>/concepts/<name>.parquet`` (atomically)."""
+                     *, overwrite: bool = False, positive: str | None = None,
+                     negative: str | None = None) -> ConceptDataset:
+    """Validate ``path`` and store it as ``<home>/concepts/<name>.parquet`` (atomically);
+    ``positive``/``negative`` (the label that should project higher, and the other) are
+    kept beside it in ``<name>.contrast.json`` and become the dataset's default contrast."""
     import pyarrow.parquet as pq
 
     if not _SLUG.match(name):
@@ -174,10 +191,19 @@ def register_dataset(path: str | Path, name: str, home: str | Path | None = None
     if name in CONCEPTS:
         raise GnomonError(f"{name!r} is a shipped concept; register under another name")
     ds = load_dataset(Path(path), name=name)
+    if positive is not None or negative is not None:
+        pos = positive or next((x for x in ds.labels if x != negative), "")
+        neg = negative or next((x for x in ds.labels if x != pos), "")
+        validate_contrast(ds, pos, neg)
+        ds = dataclasses.replace(ds, contrast=(pos, neg))
     dest = gnomon_home(home) / "concepts" / f"{name}.parquet"
+    sidecar = dest.with_suffix(".contrast.json")
     if dest.exists() and not overwrite:
         existing = load_dataset(name, home=home)
         if existing.content_hash == ds.content_hash:
+            if ds.contrast is not None and ds.contrast != existing.contrast:
+                _write_contrast(sidecar, ds.contrast)
+                return dataclasses.replace(existing, contrast=ds.contrast)
             return existing
         raise GnomonError(f"concept {name!r} is already registered with different content; "
                           "pick another name or pass --overwrite")
@@ -188,7 +214,17 @@ def register_dataset(path: str | Path, name: str, home: str | Path | None = None
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
+    if ds.contrast is not None:
+        _write_contrast(sidecar, ds.contrast)
+    else:
+        sidecar.unlink(missing_ok=True)
     return dataclasses.replace(ds, source=str(dest))
+
+
+def _write_contrast(path: Path, contrast: tuple[str, str]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"positive": contrast[0], "negative": contrast[1]}) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def list_concepts(home: str | Path | None = None) -> list[ConceptDataset]:

@@ -25,8 +25,26 @@ import torch
 
 from pipeline.types import GnomonError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: the header carries ``gnomon_sha256`` over the tensors and the metadata."""
 _META_KEY = "gnomon"
+_SUM_KEY = "gnomon_sha256"
+_STR_FIELDS = ("model_id", "revision", "fingerprint", "site", "position", "concept", "positive", "negative",
+               "method", "dataset", "dataset_hash", "code_version")
+
+
+def content_sha256(tensors: Mapping[str, torch.Tensor], meta_json: str) -> str:
+    """sha256 of the metadata text and of every tensor (name, dtype, shape, bytes), in name
+    order: what a direction file must still hold when it is loaded. Any flipped byte,
+    edited value or header field changes it."""
+    import hashlib
+
+    h = hashlib.sha256(meta_json.encode())
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"\0{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
 
 
 def code_version() -> str:
@@ -265,7 +283,8 @@ class Direction:
         tensors = {"vector": self.vector.detach().cpu().contiguous()}
         tensors.update({f"extra.{k}": t.detach().cpu().contiguous() for k, t in self.extras.items()})
         tmp = path.with_name(f".{path.name}.tmp")
-        save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(self.metadata())})
+        meta = json.dumps(self.metadata())
+        save_file(tensors, str(tmp), metadata={_META_KEY: meta, _SUM_KEY: content_sha256(tensors, meta)})
         tmp.replace(path)
         return path
 
@@ -285,9 +304,13 @@ class Direction:
             raise GnomonError(f"{path} is not a readable safetensors file: {e}") from e
         if _META_KEY not in header:
             raise GnomonError(f"{path} has no gnomon metadata: not a gnomon direction")
+        if header.get(_SUM_KEY) != content_sha256(tensors, header[_META_KEY]):
+            why = "has no checksum (written by an older gnomon)" if _SUM_KEY not in header else \
+                "does not match its checksum: its tensors or metadata were changed after it was saved"
+            raise GnomonError(f"{path} {why}; refit it or restore the original file")
         try:
             meta = json.loads(header[_META_KEY])
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:
             raise GnomonError(f"{path}: gnomon metadata is not valid JSON ({e})") from e
         return cls.from_parts(tensors, meta, source=str(path))
 
@@ -306,6 +329,7 @@ class Direction:
             scale = meta["scale"]
         except (KeyError, TypeError) as e:
             raise GnomonError(f"{source}: incomplete direction metadata ({e})") from e
+        _check_types(prov, scale, meta.get("metrics", {}), meta.get("extras", []), source)
         extras = {k.removeprefix("extra."): t for k, t in tensors.items() if k.startswith("extra.")}
         hidden = prov.hidden_size
         bad = [k for k, t in extras.items() if t.ndim == 0 or t.shape[-1] != hidden]
@@ -319,6 +343,35 @@ class Direction:
                    spread=_unf(scale.get("spread")), resid_norm=_unf(scale.get("resid_norm")),
                    metrics={k: _unf(v) for k, v in meta.get("metrics", {}).items()},
                    extras=extras)
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_num(x: Any) -> bool:
+    return x is None or (isinstance(x, (int, float)) and not isinstance(x, bool))
+
+
+def _check_types(prov: Provenance, scale: Any, metrics: Any, extras: Any, source: str) -> None:
+    """Refuse metadata of the wrong types (``layer: "abc"``) with one line, before use."""
+    bad = [f for f in _STR_FIELDS if not isinstance(getattr(prov, f), str)]
+    if not _is_int(prov.layer) or prov.layer < 0:
+        bad.append("layer")
+    if not _is_int(prov.hidden_size) or prov.hidden_size < 1:
+        bad.append("hidden_size")
+    if not isinstance(prov.params, Mapping):
+        bad.append("params")
+    if not isinstance(prov.split_sizes, Mapping) or not all(_is_int(v) for v in prov.split_sizes.values()):
+        bad.append("split_sizes")
+    if bad:
+        raise GnomonError(f"{source}: provenance field(s) {bad} have the wrong type or value")
+    if not isinstance(scale, Mapping) or not all(_is_num(v) for v in scale.values()):
+        raise GnomonError(f"{source}: scale statistics must be numbers or null")
+    if not isinstance(metrics, Mapping) or not all(_is_num(v) for v in metrics.values()):
+        raise GnomonError(f"{source}: metrics must be numbers or null")
+    if not isinstance(extras, list) or not all(isinstance(e, str) for e in extras):
+        raise GnomonError(f"{source}: 'extras' must be a list of names")
 
 
 def _f(x: float) -> float | None:

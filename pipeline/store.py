@@ -105,11 +105,12 @@ class ShardRecord:
 
 
 def activation_table(example_ids: Sequence[str], positions: Sequence[str] | str, token_index: np.ndarray,
-                     acts: np.ndarray, dtype: str = "float16") -> pa.Table:
+                     acts: np.ndarray, dtype: str = "float16", where: str = "") -> pa.Table:
     """Rows for one shard: ``acts`` (n, d) becomes a ``FixedSizeList<dtype>[d]`` column.
 
     ``positions`` is one string per row, or one string for every row. ``token_index`` is
     the token's index for ``tok``, the last real token's for ``last``, -1 for ``mean``.
+    NaN/inf rows are refused, naming the example (and ``where``, e.g. ``layer 3``).
     """
     if dtype not in _DTYPES:
         raise GnomonError(f"dtype {dtype!r} must be one of {sorted(_DTYPES)}")
@@ -117,12 +118,14 @@ def activation_table(example_ids: Sequence[str], positions: Sequence[str] | str,
     if acts.ndim != 2:
         raise GnomonError(f"acts must be (n, d), got shape {acts.shape}")
     n, d = acts.shape
-    flat = np.ascontiguousarray(acts, dtype=np.dtype(dtype)).reshape(-1)  # (n*d,)
+    with np.errstate(over="ignore"):  # an overflow becomes inf, refused below with its example
+        flat = np.ascontiguousarray(acts, dtype=np.dtype(dtype)).reshape(-1)  # (n*d,)
     pos = [positions] * n if isinstance(positions, str) else list(positions)
     tok = np.asarray(token_index, dtype=np.int32)
     if len(example_ids) != n or len(pos) != n or tok.shape != (n,):
         raise GnomonError(f"example_ids, positions and token_index need {n} entries (one per row of acts)")
     _check_positions(pos or ["last"])
+    _check_finite(acts, flat.reshape(n, d), example_ids, pos, dtype, where)
     values = pa.Array.from_buffers(_DTYPES[dtype], n * d, [None, pa.py_buffer(flat)])  # zero-copy
     return pa.table({
         "example_id": pa.array(list(example_ids), pa.string()),
@@ -130,6 +133,29 @@ def activation_table(example_ids: Sequence[str], positions: Sequence[str] | str,
         "token_index": pa.array(tok, pa.int32()),
         "act": pa.FixedSizeListArray.from_arrays(values, d),
     })
+
+
+def _check_finite(acts: np.ndarray, stored: np.ndarray, example_ids: Sequence[str], pos: Sequence[str],
+                  dtype: str, where: str) -> None:
+    """Refuse NaN or infinite vectors (a model with NaN weights, a float16 overflow), and
+    values the storage dtype cannot hold, naming the first example affected: a store of
+    NaN rows would silently poison every fit and query that reads them."""
+    if acts.size == 0:
+        return
+    bad_in = ~np.isfinite(acts).all(axis=1)
+    bad_out = ~np.isfinite(stored).all(axis=1)
+    if bad_in.any():
+        i = int(np.argmax(bad_in))
+        raise GnomonError(f"the model produced NaN or infinite activations {where + ' ' if where else ''}"
+                          f"for example {example_ids[i]!r} (position {pos[i]}; {int(bad_in.sum())} of "
+                          f"{len(bad_in)} rows): check the weights "
+                          "and the compute dtype (--model-dtype float32)")
+    if bad_out.any():
+        i = int(np.argmax(bad_out))
+        peak = float(np.abs(acts[i]).max())
+        raise GnomonError(f"activations {where + ' ' if where else ''}of example {example_ids[i]!r} "
+                          f"(position {pos[i]}) reach {peak:.3g}, "
+                          f"beyond {dtype}'s range; store them with --dtype float32")
 
 
 def vectors_to_numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -272,6 +298,10 @@ class ActivationStore:
         """
         wanted = _check_positions(positions)
         act_type = _check_shard_table(table, wanted)
+        values = table.column("act").combine_chunks().flatten()
+        if values.null_count or not np.isfinite(values.to_numpy(zero_copy_only=False)).all():
+            raise GnomonError(f"{dataset} layer {layer} shard {shard}: activations contain NaN, infinite or "
+                              "missing values; refusing to store them")
         path = self.shard_path(model, revision, dataset, layer, shard)
         mpath = self.manifest_path(model, revision, dataset, layer, shard)
         mpath.unlink(missing_ok=True)

@@ -38,7 +38,7 @@ print(json.dumps(out))
 
 def test_every_help_answers_without_heavy_imports() -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-c", PROBE % (HEAVY,)], cwd=ROOT, env=env, capture_output=True,
+    proc = subprocess.run([sys.executable, "-c", PROBE % (HEAVY,)], check=False, cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -57,3 +57,24 @@ def test_killed_actor_then_rerun_completes_exactly_once(ray_instance: Any, home:
     assert summary["written_files"] > 0
     rows = _rows(home)
     assert len(rows) == 24 * 5 * 2 and {r[3] for r in rows} == {1}
+
+
+def test_actor_pool_is_kept_across_collections_of_one_model(ray_instance: Any, home: Path, small_dataset: Path,
+                                                            tmp_path: Path) -> None:
+    """A job collecting several concepts on one model starts its actors (and loads the
+    model in them) once."""
+    import shutil
+
+    other = tmp_path / "other.jsonl"
+    shutil.copyfile(small_dataset, other)
+    ex = RayExecutor(num_workers=2)
+    seen: list[list[Any]] = []
+    try:
+        for ds in (small_dataset, other):
+            s = run_collection(CollectSpec(model="tiny:llama", dataset=str(ds), layers=(1,), shard_size=6), ex,
+                               home, on_start=seen.append)
+            assert s["written_files"] == 4 and s["executor"] == "ray"
+        pids = [sorted(ray_instance.get([a.pid.remote() for a in actors])) for actors in seen]
+        assert pids[0] == pids[1]
+    finally:
+        ex.close()

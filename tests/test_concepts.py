@@ -163,6 +163,21 @@ def test_cli_add(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     listed = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert listed["colours"]["pairs"] == 4 and listed["colours"]["labels"] == ["blue", "red"]
     assert "colours" in [c.name for c in list_concepts(home)]
+    # which label is positive is said, and can be chosen; the choice is kept with the dataset
+    assert main(["--home", str(home), "concepts", "add", str(src), "--name", "colours2"]) == 0
+    assert "positive label: 'blue'" in capsys.readouterr().out
+    neutral = tmp_path / "n.txt"
+    neutral.write_text("The car is\n\nA hat\n")
+    assert main(["--home", str(home), "concepts", "add", str(src), "--name", "colours2", "--positive", "red",
+                 "--neutral", str(neutral)]) == 0
+    out = capsys.readouterr().out
+    assert "positive label: 'red'" in out and "negative: 'blue'" in out and "neutral prompts: 2" in out
+    from pipeline.datasets import load_dataset, neutral_prompts
+
+    assert load_dataset("colours2", home=home).default_contrast == ("red", "blue")
+    assert neutral_prompts("colours2", home=home) == ["The car is", "A hat"]
+    assert main(["--home", str(home), "concepts", "add", str(src), "--name", "c3", "--positive", "green"]) == 2
+    assert "green" in capsys.readouterr().err
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"id": "a", "text": "x", "label": "y", "split": "nope"}) + "\n")
     assert main(["--home", str(home), "concepts", "add", str(bad), "--name", "bad"]) == 2

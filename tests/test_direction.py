@@ -56,7 +56,12 @@ def test_missing_statistics_round_trip_as_nan(tmp_path: Path) -> None:
 
 
 def _write(path: Path, tensors: dict[str, torch.Tensor], meta: Any | None) -> Path:
-    save_file(tensors, str(path), metadata=None if meta is None else {"gnomon": json.dumps(meta)})
+    """A hand-made file with a valid checksum, so the structural checks are what refuses it."""
+    from pipeline.direction import content_sha256
+
+    text = None if meta is None else json.dumps(meta)
+    header = None if text is None else {"gnomon": text, "gnomon_sha256": content_sha256(tensors, text)}
+    save_file(tensors, str(path), metadata=header)
     return path
 
 
@@ -92,7 +97,10 @@ def test_load_refuses_foreign_and_missing_files(tmp_path: Path) -> None:
 
 def test_load_refuses_corrupt_metadata_json(tmp_path: Path) -> None:
     path = tmp_path / "corrupt.safetensors"
-    save_file({"vector": torch.ones(D)}, str(path), metadata={"gnomon": "{not json"})
+    from pipeline.direction import content_sha256
+
+    t = {"vector": torch.ones(D)}
+    save_file(t, str(path), metadata={"gnomon": "{not json", "gnomon_sha256": content_sha256(t, "{not json")})
     with pytest.raises(GnomonError, match="not valid JSON"):
         Direction.load(path)
 
@@ -187,3 +195,50 @@ def test_project_and_scale_properties() -> None:
     acts[0, 0], acts[1, 1] = 5.0, 5.0
     assert d.project(acts).tolist() == pytest.approx([3.0, 4.0])
     assert (d.separation, d.midpoint, d.hidden_size, d.layer) == (2.0, 2.0, D, 2)
+
+
+def _rewrite(path: Path, edit: Any) -> None:
+    """Edit a saved direction's tensors or metadata in place, keeping its old checksum."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        header = dict(f.metadata())
+        tensors = {k: f.get_tensor(k).clone() for k in f.keys()}
+    meta = json.loads(header["gnomon"])
+    edit(tensors, meta)
+    header["gnomon"] = json.dumps(meta)
+    save_file(tensors, str(path), metadata=header)
+
+
+@pytest.mark.parametrize("edit", [
+    lambda t, m: t["vector"].view(torch.int32).__setitem__(0, t["vector"].view(torch.int32)[0] ^ 0x1000),
+    lambda t, m: t["vector"].__setitem__(1, 1e38),
+    lambda t, m: m["provenance"].update(layer=m["provenance"]["layer"] + 1),
+    lambda t, m: m["scale"].update(resid_norm=123.0),
+    lambda t, m: t["extra.leace_u"].__setitem__(0, 5.0),
+])
+def test_tampered_files_are_refused(tmp_path: Path, edit: Any) -> None:
+    path = make(extras={"leace_u": torch.ones(D)}).save(tmp_path / "d.safetensors")
+    Direction.load(path)
+    _rewrite(path, edit)
+    with pytest.raises(GnomonError, match="checksum"):
+        Direction.load(path)
+
+
+@pytest.mark.parametrize("field, value", [("layer", "abc"), ("layer", -1), ("layer", True), ("hidden_size", "8"),
+                                          ("concept", 5), ("params", [1]), ("split_sizes", {"train": "x"})])
+def test_wrong_metadata_types_are_one_line_errors(tmp_path: Path, field: str, value: Any) -> None:
+    d = make()
+    meta = d.metadata()
+    meta["provenance"][field] = value
+    with pytest.raises(GnomonError, match="wrong type|hidden_size"):
+        Direction.load(_write(tmp_path / "bad.safetensors", {"vector": d.vector}, meta))
+
+
+def test_wrong_scale_and_metric_types_are_one_line_errors(tmp_path: Path) -> None:
+    d = make()
+    for key, sub in (("scale", "spread"), ("metrics", "val_auroc")):
+        meta = d.metadata()
+        meta[key] = {sub: "high"}
+        with pytest.raises(GnomonError, match="numbers"):
+            Direction.load(_write(tmp_path / "bad.safetensors", {"vector": d.vector}, meta))

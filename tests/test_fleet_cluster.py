@@ -108,7 +108,7 @@ def _spec(tmp: Path, models: list[str]) -> Path:
 
 
 def _gnomon(args: list[str], env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    out = subprocess.run([sys.executable, "-m", "jobs.cli", *args], cwd=ROOT, env=env, capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "jobs.cli", *args], check=False, cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=timeout)
     assert out.returncode == 0, f"gnomon {' '.join(args)}:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}"
     return out
@@ -202,10 +202,10 @@ def test_fleet_on_ray_head_and_mlflow_server(tmp_path: Path, services: dict[str,
                    "--env", f"GNOMON_HOME={home}", "--json"], env)
     job_id = json.loads(sub.stdout.strip().splitlines()[-1])["job_id"]
     status = subprocess.run([sys.executable, "-m", "jobs.cli", "status", job_id, "--address", services["jobs"],
-                             "--wait", "--timeout", "150"], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=180)
+                             "--wait", "--timeout", "150"], check=False, cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=180)
     logs = subprocess.run([sys.executable, "-m", "jobs.cli", "logs", job_id, "--address", services["jobs"]],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+                          check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert status.returncode == 0, f"{status.stdout}\n{status.stderr}\n--- job logs ---\n{logs.stdout[-4000:]}"
     assert status.stdout.strip().splitlines()[-1].split()[:2] == [job_id, "SUCCEEDED"]
     assert logs.returncode == 0 and "gnomon run fleet.toml" in logs.stdout

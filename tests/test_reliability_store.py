@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+import torch
 
 from jobs.cli import main as cli
 from jobs.collect_job import CollectSpec, run_collection
@@ -167,3 +168,35 @@ def test_store_root_with_a_quote_is_bound_not_pasted(tmp_path: Path) -> None:
         cs = contrast_set(db, model=M, revision=R, dataset=D, layer=1, position="last", positive="a",
                           negative="b", split="train")
     assert len(cs.pos) == len(cs.neg) == 4
+
+
+def test_nan_weights_are_refused_at_collection_naming_layer_and_example(home: Path, small_dataset: Path) -> None:
+    from pipeline.models import load_model
+
+    lm = load_model("tiny:llama")  # a private copy: its weights are spoiled below
+    with torch.no_grad():
+        lm.adapter.get_blocks(lm.model)[1].mlp.down_proj.weight.fill_(float("nan"))  # block 1 -> layer 2
+    spec = CollectSpec(model="tiny:llama", dataset=str(small_dataset), layers=(1, 2), shard_size=100)
+    with pytest.raises(GnomonError, match=r"NaN or infinite activations at layer 2 for example '(pos|neg)-\d+'"):
+        run_collection(spec, LocalExecutor(), home, lm=lm)
+    assert 2 not in {m["layer"] for m in ActivationStore(home).valid_shards()[0]}  # nothing stored for it
+
+
+def test_float16_overflow_is_refused() -> None:
+    acts = np.ones((3, 4), np.float32)
+    acts[1, 2] = 1e6
+    with pytest.raises(GnomonError, match=r"'b'.*beyond float16's range"):
+        activation_table(["a", "b", "c"], "last", np.zeros(3), acts, "float16")
+    assert activation_table(["a", "b", "c"], "last", np.zeros(3), acts, "float32").num_rows == 3
+
+
+def test_store_never_writes_non_finite_rows(tmp_path: Path) -> None:
+    store = ActivationStore(tmp_path)
+    t = activation_table(["a"], "last", np.zeros(1), np.ones((1, 4)), "float32")
+    arr = t.column("act").combine_chunks()
+    vals = arr.flatten().to_numpy().copy()
+    vals[0] = np.nan
+    bad = t.set_column(3, "act", pa.FixedSizeListArray.from_arrays(pa.array(vals, pa.float32()), 4))
+    with pytest.raises(GnomonError, match="NaN"):
+        store.write_shard(M, R, D, 1, 0, bad, fingerprint="fp", positions=["last"])
+    assert not list(tmp_path.rglob("*.parquet"))

@@ -8,7 +8,6 @@ writes them, for scripts; the table is for people.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -45,7 +44,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     export.add_argument("file", help="destination, ending in .safetensors (REF FILE, as export-gguf; "
                         "the older FILE REF order is accepted)")
 
-    sub.add_parser("register-pending", help="retry registrations that failed earlier")
+    sub.add_parser("register-pending", help="retry registrations that failed earlier (each to the tracking "
+                   "URI it was meant for; with --tracking-uri, all to that one)")
 
     rm = sub.add_parser("rm", help="delete a direction version (concept/N) or an alias (concept@alias)")
     rm.add_argument("ref", help="concept/N deletes that version; concept@alias deletes the alias only")
@@ -79,7 +79,9 @@ def run(args: argparse.Namespace) -> int:
         _print_records(recs, args.json)
     elif action == "show":
         rec = cat.resolve(args.ref)
-        print(json.dumps(rec.to_json(), indent=1) if args.json else _describe(rec))
+        from jobs.jsonout import dumps
+
+        print(dumps(rec.to_json(), indent=1) if args.json else _describe(rec))
     elif action == "alias":
         rec = cat.set_alias(args.ref, args.name)
         print(f"{rec.concept}@{args.name} -> {rec.ref}")
@@ -90,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         path = cat.export(ref, file)
         print(f"wrote {path}")
     elif action == "register-pending":
-        _register_pending(cat)
+        _register_pending(cat, redirect=args.tracking_uri is not None)
     elif action == "rm":
         from catalog.edit import delete_alias, delete_version
         from catalog.refs import parse_ref
@@ -103,8 +105,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _register_pending(cat: Catalog) -> None:
-    recs = cat.register_pending()
+def _register_pending(cat: Catalog, redirect: bool = False) -> None:
+    recs = cat.register_pending(redirect=redirect)
     for r in recs:
         print(f"registered {r.ref}")
     print(f"{len(recs)} pending registration(s) completed")
@@ -116,7 +118,9 @@ def _fmt(x: float | None) -> str:
 
 def _print_records(recs: Sequence[DirectionRecord], as_json: bool) -> None:
     if as_json:
-        print(json.dumps([r.to_json() for r in recs], indent=1))
+        from jobs.jsonout import dumps
+
+        print(dumps([r.to_json() for r in recs], indent=1))
         return
     if not recs:
         print("no directions match")

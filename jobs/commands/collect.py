@@ -37,22 +37,24 @@ def add_executor_args(p: argparse.ArgumentParser) -> None:
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="smollm2 (bundled), tiny:<family>, a HF directory, a .gguf file, or a registered model id")
     p.add_argument("--dataset", required=True, help="a concept name (see `gnomon concepts ls`) or a JSONL/CSV/Parquet file")
-    p.add_argument("--revision", default="main")
+    p.add_argument("--revision", default="main", help="model revision label stored with the rows (default: main)")
     p.add_argument("--name", default=None, help="dataset name in the store (default: the dataset's name)")
     p.add_argument("--layers", default=None, help="all (default), 3, 0,4,8 or 2-6")
-    p.add_argument("--positions", default="last,mean", help="comma list of last, mean, tok")
-    p.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="storage dtype")
-    p.add_argument("--model-dtype", default="auto", help="compute dtype: auto, float32, float16, bfloat16")
-    p.add_argument("--batch-size", type=int, default=256, help="most texts in one forward pass")
+    p.add_argument("--positions", default="last,mean", help="comma list of last, mean, tok (default: last,mean)")
+    p.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="storage dtype (default: float16)")
+    p.add_argument("--model-dtype", default="auto", help="compute dtype: auto, float32, float16, bfloat16 (default: auto)")
+    p.add_argument("--batch-size", type=int, default=256, help="most texts in one forward pass (default: 256)")
     p.add_argument("--token-budget", type=int, default=4096,
-                   help="most padded tokens (texts x longest) in one forward pass; short texts are packed, long ones run apart")
-    p.add_argument("--shard-size", type=int, default=128)
+                   help="most padded tokens (texts x longest) in one forward pass; short texts are packed, "
+                        "long ones run apart (default: 4096)")
+    p.add_argument("--shard-size", type=int, default=128, help="examples per stored shard (default: 128)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow model code from the model directory")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_executor_args(p)
 
 
 def run(args: argparse.Namespace) -> int:
+    from jobs.output import progress_wanted
     from jobs.collect_job import CollectSpec, run_collection
     from jobs.executors import make_executor
 
@@ -63,13 +65,18 @@ def run(args: argparse.Namespace) -> int:
                        token_budget=args.token_budget,
                        shard_size=args.shard_size, trust_remote_code=args.trust_remote_code)
     summary = run_collection(spec, make_executor(args.executor, args.ray_address, args.workers),
-                             show_progress=not args.json)
+                             show_progress=progress_wanted(args.json))
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
         mb = summary["bytes"] / 2**20
-        print(f"collected {summary['examples']} examples ({summary['tokens']:,} tokens) on {summary['executor_choice']}: "
-              f"wrote {summary['written_files']} files, {summary['rows']:,} rows, {mb:.1f} MiB; "
-              f"skipped {summary['skipped_files']} complete files; {summary['seconds']:.1f} s")
+        if not summary["written_files"] and summary["executor"] == "none":
+            print(f"nothing to collect: all {summary['skipped_files']} files of {summary['dataset']} are stored "
+                  f"(no model loaded); {summary['seconds']:.1f} s")
+        else:
+            print(f"collected {summary['examples']} examples ({summary['tokens']:,} tokens) on "
+                  f"{summary['executor_choice']}: wrote {summary['written_files']} files, {summary['rows']:,} rows, "
+                  f"{mb:.1f} MiB; skipped {summary['skipped_files']} complete files; {summary['seconds']:.1f} s "
+                  f"({summary['collect_seconds']:.1f} s collecting)")
         print(f"store: {summary['store']}")
     return 0

@@ -10,8 +10,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("refs", nargs="*", help="catalog references or .safetensors files")
     p.add_argument("--concept", default=None, help="compare every registered version of this concept")
     p.add_argument("--method", default=None, help="with --concept: only this method")
-    p.add_argument("--tracking-uri", default=None)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI for catalog REFs (default: $MLFLOW_TRACKING_URI, else SQLite in the home)")
+    p.add_argument("--json", action="store_true", help="print the comparison as JSON")
 
 
 def run(args: argparse.Namespace) -> int:

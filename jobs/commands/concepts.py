@@ -19,6 +19,11 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     add.add_argument("file", help="dataset file (.jsonl, .csv or .parquet)")
     add.add_argument("--name", required=True, help="concept name (lowercase slug)")
     add.add_argument("--overwrite", action="store_true", help="replace a registered concept of that name")
+    add.add_argument("--positive", help="label that should project higher (default: the first label sorted)")
+    add.add_argument("--negative", help="the label it is contrasted with (default: the other label)")
+    add.add_argument("--neutral", metavar="FILE",
+                     help="neutral prompts, one a line, copied to <home>/concepts/<name>_neutral.txt "
+                     "(needed to evaluate or steer-select the concept)")
 
 
 def _summary(ds: Any) -> dict[str, Any]:
@@ -29,6 +34,7 @@ def _summary(ds: Any) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     from pipeline import datasets
+    from pipeline.types import GnomonError
 
     if args.action == "ls":
         summaries = [_summary(ds) for ds in datasets.list_concepts()]
@@ -59,7 +65,30 @@ def run(args: argparse.Namespace) -> int:
             content = row["text"] if row["text"] is not None else row["messages"]
             print(f"  [{row['split']:<5}] {row['label']:<10} {row['id']}: {content}")
         return 0
-    ds = datasets.register_dataset(args.file, args.name, overwrite=args.overwrite)
+    ds = datasets.register_dataset(args.file, args.name, overwrite=args.overwrite, positive=args.positive,
+                                   negative=args.negative)
+    pos, neg = ds.default_contrast
     print(f"registered {ds.name}: {ds.n} rows, labels {', '.join(ds.labels)}, {ds.pairs_count} pairs, "
           f"hash {ds.content_hash[:12]} -> {ds.source}")
+    how = "as given" if ds.contrast else "first label sorted; change it with --positive/--negative"
+    print(f"positive label: {pos!r} (projects higher); negative: {neg!r} ({how})")
+    if args.neutral:
+        from pathlib import Path
+
+        from pipeline.home import gnomon_home
+
+        src = Path(args.neutral)
+        lines = [x.strip() for x in src.read_text(encoding="utf-8").splitlines() if x.strip()] if src.is_file() else []
+        if not lines:
+            raise GnomonError(f"--neutral {src}: no such file, or no prompt in it (one prompt a line)")
+        dest = gnomon_home() / "concepts" / f"{ds.name}_neutral.txt"
+        tmp = dest.with_name(f".{dest.name}.tmp")
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        tmp.replace(dest)
+        print(f"neutral prompts: {len(lines)} -> {dest}")
+    else:
+        try:
+            datasets.neutral_prompts(ds.name)
+        except GnomonError as e:
+            print(f"note: {e}")
     return 0

@@ -7,8 +7,9 @@ import argparse
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--executor", choices=["auto", "ray", "local"], default=None, help="override the spec's executor")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--executor", choices=["auto", "ray", "local"], default=None,
+                   help="override the spec's executor (default: the spec's)")
+    p.add_argument("--json", action="store_true", help="print every stage's result as JSON")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,15 +11,16 @@ from jobs.commands.collect import add_executor_args
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("ref", help="catalog reference (sentiment@best, sentiment/3) or a .safetensors direction")
     p.add_argument("--models", default=None, help="comma list of checkpoints (default: the direction's model)")
-    p.add_argument("--strengths", default="-4,-2,0,2,4", help="comma list in --unit; write --strengths=-4,0,4 (with =) when the first is negative")
-    p.add_argument("--unit", default="separation", choices=["separation", "resid_norm", "raw"])
-    p.add_argument("--prompts", type=int, default=16, help="neutral prompts used")
-    p.add_argument("--max-new-tokens", type=int, default=24)
+    p.add_argument("--strengths", default="-4,-2,0,2,4", help="comma list in --unit (default: -4,-2,0,2,4); write --strengths=-4,0,4 (with =) when the first is negative")
+    p.add_argument("--unit", default="separation", choices=["separation", "resid_norm", "raw"],
+                   help="what one unit of strength means (default: separation, the class-mean distance)")
+    p.add_argument("--prompts", type=int, default=16, help="neutral prompts used (default: 16)")
+    p.add_argument("--max-new-tokens", type=int, default=24, help="tokens generated per prompt (default: 24)")
     p.add_argument("--chat", action="store_true", help="wrap the neutral prompts in the chat template")
     p.add_argument("--no-probe", action="store_true", help="skip the ablation probe")
     p.add_argument("--no-monitor", action="store_true", help="skip the monitor AUROC")
-    p.add_argument("--tracking-uri", default=None)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else SQLite in the home)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
     add_executor_args(p)
 
 

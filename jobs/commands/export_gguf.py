@@ -12,8 +12,9 @@ from jobs.commands.steer import describe, resolve_directions
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("refs", nargs="+", metavar="REF", help="direction(s): catalog ref or .safetensors file")
     p.add_argument("file", metavar="FILE", help="output .gguf (or .safetensors)")
-    p.add_argument("--strength", type=float, default=1.0, help="multiples of --unit baked into the vectors")
-    p.add_argument("--unit", choices=("separation", "resid_norm", "raw"), default="separation")
+    p.add_argument("--strength", type=float, default=1.0, help="multiples of --unit baked into the vectors (default: 1.0)")
+    p.add_argument("--unit", choices=("separation", "resid_norm", "raw"), default="separation",
+                   help="what one unit of --strength means (default: separation)")
     p.add_argument("--model-hint", help="controlvector.model_hint (default: the direction's model id)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI for catalog REFs")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 
 from jobs.commands.collect import add_executor_args, parse_layers
 
@@ -13,19 +13,20 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True, help="a concept name or a dataset file (its stem names the concept)")
     p.add_argument("--positive", default=None, help="label that projects higher (default: the concept's own)")
     p.add_argument("--negative", default=None, help="label that projects lower (default: the concept's own)")
-    p.add_argument("--revision", default="main")
-    p.add_argument("--methods", default="all", help="all, or a comma list of mean_diff,pca,logistic,lda,ccs,leace")
+    p.add_argument("--revision", default="main", help="model revision label (default: main)")
+    p.add_argument("--methods", default="all", help="all (default), or a comma list of mean_diff,pca,logistic,lda,ccs,leace")
     p.add_argument("--layers", default=None, help="all (default), 3, 0,4,8 or 2-6")
-    p.add_argument("--positions", default="last,mean", help="comma list of last, mean")
-    p.add_argument("--select-metric", default="val_auroc", help="validation metric that picks the best layer")
+    p.add_argument("--positions", default="last,mean", help="comma list of last, mean (default: last,mean)")
+    p.add_argument("--select-metric", default="val_auroc", help="validation metric that picks the best layer: val_auroc (default), val_accuracy, val_dprime")
     p.add_argument("--register", default="best", choices=["best", "all", "none"],
                    help="register the best layer per method (default), every layer, or nothing")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else SQLite in the home)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_executor_args(p)
 
 
 def run(args: argparse.Namespace) -> int:
+    from jobs.output import progress_wanted
     from pipeline.types import METHODS
 
     from jobs.executors import make_executor
@@ -41,18 +42,32 @@ def run(args: argparse.Namespace) -> int:
         from catalog import Catalog
 
         catalog = Catalog(tracking_uri=args.tracking_uri)
-    summary = run_fit(spec, make_executor(args.executor, args.ray_address, args.workers), catalog=catalog,
-                      show_progress=not args.json)
+    from jobs.jsonout import dumps, stdout_to_stderr
+
+    quiet = stdout_to_stderr() if args.json else contextlib.nullcontext()
+    with quiet:  # with --json, stdout carries the JSON only (MLflow prints its own lines)
+        summary = run_fit(spec, make_executor(args.executor, args.ray_address, args.workers), catalog=catalog,
+                          show_progress=progress_wanted(args.json))
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print(dumps(summary, indent=2))
         return 0
     print(f"{summary['concept']} ({summary['positive']} vs {summary['negative']}) on {summary['model']}: "
-          f"{summary['groups']} fits in {summary['seconds']['fit']:.1f} s ({summary['executor']}), "
-          f"collection {summary['seconds']['collect']:.1f} s")
+          f"{summary['groups']} fits in {summary['seconds']['fit']:.1f} s ({summary['executor_choice']}), "
+          f"collection {summary['seconds']['collect']:.1f} s ({summary['collect']['executor_choice']})")
     print(f"{'method':<10} {'position':<8} {'layer':>5} {'val_auroc':>9} {'val_acc':>7} {'test_acc':>8} {'test_auroc':>10}  ref")
     for b in summary["best"]:
         print(f"{b['method']:<10} {b['position']:<8} {b['layer']:>5} {b.get('val_auroc', float('nan')):>9.3f} "
               f"{b.get('val_accuracy', float('nan')):>7.3f} {b.get('test_accuracy', float('nan')):>8.3f} "
               f"{b.get('test_auroc', float('nan')):>10.3f}  {b['ref'] or '-'}")
+    for alias, t in summary.get("aliases", {}).items():
+        print(f"{summary['concept']}@{alias} -> {t['ref']} (layer {t['layer']}, {t['method']}/{t['position']})")
+    if summary["registered"] and "best-monitor" not in summary.get("aliases", {}):
+        print("no best/best-monitor alias: no direction is clearly above chance on the validation split "
+              "(or only layer 0 separates); see pipeline/selection.py")
+    if summary.get("steer_selection", {}).get("reason"):
+        print(f"no best-steer: {summary['steer_selection']['reason']}")
+    secs = summary["seconds"]
+    print(f"time: collect {secs['collect']:.1f} s, fit {secs['fit']:.1f} s, alias selection "
+          f"{secs.get('select', 0.0):.1f} s, total {secs['total']:.1f} s")
     print(f"layer sweep: {summary['sweep']}")
     return 0

@@ -22,7 +22,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("refs", nargs="+", metavar="REF", help="direction(s): catalog ref or .safetensors/.gguf file")
     p.add_argument("prompt", help="prompt to continue")
     p.add_argument("--threshold", type=float, default=0.5, help="alert probability (default 0.5)")
-    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--max-new-tokens", type=int, default=32, help="tokens to generate and score (default: 32)")
     p.add_argument("--include-prompt", action="store_true", help="also score the prompt tokens")
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
     p.add_argument("--json", action="store_true", help="print the trace as JSON")

@@ -12,7 +12,6 @@ the store.
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 from pipeline.types import GnomonError
@@ -72,7 +71,9 @@ def run(args: argparse.Namespace) -> int:
     more = bool(args.limit) and len(rows) > args.limit
     rows = rows[:args.limit] if args.limit else rows
     if args.json:
-        print(json.dumps(rows, default=str))
+        from jobs.jsonout import dumps
+
+        print(dumps(rows, default=str))
     else:
         print(format_table(table.column_names, rows))
         print(f"({len(rows)} row{'s' if len(rows) != 1 else ''}{', more not shown: raise --limit' if more else ''})")

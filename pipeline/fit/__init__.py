@@ -67,6 +67,7 @@ def fit_direction(method: str, pos: Array, neg: Array, *, base: Provenance, pair
         raise GnomonError(f"unknown fitting method {method!r}; choose one of {', '.join(FIT_METHODS)}")
     _check_params(method, fn, params)
     p, n = _class_rows(pos, neg, base, "train")
+    _check_distinguishable(p, n)
     fitted = fn(p, n, paired=paired, **params)
     vec = np.asarray(fitted.vector, dtype=np.float64)
     norm = float(np.linalg.norm(vec))
@@ -88,6 +89,7 @@ def fit_direction(method: str, pos: Array, neg: Array, *, base: Provenance, pair
         metrics.update(M.split_metrics(split, ap @ unit, an @ unit, threshold))
         sizes[split] = ap.shape[0] + an.shape[0]
 
+    _check_above_chance(method, metrics)
     if resid_norm is None:
         resid_norm = float(np.linalg.norm(np.concatenate([p, n]), axis=1).mean())
     prov = dataclasses.replace(base, method=method, params={"paired": paired, **fitted.params},
@@ -95,6 +97,32 @@ def fit_direction(method: str, pos: Array, neg: Array, *, base: Provenance, pair
     return Direction(vector=torch.as_tensor(vec, dtype=torch.float32), provenance=prov,
                      pos_mean=pos_mean, neg_mean=neg_mean, spread=M.pooled_std(sp, sn),
                      resid_norm=float(resid_norm), metrics=metrics, extras=dict(fitted.extras))
+
+
+MIN_ROWS = 2
+"""Training rows each class needs: with one, any direction through the two points
+separates them perfectly, and nothing about the concept is learnt."""
+
+
+def _check_distinguishable(p: np.ndarray, n: np.ndarray) -> None:
+    """Refuse classes with too few rows or with the same set of activations (the same
+    texts under both labels): every method would return noise, PCA and CCS a confident one."""
+    if min(p.shape[0], n.shape[0]) < MIN_ROWS:
+        raise GnomonError(f"the training split has {p.shape[0]} positive and {n.shape[0]} negative rows; "
+                          f"each class needs at least {MIN_ROWS}")
+    up, un = np.unique(p, axis=0), np.unique(n, axis=0)
+    if up.shape == un.shape and np.array_equal(up, un):
+        raise GnomonError("the two classes have identical activations (the same texts under both labels?): "
+                          "they are indistinguishable, so no direction can separate them")
+
+
+def _check_above_chance(method: str, metrics: Mapping[str, float]) -> None:
+    """Refuse a direction no better than chance on the validation rows (AUROC <= 0.5, or
+    NaN: all projections tied), so a meaningless direction never reaches the catalog."""
+    auroc = metrics.get("val_auroc")
+    if auroc is not None and not auroc > 0.5:
+        raise GnomonError(f"{method}: the direction is at chance on the validation split "
+                          f"(AUROC {auroc:.3f}): the classes are not linearly separable here")
 
 
 def _class_rows(pos: Array, neg: Array, base: Provenance, split: str) -> tuple[np.ndarray, np.ndarray]:

@@ -64,7 +64,11 @@ def fit_ccs(pos: np.ndarray, neg: np.ndarray, *, paired: bool = False, normalize
         xp, xn = pos - mu, neg - mu
     else:
         xp, xn = pos - pos.mean(axis=0), neg - neg.mean(axis=0)
-    _, sd = standardize(np.concatenate([xp, xn]))
+    both = np.concatenate([xp, xn])
+    if not np.ptp(both, axis=0).any():
+        # Constant rows give the loss no gradient: training would return its random start.
+        raise GnomonError("ccs: every row is the same after normalisation; there is nothing to fit")
+    _, sd = standardize(both)
     theta, loss = _train(xp / sd, xn / sd, n_restarts=n_restarts, epochs=epochs, lr=lr,
                          weight_decay=weight_decay, seed=seed)
     return FitResult(vector=orient(theta / sd, pos, neg),

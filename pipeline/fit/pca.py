@@ -50,7 +50,10 @@ def top_right_singular_vector(a: np.ndarray) -> np.ndarray:
         return np.linalg.eigh(a.T @ a)[1][:, -1]
     left = np.linalg.eigh(a @ a.T)[1][:, -1]  # top left singular vector
     v = a.T @ left
-    return v / np.linalg.norm(v)
+    norm = float(np.linalg.norm(v))
+    # all-zero differences (e.g. identical rows at the embedding layer): return the zero
+    # vector, which fit_direction refuses with a message, instead of 0/0 and a RuntimeWarning
+    return v / norm if norm > 0 else v
 
 
 def fit_pca(pos: np.ndarray, neg: np.ndarray, *, paired: bool = False, center: bool = False,

@@ -39,17 +39,17 @@ def cached_model(spec: ModelSpec | str, home: str | Path | None = None) -> Loade
     """``load_model(spec, home)``, reusing this process's copy when there is one."""
     spec = ModelSpec(id=spec) if isinstance(spec, str) else spec
     key = (spec, str(gnomon_home(home)))
+    cap = _capacity()
     with _LOCK:  # one load at a time: two threads asking for the same model share it
-        lm = _CACHE.get(key)
+        lm = _CACHE.get(key) if cap else None
         if lm is not None:
             _CACHE.move_to_end(key)
             return lm
+        while len(_CACHE) >= max(cap, 1):  # free the old model before loading the new one
+            _CACHE.popitem(last=False)
         lm = load_model(spec, home)
-        cap = _capacity()
         if cap:
             _CACHE[key] = lm
-            while len(_CACHE) > cap:
-                _CACHE.popitem(last=False)
         return lm
 
 

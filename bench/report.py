@@ -1,0 +1,77 @@
+"""Is the linearity report cheap next to collection? (issue 9's benchmark)
+
+For one concept on the bundled SmolLM2-135M-Instruct, times (1) collecting its
+activations at every layer 0..30 (``last`` and ``mean``, float16, local executor, into a
+fresh home) and (2) the report's representation figures over the same 31 layers: per
+layer, one read of the contrast splits from the store, the linear and MLP probes (same
+budget, grid batched) and LEACE erasure followed by fresh linear and MLP probes
+(:func:`pipeline.linearity.layers.analyse_layer` without method agreement). The claim is
+that (2) takes less than (1): the last line is ``report_vs_collect_ratio = X`` (X < 1).
+
+Run: ``python bench/report.py [--concept sentiment] [--threads N] [--home DIR]``. Timings
+are only meaningful on a quiet machine; the load average is printed before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--concept", default="sentiment")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads for both phases")
+    ap.add_argument("--home", default=None, help="a fresh home is made when omitted (collection is timed from empty)")
+    args = ap.parse_args()
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from jobs.collect_job import CollectSpec, run_collection
+    from jobs.executors import make_executor
+    from pipeline.contrast import StoreDB, contrast_splits
+    from pipeline.datasets import load_dataset
+    from pipeline.direction import Provenance
+    from pipeline.linearity.layers import analyse_layer
+
+    home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="gnomon-bench-report-"))
+    print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; torch threads "
+          f"{torch.get_num_threads()}; home {home}")
+    from pipeline.models import load_model
+
+    load_model("smollm2", home=home)  # converts and caches the GGUF once: not part of either timing
+    t0 = time.perf_counter()
+    got = run_collection(CollectSpec(model="smollm2", dataset=args.concept, positions=("last", "mean")),
+                         make_executor("local"), home)
+    t_collect = time.perf_counter() - t0
+    print(f"collect {args.concept}: {got['examples']} examples, {got['written_files']} files written "
+          f"({got['skipped_files']} already there), {t_collect:.1f} s")
+    ds = load_dataset(args.concept)
+    pos, neg = ds.default_contrast
+    t1 = time.perf_counter()
+    worst = 0.0
+    with StoreDB(home, memory_limit="1GB", threads=1) as db:
+        for layer in range(got["num_layers"] + 1):
+            tl = time.perf_counter()
+            sets = contrast_splits(db, model="smollm2", revision="main", dataset=got["dataset"], layer=layer,
+                                   position="last", positive=pos, negative=neg)
+            entry, _ = analyse_layer(sets, Provenance.minimal(hidden_size=got["hidden_size"], layer=layer),
+                                     agreement=False)
+            worst = max(worst, time.perf_counter() - tl)
+            print(f"  layer {layer:>2}: linear {entry['probes']['linear']['test_accuracy']:.2f} "
+                  f"mlp {entry['probes']['mlp']['test_accuracy']:.2f} erased linear "
+                  f"{entry['erasure']['linear']['test_accuracy']:.2f} erased mlp "
+                  f"{entry['erasure']['mlp']['test_accuracy']:.2f}", flush=True)
+    t_report = time.perf_counter() - t1
+    print(f"probes + erasure over {got['num_layers'] + 1} layers: {t_report:.1f} s (slowest layer {worst:.1f} s)")
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
+    print(f"report_vs_collect_ratio = {t_report / t_collect:.3f}")
+
+
+if __name__ == "__main__":
+    main()

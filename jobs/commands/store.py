@@ -1,0 +1,145 @@
+"""``gnomon store ls|gc``: what the activation store holds, and removing what nothing uses.
+
+``ls`` groups the shard manifests by model, revision and dataset: layers, rows, bytes,
+dtype, and how many files on disk no manifest accounts for. ``gc`` deletes those orphans:
+shards no manifest points at (a job stopped between the rename of a shard and the write of
+its manifest), manifests whose shard is gone or has another size, and temporary files left by
+a crash. A running collection writes a shard a moment before its manifest, so only files
+older than ``--min-age`` seconds are touched (default one hour); ``--dry-run`` only lists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+
+def add_parser(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="store_command", metavar="ACTION", required=True)
+    ls = sub.add_parser("ls", help="datasets, layers, rows and bytes per model")
+    ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    gc = sub.add_parser("gc", help="delete orphaned shards, stale manifests and temporary files")
+    gc.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
+    gc.add_argument("--min-age", type=float, default=3600.0, metavar="SECONDS",
+                    help="only touch files older than this, so a running job is safe (default: 3600)")
+    gc.add_argument("--json", action="store_true", help="print what was deleted as JSON")
+
+
+def _layers(layers: list[int]) -> str:
+    """``[1, 2, 3, 7]`` -> ``1-3,7``."""
+    out, start = [], None
+    for i, x in enumerate(layers):
+        if start is None:
+            start = x
+        if i + 1 == len(layers) or layers[i + 1] != x + 1:
+            out.append(str(start) if start == x else f"{start}-{x}")
+            start = None
+    return ",".join(out)
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def scan(root: Path) -> dict[str, Any]:
+    """Manifests grouped by (model, revision, dataset), and the files no manifest explains."""
+    from pipeline.store import ActivationStore
+
+    store = ActivationStore(root)
+    manifests = store.manifest()
+    groups: dict[tuple[str, str, str], dict[str, Any]] = {}
+    referenced = set()
+    stale = []
+    for m in manifests:
+        path = store.root / m["path"]
+        if not path.is_file() or path.stat().st_size != m.get("bytes"):
+            stale.append(_manifest_file(store, m))
+            continue
+        referenced.add(path.resolve())
+        g = groups.setdefault((m["model"], m["revision"], m["dataset"]),
+                              {"model": m["model"], "revision": m["revision"], "dataset": m["dataset"],
+                               "layers": set(), "rows": 0, "bytes": 0, "files": 0, "dtype": set(),
+                               "hidden_size": m.get("hidden_size")})
+        g["layers"].add(m["layer"])
+        g["rows"] += m["rows"]
+        g["bytes"] += m["bytes"]
+        g["files"] += 1
+        g["dtype"].add(m.get("dtype", "?"))
+    acts = store.root / "activations"
+    orphans = [p for p in acts.rglob("*.parquet") if p.resolve() not in referenced] if acts.is_dir() else []
+    temps = [p for kind in ("activations", "manifests") if (store.root / kind).is_dir()
+             for p in (store.root / kind).rglob(".*.tmp")]
+    rows = []
+    for g in groups.values():
+        layers = sorted(g["layers"])
+        rows.append({**g, "layers": layers, "layer_text": _layers(layers), "dtype": ",".join(sorted(g["dtype"])),
+                     "rows_per_layer": g["rows"] // max(len(layers), 1)})
+    rows.sort(key=lambda r: (r["model"], r["revision"], r["dataset"]))
+    return {"root": str(store.root), "datasets": rows, "orphans": orphans, "stale_manifests": stale,
+            "temporary": temps}
+
+
+def _manifest_file(store: Any, m: dict[str, Any]) -> Path:
+    return Path(store.manifest_path(m["model"], m["revision"], m["dataset"], m["layer"], m["shard"]))
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipeline.home import gnomon_home
+
+    root = gnomon_home()
+    found = scan(root)
+    if args.store_command == "ls":
+        return _ls(found, args.json)
+    now = time.time()
+    old = [p for p in (*found["orphans"], *found["stale_manifests"], *found["temporary"])
+           if p.exists() and now - p.stat().st_mtime >= args.min_age]
+    freed = sum(p.stat().st_size for p in old)
+    if not args.dry_run:
+        for p in old:
+            p.unlink(missing_ok=True)
+    if args.json:
+        print(json.dumps({"deleted" if not args.dry_run else "would_delete": [str(p) for p in old],
+                          "bytes": freed}, indent=1))
+        return 0
+    verb = "would delete" if args.dry_run else "deleted"
+    for p in old:
+        print(f"{verb} {p.relative_to(root)}")
+    young = len(found["orphans"]) + len(found["stale_manifests"]) + len(found["temporary"]) - len(old)
+    print(f"{verb} {len(old)} file(s), {_size(freed)}"
+          + (f"; {young} newer than --min-age {args.min_age:g} s left alone" if young else ""))
+    return 0
+
+
+def _ls(found: dict[str, Any], as_json: bool) -> int:
+    rows = found["datasets"]
+    if as_json:
+        print(json.dumps({"root": found["root"], "datasets": rows,
+                          "orphans": [str(p) for p in found["orphans"]],
+                          "stale_manifests": [str(p) for p in found["stale_manifests"]],
+                          "temporary": [str(p) for p in found["temporary"]]}, indent=1))
+        return 0
+    print(f"store {found['root']}")
+    if not rows:
+        print("no activations stored yet (gnomon collect ...)")
+    else:
+        header = ["MODEL", "REVISION", "DATASET", "LAYERS", "ROWS/LAYER", "FILES", "DTYPE", "WIDTH", "SIZE"]
+        table = [[r["model"], r["revision"], r["dataset"], r["layer_text"], str(r["rows_per_layer"]),
+                  str(r["files"]), r["dtype"], str(r["hidden_size"]), _size(r["bytes"])] for r in rows]
+        widths = [max(len(h), *(len(t[i]) for t in table)) for i, h in enumerate(header)]
+        for line in [header, *table]:
+            print("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip())
+        by_model: dict[str, int] = {}
+        for r in rows:
+            by_model[r["model"]] = by_model.get(r["model"], 0) + r["bytes"]
+        print("total: " + ", ".join(f"{m} {_size(b)}" for m, b in sorted(by_model.items())))
+    n = len(found["orphans"]) + len(found["stale_manifests"]) + len(found["temporary"])
+    if n:
+        print(f"{n} orphaned or temporary file(s): `gnomon store gc` removes them")
+    return 0

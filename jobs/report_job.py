@@ -1,0 +1,258 @@
+"""The linearity report job: how linear is each concept, per model version and layer.
+
+For every model (a list, or every version of a fleet) and concept: collect what the
+store lacks (the collection job; complete shards are reused), read each layer's contrast
+splits once, and measure probes, erasure and method agreement there
+(:mod:`pipeline.linearity.layers`). Then, on the live model: dose-response and
+interpolation of the concept's difference-of-means direction at its *control layer*
+(best validation AUROC of mean_diff; among layers within 0.005 of it, the one nearest
+the middle of the network, where steering works best), and the composition of every
+pair of concepts. Verdicts come from :mod:`pipeline.linearity.thresholds`.
+
+Output, under ``<home>/reports/<name>/`` (or ``out``): ``report.json`` (format
+``gnomon-linearity-report/1``, keys documented in the README), PNG plots and
+``index.html``; each (concept, model) result is also logged to MLflow
+(:func:`catalog.reports.log_report`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from pipeline.types import GnomonError
+
+FORMAT = "gnomon-linearity-report/1"
+
+
+@dataclass(frozen=True)
+class ReportSpec:
+    """A report request (also the ``[[report]]`` table of a TOML job spec)."""
+
+    concepts: tuple[str, ...]
+    models: tuple[str, ...] = ("smollm2",)
+    revision: str = "main"
+    layers: tuple[int, ...] | None = None
+    """``None``: every layer 0..num_layers."""
+    position: str = "last"
+    control: bool = True
+    """Dose-response and interpolation on the live model."""
+    compose: bool = True
+    """Composition of every pair of concepts (needs two or more)."""
+    strengths: tuple[float, ...] = (-4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0)
+    n_prompts: int = 16
+    max_new_tokens: int = 12
+    """Continuation length for the behavioural scores (VADER text, word log-odds)."""
+    score: str = "auto"
+    """``auto`` (VADER for sentiment, word log-odds otherwise), ``vader`` or ``log-odds``."""
+    name: str | None = None
+    """Folder under ``<home>/reports/`` (default: the concepts joined)."""
+
+
+def fleet_models(fleet: str, home: Any = None) -> tuple[str, ...]:
+    """Model ids of every version of fleet ``fleet``: ``<home>/fleets/<fleet>.json``,
+    whose ``versions`` list holds objects with an ``id`` (registered model ids)."""
+    from pipeline.home import gnomon_home
+    from pipeline.store import check_name
+
+    path = gnomon_home(home) / "fleets" / f"{check_name(fleet, 'fleet name')}.json"
+    if not path.is_file():
+        known = sorted(p.stem for p in path.parent.glob("*.json")) if path.parent.is_dir() else []
+        raise GnomonError(f"no fleet {fleet!r} at {path}; known fleets: {', '.join(known) or 'none'}")
+    try:
+        versions = json.loads(path.read_text())["versions"]
+        ids = tuple(str(v["id"] if isinstance(v, dict) else v) for v in versions)
+    except (ValueError, KeyError, TypeError) as e:
+        raise GnomonError(f"{path} is not a fleet file (needs a 'versions' list of {{'id': ...}}): {e}") from None
+    if not ids:
+        raise GnomonError(f"fleet {fleet!r} has no versions")
+    return ids
+
+
+def _control_layer(entries: list[dict[str, Any]], dirs: dict[int, Any], num_layers: int) -> int | None:
+    scored = [(d.metrics.get("val_auroc", d.metrics.get("train_auroc", 0.0)), layer) for layer, d in dirs.items()]
+    if not scored:
+        return None
+    best = max(s for s, _ in scored)
+    near = [layer for s, layer in scored if s >= best - 0.005]
+    return min(near, key=lambda layer: (abs(layer - num_layers / 2), layer))
+
+
+def _layers(spec: ReportSpec, model: str, concept: str, executor: Any, home: Path, th: Any,
+            log: Callable[[str], None]) -> dict[str, Any]:
+    """Collect if needed, then the per-layer representation figures of one concept."""
+    import torch
+
+    from pipeline.contrast import StoreDB, contrast_splits
+    from pipeline.datasets import load_dataset
+    from pipeline.direction import Provenance
+    from pipeline.linearity.layers import analyse_layer
+    from pipeline.linearity.verdict import layer_class
+
+    from jobs.collect_job import CollectSpec, run_collection
+
+    ds = load_dataset(concept, home=home)
+    positive, negative = ds.default_contrast
+    t0 = time.perf_counter()
+    got = run_collection(CollectSpec(model=model, dataset=concept, revision=spec.revision, layers=spec.layers,
+                                     positions=("last", "mean")), executor, home)
+    t_collect = time.perf_counter() - t0
+    layers = list(spec.layers) if spec.layers is not None else list(range(got["num_layers"] + 1))
+    entries, md = [], {}
+    t1 = time.perf_counter()
+    with StoreDB(home, memory_limit="1GB", threads=1) as db:
+        for layer in layers:
+            sets = contrast_splits(db, model=model, revision=spec.revision, dataset=got["dataset"], layer=layer,
+                                   position=spec.position, positive=positive, negative=negative)
+            base = Provenance(model_id=model, revision=spec.revision, fingerprint=got["fingerprint"],
+                              hidden_size=got["hidden_size"], layer=layer, position=spec.position,
+                              concept=ds.name, positive=positive, negative=negative, dataset=got["dataset"],
+                              dataset_hash=ds.content_hash)
+            torch.manual_seed(0)
+            entry, dirs = analyse_layer(sets, base)
+            entry["class"] = layer_class(entry, th)
+            entries.append(entry)
+            if "mean_diff" in dirs:
+                md[layer] = dirs["mean_diff"]
+            log(f"  {concept} layer {layer:>2}: {entry['class']:<13} linear {entry['probes']['linear']['test_accuracy']:.2f} "
+                f"mlp {entry['probes']['mlp']['test_accuracy']:.2f} erased mlp "
+                f"{entry['erasure']['mlp']['test_accuracy']:.2f} ({entry['seconds']:.1f} s)")
+    control_layer = _control_layer(entries, md, got["num_layers"])
+    return {"model": model, "revision": spec.revision, "fingerprint": got["fingerprint"], "concept": ds.name,
+            "positive": positive, "negative": negative, "dataset_hash": ds.content_hash, "layers": entries,
+            "control_layer": control_layer, "control_method": "mean_diff",
+            "_direction": md.get(control_layer) if control_layer is not None else None,
+            "seconds": {"collect": round(t_collect, 3), "layers": round(time.perf_counter() - t1, 3)}}
+
+
+def _live(spec: ReportSpec, model: str, results: list[dict[str, Any]], home: Path, th: Any,
+          log: Callable[[str], None]) -> dict[str, Any] | None:
+    """Control and interpolation per concept, then composition; returns the composition."""
+    import torch
+
+    from pipeline.datasets import neutral_prompts
+    from pipeline.linearity.composition import composition
+    from pipeline.linearity.control import concept_scorer, dose_response, interpolation, monitor_scorer
+    from pipeline.models import load_model
+
+    lm = load_model(model, home=home)
+    usable = {r["concept"]: r for r in results if r["_direction"] is not None}
+    for c, r in usable.items():
+        if not spec.control:
+            break
+        t0 = time.perf_counter()
+        torch.manual_seed(0)
+        try:
+            prompts = neutral_prompts(c, home=home)[: spec.n_prompts]
+            scorer = concept_scorer(lm, c, spec.score, prompts, spec.max_new_tokens)
+        except GnomonError as e:  # e.g. a registered concept without neutral prompts or words
+            r["notes"].append(f"control skipped: {e}")
+            continue
+        d = r["_direction"]
+        r["control"] = dose_response(lm, d, prompts, scorer, spec.strengths, th=th,
+                                     max_new_tokens=spec.max_new_tokens).to_json()
+        r["interpolation"] = interpolation(lm, d, prompts, scorer, max_new_tokens=spec.max_new_tokens).to_json()
+        r["seconds"]["control"] = round(time.perf_counter() - t0, 3)
+        log(f"  {c} control at layer {r['control_layer']}: R² {r['control']['fit']['r2']}, "
+            f"interpolation R² {r['interpolation']['fit']['r2']} ({r['seconds']['control']:.0f} s)")
+    if not spec.compose or len(usable) < 2:
+        return None
+    from pipeline.linearity.readout import CONCEPT_WORDS
+
+    names = []
+    for c in usable:
+        try:
+            neutral_prompts(c, home=home)
+        except GnomonError:
+            continue
+        if c in CONCEPT_WORDS:
+            names.append(c)
+    if len(names) < 2:
+        return None
+    prompts: list[str] = []
+    per = max(2, spec.n_prompts // len(names))
+    for c in names:
+        prompts += neutral_prompts(c, home=home)[:per]
+    readers = {"score": {c: concept_scorer(lm, c, "log-odds") for c in names},
+               "monitor": {c: monitor_scorer(c) for c in names}}
+    comp = composition(lm, {c: usable[c]["_direction"] for c in names}, prompts, readers)
+    return comp.to_json()
+
+
+def run_report(spec: ReportSpec, executor: Any = None, home: Any = None, out: str | Path | None = None,
+               tracking_uri: str | None = None, log_mlflow: bool = True,
+               log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Measure, judge, write ``report.json``, plots and ``index.html``; returns the document."""
+    from pipeline.home import gnomon_home
+    from pipeline.linearity import DEFAULT as th
+    from pipeline.linearity import probes, render
+    from pipeline.linearity.verdict import concept_verdict
+    from pipeline.store import check_name, model_slug
+    from pipeline.types import POSITIONS
+
+    from jobs.executors import make_executor
+
+    if not spec.concepts or not spec.models:
+        raise GnomonError("a report needs at least one concept and one model")
+    if spec.position not in POSITIONS[:2]:
+        raise GnomonError(f"position must be last or mean, not {spec.position!r}")
+    if len(spec.strengths) < 7:
+        raise GnomonError(f"give at least 7 strengths for the dose-response, got {len(spec.strengths)}")
+    home_p = gnomon_home(home)
+    name = check_name(spec.name or "-".join(spec.concepts)[:60], "report name")
+    out_dir = Path(out) if out is not None else home_p / "reports" / name
+    executor = executor or make_executor("ray")
+    t0 = time.perf_counter()
+    results: list[dict[str, Any]] = []
+    comps: dict[str, Any] = {}
+    for model in spec.models:
+        log(f"[report] {model}: {', '.join(spec.concepts)}")
+        mine = []
+        for c in spec.concepts:
+            r = _layers(spec, model, c, executor, home_p, th, log)
+            r.update(control=None, interpolation=None, notes=[])
+            mine.append(r)
+        if spec.control or spec.compose:
+            comps[model] = _live(spec, model, mine, home_p, th, log)
+        for r in mine:
+            add = (comps.get(model) or {}).get("additivity", {}).get("score", {}).get(r["concept"])
+            r["verdict"] = concept_verdict(r["concept"], model, r["layers"], r["control"], r["interpolation"],
+                                           add, th)
+            r.pop("_direction")
+            log(f"  verdict: {r['verdict']['line']}")
+        results += mine
+    doc: dict[str, Any] = {
+        "format": FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "concepts": list(spec.concepts), "models": list(spec.models), "revision": spec.revision,
+        "position": spec.position, "thresholds": th.to_json(),
+        "probe_budget": {"weight_decays": list(probes.WEIGHT_DECAYS), "hidden": probes.HIDDEN,
+                         "steps": probes.STEPS, "lr": probes.LR, "select": "val_auroc"},
+        "spec": asdict(spec), "results": results, "composition": comps,
+        "seconds": round(time.perf_counter() - t0, 3)}
+    images: list[Path] = []
+    per_result: list[list[Path]] = []
+    for r in results:
+        stem = f"{model_slug(r['model'])}-{r['concept']}"
+        files = [render.plot_probes(r, out_dir / f"probes-{stem}.png", th.decodable)]
+        ctl = render.plot_control(r, out_dir / f"control-{stem}.png")
+        files += [ctl] if ctl else []
+        per_result.append(files)
+        images += files
+    for model, comp in comps.items():
+        if comp:
+            images.append(render.plot_composition(model, comp, out_dir / f"composition-{model_slug(model)}.png"))
+    html = render.write_html(doc, images, out_dir / "index.html")
+    if log_mlflow:
+        from catalog.reports import log_report
+
+        for r, files in zip(results, per_result):
+            r["mlflow_run"] = log_report(r, [*files, html], th.to_json(), tracking_uri=tracking_uri, home=home_p)
+    path = out_dir / "report.json"
+    tmp = path.with_name(".report.json.tmp")
+    tmp.write_text(json.dumps(doc, indent=1, allow_nan=True, default=str))
+    tmp.replace(path)
+    doc["paths"] = {"json": str(path), "html": str(html), "images": [str(p) for p in images]}
+    return doc
