@@ -51,7 +51,7 @@ def _fit_spec(ctx: Context, model: str, concept: str) -> Any:
 
     f = ctx.spec.fit
     return FitSpec(model=model, dataset=concept, revision=ctx.spec.revision, layers=f.layers, positions=f.positions,
-                   methods=f.methods, select_metric=f.select_metric, register=f.register)
+                   methods=f.methods, select_metric=f.select_metric, register=f.register, params=f.params)
 
 
 def _pool(ctx: Context, model: str) -> Any:

@@ -120,6 +120,13 @@ def check_fit_spec(spec: FitSpec) -> None:
     if spec.register not in ("best", "all", "none"):
         raise GnomonError(f"--register must be best, all or none, not {spec.register!r}")
     _check_methods(spec.methods)
+    unused = sorted(set(spec.params) - set(spec.methods))
+    if unused:
+        raise GnomonError(f"parameters given for {', '.join(unused)}, which is not among the methods fitted")
+    from pipeline.fit import FIT_METHODS, _check_params
+
+    for method, params in spec.params.items():
+        _check_params(method, FIT_METHODS[method], params)  # a misspelt option fails now, not at every layer
 
 
 def collect_spec(spec: FitSpec) -> Any:
