@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from functools import partial
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
@@ -165,6 +166,7 @@ def collect(spec: CollectSpec, executor: Any, home: Any = None, show_progress: b
 
     home_p = gnomon_home(home)
     t0 = time.perf_counter()
+    given = lm  # a caller's model is collected with as it is; otherwise the pool loads (or reuses) one
     ident, lm = _identity(spec, home_p, lm)
     layers = check_layers(list(spec.layers) if spec.layers is not None else None, ident.num_layers, spec.model)
     plan = plan_collection(spec, home_p)
@@ -172,7 +174,7 @@ def collect(spec: CollectSpec, executor: Any, home: Any = None, show_progress: b
     executor_name, choice = "none", "none (everything already stored)"
     t_run = time.perf_counter()
     if todo:
-        results = _run(plan, executor, home_p, show_progress, on_start, on_shard)
+        results = _run(plan, executor, home_p, show_progress, on_start, on_shard, given)
         executor_name = getattr(executor, "name", "?")
         choice = getattr(executor, "choice", executor_name)
     else:
@@ -195,7 +197,7 @@ def run_collection(spec: CollectSpec, executor: Any, home: Any = None, show_prog
 
 
 def _run(plan: CollectPlan, executor: Any, home: Any, show_progress: bool, on_start: Any,
-         on_shard: Any) -> list[ShardResult]:
+         on_shard: Any, lm: Any = None) -> list[ShardResult]:
     bar = None
     if show_progress:
         from tqdm import tqdm
@@ -213,6 +215,8 @@ def _run(plan: CollectPlan, executor: Any, home: Any, show_progress: bool, on_st
             on_shard(res)
 
     key, init = model_pool(plan.spec, str(home))
+    if lm is not None:  # a model the caller loaded (and may have edited) is used as it is, in its own pool
+        key, init = ("given-model", id(lm), str(home)), partial(ShardRunner, lm, str(home))
     items = [(plan.spec, plan.dataset_name, t) for t in plan.shards]
     try:
         results = executor.map_stateful(init, collect_shard, items, key=key, concurrency=IN_FLIGHT,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import pytest
@@ -49,6 +50,10 @@ def test_local_pool_is_built_once_per_key_and_released() -> None:
 def test_ray_pool_is_kept_per_key_and_stopped_on_release(ray_instance: Any) -> None:
     from functools import partial
 
+    import ray.cloudpickle
+
+    # Ray workers cannot import this test module: ship its functions by value
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     ex = RayExecutor(num_workers=1, spare_cpus=1)
     try:
         a1 = ex.map_stateful(partial(_init, "a"), _use, [1, 2], key="a", concurrency=2)
