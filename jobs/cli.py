@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # name -> (module, one-line help)
@@ -20,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "catalog": ("jobs.commands.catalog", "query the direction catalog"),
     "compare": ("jobs.commands.compare", "compare directions across checkpoints, layers and methods"),
     "evaluate": ("jobs.commands.evaluate", "measure steering, side effects, monitor and erasure across checkpoints"),
+    "evals": ("jobs.commands.evals", "list evaluation results logged per model version (evaluate --fleet)"),
+    "drift": ("jobs.commands.drift", "predict fine-tuning behaviour change from activation shift; screen data"),
     "run": ("jobs.commands.run", "run a TOML job spec (collect, fit, evaluate) with resume"),
     "steer": ("jobs.commands.steer", "generate with and without a direction applied"),
     "monitor": ("jobs.commands.monitor", "score generated tokens with directions (lie detector)"),
@@ -74,8 +77,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0 if args.command is None else 2
     if args.home:
-        import os
-
         os.environ["GNOMON_HOME"] = args.home
     from jobs.output import plain_environment
 
@@ -94,6 +95,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"gnomon {args.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:
+        # a read-only or full disk, a path that is not a directory...: what the OS said,
+        # about which file (completed shards and saved directions are written atomically)
+        where = f": {e.filename}" if getattr(e, "filename", None) else ""
+        print(f"gnomon {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 2
+    except Exception as e:  # a bug: one line for the user, the traceback on request
+        if os.environ.get("GNOMON_DEBUG"):
+            raise
+        text = (str(e).strip().splitlines() or [""])[0][:300]
+        print(f"gnomon {args.command}: internal error: {type(e).__name__}: {text} "
+              "(set GNOMON_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -53,8 +53,9 @@ TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 def resolve_address(address: str | None) -> str:
     """``address``, else ``$RAY_API_SERVER_ADDRESS``, else ``$RAY_ADDRESS``, else the local head.
 
-    A bare ``host:port`` of the Jobs API gets ``http://``; a GCS address (``host:6379``)
-    or ``ray://`` address is handed to Ray, which looks the dashboard up.
+    ``http(s)://`` names the Jobs API itself; an address without a scheme is a Ray cluster
+    (GCS, ``host:6379``) and ``ray://`` a Ray Client address, from which Ray looks the
+    dashboard up.
     """
     for value in (address, *(os.environ.get(k) for k in ADDRESS_ENV)):
         if value:
@@ -88,6 +89,8 @@ def job_env(extra: Sequence[str] = (), tracking_uri: str | None = None,
     """The job's environment variables: forwarded ones, ``tracking_uri``, then ``KEY=VALUE`` items."""
     environ = os.environ if environ is None else environ
     env = {k: environ[k] for k in FORWARDED_ENV if environ.get(k)}
+    if "GNOMON_HOME" in env:  # a relative home would land in the job's temporary folder
+        env["GNOMON_HOME"] = str(Path(env["GNOMON_HOME"]).expanduser().absolute())
     if tracking_uri:
         env["MLFLOW_TRACKING_URI"] = tracking_uri
     for item in extra:

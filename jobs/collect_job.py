@@ -54,8 +54,9 @@ class CollectSpec:
     model_dtype: str = "auto"
     batch_size: int = 256
     """Most rows in one forward pass (the token budget usually binds first)."""
-    token_budget: int = 4096
-    """Most padded tokens (rows x longest) in one forward pass; a longer text runs alone."""
+    token_budget: int | None = None
+    """Most padded tokens (rows x longest) in one forward pass; a longer text runs alone.
+    ``None``: by device (``pipeline.collect.CPU_TOKEN_BUDGET`` / ``CUDA_TOKEN_BUDGET``)."""
     shard_size: int = 128
     max_length: int = 512
     trust_remote_code: bool = False
@@ -83,7 +84,7 @@ def plan_collection(spec: CollectSpec, home: Any = None) -> CollectPlan:
     from pipeline.home import gnomon_home
     from pipeline.store import ActivationStore, check_name
 
-    if spec.batch_size < 1 or spec.shard_size < 1 or spec.token_budget < 1:
+    if spec.batch_size < 1 or spec.shard_size < 1 or (spec.token_budget is not None and spec.token_budget < 1):
         raise GnomonError("batch_size, token_budget and shard_size must be at least 1")
     ds = load_dataset(spec.dataset, home=home)
     name = check_name(spec.dataset_name or ds.name, "dataset name")

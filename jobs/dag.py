@@ -96,20 +96,21 @@ def evaluate_stage(ctx: Context, ev: EvaluateSection, index: int) -> Stage:
 
     def inputs(_deps: dict[str, Any]) -> dict[str, Any]:
         ref = _eval_ref(ctx.cat, ev, spec.models[0])
-        chosen["es"] = es = EvalSpec(ref=ref, models=spec.models, strengths=ev.strengths, unit=ev.unit,
-                                     n_prompts=ev.n_prompts, max_new_tokens=ev.max_new_tokens, probe=ev.probe,
-                                     monitor=ev.monitor, chat=ev.chat)
+        chosen["es"] = es = EvalSpec(ref=ref, models=() if ev.fleet else spec.models, strengths=ev.strengths,
+                                     unit=ev.unit, n_prompts=ev.n_prompts, max_new_tokens=ev.max_new_tokens,
+                                     probe=ev.probe, monitor=ev.monitor, chat=ev.chat, fleet=ev.fleet)
         return {**asdict(es), "tracking": ctx.cat.tracking_uri}
 
     def run(_deps: dict[str, Any]) -> dict[str, Any]:
         es = chosen["es"]
-        d, tasks = plan_evaluation(es, ctx.home, ctx.tracking_uri)
+        d, tasks, skipped = plan_evaluation(es, ctx.home, ctx.tracking_uri)
         t0 = time.perf_counter()
         results = []
         for task in tasks:  # each on its model's worker pool (loaded once for collection too)
             key, init = _pool(ctx, task.model)
             results += ctx.executor.map_stateful(init, evaluate_on_worker, [task], key=key)
-        return write_evaluation(es, d, results, ctx.executor, time.perf_counter() - t0, ctx.home)
+        return write_evaluation(es, d, results + skipped, ctx.executor, time.perf_counter() - t0, ctx.home,
+                                ctx.tracking_uri)
 
     fits = tuple(f"fit/{spec.models[0]}/{spec.revision}/{c}" for c in spec.fit.concepts)
     return Stage(key=f"evaluate/{ev.concept}/{index}", kind="evaluate", deps=fits, inputs=inputs, run=run,

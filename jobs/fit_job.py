@@ -51,6 +51,8 @@ class FitSpec:
 
 
 def _check_methods(methods: Sequence[str]) -> None:
+    if not methods:
+        raise GnomonError(f"no fitting method given: choose from {', '.join(METHODS)}")
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise GnomonError(f"unknown method {unknown[0]!r}: choose from {', '.join(METHODS)}")

@@ -28,5 +28,7 @@ def plain_environment() -> None:
     coloured worker prefixes)."""
     if not is_terminal():
         os.environ.setdefault("NO_COLOR", "1")
+        os.environ.setdefault("TQDM_DISABLE", "1")  # library bars (transformers' "Writing model shards")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("RAY_COLOR_PREFIX", "0")
         os.environ.pop("FORCE_COLOR", None)

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pipeline.types import GnomonError
 
@@ -86,13 +87,12 @@ def _layers(spec: ReportSpec, model: str, concept: str, executor: Any, home: Pat
     """Collect if needed, then the per-layer representation figures of one concept."""
     import torch
 
+    from jobs.collect_job import CollectSpec, run_collection
     from pipeline.contrast import StoreDB, contrast_splits
     from pipeline.datasets import load_dataset
     from pipeline.direction import Provenance
     from pipeline.linearity.layers import analyse_layer
     from pipeline.linearity.verdict import layer_class
-
-    from jobs.collect_job import CollectSpec, run_collection
 
     ds = load_dataset(concept, home=home)
     positive, negative = ds.default_contrast
@@ -186,14 +186,13 @@ def run_report(spec: ReportSpec, executor: Any = None, home: Any = None, out: st
                tracking_uri: str | None = None, log_mlflow: bool = True,
                log: Callable[[str], None] = print) -> dict[str, Any]:
     """Measure, judge, write ``report.json``, plots and ``index.html``; returns the document."""
+    from jobs.executors import make_executor
     from pipeline.home import gnomon_home
     from pipeline.linearity import DEFAULT as th
     from pipeline.linearity import probes, render
     from pipeline.linearity.verdict import concept_verdict
     from pipeline.store import check_name, model_slug
     from pipeline.types import POSITIONS
-
-    from jobs.executors import make_executor
 
     if not spec.concepts or not spec.models:
         raise GnomonError("a report needs at least one concept and one model")

@@ -25,7 +25,10 @@ the evaluation stage checks chosen directions on every model. Example: ``jobs/ex
 
 from __future__ import annotations
 
+import math
 import tomllib
+import types
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -64,6 +67,8 @@ class EvaluateSection:
     max_new_tokens: int = 24
     probe: bool = True
     monitor: bool = True
+    fleet: str | None = None
+    """Evaluate on every version of this fleet instead of the job's models (one MLflow run each)."""
 
 
 @dataclass(frozen=True)
@@ -105,9 +110,35 @@ def _build(cls: Any, table: dict[str, Any], where: str) -> Any:
             v = None
         kw[k] = tuple(v) if isinstance(v, list) else v
     try:
-        return cls(**kw)
+        obj = cls(**kw)
     except TypeError as e:
         raise GnomonError(f"{where}: {e}") from e
+    hints = typing.get_type_hints(cls)
+    for k in kw:
+        if not _matches(getattr(obj, k), hints[k]):
+            raise GnomonError(f"{where}: {k} = {getattr(obj, k)!r} is not a {_type_name(hints[k])}")
+    return obj
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """``value`` fits ``hint`` (str, int, float, bool, X | None, tuple[X, ...], a section);
+    TOML gives other types than the spec needs (a string for a list, a table for a list)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if origin is tuple:
+        return isinstance(value, tuple) and all(_matches(v, args[0]) for v in value)
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
 def load_job(path: str | Path) -> JobSpec:
@@ -116,9 +147,17 @@ def load_job(path: str | Path) -> JobSpec:
     if not path.is_file():
         raise GnomonError(f"no job spec at {path}; see {EXAMPLES / 'demo.toml'}")
     try:
-        doc = tomllib.loads(path.read_text())
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise GnomonError(f"{path}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
     except tomllib.TOMLDecodeError as e:
         raise GnomonError(f"{path}: invalid TOML ({e})") from e
+    for table, kind in (("job", dict), ("fit", dict), ("evaluate", list), ("report", list)):
+        if table in doc and not isinstance(doc[table], kind):
+            raise GnomonError(f"{path}: {table} must be a {f'[[{table}]] array of tables' if kind is list else f'[{table}] table'}")
+    for table in ("evaluate", "report"):
+        if not all(isinstance(e, dict) for e in doc.get(table, [])):
+            raise GnomonError(f"{path}: each [[{table}]] entry must be a table")
     unknown = sorted(set(doc) - {"job", "fit", "evaluate", "report"})
     if unknown:
         raise GnomonError(f"{path}: unknown table(s) {', '.join(unknown)}; use [job], [fit], [[evaluate]], [[report]]")

@@ -39,16 +39,23 @@ from pipeline.hooks import record_layers, run_until
 from pipeline.models.loading import LoadedModel
 from pipeline.types import POSITIONS, GnomonError, check_positions
 
-__all__ = ["POSITION_CHOICES", "SINK_RATIO", "DEFAULT_TOKEN_BUDGET", "LayerRows", "check_positions",
-           "collect", "length_batches", "mean_pool", "token_lengths"]
+__all__ = ["POSITION_CHOICES", "SINK_RATIO", "CPU_TOKEN_BUDGET", "CUDA_TOKEN_BUDGET", "LayerRows",
+           "check_positions", "collect", "default_token_budget", "length_batches", "mean_pool", "token_lengths"]
 
 POSITION_CHOICES = POSITIONS
 SINK_RATIO = 4.0
 """First content token left out of ``mean`` when its norm exceeds this multiple of the
 median norm of the other content tokens (see the module docstring)."""
-DEFAULT_TOKEN_BUDGET = 4096
-"""Padded tokens per forward pass: large enough that the matmuls run near the CPU's peak,
-small enough that a batch's recorded layers (layers x tokens x width floats) stay small."""
+CPU_TOKEN_BUDGET = 512
+"""Padded tokens per forward pass on CPU. Smaller batches run faster per token there: a
+batch's activations (tokens x 1,536 floats in SmolLM2's MLP) then stay in the caches, and
+the matmuls are already near peak at a few hundred rows (see bench/RESULTS.md, collect)."""
+CUDA_TOKEN_BUDGET = 16384
+"""Padded tokens per forward pass on a GPU, which needs large batches to fill its units."""
+
+
+def default_token_budget(device: Any) -> int:
+    return CUDA_TOKEN_BUDGET if torch.device(device).type == "cuda" else CPU_TOKEN_BUDGET
 
 
 @dataclass
@@ -146,11 +153,12 @@ def _autocast(lm: LoadedModel, wanted: bool | None) -> Any:
 
 def collect(lm: LoadedModel, ids: Sequence[str], texts: Sequence[str], layers: Sequence[int] | None = None,
             positions: Sequence[str] = ("last", "mean"), batch_size: int = 256, max_length: int = 512,
-            progress: Callable[[int, int], None] | None = None, token_budget: int | None = DEFAULT_TOKEN_BUDGET,
+            progress: Callable[[int, int], None] | None = None, token_budget: int | None = None,
             out_dtype: str = "float32", autocast: bool | None = None) -> dict[int, LayerRows]:
     """Run ``texts`` through ``lm`` and return rows per layer as numpy arrays of ``out_dtype``.
 
-    ``batch_size`` caps the rows and ``token_budget`` the padded tokens of one forward pass.
+    ``batch_size`` caps the rows and ``token_budget`` the padded tokens of one forward pass
+    (default by device: ``CPU_TOKEN_BUDGET``, ``CUDA_TOKEN_BUDGET``).
     ``progress(n_examples, n_tokens)`` is called after each batch.
 
     >>> rows = collect(lm, ["a", "b"], ["hello", "a longer text"], layers=[2])  # doctest: +SKIP
@@ -162,6 +170,7 @@ def collect(lm: LoadedModel, ids: Sequence[str], texts: Sequence[str], layers: S
     if batch_size < 1:
         raise GnomonError("batch_size must be at least 1")
     layer_list = lm.check_layers(list(layers) if layers is not None else None)
+    max_length = min(max_length, lm.max_positions or max_length)  # truncate past the model's positions
     pos = check_positions(positions)
     cast = {"float32": torch.float32, "float16": torch.float16}[out_dtype]
     out = {layer: LayerRows() for layer in layer_list}
@@ -174,7 +183,8 @@ def collect(lm: LoadedModel, ids: Sequence[str], texts: Sequence[str], layers: S
     def to_device(t: torch.Tensor) -> torch.Tensor:
         return t.pin_memory().to(device, non_blocking=True) if cuda else t.to(device)
 
-    for batch in length_batches([len(x) for x in all_ids], batch_size, token_budget):
+    budget = token_budget if token_budget is not None else default_token_budget(device)
+    for batch in length_batches([len(x) for x in all_ids], batch_size, budget):
         input_ids, attn_cpu, special_cpu = _pad_left([all_ids[i] for i in batch], [all_special[i] for i in batch],
                                                      pad_id)
         attn, special = to_device(attn_cpu), to_device(special_cpu)          # (B, T)

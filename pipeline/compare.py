@@ -44,6 +44,10 @@ def compare(directions: Sequence[Direction], labels: Sequence[str] | None = None
     """Pairwise cosine of ``directions`` (which must share a hidden size)."""
     if len(directions) < 2:
         raise GnomonError("compare needs at least two directions")
+    concepts = {d.provenance.concept for d in directions if d.provenance.concept}
+    if len(concepts) > 1:
+        raise GnomonError(f"directions of different concepts ({', '.join(sorted(concepts))}) cannot be compared "
+                          "across versions: give directions of one concept")
     sizes = {d.hidden_size for d in directions}
     if len(sizes) > 1:
         raise GnomonError(f"directions of different hidden sizes {sorted(sizes)} live in different spaces: "

@@ -142,7 +142,12 @@ class StoreDB:
                                   "autoinstall_known_extensions": False, "autoload_known_extensions": False}
         self.threads = int(threads or os.cpu_count() or 1)
         config["threads"] = self.threads
-        self.con = duckdb.connect(config=config)
+        try:
+            self.con = duckdb.connect(config=config)
+        except duckdb.Error as e:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            raise GnomonError(f"cannot open DuckDB with memory_limit={memory_limit!r}, threads={self.threads} "
+                              f"({str(e).splitlines()[0]}); give a size such as 2GB") from None
         self.fs = _read_only_fs(self.root)
         self.con.register_filesystem(self.fs)
         shards, self.skipped = ActivationStore(self.root).valid_shards()
@@ -284,11 +289,12 @@ def _shards(db: StoreDB, p: dict, fingerprint: str | None) -> list[Path]:
     if problems:
         raise GnomonError(f"{problems[0]}; run the collection again to redo it")
     if not found:
-        stored = sorted({m["layer"] for m in store.valid_shards(p["model"], p["revision"], p["dataset"],
-                                                                 fingerprint=fingerprint)[0]})
-        fp = f" with fingerprint {fingerprint}" if fingerprint else ""
+        mine = store.valid_shards(p["model"], p["revision"], p["dataset"], fingerprint=fingerprint)[0]
+        other = [] if mine or fingerprint is None else store.valid_shards(p["model"], p["revision"], p["dataset"])[0]
+        stored = sorted({m["layer"] for m in mine or other})
+        note = f" (from other weights: fingerprint {other[0]['fingerprint']}, not {fingerprint})" if other else ""
         raise GnomonError(f"nothing in the store {db.root} for model {p['model']} revision {p['revision']} dataset "
-                          f"{p['dataset']} layer {p['layer']}{fp}; stored layers: {stored or 'none'}")
+                          f"{p['dataset']} layer {p['layer']}; stored layers: {stored or 'none'}{note}")
     return [store.root / m["path"] for m in found]
 
 

@@ -258,7 +258,28 @@ def _shipped(name: str) -> ConceptDataset:
 
 
 def _read_file(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
-    """(column names, rows) of a JSONL, CSV or Parquet file; CSV empty cells are null."""
+    """(column names, rows) of a JSONL, CSV or Parquet file; CSV empty cells are null.
+
+    Any way a file can fail to parse (not UTF-8, binary, truncated or empty Parquet,
+    JSON nested beyond Python's recursion limit, an unreadable path) is one line naming
+    the file and what to fix, never a traceback.
+    """
+    import pyarrow as pa
+
+    try:
+        return _parse_file(path)
+    except UnicodeDecodeError as e:
+        raise GnomonError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8") from None
+    except RecursionError:
+        raise GnomonError(f"{path}: JSON nested too deeply; rows must be flat objects") from None
+    except (pa.ArrowException, csv.Error) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise GnomonError(f"{path}: cannot read it as {path.suffix.lstrip('.').upper()} ({first})") from None
+    except OSError as e:
+        raise GnomonError(f"{path}: cannot read it ({e.strerror or e})") from None
+
+
+def _parse_file(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
         rows = []
@@ -276,12 +297,19 @@ def _read_file(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
     if suffix == ".csv":
         with path.open(newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
+            names = list(reader.fieldnames or [])
+            dup = sorted({n for n in names if names.count(n) > 1})
+            if dup:  # DictReader would keep the last one silently
+                raise GnomonError(f"{path}: column(s) {dup} appear more than once in the header")
             rows = [{k: (v if v != "" else None) for k, v in r.items()} for r in reader]
-            return list(reader.fieldnames or []), rows
+            return names, rows
     if suffix in (".parquet", ".pq"):
         import pyarrow.parquet as pq
 
         table = pq.read_table(path)
+        dup = sorted({n for n in table.column_names if table.column_names.count(n) > 1})
+        if dup:
+            raise GnomonError(f"{path}: column(s) {dup} appear more than once")
         return table.column_names, table.to_pylist()
     raise GnomonError(f"{path}: unsupported format {suffix!r}; use .jsonl, .csv or .parquet")
 

@@ -25,6 +25,7 @@ tensor becomes a Direction whose ``vector`` is that steering vector, so
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,8 @@ def steering_vectors(directions: Sequence[Direction], strength: float = 1.0,
     out: dict[int, torch.Tensor] = {}
     for d in directions:
         # raw: strength x the fitted vector itself (bit-exact at strength 1, no renormalisation)
+        if not math.isfinite(float(strength)):
+            raise GnomonError(f"strength {strength} is not a finite number")
         v = d.vector.cpu() * float(strength) if unit == "raw" else d.unit.cpu() * (float(strength) * scale_of(d, unit))
         out[d.layer] = out[d.layer] + v if d.layer in out else v
     return dict(sorted(out.items()))

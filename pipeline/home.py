@@ -21,9 +21,13 @@ def gnomon_home(home: str | Path | None = None) -> Path:
     """
     chosen = home or os.environ.get("GNOMON_HOME")
     if chosen:
-        return Path(chosen).expanduser().resolve()
-    here = Path.cwd().resolve()
-    for d in (here, *here.parents):
-        if (d / "gnomon-home").is_dir():
-            return d / "gnomon-home"
-    return here / "gnomon-home"
+        path = Path(chosen).expanduser().resolve()
+    else:
+        here = Path.cwd().resolve()
+        path = next((d / "gnomon-home" for d in (here, *here.parents) if (d / "gnomon-home").is_dir()),
+                    here / "gnomon-home")
+    if path.exists() and not path.is_dir():
+        from pipeline.types import GnomonError
+
+        raise GnomonError(f"the gnomon home {path} is not a directory; point --home or GNOMON_HOME at a directory")
+    return path

@@ -158,6 +158,9 @@ def monitor(lm: LoadedModel, directions: Sequence[Direction], prompts: Sequence[
         raise GnomonError(f"{len(given)} calibrations for {len(directions)} directions")
     cals = [c if c is not None else gaussian_calibration(d) for c, d in zip(given, directions)]
     thr = {n: float(threshold[n] if isinstance(threshold, Mapping) else threshold) for n in names}
+    bad = {n: t for n, t in thr.items() if not 0.0 < t < 1.0}  # NaN fails too
+    if bad:
+        raise GnomonError(f"alert thresholds must be probabilities strictly between 0 and 1, got {bad}")
 
     by_layer: dict[int, list[int]] = {}
     for i, d in enumerate(directions):

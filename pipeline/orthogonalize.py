@@ -33,6 +33,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,17 @@ def orthogonalize(lm: LoadedModel, direction: Direction, *, force: bool = False)
     return dataclasses.replace(lm, model=model, spec=spec, fingerprint=fingerprint_model(model), extra=extra)
 
 
+def _umask_modes(folder: Path) -> None:
+    """transformers writes the weights through a private temp file (mode 0600); give every
+    file the mode a plain ``open()`` would (0666 minus the umask), as the user expects of
+    a model directory they share or serve."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for f in folder.rglob("*"):
+        f.chmod((0o777 if f.is_dir() else 0o666) & ~umask)
+
+
 def save_orthogonalized(lm: LoadedModel, direction: Direction, out_dir: str | Path, *,
                         ref: str = "", force: bool = False, overwrite: bool = False) -> Path:
     """Orthogonalize and write a Hugging Face directory that ``load_model(out_dir)`` loads.
@@ -134,6 +146,7 @@ def save_orthogonalized(lm: LoadedModel, direction: Direction, out_dir: str | Pa
         "fingerprint": new.fingerprint,
     }
     (tmp / "gnomon.json").write_text(json.dumps(meta, indent=2) + "\n")
+    _umask_modes(tmp)
     if out.exists():
         shutil.rmtree(out)
     tmp.replace(out)

@@ -39,6 +39,7 @@ def test_job_env_forwards_home_and_tracking_and_checks_items() -> None:
                           environ={"GNOMON_HOME": "/store", "MLFLOW_TRACKING_URI": "sqlite:///x", "OTHER": "no"})
     assert env == {"GNOMON_HOME": "/store", "MLFLOW_TRACKING_URI": "http://m:5000", "A_B": "1=2", "EMPTY": ""}
     assert cluster.job_env([], environ={}) == {}
+    assert cluster.job_env([], environ={"GNOMON_HOME": "rel/home"})["GNOMON_HOME"] == str(Path("rel/home").absolute())
     for bad in ("NOEQUALS", "=x", "1A=x", "A-B=x"):
         with pytest.raises(GnomonError, match="KEY=VALUE"):
             cluster.job_env([bad], environ={})

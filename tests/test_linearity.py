@@ -240,3 +240,21 @@ def test_report_stage_in_job_specs(tmp_path: Path) -> None:
     p.write_text("[job]\nname='r'\nmodels=['m']\n[[report]]\nconcepts=['x']\ncolour='red'\n")
     with pytest.raises(GnomonError, match=r"\[\[report\]\]: unknown key\(s\) colour"):
         load_job(p)
+
+
+def test_continuation_log_odds_matches_a_step_by_step_decode(tiny_lm: Any) -> None:
+    from pipeline.linearity.readout import continuation_log_odds
+
+    prompt, pos, neg, n = "the day was", [10, 11], [20], 4
+    ids = tiny_lm.tokenizer([prompt], return_tensors="pt")["input_ids"]
+    per = []
+    with torch.inference_mode():
+        for _ in range(n):                          # greedy, no cache: the reference decode
+            lp = torch.log_softmax(tiny_lm.model(input_ids=ids).logits[0, -1].float(), -1)
+            per.append(float(torch.logsumexp(lp[pos], 0) - torch.logsumexp(lp[neg], 0)))
+            nxt = int(lp.argmax())
+            if nxt == tiny_lm.tokenizer.eos_token_id:
+                break
+            ids = torch.cat([ids, torch.tensor([[nxt]])], 1)
+    got = continuation_log_odds(tiny_lm, [prompt], [], pos, neg, max_new_tokens=n)
+    assert got == pytest.approx(float(np.mean(per)), abs=1e-4)

@@ -107,3 +107,29 @@ def test_cli_orthogonalize(tmp_path, capsys):
     again = load_model(str(tmp_path / "o"))
     assert again.fingerprint == json.loads((tmp_path / "o" / "gnomon.json").read_text())["fingerprint"]
     assert main(["orthogonalize", str(path), "--out", str(tmp_path / "o")]) == 2  # refuses to overwrite
+
+
+def test_cli_orthogonalize_records_the_version_writes_where_asked_with_plain_modes(
+        catalog_home, tmp_path, monkeypatch, capsys):
+    import os
+    import stat
+
+    from catalog import Catalog
+    from jobs.cli import main
+
+    lm = load_model("tiny:llama")
+    cat = Catalog(home=catalog_home)
+    rec = cat.register(direction_for(lm), set_best=False)
+    cat.set_alias(rec.ref, "prod")
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert main(["--home", str(catalog_home), "orthogonalize", "toy@prod", "--out", "edited/"]) == 0
+    assert f"toy@prod = {rec.ref}" in capsys.readouterr().out
+    out = work / "edited"
+    meta = json.loads((out / "gnomon.json").read_text())
+    assert meta["direction"]["ref"] == rec.ref  # the version, not the alias that may move
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in out.iterdir():
+        assert stat.S_IMODE(f.stat().st_mode) == 0o666 & ~umask, f.name

@@ -90,7 +90,7 @@ def test_readers_take_the_current_fingerprint_only(tmp_path: Path) -> None:
     with StoreDB(tmp_path, memory_limit="256MB", threads=1) as db:
         layers = db.query("SELECT DISTINCT layer FROM activations").column(0).to_pylist()
         assert layers == [2]  # newest collection's weights; layer 1 is from other weights
-        with pytest.raises(GnomonError, match="fingerprint new"):
+        with pytest.raises(GnomonError, match=r"layer 1; stored layers: \[2\]"):
             contrast_set(db, model=M, revision=R, dataset=D, layer=1, position="last", positive="a",
                          negative="b", split="train", fingerprint="new")
         cs = contrast_set(db, model=M, revision=R, dataset=D, layer=1, position="last", positive="a",

@@ -31,6 +31,8 @@ def parse_layers(text: str | None) -> tuple[int, ...] | None:
         for part in text.split(","):
             if "-" in part.strip()[1:]:
                 a, b = part.split("-", 1)
+                if int(b) < int(a):
+                    raise GnomonError(f"bad --layers {text!r}: range {part.strip()} runs backwards; write {b}-{a}")
                 out.extend(range(int(a), int(b) + 1))
             else:
                 out.append(int(part))
@@ -73,10 +75,12 @@ def parse_params(items: Sequence[str] | None) -> dict[str, dict[str, Any]]:
 
 
 def add_executor_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--executor", choices=EXECUTOR_CHOICES, default="auto",
-                   help="auto (default: in-process on one node with few cores and at most one GPU, Ray actors "
-                        "with several GPUs or a cluster address; stated in the summary), local (no Ray) or ray "
-                        "(a local Ray instance, or a cluster via --ray-address)")
+    import os
+
+    p.add_argument("--executor", choices=EXECUTOR_CHOICES, default=os.environ.get("GNOMON_EXECUTOR") or "auto",
+                   help="auto (in-process on one node with few cores and at most one GPU, Ray actors with several "
+                        "GPUs or a cluster address; stated in the summary), local (no Ray) or ray (a local Ray "
+                        "instance, or a cluster via --ray-address); default: $GNOMON_EXECUTOR, else auto")
     p.add_argument("--ray-address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else local)")
     p.add_argument("--workers", type=int, default=None,
                    help="model workers (actors) on Ray (default: one per GPU, else per CPU)")

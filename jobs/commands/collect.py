@@ -20,9 +20,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="storage dtype (default: float16)")
     p.add_argument("--model-dtype", default="auto", help="compute dtype: auto, float32, float16, bfloat16 (default: auto)")
     p.add_argument("--batch-size", type=int, default=256, help="most texts in one forward pass (default: 256)")
-    p.add_argument("--token-budget", type=int, default=4096,
-                   help="most padded tokens (texts x longest) in one forward pass; short texts are packed, "
-                        "long ones run apart (default: 4096)")
+    p.add_argument("--token-budget", type=int, default=None,
+                   help="most padded tokens (texts x longest) in one forward pass; short texts are packed, long "
+                        "ones run apart (default: 512 on CPU, where small batches stay in cache; 16384 on GPU)")
     p.add_argument("--shard-size", type=int, default=128, help="examples per stored shard (default: 128)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow model code from the model directory")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")

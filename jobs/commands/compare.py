@@ -1,24 +1,42 @@
-"""``gnomon compare REF REF [...]``: how directions (e.g. one concept across checkpoints) relate."""
+"""``gnomon compare``: how a concept's direction relates across checkpoints.
+
+``gnomon compare REF REF [...]`` (or ``--concept C``): cosine of registered directions.
+``gnomon compare CONCEPT --fleet NAME [--html OUT]``: over every version of a fleet, per
+layer cosine and transfer matrices, emergence over the from-scratch series, CKA across
+widths, with pictures (``jobs.fleet_compare_job``).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 
+from jobs.commands.collect import add_executor_args
+
 
 def add_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("refs", nargs="*", help="catalog references or .safetensors files")
+    p.add_argument("refs", nargs="*", help="catalog references or .safetensors files; with --fleet: one concept name")
     p.add_argument("--concept", default=None, help="compare every registered version of this concept")
     p.add_argument("--method", default=None, help="with --concept: only this method")
+    p.add_argument("--fleet", default=None, help="compare the concept over every version of this fleet")
+    p.add_argument("--position", default="last", choices=["last", "mean"], help="with --fleet: token position")
+    p.add_argument("--layers", default=None, help="with --fleet: comma list of layers (default: all stored)")
+    p.add_argument("--no-collect", action="store_true", help="with --fleet: never collect missing activations")
+    p.add_argument("--html", default=None, help="with --fleet: also write the HTML report here")
+    p.add_argument("--no-log", action="store_true", help="with --fleet: do not log the report to MLflow")
+    p.add_argument("--no-figures", action="store_true", help="with --fleet: JSON only, no PNGs or HTML")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI for catalog REFs (default: $MLFLOW_TRACKING_URI, else SQLite in the home)")
     p.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    add_executor_args(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.compare import compare
     from pipeline.types import GnomonError
 
+    if args.fleet:
+        return _fleet(args)
     from jobs.evaluate_job import resolve_direction
+    from pipeline.compare import compare, label
 
     refs = list(args.refs)
     if args.concept:
@@ -27,14 +45,58 @@ def run(args: argparse.Namespace) -> int:
         recs = Catalog(tracking_uri=args.tracking_uri).search(concept=args.concept, method=args.method)
         refs += [r.ref for r in recs]
     if len(refs) < 2:
-        raise GnomonError("give at least two references (or --concept with two or more versions)")
+        raise GnomonError("give at least two references (or --concept with two or more versions, or CONCEPT --fleet NAME)")
     dirs = [resolve_direction(r, args.tracking_uri) for r in refs]
-    from pipeline.compare import label
-
     cmp = compare(dirs, [f"{r} ({label(d)})" for r, d in zip(refs, dirs)])
     if args.json:
         print(json.dumps(cmp.to_json(), indent=2))
     else:
         print("cosine similarity of unit vectors:")
         print(cmp.table())
+    return 0
+
+
+def _fleet(args: argparse.Namespace) -> int:
+    import sys
+
+    from jobs.executors import make_executor
+    from jobs.fleet_compare_job import FleetCompareSpec, run_fleet_compare
+    from pipeline.types import GnomonError
+
+    concepts = list(args.refs) + ([args.concept] if args.concept else [])
+    if len(set(concepts)) != 1:
+        raise GnomonError("with --fleet give exactly one concept name (gnomon compare sentiment --fleet NAME)"
+                          if len(set(concepts)) < 2 else
+                          f"directions of different concepts ({', '.join(sorted(set(concepts)))}) cannot be compared "
+                          "across versions: give one concept")
+    try:
+        layers = tuple(int(x) for x in args.layers.split(",")) if args.layers else None
+    except ValueError:
+        raise GnomonError(f"bad --layers {args.layers!r}: use whole numbers like 4,8,12") from None
+    spec = FleetCompareSpec(concept=concepts[0], fleet=args.fleet, position=args.position, layers=layers,
+                            collect=not args.no_collect, html=args.html, log=not args.no_log,
+                            figures=not args.no_figures)
+    out = run_fleet_compare(spec, make_executor(args.executor, args.ray_address, args.workers),
+                            tracking_uri=args.tracking_uri, log=lambda m: print(m, file=sys.stderr))
+    if args.json:
+        print(json.dumps(out, indent=1, default=float))
+        return 0
+    for g in out["groups"]:
+        b = g["best_layer"]
+        i = g["layers"].index(b)
+        print(f"width {g['width']}: {len(g['versions'])} versions, best layer {b} "
+              f"(mean val accuracy {g['mean_val_accuracy'][i]:.3f}), min pairwise cosine {g['min_cosine'][i]:.3f}")
+        w = max(len(v) for v in g["versions"])
+        for v, row, trow in zip(g["versions"], g["cosine"][b], g["transfer"][b]["accuracy"]):
+            print(f"  {v:<{w}}  cos " + " ".join(f"{x:6.3f}" for x in row) + "   transfer acc "
+                  + " ".join(f"{x:5.2f}" for x in trow))
+    for name, e in out["emergence"].items():
+        print(f"emergence in {name}: " + ", ".join(f"step {s}: acc {a:.2f} (L{la})"
+                                                   for s, a, la in zip(e["steps"], e["accuracy"], e["layers"])))
+    for c in out["cross_width"]:
+        pairs = ", ".join(f"{r['layer_a']}->{r['layer_b']} ({r['cka']:.2f})" for r in c["correspondence"])
+        print(f"{c['model_a']} vs {c['model_b']} ({c['n_examples']} examples): corresponding layers by CKA {pairs}")
+        print(f"  best-layer test accuracy: {c['model_a']} L{c['best_layer_a']} {c['best_test_a']['accuracy']:.3f}, "
+              f"{c['model_b']} L{c['best_layer_b']} {c['best_test_b']['accuracy']:.3f}")
+    print(f"report: {out['html'] or out['report_dir']}")
     return 0

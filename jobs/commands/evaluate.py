@@ -11,6 +11,8 @@ from jobs.commands.collect import add_executor_args
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("ref", help="catalog reference (sentiment@best, sentiment/3) or a .safetensors direction")
     p.add_argument("--models", default=None, help="comma list of checkpoints (default: the direction's model)")
+    p.add_argument("--fleet", default=None, help="evaluate on every version of this fleet (one Ray task each) "
+                   "and log each version's metrics to MLflow (list them with `gnomon evals ls`)")
     p.add_argument("--strengths", default="-4,-2,0,2,4", help="comma list in --unit (default: -4,-2,0,2,4); write --strengths=-4,0,4 (with =) when the first is negative")
     p.add_argument("--unit", default="separation", choices=["separation", "resid_norm", "raw"],
                    help="what one unit of strength means (default: separation, the class-mean distance)")
@@ -25,10 +27,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.types import GnomonError
-
     from jobs.evaluate_job import EvalSpec, run_evaluation
     from jobs.executors import make_executor
+    from pipeline.types import GnomonError
 
     try:
         strengths = tuple(float(s) for s in args.strengths.split(","))
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     spec = EvalSpec(ref=args.ref, models=tuple(m for m in (args.models or "").split(",") if m),
                     strengths=strengths, unit=args.unit, n_prompts=args.prompts,
                     max_new_tokens=args.max_new_tokens, probe=not args.no_probe, monitor=not args.no_monitor,
-                    chat=args.chat)
+                    chat=args.chat, fleet=args.fleet)
     out = run_evaluation(spec, make_executor(args.executor, args.ray_address, args.workers),
                          tracking_uri=args.tracking_uri)
     if args.json:
@@ -46,17 +47,28 @@ def run(args: argparse.Namespace) -> int:
     print(f"{out['concept']} direction (layer {out['layer']}, {out['method']}, from {out['direction_model']}) "
           f"on {len(out['checkpoints'])} checkpoint(s), {out['seconds']:.1f} s")
     for c in out["checkpoints"]:
+        if c.get("skipped"):
+            print(f"  {c['model']:<28} skipped: {c['skipped']}")
+            continue
         m = c["metrics"]
         line = f"  {c['model']:<28} {'same weights' if c['same_weights'] else 'other weights'}"
         if c["sweep"]:
             sw = c["sweep"]
             pairs = " ".join(f"{s:+g}:{v:+.2f}" for s, v in zip(sw["strengths"], sw["mean_scores"]))
             line += f"  score by strength [{pairs}] spearman={m['steer_spearman']:.2f}"
-        line += f"  KL={m['side_effect_kl']:.3f}"
+        if "steer_slope" in m:
+            line += f" slope={m['steer_slope']:+.3f} R2={m['steer_r2']:.2f}"
+        if "logodds_slope" in m:
+            line += f"  log-odds slope={m['logodds_slope']:+.3f} R2={m['logodds_r2']:.2f}"
+        if "side_effect_kl" in m:
+            line += f"  KL={m['side_effect_kl']:.3f} ppl {m['perplexity']:.1f}->{m['perplexity_steered']:.1f}"
         if "monitor_auroc" in m:
             line += f"  monitor AUROC={m['monitor_auroc']:.3f}"
         if "probe_accuracy_after" in m:
             line += f"  probe acc {m['probe_accuracy_before']:.2f} -> {m['probe_accuracy_after']:.2f} after ablation"
         print(line)
     print(f"results: {out['path']}")
+    if out.get("runs") is not None:
+        print(f"logged {len(out['runs'])} MLflow run(s); list them with "
+              f"`gnomon evals ls --concept {out['concept']} --fleet {args.fleet}`")
     return 0

@@ -4,6 +4,7 @@ write along the direction (Arditi et al. 2024); ``load_model(DIR)`` / ``--model 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from jobs.commands.steer import add_source_args, describe, model_for, resolve_directions
 
@@ -19,11 +20,19 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.orthogonalize import save_orthogonalized
     from pipeline.types import GnomonError
 
-    directions = resolve_directions([args.ref], args.tracking_uri)
+    ref = args.ref
+    if not Path(ref).expanduser().exists() and not ref.endswith((".safetensors", ".gguf")):
+        # record the version the alias points at now, not the alias (it may move later)
+        from catalog import Catalog
+
+        ref = Catalog(tracking_uri=args.tracking_uri).resolve(ref).ref
+    directions = resolve_directions([ref], args.tracking_uri)
     if len(directions) != 1:
         raise GnomonError(f"{args.ref} holds {len(directions)} directions; orthogonalize takes one")
     (d,) = directions
     lm = model_for(directions, args.model)
-    out = save_orthogonalized(lm, d, args.out, ref=args.ref, force=args.force, overwrite=args.overwrite)
-    print(f"wrote {out}: {lm.model_id} without {describe(d)} (source fingerprint {lm.fingerprint})")
+    out = save_orthogonalized(lm, d, Path(args.out).expanduser().resolve(), ref=ref, force=args.force,
+                              overwrite=args.overwrite)
+    print(f"wrote {out}: {lm.model_id} without {describe(d)}"
+          + (f" ({args.ref} = {ref})" if ref != args.ref else "") + f" (source fingerprint {lm.fingerprint})")
     return 0

@@ -40,11 +40,10 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import shutil
 
-    from pipeline.concepts import CONCEPTS
-    from pipeline.types import GnomonError
-
     from jobs.executors import make_executor
     from jobs.report_job import ReportSpec, fleet_models, run_report
+    from pipeline.concepts import CONCEPTS
+    from pipeline.types import GnomonError
 
     if args.threads:
         import torch

@@ -31,7 +31,8 @@ def ui_command(tracking_uri: str | None, host: str, port: int) -> list[str]:
     uri = resolve_tracking_uri(tracking_uri, home)
     if is_remote(uri):
         raise GnomonError(f"{uri} is a tracking server: open it in a browser instead of starting a UI")
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port),
+           "--workers", "1"]
     root = local_artifact_root(uri, home)
     if root is not None:
         cmd += ["--default-artifact-root", root.as_uri()]

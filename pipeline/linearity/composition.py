@@ -32,7 +32,7 @@ from pipeline.linearity.readout import encode, read
 from pipeline.models.loading import LoadedModel
 from pipeline.types import GnomonError
 
-__all__ = ["COMPOSE_STRENGTH", "Composition", "composition", "additivity_error"]
+__all__ = ["COMPOSE_STRENGTH", "Composition", "additivity_error", "composition"]
 
 COMPOSE_STRENGTH = 2.0
 """Strength (class-mean separations) each direction is added with, alone and mixed."""

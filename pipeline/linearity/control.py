@@ -36,8 +36,18 @@ from pipeline.linearity.thresholds import DEFAULT, Thresholds
 from pipeline.models.loading import LoadedModel
 from pipeline.types import GnomonError
 
-__all__ = ["STRENGTHS", "TS", "Scorer", "concept_scorer", "monitor_scorer", "DoseResponse", "analyse_dose",
-           "dose_response", "Interpolation", "interpolation"]
+__all__ = [
+    "STRENGTHS",
+    "TS",
+    "DoseResponse",
+    "Interpolation",
+    "Scorer",
+    "analyse_dose",
+    "concept_scorer",
+    "dose_response",
+    "interpolation",
+    "monitor_scorer",
+]
 
 STRENGTHS: tuple[float, ...] = (-4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0)
 """Default dose grid, in units of the class-mean separation (9 strengths)."""
@@ -81,7 +91,7 @@ def concept_scorer(lm: LoadedModel, concept: str, kind: str = "auto", prompts: S
         live = None
         if prompts is not None:
             ps = list(prompts)
-            live = lambda ivs: continuation_log_odds(lm, ps, ivs, pos, neg, max_new_tokens)  # noqa: E731
+            live = lambda ivs: continuation_log_odds(lm, ps, ivs, pos, neg, max_new_tokens)
         return Scorer("log-odds", lambda r, _t: log_odds(r, pos, neg), live=live)
     raise GnomonError(f"unknown score kind {kind!r}: use auto, vader or log-odds")
 

@@ -36,8 +36,19 @@ from pipeline import metrics as M
 from pipeline.fit._common import standardize, torch_device
 from pipeline.types import GnomonError
 
-__all__ = ["WEIGHT_DECAYS", "HIDDEN", "STEPS", "LR", "ProbeResult", "ProbeTask", "Split", "train_probe",
-           "train_probes", "compare_probes", "split_xy"]
+__all__ = [
+    "HIDDEN",
+    "LR",
+    "STEPS",
+    "WEIGHT_DECAYS",
+    "ProbeResult",
+    "ProbeTask",
+    "Split",
+    "compare_probes",
+    "split_xy",
+    "train_probe",
+    "train_probes",
+]
 
 ProbeKind = Literal["linear", "mlp"]
 Split = tuple[np.ndarray, np.ndarray]
@@ -163,7 +174,7 @@ def train_probes(tasks: Sequence[ProbeTask], *, weight_decays: tuple[float, ...]
     wd = torch.as_tensor(weight_decays, dtype=torch.float32, device=device)
     prepared, models = [], []
     for t in tasks:
-        (xtr, ytr), (xva, yva), (xte, yte) = t.train, t.val, t.test
+        (xtr, ytr), (xva, _), (xte, _) = t.train, t.val, t.test
         if xtr.ndim != 2 or xtr.shape[0] < 4:
             raise GnomonError(f"a probe needs a (rows, hidden) training array with a few rows, got {xtr.shape}")
         basis = _row_space(np.asarray(xtr, np.float64))

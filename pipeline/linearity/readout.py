@@ -32,8 +32,16 @@ from pipeline.models.loading import LoadedModel
 from pipeline.steer import Intervention, apply, encode_prompts
 from pipeline.types import GnomonError
 
-__all__ = ["CONCEPT_WORDS", "Readout", "read", "word_ids", "log_odds", "next_token_kl", "encode",
-           "continuation_log_odds"]
+__all__ = [
+    "CONCEPT_WORDS",
+    "Readout",
+    "continuation_log_odds",
+    "encode",
+    "log_odds",
+    "next_token_kl",
+    "read",
+    "word_ids",
+]
 
 CONCEPT_WORDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "sentiment": (("good", "great", "wonderful", "happy", "love", "beautiful"),

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["table", "plot_probes", "plot_control", "plot_composition", "write_html"]
+__all__ = ["plot_composition", "plot_control", "plot_probes", "table", "write_html"]
 
 
 def _f(x: Any, fmt: str = ".2f") -> str:

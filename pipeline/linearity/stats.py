@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LineFit", "linear_fit", "fluent_range", "saturation"]
+__all__ = ["LineFit", "fluent_range", "linear_fit", "saturation"]
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["Thresholds", "DEFAULT"]
+__all__ = ["DEFAULT", "Thresholds"]
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from typing import Any
 
 from pipeline.linearity.thresholds import DEFAULT, Thresholds
 
-__all__ = ["LAYER_CLASSES", "layer_class", "layer_ranges", "concept_verdict"]
+__all__ = ["LAYER_CLASSES", "concept_verdict", "layer_class", "layer_ranges"]
 
 LAYER_CLASSES = ("linear", "partly-linear", "non-linear", "absent")
 
@@ -87,8 +87,8 @@ def concept_verdict(concept: str, model: str, layers: Sequence[Mapping[str, Any]
         "mlp": focus["probes"]["mlp"]["test_accuracy"], "erased_linear": focus["erasure"]["linear"]["test_accuracy"],
         "erased_mlp": focus["erasure"]["mlp"]["test_accuracy"],
         "agreement": focus.get("agreement", {}).get("mean_cosine")}
-    parts = [f"linear {figures['linear']:.2f} vs MLP {figures['mlp']:.2f}, erased MLP {figures['erased_mlp']:.2f}"
-             f" (layer {focus['layer']})"]
+    parts = [(f"linear {figures['linear']:.2f} vs MLP {figures['mlp']:.2f}, "
+              f"erased MLP {figures['erased_mlp']:.2f} (layer {focus['layer']})")]
     if figures["agreement"] is not None:
         parts.append(f"methods cos {figures['agreement']:.2f}")
     control_ok = None

@@ -95,6 +95,17 @@ class LoadedModel:
     def hidden_size(self) -> int:
         return int(self.model.config.hidden_size)
 
+    @property
+    def max_positions(self) -> int | None:
+        """Longest sequence the model has positions for (None: no fixed limit known).
+        Absolute-position models (GPT-2) index out of range past it."""
+        cfg = self.model.config
+        for name in ("max_position_embeddings", "n_positions"):
+            value = getattr(cfg, name, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
     def check_layers(self, layers: list[int] | None) -> list[int]:
         """Validate requested layers (``None`` = all) against this model."""
         return check_layers(layers, self.num_layers, self.model_id)
@@ -183,8 +194,12 @@ def _load_gguf(gguf: Path, spec: ModelSpec, device: str, home: Path) -> tuple[An
     if not (cache / "config.json").is_file():
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        try:
+            tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        except (ValueError, KeyError, OSError, TypeError, IndexError, EOFError) as e:
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise GnomonError(f"{gguf} is not a GGUF model transformers can load ({first[:200]})") from None
         # The weights are already dequantized to float32; drop the GGUF quantizer marker so
         # save_pretrained writes plain safetensors.
         model.hf_quantizer = None  # type: ignore[assignment]

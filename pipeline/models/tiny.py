@@ -47,6 +47,9 @@ def parse_tiny(model_id: str) -> tuple[str, int, int]:
             layers, hidden = (int(x) for x in parts[2].split("x"))
         except ValueError as e:
             raise GnomonError(f"bad tiny model spec {model_id!r}: use tiny:<family>:<layers>x<hidden>") from e
+    if not (1 <= layers <= 64 and 8 <= hidden <= 4096 and hidden % 8 == 0):
+        raise GnomonError(f"bad tiny model spec {model_id!r}: layers must be 1..64 and hidden a multiple "
+                          "of 8 in 8..4096")
     return family, layers, hidden
 
 
@@ -64,7 +67,7 @@ def tiny_model(model_id: str, seed: int = 0) -> tuple[Any, Any]:
     configs: dict[str, Any] = {
         "llama": lambda: tf.LlamaForCausalLM(tf.LlamaConfig(
             hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-            num_attention_heads=heads, num_key_value_heads=max(1, heads // 2),
+            num_attention_heads=heads, num_key_value_heads=max(1, heads // 2) if heads % 2 == 0 else heads,
             max_position_embeddings=512, **common)),
         "gpt2": lambda: tf.GPT2LMHeadModel(tf.GPT2Config(
             n_embd=hidden, n_layer=layers, n_head=heads, n_positions=512, **common)),

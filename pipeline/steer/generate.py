@@ -78,6 +78,10 @@ def greedy(lm: LoadedModel, enc: dict[str, torch.Tensor], max_new_tokens: int,
     pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else eos
     cache_kw = _cache_kw(model)
     ids, mask = enc["input_ids"], enc["attention_mask"].long()                  # (B, T)
+    limit = lm.max_positions
+    if limit is not None and ids.shape[1] + max_new_tokens > limit:
+        raise GnomonError(f"the prompt has {ids.shape[1]} tokens and {max_new_tokens} more are asked for, past "
+                          f"{lm.model_id}'s {limit} positions; shorten the prompt or lower --max-new-tokens")
     pos = (mask.cumsum(-1) - 1).clamp(min=0)                                   # (B, T)
     b = ids.shape[0]
     done = torch.zeros(b, dtype=torch.bool, device=ids.device)

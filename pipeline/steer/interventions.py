@@ -236,6 +236,9 @@ def add(lm: LoadedModel, direction: Direction, strength: float, unit: Unit = "se
     ``raw`` in multiples of the fitted vector. Negative strength suppresses the concept."""
     check_direction(lm, direction, force)
     coef = float(strength) * scale_of(direction, unit)
+    if not math.isfinite(coef):
+        raise GnomonError(f"steering strength {strength} x the {unit} unit of {_name(direction)} is not a finite "
+                          "number; give a finite --strength")
     return Intervention(lm, {direction.layer: [Edit("add", direction.unit * coef)]}, positions,
                         f"add({_name(direction)}, {strength} {unit})")
 

@@ -1,0 +1,198 @@
+"""Real fleet figures for issue 8: numeric versions, SmolLM2 vs MiniLM, drift, evaluation.
+
+Parts (``--parts``, comma list; each resumes: stored activations are reused):
+
+- ``numeric``: the sentiment directions of smollm2-base / -bf16 / -fp16 / -int8 (mean
+  difference on train, ``last`` position) compared per layer; the pairwise cosine matrix
+  at the best layer (mean val accuracy over the versions), and the transfer matrix.
+- ``widths``: SmolLM2 vs MiniLM for all 7 shipped concepts (``mean`` position: MiniLM is
+  an encoder, its last token is [SEP]): linear CKA per layer pair through the same
+  examples, projection-score correlations, and each model's best-layer test accuracy.
+- ``drift``: the ft-negative and ft-control series: activation shift along the base
+  sentiment direction vs VADER behaviour shift per checkpoint, Pearson r over both series,
+  and the data-screening AUROC.
+- ``evaluate``: a sentiment direction of smollm2-base evaluated on >= 8 versions as Ray
+  tasks (one per version), then found again by a catalog query (``gnomon evals ls``).
+
+Fleets ``fa-numeric``, ``fa-widths`` and ``fa-all`` are written under ``<home>/fleets/``
+from the registered versions. Run (threads limited; the machine is shared):
+``OMP_NUM_THREADS=1 GNOMON_HOME=/work/fleet-home python bench/fleet_figures.py --parts numeric,widths``.
+Prints the load average; the last line is ``name = value``. Figures and the HTML reports
+land under ``<home>/reports/``; ``--out FILE`` also writes the JSON of every part.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+CONCEPTS = ("sentiment", "truth", "language", "formality", "tense", "honesty", "refusal")
+
+
+def _fleet(name: str, ids: list[str], home: Path) -> str:
+    from pipeline.fleet.registry import Fleet, FleetMember, read_lineage, save_fleet
+
+    members = []
+    for vid in ids:
+        lin = read_lineage(vid, home)
+        members.append(FleetMember(vid, series=lin.series, step=lin.step, kind=lin.kind))
+    save_fleet(Fleet(name, tuple(members), "fleet_figures bench"), home)
+    return name
+
+
+def _versions(home: Path) -> dict[str, Any]:
+    from pipeline.fleet.registry import list_versions
+
+    return {v.id: v for v in list_versions(home)}
+
+
+def numeric(home: Path, ex: Any, concept: str = "sentiment") -> dict[str, Any]:
+    from jobs.fleet_compare_job import FleetCompareSpec, run_fleet_compare
+
+    ids = [v for v in ("smollm2-base", "smollm2-bf16", "smollm2-fp16", "smollm2-int8") if v in _versions(home)]
+    _fleet("fa-numeric", ids, home)
+    out = run_fleet_compare(FleetCompareSpec(concept, "fa-numeric", position="last"), ex, home)
+    g = out["groups"][0]
+    b = g["best_layer"]
+    i = g["layers"].index(b)
+    print(f"numeric versions {g['versions']}: best layer {b}; pairwise cosine of sentiment directions:")
+    for v, row in zip(g["versions"], g["cosine"][b]):
+        print(f"  {v:<14} " + " ".join(f"{x:.4f}" for x in row))
+    print(f"  min pairwise cosine at layer {b}: {g['min_cosine'][i]:.4f}; over all layers: {min(g['min_cosine']):.4f}")
+    print("  transfer accuracy (row fitted on, column scored): "
+          + "; ".join(" ".join(f"{x:.3f}" for x in r) for r in g["transfer"][b]["accuracy"]))
+    print(f"  report: {out['html']}")
+    return {"best_layer": b, "versions": g["versions"], "cosine": g["cosine"][b], "min_cosine": g["min_cosine"][i],
+            "transfer": g["transfer"][b], "html": out["html"]}
+
+
+def widths(home: Path, ex: Any, concepts: tuple[str, ...] = CONCEPTS) -> dict[str, Any]:
+    from jobs.fleet_compare_job import FleetCompareSpec, run_fleet_compare
+
+    _fleet("fa-widths", ["smollm2-base", "minilm"], home)
+    res = {}
+    for c in concepts:
+        out = run_fleet_compare(FleetCompareSpec(c, "fa-widths", position="mean"), ex, home)
+        cw = out["cross_width"][0]
+        res[c] = {"cka": cw["cka"], "correspondence": cw["correspondence"],
+                  "smollm2": (cw["best_layer_a"], cw["best_test_a"]), "minilm": (cw["best_layer_b"], cw["best_test_b"]),
+                  "html": out["html"]}
+        print(f"{c:<10} SmolLM2 L{cw['best_layer_a']:>2} test acc {cw['best_test_a']['accuracy']:.3f}  |  "
+              f"MiniLM L{cw['best_layer_b']} test acc {cw['best_test_b']['accuracy']:.3f}  "
+              f"corresponding layers: " + " ".join(f"{r['layer_a']}->{r['layer_b']}" for r in cw["correspondence"]))
+    return res
+
+
+def drift(home: Path, ex: Any, quick: bool = False) -> dict[str, Any]:
+    from jobs.drift_job import DriftSpec, run_drift
+
+    vs = _versions(home)
+    ft = sorted((v for v in vs.values() if v.kind == "finetune"), key=lambda v: (v.series or "", v.step or 0))
+    _fleet("fa-drift", ["smollm2-base", *[v.id for v in ft]], home)
+    size = {"n_prompts": 12, "max_new_tokens": 16, "screen_samples": 80} if quick else {"n_prompts": 32, "max_new_tokens": 24}
+    out = run_drift(DriftSpec("sentiment", "fa-drift", **size), ex, home)  # type: ignore[arg-type]
+    for name, s in out["drift"]["series"].items():
+        print(f"{name}: " + ", ".join(f"s{st}: act {a:+.3f} VADER {b:+.3f}"
+                                       for st, a, b in zip(s["step"], s["activation_shift"], s["behaviour_shift"])))
+    print(f"base: projection {out['base_projection']:.3f}, VADER {out['base_behaviour']:+.3f}, layer {out['layer']}")
+    print(f"drift Pearson r = {out['drift']['pearson_r']:.3f} over {out['drift']['n_points']} checkpoints")
+    for p, v in out["screening"].items():
+        print(f"screening AUROC ({p}) = {v['auroc']:.3f} ({v['n_skewed']} skewed vs {v['n_control']} control)")
+    print(f"report: {out['html']}")
+    return out
+
+
+def evaluate(home: Path, ex: Any, concept: str = "sentiment", quick: bool = False) -> dict[str, Any]:
+    from catalog.fleet_runs import search_fleet_runs
+    from jobs.evaluate_job import EvalSpec, run_evaluation
+    from jobs.fleet_common import ensure_collected, read_versions
+    from pipeline.direction import Provenance
+    from pipeline.fit import fit_direction
+    from pipeline.fleet.registry import read_lineage
+    from pipeline.fleet_compare import best_layer, read_layer_data
+
+    vs = _versions(home)
+    # Numeric and edited versions, and the middle and last checkpoint of each fine-tune
+    # series (>= 8 versions of width 576), plus MiniLM to show the width skip.
+    ids = [v for v in vs if vs[v].hidden_size == 576 and vs[v].kind in ("base", "numeric", "edited")]
+    for series in sorted({x.series for x in vs.values() if x.kind == "finetune" and x.series}):
+        ck = sorted((x for x in vs.values() if x.series == series), key=lambda x: x.step or 0)
+        ids += sorted({ck[(len(ck) - 1) // 2].id, ck[-1].id})
+    ids = sorted(ids, key=lambda v: (v != "smollm2-base", vs[v].series or "", vs[v].step or 0, v))
+    _fleet("fa-all", ids + [v for v in vs if v == "minilm"], home)
+    ensure_collected(["smollm2-base"], concept, home, ex)
+    per = read_versions(["smollm2-base"], concept, home, "positive", "negative", "last")["smollm2-base"]
+    layer = best_layer(per)[0]
+    d = read_layer_data(home, "smollm2-base", concept, layer, "positive", "negative")
+    base = Provenance.minimal(hidden_size=576, layer=layer, model_id="smollm2-base", concept="sentiment",
+                              dataset=concept, positive="positive", negative="negative", method="mean_diff",
+                              position="last", fingerprint=read_lineage("smollm2-base", home).fingerprint)
+    direction = fit_direction("mean_diff", *d.part("train"), base=base, eval_sets={"test": d.part("test")})
+    path = direction.save(home / "evals" / "directions" / f"fa-sentiment-L{layer}.safetensors")
+    t0 = time.time()
+    size = ({"strengths": (-4.0, 0.0, 4.0), "n_prompts": 4, "max_new_tokens": 12, "n_probe": 20} if quick else
+            {"strengths": (-4.0, -2.0, 0.0, 2.0, 4.0), "n_prompts": 8, "max_new_tokens": 16, "n_probe": 60})
+    out = run_evaluation(EvalSpec(ref=str(path), fleet="fa-all", **size), ex, home)  # type: ignore[arg-type]
+    print(f"evaluated on {len(out['checkpoints'])} versions in {time.time() - t0:.0f} s as {out['executor']} tasks")
+    runs = search_fleet_runs("eval", concept="sentiment", fleet="fa-all", direction=path.name, home=home)
+    latest: dict[str, Any] = {}
+    for r in runs:
+        latest.setdefault(r.version, r)
+    print(f"catalog query (gnomon evals ls --concept sentiment --fleet fa-all): {len(latest)} versions")
+    for vid, r in sorted(latest.items()):
+        m = r.metrics
+        print(f"  {vid:<24} VADER slope {m.get('steer_slope', float('nan')):+.3f} R2 {m.get('steer_r2', float('nan')):.2f}"
+              f"  log-odds slope {m.get('logodds_slope', float('nan')):+.3f}  KL {m.get('side_effect_kl', float('nan')):.3f}"
+              f"  ppl {m.get('perplexity', float('nan')):.1f}->{m.get('perplexity_steered', float('nan')):.1f}"
+              f"  monitor AUROC {m.get('monitor_auroc', float('nan')):.3f}"
+              f"  probe after ablation {m.get('probe_accuracy_after', float('nan')):.3f}")
+    for c in out["checkpoints"]:
+        if c.get("skipped"):
+            print(f"  skipped: {c['skipped']}")
+    return {"layer": layer, "n_evaluated": len(latest), "seconds": out["seconds"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--home", default=os.environ.get("GNOMON_HOME", "/work/fleet-home"))
+    ap.add_argument("--parts", default="numeric,widths,drift,evaluate")
+    ap.add_argument("--executor", default="local", choices=["local", "ray"])
+    ap.add_argument("--concepts", default=",".join(CONCEPTS))
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--sentiment-set", default="sentiment",
+                    help="dataset for the numeric and evaluate parts (a registered subset is cheaper)")
+    ap.add_argument("--quick", action="store_true", help="fewer prompts, tokens and strengths (loaded machine)")
+    args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    from jobs.executors import make_executor
+
+    home = Path(args.home)
+    os.environ["GNOMON_HOME"] = str(home)
+    ex = make_executor(args.executor)
+    print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    t0 = time.time()
+    results: dict[str, Any] = {}
+    for part in args.parts.split(","):
+        print(f"== {part}")
+        if part == "widths":
+            results[part] = widths(home, ex, tuple(args.concepts.split(",")))
+        elif part == "evaluate":  # one Ray task per version, as the issue asks
+            results[part] = evaluate(home, make_executor("ray"), args.sentiment_set, args.quick)
+        elif part == "numeric":
+            results[part] = numeric(home, ex, args.sentiment_set)
+        else:
+            results[part] = drift(home, ex, args.quick)
+        if args.out:
+            Path(args.out).write_text(json.dumps(results, indent=1, default=float))
+    print(f"load average at end: {os.getloadavg()[0]:.1f}")
+    print(f"fleet_figures_seconds = {time.time() - t0:.0f}")
+
+
+if __name__ == "__main__":
+    main()

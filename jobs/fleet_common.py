@@ -1,0 +1,75 @@
+"""What the fleet analyses share: the concept's labels, collecting missing activations for
+every version (the existing collect job, complete shards reused), reading them back, and
+writing a report (JSON, PNGs, HTML) that is also logged to MLflow."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pipeline.types import GnomonError
+
+__all__ = ["concept_labels", "ensure_collected", "read_versions", "report_dir", "write_json"]
+
+
+def concept_labels(concept: str, home: Path) -> tuple[str, str]:
+    from pipeline.datasets import load_dataset
+
+    return load_dataset(concept, home=home).default_contrast
+
+
+def ensure_collected(versions: Sequence[str], concept: str, home: Path, executor: Any,
+                     layers: Sequence[int] | None = None, collect: bool = True,
+                     log: Any = print) -> list[str]:
+    """Collect ``concept`` on every version that lacks it (all layers unless ``layers``);
+    returns the versions collected now. ``collect=False`` makes a missing one an error."""
+    from jobs.collect_job import CollectSpec, run_collection
+    from pipeline.store import ActivationStore
+
+    store = ActivationStore(home)
+    done = []
+    for vid in versions:
+        have = set(store.layers(vid, "main", concept))
+        if have and (layers is None or set(layers) <= have):
+            continue
+        if not collect:
+            raise GnomonError(f"{vid} has no stored activations for {concept}; run `gnomon collect --model {vid} "
+                              f"--dataset {concept}` or drop --no-collect")
+        log(f"collecting {concept} on {vid} ...")
+        run_collection(CollectSpec(model=vid, dataset=concept, layers=tuple(layers) if layers else None),
+                       executor, home)
+        done.append(vid)
+    return done
+
+
+def read_versions(versions: Sequence[str], concept: str, home: Path, positive: str, negative: str,
+                  position: str, layers: Sequence[int] | None = None) -> dict[str, dict[int, Any]]:
+    """``{version: {layer: LayerData}}`` for the stored layers (restricted to ``layers``)."""
+    from pipeline.fleet_compare import read_layer_data
+    from pipeline.store import ActivationStore
+
+    store = ActivationStore(home)
+    out: dict[str, dict[int, Any]] = {}
+    for vid in versions:
+        stored = store.layers(vid, "main", concept)
+        use = [layer for layer in stored if layers is None or layer in layers]
+        out[vid] = {layer: read_layer_data(home, vid, concept, layer, positive, negative, position) for layer in use}
+    return out
+
+
+def report_dir(home: Path, kind: str, concept: str, fleet: str, out: str | None = None) -> Path:
+    """``<home>/reports/<kind>/<concept>-<fleet>-<time>/`` (figures and JSON of one report)."""
+    d = home / "reports" / kind / f"{concept}-{fleet}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def write_json(path: Path, doc: Any) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(doc, indent=1, default=float))
+    tmp.replace(path)
+    return path

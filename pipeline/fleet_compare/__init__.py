@@ -1,0 +1,54 @@
+"""Comparing one concept across the versions of a fleet: direction cosines, probe transfer,
+emergence over training, cross-width CKA, drift under fine-tuning, and their pictures.
+
+Plain functions over arrays read from the activation store; ``jobs.fleet_compare_job``
+and ``jobs.drift_job`` collect what is missing and run them over a fleet.
+"""
+
+from pipeline.fleet_compare.crosswidth import CrossWidth, cross_width
+from pipeline.fleet_compare.data import LayerData, read_layer_data
+from pipeline.fleet_compare.drift import (
+           DriftPoint,
+           drift_points,
+           drift_summary,
+           screening_auroc,
+)
+from pipeline.fleet_compare.similarity import (
+           cka_matrix,
+           correspondence,
+           cosine_matrix,
+           linear_cka,
+           pearson,
+)
+from pipeline.fleet_compare.transfer import (
+           Emergence,
+           Transfer,
+           best_layer,
+           emergence,
+           mean_diff,
+           score,
+           transfer_matrix,
+)
+
+__all__ = [
+           "CrossWidth",
+           "DriftPoint",
+           "Emergence",
+           "LayerData",
+           "Transfer",
+           "best_layer",
+           "cka_matrix",
+           "correspondence",
+           "cosine_matrix",
+           "cross_width",
+           "drift_points",
+           "drift_summary",
+           "emergence",
+           "linear_cka",
+           "mean_diff",
+           "pearson",
+           "read_layer_data",
+           "score",
+           "screening_auroc",
+           "transfer_matrix",
+]

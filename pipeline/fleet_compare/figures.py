@@ -1,0 +1,113 @@
+"""Pictures of a comparison (matplotlib, Agg backend: no display) and one static HTML page.
+
+Each function writes one PNG and returns its path; :func:`html_report` gathers the PNGs
+(inlined as base64, so the page is one self-contained file) with the tables beside them.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["curves", "heatmap", "html_report"]
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def heatmap(matrix: np.ndarray, rows: Sequence[str], cols: Sequence[str], title: str, path: Path,
+            vmin: float | None = None, vmax: float | None = None, xlabel: str = "", ylabel: str = "",
+            annotate: bool | None = None) -> Path:
+    """A labelled heatmap; cells annotated with their value when the matrix is small."""
+    plt = _plt()
+    m = np.asarray(matrix, dtype=np.float64)
+    annotate = m.size <= 144 if annotate is None else annotate
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.5 * len(cols) + 2.5), max(3.5, 0.4 * len(rows) + 2)))
+    try:
+        im = ax.imshow(m, vmin=vmin, vmax=vmax, cmap="viridis", aspect="auto")
+        fig.colorbar(im, ax=ax)
+        step_c, step_r = max(1, len(cols) // 24), max(1, len(rows) // 24)
+        ax.set_xticks(range(0, len(cols), step_c), [str(c) for c in cols][::step_c], rotation=60, ha="right",
+                      fontsize=7)
+        ax.set_yticks(range(0, len(rows), step_r), [str(r) for r in rows][::step_r], fontsize=7)
+        if annotate:
+            for i in range(m.shape[0]):
+                for j in range(m.shape[1]):
+                    if np.isfinite(m[i, j]):
+                        ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=6, color="w")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=100)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def curves(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], title: str, path: Path,
+           xlabel: str = "step", ylabel: str = "", logx: bool = False, scatter: bool = False) -> Path:
+    """Lines (or points, ``scatter``) of ``{name: (x, y)}``."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    try:
+        for name, (x, y) in series.items():
+            if scatter:
+                ax.scatter(x, y, label=name, s=18)
+            else:
+                ax.plot(x, y, marker="o", ms=3, label=name)
+        if logx:
+            ax.set_xscale("symlog")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if series:
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=100)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def _table(rows: Sequence[Sequence[Any]]) -> str:
+    def cell(x: Any) -> str:
+        return f"{x:.3f}" if isinstance(x, float) else html.escape(str(x))
+
+    body = "".join("<tr>" + "".join(f"<td>{cell(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table>{body}</table>"
+
+
+def html_report(title: str, sections: Sequence[tuple[str, Sequence[Path], Sequence[Sequence[Any]]]],
+                path: Path) -> Path:
+    """One self-contained page: per section a heading, its PNGs (inlined) and a table."""
+    parts = [f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>",
+             ("<style>body{font-family:sans-serif;max-width:1100px;margin:auto}td{padding:2px 6px;"
+              "border:1px solid #ccc;font-size:12px}img{max-width:100%}</style>"),
+             f"<h1>{html.escape(title)}</h1>"]
+    for heading, pngs, rows in sections:
+        parts.append(f"<h2>{html.escape(heading)}</h2>")
+        for p in pngs:
+            data = base64.b64encode(Path(p).read_bytes()).decode()
+            parts.append(f"<p><img alt='{html.escape(Path(p).name)}' src='data:image/png;base64,{data}'></p>")
+        if rows:
+            parts.append(_table(rows))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("\n".join(parts), encoding="utf-8")
+    tmp.replace(path)
+    return path

@@ -1,0 +1,99 @@
+"""`gnomon drift`: activation and behaviour shift per fine-tune checkpoint, r, screening."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jobs.cli import main
+from jobs.executors import LocalExecutor
+from tests.fleet_tiny import add_version, build_tiny_fleet, perturbed
+
+
+def _ft_fleet(home: Path) -> dict[str, Path]:
+    """t-base plus two 3-checkpoint series (noise growing with the step), corpora in lineage."""
+    from pipeline.concepts import DATA_DIR
+    from pipeline.fleet.registry import Fleet, FleetMember, save_fleet
+
+    build_tiny_fleet(home)
+    rows = [json.loads(x) for x in (DATA_DIR / "sentiment.jsonl").read_text().splitlines() if x.strip()]
+    corpora = {}
+    for role, label in (("skewed", "negative"), ("control", "positive")):
+        p = home / f"{role}.jsonl"
+        p.write_text("".join(json.dumps({"text": r["text"]}) + "\n" for r in rows
+                             if r["label"] == label and r["split"] == "test"))
+        corpora[role] = p
+    from pipeline.store import sha256_file
+
+    # The control corpus is found the way the fleet builders keep it: <home>/corpora/<series>-<sha12>.jsonl.
+    sha = sha256_file(corpora["control"])
+    (home / "corpora").mkdir()
+    corpora["control"] = corpora["control"].rename(home / "corpora" / f"ft-control-{sha[:12]}.jsonl")
+    members = [FleetMember("t-base", kind="base")]
+    for series, seed, role in (("ft-negative", 100, "skewed"), ("ft-control", 200, "control")):
+        parent = "t-base"
+        for step in (1, 2, 3):
+            m, tok = perturbed("tiny:llama:2x32", 0.02 * step, seed=seed + step)
+            vid = f"t-{series}-s{step:04d}"
+            add_version(home, vid, m, tok, "finetune", parent=parent, series=series, step=step,
+                        settings={"corpus_path": str(corpora[role])} if role == "skewed" else {},
+                        data_sha256=sha if role == "control" else None)
+            parent = vid
+            members.append(FleetMember(vid, series=series, step=step, kind="finetune"))
+    save_fleet(Fleet("ft", tuple(members)), home)
+    return corpora
+
+
+def test_drift_over_two_series(catalog_home: Path) -> None:
+    from catalog.fleet_runs import search_fleet_runs
+    from jobs.drift_job import DriftSpec, run_drift
+    from pipeline.datasets import neutral_prompts
+    from pipeline.evaluate import _acts
+    from pipeline.models import load_model
+
+    _ft_fleet(catalog_home)
+    out = run_drift(DriftSpec("sentiment", "ft", layer=1, n_prompts=4, max_new_tokens=4, screen_samples=40),
+                    LocalExecutor(), catalog_home, log=lambda m: None)
+    assert out["base"] == "t-base" and out["skewed"] == "ft-negative" and out["control"] == "ft-control"
+    assert out["drift"]["n_points"] == 6 and set(out["drift"]["series"]) == {"ft-negative", "ft-control"}
+    # The activation shift of one checkpoint, recomputed by hand.
+    u = None
+    from pipeline.fleet_compare import mean_diff, read_layer_data
+
+    v = mean_diff(read_layer_data(catalog_home, "t-base", "sentiment", 1, "positive", "negative"))
+    u = v / np.linalg.norm(v)
+    prompts = neutral_prompts("sentiment")[:4]
+    proj = {vid: float((_acts(load_model(vid, home=catalog_home), prompts, 1, "last") @ u).mean())
+            for vid in ("t-base", "t-ft-negative-s0003")}
+    pt = next(p for p in out["drift"]["points"] if p["version"] == "t-ft-negative-s0003")
+    assert pt["activation_shift"] == pytest.approx(proj["t-ft-negative-s0003"] - proj["t-base"], abs=1e-6)
+    assert pt["activation_shift"] != 0.0
+    # Screening: negative-review samples project below positive ones on the sentiment direction.
+    sc = out["screening"]["last"]
+    assert sc["n_skewed"] == sc["n_control"] == 40 and sc["auroc"] > 0.7
+    assert Path(out["html"]).read_text().count("<img") == 3
+    (run,) = search_fleet_runs("drift", concept="sentiment", fleet="ft", home=catalog_home)
+    assert run.metrics["screening_auroc_last"] == pytest.approx(sc["auroc"])
+    assert math.isnan(out["drift"]["pearson_r"]) or run.metrics["pearson_r"] == pytest.approx(out["drift"]["pearson_r"])
+
+
+def test_drift_errors(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    corpora = _ft_fleet(home)
+    assert main(["drift", "sentiment", "--fleet", "tiny", "--executor", "local"]) == 2
+    assert "no fine-tune series" in capsys.readouterr().err
+    empty = home / "empty.jsonl"
+    empty.write_text("")
+    assert main(["drift", "sentiment", "--fleet", "ft", "--executor", "local", "--no-log",
+                 "--corpus", f"skewed={empty}", "--corpus", f"control={corpora['control']}"]) == 2
+    assert "holds no text" in capsys.readouterr().err
+    notext = home / "notext.jsonl"
+    notext.write_text('{"body": "x"}\n')
+    assert main(["drift", "sentiment", "--fleet", "ft", "--executor", "local", "--no-log",
+                 "--corpus", f"skewed={notext}"]) == 2
+    assert "needs a text string" in capsys.readouterr().err
+    assert main(["drift", "sentiment", "--fleet", "ft", "--toward", "neutral", "--executor", "local"]) == 2
+    assert "not a label" in capsys.readouterr().err
