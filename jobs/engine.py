@@ -54,7 +54,11 @@ class Executor(Protocol):
 
     name: str
     choice: str
-    overlaps: bool
+
+    @property
+    def overlaps(self) -> bool:
+        """Whether work submitted from several driver threads at once runs side by side."""
+        ...
 
     def map(self, fn: Callable[[T], R], items: Sequence[T], on_result: OnResult = None) -> list[R]: ...
 
