@@ -86,6 +86,7 @@ def test_fleet_dag_runs_once_reruns_nothing_and_redoes_only_a_changed_concept(
     now = _shards(catalog_home)
     assert {k for k in now if now[k] != first.get(k)} == {k for k in first if "dataset=tone" in k}
     assert len(now) == len(first)
-    assert {c: len(cat.versions(c)) for c in ("mood", "tone")} == {"mood": 6, "tone": 12}
+    after = {c: len(cat.versions(c)) for c in ("mood", "tone")}
+    assert after["mood"] == versions["mood"] and after["tone"] > versions["tone"]  # only tone was refitted
     ran = [line.split()[2] for line in logs if line.startswith("[run ]")]
     assert sorted(ran) == sorted(f"fit/{m}/main/{tone}" for m in MODELS)
