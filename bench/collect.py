@@ -258,6 +258,30 @@ def profile(dataset: Path, home: Path, executor: str) -> None:
               f"(Ray start {m.wall['ray start']:.2f} s; the rest is actor start + model load + one shard)")
 
 
+def budgets(texts: list[str], budgets_: list[int], model: Any, tok: Any) -> None:
+    """Real tokens per process-CPU second of in-process ``collect`` (all layers, last + mean)
+    at several token budgets, and of the bare loop, best of 2 (CPU time: usable under load)."""
+    from pipeline.collect import collect
+    from pipeline.models import load_model
+
+    lm = load_model("smollm2")
+    ids = [str(i) for i in range(len(texts))]
+    real = sum(len(x) for x in tok(texts)["input_ids"])
+
+    def cpu(f: Callable[[], Any]) -> float:
+        best = float("inf")
+        for _ in range(2):
+            c0 = time.process_time()
+            f()
+            best = min(best, time.process_time() - c0)
+        return best
+
+    print(f"{len(texts)} texts, {real:,} real tokens; tokens per CPU second (load {os.getloadavg()[0]:.1f}):")
+    print(f"  bare loop (batch 32)  {real / cpu(lambda: run_bare(model, tok, texts)):8.0f}")
+    for b in budgets_:
+        print(f"  collect budget {b:<6} {real / cpu(lambda: collect(lm, ids, texts, token_budget=b)):8.0f}", flush=True)
+
+
 # --------------------------------------------------------------------------------- main
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -266,6 +290,8 @@ def main() -> None:
     ap.add_argument("--paths", default="default", help="gnomon paths besides bare: default, local, ray")
     ap.add_argument("--repeat", type=int, default=1, help="timed rounds after one warm-up round")
     ap.add_argument("--profile", action="store_true", help="component breakdown instead of timing rounds")
+    ap.add_argument("--budgets", default=None, help="e.g. 256,512,1024,4096: CPU cost per token of in-process "
+                    "collect at these token budgets (first workload), instead of timing rounds")
     args = ap.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
@@ -277,6 +303,10 @@ def main() -> None:
         kinds, sizes = args.kinds.split(","), [int(s) for s in args.sizes.split(",")]
         print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpus {os.cpu_count()}, "
               f"cuda {torch.cuda.is_available()}; load avg {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+        if args.budgets:
+            _, texts = workload(kinds[0], sizes[0], tok, work)
+            budgets(texts, [int(b) for b in args.budgets.split(",")], model, tok)
+            return
         if args.profile:
             for kind in kinds:
                 for size in sizes:

@@ -21,8 +21,6 @@ from pipeline.store import sha256_file
 from pipeline.types import GnomonError
 
 
-
-
 def _part(text: str, n: int | None = None) -> str:
     """A filename-safe piece; empty provenance fields (hand-made directions) read ``na``."""
     return re.sub(r"[^A-Za-z0-9_.\-]+", "_", text[:n] if n else text).strip("_.") or "na"
@@ -32,6 +30,31 @@ def local_name(direction: Direction) -> str:
     p = direction.provenance
     return (f"{_part(p.fingerprint, 12)}-L{p.layer}-{_part(p.position)}-{_part(p.method)}-"
             f"{_part(p.dataset_hash, 8)}.safetensors")
+
+
+def identity(direction: Direction) -> str:
+    """The direction's identity: a hash of its whole provenance (model fingerprint, layer,
+    position, method and parameters, dataset hash, code version...). A refit of the same
+    identity may differ in the last bits (float summation order), so registration and
+    pending markers dedupe on this, not only on the file's sha256."""
+    import hashlib
+
+    text = json.dumps(direction.provenance.to_json(), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def drop_superseded(home: Path, keep: Path, ident: str) -> None:
+    """Remove pending markers (not files) of other saved copies of the same identity: a
+    rerun after a crash re-saves its directions, and only the newest copy is registered."""
+    for marker, req in read_pending(home):
+        if Path(req.path) == keep:
+            continue
+        try:
+            other = Direction.load(req.path)
+        except GnomonError:
+            continue  # register-pending reports it
+        if identity(other) == ident:
+            marker.unlink(missing_ok=True)
 
 
 def save_local(direction: Direction, home: Path) -> Path:

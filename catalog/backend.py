@@ -156,7 +156,7 @@ def _catalog_state(path: Path) -> str:
                 con.execute("SELECT version_num FROM alembic_version").fetchall())
             if _CORE_TABLES <= tables and stamped:
                 return "ready"
-            rows = sum(con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # noqa: S608 (fixed names)
+            rows = sum(con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
                        for t in ("runs", "registered_models", "model_versions") if t in tables)
         finally:
             con.close()
@@ -193,6 +193,19 @@ class _FileLock:
 
         fcntl.flock(self.fd, fcntl.LOCK_UN)
         os.close(self.fd)
+
+
+@contextmanager
+def write_lock(uri: str) -> Iterator[None]:
+    """Serialise registrations into one SQLite catalog across processes (the check for an
+    already registered file and the version creation must not interleave, or two runs
+    register the same direction twice). A server serialises nothing: no lock there."""
+    path = sqlite_path(uri)
+    if path is None:
+        yield
+        return
+    with _FileLock(path.parent / f".{path.name}.lock", LOCK_WAIT_S):
+        yield
 
 
 def ensure_catalog(uri: str) -> None:
@@ -244,7 +257,11 @@ def _migrate(path: Path) -> None:
     """Run MLflow's migrations into a new SQLite file at ``path`` (tracking and registry
     share one schema)."""
     import sqlalchemy.exc
-    from mlflow.store.db.utils import _initialize_tables, _verify_schema, create_sqlalchemy_engine
+    from mlflow.store.db.utils import (
+        _initialize_tables,
+        _verify_schema,
+        create_sqlalchemy_engine,
+    )
 
     engine = create_sqlalchemy_engine(f"sqlite:///{path}")
     try:

@@ -13,7 +13,7 @@ from typing import Any
 from catalog.refs import parse_ref
 from pipeline.types import GnomonError
 
-__all__ = ["delete_version", "delete_alias"]
+__all__ = ["delete_alias", "delete_version"]
 
 
 def delete_version(cat: Any, ref: str) -> Any:

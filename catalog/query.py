@@ -23,7 +23,9 @@ KIND_TAG = "gnomon_kind"
 RECORD_TAGS = ("model", "revision", "fingerprint", "layer", "position", "method", "dataset_hash",
                "sha256")
 """Version tags that define a record; :meth:`Catalog.tag` refuses to overwrite them."""
-RESERVED_TAGS = frozenset(RECORD_TAGS) | {KIND_TAG}
+IDENTITY_TAG = "identity"
+"""Hash of a version's full provenance: what makes two fits the same fitted direction."""
+RESERVED_TAGS = frozenset(RECORD_TAGS) | {KIND_TAG, IDENTITY_TAG}
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,17 @@ from pathlib import Path
 from typing import Any
 
 from catalog import artifacts, backend, runs
-from catalog.query import KIND_TAG, METRIC_PREFIX, DirectionRecord, record_from_version
+from catalog.query import (
+    IDENTITY_TAG,
+    KIND_TAG,
+    METRIC_PREFIX,
+    DirectionRecord,
+    record_from_version,
+)
 from catalog.refs import best_alias, check_concept
 from pipeline.direction import Direction
+from pipeline.fleet.registry import lineage_tags
 from pipeline.types import GnomonError
-
 
 MONITOR_ALIAS = "best-monitor"
 """The version to read a concept with (monitor, probe): the selection rule's winner."""
@@ -121,11 +127,17 @@ class Registry:
         """All MLflow writes for one direction. Idempotent: a file already registered
         under its concept (same sha256) is not registered twice, so a retry after a
         crash between version creation and marker removal is harmless. Returns the version."""
+        self.client  # noqa: B018 (creates the catalog first: that takes the same lock)
+        with backend.write_lock(self.tracking_uri):
+            return self._register_file(direction, req)
+
+    def _register_file(self, direction: Direction, req: artifacts.PendingRegistration) -> int:
         from mlflow.exceptions import MlflowException
 
         prov, path = direction.provenance, Path(req.path)
         concept, sha = prov.concept, artifacts.sha256_file(path)
-        existing = self.records(concept, {"sha256": sha})
+        ident = artifacts.identity(direction)
+        existing = self.records(concept, {"sha256": sha}) or self.records(concept, {IDENTITY_TAG: ident})
         if existing:
             version = existing[0].version
         else:
@@ -141,7 +153,9 @@ class Registry:
                     "position": prov.position, "method": prov.method,
                     "dataset_hash": prov.dataset_hash, "site": prov.site,
                     "hidden_size": str(prov.hidden_size), KIND_TAG: "direction", "sha256": sha,
+                    IDENTITY_TAG: ident,
                     **req.extra_tags}
+            tags |= lineage_tags(prov.model_id, prov.fingerprint, self.home)
             tags |= {METRIC_PREFIX + k: repr(float(v)) for k, v in direction.metrics.items()}
             mv = self.call("create_model_version", concept, source=source, run_id=run_id,
                            tags=tags)

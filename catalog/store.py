@@ -100,7 +100,9 @@ class Catalog:
             req = artifacts.PendingRegistration.of(path, kw.get("curve"), kw.get("extra_tags"),
                                                    kw.get("set_best", True), kw.get("best_metric", "val_auroc"),
                                                    self.tracking_uri)
-            saved.append((artifacts.write_pending(self.home, req), req, direction))
+            marker = artifacts.write_pending(self.home, req)
+            artifacts.drop_superseded(self.home, path, artifacts.identity(direction))
+            saved.append((marker, req, direction))
         out = []
         for i, (marker, req, direction) in enumerate(saved):
             try:

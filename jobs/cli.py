@@ -32,6 +32,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("jobs.commands.status", "state of a submitted job (--wait: until it ends)"),
     "logs": ("jobs.commands.logs", "output of a submitted job (--follow: stream it)"),
     "report": ("jobs.commands.report", "measure how linear a concept is: probes, erasure, control, composition, verdict"),
+    "fleet": ("jobs.commands.fleet", "build a fleet of model versions (fine-tunes, from scratch, numeric, edited) and list fleets"),
+    "models": ("jobs.commands.models", "list registered model versions and show their lineage"),
     "demo": ("jobs.commands.demo", "run the end-to-end demo on the bundled model"),
     "store": ("jobs.commands.store", "list the activation store and remove orphaned shards"),
     "plot": ("jobs.commands.plot", "per-layer curve figures and an HTML summary of a concept's fits"),

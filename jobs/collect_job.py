@@ -133,12 +133,16 @@ def _incomplete(plan: CollectPlan, model: str, revision: str, fingerprint: str, 
                for t in plan.shards for layer in layers)
 
 
-def _identity(spec: CollectSpec, home: Any, lm: Any) -> tuple[Any, Any]:
-    """(model identity, loaded model or None): the recorded identity when the model was
-    loaded before under this home (no load now), else the model, loaded and checked here
-    in the driver (weights converted and cached once, not raced in every worker)."""
-    from pipeline.types import check_positions
+def preflight(spec: CollectSpec, home: Any = None, lm: Any = None) -> tuple[Any, Any]:
+    """Check the request before anything is written and find the model's identity
+    (fingerprint, layer count, width): the one recorded at an earlier load under this home
+    (no load now, so a fully stored request never loads the model), else from the model,
+    loaded here once (converting and caching its weights) rather than racing in every
+    worker. A model the caller already loaded is checked, not loaded again. Returns
+    (identity, loaded model or None)."""
     from pipeline.models import ModelIdentity, model_identity
+    from pipeline.models.loading import check_layers
+    from pipeline.types import check_positions
 
     check_positions(spec.positions)
     if spec.dtype not in ("float16", "float32"):
@@ -146,8 +150,8 @@ def _identity(spec: CollectSpec, home: Any, lm: Any) -> tuple[Any, Any]:
     ident = model_identity(model_spec(spec), home) if lm is None else None
     if ident is None:
         lm = lm if lm is not None else load_for_spec(spec, home)
-        lm.check_layers(list(spec.layers) if spec.layers is not None else None)
         ident = ModelIdentity(lm.fingerprint, lm.num_layers, lm.hidden_size)
+    check_layers(list(spec.layers) if spec.layers is not None else None, ident.num_layers, spec.model)
     return ident, lm
 
 
@@ -168,7 +172,7 @@ def collect(spec: CollectSpec, executor: Any, home: Any = None, show_progress: b
     home_p = gnomon_home(home)
     t0 = time.perf_counter()
     given = lm  # a caller's model is collected with as it is; otherwise the pool loads (or reuses) one
-    ident, lm = _identity(spec, home_p, lm)
+    ident, lm = preflight(spec, home_p, lm)
     layers = check_layers(list(spec.layers) if spec.layers is not None else None, ident.num_layers, spec.model)
     plan = plan_collection(spec, home_p)
     todo = _incomplete(plan, spec.model, spec.revision, ident.fingerprint, layers, home_p)

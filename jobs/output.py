@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["is_terminal", "progress_wanted", "plain_environment"]
+__all__ = ["is_terminal", "plain_environment", "progress_wanted"]
 
 
 def is_terminal() -> bool:

@@ -23,7 +23,7 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None,
     env = {"env_vars": _worker_env()}
     # Ray's own INFO/WARNING lines ("Started a local Ray instance", token-auth notes) are not
     # gnomon's output; GNOMON_VERBOSE=1 shows them. Errors always show.
-    quiet = {} if os.environ.get("GNOMON_VERBOSE") else {"logging_level": logging.ERROR}
+    quiet: dict[str, Any] = {} if os.environ.get("GNOMON_VERBOSE") else {"logging_level": logging.ERROR}
     if address:
         ray.init(address=address, runtime_env=env, log_to_driver=True, **quiet)
     else:

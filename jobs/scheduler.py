@@ -62,7 +62,7 @@ def digest(inputs: dict[str, Any]) -> str:
 
 
 def elapsed(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
+    m, s = divmod(round(seconds), 60)
     return f"{m}m{s:02d}s" if m else f"{seconds:.1f}s"
 
 

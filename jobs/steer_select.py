@@ -31,12 +31,17 @@ def select_steer(catalog: Any, concept: str, model: str, dataset: Any, positive:
     the winner; returns what was measured (also when nothing qualified)."""
     from catalog.refs import best_alias
     from catalog.registry import record_candidate
+    from jobs.evaluate_job import CONCEPT_SCORERS
     from pipeline.datasets import neutral_prompts
-    from pipeline.fluency import DEFAULT_FRACTION, DEFAULT_UNIT, FLUENCY_KL, dose_response, fluency_bound
+    from pipeline.fluency import (
+        DEFAULT_FRACTION,
+        DEFAULT_UNIT,
+        FLUENCY_KL,
+        dose_response,
+        fluency_bound,
+    )
     from pipeline.models import load_model
     from pipeline.selection import rank
-
-    from jobs.evaluate_job import CONCEPT_SCORERS
 
     recs = catalog.search(concept=concept, model=model)
     ranked = [c.key for c in rank([record_candidate(r) for r in recs])][:max_candidates]
@@ -60,7 +65,7 @@ def select_steer(catalog: Any, concept: str, model: str, dataset: Any, positive:
                                  "position": rec.position, "unit": DEFAULT_UNIT}
         try:
             d = catalog.load(rec.ref)
-        except Exception as e:  # a version whose artifact is gone must not sink the others
+        except Exception as e:  # noqa: BLE001 - a version whose artifact is gone must not sink the others
             measured.append({**entry, "error": str(e).splitlines()[0][:200]})
             continue
         fb = fluency_bound(lm, d, prompts, DEFAULT_UNIT, force=True)

@@ -17,12 +17,12 @@ optionally ``tok`` (every real token).
 (real tokens that are not special tokens such as BOS), except that the first content token
 is left out at a layer where its L2 norm is more than ``SINK_RATIO`` (4) times the median
 norm of the example's other content tokens. Many decoders turn the first position into an
-attention sink whose norm is 10-200x the others' (SmolLM2-135M on the shipped
-sentences: 7-10x at layers 3-8, 40-180x at layers 12-28, about 1x at layers 0-1 and
-10-11, where ordinary tokens stay within 1.5x of the median); left in, that one token dominates the mean, and the mean then
-follows 1/length instead of the text. The decision is per example and layer, so it does not
-depend on the batch or on which other layers are collected; an example with one content
-token keeps it.
+attention sink (SmolLM2-135M on the shipped sentences: 7-10x the median at layers 3-8,
+40-180x at layers 12-28, about 1x at layers 0-1 and 10-11, where ordinary tokens stay
+within 1.5x); left in, that one token dominates the mean, and the mean then follows
+1/length instead of the text (``bench/mean_pooling.py``). The decision is per example and
+layer, so it does not depend on the batch or on which other layers are collected; an
+example with one content token keeps it.
 """
 
 from __future__ import annotations
@@ -47,15 +47,19 @@ SINK_RATIO = 4.0
 """First content token left out of ``mean`` when its norm exceeds this multiple of the
 median norm of the other content tokens (see the module docstring)."""
 CPU_TOKEN_BUDGET = 512
-"""Padded tokens per forward pass on CPU. Smaller batches run faster per token there: a
-batch's activations (tokens x 1,536 floats in SmolLM2's MLP) then stay in the caches, and
-the matmuls are already near peak at a few hundred rows (see bench/RESULTS.md, collect)."""
+"""Padded tokens per forward pass per CPU thread (up to 8 threads). Smaller batches run
+faster per token there: a batch's activations (tokens x 1,536 floats in SmolLM2's MLP) then
+stay in the caches, and the matmuls are already near peak at a few hundred rows (measured
+on one thread: 512 best of 256-4,096, see bench/RESULTS.md; the per-thread scaling is a
+guess to re-check with ``bench/collect.py --budgets`` on a quiet machine)."""
 CUDA_TOKEN_BUDGET = 16384
 """Padded tokens per forward pass on a GPU, which needs large batches to fill its units."""
 
 
 def default_token_budget(device: Any) -> int:
-    return CUDA_TOKEN_BUDGET if torch.device(device).type == "cuda" else CPU_TOKEN_BUDGET
+    if torch.device(device).type == "cuda":
+        return CUDA_TOKEN_BUDGET
+    return CPU_TOKEN_BUDGET * min(max(torch.get_num_threads(), 1), 8)
 
 
 @dataclass

@@ -46,7 +46,7 @@ import pyarrow.parquet as pq
 from pipeline.store import ActivationStore, check_name, model_slug
 from pipeline.types import POSITIONS, GnomonError
 
-__all__ = ["StoreDB", "ContrastSet", "contrast_set", "contrast_splits"]
+__all__ = ["ContrastSet", "StoreDB", "contrast_set", "contrast_splits"]
 
 _PROTO = "gnomon-store"
 _HIVE = "hive_types={'model': 'VARCHAR', 'revision': 'VARCHAR', 'dataset': 'VARCHAR', 'layer': 'INTEGER'}"

@@ -119,7 +119,7 @@ def ablation_probe(lm: LoadedModel, direction: Direction, train: tuple[Sequence[
     scratch on each condition, so it can use any remaining linear trace of the concept.
     """
     from pipeline.direction import Provenance
-    from pipeline.fit import fit_direction
+    from pipeline.fit import Indistinguishable, fit_direction
     from pipeline.steer import ablate
 
     pos_name = position or direction.provenance.position
@@ -133,7 +133,7 @@ def ablation_probe(lm: LoadedModel, direction: Direction, train: tuple[Sequence[
             probe = fit_direction("logistic", tp, tn, base=base, eval_sets={"test": (ep, en)})
             out[f"probe_accuracy_{cond}"] = probe.metrics["test_accuracy"]
             out[f"probe_auroc_{cond}"] = probe.metrics["test_auroc"]
-        except GnomonError:  # nothing left to fit: the classes are indistinguishable
+        except Indistinguishable:  # nothing left to fit: chance, by definition; other errors propagate
             out[f"probe_accuracy_{cond}"] = 0.5
             out[f"probe_auroc_{cond}"] = 0.5
     return out

@@ -29,8 +29,18 @@ import torch
 from pipeline.direction import Direction
 from pipeline.models.loading import LoadedModel
 
-__all__ = ["FLUENCY_KL", "GRID", "FluencyBound", "fluency_bound", "measure_kl", "likelihood_preference",
-           "DoseResponse", "dose_response", "DEFAULT_UNIT", "DEFAULT_FRACTION"]
+__all__ = [
+    "DEFAULT_FRACTION",
+    "DEFAULT_UNIT",
+    "FLUENCY_KL",
+    "GRID",
+    "DoseResponse",
+    "FluencyBound",
+    "dose_response",
+    "fluency_bound",
+    "likelihood_preference",
+    "measure_kl",
+]
 
 FLUENCY_KL = 1.0
 """Nats of mean next-token KL past which a steered text is no longer treated as fluent."""

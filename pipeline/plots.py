@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["curve_figure", "sweep_figure", "PANELS"]
+__all__ = ["PANELS", "curve_figure", "sweep_figure"]
 
 PANELS = (("auroc", "AUROC", (0.4, 1.02)), ("accuracy", "accuracy", (0.4, 1.02)), ("dprime", "d′ (separation / spread)", None))
 _SPLIT_STYLE: dict[str, dict[str, Any]] = {"train": {"ls": ":", "alpha": 0.7, "color": "C0"},

@@ -32,8 +32,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Candidate", "SIMPLICITY", "METRIC_TOL", "DPRIME_TOL", "auroc_lcb", "eligible", "choose",
-           "rank", "why_not"]
+__all__ = [
+    "DPRIME_TOL",
+    "METRIC_TOL",
+    "SIMPLICITY",
+    "Candidate",
+    "auroc_lcb",
+    "choose",
+    "eligible",
+    "rank",
+    "why_not",
+]
 
 SIMPLICITY = ("mean_diff", "lda", "pca", "logistic", "leace", "ccs")
 """Methods from simplest to most complex: difference of means has no parameter; LDA and PCA

@@ -47,8 +47,17 @@ import pyarrow.parquet as pq
 
 from pipeline.types import POSITIONS, SPLITS, GnomonError
 
-__all__ = ["ActivationStore", "ShardRecord", "activation_table", "model_slug", "sha256_file", "vectors_to_numpy",
-           "check_name", "ids_digest", "EXAMPLE_SCHEMA"]
+__all__ = [
+    "EXAMPLE_SCHEMA",
+    "ActivationStore",
+    "ShardRecord",
+    "activation_table",
+    "check_name",
+    "ids_digest",
+    "model_slug",
+    "sha256_file",
+    "vectors_to_numpy",
+]
 
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 _DTYPES = {"float16": pa.float16(), "float32": pa.float32()}

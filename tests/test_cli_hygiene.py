@@ -79,7 +79,7 @@ def test_piped_output_has_no_ansi_banner_or_emoji(catalog_home: Path, tmp_path: 
     env.pop("FORCE_COLOR", None)
     out = subprocess.run([sys.executable, "-m", "jobs.cli", "fit", "--model", "tiny:llama", "--dataset", str(data),
                           "--methods", "mean_diff,pca", "--layers", "1,2", "--executor", "local"],
-                         capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env, check=False)
     text = out.stdout + out.stderr
     assert out.returncode == 0, text
     assert not ANSI.search(text), "ANSI escape codes in piped output"

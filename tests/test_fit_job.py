@@ -62,14 +62,32 @@ def test_fit_job_local_end_to_end(home: Path, toy: Path) -> None:
     assert again["collect"]["written_files"] == 0 and again["collect"]["skipped_files"] == 5
 
 
-def test_ray_fan_out_gives_the_same_directions(ray_instance: Any, home: Path, toy: Path) -> None:
+def test_ray_fan_out_gives_the_same_directions(ray_instance: Any, home: Path, toy: Path, tmp_path: Path,
+                                               tiny_models: Any) -> None:
+    """Separate homes, so the Ray run collects and fits its own store (nothing is reused)."""
+    import torch
+
+    from jobs.fit_job import fit_group, plan_fit
+    from pipeline.datasets import load_dataset
+
     spec = FitSpec(model="tiny:gpt2", dataset=str(toy), positive="pos", negative="neg",
                    methods=("mean_diff", "pca"), layers=(1, 2, 3), positions=("mean",), register="none")
+    ray_home = tmp_path / "ray-home"
     local = run_fit(spec, LocalExecutor(), home)
-    remote = run_fit(spec, RayExecutor(num_workers=2), home)
-    assert remote["executor"] == "ray"
-    for a, b in zip(local["best"], remote["best"]):
+    remote = run_fit(spec, RayExecutor(num_workers=2), ray_home)
+    assert remote["executor"] == "ray" and remote["collect"]["written_files"] > 0
+    assert len(local["best"]) == 2
+    for a, b in zip(local["best"], remote["best"], strict=True):
         assert a == b
+    lm, ds = tiny_models("tiny:gpt2"), load_dataset(str(toy))
+    vectors = []
+    for h, ex in ((home, LocalExecutor()), (ray_home, RayExecutor(num_workers=2))):
+        tasks = plan_fit(spec, h, lm.fingerprint, lm.hidden_size, lm.num_layers, ds.name, ds.content_hash,
+                         ds.name, "pos", "neg")
+        vectors.append([d.vector for d in ex.map(fit_group, tasks)])
+    assert len(vectors[0]) == 6
+    for a, b in zip(*vectors, strict=True):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_registers_best_directions_in_the_catalog(catalog_home: Path, toy: Path) -> None:

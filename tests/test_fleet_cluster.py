@@ -64,14 +64,16 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=15)
 
 
-def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, what: str, limit_s: float = 120) -> None:
+def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, what: str, limit_s: float = 120,
+               needle: str = "") -> None:
+    """Until ``url`` answers 200 (with ``needle`` in the body); fails at once if ``proc`` exits."""
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             pytest.fail(f"{what} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
         try:
             with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
+                if r.status == 200 and needle in r.read().decode(errors="replace"):
                     return
         except OSError:
             pass
@@ -156,7 +158,9 @@ def services(tmp_path: Path) -> Any:
             # MLflow 3's job runner (seven huey consumers) serves features gnomon does not use
             env={**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        _wait_http(f"http://127.0.0.1:{dash}/api/version", head, ray_log, "ray head")
+        # The dashboard answers before the raylet has registered (and a raylet that does not
+        # register within Ray's 30 s makes `ray start` exit): wait for an ALIVE node.
+        _wait_http(f"http://127.0.0.1:{dash}/nodes?view=summary", head, ray_log, "ray head", needle='"ALIVE"')
         _wait_http(f"{url}/health", server, mlflow_log, "mlflow server")
         yield {"env": env, "ray": f"127.0.0.1:{port}", "jobs": f"http://127.0.0.1:{dash}", "mlflow": url,
                "artifacts": tmp_path / "server-artifacts", "procs": (head, server)}

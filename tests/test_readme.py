@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def readme_blocks(lang: str) -> list[str]:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     section = text[text.index("## Using it"):]
-    return re.findall(rf"```{lang}\n(.*?)```", section, flags=re.S)
+    return re.findall(rf"```{lang}\n(.*?)```", section, flags=re.DOTALL)
 
 
 def readme_commands() -> list[str]:

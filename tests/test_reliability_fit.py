@@ -65,3 +65,36 @@ def test_below_chance_direction_never_gets_an_alias(catalog_home: Path) -> None:
                      metrics={"val_auroc": 0.8})
     rec2 = cat.register(good)
     assert cat.resolve("toy@best").version == rec2.version
+
+
+def test_ablation_probe_does_not_turn_errors_into_chance(tiny_lm: object) -> None:
+    from pipeline.evaluate import ablation_probe
+
+    prov = Provenance.minimal(hidden_size=32, layer=1, concept="toy", positive="a", negative="b")
+    d = Direction(vector=torch.ones(32), provenance=prov, pos_mean=1.0, neg_mean=-1.0, spread=0.5, resid_norm=3.0)
+    test = (["good day", "fine film", "great sun"], ["bad day", "awful film", "cold rain"])
+    with pytest.raises(GnomonError, match="at least 2"):  # too few rows: an error, not "probe at chance"
+        ablation_probe(tiny_lm, d, (["nice"], ["nasty"]), test, force=True)
+
+
+@pytest.mark.parametrize("method, min_cos", [("lda", 0.95), ("logistic", 0.9)])
+def test_anisotropic_planted_direction_separates_probes_from_mean_diff(method: str, min_cos: float) -> None:
+    """Class means differ along 3 e0 + e1, but e0 carries huge shared noise: the Bayes-optimal
+    direction is Sigma^-1 (mu+ - mu-) ~ e1. LDA and logistic find it; mean_diff cannot; a
+    probe mapping its weight back with w*sd instead of w/sd would point at e0."""
+    rng = np.random.default_rng(0)
+    n, d = 400, D
+    sd = np.ones(d)
+    sd[0] = 30.0
+    shift = np.zeros(d)
+    shift[:2] = (3.0, 1.0)
+    pos = rng.standard_normal((n, d)) * sd + shift
+    neg = rng.standard_normal((n, d)) * sd - shift
+    e1 = np.eye(d)[1]
+
+    def cos(m: str) -> float:
+        v = fit_direction(m, pos, neg, base=_base()).unit.double().numpy()
+        return float(v @ e1)
+
+    assert cos(method) > min_cos
+    assert cos("mean_diff") < 0.6 < min_cos

@@ -17,7 +17,8 @@ from catalog.registry import Registry
 from jobs.cli import main as cli
 from tests.test_catalog_server import _free_port, _stop, _wait_healthy
 
-pytestmark = pytest.mark.integration
+# Subprocesses load torch and run whole jobs several times: minutes on 2 shared cores.
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def _server(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
@@ -28,7 +29,7 @@ def _server(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
     log = tmp_path / "server.log"
     with open(log, "ab") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    _wait_healthy(f"http://127.0.0.1:{port}", proc, log)
+    _wait_healthy(f"http://127.0.0.1:{port}", proc, log, limit_s=300)  # slow to start on a loaded machine
     return proc
 
 

@@ -22,7 +22,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=256, help="most texts in one forward pass (default: 256)")
     p.add_argument("--token-budget", type=int, default=None,
                    help="most padded tokens (texts x longest) in one forward pass; short texts are packed, long "
-                        "ones run apart (default: 512 on CPU, where small batches stay in cache; 16384 on GPU)")
+                        "ones run apart (default: 512 per CPU thread, so batches stay in cache; 16384 on GPU)")
     p.add_argument("--shard-size", type=int, default=128, help="examples per stored shard (default: 128)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow model code from the model directory")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")

@@ -21,6 +21,7 @@ def run(args: argparse.Namespace) -> int:
     args.ray_address = None
     rc = run_cmd.run(args)
     if not args.json:
-        print("\nnext: gnomon catalog ls | gnomon steer sentiment@best --strength 4 \"I went to the market\" "
-              "| gnomon monitor honesty@best \"I never took the money.\" | gnomon sql \"SELECT ...\"")
+        print("\nnext: gnomon catalog ls | gnomon steer sentiment@best-steer \"I went to the market\" "
+              "| gnomon monitor honesty@best-monitor \"I never took the money.\" | gnomon plot sentiment "
+              "| gnomon sql \"SELECT ...\"")
     return rc

@@ -11,7 +11,9 @@ from jobs.commands.steer import add_source_args, describe, model_for, resolve_di
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("ref", metavar="REF", help="direction: catalog ref or .safetensors file")
-    p.add_argument("--out", required=True, help="directory to write (a Hugging Face model directory)")
+    p.add_argument("--out", help="directory to write (a Hugging Face model directory with lineage.json)")
+    p.add_argument("--as-version", metavar="ID", help="register the edited model under <home>/models/ID "
+                   "(kind edited, parent = the source model's registered version); `--model ID` loads it")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     add_source_args(p)
 
@@ -30,9 +32,30 @@ def run(args: argparse.Namespace) -> int:
     if len(directions) != 1:
         raise GnomonError(f"{args.ref} holds {len(directions)} directions; orthogonalize takes one")
     (d,) = directions
+    if not args.out and not args.as_version:
+        raise GnomonError("give --out DIR, --as-version ID, or both")
+    if args.as_version:
+        from pipeline.fleet.registry import version_dir
+
+        version_dir(args.as_version)   # a bad id fails before the model is loaded
     lm = model_for(directions, args.model)
-    out = save_orthogonalized(lm, d, Path(args.out).expanduser().resolve(), ref=ref, force=args.force,
-                              overwrite=args.overwrite)
-    print(f"wrote {out}: {lm.model_id} without {describe(d)}"
-          + (f" ({args.ref} = {ref})" if ref != args.ref else "") + f" (source fingerprint {lm.fingerprint})")
+    if args.out:
+        import json
+
+        from pipeline.fleet.edited import edited_recipe
+
+        out_dir = Path(args.out).expanduser().resolve()
+        recipe = edited_recipe(args.as_version or out_dir.name, lm, d, ref, None)
+        out = save_orthogonalized(lm, d, out_dir, ref=ref, force=args.force, overwrite=args.overwrite)
+        meta = json.loads((out / "gnomon.json").read_text())
+        doc = {**recipe.to_json(), "fingerprint": meta["fingerprint"]}
+        (out / "lineage.json").write_text(json.dumps(doc, indent=2, sort_keys=True))
+        print(f"wrote {out}: {lm.model_id} without {describe(d)}"
+              + (f" ({args.ref} = {ref})" if ref != args.ref else "") + f" (source fingerprint {lm.fingerprint})")
+    if args.as_version:
+        from pipeline.fleet.edited import register_orthogonalized
+
+        lin = register_orthogonalized(lm, d, args.as_version, ref=ref, force=args.force)
+        print(f"registered {lin.id}: {lm.model_id} without {describe(d)}; parent {lin.parent or '-'}, "
+              f"fingerprint {lin.fingerprint}")
     return 0

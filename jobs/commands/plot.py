@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import html
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ def _records(concept: str, tracking_uri: str | None) -> list[Any]:
 
     try:
         return list(_reader(tracking_uri).search(concept=concept))
-    except Exception:  # the report is still useful without the catalog
+    except Exception:  # noqa: BLE001 - the report is still useful without the catalog
         return []
 
 
@@ -78,7 +79,7 @@ def build_report(concept: str, sweep_files: list[Path], out: Path, records: list
 
             def at(name: str, i: int | None = i, c: dict[str, Any] = c) -> str:
                 v = c.get(name, [None] * len(c["layer"]))[i] if i is not None else None
-                return "-" if v is None or v != v else f"{v:.3f}"
+                return "-" if v is None or math.isnan(v) else f"{v:.3f}"
 
             rows.append(f"<tr><td>{html.escape(method)}</td><td>{html.escape(pos)}</td><td>{e['best_layer']}</td>"
                         f"<td>{at('val_auroc')}</td><td>{at('val_dprime')}</td><td>{at('test_auroc')}</td>"

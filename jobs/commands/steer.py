@@ -174,9 +174,9 @@ def fluency_check(lm: Any, directions: list[Direction], args: argparse.Namespace
     s = args.strength[0]
     if fb.kl_at(s) is None and s != 0:
         fb.kls[abs(s)] = measure_kl(lm, d, prompts, s, args.unit, chat=args.chat, force=args.force)
+    kl = fb.kl_at(s)
     return {"unit": args.unit, "bound": fb.bound, "kl_max": fb.kl_max, "strength": s, "auto": auto,
-            "kl_at_strength": fb.kl_at(s),
-            "past_bound": fb.kl_at(s) > fb.kl_max if fb.kl_at(s) is not None else fb.past(s),
+            "kl_at_strength": kl, "past_bound": kl > fb.kl_max if kl is not None else fb.past(s),
             "bound_is_lower_limit": fb.bound >= max(GRID)}
 
 

@@ -36,8 +36,13 @@ from pipeline.fit.mean_diff import MeanDiffFitter, fit_mean_diff
 from pipeline.fit.pca import fit_pca
 from pipeline.types import GnomonError
 
-__all__ = ["FIT_METHODS", "FitResult", "LeaceEraser", "LeaceFitter", "MeanDiffFitter",
+__all__ = ["FIT_METHODS", "FitResult", "Indistinguishable", "LeaceEraser", "LeaceFitter", "MeanDiffFitter",
            "fit_direction"]
+
+
+class Indistinguishable(GnomonError):
+    """The two classes cannot be told apart at all (identical activations, or a method's
+    direction is exactly zero): the one refusal whose meaning is "chance"."""
 
 Array = np.ndarray | torch.Tensor
 
@@ -71,8 +76,10 @@ def fit_direction(method: str, pos: Array, neg: Array, *, base: Provenance, pair
     fitted = fn(p, n, paired=paired, **params)
     vec = np.asarray(fitted.vector, dtype=np.float64)
     norm = float(np.linalg.norm(vec))
-    if not np.isfinite(vec).all() or norm == 0.0:
-        raise GnomonError(f"{method} produced no usable direction (zero or non-finite vector)")
+    if not np.isfinite(vec).all():
+        raise GnomonError(f"{method} produced a non-finite direction")
+    if norm == 0.0:
+        raise Indistinguishable(f"{method} produced a zero direction: the classes have identical statistics")
     unit = vec / norm
     sp, sn = p @ unit, n @ unit
     if sp.mean() < sn.mean():  # every method orients itself; this guards the contract
@@ -112,7 +119,7 @@ def _check_distinguishable(p: np.ndarray, n: np.ndarray) -> None:
                           f"each class needs at least {MIN_ROWS}")
     up, un = np.unique(p, axis=0), np.unique(n, axis=0)
     if up.shape == un.shape and np.array_equal(up, un):
-        raise GnomonError("the two classes have identical activations (the same texts under both labels?): "
+        raise Indistinguishable("the two classes have identical activations (the same texts under both labels?): "
                           "they are indistinguishable, so no direction can separate them")
 
 

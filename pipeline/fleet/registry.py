@@ -29,8 +29,21 @@ from pipeline.store import check_name
 from pipeline.types import GnomonError
 
 __all__ = [
-    "Fleet", "FleetMember", "Kind", "Lineage", "LINEAGE_FILE", "fleet_path", "lineage_chain",
-    "list_fleets", "list_versions", "load_fleet", "read_lineage", "register_version", "save_fleet",
+    "LINEAGE_FILE",
+    "Fleet",
+    "FleetMember",
+    "Kind",
+    "Lineage",
+    "check_fleet_name",
+    "fleet_path",
+    "lineage_chain",
+    "lineage_tags",
+    "list_fleets",
+    "list_versions",
+    "load_fleet",
+    "read_lineage",
+    "register_version",
+    "save_fleet",
     "version_dir",
 ]
 
@@ -221,3 +234,29 @@ def load_fleet(name: str, home: str | Path | None = None) -> Fleet:
 def list_fleets(home: str | Path | None = None) -> list[str]:
     root = gnomon_home(home) / "fleets"
     return sorted(p.stem for p in root.glob("*.json")) if root.is_dir() else []
+
+
+def check_fleet_name(name: str) -> str:
+    """A fleet name is a plain file name under ``<home>/fleets`` (no ``/``, ``..``, absolute path)."""
+    return check_name(name, "fleet name")
+
+
+def lineage_tags(model_id: str, fingerprint: str, home: str | Path | None = None) -> dict[str, str]:
+    """Catalog tags that let a direction's model be followed to its parent.
+
+    Empty unless ``model_id`` is a registered version whose fingerprint is ``fingerprint``
+    (a direction fitted on other weights under the same name must not claim this lineage).
+    """
+    try:
+        d = version_dir(model_id, home)
+    except GnomonError:   # a path, tiny:..., smollm2: not a registered version
+        return {}
+    if not (d / LINEAGE_FILE).is_file():
+        return {}
+    lin = read_lineage(model_id, home)
+    if lin.fingerprint != fingerprint:
+        return {}
+    tags = {"lineage.kind": lin.kind, "lineage.parent": lin.parent or "",
+            "lineage.parent_fingerprint": lin.parent_fingerprint or "",
+            "lineage.step": "" if lin.step is None else str(lin.step), "lineage.series": lin.series or ""}
+    return {k: v for k, v in tags.items() if v}

@@ -42,10 +42,13 @@ def heatmap(matrix: np.ndarray, rows: Sequence[str], cols: Sequence[str], title:
                       fontsize=7)
         ax.set_yticks(range(0, len(rows), step_r), [str(r) for r in rows][::step_r], fontsize=7)
         if annotate:
+            lo, hi = im.get_clim()
             for i in range(m.shape[0]):
                 for j in range(m.shape[1]):
-                    if np.isfinite(m[i, j]):
-                        ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=6, color="w")
+                    if np.isfinite(m[i, j]):   # dark text on the light (high) end of viridis
+                        light = (m[i, j] - lo) / ((hi - lo) or 1.0) > 0.6
+                        ax.text(j, i, f"{m[i, j]:.3f}", ha="center", va="center", fontsize=6,
+                                color="k" if light else "w")
         ax.set_title(title, fontsize=9)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)

@@ -12,7 +12,7 @@ import importlib.util
 import json
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -229,11 +229,21 @@ def load_model(spec: ModelSpec | str, home: str | Path | None = None) -> LoadedM
         model = model.to(_torch_dtype(spec.dtype, device))
     elif source in ("bundled", "gguf"):
         gguf = bundled_gguf() if source == "bundled" else Path(spec.id).expanduser()
-        model, tok, _cache = _load_gguf(gguf, spec, device, home_p)
+        model, tok, cache = _load_gguf(gguf, spec, device, home_p)
         extra["gguf"] = str(gguf)
+        extra["cache_dir"] = str(cache)
         extra["hf_name"] = BUNDLED_HF_NAME if source == "bundled" else gguf.stem
     elif source == "registered":
-        model, tok = _load_dir(home_p / "models" / spec.id, spec, device)
+        vdir = home_p / "models" / spec.id
+        settings = _version_settings(vdir)
+        if spec.dtype == "auto" and settings.get("dtype") in ("float16", "bfloat16"):
+            spec = replace(spec, dtype=str(settings["dtype"]))   # run a numeric version in its dtype
+        if settings.get("quantize"):
+            device = _quantized_device(str(settings["quantize"]), device)
+        model, tok = _load_dir(vdir, spec, device)
+        if settings.get("quantize"):
+            _quantize(model, str(settings["quantize"]))
+            extra["quantize"] = settings["quantize"]
     else:
         model, tok = _load_dir(Path(spec.id).expanduser(), spec, device)
     model.to(device)
@@ -242,7 +252,7 @@ def load_model(spec: ModelSpec | str, home: str | Path | None = None) -> LoadedM
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
     adapter = adapter_for(model)
-    ident = _cached_identity(model, adapter, identity_file(spec, home_p))
+    ident = _cached_identity(model, adapter, identity_file(spec, home_p), extra.get("quantize"))
     return LoadedModel(model=model, tokenizer=tok, spec=spec, fingerprint=ident.fingerprint,
                        adapter=adapter, extra=extra)
 
@@ -293,7 +303,8 @@ def model_identity(spec: ModelSpec | str, home: str | Path | None = None) -> Mod
     return ModelIdentity(str(doc["fingerprint"]), int(doc["num_layers"]), int(doc["hidden_size"]))
 
 
-def _cached_identity(model: Any, adapter: LayerAdapter, path: Path | None) -> ModelIdentity:
+def _cached_identity(model: Any, adapter: LayerAdapter, path: Path | None,
+                     quantize: str | None = None) -> ModelIdentity:
     """Fingerprints of weights on disk are stored beside them (hashing 135M floats costs
     ~1 s), with the layer count and width, so later runs can check the store without a load."""
     n_layers, width = adapter.num_layers(model), int(model.config.hidden_size)
@@ -305,6 +316,11 @@ def _cached_identity(model: Any, adapter: LayerAdapter, path: Path | None) -> Mo
             doc = json.loads(path.read_text())
         except (OSError, ValueError):
             doc = None
+    if not (doc and "fingerprint" in doc) and quantize:
+        # a quantized model's packed weights cannot be hashed like float ones: the builder
+        # records quantized_fingerprint(float fingerprint, method) beside the weights
+        raise GnomonError(f"{path.parent} runs quantized ({quantize}) but has no recorded fingerprint; "
+                          "rebuild it with `gnomon fleet build`")
     fp = str(doc["fingerprint"]) if doc and "fingerprint" in doc else fingerprint_model(model)
     ident = ModelIdentity(fp, n_layers, width)
     if doc != {"fingerprint": fp, "num_layers": n_layers, "hidden_size": width}:
@@ -313,3 +329,49 @@ def _cached_identity(model: Any, adapter: LayerAdapter, path: Path | None) -> Mo
         tmp.write_text(json.dumps({"fingerprint": fp, "num_layers": n_layers, "hidden_size": width}))
         tmp.replace(path)
     return ident
+
+
+def _version_settings(path: Path) -> dict[str, Any]:
+    """``settings`` of a registered version's ``lineage.json`` (how it must be run)."""
+    f = path / "lineage.json"
+    if not f.is_file():
+        return {}
+    try:
+        doc = json.loads(f.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise GnomonError(f"{f}: not valid JSON ({e})") from None
+    settings = doc.get("settings") if isinstance(doc, dict) else None
+    return settings if isinstance(settings, dict) else {}
+
+
+QUANTIZE_CHOICES = ("int8_dynamic",)
+
+
+def _quantized_device(method: str, device: str) -> str:
+    """torch's dynamic int8 Linear kernels (fbgemm/qnnpack) exist on CPU only."""
+    if method not in QUANTIZE_CHOICES:
+        raise GnomonError(f"unknown quantization {method!r} in lineage settings: one of {', '.join(QUANTIZE_CHOICES)}")
+    return "cpu"
+
+
+def _quantize(model: Any, method: str) -> None:
+    """Dynamic int8 quantization of every ``nn.Linear`` inside the blocks, in place.
+
+    Weights become int8 (per-tensor scale), activations are quantized on the fly per batch.
+    Embeddings and the (often tied) LM head stay float32: quantizing the 49k-row head of
+    SmolLM2 moves logits by tens of nats, which is a different experiment.
+    """
+    import warnings
+
+    import torch
+
+    adapter = adapter_for(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for block in adapter.get_blocks(model):
+            torch.ao.quantization.quantize_dynamic(block, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+
+
+def quantized_fingerprint(float_fingerprint: str, method: str) -> str:
+    """Fingerprint of a version run quantized: its stored weights' fingerprint plus the method."""
+    return hashlib.sha256(f"{float_fingerprint}|{method}".encode()).hexdigest()[:32]

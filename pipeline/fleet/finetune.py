@@ -1,0 +1,126 @@
+"""Fine-tuning series: a short causal-LM fine-tune of a registered model, checkpointed.
+
+Method: a *full* fine-tune of the last ``train_blocks`` blocks (everything else frozen:
+embeddings, tied LM head, final norm, earlier blocks), AdamW with linear warm-up, batches
+drawn deterministically per step (:mod:`pipeline.fleet.train`). Freezing the lower blocks
+keeps a step cheap on CPU (no graph is built below the first trained block) and leaves the
+residual stream below it, where concept directions are read, moved only through what the
+trained blocks write.
+
+Checkpoint ``k`` is registered as ``<prefix>-s<step:04d>`` (kind ``finetune``) whose
+parent is the previous checkpoint (the first one's parent is the base), with the
+*cumulative* step, the corpus hash as ``data_sha256`` and the recipe in ``settings``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from pipeline.fleet.corpora import Corpus, save_corpus
+from pipeline.fleet.registry import Lineage, read_lineage, version_dir
+from pipeline.fleet.versions import is_built, save_version
+from pipeline.home import gnomon_home
+from pipeline.types import GnomonError
+
+__all__ = ["FinetuneConfig", "finetune_series", "series_ids"]
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    steps: int = 30
+    """Total optimizer steps of the series."""
+    every: int = 5
+    """A checkpoint every ``every`` steps (``steps / every`` checkpoints)."""
+    lr: float = 2e-4
+    batch_size: int = 8
+    max_length: int = 48
+    train_blocks: int = 4
+    """The last ``train_blocks`` blocks are trained; the rest is frozen."""
+    warmup: int = 5
+    n_texts: int = 320
+    """Size of the shipped corpora (user corpora keep their own size)."""
+    seed: int = 0
+
+    def checkpoints(self) -> list[int]:
+        if self.every < 1 or self.steps < self.every:
+            raise GnomonError(f"fine-tune needs 1 <= every <= steps, got every={self.every}, steps={self.steps}")
+        return list(range(self.every, self.steps + 1, self.every))
+
+
+def series_ids(prefix: str, cfg: FinetuneConfig) -> list[str]:
+    return [f"{prefix}-s{s:04d}" for s in cfg.checkpoints()]
+
+
+def _settings(cfg: FinetuneConfig, corpus: Corpus) -> dict[str, object]:
+    # Only what shapes the weights: the length of the series and the checkpoint spacing do
+    # not (constant LR after warm-up), so a series can be extended by a rerun.
+    s = {k: v for k, v in asdict(cfg).items() if k not in ("n_texts", "steps", "every")}
+    s.update(method="full fine-tune of the last blocks", corpus=corpus.source, corpus_texts=len(corpus.texts),
+             append_eos=False)
+    return s
+
+
+def finetune_series(parent: str, corpus: Corpus, prefix: str, series: str, cfg: FinetuneConfig,
+                    home: str | Path | None = None,
+                    log: Callable[[str], None] = print) -> list[Lineage]:
+    """Build (or finish) the series; returns the lineage of every checkpoint, in order."""
+    import torch
+
+    from pipeline.fleet.train import (
+        OPTIMIZER_FILE,
+        TrainConfig,
+        load_optimizer_state,
+        train_until,
+    )
+    from pipeline.models.loading import ModelSpec, load_model
+
+    steps = cfg.checkpoints()
+    ids = series_ids(prefix, cfg)
+    settings = _settings(cfg, corpus)
+    plin = read_lineage(parent, home)   # missing parent -> one clear line
+    # Walk the series: keep what is built with this recipe, stop at the first gap.
+    done: list[Lineage] = []
+    prev = plin
+    for vid, step in zip(ids, steps):
+        recipe = Lineage(id=vid, kind="finetune", fingerprint="", parent=prev.id,
+                         parent_fingerprint=prev.fingerprint, series=series, step=step,
+                         data_sha256=corpus.sha256, settings=settings)
+        got = is_built(recipe, home)
+        if got is None:
+            break
+        done.append(got)
+        prev = got
+    if len(done) == len(ids):
+        log(f"  {series}: all {len(ids)} checkpoints already built")
+        return done
+    save_corpus(corpus, gnomon_home(home) / "corpora" / f"{series}-{corpus.sha256[:12]}.jsonl")
+    start = (done[-1].step or 0) if done else 0
+    lm = load_model(ModelSpec(id=prev.id, dtype="float32"), home=home)
+    model, tok = lm.model, lm.tokenizer
+    blocks = lm.adapter.get_blocks(model)
+    if not 1 <= cfg.train_blocks <= len(blocks):
+        raise GnomonError(f"train_blocks must be 1..{len(blocks)} for {parent}, got {cfg.train_blocks}")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    first = len(blocks) - cfg.train_blocks
+    named = [(f"block{first + i}.{n}", p) for i, b in enumerate(blocks[first:]) for n, p in b.named_parameters()]
+    for _, p in named:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW([p for _, p in named], lr=cfg.lr)
+    if done and not load_optimizer_state(named, opt, version_dir(prev.id, home) / OPTIMIZER_FILE):
+        log(f"  {series}: {prev.id} has no optimizer state; resuming with fresh AdamW moments")
+    log(f"  {series}: training {cfg.train_blocks} blocks of {parent} from step {start} on "
+        f"{len(corpus.texts)} texts ({corpus.source})")
+    tcfg = TrainConfig(lr=cfg.lr, batch_size=cfg.batch_size, max_length=cfg.max_length, seed=cfg.seed,
+                       warmup=cfg.warmup)
+    by_step = dict(zip(steps, ids))
+    for step, trained, opt_bytes in train_until(model, tok, list(corpus.texts), named, tcfg, start, steps,
+                                                opt=opt, log=log):
+        recipe = Lineage(id=by_step[step], kind="finetune", fingerprint="", parent=prev.id,
+                         parent_fingerprint=prev.fingerprint, series=series, step=step,
+                         data_sha256=corpus.sha256, settings=settings)
+        prev = save_version(trained, tok, recipe, home, extra_files={OPTIMIZER_FILE: opt_bytes})
+        done.append(prev)
+    return done
