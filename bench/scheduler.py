@@ -7,7 +7,7 @@ many small files. This bench runs the real code paths on a trivial model
 (``tiny:llama:1x8``: one block of width 8, one-word texts), one example per shard so every
 shard is pure overhead:
 
-- ``collect``: ``plan_collection`` + the executor's ``run_collect`` over ``--shards``
+- ``collect``: ``plan_collection`` + the executor's ``map_stateful`` (collection's per-shard function) over ``--shards``
   shards (local, then a local Ray with ``--ray-workers`` actors). Per shard:
   ``in-shard`` = time inside ``run_shard`` (forward + Parquet + manifest + sha256),
   ``overhead`` = worker-slot time not spent inside a shard,
@@ -55,18 +55,19 @@ def _dataset(path: Path, n: int) -> Path:
 
 
 def bench_collect(executor: Any, dataset: Path, home: Path, workers: int) -> dict[str, float]:
-    from jobs.collect_job import CollectSpec, plan_collection, preflight
+    from jobs.collect_job import IN_FLIGHT, CollectSpec, collect_shard, load_for_spec, model_pool, plan_collection
 
     spec = CollectSpec(model=MODEL, dataset=str(dataset), layers=(1,), positions=("last",), shard_size=1,
                        batch_size=1, dtype="float32")
-    lm = preflight(spec, home)
+    load_for_spec(spec, home)  # converted and cached once, as the collection job does in the driver
     plan = plan_collection(spec, home)
     first: list[float] = []
-    kw: dict[str, Any] = {"lm": lm} if executor.name == "local" else {}
+    key, init = model_pool(spec, str(home))
     t0 = time.perf_counter()
-    results = executor.run_collect(plan, str(home), None,
-                                   on_shard=lambda r: first.append(time.perf_counter() - r.seconds) if not first
-                                   else None, **kw)
+    results = executor.map_stateful(init, collect_shard, [(spec, plan.dataset_name, t) for t in plan.shards],
+                                    key=key, concurrency=IN_FLIGHT,
+                                    on_result=lambda r: first.append(time.perf_counter() - r.seconds) if not first
+                                    else None)
     wall = time.perf_counter() - t0
     n = len(results)
     inside = sum(r.seconds for r in results)

@@ -16,13 +16,23 @@ executor.
 
 from __future__ import annotations
 
-import threading
+import hashlib
+import json
 import time
-from contextlib import nullcontext
+from functools import partial
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 from pipeline.types import GnomonError
+
+from jobs.shards import (ShardResult, ShardRunner, ShardTask, collect_shard, load_for_spec, model_pool, model_spec,
+                         render, run_shard)
+
+__all__ = ["CollectSpec", "CollectPlan", "ShardTask", "ShardResult", "ShardRunner", "plan_collection", "collect",
+           "run_collection", "run_shard", "collect_shard", "model_pool", "load_for_spec", "model_spec", "render"]
+
+IN_FLIGHT = 2
+"""Shards in flight per model worker: one in the forward pass, one being written."""
 
 
 @dataclass(frozen=True)
@@ -56,28 +66,6 @@ class CollectSpec:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class ShardTask:
-    """One deterministic slice of a dataset."""
-
-    index: int
-    ids: tuple[str, ...]
-    texts: tuple[str | None, ...]
-    messages: tuple[str | None, ...]
-
-
-@dataclass
-class ShardResult:
-    index: int
-    skipped_layers: int = 0
-    written_layers: int = 0
-    rows: int = 0
-    bytes: int = 0
-    examples: int = 0
-    tokens: int = 0
-    seconds: float = 0.0
-
-
 @dataclass
 class CollectPlan:
     spec: CollectSpec
@@ -101,7 +89,9 @@ def plan_collection(spec: CollectSpec, home: Any = None) -> CollectPlan:
     ds = load_dataset(spec.dataset, home=home)
     name = check_name(spec.dataset_name or ds.name, "dataset name")
     store = ActivationStore(gnomon_home(home))
-    store.write_examples(name, ds.table)
+    # A changed dataset replaces its stored examples: shards record the digest of the
+    # texts they were computed from, so the stale ones are redone, not read.
+    store.write_examples(name, ds.table, overwrite=True)
     t = ds.table
     ids = t.column("id").to_pylist()
     texts = t.column("text").to_pylist()
@@ -111,93 +101,14 @@ def plan_collection(spec: CollectSpec, home: Any = None) -> CollectPlan:
     shards = []
     for k, start in enumerate(range(0, len(order), spec.shard_size)):
         idx = order[start:start + spec.shard_size]
-        shards.append(ShardTask(index=k, ids=tuple(ids[i] for i in idx),
-                                texts=tuple(texts[i] for i in idx),
-                                messages=tuple(messages[i] for i in idx)))
+        task = (tuple(ids[i] for i in idx), tuple(texts[i] for i in idx), tuple(messages[i] for i in idx))
+        shards.append(ShardTask(k, *task, content=_content_digest(*task)))
     return CollectPlan(spec=spec, dataset_name=name, dataset_hash=ds.content_hash, shards=shards)
 
 
-def model_spec(spec: CollectSpec) -> Any:
-    from pipeline.models import ModelSpec
-
-    return ModelSpec(id=spec.model, revision=spec.revision, dtype=spec.model_dtype,
-                     trust_remote_code=spec.trust_remote_code, seed=spec.seed)
-
-
-def load_for_spec(spec: CollectSpec, home: Any = None) -> Any:
-    """The model for ``spec``, from this process's model cache when it is already loaded."""
-    from pipeline.models import cached_model
-
-    return cached_model(model_spec(spec), home=home)
-
-
-def render(lm: Any, task: ShardTask, dataset: str = "") -> list[str]:
-    """Texts as the model sees them: chat ``messages`` go through the chat template."""
-    from pipeline.datasets import render_rows
-
-    return render_rows(task.texts, task.messages, lm.tokenizer, dataset or lm.model_id)
-
-
-def run_shard(lm: Any, plan_spec: CollectSpec, dataset_name: str, task: ShardTask, home: Any = None,
-              progress: Any = None, lock: Any = None) -> ShardResult:
-    """Collect one shard for every requested layer not already complete in the store.
-
-    With ``lock``, only the tokenisation and forward pass hold it (the model and its
-    tokenizer are not thread-safe); the store checks and the writes run outside it.
-    """
-    from pipeline.collect import collect
-    from pipeline.types import check_positions
-    from pipeline.home import gnomon_home
-    from pipeline.store import ActivationStore, activation_table
-
-    t0 = time.perf_counter()
-    store = ActivationStore(gnomon_home(home))
-    layers = lm.check_layers(list(plan_spec.layers) if plan_spec.layers is not None else None)
-    positions = check_positions(plan_spec.positions)
-    key = (lm.model_id, lm.revision, dataset_name)
-    todo = [layer for layer in layers
-            if not store.shard_complete(*key, layer, task.index, fingerprint=lm.fingerprint, positions=positions,
-                                        ids=task.ids)]
-    res = ShardResult(index=task.index, skipped_layers=len(layers) - len(todo))
-    if not todo:
-        if progress is not None:
-            progress(len(task.ids), 0)
-        return res
-    counts = {"examples": 0, "tokens": 0}
-
-    def tick(n: int, tokens: int) -> None:
-        counts["examples"] += n
-        counts["tokens"] += tokens
-        if progress is not None:
-            progress(n, tokens)
-
-    with lock if lock is not None else nullcontext():
-        rows = collect(lm, list(task.ids), render(lm, task, dataset_name), layers=todo, positions=positions,
-                       batch_size=plan_spec.batch_size, token_budget=plan_spec.token_budget,
-                       max_length=plan_spec.max_length, progress=tick,
-                       out_dtype=plan_spec.dtype, autocast=False if plan_spec.model_dtype == "float32" else None)
-    for layer in todo:
-        ex, pos, ti, acts = rows.pop(layer).arrays()
-        table = activation_table(ex, pos, ti, acts, dtype=plan_spec.dtype, where=f"at layer {layer}")
-        rec = store.write_shard(*key, layer, task.index, table, fingerprint=lm.fingerprint, positions=positions)
-        res.rows += rec.rows
-        res.bytes += rec.bytes
-        res.written_layers += 1
-    res.examples, res.tokens = counts["examples"], counts["tokens"]
-    res.seconds = time.perf_counter() - t0
-    return res
-
-
-class ShardRunner:
-    """Shards on one loaded model, safe to call from two threads at once: the forward
-    passes take turns under a lock while the other thread writes and hashes its files."""
-
-    def __init__(self, lm: Any, home: Any) -> None:
-        self.lm, self.home = lm, home
-        self.lock = threading.Lock()
-
-    def run(self, spec: CollectSpec, dataset_name: str, task: ShardTask, progress: Any = None) -> ShardResult:
-        return run_shard(self.lm, spec, dataset_name, task, self.home, progress, lock=self.lock)
+def _content_digest(ids: Sequence[str], texts: Sequence[str | None], messages: Sequence[Any]) -> str:
+    rows = sorted(zip(ids, (t or "" for t in texts), (str(m or "") for m in messages)))
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
 
 
 def summarize(results: Sequence[ShardResult]) -> dict[str, int]:
@@ -217,7 +128,8 @@ def _incomplete(plan: CollectPlan, model: str, revision: str, fingerprint: str, 
     store = ActivationStore(home)
     positions = check_positions(plan.spec.positions)
     return sum(not store.shard_complete(model, revision, plan.dataset_name, layer, t.index,
-                                        fingerprint=fingerprint, positions=positions, ids=t.ids)
+                                        fingerprint=fingerprint, positions=positions, ids=t.ids,
+                                        content=t.content)
                for t in plan.shards for layer in layers)
 
 
@@ -243,20 +155,23 @@ def preflight(spec: CollectSpec, home: Any = None, lm: Any = None) -> tuple[Any,
     return ident, lm
 
 
-def run_collection(spec: CollectSpec, executor: Any = None, home: Any = None, show_progress: bool = False,
-                   lm: Any = None, **executor_kw: Any) -> dict[str, Any]:
-    """Plan, run and summarise a collection; returns the summary (rows, bytes, seconds, paths).
+def collect(spec: CollectSpec, executor: Any, home: Any = None, show_progress: bool = False, lm: Any = None,
+            on_start: Any = None, on_shard: Any = None) -> Any:
+    """Plan and run a collection; returns a :class:`jobs.results.CollectResult`.
 
-    Rerunning the same spec skips every complete (layer, shard) file: the run resumes.
+    Rerunning the same spec skips every complete (layer, shard) file: the run resumes;
+    when everything is stored, no model is loaded and no worker started.
     """
     from pipeline.home import gnomon_home
     from pipeline.models.loading import check_layers
     from pipeline.store import ActivationStore, model_slug
+    from pipeline.types import check_positions
 
-    from jobs.executors import make_executor
+    from jobs.results import CollectResult
 
     home_p = gnomon_home(home)
     t0 = time.perf_counter()
+    given = lm  # a caller's model is collected with as it is; otherwise the pool loads (or reuses) one
     ident, lm = preflight(spec, home_p, lm)
     layers = check_layers(list(spec.layers) if spec.layers is not None else None, ident.num_layers, spec.model)
     plan = plan_collection(spec, home_p)
@@ -264,30 +179,30 @@ def run_collection(spec: CollectSpec, executor: Any = None, home: Any = None, sh
     executor_name, choice = "none", "none (everything already stored)"
     t_run = time.perf_counter()
     if todo:
-        executor = executor or make_executor("auto")
-        results = _run(plan, executor, home_p, show_progress, lm, executor_kw)
+        results = _run(plan, executor, home_p, show_progress, on_start, on_shard, given)
         executor_name = getattr(executor, "name", "?")
         choice = getattr(executor, "choice", executor_name)
-    else:  # everything is stored: no executor, no model load
+    else:
         results = [ShardResult(index=t.index, skipped_layers=len(layers)) for t in plan.shards]
-    t_done = time.perf_counter()
-    summary: dict[str, Any] = summarize(results)
-    store = ActivationStore(home_p)
-    summary.update({
-        "model": spec.model, "revision": spec.revision, "dataset": plan.dataset_name,
-        "dataset_hash": plan.dataset_hash, "executor": executor_name, "executor_choice": choice,
-        "seconds": round(time.perf_counter() - t0, 3),
-        "collect_seconds": round(t_done - t_run, 3),  # executor only: model loads, forwards, writes
-        "store": str(home_p / "activations" / f"model={model_slug(spec.model)}" / f"revision={spec.revision}"
-                     / f"dataset={plan.dataset_name}"),
-        "stored": store.summary(spec.model, spec.revision, plan.dataset_name),
-        "fingerprint": ident.fingerprint, "hidden_size": ident.hidden_size, "num_layers": ident.num_layers,
-    })
-    return summary
+    where = (home_p / "activations" / f"model={model_slug(spec.model)}" / f"revision={spec.revision}"
+             / f"dataset={plan.dataset_name}")
+    return CollectResult(
+        model=spec.model, revision=spec.revision, dataset=plan.dataset_name, dataset_hash=plan.dataset_hash,
+        fingerprint=ident.fingerprint, hidden_size=ident.hidden_size, num_layers=ident.num_layers,
+        layers=tuple(layers), positions=tuple(check_positions(spec.positions)), **summarize(results),
+        seconds=round(time.perf_counter() - t0, 3), collect_seconds=round(time.perf_counter() - t_run, 3),
+        executor=executor_name, executor_choice=choice,
+        store=str(where), stored=ActivationStore(home_p).summary(spec.model, spec.revision, plan.dataset_name))
 
 
-def _run(plan: CollectPlan, executor: Any, home: Any, show_progress: bool, lm: Any,
-         executor_kw: dict[str, Any]) -> list[ShardResult]:
+def run_collection(spec: CollectSpec, executor: Any, home: Any = None, show_progress: bool = False,
+                   lm: Any = None, **hooks: Any) -> dict[str, Any]:
+    """:func:`collect` as a JSON summary (rows, bytes, seconds, paths)."""
+    return collect(spec, executor, home, show_progress, lm, **hooks).to_dict()  # type: ignore[no-any-return]
+
+
+def _run(plan: CollectPlan, executor: Any, home: Any, show_progress: bool, on_start: Any,
+         on_shard: Any, lm: Any = None) -> list[ShardResult]:
     bar = None
     if show_progress:
         from tqdm import tqdm
@@ -295,15 +210,23 @@ def _run(plan: CollectPlan, executor: Any, home: Any, show_progress: bool, lm: A
         bar = tqdm(total=plan.n_examples, unit="ex", desc=f"collect {plan.dataset_name}", dynamic_ncols=True)
     tokens = [0]
 
-    def progress(n: int, t: int) -> None:
+    def done(res: ShardResult) -> None:
         if bar is not None:
-            tokens[0] += t
-            bar.update(n)
+            tokens[0] += res.tokens
+            bar.update(len(plan.shards[res.index].ids))
             elapsed = max(bar.format_dict.get("elapsed", 0.0), 1e-9)
             bar.set_postfix_str(f"{tokens[0] / elapsed:,.0f} tok/s")
+        if on_shard is not None:
+            on_shard(res)
 
+    key, init = model_pool(plan.spec, str(home))
+    if lm is not None:  # a model the caller loaded (and may have edited) is used as it is, in its own pool
+        key, init = ("given-model", id(lm), str(home)), partial(ShardRunner, lm, str(home))
+    items = [(plan.spec, plan.dataset_name, t) for t in plan.shards]
     try:
-        return executor.run_collect(plan, str(home), progress, lm=lm, **executor_kw)  # type: ignore[no-any-return]
+        results = executor.map_stateful(init, collect_shard, items, key=key, concurrency=IN_FLIGHT,
+                                        on_result=done, on_start=on_start)
     finally:
         if bar is not None:
             bar.close()
+    return sorted(results, key=lambda r: r.index)

@@ -1,53 +1,145 @@
-"""The end-to-end DAG: collect -> fit -> register per (model, concept), then evaluate,
+"""The end-to-end DAG over a fleet: collect -> fit -> register per (model, concept), then evaluate,
 then the linearity reports (``[[report]]``).
 
-Each stage that completes writes a marker under ``<home>/jobs/<name>/``; a rerun skips
-completed stages (and, inside a stage, the collection job skips complete shards), so a
-crashed or interrupted job resumes where it stopped. Markers record the stage's inputs;
-a changed spec reruns the stages it changes.
+``build_stages`` lays out one stage per unit of work, each a call of a per-item function
+through the executor (see :mod:`jobs.engine`), and :mod:`jobs.scheduler` runs them:
+
+- ``collect/<model>/<rev>/<concept>``: the model's worker pool (one model load serves every
+  concept of that version) collects the shards the store lacks; the store decides.
+- ``fit/<model>/<rev>/<concept>``: one task per (layer, position), each reading its contrast
+  set once for every method; starts as soon as that collection is done, while the next
+  model collects. Keyed by the fit settings, the dataset's content hash, the model
+  fingerprint and the catalog, so a rerun registers nothing and an edited concept refits.
+- ``evaluate/<concept>``: the chosen direction on every model, each on its model's pool.
+- ``report/<name>``: the linearity report (``jobs.report_job``) after the fits.
+
+Adding a stage is one per-item function and one line in ``build_stages``. The job is an
+MLflow run (``catalog.job_runs``) holding the stage summary: which stages ran, which were
+skipped, and their times.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import os
 import time
-from dataclasses import asdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from jobs.scheduler import Stage, elapsed, run_stages
 from jobs.spec import EvaluateSection, JobSpec
 
-
-def _marker(home: Path, job: str, key: str) -> Path:
-    safe = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return home / "jobs" / job / f"{safe}.json"
+__all__ = ["run_job", "build_stages"]
 
 
-def _stage(home: Path, job: str, key: str, inputs: dict[str, Any], fn: Callable[[], dict[str, Any]],
-           log: Callable[[str], None]) -> dict[str, Any]:
-    m = _marker(home, job, key)
-    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
-    if m.is_file():
-        doc = json.loads(m.read_text())
-        if doc.get("inputs_sha256") == digest:
-            log(f"[skip] {key} (done {doc['finished']})")
-            return doc["result"]  # type: ignore[no-any-return]
-    log(f"[run ] {key}")
-    t0 = time.perf_counter()
-    result = fn()
-    log(f"[done] {key} in {_elapsed(time.perf_counter() - t0)}")
-    m.parent.mkdir(parents=True, exist_ok=True)
-    tmp = m.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"stage": key, "inputs_sha256": digest, "inputs": inputs, "result": result,
-                               "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, default=str))
-    tmp.replace(m)
-    return result
+@dataclass
+class Context:
+    """What every stage of one job shares: the spec, the home, the catalog, the executor."""
+
+    spec: JobSpec
+    home: Path
+    cat: Any
+    executor: Any
+    tracking_uri: str | None
+    show_progress: bool
+    log: Callable[[str], None] = print
 
 
-def _elapsed(seconds: float) -> str:
-    m, s = divmod(round(seconds), 60)
-    return f"{m}m{s:02d}s" if m else f"{seconds:.1f}s"
+def _fit_spec(ctx: Context, model: str, concept: str) -> Any:
+    from jobs.fit_job import FitSpec
+
+    f = ctx.spec.fit
+    return FitSpec(model=model, dataset=concept, revision=ctx.spec.revision, layers=f.layers, positions=f.positions,
+                   methods=f.methods, select_metric=f.select_metric, register=f.register, params=f.params)
+
+
+def _pool(ctx: Context, model: str) -> Any:
+    from jobs.collect_job import CollectSpec, model_pool
+
+    return model_pool(CollectSpec(model=model, dataset="", revision=ctx.spec.revision), str(ctx.home))
+
+
+def collect_stage(ctx: Context, model: str, concept: str) -> Stage:
+    from jobs.collect_job import collect
+    from jobs.fit_job import collect_spec
+
+    cs = collect_spec(_fit_spec(ctx, model, concept))
+    return Stage(key=f"collect/{model}/{ctx.spec.revision}/{concept}", kind="collect", report=False, log=False,
+                 pools=(_pool(ctx, model)[0],), did_work=lambda r: r.written_files > 0,
+                 run=lambda _deps: collect(cs, ctx.executor, ctx.home, show_progress=ctx.show_progress))
+
+
+def fit_stage(ctx: Context, model: str, concept: str) -> Stage:
+    from jobs.fit_job import fit_collected
+
+    fs = _fit_spec(ctx, model, concept)
+    dep = f"collect/{model}/{ctx.spec.revision}/{concept}"
+
+    def inputs(deps: dict[str, Any]) -> dict[str, Any]:
+        c = deps[dep]
+        return {**asdict(fs), "tracking": ctx.cat.tracking_uri, "dataset_hash": c.dataset_hash,
+                "fingerprint": c.fingerprint, "layers": list(c.layers)}
+
+    def run(deps: dict[str, Any]) -> dict[str, Any]:
+        return fit_collected(fs, deps[dep], ctx.executor, ctx.home, catalog=ctx.cat,  # type: ignore[no-any-return]
+                             show_progress=ctx.show_progress).to_dict()
+
+    return Stage(key=f"fit/{model}/{ctx.spec.revision}/{concept}", kind="fit", deps=(dep,), inputs=inputs, run=run)
+
+
+def evaluate_stage(ctx: Context, ev: EvaluateSection, index: int) -> Stage:
+    from jobs.evaluate_job import EvalSpec, evaluate_on_worker, plan_evaluation, write_evaluation
+
+    spec = ctx.spec
+    chosen: dict[str, Any] = {}
+
+    def inputs(_deps: dict[str, Any]) -> dict[str, Any]:
+        ref = _eval_ref(ctx.cat, ev, spec.models[0])
+        chosen["es"] = es = EvalSpec(ref=ref, models=() if ev.fleet else spec.models, strengths=ev.strengths,
+                                     unit=ev.unit, n_prompts=ev.n_prompts, max_new_tokens=ev.max_new_tokens,
+                                     probe=ev.probe, monitor=ev.monitor, chat=ev.chat, fleet=ev.fleet)
+        return {**asdict(es), "tracking": ctx.cat.tracking_uri}
+
+    def run(_deps: dict[str, Any]) -> dict[str, Any]:
+        es = chosen["es"]
+        d, tasks, skipped = plan_evaluation(es, ctx.home, ctx.tracking_uri)
+        t0 = time.perf_counter()
+        results = []
+        for task in tasks:  # each on its model's worker pool (loaded once for collection too)
+            key, init = _pool(ctx, task.model)
+            results += ctx.executor.map_stateful(init, evaluate_on_worker, [task], key=key)
+        return write_evaluation(es, d, results + skipped, ctx.executor, time.perf_counter() - t0, ctx.home,
+                                ctx.tracking_uri)
+
+    fits = tuple(f"fit/{spec.models[0]}/{spec.revision}/{c}" for c in spec.fit.concepts)
+    return Stage(key=f"evaluate/{ev.concept}/{index}", kind="evaluate", deps=fits, inputs=inputs, run=run,
+                 pools=tuple(_pool(ctx, m)[0] for m in spec.models),
+                 name=lambda r: f"evaluate/{ev.concept}/{r['ref']}")
+
+
+def report_stage(ctx: Context, rep: Any, after: tuple[str, ...]) -> Stage:
+    from jobs.report_job import ReportSpec, run_report
+
+    rs = ReportSpec(models=ctx.spec.models, revision=ctx.spec.revision, **asdict(rep))
+
+    def run(_deps: dict[str, Any]) -> dict[str, Any]:
+        doc = run_report(rs, ctx.executor, ctx.home, tracking_uri=ctx.tracking_uri, log=ctx.log)
+        return {"verdicts": [r["verdict"]["line"] for r in doc["results"]], "paths": doc["paths"]}
+
+    return Stage(key=f"report/{rs.name or '-'.join(rs.concepts)}", kind="report", deps=after, run=run,
+                 inputs=lambda _deps: {**asdict(rs), "tracking": ctx.cat.tracking_uri})
+
+
+def build_stages(ctx: Context) -> list[Stage]:
+    """Every stage of the job, in the order they are preferred (a model's concepts together)."""
+    spec, stages = ctx.spec, []
+    for model in spec.models:
+        stages += [collect_stage(ctx, model, concept) for concept in spec.fit.concepts]
+        stages += [fit_stage(ctx, model, concept) for concept in spec.fit.concepts]
+    stages += [evaluate_stage(ctx, ev, i) for i, ev in enumerate(spec.evaluate)]
+    stages += [report_stage(ctx, rep, tuple(s.key for s in stages)) for rep in spec.report]
+    return stages
 
 
 def _eval_ref(cat: Any, ev: EvaluateSection, model: str) -> str:
@@ -83,54 +175,46 @@ def _check_before_start(spec: JobSpec, home: Path) -> None:
 
 
 def run_job(spec: JobSpec, home: Any = None, tracking_uri: str | None = None, show_progress: bool = True,
-            log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run every stage of ``spec``; returns {stage key: result summary}."""
+            log: Callable[[str], None] = print, executor: Any = None) -> dict[str, Any]:
+    """Run every stage of ``spec``; returns {stage key: result summary} for fits and evaluations."""
     from catalog import Catalog
+    from catalog.job_runs import end_job_run, start_job_run
     from pipeline.home import gnomon_home
 
-    from jobs.evaluate_job import EvalSpec, run_evaluation
-    from jobs.executors import make_executor
-    from jobs.fit_job import FitSpec, run_fit
+    from jobs.engine import make_executor
 
     t_job = time.perf_counter()
     home_p = gnomon_home(home)
-    executor = make_executor(spec.executor, spec.ray_address)
-    cat = Catalog(tracking_uri=tracking_uri, home=home_p)
+    # Ray pools leave a CPU to the fits of the model collected before (overlap).
+    spare = 1 if (os.cpu_count() or 1) >= 2 else 0
+    own = executor is None  # created once for the job, closed at its end
+    executor = executor or make_executor(spec.executor, spec.ray_address, spare_cpus=spare)
+    ctx = Context(spec, home_p, Catalog(tracking_uri=tracking_uri, home=home_p), executor, tracking_uri,
+                  show_progress, log)
     _check_before_start(spec, home_p)
-    results: dict[str, Any] = {}
-    for model in spec.models:
-        for concept in spec.fit.concepts:
-            fs = FitSpec(model=model, dataset=concept, revision=spec.revision, layers=spec.fit.layers,
-                         positions=spec.fit.positions, methods=spec.fit.methods,
-                         select_metric=spec.fit.select_metric, register=spec.fit.register)
-            key = f"fit/{model}/{spec.revision}/{concept}"
-            def fit_stage(fs: FitSpec = fs) -> dict[str, Any]:
-                return run_fit(fs, executor, home_p, catalog=cat, show_progress=show_progress)
+    stages = build_stages(ctx)
+    run_id = start_job_run(spec.name, _params(spec), tracking_uri=tracking_uri, home=home_p)
+    failed: str | None = None
+    try:
+        out = run_stages(stages, executor, home_p, spec.name, log)
+    except BaseException as e:
+        failed = f"{type(e).__name__}: {e}"
+        raise
+    finally:
+        records = [s.record.to_dict() for s in stages if s.record is not None]
+        end_job_run(run_id, records, seconds=time.perf_counter() - t_job, failed=failed,
+                    tracking_uri=tracking_uri, home=home_p)
+        if own:
+            executor.close()
+    ran = sum(r["status"] == "ran" for r in records)
+    log(f"[done] job {spec.name} in {elapsed(time.perf_counter() - t_job)}: {ran} stage(s) ran, "
+        f"{len(records) - ran} skipped (MLflow run {run_id})")
+    return {(s.name(out[s.key]) if s.name else s.key): out[s.key] for s in stages if s.report}
 
-            results[key] = _stage(home_p, spec.name, key, {**asdict(fs), "tracking": cat.tracking_uri},
-                                  fit_stage, log)
-    for ev in spec.evaluate:
-        ref = _eval_ref(cat, ev, spec.models[0])
-        es = EvalSpec(ref=ref, models=() if ev.fleet else spec.models, strengths=ev.strengths, unit=ev.unit,
-                      n_prompts=ev.n_prompts, max_new_tokens=ev.max_new_tokens, probe=ev.probe, monitor=ev.monitor,
-                      chat=ev.chat, fleet=ev.fleet)
-        key = f"evaluate/{ev.concept}/{ref}"
-        def eval_stage(es: EvalSpec = es) -> dict[str, Any]:
-            return run_evaluation(es, executor, home_p, tracking_uri)
 
-        results[key] = _stage(home_p, spec.name, key, {**asdict(es), "tracking": cat.tracking_uri},
-                              eval_stage, log)
-    for rep in spec.report:
-        from jobs.report_job import ReportSpec, run_report
-
-        rs = ReportSpec(models=spec.models, revision=spec.revision, **asdict(rep))
-        key = f"report/{rs.name or '-'.join(rs.concepts)}"
-
-        def report_stage(rs: ReportSpec = rs) -> dict[str, Any]:
-            doc = run_report(rs, executor, home_p, tracking_uri=tracking_uri, log=log)
-            return {"verdicts": [r["verdict"]["line"] for r in doc["results"]], "paths": doc["paths"]}
-
-        results[key] = _stage(home_p, spec.name, key, {**asdict(rs), "tracking": cat.tracking_uri},
-                              report_stage, log)
-    log(f"[done] job {spec.name} in {_elapsed(time.perf_counter() - t_job)}")
-    return results
+def _params(spec: JobSpec) -> dict[str, Any]:
+    d = asdict(spec)
+    fit = d.pop("fit")
+    evals = d.pop("evaluate")
+    return {**d, **{f"fit.{k}": v for k, v in fit.items()},
+            "evaluate": [e["concept"] for e in evals]}

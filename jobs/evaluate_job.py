@@ -189,48 +189,66 @@ def _read_out_metrics(lm: Any, d: Any, spec: EvalSpec, home: str) -> dict[str, f
     return out
 
 
-def run_evaluation(spec: EvalSpec, executor: Any = None, home: Any = None, tracking_uri: str | None = None,
-                   show_progress: bool = False) -> dict[str, Any]:
-    """Evaluate ``spec.ref`` on every checkpoint; writes ``<home>/evals/...json``."""
-    from jobs.executors import make_executor
-    from pipeline.home import gnomon_home
+def evaluate_on_worker(_worker: Any, task: EvalTask) -> EvalResult:
+    """Evaluation as a model worker's per-item function: the worker loaded the model, and
+    ``evaluate_checkpoint`` finds it in the process's model cache."""
+    return evaluate_checkpoint(task)
+
+
+def plan_evaluation(spec: EvalSpec, home: Path, tracking_uri: str | None = None
+                    ) -> tuple[Any, list[EvalTask], list[EvalResult]]:
+    """The direction (saved under the home so every worker reads the same file), one task per
+    checkpoint, and the fleet versions skipped for their width."""
     from pipeline.store import model_slug
 
-    home_p = gnomon_home(home)
-    check_models(spec.models, home_p)  # before the catalog (MLflow) and Ray are touched
-    d = resolve_direction(spec.ref, tracking_uri, home_p)
+    check_models(spec.models, home)  # before the catalog (MLflow) and Ray are touched
+    d = resolve_direction(spec.ref, tracking_uri, home)
     if not spec.strengths:
         raise GnomonError("give at least one strength")
     pre_skipped: list[EvalResult] = []
     if spec.fleet is not None:
         if spec.models:
             raise GnomonError("give --models or --fleet, not both")
-        models, pre_skipped = _fleet_models(spec.fleet, d.hidden_size, home_p)
+        models, pre_skipped = _fleet_models(spec.fleet, d.hidden_size, home)
     else:
         models = spec.models or (d.provenance.model_id,)
     if not models or not models[0]:
         raise GnomonError("the direction names no model: pass --models" if spec.fleet is None else
                           f"no version of fleet {spec.fleet!r} has the direction's hidden size {d.hidden_size}")
-    check_inputs(models, d.provenance.concept, home_p)  # before any worker starts
-    path = home_p / "evals" / "directions" / f"{d.provenance.concept or 'direction'}-{model_slug(d.provenance.model_id)}-L{d.layer}-{d.provenance.method}.safetensors"
+    check_inputs(models, d.provenance.concept, home)  # before any worker starts
+    path = home / "evals" / "directions" / f"{d.provenance.concept or 'direction'}-{model_slug(d.provenance.model_id)}-L{d.layer}-{d.provenance.method}.safetensors"
     d.save(path)
-    executor = executor or make_executor("auto")
-    tasks = [EvalTask(spec=spec, direction_path=str(path), model=m, home=str(home_p)) for m in models]
-    t0 = time.perf_counter()
-    results = executor.map(evaluate_checkpoint, tasks) + pre_skipped
+    return d, [EvalTask(spec=spec, direction_path=str(path), model=m, home=str(home)) for m in models], pre_skipped
+
+
+def write_evaluation(spec: EvalSpec, d: Any, results: list[EvalResult], executor: Any, seconds: float,
+                     home: Path, tracking_uri: str | None = None) -> dict[str, Any]:
+    """The summary, written to ``<home>/evals/<concept>/<time>.json`` (and, for a fleet, one MLflow run per version)."""
     summary = {"ref": spec.ref, "concept": d.provenance.concept, "layer": d.layer, "method": d.provenance.method,
                "direction_model": d.provenance.model_id, "unit": spec.unit, "strengths": list(spec.strengths),
-               "executor": getattr(executor, "name", "?"), "seconds": round(time.perf_counter() - t0, 2),
+               "executor": getattr(executor, "name", "?"), "seconds": round(seconds, 2),
                "checkpoints": [r.__dict__ for r in results]}
-    out = home_p / "evals" / (d.provenance.concept or "direction") / f"{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out = home / "evals" / (d.provenance.concept or "direction") / f"{time.strftime('%Y%m%dT%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(summary, indent=1))
     tmp.replace(out)
     summary["path"] = str(out)
     if spec.fleet is not None:
-        summary["runs"] = _log_fleet(spec, d, results, out, tracking_uri, home_p)
+        summary["runs"] = _log_fleet(spec, d, results, out, tracking_uri, home)
     return summary
+
+
+def run_evaluation(spec: EvalSpec, executor: Any, home: Any = None, tracking_uri: str | None = None,
+                   show_progress: bool = False) -> dict[str, Any]:
+    """Evaluate ``spec.ref`` on every checkpoint; writes ``<home>/evals/...json``."""
+    from pipeline.home import gnomon_home
+
+    home_p = gnomon_home(home)
+    d, tasks, skipped = plan_evaluation(spec, home_p, tracking_uri)
+    t0 = time.perf_counter()
+    results = executor.map(evaluate_checkpoint, tasks) + skipped
+    return write_evaluation(spec, d, results, executor, time.perf_counter() - t0, home_p, tracking_uri)
 
 
 def _fleet_models(fleet: str, width: int, home: Any) -> tuple[tuple[str, ...], list[EvalResult]]:

@@ -1,9 +1,9 @@
-"""The fitting job: contrast sets from the store, one task per (layer, position, method).
+"""The fitting job: contrast sets from the store, one task per (layer, position).
 
 A fit request names a model, a dataset (its concept), the two labels, and the layers,
 positions and methods to sweep. Missing activations are collected first by the same code
 as ``gnomon collect`` (complete shards are reused). Each group reads its contrast set
-through DuckDB and fits one method; the layer sweep then picks, per (method, position),
+through DuckDB once and fits every method on it (``jobs.fit_tasks``); the layer sweep then picks, per (method, position),
 the layer with the best *validation* metric (test stays untouched for reporting), keeps
 the whole curve, and registers the chosen directions in the catalog.
 """
@@ -16,7 +16,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
+from jobs.fit_tasks import FitFailure, FitTask, GroupTask, fit_group, fit_layer, plan_groups
 from pipeline.types import METHODS, GnomonError
+
+__all__ = ["FitSpec", "FitTask", "FitFailure", "GroupTask", "fit_group", "fit_layer", "plan_fit", "run_fit",
+           "fit_collected", "sweep_curves", "with_layers", "SELECT_METRICS"]
 
 SELECT_METRICS = ("val_auroc", "val_accuracy", "val_dprime")
 
@@ -44,79 +48,6 @@ class FitSpec:
     batch_size: int = 32
     select_steer: bool = True
     """After registering, measure the top candidates' dose-response and set ``best-steer``."""
-
-
-@dataclass(frozen=True)
-class FitTask:
-    home: str
-    model: str
-    revision: str
-    dataset: str
-    concept: str
-    positive: str
-    negative: str
-    layer: int
-    position: str
-    method: str
-    params: dict[str, Any]
-    fingerprint: str
-    hidden_size: int
-    dataset_hash: str
-
-
-@dataclass(frozen=True)
-class FitFailure:
-    """A group that produced no direction (e.g. identical class statistics at layer 0)."""
-
-    task: FitTask
-    error: str
-
-
-def fit_group(task: FitTask) -> Any:
-    """Fit one (layer, position, method): the unit of work both executors schedule.
-
-    Returns the fitted ``Direction``, or a :class:`FitFailure` when this group has no usable
-    direction (the sweep records it; other layers still count).
-    """
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    # Small (n ~ 10^2-10^3, d ~ 10^3) problems: one thread each (torch and BLAS) is faster
-    # than threads fighting over the cores, and the executors run one group per CPU, so
-    # local and Ray run the same single-threaded code.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with threadpool_limits(limits=1):
-            return _fit_group(task)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _fit_group(task: FitTask) -> Any:
-    from pipeline.contrast import StoreDB, contrast_splits
-    from pipeline.direction import Provenance
-    from pipeline.fit import fit_direction
-
-    with StoreDB(task.home, memory_limit="1GB", threads=1) as db:
-        sets = contrast_splits(db, model=task.model, revision=task.revision, dataset=task.dataset,
-                               layer=task.layer, position=task.position, positive=task.positive,
-                               negative=task.negative, dtype=None,  # float16 as stored: fitting widens to float64
-                               fingerprint=task.fingerprint)
-    if "train" not in sets:
-        raise GnomonError(f"dataset {task.dataset} has no train split rows for {task.positive}/{task.negative}")
-    train = sets["train"]
-    base = Provenance(model_id=task.model, revision=task.revision, fingerprint=task.fingerprint,
-                      hidden_size=task.hidden_size, layer=task.layer, position=task.position,
-                      concept=task.concept, positive=task.positive, negative=task.negative,
-                      dataset=task.dataset, dataset_hash=task.dataset_hash)
-    evals = {s: (c.pos, c.neg) for s, c in sets.items() if s in ("val", "test")}
-    try:
-        return fit_direction(task.method, train.pos, train.neg, base=base, paired=train.paired,
-                             eval_sets=evals, **task.params)
-    except GnomonError as e:
-        # e.g. identical class statistics at the embedding layer: record, keep sweeping
-        return FitFailure(task, str(e))
 
 
 def _check_methods(methods: Sequence[str]) -> None:
@@ -184,51 +115,81 @@ def _finite(x: float | None) -> float:
     return float("-inf") if x is None or x != x else float(x)
 
 
-def run_fit(spec: FitSpec, executor: Any = None, home: Any = None, catalog: Any = None,
+def check_fit_spec(spec: FitSpec) -> None:
+    """Refuse a bad request before anything is collected."""
+    if spec.select_metric not in SELECT_METRICS:
+        raise GnomonError(f"unknown selection metric {spec.select_metric!r}: use {', '.join(SELECT_METRICS)}")
+    if spec.register not in ("best", "all", "none"):
+        raise GnomonError(f"--register must be best, all or none, not {spec.register!r}")
+    _check_methods(spec.methods)
+    unused = sorted(set(spec.params) - set(spec.methods))
+    if unused:
+        raise GnomonError(f"parameters given for {', '.join(unused)}, which is not among the methods fitted")
+    from pipeline.fit import FIT_METHODS, _check_params
+
+    for method, params in spec.params.items():
+        _check_params(method, FIT_METHODS[method], params)  # a misspelt option fails now, not at every layer
+
+
+def collect_spec(spec: FitSpec) -> Any:
+    """The collection a fit needs (complete shards are reused)."""
+    from jobs.collect_job import CollectSpec
+
+    return CollectSpec(model=spec.model, dataset=spec.dataset, revision=spec.revision, layers=spec.layers,
+                       positions=spec.positions, dtype=spec.collect_dtype, batch_size=spec.batch_size)
+
+
+def run_fit(spec: FitSpec, executor: Any, home: Any = None, catalog: Any = None,
             show_progress: bool = False, log: Any = print) -> dict[str, Any]:
     """Collect what is missing, fit every group, sweep layers, register; returns a summary."""
     from pipeline.datasets import load_dataset, validate_contrast
     from pipeline.home import gnomon_home
 
-    from jobs.collect_job import CollectSpec, run_collection
-    from jobs.executors import make_executor
+    from jobs.collect_job import collect
 
-    if spec.select_metric not in SELECT_METRICS:
-        raise GnomonError(f"unknown selection metric {spec.select_metric!r}: use {', '.join(SELECT_METRICS)}")
-    if spec.register not in ("best", "all", "none"):
-        raise GnomonError(f"--register must be best, all or none, not {spec.register!r}")
+    check_fit_spec(spec)
     home_p = gnomon_home(home)
-    executor = executor or make_executor("auto")
-    t0 = time.perf_counter()
+    ds = load_dataset(spec.dataset, home=home_p)
+    validate_contrast(ds, spec.positive or ds.default_contrast[0], spec.negative or ds.default_contrast[1])
+    collected = collect(collect_spec(spec), executor, home_p, show_progress=show_progress)
+    return fit_collected(spec, collected, executor, home_p, catalog, show_progress).to_dict()  # type: ignore[no-any-return]
+
+
+def fit_collected(spec: FitSpec, collected: Any, executor: Any, home: Any, catalog: Any = None,
+                  show_progress: bool = False) -> Any:
+    """Fit every (layer, position) group of a finished collection (its ``CollectResult``),
+    sweep, register; returns a :class:`jobs.results.FitResult`."""
+    from pipeline.datasets import load_dataset, validate_contrast
+    from pipeline.home import gnomon_home
+
+    from jobs.results import FitResult
+
+    check_fit_spec(spec)
+    home_p = gnomon_home(home)
     ds = load_dataset(spec.dataset, home=home_p)
     positive, negative = spec.positive or ds.default_contrast[0], spec.negative or ds.default_contrast[1]
     validate_contrast(ds, positive, negative)
-    cspec = CollectSpec(model=spec.model, dataset=spec.dataset, revision=spec.revision, layers=spec.layers,
-                        positions=spec.positions, dtype=spec.collect_dtype, batch_size=spec.batch_size)
-    _check_methods(spec.methods)  # before anything is collected
-    collected = run_collection(cspec, executor, home_p, show_progress=show_progress)
-    t_collect = time.perf_counter() - t0
-    tasks = plan_fit(spec, home_p, collected["fingerprint"], collected["hidden_size"], collected["num_layers"],
-                     collected["dataset"], ds.content_hash, ds.name, positive, negative)
+    tasks = plan_groups(collected, concept=ds.name, positive=positive, negative=negative,
+                        positions=spec.positions, methods=spec.methods, params=spec.params, home=str(home_p))
     bar = None
     if show_progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(tasks), unit="fit", desc=f"fit {ds.name}", dynamic_ncols=True)
+        bar = tqdm(total=len(tasks), unit="group", desc=f"fit {ds.name}", dynamic_ncols=True)
     t1 = time.perf_counter()
     try:
-        directions = executor.map(fit_group, tasks, on_result=(lambda _r: bar.update(1)) if bar else None)
+        groups = executor.map(fit_layer, tasks, on_result=(lambda _r: bar.update(1)) if bar else None)
     finally:
         if bar is not None:
             bar.close()
     t_fit = time.perf_counter() - t1
-    failures = [r for r in directions if isinstance(r, FitFailure)]
-    directions = [r for r in directions if not isinstance(r, FitFailure)]
+    directions = [d for g in groups for d in g.directions]
+    failures = [(g, m, e) for g in groups for m, e in g.failures]
     if not directions:
-        raise GnomonError(f"no group produced a direction; first problem: {failures[0].error}")
-    sweeps = sweep_curves(directions, spec.select_metric, collected["num_layers"])
+        raise GnomonError(f"no group produced a direction; first problem: {failures[0][2]}")
+    sweeps = sweep_curves(directions, spec.select_metric, collected.num_layers)
     sweep_path = _write_sweep(home_p, ds.name, spec, sweeps)
-    records = (_register(spec, directions, sweeps, catalog, home_p, collected["num_layers"])
+    records = (_register(spec, directions, sweeps, catalog, home_p, collected.num_layers)
                if spec.register != "none" else {})
     t2 = time.perf_counter()
     aliases: dict[str, Any] = {}
@@ -254,15 +215,18 @@ def run_fit(spec: FitSpec, executor: Any = None, home: Any = None, catalog: Any 
         best.append({"method": method, "position": position, "layer": d.layer,
                      **{k: round(v, 4) for k, v in sorted(d.metrics.items()) if not k.startswith("train_")},
                      "ref": rec.ref if rec is not None else None})
-    return {"concept": ds.name, "model": spec.model, "revision": spec.revision, "positive": positive,
-            "negative": negative, "groups": len(tasks), "executor": getattr(executor, "name", "?"),
-            "executor_choice": getattr(executor, "choice", getattr(executor, "name", "?")),
-            "collect": {k: collected[k] for k in ("written_files", "skipped_files", "rows", "seconds", "executor_choice")},
-            "seconds": {"collect": round(t_collect, 3), "fit": round(t_fit, 3), "select": round(t_select, 3),
-                        "total": round(time.perf_counter() - t0, 3)},
-            "sweep": str(sweep_path), "registered": len(records), "best": best, "aliases": aliases,
-            "steer_selection": steer,
-            "failed_groups": [f"{f.task.method}/{f.task.position}/layer {f.task.layer}: {f.error}" for f in failures]}
+    return FitResult(
+        concept=ds.name, model=spec.model, revision=spec.revision, positive=positive, negative=negative,
+        groups=len(tasks) * len(spec.methods), executor=getattr(executor, "name", "?"),
+        collect={"written_files": collected.written_files, "skipped_files": collected.skipped_files,
+                 "rows": collected.rows, "seconds": collected.seconds, "executor_choice": collected.executor_choice},
+        seconds={"collect": collected.seconds, "fit": round(t_fit, 3), "select": round(t_select, 3),
+                 "read": round(sum(g.read_seconds for g in groups), 3),
+                 "total": round(collected.seconds + time.perf_counter() - t1, 3)},
+        sweep=str(sweep_path), registered=len(records), best=best,
+        failed_groups=[f"{m}/{g.position}/layer {g.layer}: {e}" for g, m, e in failures],
+        extra={"executor_choice": getattr(executor, "choice", getattr(executor, "name", "?")),
+               "aliases": aliases, "steer_selection": steer})
 
 
 def alias_targets(catalog: Any, concept: str, model: str) -> dict[str, Any]:

@@ -46,6 +46,8 @@ class FitSection:
     layers: tuple[int, ...] | None = None
     select_metric: str = "val_auroc"
     register: str = "best"
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per-method parameters: ``[fit.params.ccs]`` then ``epochs = 500`` (as ``--param ccs.epochs=500``)."""
 
 
 @dataclass(frozen=True)
@@ -163,7 +165,9 @@ def load_job(path: str | Path) -> JobSpec:
     if "name" not in job or not job.get("models"):
         raise GnomonError(f"{path}: [job] needs name and models")
     fit = _build(FitSection, doc.get("fit", {}), f"{path} [fit]")
-    bad = [m for m in fit.methods if m not in METHODS]
+    bad = [m for m in (*fit.methods, *fit.params) if m not in METHODS]
+    if not all(isinstance(v, dict) for v in fit.params.values()):
+        raise GnomonError(f"{path} [fit.params]: use one table per method, e.g. [fit.params.ccs] epochs = 500")
     if bad:
         raise GnomonError(f"{path} [fit]: unknown method {bad[0]!r}; choose from {', '.join(METHODS)}")
     evals = tuple(_build(EvaluateSection, e, f"{path} [[evaluate]]") for e in doc.get("evaluate", []))

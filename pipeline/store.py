@@ -294,8 +294,12 @@ class ActivationStore:
 
     # ---------------------------------------------------------------- shards
     def write_shard(self, model: str, revision: str, dataset: str, layer: int, shard: int, table: pa.Table,
-                    *, fingerprint: str, positions: Sequence[str]) -> ShardRecord:
+                    *, fingerprint: str, positions: Sequence[str], content: str | None = None) -> ShardRecord:
         """Write one shard atomically (temp + fsync + rename), then its manifest.
+
+        ``content`` is a digest of the inputs the rows were computed from (the examples'
+        texts), recorded so a rerun after the dataset's texts changed under the same ids
+        redoes the shard (see ``shard_complete``).
 
         A shard already there is replaced, never appended to; the old manifest is removed
         first, so a crash between the two renames leaves an incomplete shard that
@@ -324,7 +328,7 @@ class ActivationStore:
             "rows": table.num_rows, "bytes": size, "sha256": digest, "fingerprint": fingerprint,
             "positions": wanted, "dtype": "float16" if act_type.value_type == pa.float16() else "float32",
             "hidden_size": act_type.list_size,
-            "ids_sha256": ids_digest(ids), "ids": ids,
+            "ids_sha256": ids_digest(ids), "ids": ids, "content_sha256": content,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "created_ns": time.time_ns(),
         }
         _atomic_write(mpath, lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
@@ -332,16 +336,20 @@ class ActivationStore:
 
     def shard_complete(self, model: str, revision: str, dataset: str, layer: int, shard: int, *,
                        fingerprint: str, positions: Sequence[str], verify: bool = True,
-                       ids: Sequence[str] | None = None) -> bool:
+                       ids: Sequence[str] | None = None, content: str | None = None) -> bool:
         """True when the manifest and the file agree (size, and sha256 if ``verify``),
         the fingerprint matches, the shard's positions cover ``positions`` and, given
-        ``ids``, the shard holds exactly that example set (see :func:`ids_digest`)."""
+        ``ids``, the shard holds exactly that example set (see :func:`ids_digest`) and,
+        given ``content``, was computed from those inputs (manifests written before the
+        digest was recorded are taken as they are)."""
         wanted = _check_positions(positions)
         m = _load_json(self.manifest_path(model, revision, dataset, layer, shard))
         path = self.shard_path(model, revision, dataset, layer, shard)
         if m is None or m.get("fingerprint") != fingerprint or not set(wanted) <= set(m.get("positions", [])):
             return False
         if ids is not None and m.get("ids_sha256") != ids_digest(ids):
+            return False
+        if content is not None and m.get("content_sha256") not in (None, content):
             return False
         if path.is_symlink() or not path.is_file() or path.stat().st_size != m.get("bytes"):
             return False

@@ -85,3 +85,52 @@ def test_layer_out_of_range_names_the_valid_range(tiny_lm: object) -> None:
 
     with pytest.raises(GnomonError, match=r"valid layers are 0..4"):
         tiny_lm.check_layers([5])  # type: ignore[attr-defined]
+
+
+def _jobs_imports() -> dict[str, set[str]]:
+    """``jobs`` module -> the ``jobs`` modules it imports anywhere (function bodies too),
+    leaving out ``if TYPE_CHECKING:`` blocks, which never run."""
+    graph: dict[str, set[str]] = {}
+    for path in (ROOT / "jobs").rglob("*.py"):
+        mod = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        tree = ast.parse(path.read_text())
+        skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                and "TYPE_CHECKING" in ast.unparse(node.test) for n in ast.walk(node)}
+        deps: set[str] = set()
+        for node in ast.walk(tree):
+            if id(node) in skip:
+                continue
+            if isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names if a.name.startswith("jobs.")}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("jobs"):
+                deps.add(node.module or "")
+                deps |= {f"{node.module}.{a.name}" for a in node.names}
+        graph[mod] = deps
+    return {m: {d for d in deps if d in graph and d != m} for m, deps in graph.items()}
+
+
+def test_jobs_has_no_import_cycle_and_small_modules() -> None:
+    graph = _jobs_imports()
+    state: dict[str, int] = {}
+
+    def visit(m: str, path: list[str]) -> None:
+        state[m] = 1
+        for d in sorted(graph[m]):
+            assert state.get(d) != 1, f"import cycle: {' -> '.join(path + [m, d])}"
+            if d not in state:
+                visit(d, path + [m])
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [])
+    long = {str(p.relative_to(ROOT)): n for p in (ROOT / "jobs").rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > 300}
+    assert long == {}
+
+
+def test_executors_know_nothing_of_the_stages() -> None:
+    for name in ("engine.py", "ray_executor.py", "scheduler.py"):
+        text = (ROOT / "jobs" / name).read_text()
+        for banned in ("collect_job", "fit_job", "evaluate_job", "isinstance(executor"):
+            assert banned not in text, f"{name} mentions {banned}"

@@ -5,37 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from jobs.commands.args import add_executor_args, parse_choices, parse_layers
 
-def parse_layers(text: str | None) -> tuple[int, ...] | None:
-    """``all``/None, ``3``, ``0,4,8`` or ``2-6`` (inclusive ranges)."""
-    from pipeline.types import GnomonError
-
-    if text is None or text == "all":
-        return None
-    out: list[int] = []
-    try:
-        for part in text.split(","):
-            if "-" in part.strip()[1:]:
-                a, b = part.split("-", 1)
-                if int(b) < int(a):
-                    raise GnomonError(f"bad --layers {text!r}: range {part.strip()} runs backwards; write {b}-{a}")
-                out.extend(range(int(a), int(b) + 1))
-            else:
-                out.append(int(part))
-    except ValueError:
-        raise GnomonError(f"bad --layers {text!r}: use all, 3, 0,4,8 or 2-6") from None
-    return tuple(out)
-
-
-def add_executor_args(p: argparse.ArgumentParser) -> None:
-    import os
-
-    p.add_argument("--executor", choices=["auto", "local", "ray"], default=os.environ.get("GNOMON_EXECUTOR") or "auto",
-                   help="auto (in-process on one node with few cores and at most one GPU, Ray actors with several "
-                        "GPUs or a cluster address; stated in the summary), local (no Ray) or ray (a local Ray "
-                        "instance, or a cluster via --ray-address); default: $GNOMON_EXECUTOR, else auto")
-    p.add_argument("--ray-address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else local)")
-    p.add_argument("--workers", type=int, default=None, help="collection actors on Ray (default: one per GPU, else per CPU)")
+__all__ = ["add_parser", "run", "add_executor_args", "parse_layers"]  # the last two: for older importers
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -59,12 +31,14 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from jobs.output import progress_wanted
+    from pipeline.types import POSITIONS
+
     from jobs.collect_job import CollectSpec, run_collection
     from jobs.executors import make_executor
 
     spec = CollectSpec(model=args.model, dataset=args.dataset, revision=args.revision, dataset_name=args.name,
                        layers=parse_layers(args.layers),
-                       positions=tuple(p.strip() for p in args.positions.split(",") if p.strip()),
+                       positions=parse_choices(args.positions, POSITIONS, "position"),
                        dtype=args.dtype, model_dtype=args.model_dtype, batch_size=args.batch_size,
                        token_budget=args.token_budget,
                        shard_size=args.shard_size, trust_remote_code=args.trust_remote_code)

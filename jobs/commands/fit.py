@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 
-from jobs.commands.collect import add_executor_args, parse_layers
+from jobs.commands.args import add_executor_args, add_params_arg, parse_choices, parse_layers, parse_params
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -22,21 +22,23 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                    help="register the best layer per method (default), every layer, or nothing")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else SQLite in the home)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_params_arg(p)
     add_executor_args(p)
 
 
 def run(args: argparse.Namespace) -> int:
     from jobs.output import progress_wanted
-    from pipeline.types import METHODS
+    from pipeline.types import METHODS, POSITIONS
 
     from jobs.executors import make_executor
     from jobs.fit_job import FitSpec, run_fit
 
-    methods = METHODS if args.methods == "all" else tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    methods = parse_choices(args.methods, METHODS, "method")
     spec = FitSpec(model=args.model, dataset=args.dataset, positive=args.positive, negative=args.negative,
                    revision=args.revision, layers=parse_layers(args.layers),
-                   positions=tuple(p.strip() for p in args.positions.split(",") if p.strip()),
-                   methods=methods, select_metric=args.select_metric, register=args.register)
+                   positions=parse_choices(args.positions, POSITIONS, "position"),
+                   methods=methods, select_metric=args.select_metric, register=args.register,
+                   params=parse_params(args.param))
     catalog = None
     if args.register != "none":
         from catalog import Catalog
