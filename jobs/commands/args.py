@@ -110,7 +110,7 @@ def add_positions_arg(p: argparse.ArgumentParser, default: str = "last,mean") ->
 
 def add_params_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--param", action="append", default=[], metavar="METHOD.KEY=VALUE",
-                   help="a fitting method's parameter, e.g. ccs.epochs=500 or logistic.l2=1e-3 (repeatable)")
+                   help="a fitting method's parameter, e.g. ccs.epochs=500 or logistic.l2=1e-3 (repeatable; default: none, each method's own defaults)")
 
 
 def resolve_direction(ref: str, tracking_uri: str | None = None, home: Any = None) -> Any:

@@ -11,7 +11,7 @@ from jobs.commands.collect import add_executor_args
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("concept", help="concept name (sentiment)")
-    p.add_argument("--fleet", required=True)
+    p.add_argument("--fleet", required=True, help="the fleet holding the fine-tune series and their base")
     p.add_argument("--base", default=None, help="base version (default: the fine-tunes' nearest non-fine-tune ancestor)")
     p.add_argument("--skewed", default=None, help="skewed fine-tune series (default: the one not named control/ctl)")
     p.add_argument("--control", default=None, help="control series (default: the one named control/ctl)")
@@ -19,14 +19,14 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--toward", default=None, help="label the skewed corpus leans to (default: the negative label)")
     p.add_argument("--corpus", action="append", default=[], metavar="ROLE=PATH",
                    help="skewed=PATH and control=PATH fine-tuning corpora (default: from the series' lineage)")
-    p.add_argument("--prompts", type=int, default=32, help="neutral prompts used")
-    p.add_argument("--max-new-tokens", type=int, default=24)
-    p.add_argument("--screen-samples", type=int, default=200, help="corpus samples per corpus for screening")
-    p.add_argument("--chat", action="store_true")
+    p.add_argument("--prompts", type=int, default=32, help="neutral prompts used (default: 32)")
+    p.add_argument("--max-new-tokens", type=int, default=24, help="tokens generated per prompt (default: 24)")
+    p.add_argument("--screen-samples", type=int, default=200, help="corpus samples per corpus for screening (default: 200)")
+    p.add_argument("--chat", action="store_true", help="wrap the neutral prompts in the chat template")
     p.add_argument("--html", default=None, help="also write the HTML report here")
-    p.add_argument("--no-log", action="store_true")
-    p.add_argument("--tracking-uri", default=None)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--no-log", action="store_true", help="do not log the report to MLflow")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else SQLite in the home)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
     add_executor_args(p)
 
 

@@ -12,13 +12,13 @@ _SHOWN = ("steer_slope", "steer_r2", "logodds_slope", "side_effect_kl", "perplex
 def add_parser(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="evals_cmd", metavar="SUBCOMMAND", required=True)
     ls = sub.add_parser("ls", help="list evaluation runs, one per (evaluation, version)")
-    ls.add_argument("--concept", default=None)
-    ls.add_argument("--fleet", default=None)
+    ls.add_argument("--concept", default=None, help="only this concept (default: all)")
+    ls.add_argument("--fleet", default=None, help="only versions of this fleet (default: all)")
     ls.add_argument("--version", default=None, help="one model version id")
     ls.add_argument("--direction", default=None, help="the reference evaluated (sentiment@best)")
     ls.add_argument("--latest", action="store_true", help="only the newest run per (version, direction)")
-    ls.add_argument("--tracking-uri", default=None)
-    ls.add_argument("--json", action="store_true")
+    ls.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else SQLite in the home)")
+    ls.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -24,10 +24,10 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     b.add_argument("--every", type=int, default=None, help="fine-tune checkpoint interval (default 5)")
     b.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     b.add_argument("--json", action="store_true", help="print the summary as JSON")
-    sub.add_parser("ls", help="list fleets").add_argument("--json", action="store_true")
+    sub.add_parser("ls", help="list fleets").add_argument("--json", action="store_true", help="print the result as JSON")
     s = sub.add_parser("show", help="list a fleet's versions with their lineage")
-    s.add_argument("name")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("name", help="fleet name (see `gnomon fleet ls`)")
+    s.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
 def run(args: argparse.Namespace) -> int:

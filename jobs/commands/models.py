@@ -9,10 +9,10 @@ import json
 def add_parser(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="models_cmd", metavar="SUBCOMMAND", required=True)
     sub.add_parser("ls", help="list registered versions (id, kind, parent, fingerprint)").add_argument(
-        "--json", action="store_true")
+        "--json", action="store_true", help="print the result as JSON")
     s = sub.add_parser("show", help="a version's lineage tree: its ancestors and its descendants")
-    s.add_argument("id")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("id", help="registered version id (see `gnomon models ls`)")
+    s.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -26,11 +26,11 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                    help="MLflow tracking URI the job registers into (default: $MLFLOW_TRACKING_URI, "
                         "else SQLite in the job's home)")
     p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra environment variable for the job (repeatable), e.g. GNOMON_HOME=/store")
+                   help="extra environment variable for the job (repeatable; default: none beyond GNOMON_HOME and MLFLOW_TRACKING_URI), e.g. GNOMON_HOME=/store")
     p.add_argument("--executor", choices=["ray", "local"], default=None, help="override the spec's executor")
     p.add_argument("--submission-id", default=None, help="job id to use (default: gnomon-<job name>-<random>)")
     p.add_argument("--follow", action="store_true", help="stream the job's logs until it ends; exit 1 unless it succeeds")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
