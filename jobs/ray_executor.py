@@ -146,6 +146,7 @@ class RayExecutor:
     def map(self, fn: Callable[[T], R], items: Sequence[T], on_result: OnResult = None,
             num_cpus: float = 1) -> list[R]:
         ray = self._ray()
+        self._make_room(ray, num_cpus)
         # Retries cover a worker process that dies (OOM, a native crash); a Python
         # exception is a real error and is raised at once.
         remote = ray.remote(num_cpus=num_cpus, max_retries=3)(fn)
@@ -159,6 +160,15 @@ class RayExecutor:
             if on_result is not None:
                 on_result(out[index[done[0]]])
         return out
+
+    def _make_room(self, ray: Any, num_cpus: float) -> None:
+        """Idle pools kept for reuse hold CPUs; when not even one task fits beside them, stop
+        them (least recently used first), or ``map`` after ``map_stateful`` waits forever."""
+        with self._cond:
+            idle = [k for k in self._pools if not self._busy.get(k)]
+            if idle and ray.available_resources().get("CPU", 0.0) < num_cpus:
+                for k in idle:
+                    self._stop(k)
 
     def release(self, key: Hashable) -> None:
         with self._cond:
