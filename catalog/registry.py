@@ -154,6 +154,8 @@ class Registry:
                     "dataset_hash": prov.dataset_hash, "site": prov.site,
                     "hidden_size": str(prov.hidden_size), KIND_TAG: "direction", "sha256": sha,
                     IDENTITY_TAG: ident,
+                    # the selection rule's confidence bound needs the validation size
+                    **({"val_rows": str(prov.split_sizes["val"])} if prov.split_sizes.get("val") else {}),
                     **req.extra_tags}
             tags |= lineage_tags(prov.model_id, prov.fingerprint, self.home)
             tags |= {METRIC_PREFIX + k: repr(float(v)) for k, v in direction.metrics.items()}

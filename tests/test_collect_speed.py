@@ -96,8 +96,9 @@ def test_fully_stored_collect_loads_no_model_and_imports_no_torch(home: Path, sm
     script = (
         "import json, sys\n"
         "from jobs.collect_job import CollectSpec, run_collection\n"
+        "from jobs.engine import make_executor\n"
         f"s = run_collection(CollectSpec(model={str(model_dir)!r}, dataset={str(small_dataset)!r}, layers=(1, 2), "
-        "shard_size=10))\n"
+        "shard_size=10), make_executor('auto'))\n"
         "print(json.dumps({**s, 'torch': 'torch' in sys.modules, 'ray': 'ray' in sys.modules}))\n")
     out = subprocess.run([sys.executable, "-c", script], env={**os.environ, "GNOMON_HOME": str(home),
                                                                "PYTHONPATH": str(ROOT)},
@@ -134,18 +135,18 @@ def test_layers_out_of_range_are_refused_from_the_recorded_identity(home: Path, 
 def test_auto_executor_choices(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     assert make_executor().__class__ is AutoExecutor
-    assert AutoExecutor(address="ray://head:10001").collect_choice()[0] == "ray"
-    import jobs.executors as je
+    assert AutoExecutor(address="ray://head:10001").pool_choice()[0] == "ray"
+    import jobs.engine as je
 
     monkeypatch.setattr(je, "_gpu_count", lambda: 2)
-    assert AutoExecutor().collect_choice() == ("ray", "2 GPUs, one actor each")
+    assert AutoExecutor().pool_choice() == ("ray", "2 GPUs, one actor each")
     monkeypatch.setattr(je, "_gpu_count", lambda: 1)
     monkeypatch.setattr(je.os, "cpu_count", lambda: 2)
-    assert AutoExecutor().collect_choice()[0] == "local"
+    assert AutoExecutor().pool_choice()[0] == "local"
     monkeypatch.setattr(je.os, "cpu_count", lambda: 64)
-    assert AutoExecutor().collect_choice()[0] == "local"  # a GPU node: one process on the GPU
+    assert AutoExecutor().pool_choice()[0] == "local"  # a GPU node: one process on the GPU
     monkeypatch.setattr(je, "_gpu_count", lambda: 0)
-    assert AutoExecutor().collect_choice()[0] == "ray"    # many cores, no GPU
+    assert AutoExecutor().pool_choice()[0] == "ray"    # many cores, no GPU
     ex = AutoExecutor()
     assert ex.map(lambda x: x * 2, [1, 2]) == [2, 4]      # two items: in-process, no Ray
     assert ex.name == "local" and "2 task(s)" in ex.choice
@@ -155,11 +156,11 @@ def test_auto_executor_choices(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_auto_collect_runs_in_process_here_and_says_so(home: Path, small_dataset: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    import jobs.executors as je
+    import jobs.engine as je
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setattr(je, "_gpu_count", lambda: 0)
     monkeypatch.setattr(je.os, "cpu_count", lambda: 2)
-    s = run_collection(CollectSpec(model="tiny:llama", dataset=str(small_dataset), layers=(1,)), None, home)
+    s = run_collection(CollectSpec(model="tiny:llama", dataset=str(small_dataset), layers=(1,)), make_executor("auto"), home)
     assert s["executor"] == "local" and s["executor_choice"].startswith("local (auto: one node, 2 CPUs")
     assert s["written_files"] == 1

@@ -177,11 +177,18 @@ def test_ui_starts_and_answers_on_loopback(catalog_home: Path, tmp_path: Path) -
             proc.wait(timeout=20)
 
 
-def test_evaluate_refuses_a_missing_model_before_catalog_or_ray(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_evaluate_refuses_a_missing_model_before_catalog_or_ray(home: Path, capsys: pytest.CaptureFixture[str],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import jobs.ray_runtime
+
+    def no_ray(*_a: object, **_k: object) -> None:
+        raise AssertionError("Ray was started before the model check")
+
+    # another test of the session may have started Ray already: catch any use of it instead
+    monkeypatch.setattr(jobs.ray_runtime, "ensure_ray", no_ray)
     # the reference does not exist either: the model check must come first, so that is never read
     assert main(["evaluate", "nothing/1", "--models", "/no/such/model.gguf", "--executor", "ray"]) == 2
     assert "/no/such/model.gguf does not exist" in capsys.readouterr().err
-    assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
 
 
 def test_run_checks_neutral_prompts_before_any_stage(home: Path, tmp_path: Path) -> None:

@@ -85,9 +85,12 @@ def test_platt_calibration_recovers_logistic():
 
 def test_thresholds_alerts_and_json(lm):
     d = make_dir(lm, 3, 5)
-    tr_all = monitor(lm, [d], PROMPTS, 5, threshold=0.0)
+    # thresholds are probabilities strictly inside (0, 1): the extremes of that range
+    tr_all = monitor(lm, [d], PROMPTS, 5, threshold=1e-12)
     assert all(len(t.alerts) == len(t.token_ids) for t in tr_all)
-    assert all(not t.alerts for t in monitor(lm, [d], PROMPTS, 5, threshold=1.01))
+    top = max(float(np.max(p)) for t in tr_all for p in t.probs.values())
+    assert top < 1.0
+    assert all(not t.alerts for t in monitor(lm, [d], PROMPTS, 5, threshold=(top + 1.0) / 2))
     name = next(iter(tr_all[0].scores))
     mid = float(np.median(tr_all[0].probs[name]))
     tr = monitor(lm, [d], PROMPTS[:1], 5, threshold={name: mid})[0]
@@ -124,7 +127,7 @@ def test_cli_monitor(tmp_path, capsys, lm):
     assert main(["monitor", str(path), "--max-new-tokens", "4", "--json", "hello"]) == 0
     tr = json.loads(capsys.readouterr().out)
     assert len(tr["token_ids"]) == len(tr["scores"]["c0@L2"]) <= 4
-    assert main(["monitor", str(path), str(path), "--threshold", "0", "--max-new-tokens", "3", "--color",
+    assert main(["monitor", str(path), str(path), "--threshold", "1e-12", "--max-new-tokens", "3", "--color",
                  "hello"]) == 0
     text = capsys.readouterr().out
     assert "\x1b[48;5;" in text and "[c0@L2]" in text and "[c0@L2#2]" in text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -56,13 +57,15 @@ def test_below_chance_direction_never_gets_an_alias(catalog_home: Path) -> None:
     cat = Catalog(home=catalog_home, retries=1)
     prov = Provenance(model_id="m", revision="main", fingerprint="f" * 16, hidden_size=D, layer=1,
                       concept="toy", positive="a", negative="b", method="pca", dataset="toy",
-                      dataset_hash="h" * 16)
+                      dataset_hash="h" * 16, split_sizes={"train": 140, "val": 30, "test": 30})
     bad = Direction(vector=torch.ones(D), provenance=prov, pos_mean=1.0, neg_mean=0.0,
                     metrics={"val_auroc": 0.45})
     rec = cat.register(bad)
     assert "best" not in cat.resolve(rec.ref).aliases
-    good = Direction(vector=torch.arange(1.0, D + 1), provenance=prov, pos_mean=1.0, neg_mean=0.0,
-                     metrics={"val_auroc": 0.8})
+    # another fit (a different method): the same provenance would be the same catalog entry
+    good = Direction(vector=torch.arange(1.0, D + 1), provenance=dataclasses.replace(prov, method="mean_diff"),
+                     pos_mean=1.0, neg_mean=0.0,
+                     metrics={"val_auroc": 0.95})
     rec2 = cat.register(good)
     assert cat.resolve("toy@best").version == rec2.version
 

@@ -47,8 +47,10 @@ def parse_choices(text: str, choices: Sequence[str], what: str) -> tuple[str, ..
         return tuple(choices)
     items = tuple(x.strip() for x in text.split(",") if x.strip())
     bad = [x for x in items if x not in choices]
-    if bad or not items:
-        raise GnomonError(f"unknown {what} {bad[0] if bad else '(none)'}: choose from {', '.join(choices)}")
+    if not items:
+        raise GnomonError(f"no {what} given: choose from {', '.join(choices)}")
+    if bad:
+        raise GnomonError(f"unknown {what} {bad[0]!r}: choose from {', '.join(choices)}")
     return items
 
 

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from jobs.executors import make_executor
     from jobs.fit_job import FitSpec, run_fit
 
-    methods = parse_choices(args.methods, METHODS, "method")
+    methods = parse_choices(args.methods, METHODS, "fitting method")
     spec = FitSpec(model=args.model, dataset=args.dataset, positive=args.positive, negative=args.negative,
                    revision=args.revision, layers=parse_layers(args.layers),
                    positions=parse_choices(args.positions, POSITIONS, "position"),
