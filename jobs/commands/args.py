@@ -50,7 +50,7 @@ def parse_choices(text: str, choices: Sequence[str], what: str) -> tuple[str, ..
     if not items:
         raise GnomonError(f"no {what} given: choose from {', '.join(choices)}")
     if bad:
-        raise GnomonError(f"unknown {what} {bad[0]!r}: choose from {', '.join(choices)}")
+        raise GnomonError(f"unknown {what} {bad[0]}: choose from {', '.join(choices)}")
     return items
 
 
