@@ -22,7 +22,7 @@ from tests.conftest import write_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 # Subprocesses load torch and run whole jobs several times: minutes on 2 shared cores.
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration]  # ~3 min together on 2 quiet cores: part of `make test`
 LAYERS = (1, 2)
 
 

@@ -19,7 +19,7 @@ from jobs.cli import main as cli
 from tests.test_catalog_server import _free_port, _stop, _wait_healthy
 
 # Subprocesses load torch and run whole jobs several times: minutes on 2 shared cores.
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration]  # ~3 min together on 2 quiet cores: part of `make test`
 
 
 def _server(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
