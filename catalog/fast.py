@@ -116,17 +116,6 @@ class SQLiteReader:
         return self._pick(parsed.concept, parsed)
 
     def _pick(self, concept: str, ref: Ref) -> DirectionRecord:
-        recs = self.records(concept)
-        if not recs:
-            known = ", ".join(self.concepts()) or "none yet"
-            raise GnomonError(f"no concept {concept!r} in the catalog at {self.tracking_uri}; "
-                              f"known concepts: {known}")
-        if ref.version is None and ref.alias is None:
-            return recs[-1]
-        hit = [r for r in recs if r.version == ref.version or (ref.alias and ref.alias in r.aliases)]
-        if hit:
-            return hit[0]
-        aliases = sorted({a for r in recs for a in r.aliases})
-        raise GnomonError(f"{ref} does not exist: {concept} has versions "
-                          f"{', '.join(str(r.version) for r in recs)} and aliases "
-                          f"{', '.join(aliases) or 'none'}")
+        from catalog.refs import pick_record
+
+        return pick_record(self.records(concept), ref, self.tracking_uri, self.concepts())  # type: ignore[no-any-return]

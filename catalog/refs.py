@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pipeline.types import GnomonError
 
@@ -91,3 +93,21 @@ def slug(text: str) -> str:
 def best_alias(model_id: str) -> str:
     """The alias that marks the best version of a concept for one model: ``best-<slug>``."""
     return f"best-{slug(model_id)}"
+
+
+def pick_record(recs: Sequence[Any], ref: Ref, tracking_uri: str, known: Sequence[str]) -> Any:
+    """The record ``ref`` names among its concept's ``recs`` (oldest first): the latest when
+    it names neither version nor alias; one clear line naming what exists otherwise. Shared by
+    the MLflow-backed :class:`~catalog.Catalog` and the fast SQLite reader."""
+    if not recs:
+        raise GnomonError(f"no concept {ref.concept!r} in the catalog at {tracking_uri}; "
+                          f"known concepts: {', '.join(known) or 'none yet'}")
+    if ref.version is None and ref.alias is None:
+        return recs[-1]
+    hit = [r for r in recs if r.version == ref.version or (ref.alias and ref.alias in r.aliases)]
+    if hit:
+        return hit[0]
+    aliases = sorted({a for r in recs for a in r.aliases})
+    raise GnomonError(f"{ref} does not exist: {ref.concept} has versions "
+                      f"{', '.join(str(r.version) for r in recs)} and aliases "
+                      f"{', '.join(aliases) or 'none'}")

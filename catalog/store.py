@@ -190,20 +190,9 @@ class Catalog:
 
     def _pick(self, concept: str, ref: Ref, reg: Registry | None = None) -> DirectionRecord:
         reg = reg or self._reg
-        recs = reg.records(concept)
-        if not recs:
-            known = ", ".join(sorted(reg.concept_aliases())) or "none yet"
-            raise GnomonError(f"no concept {concept!r} in the catalog at {reg.tracking_uri}; "
-                              f"known concepts: {known}")
-        if ref.version is None and ref.alias is None:
-            return recs[-1]
-        hit = [r for r in recs if r.version == ref.version or (ref.alias and ref.alias in r.aliases)]
-        if hit:
-            return hit[0]
-        aliases = sorted({a for r in recs for a in r.aliases})
-        raise GnomonError(f"{ref} does not exist: {concept} has versions "
-                          f"{', '.join(str(r.version) for r in recs)} and aliases "
-                          f"{', '.join(aliases) or 'none'}")
+        from catalog.refs import pick_record
+
+        return pick_record(reg.records(concept), ref, reg.tracking_uri, sorted(reg.concept_aliases()))  # type: ignore[no-any-return]
 
     @_answers
     def to_arrow(self) -> pa.Table:
