@@ -137,6 +137,10 @@ def test_numeric_versions_run_in_their_precision(home: Path, base: Lineage) -> N
     lm = load_model(lin.id, home=home)
     kinds = {type(m).__module__ for m in lm.model.modules()}
     assert any("quantized" in k for k in kinds)                   # int8 Linear modules really run
+    assert lin.settings == {"quantize": "int8_dynamic_mixed"}
+    mlp = lm.adapter.get_blocks(lm.model)[0].mlp
+    assert type(mlp.down_proj) is torch.nn.Linear                 # the outlier-carrying input stays float
+    assert "quantized" in type(mlp.up_proj).__module__
     assert lm.fingerprint == lin.fingerprint != base.fingerprint
     ref = load_model("tiny-base", home=home)
     ids = ref.tokenizer(["hello there"], return_tensors="pt")["input_ids"]

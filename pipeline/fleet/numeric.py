@@ -3,10 +3,13 @@
 - ``bfloat16`` / ``float16``: weights rounded and *stored* in that dtype; ``load_model``
   runs them in it (lineage ``settings.dtype``), on CPU too (torch 2.13 has CPU kernels for
   both). Their fingerprints differ from the parent's because rounding changes the values.
-- ``int8_dynamic``: torch dynamic quantization (``torch.ao.quantization.quantize_dynamic``)
-  of every Linear in the blocks: int8 weights with a per-tensor scale, activations quantized
-  per batch at run time. Packed int8 modules cannot be saved as safetensors, so the version
-  stores the parent's float32 weights plus ``settings.quantize = "int8_dynamic"`` and
+- ``int8``: torch dynamic quantization (``torch.ao.quantization.quantize_dynamic``), method
+  ``int8_dynamic_mixed``: int8 weights with per-channel scales for the Linears that read the
+  residual width (attention, MLP gate/up), activations quantized per batch at run time, the
+  MLP's down projection (outlier features) kept float32; see
+  :data:`pipeline.models.loading.QUANTIZE_CHOICES`. Packed int8 modules cannot be saved as
+  safetensors, so the version stores the parent's float32 weights plus
+  ``settings.quantize = "int8_dynamic_mixed"`` and
   ``load_model`` quantizes at load time (on CPU: the kernels exist only there). Its
   fingerprint is the float32 fingerprint mixed with the method
   (:func:`~pipeline.models.loading.quantized_fingerprint`).
@@ -41,6 +44,8 @@ __all__ = ["NUMERIC", "Numeric", "build_numeric", "numeric_id"]
 
 Numeric = Literal["bfloat16", "float16", "int8"]
 NUMERIC: dict[str, str] = {"bfloat16": "bf16", "float16": "fp16", "int8": "int8"}
+INT8_METHOD = "int8_dynamic_mixed"
+"""How ``int8`` versions are quantized (a lineage setting, so a changed recipe rebuilds)."""
 """Numeric kind -> suffix of the version id (``<prefix>-bf16``...)."""
 
 
@@ -59,7 +64,7 @@ def build_numeric(parent: str, numeric: str, version_id: str | None = None,
         raise GnomonError(f"unknown numeric version {numeric!r}: one of {', '.join(NUMERIC)}")
     plin = read_lineage(parent, home)
     vid = version_id or numeric_id(parent.removesuffix("-base"), numeric)
-    settings = {"quantize": "int8_dynamic"} if numeric == "int8" else {"dtype": numeric}
+    settings = {"quantize": INT8_METHOD} if numeric == "int8" else {"dtype": numeric}
     recipe = Lineage(id=vid, kind="numeric", fingerprint="", parent=parent,
                      parent_fingerprint=plin.fingerprint, series="numeric", settings=settings)
     done = is_built(recipe, home)
@@ -68,7 +73,7 @@ def build_numeric(parent: str, numeric: str, version_id: str | None = None,
     if numeric == "int8":
         # Same float32 weights as the parent: hard-link them, quantize at load time.
         src = version_dir(parent, home)
-        fp = quantized_fingerprint(plin.fingerprint, "int8_dynamic")
+        fp = quantized_fingerprint(plin.fingerprint, INT8_METHOD)
         staged = staging_dir(vid, home)
         try:
             for f in src.iterdir():
