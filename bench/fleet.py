@@ -80,11 +80,12 @@ def make_versions(work: Path, cache: Path) -> list[str]:
 
 
 def write_spec(path: Path, models: list[str], concepts: tuple[str, ...], executor: str, smoke: bool,
-               with_evaluate: bool) -> None:
+               with_evaluate: bool, layers: str = "all") -> None:
     methods = ["mean_diff", "lda"] if smoke else ["mean_diff", "pca", "logistic", "lda", "ccs", "leace"]
     lines = ['[job]', 'name = "fleet-bench"', f"models = {json.dumps(models)}", f'executor = "{executor}"',
              "[fit]", f"concepts = {json.dumps(list(concepts))}", f"methods = {json.dumps(methods)}",
-             'positions = ["last", "mean"]', 'layers = "all"']
+             'positions = ["last", "mean"]',
+             'layers = "all"' if layers == "all" else f"layers = {json.dumps([int(x) for x in layers.split(',')])}"]
     if with_evaluate and not smoke:
         lines += ["[[evaluate]]", 'concept = "sentiment"', 'method = "mean_diff"', 'position = "mean"',
                   "chat = true", "strengths = [-4, 0, 4]", "n_prompts = 8", "max_new_tokens = 16",
@@ -121,6 +122,9 @@ def main() -> None:
     ap.add_argument("--old-rev", default=OLD_REV)
     ap.add_argument("--work", default=None, help="working folder (default: a temporary one)")
     ap.add_argument("--with-evaluate", action="store_true", help="add the demo's two evaluation sections")
+    ap.add_argument("--concepts", default=",".join(DEMO_CONCEPTS),
+                    help="comma list (default: the demo's seven; fewer to fit a time budget)")
+    ap.add_argument("--layers", default="all", help='"all" (default) or a comma list, e.g. 0,6,12,18,24,30')
     args = ap.parse_args()
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="gnomon-fleet-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -132,9 +136,10 @@ def main() -> None:
         from collect import primed_cache
 
         cache = primed_cache(work)
-        models, concepts = ["smollm2", *make_versions(work, cache)], DEMO_CONCEPTS
+        models, concepts = ["smollm2", *make_versions(work, cache)], tuple(args.concepts.split(","))
     spec = work / "fleet.toml"
-    write_spec(spec, models, concepts, args.executor, args.smoke, args.with_evaluate)
+    write_spec(spec, models, concepts, args.executor, args.smoke, args.with_evaluate, args.layers)
+    print(f"{len(models)} models x {len(concepts)} concepts ({', '.join(concepts)}), layers {args.layers}", flush=True)
     side: dict[str, float] = {}
     summaries: dict[str, dict[str, Any]] = {}
     for tag, code in (("old", old_tree(work, args.old_rev)), ("new", ROOT)):

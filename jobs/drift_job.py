@@ -36,6 +36,8 @@ class DriftSpec:
     """Skewed series name (default: the fine-tune series whose name does not say control/ctl)."""
     control: str | None = None
     layer: int | None = None
+    """Direction layer (default: the base model's val-best among the layers the fine-tunes
+    can move, see :func:`first_moved_layer`)."""
     toward: str | None = None
     """Label the skewed corpus leans to (default: the concept's negative label)."""
     corpora: dict[str, str] = field(default_factory=dict)
@@ -80,16 +82,17 @@ def drift_checkpoint(task: DriftTask) -> dict[str, Any]:
     scorer = CONCEPT_SCORERS.get(task.concept)
     if scorer:
         texts = generate(lm, task.prompts, task.max_new_tokens, chat=task.chat)
-        scores = SCORERS[scorer](texts)
+        scores = np.asarray(SCORERS[scorer](texts), np.float64)
         behaviour = float(np.mean(scores))
+        se = float(scores.std(ddof=1) / np.sqrt(scores.size)) if scores.size > 1 else None
     else:
         from pipeline.direction import Direction, Provenance
 
         zero = Direction(torch.tensor(u), Provenance.minimal(hidden_size=u.size, layer=task.layer), 1.0, -1.0)
         lo = logodds_sweep(lm, zero, task.prompts, [0.0], concept_words(task.concept), force=True, chat=task.chat)
-        behaviour, texts = lo["mean_scores"][0], []
+        behaviour, texts, se = lo["mean_scores"][0], [], None
     out: dict[str, Any] = {"model": task.model, "projection": float(proj.mean()), "behaviour": behaviour,
-                           "texts": texts[:4]}
+                           "behaviour_se": se, "texts": texts[:4]}
     for name, samples in task.corpus.items():
         out[f"corpus.{name}"] = {pos: (_acts(lm, samples, task.layer, pos) @ u).tolist() for pos in ("last", "mean")}
     return out
@@ -175,6 +178,37 @@ def _root(vid: str, home: Path) -> str:
     raise GnomonError(f"{vid} has no ancestor of another kind than finetune; pass --base")
 
 
+def first_moved_layer(first_checkpoints: list[str], home: Path) -> int:
+    """The lowest layer (hidden-state index) a fine-tune series can change: blocks below the
+    first trained one are frozen, so their outputs, and every direction read there, stay
+    exactly the base model's (``train_blocks`` in the series' lineage settings; 1 when a
+    series does not say, i.e. anything above the embeddings may move)."""
+    from pipeline.fleet.registry import read_lineage
+
+    lowest = None
+    for vid in first_checkpoints:
+        lin = read_lineage(vid, home)
+        tb, n = lin.settings.get("train_blocks"), lin.num_layers
+        k = n - int(tb) + 1 if isinstance(tb, int) and isinstance(n, int) and 0 < tb <= n else 1
+        lowest = k if lowest is None else min(lowest, k)
+    return lowest or 1
+
+
+def behaviour_noise(base: dict[str, Any], members: list[Any], results: list[dict[str, Any]],
+                    control: str) -> dict[str, Any] | None:
+    """Standard errors of the behaviour shifts (over prompts, base and checkpoint added in
+    quadrature) and whether every control checkpoint stays within 2 of them: what tells a
+    drift from the noise of a fine-tune that should not move the concept."""
+    if base.get("behaviour_se") is None or any(r.get("behaviour_se") is None for r in results):
+        return None
+    se = {m.id: float(np.hypot(base["behaviour_se"], r["behaviour_se"])) for m, r in zip(members, results)}
+    z = {m.id: (r["behaviour"] - base["behaviour"]) / se[m.id] if se[m.id] > 0 else 0.0
+         for m, r in zip(members, results)}
+    ctl = [m.id for m in members if m.series == control]
+    return {"shift_se": se, "shift_z": z, "control_max_abs_z": max((abs(z[v]) for v in ctl), default=0.0),
+            "control_within_2se": all(abs(z[v]) <= 2.0 for v in ctl)}
+
+
 def run_drift(spec: DriftSpec, executor: Any = None, home: Any = None, tracking_uri: str | None = None,
               log: Any = print) -> dict[str, Any]:
     from jobs.fleet_common import (
@@ -214,7 +248,10 @@ def run_drift(spec: DriftSpec, executor: Any = None, home: Any = None, tracking_
     per = read_versions([base], spec.concept, home_p, pos, neg, "last", layers)[base]
     if spec.layer is not None and spec.layer not in per:
         raise GnomonError(f"layer {spec.layer} is not stored for {base}; stored: {sorted(per)}")
-    layer = spec.layer if spec.layer is not None else best_layer(per)[0]
+    moved = first_moved_layer([m.id for name in (skew, ctl) for m in series[name][:1]], home_p)
+    if spec.layer is None and not any(k >= moved for k in per):
+        raise GnomonError(f"the fine-tunes move only layers >= {moved}, none of which is stored for {base}")
+    layer = spec.layer if spec.layer is not None else best_layer({k: d for k, d in per.items() if k >= moved})[0]
     v = mean_diff(per[layer])
     unit = tuple(float(x) for x in v / np.linalg.norm(v))
     prompts = tuple(neutral_prompts(spec.concept, home=home_p)[: spec.n_prompts])
@@ -231,6 +268,7 @@ def run_drift(spec: DriftSpec, executor: Any = None, home: Any = None, tracking_
         # Fine-tunes that train only the last blocks leave every layer below them unchanged.
         drift["note"] = (f"no checkpoint moved layer {layer}: the fine-tunes may train only later blocks; "
                          "pass --layer above the first trained block")
+    drift["noise"] = behaviour_noise(b, members, res[1:], ctl)
     sign = 1.0 if toward == pos else -1.0
     screening = {}
     if len(screen) == 2:

@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -94,6 +95,18 @@ def test_finetune_changes_fingerprint_records_data_and_lineage(home: Path, base:
         on_disk = read_lineage(lin.id, home)
         assert load_model(lin.id, home=home).fingerprint == on_disk.fingerprint
         assert read_lineage(on_disk.parent, home).fingerprint == on_disk.parent_fingerprint
+    # Blocks below the trained ones are frozen: the layers under them read exactly the base
+    # model's activations, and drift's default layer starts where the fine-tune can move.
+    from jobs.drift_job import first_moved_layer
+    from pipeline.evaluate import _acts
+
+    moved = first_moved_layer([lins[0].id], home)
+    assert moved == base.num_layers - FT.train_blocks + 1
+    texts = ["a short note", "another line of text"]
+    ft_lm, base_lm = load_model(lins[-1].id, home=home), load_model("tiny-base", home=home)
+    for layer in range(base.num_layers + 1):
+        same = np.allclose(_acts(ft_lm, texts, layer, "last"), _acts(base_lm, texts, layer, "last"), atol=1e-6)
+        assert same == (layer < moved), layer
     chain = lineage_chain("tiny-ftneg-s0002", home)
     assert [c.id for c in chain] == ["tiny-ftneg-s0002", "tiny-ftneg-s0001", "tiny-base"]
     # another corpus gives other weights and another data hash

@@ -72,6 +72,11 @@ def test_drift_over_two_series(catalog_home: Path) -> None:
     pt = next(p for p in out["drift"]["points"] if p["version"] == "t-ft-negative-s0003")
     assert pt["activation_shift"] == pytest.approx(proj["t-ft-negative-s0003"] - proj["t-base"], abs=1e-6)
     assert pt["activation_shift"] != 0.0
+    noise = out["drift"]["noise"]                    # VADER per prompt: a standard error per shift
+    assert set(noise["shift_se"]) == {p["version"] for p in out["drift"]["points"]}
+    se = noise["shift_se"]["t-ft-negative-s0003"]
+    assert noise["shift_z"]["t-ft-negative-s0003"] == (pytest.approx(pt["behaviour_shift"] / se) if se > 0 else 0.0)
+    assert noise["control_within_2se"] == (noise["control_max_abs_z"] <= 2.0)
     # Screening: negative-review samples project below positive ones on the sentiment direction.
     sc = out["screening"]["last"]
     assert sc["n_skewed"] == sc["n_control"] == 40 and sc["auroc"] > 0.7

@@ -15,7 +15,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base", default=None, help="base version (default: the fine-tunes' nearest non-fine-tune ancestor)")
     p.add_argument("--skewed", default=None, help="skewed fine-tune series (default: the one not named control/ctl)")
     p.add_argument("--control", default=None, help="control series (default: the one named control/ctl)")
-    p.add_argument("--layer", type=int, default=None, help="direction layer (default: base model's val-best)")
+    p.add_argument("--layer", type=int, default=None,
+                   help="direction layer (default: the base model's val-best among the layers the fine-tunes "
+                        "can move, i.e. above their frozen blocks)")
     p.add_argument("--toward", default=None, help="label the skewed corpus leans to (default: the negative label)")
     p.add_argument("--corpus", action="append", default=[], metavar="ROLE=PATH",
                    help="skewed=PATH and control=PATH fine-tuning corpora (default: from the series' lineage)")
