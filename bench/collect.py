@@ -294,7 +294,9 @@ def main() -> None:
     ap.add_argument("--sizes", default="480,2400", help="texts per workload")
     ap.add_argument("--kinds", default="short,long", help="short (~10-token sentences), long (~200 tokens)")
     ap.add_argument("--paths", default="default", help="gnomon paths besides bare: default, local, ray")
-    ap.add_argument("--repeat", type=int, default=1, help="timed rounds after one warm-up round")
+    ap.add_argument("--repeat", type=int, default=1, help="timed rounds after the warm-up round")
+    ap.add_argument("--no-warmup", action="store_true",
+                    help="no warm-up round (for long workloads run after a short one has warmed the caches)")
     ap.add_argument("--profile", action="store_true", help="component breakdown instead of timing rounds")
     ap.add_argument("--budgets", default=None, help="e.g. 256,512,1024,4096: CPU cost per token of in-process "
                     "collect at these token budgets (first workload), instead of timing rounds")
@@ -346,7 +348,7 @@ def time_workload(kind: str, size: int, model: Any, tok: Any, cache: Path, work:
     inner: dict[str, list[float]] = defaultdict(list)
     real = 0
     choice = ""
-    for r in range(args.repeat + 1):  # round 0 is the warm-up
+    for r in range(1 if args.no_warmup else 0, args.repeat + 1):  # round 0 is the warm-up
         tb, real = run_bare(model, tok, texts)
         line = [f"bare {tb:.2f} s"]
         for p in paths:
