@@ -33,16 +33,20 @@ def ensure_collected(versions: Sequence[str], concept: str, home: Path, executor
     store = ActivationStore(home)
     done = []
     for vid in versions:
-        have = set(store.layers(vid, "main", concept))
-        if have and (layers is None or set(layers) <= have):
+        if collect:
+            # The collection itself decides what is missing, from the shard manifests and the
+            # version's current fingerprint (a rebuilt version's old shards are redone); a
+            # complete request returns without loading the model.
+            got = run_collection(CollectSpec(model=vid, dataset=concept, layers=tuple(layers) if layers else None),
+                                 executor, home)
+            if got.get("written_files"):
+                log(f"collected {concept} on {vid}: {got['written_files']} files")
+                done.append(vid)
             continue
-        if not collect:
+        have = set(store.layers(vid, "main", concept))
+        if not have or (layers is not None and not set(layers) <= have):
             raise GnomonError(f"{vid} has no stored activations for {concept}; run `gnomon collect --model {vid} "
                               f"--dataset {concept}` or drop --no-collect")
-        log(f"collecting {concept} on {vid} ...")
-        run_collection(CollectSpec(model=vid, dataset=concept, layers=tuple(layers) if layers else None),
-                       executor, home)
-        done.append(vid)
     return done
 
 

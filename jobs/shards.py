@@ -149,7 +149,12 @@ def model_worker(spec: CollectSpec, home: str) -> ShardRunner:
 def model_pool(spec: CollectSpec, home: str) -> tuple[Hashable, Any]:
     """(pool key, init) of the worker pool for ``spec``'s model: every stage on the same
     model version (each concept's collection, evaluation) shares one pool and one load."""
-    key = ("model", spec.model, spec.revision, spec.model_dtype, spec.trust_remote_code, spec.seed, str(home))
+    from pipeline.home import gnomon_home
+    from pipeline.models.cache import weights_signature
+
+    # the weights' signature too: a version rebuilt under the same id gets a fresh pool
+    sig = weights_signature(model_spec(spec), gnomon_home(home))
+    key = ("model", spec.model, spec.revision, spec.model_dtype, spec.trust_remote_code, spec.seed, str(home), sig)
     return key, partial(model_worker, spec, str(home))
 
 

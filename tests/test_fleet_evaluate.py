@@ -90,3 +90,25 @@ def test_job_spec_evaluate_section_takes_a_fleet(tmp_path: Path) -> None:
     p.write_text('[job]\nname = "f"\nmodels = ["smollm2"]\n\n[[evaluate]]\nconcept = "sentiment"\nfleet = "smollm2"\n')
     spec = load_job(p)
     assert spec.evaluate[0].fleet == "smollm2"
+
+
+def test_a_rebuilt_version_is_collected_again(home: Path) -> None:
+    """Stored rows of a version rebuilt under the same id (new weights, new fingerprint) are
+    not the new version's: the fleet commands collect them again instead of reading them."""
+    import shutil
+
+    from jobs.fleet_common import ensure_collected
+    from pipeline.fleet_compare import read_layer_data
+    from tests.fleet_tiny import add_version, perturbed
+
+    build_tiny_fleet(home)
+    register_small_sentiment(home)
+    assert ensure_collected(["t-edit"], "senti", home, LocalExecutor(), log=lambda m: None) == ["t-edit"]
+    assert ensure_collected(["t-edit"], "senti", home, LocalExecutor(), log=lambda m: None) == []   # complete
+    before = read_layer_data(home, "t-edit", "senti", 1, "positive", "negative")
+    shutil.rmtree(home / "models" / "t-edit")
+    m, tok = perturbed("tiny:llama:2x32", 0.5, seed=7)
+    add_version(home, "t-edit", m, tok, "edited", parent="t-base")
+    assert ensure_collected(["t-edit"], "senti", home, LocalExecutor(), log=lambda m: None) == ["t-edit"]
+    after = read_layer_data(home, "t-edit", "senti", 1, "positive", "negative")
+    assert not np.allclose(before.x, after.x)

@@ -22,9 +22,31 @@ from pathlib import Path
 from pipeline.home import gnomon_home
 from pipeline.models.loading import LoadedModel, ModelSpec, load_model
 
-__all__ = ["cached_model", "clear_model_cache"]
+__all__ = ["cached_model", "clear_model_cache", "weights_signature"]
 
-_CACHE: OrderedDict[tuple[ModelSpec, str], LoadedModel] = OrderedDict()
+_CACHE: OrderedDict[tuple[ModelSpec, str, tuple | None], LoadedModel] = OrderedDict()
+_SKIP = {"gnomon-fingerprint.json"}
+"""Written at the first load (the recorded identity), so not part of what was loaded."""
+
+
+def weights_signature(spec: ModelSpec, home: Path) -> tuple | None:
+    """(name, size, mtime) of the weight directory's files: a version rebuilt under the same
+    id (new weights) is a new cache entry, not the old model. ``None`` for models that are
+    not a directory of ours (tiny, the bundled GGUF, a GGUF file)."""
+    try:
+        source = spec.resolved_source(home)
+    except Exception:  # noqa: BLE001 - load_model reports the bad id
+        return None
+    folder = home / "models" / spec.id if source == "registered" else (
+        Path(spec.id).expanduser() if source == "hf_dir" else None)
+    if folder is None or not folder.is_dir():
+        return None
+    out = []
+    for f in sorted(folder.iterdir()):
+        if f.is_file() and f.name not in _SKIP and not f.name.startswith("."):
+            st = f.stat()
+            out.append((f.name, st.st_size, st.st_mtime_ns))
+    return tuple(out)
 _LOCK = threading.Lock()
 
 
@@ -38,7 +60,8 @@ def _capacity() -> int:
 def cached_model(spec: ModelSpec | str, home: str | Path | None = None) -> LoadedModel:
     """``load_model(spec, home)``, reusing this process's copy when there is one."""
     spec = ModelSpec(id=spec) if isinstance(spec, str) else spec
-    key = (spec, str(gnomon_home(home)))
+    home_p = gnomon_home(home)
+    key = (spec, str(home_p), weights_signature(spec, home_p))
     cap = _capacity()
     with _LOCK:  # one load at a time: two threads asking for the same model share it
         lm = _CACHE.get(key) if cap else None
