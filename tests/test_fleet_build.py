@@ -97,8 +97,8 @@ def test_finetune_changes_fingerprint_records_data_and_lineage(home: Path, base:
         assert read_lineage(on_disk.parent, home).fingerprint == on_disk.parent_fingerprint
     # Blocks below the trained ones are frozen: the layers under them read exactly the base
     # model's activations, and drift's default layer starts where the fine-tune can move.
-    from jobs.drift_job import first_moved_layer
     from pipeline.evaluate import _acts
+    from pipeline.fleet_compare import first_moved_layer
 
     moved = first_moved_layer([lins[0].id], home)
     assert moved == base.num_layers - FT.train_blocks + 1

@@ -9,8 +9,10 @@ from pipeline.fleet_compare.crosswidth import CrossWidth, cross_width
 from pipeline.fleet_compare.data import LayerData, read_layer_data
 from pipeline.fleet_compare.drift import (
            DriftPoint,
+           behaviour_noise,
            drift_points,
            drift_summary,
+           first_moved_layer,
            screening_auroc,
 )
 from pipeline.fleet_compare.similarity import (
@@ -36,6 +38,7 @@ __all__ = [
            "Emergence",
            "LayerData",
            "Transfer",
+           "behaviour_noise",
            "best_layer",
            "cka_matrix",
            "correspondence",
@@ -44,6 +47,7 @@ __all__ = [
            "drift_points",
            "drift_summary",
            "emergence",
+           "first_moved_layer",
            "linear_cka",
            "mean_diff",
            "pearson",

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -28,7 +29,7 @@ from pipeline import metrics as M
 from pipeline.fleet_compare.similarity import pearson
 from pipeline.types import GnomonError
 
-__all__ = ["DriftPoint", "drift_points", "drift_summary", "screening_auroc"]
+__all__ = ["DriftPoint", "behaviour_noise", "drift_points", "drift_summary", "first_moved_layer", "screening_auroc"]
 
 
 @dataclass(frozen=True)
@@ -75,3 +76,34 @@ def screening_auroc(skewed_scores: np.ndarray, control_scores: np.ndarray, sign:
     if sign not in (1.0, -1.0):
         raise GnomonError("sign must be +1 or -1")
     return M.auroc(sign * np.asarray(skewed_scores, np.float64), sign * np.asarray(control_scores, np.float64))
+
+
+def first_moved_layer(first_checkpoints: list[str], home: Any) -> int:
+    """The lowest layer (hidden-state index) a fine-tune series can change: blocks below the
+    first trained one are frozen, so their outputs, and every direction read there, stay
+    exactly the base model's (``train_blocks`` in the series' lineage settings; 1 when a
+    series does not say, i.e. anything above the embeddings may move)."""
+    from pipeline.fleet.registry import read_lineage
+
+    lowest = None
+    for vid in first_checkpoints:
+        lin = read_lineage(vid, home)
+        tb, n = lin.settings.get("train_blocks"), lin.num_layers
+        k = n - int(tb) + 1 if isinstance(tb, int) and isinstance(n, int) and 0 < tb <= n else 1
+        lowest = k if lowest is None else min(lowest, k)
+    return lowest or 1
+
+
+def behaviour_noise(base: dict[str, Any], members: list[Any], results: list[dict[str, Any]],
+                    control: str) -> dict[str, Any] | None:
+    """Standard errors of the behaviour shifts (over prompts, base and checkpoint added in
+    quadrature) and whether every control checkpoint stays within 2 of them: what tells a
+    drift from the noise of a fine-tune that should not move the concept."""
+    if base.get("behaviour_se") is None or any(r.get("behaviour_se") is None for r in results):
+        return None
+    se = {m.id: float(np.hypot(base["behaviour_se"], r["behaviour_se"])) for m, r in zip(members, results)}
+    z = {m.id: (r["behaviour"] - base["behaviour"]) / se[m.id] if se[m.id] > 0 else 0.0
+         for m, r in zip(members, results)}
+    ctl = [m.id for m in members if m.series == control]
+    return {"shift_se": se, "shift_z": z, "control_max_abs_z": max((abs(z[v]) for v in ctl), default=0.0),
+            "control_within_2se": all(abs(z[v]) <= 2.0 for v in ctl)}
