@@ -170,6 +170,31 @@ def run_bare(model: Any, tok: Any, texts: list[str], batch_size: int = 32) -> tu
     return time.perf_counter() - t0, real
 
 
+BARE_SCRIPT = """
+import json, sys, time
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+cache, path = sys.argv[1], sys.argv[2]
+model = AutoModelForCausalLM.from_pretrained(cache, dtype=torch.float32).eval()
+tok = AutoTokenizer.from_pretrained(cache)
+texts = [json.loads(line)["text"] for line in open(path)]
+with torch.no_grad():
+    for i in range(0, len(texts), 32):
+        enc = tok(texts[i:i + 32], return_tensors="pt", padding=True)
+        model(**enc, output_hidden_states=True)
+"""
+
+
+def run_bare_process(cache: Path, dataset: Path) -> float:
+    """Wall seconds of the bare loop as a user's script pays it: a fresh interpreter that
+    imports torch and transformers, loads the model from the same converted weights and runs
+    the loop (what ``gnomon collect`` as a command is compared with on equal terms)."""
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", BARE_SCRIPT, str(cache), str(dataset)], check=True,
+                   capture_output=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    return time.perf_counter() - t0
+
+
 def fresh_home(work: Path, cache: Path, tag: str) -> Path:
     home = work / f"home-{tag}"
     shutil.rmtree(home, ignore_errors=True)
@@ -295,6 +320,8 @@ def main() -> None:
     ap.add_argument("--kinds", default="short,long", help="short (~10-token sentences), long (~200 tokens)")
     ap.add_argument("--paths", default="default", help="gnomon paths besides bare: default, local, ray")
     ap.add_argument("--repeat", type=int, default=1, help="timed rounds after the warm-up round")
+    ap.add_argument("--bare-process", action="store_true",
+                    help="also time the bare loop as a user's script (fresh interpreter, imports, model load)")
     ap.add_argument("--no-warmup", action="store_true",
                     help="no warm-up round (for long workloads run after a short one has warmed the caches)")
     ap.add_argument("--profile", action="store_true", help="component breakdown instead of timing rounds")
@@ -351,6 +378,9 @@ def time_workload(kind: str, size: int, model: Any, tok: Any, cache: Path, work:
     for r in range(1 if args.no_warmup else 0, args.repeat + 1):  # round 0 is the warm-up
         tb, real = run_bare(model, tok, texts)
         line = [f"bare {tb:.2f} s"]
+        if args.bare_process:
+            tp = run_bare_process(cache, dataset)
+            line.append(f"bare-process {tp:.2f} s")
         for p in paths:
             tw, s = run_cli(dataset, fresh_home(work, cache, p), None if p == "default" else p)
             choice = s["executor_choice"] if p == "default" else choice
@@ -360,18 +390,25 @@ def time_workload(kind: str, size: int, model: Any, tok: Any, cache: Path, work:
                 inner[p].append(s["collect_seconds"])
         if r:
             times["bare"].append(tb)
+            if args.bare_process:
+                times["bare-process"].append(tp)
         print(f"  {kind}-{size} {'warm-up' if r == 0 else f'round {r}'} (load {os.getloadavg()[0]:.1f}): "
               + ", ".join(line), flush=True)
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f"\n{kind} x {size}: {real:,} real tokens (mean {mean_len:.0f}/text); {non_emb / 1e6:.1f} M non-embedding "
           f"params, {cost / 1e9:.3f} GFLOP/token -> ceiling {ceiling:,.0f} tok/s; default = {choice}")
-    print(f"{'path':<10}{'wall s':>9}{'tok/s':>9}{'of ceiling':>12}{'ratio':>8}{'executor s':>12}{'of ceiling':>12}")
-    for k in ["bare", *paths]:
+    proc = med.get("bare-process")
+    print(f"{'path':<13}{'wall s':>9}{'tok/s':>9}{'of ceiling':>12}{'ratio':>8}"
+          + (f"{'vs process':>12}" if proc else "") + f"{'executor s':>12}{'of ceiling':>12}")
+    for k in ["bare", *(["bare-process"] if proc else []), *paths]:
         tps = real / med[k]
         ex = statistics.median(inner[k]) if k in inner else None
-        print(f"{k:<10}{med[k]:>9.2f}{tps:>9.0f}{tps / ceiling:>12.1%}{med[k] / med['bare']:>8.2f}"
+        print(f"{k:<13}{med[k]:>9.2f}{tps:>9.0f}{tps / ceiling:>12.1%}{med[k] / med['bare']:>8.2f}"
+              + (f"{med[k] / proc:>12.2f}" if proc else "")
               + (f"{ex:>12.2f}{real / ex / ceiling:>12.1%}" if ex else ""))
     ratio = med[paths[0]] / med["bare"] if paths else float("nan")
+    if paths and proc:
+        print(f"collect_ratio_vs_process[{kind}-{size}] = {med[paths[0]] / proc:.3f}")
     print(f"collect_ratio[{kind}-{size}] = {ratio:.3f}")
     return ratio
 

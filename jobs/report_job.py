@@ -85,13 +85,11 @@ def _control_layer(entries: list[dict[str, Any]], dirs: dict[int, Any], num_laye
 def _layers(spec: ReportSpec, model: str, concept: str, executor: Any, home: Path, th: Any,
             log: Callable[[str], None]) -> dict[str, Any]:
     """Collect if needed, then the per-layer representation figures of one concept."""
-    import torch
-
     from jobs.collect_job import CollectSpec, run_collection
     from pipeline.contrast import StoreDB, contrast_splits
     from pipeline.datasets import load_dataset
     from pipeline.direction import Provenance
-    from pipeline.linearity.layers import analyse_layer
+    from pipeline.linearity.layers import analyse_layers
     from pipeline.linearity.verdict import layer_class
 
     ds = load_dataset(concept, home=home)
@@ -103,23 +101,25 @@ def _layers(spec: ReportSpec, model: str, concept: str, executor: Any, home: Pat
     layers = list(spec.layers) if spec.layers is not None else list(range(got["num_layers"] + 1))
     entries, md = [], {}
     t1 = time.perf_counter()
-    with StoreDB(home, memory_limit="1GB", threads=1) as db:
+    items = []
+    with StoreDB(home, memory_limit="1GB", threads=1) as db:   # each layer's contrast sets read once
         for layer in layers:
             sets = contrast_splits(db, model=model, revision=spec.revision, dataset=got["dataset"], layer=layer,
                                    position=spec.position, positive=positive, negative=negative)
-            base = Provenance(model_id=model, revision=spec.revision, fingerprint=got["fingerprint"],
-                              hidden_size=got["hidden_size"], layer=layer, position=spec.position,
-                              concept=ds.name, positive=positive, negative=negative, dataset=got["dataset"],
-                              dataset_hash=ds.content_hash)
-            torch.manual_seed(0)
-            entry, dirs = analyse_layer(sets, base)
-            entry["class"] = layer_class(entry, th)
-            entries.append(entry)
-            if "mean_diff" in dirs:
-                md[layer] = dirs["mean_diff"]
-            log(f"  {concept} layer {layer:>2}: {entry['class']:<13} linear {entry['probes']['linear']['test_accuracy']:.2f} "
-                f"mlp {entry['probes']['mlp']['test_accuracy']:.2f} erased mlp "
-                f"{entry['erasure']['mlp']['test_accuracy']:.2f} ({entry['seconds']:.1f} s)")
+            items.append((sets, Provenance(model_id=model, revision=spec.revision, fingerprint=got["fingerprint"],
+                                           hidden_size=got["hidden_size"], layer=layer, position=spec.position,
+                                           concept=ds.name, positive=positive, negative=negative,
+                                           dataset=got["dataset"], dataset_hash=ds.content_hash)))
+    # every layer's probes train in one batched loop; method agreement then runs per layer
+    for entry, dirs in analyse_layers(items):
+        layer = entry["layer"]
+        entry["class"] = layer_class(entry, th)
+        entries.append(entry)
+        if "mean_diff" in dirs:
+            md[layer] = dirs["mean_diff"]
+        log(f"  {concept} layer {layer:>2}: {entry['class']:<13} linear {entry['probes']['linear']['test_accuracy']:.2f} "
+            f"mlp {entry['probes']['mlp']['test_accuracy']:.2f} erased mlp "
+            f"{entry['erasure']['mlp']['test_accuracy']:.2f} ({entry['seconds']:.1f} s)")
     control_layer = _control_layer(entries, md, got["num_layers"])
     return {"model": model, "revision": spec.revision, "fingerprint": got["fingerprint"], "concept": ds.name,
             "positive": positive, "negative": negative, "dataset_hash": ds.content_hash, "layers": entries,

@@ -83,6 +83,28 @@ def test_probe_budget_is_shared_and_batched() -> None:
     assert again["mlp"] == r["mlp"]                          # seeded: reruns agree
 
 
+def test_probes_trained_together_match_probes_trained_alone() -> None:
+    """Many layers' probes train as one batched model per (kind, shape); each must come out
+    as it would alone (same seeded init, per-coordinate Adam), not mixed with its neighbours."""
+    from pipeline.linearity.probes import ProbeTask, split_xy, train_probes
+
+    rng = np.random.default_rng(3)
+    tasks = []
+    for layer in range(4):
+        width = 5 if layer < 3 else 3                       # the last one has another shape
+        x = rng.normal(size=(160, width)).astype(np.float32)
+        y = x[:, layer % width] + 0.3 * x[:, -1] ** 2 > 0.2 * layer
+        parts = [split_xy(x[a:b][y[a:b]], x[a:b][~y[a:b]]) for a, b in ((0, 96), (96, 128), (128, 160))]
+        tasks += [ProbeTask("linear", *parts), ProbeTask("mlp", *parts)]
+    together = train_probes(tasks, steps=60)
+    alone = [train_probes([t], steps=60)[0] for t in tasks]
+    for a, b in zip(together, alone):
+        assert a.kind == b.kind and a.weight_decay == b.weight_decay
+        assert a.val_auroc == pytest.approx(b.val_auroc, abs=1e-3)
+        assert a.test_accuracy == pytest.approx(b.test_accuracy, abs=0.02)
+    assert len({round(r.val_auroc, 4) for r in together}) > 2   # the layers' probes differ
+
+
 # ---- control: dose-response and interpolation ---------------------------------------------
 def test_dose_response_linear_by_construction() -> None:
     from pipeline.linearity.control import analyse_dose

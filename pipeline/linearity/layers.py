@@ -73,6 +73,9 @@ def analyse_layers(items: Sequence[tuple[Sets, Provenance]], *, agreement: bool 
         dirs: dict[str, Direction] = {}
         t1 = time.perf_counter()
         if agreement:
+            import torch
+
+            torch.manual_seed(0)   # each layer's methods (CCS's init) as if it were analysed alone
             entry["agreement"], dirs = _agreement(sets, base)
         entry["seconds"] = round(per + time.perf_counter() - t1, 3)
         out.append((entry, dirs))

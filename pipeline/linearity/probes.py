@@ -87,36 +87,43 @@ def split_xy(pos: np.ndarray, neg: np.ndarray) -> Split:
 
 
 class _Batched(torch.nn.Module):
-    """``k`` independent probes on the same rows in one pass: (n, d) -> (n, k) logits.
+    """``g`` probes of one kind on inputs of one shape, each with ``k`` grid points, in one
+    pass: (g, n, d) -> (g, n, k) logits.
 
-    The inputs are shared, so the first layer of every grid point is one (n, d) x (d, k*h)
-    product (one GEMM, not k small ones).
+    The grid points of a probe share its inputs, so its first layer is one (n, d) x (d, k*h)
+    product, and the ``g`` probes (e.g. every layer's, before and after erasure) are one
+    batched product; every probe starts from the same seeded initialisation it would get
+    alone (``g`` copies of one draw).
     """
 
-    def __init__(self, kind: ProbeKind, k: int, d: int, hidden: int, gen: torch.Generator) -> None:
+    def __init__(self, kind: ProbeKind, k: int, d: int, hidden: int, gen: torch.Generator, g: int = 1) -> None:
         super().__init__()
         self.kind, self.k, self.hidden = kind, k, hidden
         if kind == "linear":
-            self.w = torch.nn.Parameter(torch.zeros(d, k))
-            self.b = torch.nn.Parameter(torch.zeros(k))
+            self.w = torch.nn.Parameter(torch.zeros(g, d, k))
+            self.b = torch.nn.Parameter(torch.zeros(g, k))
         else:  # Kaiming-uniform like nn.Linear, seeded so reruns agree
             lim1, lim2 = 1.0 / d ** 0.5, 1.0 / hidden ** 0.5
-            self.w1 = torch.nn.Parameter((torch.rand(d, k * hidden, generator=gen) * 2 - 1) * lim1)
-            self.b1 = torch.nn.Parameter((torch.rand(k * hidden, generator=gen) * 2 - 1) * lim1)
-            self.w2 = torch.nn.Parameter((torch.rand(k, hidden, generator=gen) * 2 - 1) * lim2)
-            self.b2 = torch.nn.Parameter(torch.zeros(k))
+            w1 = (torch.rand(d, k * hidden, generator=gen) * 2 - 1) * lim1
+            b1 = (torch.rand(k * hidden, generator=gen) * 2 - 1) * lim1
+            w2 = (torch.rand(k, hidden, generator=gen) * 2 - 1) * lim2
+            self.w1 = torch.nn.Parameter(w1.expand(g, -1, -1).clone())
+            self.b1 = torch.nn.Parameter(b1.expand(g, -1).clone())
+            self.w2 = torch.nn.Parameter(w2.expand(g, -1, -1).clone())
+            self.b2 = torch.nn.Parameter(torch.zeros(g, k))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kind == "linear":
-            return x @ self.w + self.b                                             # (n, k)
-        h = torch.relu(x @ self.w1 + self.b1).view(x.shape[0], self.k, self.hidden)  # (n, k, hidden)
-        return (h * self.w2).sum(-1) + self.b2                                    # (n, k)
+            return torch.baddbmm(self.b[:, None, :], x, self.w)                           # (g, n, k)
+        h = torch.relu(torch.baddbmm(self.b1[:, None, :], x, self.w1))                    # (g, n, k*hidden)
+        h = h.view(x.shape[0], x.shape[1], self.k, self.hidden)
+        return (h * self.w2[:, None]).sum(-1) + self.b2[:, None, :]                       # (g, n, k)
 
     def penalty(self) -> torch.Tensor:
-        """(k,) squared norm of each grid point's weights (biases are not penalised)."""
+        """(g, k) squared norm of each grid point's weights (biases are not penalised)."""
         if self.kind == "linear":
-            return (self.w * self.w).sum(0)
-        w1 = (self.w1 * self.w1).sum(0).view(self.k, self.hidden).sum(-1)
+            return (self.w * self.w).sum(1)
+        w1 = (self.w1 * self.w1).sum(1).view(-1, self.k, self.hidden).sum(-1)
         return w1 + (self.w2 * self.w2).sum(-1)
 
 
@@ -172,37 +179,55 @@ def train_probes(tasks: Sequence[ProbeTask], *, weight_decays: tuple[float, ...]
     device = torch_device()
     k = len(weight_decays)
     wd = torch.as_tensor(weight_decays, dtype=torch.float32, device=device)
-    prepared, models = [], []
+    prepared = []
+    bases: dict[int, Any] = {}   # tasks on the same train array (linear and MLP) share one basis
     for t in tasks:
         (xtr, ytr), (xva, _), (xte, _) = t.train, t.val, t.test
         if xtr.ndim != 2 or xtr.shape[0] < 4:
             raise GnomonError(f"a probe needs a (rows, hidden) training array with a few rows, got {xtr.shape}")
-        basis = _row_space(np.asarray(xtr, np.float64))
+        basis = bases.get(id(xtr))
+        if basis is None:
+            basis = bases[id(xtr)] = _row_space(np.asarray(xtr, np.float64))
         xs = [torch.as_tensor(basis(x).astype(np.float32), device=device) for x in (xtr, xva, xte)]  # (n, r)
         yt = torch.as_tensor(ytr, dtype=torch.float32, device=device)[:, None].expand(-1, k)  # (n, k)
         n_pos = float(ytr.sum())
         weight = torch.where(yt > 0.5, 0.5 * len(ytr) / n_pos, 0.5 * len(ytr) / (len(ytr) - n_pos))
         prepared.append((xs, yt, weight))
-        models.append(_Batched(t.kind, k, xs[0].shape[1], hidden, torch.Generator().manual_seed(seed)).to(device))
-    opt = torch.optim.Adam([p for m in models for p in m.parameters()], lr=lr)
+    # Tasks of one kind and one shape train as one batched model (one product per step).
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for i, (t, (xs, _y, _w)) in enumerate(zip(tasks, prepared)):
+        groups.setdefault((t.kind, *(tuple(x.shape) for x in xs)), []).append(i)
+    stacks = []
+    for (kind, *_shapes), idx in groups.items():
+        xs = [torch.stack([prepared[i][0][s] for i in idx]) for s in range(3)]            # (g, n, r)
+        yt = torch.stack([prepared[i][1] for i in idx])                                   # (g, n, k)
+        weight = torch.stack([prepared[i][2] for i in idx])
+        model = _Batched(kind, k, xs[0].shape[2], hidden, torch.Generator().manual_seed(seed), g=len(idx))
+        stacks.append((idx, model.to(device), xs, yt, weight))
+    opt = torch.optim.Adam([p for _i, m, *_ in stacks for p in m.parameters()], lr=lr)
     for _ in range(steps):
         opt.zero_grad()
         loss = torch.zeros((), device=device)
-        for m, (xs, yt, weight) in zip(models, prepared):
+        for _i, m, xs, yt, weight in stacks:
             ce = torch.nn.functional.binary_cross_entropy_with_logits(m(xs[0]), yt, reduction="none")
-            loss = loss + ((ce * weight).mean(0) + 0.5 * wd * m.penalty()).sum()  # grid points independent
+            loss = loss + ((ce * weight).mean(1) + 0.5 * wd * m.penalty()).sum()  # tasks and grid points independent
         loss.backward()
         opt.step()
-    out = []
+    per_task: dict[int, list[np.ndarray]] = {}
     with torch.no_grad():
-        for t, m, (xs, _yt, _w) in zip(tasks, models, prepared):
-            logits = [m(x).T.cpu().numpy().astype(np.float64) for x in xs]          # each (k, n)
-            scores = [(*_metrics(logits[1][i], t.val[1]), weight_decays[i], i) for i in range(k)]
-            best = max(scores)[3]
-            te = _metrics(logits[2][best], t.test[1])
-            out.append(ProbeResult(kind=t.kind, weight_decay=weight_decays[best], val_auroc=scores[best][0],
-                                   val_accuracy=scores[best][1], test_auroc=te[0], test_accuracy=te[1],
-                                   train_accuracy=float(((logits[0][best] > 0) == t.train[1]).mean())))
+        for idx, m, xs, _yt, _w in stacks:
+            split_logits = [m(x).cpu().numpy().astype(np.float64) for x in xs]            # each (g, n, k)
+            for j, i in enumerate(idx):
+                per_task[i] = [lg[j].T for lg in split_logits]                           # each (k, n)
+    out = []
+    for i, t in enumerate(tasks):
+        logits = per_task[i]
+        scores = [(*_metrics(logits[1][j], t.val[1]), weight_decays[j], j) for j in range(k)]
+        best = max(scores)[3]
+        te = _metrics(logits[2][best], t.test[1])
+        out.append(ProbeResult(kind=t.kind, weight_decay=weight_decays[best], val_auroc=scores[best][0],
+                               val_accuracy=scores[best][1], test_auroc=te[0], test_accuracy=te[1],
+                               train_accuracy=float(((logits[0][best] > 0) == t.train[1]).mean())))
     return out
 
 
