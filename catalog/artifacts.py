@@ -66,11 +66,24 @@ def save_local(direction: Direction, home: Path) -> Path:
     """
     target = home / "directions" / direction.provenance.concept / local_name(direction)
     tmp = direction.save(target.with_name(f".{target.stem}.new.safetensors"))
-    digest = sha256_file(tmp)
-    if target.exists() and sha256_file(target) != digest:
-        target = target.with_name(f"{target.stem}-{digest[:8]}.safetensors")
+    # Compare contents, not bytes: safetensors writes its metadata map in no fixed order, so
+    # two saves of one direction can differ byte for byte. The content hash is in the metadata.
+    if target.exists() and _content_sum(target) != _content_sum(tmp):
+        target = target.with_name(f"{target.stem}-{sha256_file(tmp)[:8]}.safetensors")
     tmp.replace(target)
     return target
+
+
+def _content_sum(path: Path) -> str | None:
+    """The content hash a direction file records (tensors + gnomon metadata), else its bytes' sha256."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+    except Exception:  # noqa: BLE001 - not a readable safetensors file: fall back to the bytes
+        meta = {}
+    return meta.get("gnomon_sha256") or sha256_file(path)
 
 
 @dataclass(frozen=True)
