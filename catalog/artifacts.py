@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.direction import Direction
+from pipeline.direction import Direction, recorded_content_sha256
 from pipeline.store import sha256_file
 from pipeline.types import GnomonError
 
@@ -74,16 +74,9 @@ def save_local(direction: Direction, home: Path) -> Path:
     return target
 
 
-def _content_sum(path: Path) -> str | None:
-    """The content hash a direction file records (tensors + gnomon metadata), else its bytes' sha256."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-    except Exception:  # noqa: BLE001 - not a readable safetensors file: fall back to the bytes
-        meta = {}
-    return meta.get("gnomon_sha256") or sha256_file(path)
+def _content_sum(path: Path) -> str:
+    """What a direction file holds: its recorded content hash, else its bytes' sha256."""
+    return recorded_content_sha256(path) or sha256_file(path)
 
 
 @dataclass(frozen=True)

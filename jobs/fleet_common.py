@@ -30,7 +30,6 @@ def ensure_collected(versions: Sequence[str], concept: str, home: Path, executor
     from jobs.collect_job import CollectSpec, run_collection
     from pipeline.store import ActivationStore
 
-    store = ActivationStore(home)
     done = []
     for vid in versions:
         if collect:
@@ -43,7 +42,7 @@ def ensure_collected(versions: Sequence[str], concept: str, home: Path, executor
                 log(f"collected {concept} on {vid}: {got['written_files']} files")
                 done.append(vid)
             continue
-        have = set(store.layers(vid, "main", concept))
+        have = set(ActivationStore(home).layers(vid, "main", concept))
         if not have or (layers is not None and not set(layers) <= have):
             raise GnomonError(f"{vid} has no stored activations for {concept}; run `gnomon collect --model {vid} "
                               f"--dataset {concept}` or drop --no-collect")

@@ -57,6 +57,19 @@ def code_version() -> str:
         return "0+unknown"
 
 
+def recorded_content_sha256(path: str | Path) -> str | None:
+    """The content hash (tensors + gnomon metadata) a direction file records, read from its
+    header alone; ``None`` when the file has none. Two saves of one direction may differ byte
+    for byte (safetensors writes its metadata map in no fixed order); this does not."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            return (f.metadata() or {}).get(_SUM_KEY)
+    except Exception:  # noqa: BLE001 - not a readable safetensors file
+        return None
+
+
 @dataclass(frozen=True)
 class Provenance:
     """Where a direction came from: enough to reproduce it and to refuse misuse."""

@@ -20,19 +20,19 @@ from collections import OrderedDict
 from pathlib import Path
 
 from pipeline.home import gnomon_home
-from pipeline.models.loading import LoadedModel, ModelSpec, load_model
+from pipeline.models.loading import LoadedModel, ModelSpec, file_stats, load_model
 
 __all__ = ["cached_model", "clear_model_cache", "weights_signature"]
 
 _CACHE: OrderedDict[tuple[ModelSpec, str, tuple | None], LoadedModel] = OrderedDict()
-_SKIP = {"gnomon-fingerprint.json"}
-"""Written at the first load (the recorded identity), so not part of what was loaded."""
+_LOCK = threading.Lock()
 
 
 def weights_signature(spec: ModelSpec, home: Path) -> tuple | None:
     """(name, size, mtime) of the weight directory's files: a version rebuilt under the same
     id (new weights) is a new cache entry, not the old model. ``None`` for models that are
-    not a directory of ours (tiny, the bundled GGUF, a GGUF file)."""
+    not a directory of ours (tiny, the bundled GGUF, a GGUF file). The recorded identity
+    (written at the first load) is not part of what was loaded."""
     try:
         source = spec.resolved_source(home)
     except Exception:  # noqa: BLE001 - load_model reports the bad id
@@ -41,13 +41,7 @@ def weights_signature(spec: ModelSpec, home: Path) -> tuple | None:
         Path(spec.id).expanduser() if source == "hf_dir" else None)
     if folder is None or not folder.is_dir():
         return None
-    out = []
-    for f in sorted(folder.iterdir()):
-        if f.is_file() and f.name not in _SKIP and not f.name.startswith("."):
-            st = f.stat()
-            out.append((f.name, st.st_size, st.st_mtime_ns))
-    return tuple(out)
-_LOCK = threading.Lock()
+    return tuple(s for s in file_stats(folder, frozenset({"gnomon-fingerprint.json"})) if not s[0].startswith("."))
 
 
 def _capacity() -> int:

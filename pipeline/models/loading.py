@@ -281,11 +281,20 @@ def identity_file(spec: ModelSpec, home: Path) -> Path | None:
         return home / "models" / spec.id / "gnomon-fingerprint.json"
     path = Path(spec.id).expanduser().resolve()
     h = hashlib.sha256(str(path).encode())
-    for f in sorted(path.iterdir()):
-        if f.is_file():
-            st = f.stat()
-            h.update(f"{f.name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    for name, size, mtime in file_stats(path):
+        h.update(f"{name}|{size}|{mtime}\n".encode())
     return home / "models" / "identities" / f"{h.hexdigest()[:24]}.json"
+
+
+def file_stats(folder: Path, skip: frozenset[str] = frozenset()) -> tuple[tuple[str, int, int], ...]:
+    """(name, size, mtime_ns) of ``folder``'s files in name order, without ``skip``: what
+    tells weights rewritten in place from the ones loaded before, without reading them."""
+    out = []
+    for f in sorted(folder.iterdir()):
+        if f.is_file() and f.name not in skip:
+            st = f.stat()
+            out.append((f.name, st.st_size, st.st_mtime_ns))
+    return tuple(out)
 
 
 def model_identity(spec: ModelSpec | str, home: str | Path | None = None) -> ModelIdentity | None:
