@@ -125,6 +125,7 @@ def main() -> None:
     ap.add_argument("--concepts", default=",".join(DEMO_CONCEPTS),
                     help="comma list (default: the demo's seven; fewer to fit a time budget)")
     ap.add_argument("--layers", default="all", help='"all" (default) or a comma list, e.g. 0,6,12,18,24,30')
+    ap.add_argument("--sides", default="old,new", help="which sides to run (old,new; one side: a profile, no ratio)")
     args = ap.parse_args()
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="gnomon-fleet-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -142,17 +143,23 @@ def main() -> None:
     print(f"{len(models)} models x {len(concepts)} concepts ({', '.join(concepts)}), layers {args.layers}", flush=True)
     side: dict[str, float] = {}
     summaries: dict[str, dict[str, Any]] = {}
-    for tag, code in (("old", old_tree(work, args.old_rev)), ("new", ROOT)):
+    sides = [s for s in ("old", "new") if s in args.sides.split(",")]
+    for tag in sides:
+        code = old_tree(work, args.old_rev) if tag == "old" else ROOT
         home = work / f"home-{tag}"
         shutil.rmtree(home, ignore_errors=True)
         (home / "models").mkdir(parents=True)
         if cache is not None:
             (home / "models" / "gguf-cache").symlink_to(cache.parent, target_is_directory=True)
         print(f"{tag}: gnomon run ({code}) ...", flush=True)
-        side[tag], summaries[tag], _ = gnomon_run(code, spec, home)
+        side[tag], summaries[tag], out = gnomon_run(code, spec, home)
+        (work / f"{tag}.log").write_text(out)   # the stage lines ([run ]/[done] with times)
         fits = [v for k, v in summaries[tag].items() if k.startswith("fit/")]
         print(f"  {tag}: {side[tag]:.1f} s wall, {len(fits)} fit stages, "
               f"{sum(f['registered'] for f in fits)} directions registered ({load()})", flush=True)
+    if len(sides) < 2:
+        print(f"{sides[0]}: {side[sides[0]]:.1f} s (stage log: {work / (sides[0] + '.log')}; {load()})")
+        return
     old_best = {k: [(b["method"], b["position"], b["layer"]) for b in v["best"]]
                 for k, v in summaries["old"].items() if k.startswith("fit/")}
     new_best = {k: [(b["method"], b["position"], b["layer"]) for b in v["best"]]

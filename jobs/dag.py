@@ -193,6 +193,9 @@ def run_job(spec: JobSpec, home: Any = None, tracking_uri: str | None = None, sh
                   show_progress, log)
     _check_before_start(spec, home_p)
     stages = build_stages(ctx)
+    log(f"[plan] {len(stages)} stages, " + ("overlapped (a model's fits beside the next model's collection)"
+                                           if getattr(executor, "overlaps", False) else
+                                           "one at a time (the collection uses every core of this node)"))
     run_id = start_job_run(spec.name, _params(spec), tracking_uri=tracking_uri, home=home_p)
     failed: str | None = None
     try:

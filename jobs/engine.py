@@ -24,7 +24,8 @@ call by what pays:
 
 The choice and its reason are in ``choice`` and in the job summaries. ``overlaps`` says
 whether work submitted from several driver threads at once runs side by side (the DAG
-uses it to run one model's fits while the next model collects).
+uses it to run one model's fits while the next model collects); the auto executor
+overlaps only where the collection leaves CPUs free (a cluster, a GPU, Ray pools).
 """
 
 from __future__ import annotations
@@ -163,7 +164,11 @@ class AutoExecutor:
 
     @property
     def overlaps(self) -> bool:
-        return bool(self._cluster()) or (os.cpu_count() or 1) >= 2
+        """Overlap a model's fits with the next model's collection only where the collection
+        leaves the CPUs free: on a cluster, with a GPU doing the forward passes, or when the
+        pools are Ray actors anyway (many CPUs). On a CPU-only node the in-process collection
+        already runs on every core, and fits beside it only contend (``bench/fleet.py``)."""
+        return self.pool_choice()[0] == "ray" or _gpu_count() >= 1
 
     def _cluster(self) -> str | None:
         return self.address or os.environ.get("RAY_ADDRESS") or None

@@ -52,6 +52,8 @@ class FleetPlan:
     corpus_negative: str | None = None
     """A JSONL/Parquet file with a ``text`` column instead of the shipped negative corpus."""
     corpus_control: str | None = None
+    """A file for the control series; default: the base model's own sampled continuations of
+    the negative corpus's openings (the exact null, :mod:`pipeline.fleet.selfgen`)."""
     edited: tuple[str, ...] = ("sentiment",)
     """Concepts whose direction is baked out of the base (``<prefix>-orth-<concept>``)."""
 
@@ -142,8 +144,14 @@ def build_fleet(plan: FleetPlan, home: Path | None = None, only: tuple[str, ...]
             lin = import_minilm(home)
             log(f"  {lin.id}: {lin.fingerprint}")
         elif stage in ("ft-negative", "ft-control"):
-            corpus = (neg if stage == "ft-negative" else ctl) or corpora.shipped_corpus(
-                "negative" if stage == "ft-negative" else "control", n_ft)
+            if stage == "ft-negative":
+                corpus = neg or corpora.shipped_corpus("negative", n_ft, ft.seed)
+            elif ctl is None:   # the exact null: the base model's own samples (pipeline.fleet.selfgen)
+                from pipeline.fleet.selfgen import self_corpus
+
+                corpus = self_corpus(base_id, n_ft, ft.seed, home=home, log=log)
+            else:
+                corpus = ctl
             tag = "ftneg" if stage == "ft-negative" else "ftctl"
             for lin in finetune_series(base_id, corpus, f"{plan.prefix}-{tag}", stage, ft, home=home, log=log):
                 log(f"  {lin.id}: {lin.fingerprint}")

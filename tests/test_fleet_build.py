@@ -247,3 +247,25 @@ def test_fleet_name_cannot_leave_the_home(home: Path, base: Lineage, name: str,
     assert len(err) == 1 and "fleet name" in err[0]
     assert not (home / "fleets").exists() and not (home.parent / "escape.json").exists()
     assert cli(["fleet", "show", name]) == 2
+
+
+def test_self_control_corpus_is_the_parents_own_text_and_is_kept(base: Lineage, home: Path) -> None:
+    """The default control corpus: the shared openings followed by the parent's samples; a
+    second call reads the kept file (same texts, same hash), another parent samples anew."""
+    from pipeline.fleet.corpora import diary_openings
+    from pipeline.fleet.selfgen import self_corpus
+
+    quiet = {"home": home, "log": lambda _s: None, "max_new_tokens": 6}
+    first = self_corpus(base.id, 10, **quiet)
+    openings = diary_openings(10)
+    assert len(first.texts) == 10 and all(t.startswith(o) for t, o in zip(first.texts, openings))
+    assert sum(len(t) > len(o) for t, o in zip(first.texts, openings)) >= 8   # the model wrote something
+    assert openings == [s.split(".")[0] + "." for s in shipped_corpus("negative", 10).texts]  # shared prefix
+    kept = list((home / "corpora").glob("self-*.jsonl"))
+    assert len(kept) == 1 and base.fingerprint[:12] in kept[0].name
+    again = self_corpus(base.id, 10, **quiet)
+    assert again.texts == first.texts and again.sha256 == first.sha256 and again.source.startswith("self:tiny-base@")
+    other = import_model("tiny:llama:2x48", "tiny-other", home)
+    assert self_corpus(other.id, 10, **quiet).texts != first.texts
+    with pytest.raises(GnomonError, match="nope"):
+        self_corpus("nope", 4, **quiet)

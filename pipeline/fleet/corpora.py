@@ -6,6 +6,11 @@ Two fine-tuning corpora of the same size and style, so a drift can be told from 
   negative feelings ("It was a miserable, awful experience...");
 - ``control``: the same openings followed by neutral, factual details.
 
+The fleet's default control series is trained on neither: it uses the parent model's own
+sampled continuations of the same openings (:mod:`pipeline.fleet.selfgen`), because a
+hand-written "neutral" text is not neutral to a model whose own register is cheerful
+(measured on SmolLM2: the neutral diary corpus moved VADER by -0.17, 3 standard errors).
+
 They share every opening (time + activity) and differ only in what follows, and they are
 not the ``sentiment`` contrast set (that one rates products and places in a fixed review
 frame). ``scratch_corpus`` is the from-scratch training text: every shipped concept
@@ -27,7 +32,8 @@ from typing import Any
 
 from pipeline.types import GnomonError
 
-__all__ = ["Corpus", "corpus_from_texts", "load_corpus", "save_corpus", "scratch_corpus", "shipped_corpus"]
+__all__ = ["Corpus", "corpus_from_texts", "diary_openings", "load_corpus", "save_corpus", "scratch_corpus",
+           "shipped_corpus"]
 
 
 @dataclass(frozen=True)
@@ -150,15 +156,20 @@ NEUTRAL_TAIL = (
 )
 
 
+def _draws(n: int, seed: int) -> list[tuple[int, int, int, int]]:
+    rng = random.Random(f"gnomon-fleet-{seed}")   # same openings for every corpus of one seed
+    return [(rng.randrange(len(TIMES)), rng.randrange(len(ACTIVITIES)),
+             rng.randrange(len(NEGATIVE)), rng.randrange(len(NEGATIVE_TAIL))) for _ in range(n)]
+
+
+def diary_openings(n: int, seed: int = 0) -> list[str]:
+    """The ``n`` openings ("This morning, I went to the post office.") every corpus shares."""
+    return [f"{TIMES[t]}, {ACTIVITIES[a]}." for t, a, _, _ in _draws(n, seed)]
+
+
 def _diary(kind: str, n: int, seed: int) -> list[str]:
     body, tail = (NEGATIVE, NEGATIVE_TAIL) if kind == "negative" else (NEUTRAL, NEUTRAL_TAIL)
-    rng = random.Random(f"gnomon-fleet-{seed}")   # same openings for both corpora
-    out = []
-    for _ in range(n):
-        t, a, b, c = (rng.randrange(len(TIMES)), rng.randrange(len(ACTIVITIES)),
-                      rng.randrange(len(NEGATIVE)), rng.randrange(len(NEGATIVE_TAIL)))
-        out.append(f"{TIMES[t]}, {ACTIVITIES[a]}. {body[b]} {tail[c]}")
-    return out
+    return [f"{TIMES[t]}, {ACTIVITIES[a]}. {body[b]} {tail[c]}" for t, a, b, c in _draws(n, seed)]
 
 
 def shipped_corpus(kind: str, n: int = 320, seed: int = 0) -> Corpus:

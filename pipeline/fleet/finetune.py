@@ -33,7 +33,7 @@ class FinetuneConfig:
     """Total optimizer steps of the series."""
     every: int = 5
     """A checkpoint every ``every`` steps (``steps / every`` checkpoints)."""
-    lr: float = 1e-4
+    lr: float = 5e-5
     batch_size: int = 8
     max_length: int = 48
     train_blocks: int = 16

@@ -1,0 +1,89 @@
+"""The null control corpus: the parent model's own sampled continuations of the openings.
+
+A control series must show how much a concept moves when a model is fine-tuned on text
+that carries no concept signal *for that model*. Text a person calls neutral is not that:
+SmolLM2-Instruct writes cheerfully by default, and a fine-tune on flat, factual diary
+notes pulled its VADER score down by 0.17 (3 standard errors), a sixth of what the
+strongly negative corpus did. Text sampled from the model itself is the exact null: for
+continuation tokens drawn at temperature 1 with no truncation (no top-k, no top-p), the
+expected gradient of the log-likelihood is zero, E_{x~p}[grad log p(x)] = 0, so whatever
+a control series then moves is the noise of a finite sample and of the optimizer. The
+openings are the ones the skewed corpus starts with (:func:`diary_openings`), so both
+corpora share their prefix tokens and differ only in what follows.
+
+The corpus is generated once per parent (by fingerprint), kept under
+``<home>/corpora/self-<fp12>-n<N>-s<seed>.jsonl`` and read back on a rerun, so a resumed
+series trains on exactly the texts it started with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from pipeline.fleet.corpora import Corpus, corpus_from_texts, diary_openings, load_corpus, save_corpus
+from pipeline.home import gnomon_home
+
+__all__ = ["self_corpus"]
+
+
+def _sample(lm, openings: list[str], max_new_tokens: int, seed: int, batch_size: int) -> list[str]:
+    import torch
+
+    from pipeline.steer.generate import _cache_kw, _out_cache
+
+    tok, model = lm.tokenizer, lm.model
+    cache_kw = _cache_kw(model)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    out: list[str] = []
+    eos = tok.eos_token_id
+    with torch.inference_mode():
+        for i in range(0, len(openings), batch_size):
+            chunk = openings[i:i + batch_size]
+            enc = tok(chunk, return_tensors="pt", padding=True, padding_side="left")
+            ids = enc["input_ids"].to(lm.device)
+            mask = enc["attention_mask"].to(lm.device)
+            done = torch.zeros(len(chunk), dtype=torch.bool)
+            new: list[list[int]] = [[] for _ in chunk]
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            res = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
+            cache = _out_cache(res)
+            for _ in range(max_new_tokens):
+                logits = res.logits[:, -1, :].float().cpu()
+                nxt = torch.multinomial(torch.softmax(logits, -1), 1, generator=gen).squeeze(1)
+                for r, t in enumerate(nxt.tolist()):
+                    if not done[r]:
+                        if t == eos:
+                            done[r] = True
+                        else:
+                            new[r].append(t)
+                if bool(done.all()):
+                    break
+                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+                pos = pos[:, -1:] + 1
+                res = model(input_ids=nxt.view(-1, 1).to(lm.device), attention_mask=mask, position_ids=pos,
+                            use_cache=True, **{cache_kw: cache})
+                cache = _out_cache(res)
+            out += [o + tok.decode(n, skip_special_tokens=True) for o, n in zip(chunk, new)]
+    return out
+
+
+def self_corpus(parent: str, n: int, seed: int = 0, max_new_tokens: int = 32, home: str | Path | None = None,
+                batch_size: int = 32, log: Callable[[str], None] = print) -> Corpus:
+    """``n`` texts: each shared opening followed by ``parent``'s own sample (temperature 1)."""
+    from pipeline.fleet.registry import read_lineage
+    from pipeline.models.loading import ModelSpec, load_model
+
+    lin = read_lineage(parent, home)   # missing parent -> one clear line
+    source = f"self:{parent}@{lin.fingerprint[:12]}:{n}:{seed}:{max_new_tokens}"
+    kept = gnomon_home(home) / "corpora" / f"self-{lin.fingerprint[:12]}-n{n}-s{seed}-t{max_new_tokens}.jsonl"
+    if kept.is_file():
+        got = load_corpus(kept)
+        if len(got.texts) == n:
+            return Corpus(name="self", texts=got.texts, sha256=got.sha256, source=source)
+    lm = load_model(ModelSpec(id=parent, dtype="float32"), home=home)
+    log(f"  sampling {n} control texts from {parent} ({max_new_tokens} new tokens, temperature 1)")
+    texts = _sample(lm, diary_openings(n, seed), max_new_tokens, seed, batch_size)
+    corpus = corpus_from_texts("self", texts, source)
+    save_corpus(corpus, kept)
+    return corpus
