@@ -204,7 +204,7 @@ def train_probes(tasks: Sequence[ProbeTask], *, weight_decays: tuple[float, ...]
         weight = torch.stack([prepared[i][2] for i in idx])
         model = _Batched(kind, k, xs[0].shape[2], hidden, torch.Generator().manual_seed(seed), g=len(idx))
         stacks.append((idx, model.to(device), xs, yt, weight))
-    opt = torch.optim.Adam([p for _i, m, *_ in stacks for p in m.parameters()], lr=lr)
+    opt = _adam([p for _i, m, *_ in stacks for p in m.parameters()], lr)
     for _ in range(steps):
         opt.zero_grad()
         loss = torch.zeros((), device=device)
@@ -229,6 +229,16 @@ def train_probes(tasks: Sequence[ProbeTask], *, weight_decays: tuple[float, ...]
                                val_accuracy=scores[best][1], test_auroc=te[0], test_accuracy=te[1],
                                train_accuracy=float(((logits[0][best] > 0) == t.train[1]).mean())))
     return out
+
+
+def _adam(params: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
+    """Adam with the fused kernel where torch has it for the device (CPU and CUDA since
+    torch 2.4): one pass over every parameter per step instead of a loop of elementwise
+    ops; on the report's ~2 M probe parameters that is most of a step's non-matmul time."""
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(params, lr=lr)
 
 
 def train_probe(kind: ProbeKind, train: Split, val: Split, test: Split, **kw: Any) -> ProbeResult:
