@@ -203,7 +203,11 @@ def fit_collected(spec: FitSpec, collected: Any, executor: Any, home: Any, catal
             from jobs.steer_select import select_steer
 
             try:
-                steer = select_steer(catalog, ds.name, spec.model, ds, positive, negative, home_p)
+                from jobs.shards import load_for_spec
+
+                # the model the collection loaded, from this process's cache when it ran here
+                lm = load_for_spec(collect_spec(spec), home_p)
+                steer = select_steer(catalog, ds.name, spec.model, ds, positive, negative, home_p, lm=lm)
             except GnomonError as e:  # the fit and its registrations stand; only best-steer is missing
                 steer = {"alias": None, "reason": str(e), "candidates": []}
         aliases = alias_targets(catalog, ds.name, spec.model)

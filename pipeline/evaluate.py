@@ -8,7 +8,7 @@ remove it, does the monitor separate the classes, and what does it cost elsewher
   direction is ablated; chance accuracy means the concept is no longer linearly readable
   (the LEACE criterion, Belrose et al. 2023).
 - :func:`monitor_auroc`: AUROC of the projection on held-out texts (the lie detector).
-- :func:`next_token_kl`: mean KL(unsteered || steered) of next-token distributions on neutral
+- :func:`next_token_kl` (and :func:`next_token_logp`): mean KL(unsteered || steered) of next-token distributions on neutral
   prompts, a side-effect measure (how much else the intervention changes).
 """
 
@@ -151,20 +151,30 @@ def monitor_auroc(lm: LoadedModel, direction: Direction, pos_texts: Sequence[str
             "pos_mean_score": float(sp.mean()), "neg_mean_score": float(sn.mean())}
 
 
-def next_token_kl(lm: LoadedModel, prompts: Sequence[str], interventions: Sequence[Any],
-                  chat: bool = False) -> float:
-    """Mean KL(p_unsteered || p_steered) of the next-token distribution after each prompt
-    (``chat``: the prompts as the chat template renders them, as in :func:`steering_sweep`)."""
+def next_token_logp(lm: LoadedModel, prompts: Sequence[str], interventions: Sequence[Any] = (),
+                    chat: bool = False) -> torch.Tensor:
+    """(B, V) log-probabilities of the next token after each prompt (left padding: the last
+    column), under ``interventions``. Only the last position goes through the LM head when
+    the model's forward takes ``logits_to_keep`` (a 49k-word head over every prompt token
+    would cost more than the blocks)."""
+    import inspect
+
     from pipeline.steer import apply, encode_prompts
 
     enc = encode_prompts(lm, prompts, chat)
+    kw = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(lm.model.forward).parameters else {}
+    with torch.inference_mode(), apply(list(interventions)):
+        logits = lm.model(**enc, **kw).logits[:, -1].float()          # (B, V)
+    return torch.log_softmax(logits, -1)
 
-    def logp() -> torch.Tensor:
-        with torch.inference_mode():
-            logits = lm.model(**enc).logits[:, -1].float()          # (B, V): left padding
-        return torch.log_softmax(logits, -1)
 
-    base = logp()
-    with apply(list(interventions)):
-        steered = logp()
+def next_token_kl(lm: LoadedModel, prompts: Sequence[str], interventions: Sequence[Any],
+                  chat: bool = False, base: torch.Tensor | None = None) -> float:
+    """Mean KL(p_unsteered || p_steered) of the next-token distribution after each prompt
+    (``chat``: the prompts as the chat template renders them, as in :func:`steering_sweep`).
+    ``base``: the unsteered :func:`next_token_logp` of the same prompts, when the caller
+    measures several interventions on them (computed here otherwise)."""
+    if base is None:
+        base = next_token_logp(lm, prompts, (), chat)
+    steered = next_token_logp(lm, prompts, interventions, chat)
     return float((base.exp() * (base - steered)).sum(-1).mean())

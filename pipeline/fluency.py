@@ -74,18 +74,28 @@ class FluencyBound:
 def fluency_bound(lm: LoadedModel, direction: Direction, prompts: Sequence[str], unit: str = DEFAULT_UNIT,
                   kl_max: float = FLUENCY_KL, grid: Sequence[float] = GRID, chat: bool = False,
                   force: bool = False, extra: Sequence[float] = ()) -> FluencyBound:
-    """Walk the grid upwards until the KL passes ``kl_max`` (KL grows with |s|, so the walk
-    stops early); strengths in ``extra`` (e.g. the one the user asked for) are measured too."""
+    """The largest grid strength whose KL stays within ``kl_max``, found by bisecting the
+    grid: KL grows with |s|, so this is the same strength an upward walk stops before, in
+    ~log2(len(grid)) measurements instead of up to len(grid) (4 instead of 12 for a bound of
+    3 separations). Strengths in ``extra`` (e.g. the one the user asked for) are measured too."""
+    from pipeline.evaluate import next_token_logp
+
+    base = next_token_logp(lm, prompts, (), chat)   # the unsteered reference, once for the whole walk
+
     def kl(s: float) -> float:
-        return measure_kl(lm, direction, prompts, s, unit, chat=chat, force=force)
+        return measure_kl(lm, direction, prompts, s, unit, chat=chat, force=force, base=base)
 
     kls: dict[float, float] = {}
-    bound = 0.0
-    for s in sorted(grid):
-        kls[float(s)] = kl(s)
-        if kls[float(s)] > kl_max:
-            break
-        bound = float(s)
+    points = sorted(float(s) for s in grid)
+    lo, hi = -1, len(points)   # points[lo] is within the bound (-1: none known), points[hi] past it
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        kls[points[mid]] = kl(points[mid])
+        if kls[points[mid]] > kl_max:
+            hi = mid
+        else:
+            lo = mid
+    bound = points[lo] if lo >= 0 else 0.0
     for s in extra:
         if abs(float(s)) not in kls and s != 0:
             kls[abs(float(s))] = kl(abs(float(s)))
@@ -93,12 +103,15 @@ def fluency_bound(lm: LoadedModel, direction: Direction, prompts: Sequence[str],
 
 
 def measure_kl(lm: LoadedModel, direction: Direction, prompts: Sequence[str], strength: float,
-               unit: str = DEFAULT_UNIT, chat: bool = False, force: bool = False) -> float:
-    """Mean next-token KL of adding the direction at ``+strength`` or ``-strength``, whichever is larger."""
-    from pipeline.evaluate import next_token_kl
+               unit: str = DEFAULT_UNIT, chat: bool = False, force: bool = False, base: Any = None) -> float:
+    """Mean next-token KL of adding the direction at ``+strength`` or ``-strength``, whichever
+    is larger (``base``: the prompts' unsteered next-token log-probabilities, if known)."""
+    from pipeline.evaluate import next_token_kl, next_token_logp
     from pipeline.steer import add
 
-    return max(next_token_kl(lm, prompts, [add(lm, direction, sign * strength, unit, force=force)], chat=chat)  # type: ignore[arg-type]
+    base = next_token_logp(lm, prompts, (), chat) if base is None else base
+    return max(next_token_kl(lm, prompts, [add(lm, direction, sign * strength, unit, force=force)],  # type: ignore[arg-type]
+                             chat=chat, base=base)
                for sign in (1.0, -1.0))
 
 
@@ -149,14 +162,15 @@ def dose_response(lm: LoadedModel, direction: Direction, prompts: Sequence[str],
                   scorer: str | None = None, max_new_tokens: int = 12, chat: bool = False,
                   force: bool = False) -> DoseResponse:
     """Behavioural score at ``-strength`` and ``+strength`` (see the module doc)."""
-    from pipeline.evaluate import SCORERS, next_token_kl
+    from pipeline.evaluate import SCORERS, next_token_kl, next_token_logp
     from pipeline.steer import add, generate
 
     scores = []
     kls = []
+    base = next_token_logp(lm, prompts, (), chat)
     for sign in (-1.0, 1.0):
         iv = add(lm, direction, sign * strength, unit, force=force)  # type: ignore[arg-type]
-        kls.append(next_token_kl(lm, prompts, [iv], chat=chat))
+        kls.append(next_token_kl(lm, prompts, [iv], chat=chat, base=base))
         if scorer:
             out = generate(lm, prompts, max_new_tokens=max_new_tokens, interventions=[iv], chat=chat)
             scores.append(float(np.mean(SCORERS[scorer](out))))

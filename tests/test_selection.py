@@ -158,3 +158,25 @@ def test_fluency_bound_grows_kl_and_flags_past_it(tiny_lm: Any) -> None:
     assert kls[-1] > kls[0]  # a bigger push changes the next token more
     assert fb.past(50.0) and fb.kl_at(50.0) > 0.005 and 0 < fb.bound < 50
     assert all(fb.kls[s] <= 0.005 for s in fb.kls if s <= fb.bound)
+
+
+def test_fluency_bound_bisection_finds_the_walks_bound(tiny_lm: Any) -> None:
+    """Bisecting the grid gives the strength an upward walk would stop before, with fewer
+    measurements (KL grows with the strength)."""
+    from pipeline.evaluate import next_token_logp
+    from pipeline.fluency import GRID, fluency_bound, measure_kl
+
+    prov = Provenance.minimal(hidden_size=tiny_lm.hidden_size, layer=1, method="mean_diff", position="last")
+    d = Direction(torch.randn(tiny_lm.hidden_size, generator=torch.Generator().manual_seed(0)), prov,
+                  pos_mean=1.0, neg_mean=-1.0, spread=1.0, resid_norm=1.0)
+    prompts = ["hello there", "the cat sat"]
+    base = next_token_logp(tiny_lm, prompts)
+    for kl_max in (0.0005, 0.005, 0.05):
+        walk = 0.0
+        for s in GRID:
+            if measure_kl(tiny_lm, d, prompts, s, "resid_norm", base=base) > kl_max:
+                break
+            walk = s
+        fb = fluency_bound(tiny_lm, d, prompts, "resid_norm", kl_max=kl_max)
+        assert fb.bound == walk
+        assert len(fb.kls) <= 4 < len(GRID)
