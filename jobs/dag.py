@@ -8,7 +8,9 @@ through the executor (see :mod:`jobs.engine`), and :mod:`jobs.scheduler` runs th
   concept of that version) collects the shards the store lacks; the store decides.
 - ``fit/<model>/<rev>/<concept>``: one task per (layer, position), each reading its contrast
   set once for every method; starts as soon as that collection is done, while the next
-  model collects. Keyed by the fit settings, the dataset's content hash, the model
+  model collects where the executor overlaps stages (a cluster, a GPU; on a CPU-only node
+  the collection already uses every core, so stages run one at a time). Its ``best-steer``
+  measurement runs on the model the collection loaded. Keyed by the fit settings, the dataset's content hash, the model
   fingerprint and the catalog, so a rerun registers nothing and an edited concept refits.
 - ``evaluate/<concept>``: the chosen direction on every model, each on its model's pool.
 - ``report/<name>``: the linearity report (``jobs.report_job``) after the fits.

@@ -105,14 +105,24 @@ def fluency_bound(lm: LoadedModel, direction: Direction, prompts: Sequence[str],
 def measure_kl(lm: LoadedModel, direction: Direction, prompts: Sequence[str], strength: float,
                unit: str = DEFAULT_UNIT, chat: bool = False, force: bool = False, base: Any = None) -> float:
     """Mean next-token KL of adding the direction at ``+strength`` or ``-strength``, whichever
-    is larger (``base``: the prompts' unsteered next-token log-probabilities, if known)."""
-    from pipeline.evaluate import next_token_kl, next_token_logp
-    from pipeline.steer import add
+    is larger (``base``: the prompts' unsteered next-token log-probabilities, if known). Both
+    signs run as one batch (the prompts twice, one strength per row)."""
+    kl_pos, kl_neg = _signed_kls(lm, direction, prompts, strength, unit, chat, force, base)
+    return max(kl_pos, kl_neg)
 
+
+def _signed_kls(lm: LoadedModel, direction: Direction, prompts: Sequence[str], strength: float, unit: str,
+                chat: bool, force: bool, base: Any = None) -> tuple[float, float]:
+    """(KL at +strength, KL at -strength), from one forward pass over the prompts twice."""
+    from pipeline.evaluate import next_token_logp
+    from pipeline.steer import add_rows
+
+    n = len(prompts)
     base = next_token_logp(lm, prompts, (), chat) if base is None else base
-    return max(next_token_kl(lm, prompts, [add(lm, direction, sign * strength, unit, force=force)],  # type: ignore[arg-type]
-                             chat=chat, base=base)
-               for sign in (1.0, -1.0))
+    iv = add_rows(lm, direction, [strength] * n + [-strength] * n, unit, force=force)  # type: ignore[arg-type]
+    steered = next_token_logp(lm, list(prompts) * 2, [iv], chat)                       # (2n, V)
+    per_row = (base.exp().repeat(2, 1) * (base.repeat(2, 1) - steered)).sum(-1)        # (2n,)
+    return float(per_row[:n].mean()), float(per_row[n:].mean())
 
 
 def likelihood_preference(lm: LoadedModel, pos_texts: Sequence[str], neg_texts: Sequence[str],
@@ -162,20 +172,21 @@ def dose_response(lm: LoadedModel, direction: Direction, prompts: Sequence[str],
                   scorer: str | None = None, max_new_tokens: int = 12, chat: bool = False,
                   force: bool = False) -> DoseResponse:
     """Behavioural score at ``-strength`` and ``+strength`` (see the module doc)."""
-    from pipeline.evaluate import SCORERS, next_token_kl, next_token_logp
-    from pipeline.steer import add, generate
+    from pipeline.evaluate import SCORERS
+    from pipeline.steer import add, add_rows, generate
 
-    scores = []
-    kls = []
-    base = next_token_logp(lm, prompts, (), chat)
-    for sign in (-1.0, 1.0):
-        iv = add(lm, direction, sign * strength, unit, force=force)  # type: ignore[arg-type]
-        kls.append(next_token_kl(lm, prompts, [iv], chat=chat, base=base))
-        if scorer:
-            out = generate(lm, prompts, max_new_tokens=max_new_tokens, interventions=[iv], chat=chat)
-            scores.append(float(np.mean(SCORERS[scorer](out))))
-        else:
-            scores.append(likelihood_preference(lm, pairs[0], pairs[1], [iv]))
+    # -strength and +strength as one batch (the prompts twice, one strength per row)
+    kl_pos, kl_neg = _signed_kls(lm, direction, prompts, strength, unit, chat, force)
+    kls = [kl_neg, kl_pos]
+    if scorer:
+        n = len(prompts)
+        both = add_rows(lm, direction, [-strength] * n + [strength] * n, unit, force=force)  # type: ignore[arg-type]
+        out = generate(lm, list(prompts) * 2, max_new_tokens=max_new_tokens, interventions=[both], chat=chat)
+        scores = [float(np.mean(SCORERS[scorer](out[:n]))), float(np.mean(SCORERS[scorer](out[n:])))]
+    else:
+        scores = [likelihood_preference(lm, pairs[0], pairs[1], [add(lm, direction, sign * strength, unit,  # type: ignore[arg-type]
+                                                                      force=force)])
+                  for sign in (-1.0, 1.0)]
     return DoseResponse(strength=float(strength), unit=unit, score_neg=scores[0], score_pos=scores[1],
                         kl=max(kls) if all(math.isfinite(k) for k in kls) else math.inf,
                         scorer=scorer or "likelihood_preference")

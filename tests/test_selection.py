@@ -180,3 +180,27 @@ def test_fluency_bound_bisection_finds_the_walks_bound(tiny_lm: Any) -> None:
         fb = fluency_bound(tiny_lm, d, prompts, "resid_norm", kl_max=kl_max)
         assert fb.bound == walk
         assert len(fb.kls) <= 4 < len(GRID)
+
+
+def test_both_signs_in_one_batch_match_one_sign_at_a_time(tiny_lm: Any) -> None:
+    """measure_kl and dose_response stack +s and -s in one batch (add_rows); each half must
+    give what a separate pass with add(+s) / add(-s) gives."""
+    from pipeline.evaluate import next_token_kl
+    from pipeline.fluency import measure_kl
+    from pipeline.steer import add, add_rows, generate
+
+    prov = Provenance.minimal(hidden_size=tiny_lm.hidden_size, layer=1, method="mean_diff", position="last")
+    d = Direction(torch.randn(tiny_lm.hidden_size, generator=torch.Generator().manual_seed(1)), prov,
+                  pos_mean=1.0, neg_mean=-1.0, spread=1.0, resid_norm=1.0)
+    prompts = ["hello there", "the cat sat on the", "a"]
+    for s in (0.05, 0.5, 3.0):
+        one = [next_token_kl(tiny_lm, prompts, [add(tiny_lm, d, sign * s, "resid_norm")]) for sign in (1, -1)]
+        assert one[0] != pytest.approx(one[1], rel=1e-3)          # the two signs differ: the max means something
+        assert measure_kl(tiny_lm, d, prompts, s, "resid_norm") == pytest.approx(max(one), rel=1e-4, abs=1e-7)
+        both = generate(tiny_lm, prompts * 2, 6, [add_rows(tiny_lm, d, [s] * 3 + [-s] * 3, "resid_norm")])
+        assert both[:3] == generate(tiny_lm, prompts, 6, [add(tiny_lm, d, s, "resid_norm")])
+        assert both[3:] == generate(tiny_lm, prompts, 6, [add(tiny_lm, d, -s, "resid_norm")])
+    from pipeline.types import GnomonError
+
+    with pytest.raises(GnomonError, match="finite"):
+        add_rows(tiny_lm, d, [float("nan")], "resid_norm")

@@ -243,6 +243,21 @@ def add(lm: LoadedModel, direction: Direction, strength: float, unit: Unit = "se
                         f"add({_name(direction)}, {strength} {unit})")
 
 
+def add_rows(lm: LoadedModel, direction: Direction, strengths: Sequence[float], unit: Unit = "separation", *,
+             positions: Positions = "all", force: bool = False) -> Intervention:
+    """:func:`add` with one strength per batch row: the batch must have ``len(strengths)``
+    rows, row ``i`` gets ``strengths[i]``. Several strengths (e.g. ``+s`` and ``-s`` on the
+    same prompts, stacked) then cost one forward pass instead of one each."""
+    check_direction(lm, direction, force)
+    coefs = torch.as_tensor([float(s) for s in strengths], dtype=torch.float32) * scale_of(direction, unit)
+    if coefs.numel() == 0 or not bool(torch.isfinite(coefs).all()):
+        raise GnomonError(f"steering strengths {list(strengths)} x the {unit} unit of {_name(direction)} must be "
+                          "a non-empty list of finite numbers")
+    vec = coefs[:, None, None] * direction.unit.float()[None, None, :]           # (rows, 1, D)
+    return Intervention(lm, {direction.layer: [Edit("add", vec)]}, positions,
+                        f"add({_name(direction)}, {len(coefs)} row strengths, {unit})")
+
+
 def ablate(lm: LoadedModel, direction: Direction, *, layers: Sequence[int] | None = None,
            positions: Positions = "all", force: bool = False) -> Intervention:
     """Project the direction out (its component becomes 0). A LEACE direction (extras
