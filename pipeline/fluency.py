@@ -40,6 +40,7 @@ __all__ = [
     "fluency_bound",
     "likelihood_preference",
     "measure_kl",
+    "text_loglik",
 ]
 
 FLUENCY_KL = 1.0
@@ -128,20 +129,26 @@ def _signed_kls(lm: LoadedModel, direction: Direction, prompts: Sequence[str], s
 def likelihood_preference(lm: LoadedModel, pos_texts: Sequence[str], neg_texts: Sequence[str],
                           interventions: Sequence[Any] = ()) -> float:
     """Mean per-token log-likelihood of the positive texts minus the negative ones (nats)."""
+    ll = text_loglik(lm, list(pos_texts) + list(neg_texts), interventions)
+    return float(ll[:len(pos_texts)].mean() - ll[len(pos_texts):].mean())
+
+
+def text_loglik(lm: LoadedModel, texts: Sequence[str], interventions: Sequence[Any] = ()) -> np.ndarray:
+    """(len(texts),) mean per-token log-likelihood of each text, in one forward pass (explicit
+    ``position_ids`` from the mask, so a row's value does not depend on its batch's padding)."""
     from pipeline.steer import apply
 
-    def mean_ll(texts: Sequence[str]) -> float:
-        tok = lm.tokenizer
-        enc = tok(list(texts), return_tensors="pt", padding=True)
-        ids, mask = enc["input_ids"].to(lm.device), enc["attention_mask"].to(lm.device)
-        with torch.inference_mode(), apply(list(interventions)):
-            logits = lm.model(input_ids=ids, attention_mask=mask).logits.float()  # (B, T, V)
-        logp = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None])[..., 0]  # (B, T-1)
+    tok = lm.tokenizer
+    enc = tok(list(texts), return_tensors="pt", padding=True)
+    ids, mask = enc["input_ids"].to(lm.device), enc["attention_mask"].to(lm.device)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.inference_mode(), apply(list(interventions)):
+        logits = lm.model(input_ids=ids, attention_mask=mask, position_ids=pos).logits.float()  # (B, T, V)
+        target = logits[:, :-1].gather(-1, ids[:, 1:, None])[..., 0]                         # (B, T-1)
+        logp = target - torch.logsumexp(logits[:, :-1], -1)
         m = mask[:, 1:].float() * mask[:, :-1].float()
         per_text = (logp * m).sum(1) / m.sum(1).clamp(min=1)
-        return float(per_text.mean())
-
-    return mean_ll(pos_texts) - mean_ll(neg_texts)
+    return per_text.cpu().numpy()
 
 
 @dataclass(frozen=True)
@@ -173,7 +180,7 @@ def dose_response(lm: LoadedModel, direction: Direction, prompts: Sequence[str],
                   force: bool = False) -> DoseResponse:
     """Behavioural score at ``-strength`` and ``+strength`` (see the module doc)."""
     from pipeline.evaluate import SCORERS
-    from pipeline.steer import add, add_rows, generate
+    from pipeline.steer import add_rows, generate
 
     # -strength and +strength as one batch (the prompts twice, one strength per row)
     kl_pos, kl_neg = _signed_kls(lm, direction, prompts, strength, unit, chat, force)
@@ -183,10 +190,12 @@ def dose_response(lm: LoadedModel, direction: Direction, prompts: Sequence[str],
         both = add_rows(lm, direction, [-strength] * n + [strength] * n, unit, force=force)  # type: ignore[arg-type]
         out = generate(lm, list(prompts) * 2, max_new_tokens=max_new_tokens, interventions=[both], chat=chat)
         scores = [float(np.mean(SCORERS[scorer](out[:n]))), float(np.mean(SCORERS[scorer](out[n:])))]
-    else:
-        scores = [likelihood_preference(lm, pairs[0], pairs[1], [add(lm, direction, sign * strength, unit,  # type: ignore[arg-type]
-                                                                      force=force)])
-                  for sign in (-1.0, 1.0)]
+    else:   # every pair text at -strength and at +strength, one forward pass
+        texts = list(pairs[0]) + list(pairs[1])
+        k, n_pos = len(texts), len(pairs[0])
+        both = add_rows(lm, direction, [-strength] * k + [strength] * k, unit, force=force)  # type: ignore[arg-type]
+        ll = text_loglik(lm, texts * 2, [both])
+        scores = [float(ll[o:o + n_pos].mean() - ll[o + n_pos:o + k].mean()) for o in (0, k)]
     return DoseResponse(strength=float(strength), unit=unit, score_neg=scores[0], score_pos=scores[1],
                         kl=max(kls) if all(math.isfinite(k) for k in kls) else math.inf,
                         scorer=scorer or "likelihood_preference")

@@ -356,3 +356,23 @@ def test_accuracy_and_dprime() -> None:
     assert M.dprime(np.ones(3), np.zeros(3)) == math.inf
     with pytest.raises(GnomonError, match="positive class has no rows"):
         M.auroc(np.array([]), n)
+
+
+def test_ccs_closed_form_gradient_equals_autograd() -> None:
+    """CCS trains with its gradient written out; it must be autograd's gradient of the loss."""
+    import torch
+
+    from pipeline.fit.ccs import _ccs_grad, ccs_loss
+
+    g = torch.Generator().manual_seed(0)
+    n, d, r = 40, 24, 5
+    x = torch.randn(2 * n, d, generator=g)
+    theta = (torch.randn(d, r, generator=g) / 5).requires_grad_(True)
+    bias = (torch.randn(r, generator=g) * 0.3).requires_grad_(True)
+    p = torch.sigmoid(x @ theta + bias)
+    ccs_loss(p[:n], p[n:]).sum().backward()
+    gt, gb = _ccs_grad(x, x.T.contiguous(), theta.detach(), bias.detach(), n)
+    assert theta.grad is not None and bias.grad is not None
+    assert float(theta.grad.abs().max()) > 1e-3
+    torch.testing.assert_close(gt, theta.grad, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(gb, bias.grad, rtol=1e-5, atol=1e-7)

@@ -200,6 +200,13 @@ def test_both_signs_in_one_batch_match_one_sign_at_a_time(tiny_lm: Any) -> None:
         both = generate(tiny_lm, prompts * 2, 6, [add_rows(tiny_lm, d, [s] * 3 + [-s] * 3, "resid_norm")])
         assert both[:3] == generate(tiny_lm, prompts, 6, [add(tiny_lm, d, s, "resid_norm")])
         assert both[3:] == generate(tiny_lm, prompts, 6, [add(tiny_lm, d, -s, "resid_norm")])
+    from pipeline.fluency import dose_response, likelihood_preference
+
+    pairs = (["a good day", "what a lovely film"], ["a bad day", "what an awful film", "grey"])
+    dr = dose_response(tiny_lm, d, prompts, pairs, 2.0, "resid_norm")
+    one = [likelihood_preference(tiny_lm, *pairs, [add(tiny_lm, d, sign * 2.0, "resid_norm")]) for sign in (-1, 1)]
+    assert dr.score_neg == pytest.approx(one[0], rel=1e-4, abs=1e-6)
+    assert dr.score_pos == pytest.approx(one[1], rel=1e-4, abs=1e-6) and one[0] != pytest.approx(one[1])
     from pipeline.types import GnomonError
 
     with pytest.raises(GnomonError, match="finite"):
