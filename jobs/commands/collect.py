@@ -23,7 +23,10 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--token-budget", type=int, default=None,
                    help="most padded tokens (texts x longest) in one forward pass; short texts are packed, long "
                         "ones run apart (default: 512 per CPU thread, so batches stay in cache; 16384 on GPU)")
-    p.add_argument("--shard-size", type=int, default=128, help="examples per stored shard (default: 128)")
+    from jobs.collect_job import CollectSpec   # light: no torch (``--help`` stays fast)
+
+    p.add_argument("--shard-size", type=int, default=CollectSpec.shard_size,
+                   help=f"examples per stored shard, the unit of resume (default: {CollectSpec.shard_size})")
     p.add_argument("--trust-remote-code", action="store_true", help="allow model code from the model directory")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_executor_args(p)
