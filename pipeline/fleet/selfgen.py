@@ -21,7 +21,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline.fleet.corpora import Corpus, corpus_from_texts, diary_openings, load_corpus, save_corpus
+from pipeline.fleet.corpora import (
+    Corpus,
+    corpus_from_texts,
+    diary_openings,
+    load_corpus,
+    save_corpus,
+)
 from pipeline.home import gnomon_home
 
 __all__ = ["self_corpus"]
@@ -30,41 +36,14 @@ __all__ = ["self_corpus"]
 def _sample(lm, openings: list[str], max_new_tokens: int, seed: int, batch_size: int) -> list[str]:
     import torch
 
-    from pipeline.steer.generate import _cache_kw, _out_cache
+    from pipeline.steer.generate import continuation_texts, encode_prompts, greedy
 
-    tok, model = lm.tokenizer, lm.model
-    cache_kw = _cache_kw(model)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     out: list[str] = []
-    eos = tok.eos_token_id
-    with torch.inference_mode():
-        for i in range(0, len(openings), batch_size):
-            chunk = openings[i:i + batch_size]
-            enc = tok(chunk, return_tensors="pt", padding=True, padding_side="left")
-            ids = enc["input_ids"].to(lm.device)
-            mask = enc["attention_mask"].to(lm.device)
-            done = torch.zeros(len(chunk), dtype=torch.bool)
-            new: list[list[int]] = [[] for _ in chunk]
-            pos = (mask.cumsum(-1) - 1).clamp(min=0)
-            res = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
-            cache = _out_cache(res)
-            for _ in range(max_new_tokens):
-                logits = res.logits[:, -1, :].float().cpu()
-                nxt = torch.multinomial(torch.softmax(logits, -1), 1, generator=gen).squeeze(1)
-                for r, t in enumerate(nxt.tolist()):
-                    if not done[r]:
-                        if t == eos:
-                            done[r] = True
-                        else:
-                            new[r].append(t)
-                if bool(done.all()):
-                    break
-                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-                pos = pos[:, -1:] + 1
-                res = model(input_ids=nxt.view(-1, 1).to(lm.device), attention_mask=mask, position_ids=pos,
-                            use_cache=True, **{cache_kw: cache})
-                cache = _out_cache(res)
-            out += [o + tok.decode(n, skip_special_tokens=True) for o, n in zip(chunk, new)]
+    for i in range(0, len(openings), batch_size):
+        chunk = openings[i:i + batch_size]
+        new = continuation_texts(lm, greedy(lm, encode_prompts(lm, chunk), max_new_tokens, sample=gen))
+        out += [o + t for o, t in zip(chunk, new)]
     return out
 
 

@@ -65,11 +65,14 @@ def _out_cache(out: Any) -> Any:
 
 
 def greedy(lm: LoadedModel, enc: dict[str, torch.Tensor], max_new_tokens: int,
-           feed_last: bool = False) -> Generation:
+           feed_last: bool = False, sample: torch.Generator | None = None) -> Generation:
     """Greedy decode ``max_new_tokens`` (fewer when every row has emitted EOS).
 
     ``feed_last`` runs one more forward pass on the last generated token (its logits are
-    discarded), so hooks observe the residual stream of every generated token.
+    discarded), so hooks observe the residual stream of every generated token. ``sample``
+    (a CPU generator) draws each token from the full next-token distribution instead
+    (temperature 1, no top-k or top-p: the model's own samples, as the fleet's null
+    control corpus needs).
     """
     if max_new_tokens < 1:
         raise GnomonError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -92,7 +95,11 @@ def greedy(lm: LoadedModel, enc: dict[str, torch.Tensor], max_new_tokens: int,
         cache = _out_cache(out)
         step_mask, step_pos = mask, pos[:, -1:]                                 # (B, 1)
         for i in range(max_new_tokens):
-            nxt = out.logits[:, -1].argmax(-1)                                  # (B,)
+            if sample is None:
+                nxt = out.logits[:, -1].argmax(-1)                              # (B,)
+            else:
+                probs = torch.softmax(out.logits[:, -1].float().cpu(), -1)
+                nxt = torch.multinomial(probs, 1, generator=sample).squeeze(1).to(ids.device)
             nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
             new.append(nxt)
             for r in range(b):
