@@ -136,15 +136,19 @@ class LeaceFitter:
         keep = evals > rtol * max(float(evals.max()), 0.0)
         root = np.sqrt(np.where(keep, evals, 0.0))
         inv_root = np.where(keep, 1.0 / np.where(keep, root, 1.0), 0.0)
-        w = (evecs * inv_root) @ evecs.T  # Sigma^{-1/2} on the support
-        w_pinv = (evecs * root) @ evecs.T  # Sigma^{1/2}
-        u, s, _ = np.linalg.svd(w @ sxz, full_matrices=False)
+        # W = Sigma^{-1/2} on the support = E diag(inv_root) E^T and W^+ = Sigma^{1/2}, applied
+        # factor by factor to the thin (d, k) matrices: never formed, two (d, d, d) products saved.
+        w_sxz = evecs @ (inv_root[:, None] * (evecs.T @ sxz))
+        u, s, _ = np.linalg.svd(w_sxz, full_matrices=False)
         q = u[:, s > rtol * max(float(s.max(initial=0.0)), 1e-300)]  # (d, r)
+        eq = evecs.T @ q
 
         def mk(a: np.ndarray | None) -> torch.Tensor:
             return torch.as_tensor(np.ascontiguousarray(a), dtype=dtype)
 
-        return LeaceEraser(proj_left=mk(w_pinv @ q), proj_right=mk(q.T @ w), bias=mk(self.mean_x))
+        return LeaceEraser(proj_left=mk(evecs @ (root[:, None] * eq)),          # W^+ Q
+                           proj_right=mk((eq.T * inv_root) @ evecs.T),          # Q^T W
+                           bias=mk(self.mean_x))
 
 
 def fit_leace(pos: np.ndarray, neg: np.ndarray, *, paired: bool = False) -> FitResult:
