@@ -59,7 +59,7 @@ def main() -> None:
     with StoreDB(home, memory_limit="1GB", threads=1) as db:   # each layer's contrast sets read once
         for layer in range(got["num_layers"] + 1):
             sets = contrast_splits(db, model="smollm2", revision="main", dataset=got["dataset"], layer=layer,
-                                   position="last", positive=pos, negative=neg)
+                                   position="last", positive=pos, negative=neg, fingerprint=got["fingerprint"])
             items.append((sets, Provenance.minimal(hidden_size=got["hidden_size"], layer=layer)))
     t_read = time.perf_counter() - t1
     results = analyse_layers(items, agreement=False)   # every layer's 4 probes in one batched loop

@@ -105,7 +105,8 @@ def _layers(spec: ReportSpec, model: str, concept: str, executor: Any, home: Pat
     with StoreDB(home, memory_limit="1GB", threads=1) as db:   # each layer's contrast sets read once
         for layer in layers:
             sets = contrast_splits(db, model=model, revision=spec.revision, dataset=got["dataset"], layer=layer,
-                                   position=spec.position, positive=positive, negative=negative)
+                                   position=spec.position, positive=positive, negative=negative,
+                                   fingerprint=got["fingerprint"])   # the rows just collected or checked
             items.append((sets, Provenance(model_id=model, revision=spec.revision, fingerprint=got["fingerprint"],
                                            hidden_size=got["hidden_size"], layer=layer, position=spec.position,
                                            concept=ds.name, positive=positive, negative=negative,

@@ -371,13 +371,13 @@ class ActivationStore:
             self.shard_path(model, revision, dataset, layer, other).unlink(missing_ok=True)
 
     def manifest(self, model: str | None = None, revision: str | None = None,
-                 dataset: str | None = None) -> list[dict]:
-        """Manifests of complete shards, optionally for one model/revision/dataset."""
+                 dataset: str | None = None, layer: int | None = None) -> list[dict]:
+        """Manifests of complete shards, optionally for one model/revision/dataset/layer."""
         pattern = "/".join([
             f"model={model_slug(model) if model is not None else '*'}",
             f"revision={check_name(revision, 'revision') if revision is not None else '*'}",
             f"dataset={check_name(dataset, 'dataset') if dataset is not None else '*'}",
-            "layer=*", "part-*.json"])
+            f"layer={_check_int(layer, 'layer') if layer is not None else '*'}", "part-*.json"])
         found = [m for p in (self.root / "manifests").glob(pattern)
                  if isinstance(m := _load_json(p), dict) and _manifest_keys(m)]
         return sorted(found, key=lambda m: (m["model_slug"], m["revision"], m["dataset"], m["layer"], m["shard"]))
@@ -397,7 +397,9 @@ class ActivationStore:
         """
         problems: list[str] = []
         found: list[tuple[int, dict]] = []
-        for m in self.manifest(model, revision, dataset):
+        # The default fingerprint is the newest of any layer's, so only a given one lets the
+        # glob stop at this layer's manifests (a report or fit reading 31 layers: 31, not 961).
+        for m in self.manifest(model, revision, dataset, layer if fingerprint is not None else None):
             if layer is not None and m.get("layer") != layer:
                 continue
             why = self._check_manifest(m)
