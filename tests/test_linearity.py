@@ -105,6 +105,59 @@ def test_probes_trained_together_match_probes_trained_alone() -> None:
     assert len({round(r.val_auroc, 4) for r in together}) > 2   # the layers' probes differ
 
 
+def test_joint_probe_padding_stays_zero_and_changes_no_logit() -> None:
+    """The joint model pads its product to aligned sizes; training must leave every padding
+    entry at exactly zero and give the logits an unpadded product gives."""
+    from pipeline.linearity.probes import _aligned, _adam, _Joint
+
+    g, n, d, k = 2, 40, 5, 3
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(g, n, d, generator=gen)
+    y = (x[..., :1] * x[..., 1:2] > 0).float().expand(-1, -1, k)
+    m = _Joint(("linear", "mlp"), k, d, 4, torch.Generator().manual_seed(0), g=g)
+    used = k * 4 + k
+    assert m.w.shape[1:] == (_aligned(d), _aligned(used)) and _aligned(d) > d and _aligned(used) > used
+    xp = torch.nn.functional.pad(x, (0, _aligned(d) - d))
+    opt = _adam(list(m.parameters()), 2e-2)
+    for _ in range(20):
+        opt.zero_grad()
+        pen = m.penalty()
+        loss = sum(torch.nn.functional.binary_cross_entropy_with_logits(lg, y) + 0.01 * pen[kind].sum()
+                   for kind, lg in m(xp).items())
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        assert float(m.w[:, d:].abs().max()) == 0.0 and float(m.w[:, :, used:].abs().max()) == 0.0
+        assert float(m.b[:, used:].abs().max()) == 0.0
+        out = m(xp)
+        hh = torch.baddbmm(m.b[:, None, :used], x, m.w[:, :d, :used])        # the unpadded product
+        assert torch.allclose(out["linear"], hh[..., k * 4:], atol=1e-5)
+        h = torch.relu(hh[..., :k * 4]).view(g, n, k, 4)
+        assert torch.allclose(out["mlp"], (h * m.w2[:, None]).sum(-1) + m.b2[:, None], atol=1e-5)
+        assert not torch.equal(m.w[:, :d, :used], torch.zeros_like(m.w[:, :d, :used]))   # it did train
+
+
+def test_row_space_basis_is_lossless_and_finds_the_rank() -> None:
+    """The probes' inputs are coordinates in an orthonormal basis of the centred, standardized
+    train rows (from the Gram matrix): inner products among train rows are kept, and a
+    rank-deficient train set gives a basis of its rank, not of its row count."""
+    from pipeline.fit._common import standardize
+    from pipeline.linearity.probes import _row_space
+
+    rng = np.random.default_rng(4)
+    base = rng.normal(size=(30, 50)) @ np.diag(np.r_[100.0, np.ones(49)])   # one outlier coordinate
+    x = np.concatenate([base, base[:10]])                                    # 40 rows, rank 30 after centring: 29
+    mu, sd = standardize(x)
+    z = (x - mu) / sd
+    c = _row_space(x)(x)
+    assert c.shape == (40, 29) == (40, np.linalg.matrix_rank(z))
+    assert np.allclose(c @ c.T, z @ z.T, atol=1e-9 * np.abs(z @ z.T).max())
+    other = rng.normal(size=(7, 50))                        # a held-out row's coordinates: its projection
+    v = _row_space(x)(other)
+    proj = ((other - mu) / sd) @ np.linalg.pinv(z) @ z
+    assert np.allclose(v @ c.T, proj @ z.T, atol=1e-8 * np.abs(proj @ z.T).max())
+
+
 # ---- control: dose-response and interpolation ---------------------------------------------
 def test_dose_response_linear_by_construction() -> None:
     from pipeline.linearity.control import analyse_dose
