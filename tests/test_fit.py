@@ -235,6 +235,26 @@ def test_leace_fitter_streaming_matches_one_shot() -> None:
     np.testing.assert_allclose(merged.mean_x, x.mean(axis=0), atol=1e-12)
 
 
+def test_leace_eraser_from_rows_matches_the_fitter() -> None:
+    """Fewer rows than columns: the Gram-matrix path gives the fitter's eraser (same map on
+    rows it was not fitted on, same rank); more rows than columns: it is the fitter's."""
+    from pipeline.fit import eraser_from_rows
+
+    rng = np.random.default_rng(12)
+    for n, d in ((60, 150), (300, 40)):
+        x = rng.normal(size=(n, d)) @ np.diag(np.r_[50.0, np.ones(d - 1)])   # an outlier coordinate
+        z = (rng.random(n) < 0.4).astype(np.float64)
+        x[z == 1] += 0.7 * unit(rng.normal(size=d))
+        a = LeaceFitter().update(x, z).eraser(dtype=torch.float64)
+        b = eraser_from_rows(x, z, dtype=torch.float64)
+        assert a.rank == b.rank == 1
+        other = torch.as_tensor(rng.normal(size=(25, d)) * 3, dtype=torch.float64)
+        for probe in (torch.as_tensor(x), other):
+            assert torch.allclose(a(probe), b(probe), rtol=0, atol=1e-9 * float(probe.abs().max()))
+        xe = b(torch.as_tensor(x)).numpy()
+        assert np.abs(xe[z == 1].mean(0) - xe[z == 0].mean(0)).max() < 1e-9   # nothing linear left
+
+
 # ---- LEACE erasure -------------------------------------------------------------------
 def test_leace_erasure_leaves_logistic_regression_at_chance() -> None:
     lm = pytest.importorskip("sklearn.linear_model")

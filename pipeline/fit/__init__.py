@@ -30,13 +30,13 @@ from pipeline.direction import Direction, Provenance
 from pipeline.fit._common import FitResult, as_f64
 from pipeline.fit.ccs import fit_ccs
 from pipeline.fit.lda import fit_lda
-from pipeline.fit.leace import LeaceEraser, LeaceFitter, fit_leace
+from pipeline.fit.leace import LeaceEraser, LeaceFitter, eraser_from_rows, fit_leace
 from pipeline.fit.logistic import fit_logistic
 from pipeline.fit.mean_diff import MeanDiffFitter, fit_mean_diff
 from pipeline.fit.pca import fit_pca
 from pipeline.types import GnomonError
 
-__all__ = ["FIT_METHODS", "FitResult", "Indistinguishable", "LeaceEraser", "LeaceFitter", "MeanDiffFitter",
+__all__ = ["FIT_METHODS", "FitResult", "Indistinguishable", "LeaceEraser", "LeaceFitter", "MeanDiffFitter", "eraser_from_rows",
            "fit_direction"]
 
 

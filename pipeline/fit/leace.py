@@ -131,9 +131,13 @@ class LeaceFitter:
 
     def eraser(self, rtol: float = 1e-10, dtype: torch.dtype = torch.float32) -> LeaceEraser:
         """The LEACE eraser for the statistics so far (computed in float64)."""
-        sigma, sxz = self.cov_xx, self.cov_xz
-        evals, evecs = np.linalg.eigh(sigma)
-        keep = evals > rtol * max(float(evals.max()), 0.0)
+        evals, evecs = np.linalg.eigh(self.cov_xx)
+        return self._eraser(evals, evecs, rtol, dtype)
+
+    def _eraser(self, evals: np.ndarray, evecs: np.ndarray, rtol: float, dtype: torch.dtype) -> LeaceEraser:
+        """The eraser from eigenpairs of ``cov_xx``: all of them, or only those on its support."""
+        sxz = self.cov_xz
+        keep = evals > rtol * max(float(evals.max(initial=0.0)), 0.0)
         root = np.sqrt(np.where(keep, evals, 0.0))
         inv_root = np.where(keep, 1.0 / np.where(keep, root, 1.0), 0.0)
         # W = Sigma^{-1/2} on the support = E diag(inv_root) E^T and W^+ = Sigma^{1/2}, applied
@@ -149,6 +153,28 @@ class LeaceFitter:
         return LeaceEraser(proj_left=mk(evecs @ (root[:, None] * eq)),          # W^+ Q
                            proj_right=mk((eq.T * inv_root) @ evecs.T),          # Q^T W
                            bias=mk(self.mean_x))
+
+
+def eraser_from_rows(x: np.ndarray, z: np.ndarray, rtol: float = 1e-10,
+                     dtype: torch.dtype = torch.float32) -> LeaceEraser:
+    """``LeaceFitter().update(x, z).eraser(rtol, dtype)``, computed from the rows.
+
+    With fewer rows than columns (hundreds of examples, d >= 576) the covariance has rank
+    below n and its eigenvectors on the support come from the (n, n) Gram matrix of the
+    centred rows: ``Xc Xc^T = U L U^T`` gives eigenvalues ``L / n`` and eigenvectors
+    ``Xc^T U L^{-1/2}``, an eigendecomposition of size n instead of d (a third of the time at
+    n ~ d / 2). The eigenvectors off the support are not needed: the eraser weights them
+    by zero. Same threshold (``rtol`` of the largest eigenvalue).
+    """
+    fitter = LeaceFitter().update(x, z)
+    xa = as_f64(x, "batch")
+    if xa.shape[0] >= xa.shape[1]:
+        return fitter.eraser(rtol, dtype)
+    xc = xa - fitter.mean_x
+    lam, u = np.linalg.eigh(xc @ xc.T)                     # n * the eigenvalues of cov_xx on its support
+    keep = lam > rtol * max(float(lam.max()), 0.0)
+    evecs = xc.T @ (u[:, keep] / np.sqrt(lam[keep]))       # (d, r) orthonormal
+    return fitter._eraser(lam[keep] / xa.shape[0], evecs, rtol, dtype)
 
 
 def fit_leace(pos: np.ndarray, neg: np.ndarray, *, paired: bool = False) -> FitResult:

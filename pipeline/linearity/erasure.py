@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.fit import LeaceFitter
+from pipeline.fit import eraser_from_rows
 from pipeline.linearity.probes import ProbeResult, Split, compare_probes
 
 __all__ = ["ErasureResult", "erase_splits", "erasure_probes"]
@@ -41,7 +41,7 @@ class ErasureResult:
 def erase_splits(train: Split, *others: Split) -> tuple[list[Split], int]:
     """LEACE fitted on ``train`` (z = the label), applied to ``train`` and every other split."""
     x, y = train
-    eraser = LeaceFitter().update(x, y.astype(np.float64)).eraser(dtype=torch.float64)
+    eraser = eraser_from_rows(x, y.astype(np.float64), dtype=torch.float64)   # n < d: from the Gram matrix
     out = []
     for xs, ys in (train, *others):
         with torch.no_grad():
