@@ -61,7 +61,7 @@ HIDDEN = 32
 STEPS = 100
 """Full-batch Adam steps for every grid point of both probes. 100 and 150 give the same figures
 on the seven shipped concepts (SmolLM2, every third layer: per-concept means of the linear,
-MLP and erased-MLP test accuracies within 0.011, no sign bias; bench/RESULTS.md ``## report``)."""
+MLP and erased-MLP test accuracies within 0.012, no sign bias; bench/RESULTS.md ``## report``)."""
 LR = 2e-2
 
 
