@@ -302,6 +302,23 @@ def test_report_command_writes_json_plots_html_and_mlflow_run(catalog_home: Path
     assert sorted(m.step for m in hist) == [1, 3]
 
 
+def test_report_html_path_checked_first_and_may_be_the_reports_own_page(catalog_home: Path, tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from conftest import write_dataset
+
+    from jobs.cli import main
+    from pipeline.datasets import register_dataset
+
+    register_dataset(write_dataset(tmp_path / "toy.jsonl", n_pairs=30), "toy", home=catalog_home)
+    base = ["report", "toy", "--model", "tiny:llama", "--layers", "1", "--executor", "local", "--no-control",
+            "--no-compose", "--no-mlflow"]
+    assert main([*base, "--html", str(tmp_path / "missing" / "page.html")]) == 2
+    assert "--html" in capsys.readouterr().err and not (catalog_home / "reports").exists()   # refused before any work
+    out = tmp_path / "rep"
+    assert main([*base, "--out", str(out), "--html", str(out / "index.html")]) == 0   # the page it writes anyway
+    assert "data:image/png;base64," in (out / "index.html").read_text()
+
+
 def test_report_stage_in_job_specs(tmp_path: Path) -> None:
     from jobs.spec import load_job
     from pipeline.types import GnomonError

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from jobs.commands.collect import add_executor_args, parse_layers
 
@@ -63,12 +64,16 @@ def run(args: argparse.Namespace) -> int:
     spec = ReportSpec(concepts=concepts, models=models, revision=args.revision, layers=parse_layers(args.layers),
                       position=args.position, control=not args.no_control, compose=not args.no_compose,
                       strengths=strengths, n_prompts=args.prompts, max_new_tokens=args.max_new_tokens, score=args.score, name=args.name)
+    html = Path(args.html).expanduser() if args.html else None
+    made = Path(args.out).expanduser().resolve() if args.out else None   # the report makes its --out folder
+    if html is not None and not html.parent.is_dir() and html.parent.resolve() != made:   # before the work
+        raise GnomonError(f"--html {args.html}: the folder {html.parent} does not exist")
     log = (lambda _m: None) if args.json else (lambda m: print(m, flush=True))
     doc = run_report(spec, make_executor(args.executor, args.ray_address, args.workers), out=args.out,
                      tracking_uri=args.tracking_uri, log_mlflow=not args.no_mlflow, log=log)
-    if args.html:
-        shutil.copyfile(doc["paths"]["html"], args.html)
-        doc["paths"]["html_copy"] = args.html
+    if html is not None and html.resolve() != Path(doc["paths"]["html"]).resolve():   # --html <out>/index.html: there already
+        shutil.copyfile(doc["paths"]["html"], html)
+        doc["paths"]["html_copy"] = str(html)
     if args.json:
         print(json.dumps(doc, indent=1, allow_nan=True, default=str))
         return 0
