@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipeline.fit._common import FitResult, as_f64, check_paired, orient
+from pipeline.fit._common import FitResult, as_f64, check_paired, gram_eigh, orient
 from pipeline.types import GnomonError
 
 
@@ -170,11 +170,8 @@ def eraser_from_rows(x: np.ndarray, z: np.ndarray, rtol: float = 1e-10,
     xa = as_f64(x, "batch")
     if xa.shape[0] >= xa.shape[1]:
         return fitter.eraser(rtol, dtype)
-    xc = xa - fitter.mean_x
-    lam, u = np.linalg.eigh(xc @ xc.T)                     # n * the eigenvalues of cov_xx on its support
-    keep = lam > rtol * max(float(lam.max()), 0.0)
-    evecs = xc.T @ (u[:, keep] / np.sqrt(lam[keep]))       # (d, r) orthonormal
-    return fitter._eraser(lam[keep] / xa.shape[0], evecs, rtol, dtype)
+    lam, evecs = gram_eigh(xa - fitter.mean_x, rtol)      # n * the eigenvalues of cov_xx on its support
+    return fitter._eraser(lam / xa.shape[0], evecs, rtol, dtype)
 
 
 def fit_leace(pos: np.ndarray, neg: np.ndarray, *, paired: bool = False) -> FitResult:

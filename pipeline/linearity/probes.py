@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from pipeline import metrics as M
-from pipeline.fit._common import standardize, torch_device
+from pipeline.fit._common import gram_eigh, standardize, torch_device
 from pipeline.types import GnomonError
 
 __all__ = [
@@ -140,8 +140,7 @@ class _Joint(torch.nn.Module):
         self.b = torch.nn.Parameter(b.expand(g, -1).clone())
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        if x.shape[2] < self.w.shape[1]:
-            x = torch.nn.functional.pad(x, (0, self.w.shape[1] - x.shape[2]))
+        """``x``: (g, n, d') already padded to the weights' rows (:func:`train_probes` pads once)."""
         hh = torch.baddbmm(self.b[:, None, :], x, self.w)                               # (g, n, m [+ k] + pad)
         out = {}
         if self.m:
@@ -184,13 +183,9 @@ def _row_space(xtr: np.ndarray) -> Any:
     z = (xtr - mu) / sd                                                            # (n, d)
     if z.shape[0] - 1 >= z.shape[1]:
         return lambda x: (np.asarray(x, np.float64) - mu) / sd
-    # The basis from the (n, n) Gram matrix's eigenvectors (v = z' u / s): a third of an SVD's
-    # time at n ~ d / 2. Eigenvalues carry rounding ~ n * eps * max; the null one left by
-    # centring is dropped with every direction whose singular value is under 1e-5 of the
-    # largest (a probe would need 1e5 times the weight there to move a training logit).
-    lam, u = np.linalg.eigh(z @ z.T)
-    keep = lam > 1e-10 * max(float(lam.max(initial=0.0)), 1e-300)
-    v = z.T @ (u[:, keep] / np.sqrt(lam[keep]))                                    # (d, r)
+    # Directions with a singular value under 1e-5 of the largest are dropped (a probe would
+    # need 1e5 times the weight there to move a training logit).
+    _, v = gram_eigh(z, rtol=1e-10)                                                # (d, r)
     if v.shape[1] == 0:  # every training row identical (e.g. the embedding of one token): nothing to learn
         v = np.zeros((z.shape[1], 1))
     return lambda x: ((np.asarray(x, np.float64) - mu) / sd) @ v                   # (n, r)
@@ -225,10 +220,12 @@ def train_probes(tasks: Sequence[ProbeTask], *, weight_decays: tuple[float, ...]
     inputs: dict[tuple[int, ...], int] = {}      # the same six arrays -> one input (its kinds train together)
     prepared: list[tuple[list[torch.Tensor], torch.Tensor, torch.Tensor, set[str]]] = []
     bases: dict[int, Any] = {}                   # inputs on the same train array share one basis
+    input_of: list[int] = []                     # per task, its input
     for t in tasks:
         key = tuple(id(a) for split in (t.train, t.val, t.test) for a in split)
         if key in inputs:
             prepared[inputs[key]][3].add(t.kind)
+            input_of.append(inputs[key])
             continue
         (xtr, ytr), (xva, _), (xte, _) = t.train, t.val, t.test
         if xtr.ndim != 2 or xtr.shape[0] < 4:
@@ -241,6 +238,7 @@ def train_probes(tasks: Sequence[ProbeTask], *, weight_decays: tuple[float, ...]
         n_pos = float(ytr.sum())
         weight = torch.where(yt > 0.5, 0.5 * len(ytr) / n_pos, 0.5 * len(ytr) / (len(ytr) - n_pos))
         inputs[key] = len(prepared)
+        input_of.append(inputs[key])
         prepared.append((xs, yt, weight, {t.kind}))
     # Inputs of one shape asking for the same kinds train as one batched model (one product per step).
     groups: dict[tuple[Any, ...], list[int]] = {}
@@ -274,8 +272,8 @@ def train_probes(tasks: Sequence[ProbeTask], *, weight_decays: tuple[float, ...]
                 for kind in split_logits[0]:
                     logits_of[i, kind] = [lg[kind][j].T for lg in split_logits]          # each (k, n)
     out = []
-    for t in tasks:
-        logits = logits_of[inputs[tuple(id(a) for split in (t.train, t.val, t.test) for a in split)], t.kind]
+    for t, i in zip(tasks, input_of):
+        logits = logits_of[i, t.kind]
         scores = [(*_metrics(logits[1][j], t.val[1]), weight_decays[j], j) for j in range(k)]
         best = max(scores)[3]
         te = _metrics(logits[2][best], t.test[1])
