@@ -26,13 +26,23 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--concept", default="sentiment")
     ap.add_argument("--threads", type=int, default=None, help="torch threads for both phases")
-    ap.add_argument("--home", default=None, help="a fresh home is made when omitted (collection is timed from empty)")
+    ap.add_argument("--home", default=None, help="a store to reuse and keep; when omitted a fresh home is made (collection timed from empty) and removed at the end")
     args = ap.parse_args()
 
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.home:
+        measure(args, Path(args.home))
+    else:   # a fresh home (~550 MB of activations), removed afterwards
+        with tempfile.TemporaryDirectory(prefix="gnomon-bench-report-") as tmp:
+            measure(args, Path(tmp))
+
+
+def measure(args: argparse.Namespace, home: Path) -> None:
+    import torch
+
     from jobs.collect_job import CollectSpec, run_collection
     from jobs.executors import make_executor
     from pipeline.contrast import StoreDB, contrast_splits
@@ -40,7 +50,6 @@ def main() -> None:
     from pipeline.direction import Provenance
     from pipeline.linearity.layers import analyse_layers
 
-    home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="gnomon-bench-report-"))
     print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; torch threads "
           f"{torch.get_num_threads()}; home {home}")
     from pipeline.models import load_model
