@@ -25,6 +25,14 @@ warm-up round:
   links to an already converted cache (the one-off GGUF conversion is not timed; process
   start-up, imports, model load, executor start and the writes are).
 - ``--paths default,ray,local`` adds the forced executors.
+- ``--floor`` adds the least work any collection of these rows must do, as a lower bound
+  on every implementation: in this process (like ``bare``: imports and model load not
+  timed), the texts tokenised and cut into the default path's length-sorted token-budget
+  batches, and only the model body's forward under ``torch.inference_mode`` (all blocks, no
+  LM head; nothing recorded, pooled or written). ``floor+torch`` adds the wall time of
+  ``python -c "import torch"`` measured in the same round: the least a *command* pays, even
+  one that skipped transformers. If ``floor / bare`` is above the target, no collection
+  path computing this forward on this machine can meet it.
 
 The FLOP ceiling: the best of several float32 ``torch.mm`` runs (2048 x 2048, all of
 torch's threads) gives the machine's peak FLOP/s; a forward pass costs about
@@ -168,6 +176,33 @@ def run_bare(model: Any, tok: Any, texts: list[str], batch_size: int = 32) -> tu
             assert len(out.hidden_states) == model.config.num_hidden_layers + 1
             real += int(enc["attention_mask"].sum())
     return time.perf_counter() - t0, real
+
+
+def run_floor(model: Any, tok: Any, texts: list[str]) -> float:
+    """Seconds of the floor path (see the module docstring): the default path's batches
+    through the model body alone, nothing kept."""
+    import torch
+
+    from pipeline.collect import _pad_left, default_token_budget, length_batches
+
+    body = model.get_decoder() if hasattr(model, "get_decoder") else model.base_model
+    t0 = time.perf_counter()
+    enc = tok(texts, truncation=True, max_length=512, return_special_tokens_mask=True)
+    ids, special = enc["input_ids"], enc["special_tokens_mask"]
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    with torch.inference_mode():
+        for batch in length_batches([len(x) for x in ids], 256, default_token_budget("cpu")):
+            input_ids, attn, _ = _pad_left([ids[i] for i in batch], [special[i] for i in batch], pad)
+            body(input_ids=input_ids, attention_mask=attn, position_ids=(attn.cumsum(-1) - 1).clamp(min=0),
+                 use_cache=False)
+    return time.perf_counter() - t0
+
+
+def torch_import_seconds() -> float:
+    """Wall seconds of ``python -c "import torch"``: the least any command using torch pays."""
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import torch"], check=True, capture_output=True)
+    return time.perf_counter() - t0
 
 
 BARE_SCRIPT = """
@@ -322,6 +357,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1, help="timed rounds after the warm-up round")
     ap.add_argument("--bare-process", action="store_true",
                     help="also time the bare loop as a user's script (fresh interpreter, imports, model load)")
+    ap.add_argument("--floor", action="store_true",
+                    help="also time the floor: the model body's forward alone on the default batches, "
+                    "in this process, and that plus `python -c 'import torch'` (lower bounds)")
     ap.add_argument("--no-warmup", action="store_true",
                     help="no warm-up round (for long workloads run after a short one has warmed the caches)")
     ap.add_argument("--profile", action="store_true", help="component breakdown instead of timing rounds")
@@ -381,6 +419,9 @@ def time_workload(kind: str, size: int, model: Any, tok: Any, cache: Path, work:
         if args.bare_process:
             tp = run_bare_process(cache, dataset)
             line.append(f"bare-process {tp:.2f} s")
+        if args.floor:
+            tf, ti = run_floor(model, tok, texts), torch_import_seconds()
+            line.append(f"floor {tf:.2f} s, import torch {ti:.2f} s")
         for p in paths:
             tw, s = run_cli(dataset, fresh_home(work, cache, p), None if p == "default" else p)
             choice = s["executor_choice"] if p == "default" else choice
@@ -392,6 +433,9 @@ def time_workload(kind: str, size: int, model: Any, tok: Any, cache: Path, work:
             times["bare"].append(tb)
             if args.bare_process:
                 times["bare-process"].append(tp)
+            if args.floor:
+                times["floor"].append(tf)
+                times["floor+torch"].append(tf + ti)
         print(f"  {kind}-{size} {'warm-up' if r == 0 else f'round {r}'} (load {os.getloadavg()[0]:.1f}): "
               + ", ".join(line), flush=True)
     med = {k: statistics.median(v) for k, v in times.items()}
@@ -400,13 +444,17 @@ def time_workload(kind: str, size: int, model: Any, tok: Any, cache: Path, work:
     proc = med.get("bare-process")
     print(f"{'path':<13}{'wall s':>9}{'tok/s':>9}{'of ceiling':>12}{'ratio':>8}"
           + (f"{'vs process':>12}" if proc else "") + f"{'executor s':>12}{'of ceiling':>12}")
-    for k in ["bare", *(["bare-process"] if proc else []), *paths]:
+    floors = ["floor", "floor+torch"] if args.floor else []
+    for k in ["bare", *(["bare-process"] if proc else []), *floors, *paths]:
         tps = real / med[k]
         ex = statistics.median(inner[k]) if k in inner else None
         print(f"{k:<13}{med[k]:>9.2f}{tps:>9.0f}{tps / ceiling:>12.1%}{med[k] / med['bare']:>8.2f}"
               + (f"{med[k] / proc:>12.2f}" if proc else "")
               + (f"{ex:>12.2f}{real / ex / ceiling:>12.1%}" if ex else ""))
     ratio = med[paths[0]] / med["bare"] if paths else float("nan")
+    if floors:
+        print(f"floor_ratio[{kind}-{size}] = {med['floor'] / med['bare']:.3f}   "
+              f"(floor+torch {med['floor+torch'] / med['bare']:.3f}; the target for the default path is 0.67)")
     if paths and proc:
         print(f"collect_ratio_vs_process[{kind}-{size}] = {med[paths[0]] / proc:.3f}")
     print(f"collect_ratio[{kind}-{size}] = {ratio:.3f}")
