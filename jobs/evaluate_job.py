@@ -116,7 +116,7 @@ def evaluate_checkpoint(task: EvalTask) -> EvalResult:
     prompts = neutral_prompts(concept, home=task.home)[: spec.n_prompts]
     scorer = spec.scorer or CONCEPT_SCORERS.get(concept)
     top = max(spec.strengths, key=abs)
-    if is_generative(lm):
+    if is_generative(lm) and top != 0:  # strengths = [0]: a read-out-only evaluation, nothing to steer
         if scorer:
             sweep = steering_sweep(lm, d, prompts, spec.strengths, scorer=scorer, unit=spec.unit,
                                    max_new_tokens=spec.max_new_tokens, force=True, chat=spec.chat)

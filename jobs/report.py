@@ -46,7 +46,8 @@ def print_report(results: dict[str, Any]) -> None:
             if "probe_accuracy_after" in m:
                 extra.append(f"probe accuracy {m['probe_accuracy_before']:.2f} -> {m['probe_accuracy_after']:.2f} "
                              "after ablation")
-            extra.append(f"next-token KL at max strength {m['side_effect_kl']:.3f}")
+            if "side_effect_kl" in m:  # absent when the evaluation steered nothing (strengths = [0])
+                extra.append(f"next-token KL at max strength {m['side_effect_kl']:.3f}")
             print(f"  {c['model']}: " + "; ".join(extra))
         print(f"  details: {r['path']}")
     for key, r in results.items():

@@ -112,3 +112,19 @@ def test_a_rebuilt_version_is_collected_again(home: Path) -> None:
     assert ensure_collected(["t-edit"], "senti", home, LocalExecutor(), log=lambda m: None) == ["t-edit"]
     after = read_layer_data(home, "t-edit", "senti", 1, "positive", "negative")
     assert not np.allclose(before.x, after.x)
+
+
+def test_read_out_only_evaluation_reports_no_steering_figures(catalog_home: Path) -> None:
+    """``strengths = [0]`` (the demo's lie detector) asks only for the read-out: no sweep, no
+    log-odds and no next-token KL at a "max strength" of 0, which would read 0.000 and look
+    like a direction that moves nothing."""
+    from jobs.evaluate_job import EvalSpec, run_evaluation
+
+    build_tiny_fleet(catalog_home)
+    register_small_sentiment(catalog_home, 24)
+    path = _direction(catalog_home)
+    out = run_evaluation(EvalSpec(ref=str(path), models=("t-base",), strengths=(0.0,), n_prompts=3,
+                                  max_new_tokens=4, n_probe=16), LocalExecutor(), catalog_home)
+    m = out["checkpoints"][0]["metrics"]
+    assert math.isfinite(m["monitor_auroc"]) and "probe_accuracy_after" in m
+    assert not [k for k in m if k.startswith(("steer_", "logodds_", "perplexity")) or k == "side_effect_kl"]
