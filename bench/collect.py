@@ -183,15 +183,17 @@ def run_floor(model: Any, tok: Any, texts: list[str]) -> float:
     through the model body alone, nothing kept."""
     import torch
 
+    from jobs.collect_job import CollectSpec
     from pipeline.collect import _pad_left, default_token_budget, length_batches
 
     body = model.get_decoder() if hasattr(model, "get_decoder") else model.base_model
+    budget = default_token_budget(next(body.parameters()).device)   # the default path's batches
     t0 = time.perf_counter()
-    enc = tok(texts, truncation=True, max_length=512, return_special_tokens_mask=True)
+    enc = tok(texts, truncation=True, max_length=CollectSpec.max_length, return_special_tokens_mask=True)
     ids, special = enc["input_ids"], enc["special_tokens_mask"]
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     with torch.inference_mode():
-        for batch in length_batches([len(x) for x in ids], 256, default_token_budget("cpu")):
+        for batch in length_batches([len(x) for x in ids], CollectSpec.batch_size, budget):
             input_ids, attn, _ = _pad_left([ids[i] for i in batch], [special[i] for i in batch], pad)
             body(input_ids=input_ids, attention_mask=attn, position_ids=(attn.cumsum(-1) - 1).clamp(min=0),
                  use_cache=False)
