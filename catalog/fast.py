@@ -110,12 +110,13 @@ class SQLiteReader:
                 if r.matches(concept=concept, model=model, revision=revision, layer=layer, method=method,
                              position=position, min_metrics=min_metrics)]
 
-    def resolve(self, ref: str) -> DirectionRecord:
+    def resolve(self, ref: str, model: str | None = None) -> DirectionRecord:
         """Same answer (and errors) as :meth:`catalog.Catalog.resolve`."""
         parsed = parse_ref(ref)
-        return self._pick(parsed.concept, parsed)
+        return self._pick(parsed.concept, parsed, model)
 
-    def _pick(self, concept: str, ref: Ref) -> DirectionRecord:
+    def _pick(self, concept: str, ref: Ref, model: str | None = None) -> DirectionRecord:
         from catalog.refs import pick_record
 
-        return pick_record(self.records(concept), ref, self.tracking_uri, self.concepts())  # type: ignore[no-any-return]
+        return pick_record(self.records(concept), ref, self.tracking_uri, self.concepts(),  # type: ignore[no-any-return]
+                           model=model)

@@ -10,8 +10,14 @@ local paths) are turned into alias-safe slugs.
 Ref(concept='sentiment', version=None, alias='best')
 >>> parse_ref("sentiment/7").version
 7
->>> best_alias("smollm2")
-'best-smollm2'
+>>> scoped_alias("best", "smollm2")
+'best--smollm2'
+
+**Per-model aliases.** ``best``, ``best-monitor`` and ``best-steer`` (:data:`SCOPED`) are set by
+a fit on one model and mean nothing for another (a direction only applies to the model it was
+read from). They are stored as ``<alias>--<model slug>`` and a bare ``concept@best`` resolves
+against the model the command is about (``--model``), or the only model that has one; when
+several models have one it is refused with the candidates listed, never guessed.
 """
 
 from __future__ import annotations
@@ -90,24 +96,87 @@ def slug(text: str) -> str:
     return s
 
 
+SCOPED = ("best", "best-monitor", "best-steer")
+"""Aliases that belong to one model (see the module doc)."""
+SCOPE_SEP = "--"
+"""Between a scoped alias and its model slug; a slug never contains it."""
+
+
+def model_scope(model_id: str) -> str:
+    """The model part of a scoped alias: :func:`slug` without repeated dashes."""
+    return re.sub(r"-{2,}", "-", slug(model_id))
+
+
+def scoped_alias(alias: str, model_id: str) -> str:
+    """``best`` for ``smollm2`` -> ``best--smollm2`` (the name MLflow stores)."""
+    if alias not in SCOPED:
+        raise GnomonError(f"{alias!r} is not a per-model alias ({', '.join(SCOPED)})")
+    return f"{alias}{SCOPE_SEP}{model_scope(model_id)}"
+
+
+def unscope(alias: str) -> tuple[str, str] | None:
+    """``best--smollm2`` -> ``("best", "smollm2")``; None for an alias that is not scoped."""
+    base, sep, scope = alias.partition(SCOPE_SEP)
+    return (base, scope) if sep and base in SCOPED and scope else None
+
+
 def best_alias(model_id: str) -> str:
-    """The alias that marks the best version of a concept for one model: ``best-<slug>``."""
-    return f"best-{slug(model_id)}"
+    """The stored name of ``best`` for one model (``best--<slug>``)."""
+    return scoped_alias("best", model_id)
 
 
-def pick_record(recs: Sequence[Any], ref: Ref, tracking_uri: str, known: Sequence[str]) -> Any:
+def display_aliases(aliases: Sequence[str]) -> list[str]:
+    """Aliases as a user writes them: ``best--smollm2`` -> ``best``."""
+    return sorted({u[0] if (u := unscope(a)) else a for a in aliases})
+
+
+def _scoped_pick(recs: Sequence[Any], ref: Ref, model: str | None) -> Any:
+    """The version a per-model alias points at for ``model`` (or the only model that has one)."""
+    alias = ref.alias or ""
+    holders = [(r, a) for r in recs for a in r.aliases if (u := unscope(a)) and u[0] == alias]
+    listing = "; ".join(f"{r.model}: {r.ref}" for r, _ in holders)
+    if model is not None:
+        want = scoped_alias(alias, model)
+        hit = [r for r, a in holders if a == want]
+        if hit:
+            return hit[0]
+        raise GnomonError(f"{ref} has no version for model {model!r} "
+                          + (f"(it is set for {listing}); name a version (e.g. {holders[0][0].ref}) or "
+                             f"fit {ref.concept} on {model}" if holders else
+                             f"(no model has one: `gnomon fit` sets it when a direction clears selection; "
+                             f"see `gnomon catalog ls --concept {ref.concept}`)"))
+    if len(holders) == 1:
+        return holders[0][0]
+    if not holders:
+        raise GnomonError(f"{ref} is not set for any model: `gnomon fit` sets it only when a direction "
+                          f"clears selection (see its output, or `gnomon catalog ls --concept {ref.concept}`)")
+    raise GnomonError(f"{ref} is ambiguous: it is set for {len(holders)} models ({listing}); "
+                      "pass --model MODEL or name the version")
+
+
+def pick_record(recs: Sequence[Any], ref: Ref, tracking_uri: str, known: Sequence[str],
+                model: str | None = None) -> Any:
     """The record ``ref`` names among its concept's ``recs`` (oldest first): the latest when
-    it names neither version nor alias; one clear line naming what exists otherwise. Shared by
-    the MLflow-backed :class:`~catalog.Catalog` and the fast SQLite reader."""
+    it names neither version nor alias; a per-model alias (:data:`SCOPED`) for ``model``, or
+    the only model that has it; one clear line naming what exists otherwise. Shared by the
+    MLflow-backed :class:`~catalog.Catalog` and the fast SQLite reader."""
     if not recs:
         raise GnomonError(f"no concept {ref.concept!r} in the catalog at {tracking_uri}; "
                           f"known concepts: {', '.join(known) or 'none yet'}")
     if ref.version is None and ref.alias is None:
+        if model is not None:
+            mine = [r for r in recs if r.model == model]
+            if not mine:
+                raise GnomonError(f"{ref.concept} has no version for model {model!r} (models: "
+                                  f"{', '.join(sorted({r.model for r in recs}))})")
+            return mine[-1]
         return recs[-1]
+    if ref.alias in SCOPED:
+        return _scoped_pick(recs, ref, model)
     hit = [r for r in recs if r.version == ref.version or (ref.alias and ref.alias in r.aliases)]
     if hit:
         return hit[0]
-    aliases = sorted({a for r in recs for a in r.aliases})
+    aliases = display_aliases([a for r in recs for a in r.aliases])
     raise GnomonError(f"{ref} does not exist: {ref.concept} has versions "
                       f"{', '.join(str(r.version) for r in recs)} and aliases "
                       f"{', '.join(aliases) or 'none'}")

@@ -20,7 +20,7 @@ from catalog.query import (
     DirectionRecord,
     record_from_version,
 )
-from catalog.refs import best_alias, check_concept
+from catalog.refs import check_concept, scoped_alias
 from pipeline.direction import Direction
 from pipeline.fleet.registry import lineage_tags
 from pipeline.types import GnomonError
@@ -167,25 +167,35 @@ class Registry:
         return version
 
     def update_best(self, concept: str, model: str, metric: str) -> None:
-        """Point ``best``, ``best-monitor`` and ``best-<model slug>`` at the model's best version
-        by :mod:`pipeline.selection` (never layer 0, never at chance; saturated scores are
-        broken by d', simpler method, mid-depth). When no version is eligible those aliases
-        are removed rather than left on a useless direction."""
+        """Only for ``register(set_best=True)`` by callers that hold no held-out scores: point
+        ``best`` and ``best-monitor`` of ``model`` at the rule's pick among its versions
+        (:mod:`pipeline.selection`: never layer 0, never at chance), or remove them. A fit
+        sets them through :meth:`point` instead, after its search-corrected selection."""
         from pipeline.selection import choose
 
         recs = [r for r in self.records(concept, {"model": model}) if r.model == model]
         if not recs:
             return
         top = choose([record_candidate(r) for r in recs], metric)
-        names = (best_alias(model), "best", MONITOR_ALIAS)
-        if top is None:
-            current = self.alias_maps([concept])[concept]
-            for alias in names:
-                if alias in current and int(current[alias]) in {r.version for r in recs}:
-                    self.call("delete_registered_model_alias", concept, alias)
+        for alias in ("best", MONITOR_ALIAS):
+            self.point(concept, model, alias, None if top is None else top.key.version, {})
+
+    def point(self, concept: str, model: str, alias: str, version: int | None,
+              tags: Mapping[str, str]) -> None:
+        """Set (or, for ``version`` None, remove) ``model``'s per-model ``alias`` of ``concept``."""
+        from mlflow.exceptions import MlflowException
+
+        stored = scoped_alias(alias, model)
+        if version is not None:
+            self.call("set_registered_model_alias", concept, stored, str(version))
+            for k, v in tags.items():
+                self.call("set_model_version_tag", concept, str(version), k, str(v))
             return
-        for alias in names:
-            self.call("set_registered_model_alias", concept, alias, str(top.key.version))
+        try:
+            self.call("delete_registered_model_alias", concept, stored)
+        except MlflowException as e:
+            if e.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                raise
 
     def download(self, rec: DirectionRecord, dst: Path) -> Path:
         """Fetch the version's file into ``dst`` and check it against its recorded sha256."""

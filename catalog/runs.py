@@ -64,6 +64,38 @@ def log_run(call: Call, direction: Direction, path: Path, req: PendingRegistrati
     return run_id, f"{run.info.artifact_uri}/direction/{path.name}"
 
 
+def log_evidence(call: Call, concept: str, name: str, doc: dict[str, Any], artifact_root: Path | None) -> str:
+    """Log a selection's evidence as a run of ``gnomon/<concept>``: ``doc`` as a JSON artifact,
+    its scalar fields as params, and per-candidate numbers as metrics (step = candidate rank)."""
+    import json
+
+    from mlflow.entities import Metric, Param, RunStatus
+
+    exp_id = experiment(call, f"gnomon/{concept}", artifact_root)
+    run = call("create_run", exp_id, run_name=name, tags={KIND_TAG: "evidence", "concept": concept,
+                                                          "model": str(doc.get("model", ""))})
+    run_id = run.info.run_id
+    ts = int(run.info.start_time)
+    params = [Param(k, str(v)[:_MAX_PARAM]) for k, v in doc.items() if isinstance(v, (str, int, float, bool))]
+    metrics = [Metric(k, float(c[k]), ts, step) for step, c in enumerate(doc.get("candidates", []))
+               for k in ("fluency_bound", "plus", "minus", "effect", "kl", "strength")
+               if isinstance(c.get(k), (int, float)) and math.isfinite(float(c[k]))]
+    status = "FINISHED"
+    try:
+        call("log_batch", run_id, metrics=metrics[:1000], params=params[:100])
+        with tempfile.TemporaryDirectory() as tmp:
+            f = Path(tmp) / f"{name}.json"
+            f.write_text(json.dumps(doc, indent=1, default=str))
+            call("log_artifact", run_id, str(f), "evidence")
+    except Exception:
+        status = "FAILED"
+        raise
+    finally:
+        with contextlib.suppress(Exception):
+            call("set_terminated", run_id, RunStatus.to_string(getattr(RunStatus, status)))
+    return str(run_id)
+
+
 def experiment(call: Call, name: str, artifact_root: Path | None) -> str:
     """The id of experiment ``name``, created if missing. Database stores get an explicit
     artifact location (MLflow would otherwise write into ``./mlruns`` of the current

@@ -6,15 +6,15 @@ safetensors file and the layer-sweep curve) and one version of the registered mo
 named after the concept, tagged with model, revision, fingerprint, layer, position,
 method, dataset hash and every metric (``metric.<name>``), so search needs no run fetch.
 
-Aliases: after each registration (``set_best=True``), among the concept's versions for
-the *same model* the one with the highest ``best_metric`` gets ``best-<model slug>``
-and also ``best``. So ``best`` follows the model registered most recently: with
-directions for several models, ask for ``concept@best-<slug>`` (see
-:func:`catalog.refs.best_alias`).
+Aliases: ``best``, ``best-monitor`` and ``best-steer`` belong to one model (stored as
+``best--<model slug>``, :func:`catalog.refs.scoped_alias`) and are set by a fit's selection
+(:meth:`Catalog.point`), which has the held-out scores that setting one needs; a bare
+``concept@best`` resolves against the ``model`` a caller names, or the only model that has
+one, and is refused when that is ambiguous.
 
 >>> cat = Catalog(home="gnomon-home")                      # doctest: +SKIP
 >>> rec = cat.register(direction)                          # doctest: +SKIP
->>> cat.load("sentiment@best") == direction                # doctest: +SKIP
+>>> cat.load("sentiment@best", model="smollm2") == direction   # doctest: +SKIP
 True
 """
 
@@ -183,16 +183,18 @@ class Catalog:
         return self._reg.records(concept)
 
     @_answers
-    def resolve(self, ref: str) -> DirectionRecord:
-        """``concept@alias``, ``concept/N`` or ``concept`` (its latest version) -> its record."""
+    def resolve(self, ref: str, model: str | None = None) -> DirectionRecord:
+        """``concept@alias``, ``concept/N`` or ``concept`` (its latest version) -> its record.
+        ``model`` scopes ``best``/``best-monitor``/``best-steer`` (and a bare concept) to one model."""
         parsed = parse_ref(ref)
-        return self._pick(parsed.concept, parsed)
+        return self._pick(parsed.concept, parsed, model=model)
 
-    def _pick(self, concept: str, ref: Ref, reg: Registry | None = None) -> DirectionRecord:
+    def _pick(self, concept: str, ref: Ref, reg: Registry | None = None, model: str | None = None) -> DirectionRecord:
         reg = reg or self._reg
         from catalog.refs import pick_record
 
-        return pick_record(reg.records(concept), ref, reg.tracking_uri, sorted(reg.concept_aliases()))  # type: ignore[no-any-return]
+        return pick_record(reg.records(concept), ref, reg.tracking_uri, sorted(reg.concept_aliases()),  # type: ignore[no-any-return]
+                           model=model)
 
     @_answers
     def to_arrow(self) -> pa.Table:
@@ -201,19 +203,23 @@ class Catalog:
 
     # ---- loading and editing --------------------------------------------------
     @_answers
-    def load(self, ref: str) -> Direction:
+    def load(self, ref: str, model: str | None = None) -> Direction:
         """Download the direction ``ref`` names and return it (equal to what was registered)."""
-        rec = self.resolve(ref)
+        return self.load_record(self.resolve(ref, model))
+
+    @_answers
+    def load_record(self, rec: DirectionRecord) -> Direction:
+        """The direction of an already resolved record."""
         with tempfile.TemporaryDirectory() as tmp:
             return Direction.load(self._reg.download(rec, Path(tmp)))
 
     @_answers
-    def export(self, ref: str, path: str | Path) -> Path:
+    def export(self, ref: str, path: str | Path, model: str | None = None) -> Path:
         """Copy the direction's safetensors file to ``path`` (written atomically)."""
         path = Path(path)
         if path.suffix != ".safetensors":
             raise GnomonError(f"export target {path} must end in .safetensors")
-        rec = self.resolve(ref)
+        rec = self.resolve(ref, model)
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory() as tmp:
             tmp_path = path.with_name(f".{path.name}.tmp")
@@ -222,11 +228,32 @@ class Catalog:
         return path
 
     @_answers
-    def set_alias(self, ref: str, alias: str) -> DirectionRecord:
-        """Point ``alias`` at the version ``ref`` resolves to (moving it if it existed)."""
-        rec = self.resolve(ref)
-        self._reg.call("set_registered_model_alias", rec.concept, check_alias(alias), str(rec.version))
+    def set_alias(self, ref: str, alias: str, model: str | None = None) -> DirectionRecord:
+        """Point ``alias`` at the version ``ref`` resolves to (moving it if it existed). A
+        per-model alias (``best``, ``best-monitor``, ``best-steer``) is set for the version's model."""
+        from catalog.refs import SCOPED, scoped_alias
+
+        rec = self.resolve(ref, model)
+        stored = scoped_alias(alias, rec.model) if alias in SCOPED else check_alias(alias)
+        self._reg.call("set_registered_model_alias", rec.concept, stored, str(rec.version))
         return self._pick(rec.concept, Ref(rec.concept, version=rec.version))
+
+    @_answers
+    def point(self, concept: str, model: str, alias: str, version: int | None,
+              tags: Mapping[str, str] | None = None) -> None:
+        """Set the per-model ``alias`` of ``model`` to ``version`` (with ``tags`` on that version,
+        e.g. the selection's evidence), or remove it when ``version`` is None: a selection that
+        finds nothing reliable must not leave the alias on an earlier choice."""
+        self._reg.point(concept, model, alias, version, tags or {})
+
+    @_answers
+    def log_evidence(self, concept: str, name: str, doc: Mapping[str, Any]) -> str:
+        """Log what a selection measured (e.g. ``select-steer``) as an MLflow run of the
+        concept's experiment; returns the run id."""
+        from catalog import runs
+
+        root = backend.local_artifact_root(self.tracking_uri, self.home)
+        return runs.log_evidence(self._reg.call, check_concept(concept), name, dict(doc), root)
 
     @_answers
     def tag(self, ref: str, key: str, value: str) -> None:

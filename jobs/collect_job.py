@@ -110,8 +110,11 @@ def plan_collection(spec: CollectSpec, home: Any = None) -> CollectPlan:
 
 
 def _content_digest(ids: Sequence[str], texts: Sequence[str | None], messages: Sequence[Any]) -> str:
+    from pipeline.collect import MEAN_RULE
+
     rows = sorted(zip(ids, (t or "" for t in texts), (str(m or "") for m in messages)))
-    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
+    # the pooling rule is part of what the rows were computed from: a rule change re-collects
+    return hashlib.sha256(json.dumps({"rows": rows, "mean_rule": MEAN_RULE}).encode()).hexdigest()
 
 
 def summarize(results: Sequence[ShardResult]) -> dict[str, int]:

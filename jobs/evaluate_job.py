@@ -28,7 +28,7 @@ import numpy as np
 
 from pipeline.types import GnomonError
 
-CONCEPT_SCORERS = {"sentiment": "vader"}
+from pipeline.dose import CONCEPT_SCORERS  # noqa: E402 - one table, kept in pipeline/
 
 
 @dataclass(frozen=True)
@@ -74,15 +74,22 @@ class EvalResult:
     logodds: dict[str, Any] | None = None
 
 
-def resolve_direction(ref: str, tracking_uri: str | None = None, home: Any = None) -> Any:
-    """A direction from a file path or a catalog reference."""
+def resolve_direction(ref: str, tracking_uri: str | None = None, home: Any = None, model: str | None = None) -> Any:
+    """A direction from a file path or a catalog reference (``model`` scopes ``@best``); says
+    on stderr which version a reference resolved to."""
+    import sys
+
     from pipeline.direction import Direction
 
     if ref.endswith(".safetensors") or Path(ref).is_file():
         return Direction.load(ref)
     from catalog import Catalog
 
-    return Catalog(tracking_uri=tracking_uri, home=home).load(ref)
+    cat = Catalog(tracking_uri=tracking_uri, home=home)
+    rec = cat.resolve(ref, model)
+    print(f"{ref} -> {rec.ref} (model {rec.model}, layer {rec.layer}, {rec.method} on {rec.position})",
+          file=sys.stderr, flush=True)
+    return cat.load_record(rec)
 
 
 def evaluate_checkpoint(task: EvalTask) -> EvalResult:
@@ -202,7 +209,11 @@ def plan_evaluation(spec: EvalSpec, home: Path, tracking_uri: str | None = None
     from pipeline.store import model_slug
 
     check_models(spec.models, home)  # before the catalog (MLflow) and Ray are touched
-    d = resolve_direction(spec.ref, tracking_uri, home)
+    d = resolve_direction(spec.ref, tracking_uri, home, model=spec.models[0] if len(spec.models) == 1 else None)
+    from pipeline.models.shape import check_width
+
+    for m in spec.models:
+        check_width([d], m, home)  # a width mismatch is refused before any model loads
     if not spec.strengths:
         raise GnomonError("give at least one strength")
     pre_skipped: list[EvalResult] = []

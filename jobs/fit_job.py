@@ -47,7 +47,8 @@ class FitSpec:
     collect_dtype: str = "float16"
     batch_size: int = 32
     select_steer: bool = True
-    """After registering, measure the top candidates' dose-response and set ``best-steer``."""
+    """After registering, measure the top candidates' dose-response and set ``best-steer``
+    (False: defer it to ``gnomon catalog select-steer``)."""
 
 
 def _check_methods(methods: Sequence[str]) -> None:
@@ -140,7 +141,7 @@ def collect_spec(spec: FitSpec) -> Any:
 
 
 def run_fit(spec: FitSpec, executor: Any, home: Any = None, catalog: Any = None,
-            show_progress: bool = False, log: Any = print) -> dict[str, Any]:
+            show_progress: bool = False, log: Any = None) -> dict[str, Any]:
     """Collect what is missing, fit every group, sweep layers, register; returns a summary."""
     from pipeline.datasets import load_dataset, validate_contrast
     from pipeline.home import gnomon_home
@@ -152,11 +153,19 @@ def run_fit(spec: FitSpec, executor: Any, home: Any = None, catalog: Any = None,
     ds = load_dataset(spec.dataset, home=home_p)
     validate_contrast(ds, spec.positive or ds.default_contrast[0], spec.negative or ds.default_contrast[1])
     collected = collect(collect_spec(spec), executor, home_p, show_progress=show_progress)
-    return fit_collected(spec, collected, executor, home_p, catalog, show_progress).to_dict()  # type: ignore[no-any-return]
+    return fit_collected(spec, collected, executor, home_p, catalog, show_progress,  # type: ignore[no-any-return]
+                         log=log or _stderr).to_dict()
+
+
+def _stderr(message: str) -> None:
+    """Progress lines go to stderr, piped or not (stdout may carry JSON)."""
+    import sys
+
+    print(message, file=sys.stderr, flush=True)
 
 
 def fit_collected(spec: FitSpec, collected: Any, executor: Any, home: Any, catalog: Any = None,
-                  show_progress: bool = False) -> Any:
+                  show_progress: bool = False, log: Any = None) -> Any:
     """Fit every (layer, position) group of a finished collection (its ``CollectResult``),
     sweep, register; returns a :class:`jobs.results.FitResult`."""
     from pipeline.datasets import load_dataset, validate_contrast
@@ -194,12 +203,22 @@ def fit_collected(spec: FitSpec, collected: Any, executor: Any, home: Any, catal
     t2 = time.perf_counter()
     aliases: dict[str, Any] = {}
     steer: dict[str, Any] = {}
+    selection: dict[str, Any] = {}
     if records:
         if catalog is None:
             from catalog import Catalog
 
             catalog = Catalog(home=home_p)
-        if spec.select_steer:
+        selection = select_best(spec, ds.name, directions, groups, sweeps, records, catalog,
+                                collected.num_layers)
+        if not spec.select_steer:
+            steer = {"alias": None, "reason": "deferred (--no-steer-select): run `gnomon catalog select-steer "
+                     f"{ds.name} --model {spec.model}`", "candidates": [], "deferred": True}
+        elif not selection["reliable"]:
+            catalog.point(ds.name, spec.model, "best-steer", None)
+            steer = {"alias": None, "reason": "no reliable direction to steer with (see the selection above)",
+                     "candidates": []}
+        else:
             from jobs.steer_select import select_steer
 
             try:
@@ -207,7 +226,8 @@ def fit_collected(spec: FitSpec, collected: Any, executor: Any, home: Any, catal
 
                 # the model the collection loaded, from this process's cache when it ran here
                 lm = load_for_spec(collect_spec(spec), home_p)
-                steer = select_steer(catalog, ds.name, spec.model, ds, positive, negative, home_p, lm=lm)
+                steer = select_steer(catalog, ds.name, spec.model, ds, positive, negative, home_p, lm=lm,
+                                     log=log)
             except GnomonError as e:  # the fit and its registrations stand; only best-steer is missing
                 steer = {"alias": None, "reason": str(e), "candidates": []}
         aliases = alias_targets(catalog, ds.name, spec.model)
@@ -230,21 +250,52 @@ def fit_collected(spec: FitSpec, collected: Any, executor: Any, home: Any, catal
         sweep=str(sweep_path), registered=len(records), best=best,
         failed_groups=[f"{m}/{g.position}/layer {g.layer}: {e}" for g, m, e in failures],
         extra={"executor_choice": getattr(executor, "choice", getattr(executor, "name", "?")),
-               "aliases": aliases, "steer_selection": steer})
+               "aliases": aliases, "selection": selection, "steer_selection": steer})
 
 
 def alias_targets(catalog: Any, concept: str, model: str) -> dict[str, Any]:
-    """``{alias: {ref, layer, method, position}}`` for the aliases a fit maintains (absent: not set)."""
-    from catalog.refs import best_alias
+    """``{alias: {ref, layer, method, position}}`` for ``model``'s per-model aliases (absent: not set)."""
+    from catalog.refs import scoped_alias
 
+    wanted = {scoped_alias(a, model): a for a in ("best", "best-monitor", "best-steer")}
     out: dict[str, Any] = {}
     for rec in catalog.versions(concept):
-        if rec.model != model:
-            continue
         for alias in rec.aliases:
-            if alias in ("best", "best-monitor", "best-steer", best_alias(model)):
-                out[alias] = {"ref": rec.ref, "layer": rec.layer, "method": rec.method, "position": rec.position}
+            if alias in wanted:
+                out[wanted[alias]] = {"ref": rec.ref, "layer": rec.layer, "method": rec.method,
+                                      "position": rec.position, "model": rec.model}
     return dict(sorted(out.items()))
+
+
+def select_best(spec: FitSpec, concept: str, directions: Sequence[Any], groups: Sequence[Any],
+                sweeps: dict[tuple[str, str], dict[str, Any]], records: dict[tuple[str, str, int], Any],
+                catalog: Any, num_layers: int) -> dict[str, Any]:
+    """Point ``best`` and ``best-monitor`` of ``spec.model`` at the fit's choice, only if it
+    holds up against the search (:mod:`pipeline.confirm`); otherwise remove them and say why.
+
+    The choice is made on validation among the registered directions by
+    :mod:`pipeline.selection`; the null takes its maximum over every candidate the search
+    looked at (each method x position x layer >= 1), and the choice is confirmed on test.
+    ``best-monitor`` is the same version: ``gnomon monitor`` reads each direction at its own
+    position (the last token, or the running mean of the tokens so far), which is what the
+    validation and test figures measure."""
+    from pipeline.confirm import confirm_selection
+    from pipeline.selection import choose
+
+    scores = {(g.position, g.layer, m): sc for g in groups for m, sc in g.scores.items()}
+    keyed = [((d.provenance.method, d.provenance.position, d.layer), d) for d in directions if d.layer >= 1]
+    cands = [(k, scores[(k[1], k[2], k[0])]) for k, _ in keyed if (k[1], k[2], k[0]) in scores]
+    registered = [candidate(s["best"], num_layers) for s in sweeps.values()
+                  if (s["best"].provenance.method, s["best"].provenance.position, s["best"].layer) in records]
+    top = choose(registered, spec.select_metric)
+    key = None if top is None else (top.key.provenance.method, top.key.provenance.position, top.key.layer)
+    conf = confirm_selection(cands, key)
+    rec = records.get(key) if key is not None else None
+    version = rec.version if (conf.reliable and rec is not None) else None
+    for alias in ("best", "best-monitor"):
+        catalog.point(concept, spec.model, alias, version, conf.tags())
+    return {"reliable": version is not None, "reason": conf.reason, "ref": rec.ref if rec is not None else None,
+            **{k: v for k, v in conf.tags().items()}}
 
 
 def _write_sweep(home: Path, concept: str, spec: FitSpec, sweeps: dict[tuple[str, str], dict[str, Any]]) -> Path:
@@ -273,7 +324,7 @@ def _register(spec: FitSpec, directions: Sequence[Any], sweeps: dict[tuple[str, 
         key = (d.provenance.method, d.provenance.position)
         extra = {"best_layer": str(sweeps[key]["best"].layer), "select_metric": sweeps[key]["select_metric"],
                  "num_layers": str(num_layers), "val_rows": str(d.provenance.split_sizes.get("val", 0))}
-        items.append((d, {"curve": sweeps[key]["curve"], "extra_tags": extra, "set_best": True,
+        items.append((d, {"curve": sweeps[key]["curve"], "extra_tags": extra, "set_best": False,
                           "best_metric": spec.select_metric}))
     # every direction is saved (with its pending marker) before the first MLflow call
     recs = catalog.register_many(items)

@@ -125,13 +125,24 @@ def _fit_layer(task: GroupTask) -> Any:
     t1 = time.perf_counter()
     for method in task.methods:
         try:
-            out.directions.append(fit_direction(method, train.pos, train.neg, base=base, paired=train.paired,
-                                                eval_sets=evals, **task.params.get(method, {})))
+            d = fit_direction(method, train.pos, train.neg, base=base, paired=train.paired,
+                              eval_sets=evals, **task.params.get(method, {}))
+            out.directions.append(d)
+            out.scores[method] = _projections(d, evals)
         except GnomonError as e:
             # e.g. identical class statistics at the embedding layer: record, keep sweeping
             out.failures.append((method, str(e)))
     out.fit_seconds = time.perf_counter() - t1
     return out
+
+
+def _projections(d: Any, evals: dict[str, tuple[Any, Any]]) -> dict[str, tuple[Any, Any]]:
+    """Held-out projections on ``d``'s unit vector, per split (float32; widened where used)."""
+    import numpy as np
+
+    unit = d.unit.double().numpy()
+    return {s: tuple((np.asarray(x, np.float64) @ unit).astype(np.float32) for x in rows)  # type: ignore[misc]
+            for s, rows in evals.items()}
 
 
 def fit_group(task: FitTask) -> Any:

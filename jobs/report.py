@@ -25,10 +25,11 @@ def print_report(results: dict[str, Any]) -> None:
             for alias, t in (r.get("aliases") or {}).items():
                 if alias in ("best-monitor", "best-steer") or (alias == "best" and "best-monitor" not in r["aliases"]):
                     print(f"  {r['concept']}@{alias:<13} -> {t['ref']:<16} layer {t['layer']:>2} {t['method']}/{t['position']}")
-            missing = [a for a in ("best-monitor", "best-steer") if a not in (r.get("aliases") or {})]
-            if missing:
-                why = (r.get("steer_selection") or {}).get("reason", "no eligible direction")
-                print(f"  {r['concept']}: no {', '.join(missing)} ({why})")
+            have = r.get("aliases") or {}
+            if "best-monitor" not in have:
+                print(f"  {r['concept']}: no best/best-monitor ({(r.get('selection') or {}).get('reason', 'no eligible direction')})")
+            if "best-steer" not in have:
+                print(f"  {r['concept']}: no best-steer ({(r.get('steer_selection') or {}).get('reason', 'not measured')})")
     for key, r in results.items():
         if not key.startswith("evaluate/"):
             continue

@@ -62,6 +62,9 @@ class GroupResult:
     """(method, why) for methods that produced no direction here."""
     read_seconds: float = 0.0
     fit_seconds: float = 0.0
+    scores: dict[str, dict[str, tuple[Any, Any]]] = field(default_factory=dict)
+    """Method -> split (``val``, ``test``) -> (positive, negative) projections on its unit
+    vector (float32 arrays): what the search-corrected selection (:mod:`pipeline.confirm`) needs."""
 
 
 @dataclass

@@ -1,51 +1,53 @@
-"""Choose ``concept@best-steer``: the registered direction that moves the concept most while
-the text stays fluent.
+"""Choose ``concept@best-steer`` for one model: the registered direction that moves the concept
+toward its positive label, at both signs, by a measured margin, while the text stays fluent.
 
 The classification-best direction often steers poorly, so steering gets its own alias,
-chosen by a measurement: for the best few eligible versions (by the monitor rule of
-:mod:`pipeline.selection`), measure the fluency bound in mean residual norms
-(:func:`pipeline.fluency.fluency_bound`) on a few neutral prompts, then the dose-response
-at half that bound (:func:`pipeline.fluency.dose_response`, the concept's scorer or the
-likelihood preference of its validation pairs). The largest positive effect wins. A few
-forward passes per candidate: seconds on the bundled model.
+chosen by a measurement: for the best few eligible versions of the model (by the monitor
+rule of :mod:`pipeline.selection`), measure the fluency bound in class-mean separations
+(:func:`pipeline.fluency.fluency_bound`) on neutral prompts, then the score at ``-s``, ``0``
+and ``+s`` with ``s`` half that bound (:func:`pipeline.fluency.signed_effects`: the
+concept's scorer on greedy continuations, or the likelihood preference of its validation
+texts). A candidate qualifies only when ``+s`` raises the score and ``-s`` lowers it, each
+paired bootstrap 95% interval over items clear of zero, with the KL at ``s`` inside the
+bound; the largest ``-s -> +s`` change among those wins. When none qualifies the alias is
+removed, and the evidence (bounds, effects, intervals per candidate) is logged as an MLflow
+run either way (experiment ``gnomon/<concept>``, run ``select-steer``).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from pipeline.types import GnomonError
 
-__all__ = ["STEER_ALIAS", "select_steer"]
+__all__ = ["STEER_ALIAS", "select_steer", "select_steer_for_concept"]
 
 STEER_ALIAS = "best-steer"
 MAX_CANDIDATES = 4
-N_PROMPTS = 4
+N_PROMPTS = 8
+"""Prompts the effect intervals resample when the concept has a scorer (VADER for sentiment)."""
 N_PAIRS = 8
+"""Validation texts per class for the likelihood preference."""
 
 
 def select_steer(catalog: Any, concept: str, model: str, dataset: Any, positive: str, negative: str,
                  home: Any, lm: Any = None, max_candidates: int = MAX_CANDIDATES,
                  log: Any = None) -> dict[str, Any]:
-    """Measure the top candidates, point ``best-steer`` (and ``best-steer-<model slug>``) at
-    the winner; returns what was measured (also when nothing qualified)."""
-    from catalog.refs import best_alias
+    """Measure the top candidates, point ``model``'s ``best-steer`` at the qualifying one with
+    the largest effect (or remove it); returns what was measured (also when nothing qualified)."""
     from catalog.registry import record_candidate
-    from jobs.evaluate_job import CONCEPT_SCORERS
     from pipeline.datasets import neutral_prompts
-    from pipeline.fluency import (
-        DEFAULT_FRACTION,
-        DEFAULT_UNIT,
-        FLUENCY_KL,
-        dose_response,
-        fluency_bound,
-    )
+    from pipeline.dose import concept_scorer
+    from pipeline.fluency import DEFAULT_FRACTION, DEFAULT_UNIT, FLUENCY_KL, fluency_bound, signed_effects
     from pipeline.models import load_model
     from pipeline.selection import rank
 
-    recs = catalog.search(concept=concept, model=model)
+    t0 = time.perf_counter()
+    recs = [r for r in catalog.search(concept=concept, model=model)]
     ranked = [c.key for c in rank([record_candidate(r) for r in recs])][:max_candidates]
     if not ranked:
+        catalog.point(concept, model, STEER_ALIAS, None)
         return {"alias": None, "reason": "no eligible direction", "candidates": []}
     lm = lm or load_model(model, home=home)
     tok = lm.tokenizer
@@ -58,31 +60,62 @@ def select_steer(catalog: Any, concept: str, model: str, dataset: Any, positive:
     except GnomonError:
         prompts = []
     prompts = prompts or [t[:200] for t in pairs[1][:N_PROMPTS]]
-    scorer = CONCEPT_SCORERS.get(concept)
+    scorer = concept_scorer(concept, home)
     measured = []
-    for rec in ranked:
+    for i, rec in enumerate(ranked, 1):
         entry: dict[str, Any] = {"ref": rec.ref, "layer": rec.layer, "method": rec.method,
                                  "position": rec.position, "unit": DEFAULT_UNIT}
+        t1 = time.perf_counter()
         try:
-            d = catalog.load(rec.ref)
+            d = catalog.load_record(rec)
         except Exception as e:  # noqa: BLE001 - a version whose artifact is gone must not sink the others
             measured.append({**entry, "error": str(e).splitlines()[0][:200]})
             continue
         fb = fluency_bound(lm, d, prompts, DEFAULT_UNIT, force=True)
         entry["fluency_bound"] = fb.bound
         if fb.bound > 0:
-            dr = dose_response(lm, d, prompts, pairs, DEFAULT_FRACTION * fb.bound, DEFAULT_UNIT,
-                               scorer=scorer, force=True)
-            entry.update(dr.to_json())
+            eff = signed_effects(lm, d, prompts, pairs, DEFAULT_FRACTION * fb.bound, DEFAULT_UNIT,
+                                 scorer=scorer, force=True)
+            entry.update(eff.to_json())
+            why = eff.why_not() or (f"KL {eff.kl:.2f} at s is past the fluency bound" if eff.kl > FLUENCY_KL else None)
+        else:
+            why = "no strength on the grid keeps the text fluent"
+        entry["qualifies"], entry["why_not"] = why is None, why
+        entry["seconds"] = round(time.perf_counter() - t1, 2)
         measured.append(entry)
         if log:
-            log(f"  steer candidate {rec.ref} (L{rec.layer} {rec.method}/{rec.position}): bound "
-                f"{fb.bound:g} {DEFAULT_UNIT}, effect {entry.get('effect', float('nan')):+.3f}")
-    fit = [m for m in measured if m.get("effect", 0.0) > 0 and m.get("kl", 1e9) <= FLUENCY_KL]
-    if not fit:
-        return {"alias": None, "reason": "no candidate moved the concept within the fluency bound",
-                "candidates": measured}
-    top = max(fit, key=lambda m: m["effect"])
-    for alias in (STEER_ALIAS, f"{STEER_ALIAS}-{best_alias(model).removeprefix('best-')}"):
-        catalog.set_alias(top["ref"], alias)
-    return {"alias": STEER_ALIAS, "ref": top["ref"], "scorer": top["scorer"], "candidates": measured}
+            verdict = "qualifies" if why is None else f"no: {why}"
+            log(f"  best-steer candidate {i}/{len(ranked)} {rec.ref} (L{rec.layer} {rec.method}/{rec.position}): "
+                f"bound {fb.bound:g} {DEFAULT_UNIT}, +s {entry.get('plus', float('nan')):+.3f}, "
+                f"-s {entry.get('minus', float('nan')):+.3f} ({entry['seconds']:.1f} s): {verdict}")
+    fit = [m for m in measured if m.get("qualifies")]
+    top = max(fit, key=lambda m: m["effect"]) if fit else None
+    result: dict[str, Any] = {"alias": STEER_ALIAS if top else None, "ref": top["ref"] if top else None,
+                              "scorer": scorer or "likelihood_preference", "candidates": measured,
+                              "seconds": round(time.perf_counter() - t0, 2)}
+    if top is None:
+        result["reason"] = ("no candidate moved the concept toward its positive label at both signs with "
+                            "95% intervals clear of zero, within the fluency bound")
+    tags = {} if top is None else {
+        "steer.effect": f"{top['effect']:.4g}", "steer.plus": f"{top['plus']:.4g}",
+        "steer.plus_ci": f"{top['plus_ci'][0]:.4g}..{top['plus_ci'][1]:.4g}", "steer.minus": f"{top['minus']:.4g}",
+        "steer.minus_ci": f"{top['minus_ci'][0]:.4g}..{top['minus_ci'][1]:.4g}",
+        "steer.strength": f"{top['strength']:.4g} {top['unit']}", "steer.scorer": top["scorer"],
+        "steer.items": str(top["items"])}
+    version = int(top["ref"].rsplit("/", 1)[1]) if top else None
+    catalog.point(concept, model, STEER_ALIAS, version, tags)
+    catalog.log_evidence(concept, "select-steer", {"model": model, **result})
+    return result
+
+
+def select_steer_for_concept(catalog: Any, concept: str, model: str, home: Any, log: Any = None) -> dict[str, Any]:
+    """``gnomon catalog select-steer``: the deferred selection, for a concept fitted earlier."""
+    from pipeline.datasets import load_dataset
+
+    if not catalog.search(concept=concept, model=model):
+        models = sorted({r.model for r in catalog.versions(concept)})
+        raise GnomonError(f"{concept} has no version fitted on {model!r}"
+                          + (f" (models: {', '.join(models)})" if models else "; run `gnomon fit` first"))
+    ds = load_dataset(concept, home=home)
+    positive, negative = ds.default_contrast
+    return select_steer(catalog, concept, model, ds, positive, negative, home, log=log)

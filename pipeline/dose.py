@@ -25,7 +25,7 @@ from pipeline.direction import Direction
 from pipeline.models.loading import LoadedModel
 from pipeline.types import GnomonError
 
-__all__ = ["CONCEPT_WORDS", "concept_words", "is_generative", "linear_fit", "logodds_sweep", "perplexity"]
+__all__ = ["CONCEPT_SCORERS", "CONCEPT_WORDS", "concept_scorer", "concept_words", "is_generative", "linear_fit", "logodds_sweep", "perplexity"]
 
 CONCEPT_WORDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "sentiment": (("good", "great", "wonderful", "happy", "love"), ("bad", "terrible", "awful", "sad", "hate")),
@@ -38,6 +38,16 @@ CONCEPT_WORDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 """(positive-label words, negative-label words) per shipped concept, in the direction's
 sign: the positive label's words should gain probability as strength grows."""
+
+
+CONCEPT_SCORERS = {"sentiment": "vader"}
+"""Concepts whose behaviour has a scorer on generated text (``pipeline.evaluate.SCORERS``)."""
+
+
+def concept_scorer(concept: str, home: Any = None) -> str | None:
+    """The scorer of generated text for ``concept`` (None: it is measured another way)."""
+    del home
+    return CONCEPT_SCORERS.get(concept)
 
 
 def concept_words(concept: str) -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -140,14 +140,28 @@ def ablation_probe(lm: LoadedModel, direction: Direction, train: tuple[Sequence[
 
 
 def monitor_auroc(lm: LoadedModel, direction: Direction, pos_texts: Sequence[str], neg_texts: Sequence[str],
-                  position: str | None = None, force: bool = False) -> dict[str, float]:
-    """AUROC and accuracy (at the direction's midpoint) of the projection on held-out texts."""
-    from pipeline.monitor import score_texts
+                  position: str | None = None, force: bool = False, batch_size: int = 32) -> dict[str, float]:
+    """What ``gnomon monitor`` achieves on held-out texts: each text is monitored as a prompt
+    and read at its last token (:attr:`pipeline.monitor.MonitorTrace.reading`, the direction's
+    own position rule); AUROC, accuracy at the calibrated threshold (p >= 0.5) and ECE of the
+    calibrated probabilities. ``position`` overrides the direction's (read as collection does)."""
+    import dataclasses
 
-    pos_name = position or direction.provenance.position
-    sp = score_texts(lm, direction, pos_texts, pos_name, force=force)  # type: ignore[arg-type]
-    sn = score_texts(lm, direction, neg_texts, pos_name, force=force)  # type: ignore[arg-type]
-    return {"auroc": M.auroc(sp, sn), "accuracy": M.accuracy(sp, sn, direction.midpoint),
+    from pipeline.monitor import gaussian_calibration, monitor
+
+    d = direction
+    if position is not None and position != direction.provenance.position:
+        d = dataclasses.replace(direction, provenance=dataclasses.replace(direction.provenance, position=position))
+    texts = list(pos_texts) + list(neg_texts)
+    reads: list[float] = []
+    for i in range(0, len(texts), batch_size):
+        traces = monitor(lm, [d], texts[i:i + batch_size], max_new_tokens=1, force=force)
+        reads += [next(iter(t.reading.values())) for t in traces]
+    s = np.asarray(reads, np.float64)
+    sp, sn = s[:len(pos_texts)], s[len(pos_texts):]
+    cal = gaussian_calibration(d)
+    return {"auroc": M.auroc(sp, sn), "accuracy": M.accuracy(sp, sn, -cal.intercept / cal.slope),
+            "ece": M.ece(sp, sn, cal.slope, cal.intercept),
             "pos_mean_score": float(sp.mean()), "neg_mean_score": float(sn.mean())}
 
 

@@ -93,3 +93,20 @@ def split_metrics(split: str, pos_scores: np.ndarray, neg_scores: np.ndarray,
     return {f"{split}_accuracy": accuracy(pos_scores, neg_scores, threshold),
             f"{split}_auroc": auroc(pos_scores, neg_scores),
             f"{split}_dprime": dprime(pos_scores, neg_scores)}
+
+
+def ece(pos_scores: np.ndarray, neg_scores: np.ndarray, slope: float, intercept: float, bins: int = 10) -> float:
+    """Expected calibration error of ``p = sigmoid(slope * s + intercept)`` (Naeini et al. 2015):
+    the row-weighted mean, over ``bins`` equal-width probability bins, of |mean p - fraction
+    positive|. What a monitor's probabilities are worth, beside its accuracy at p = 0.5."""
+    p, n = _scores(pos_scores, "positive"), _scores(neg_scores, "negative")
+    s = np.concatenate([p, n])
+    y = np.r_[np.ones(p.size), np.zeros(n.size)]
+    prob = 0.5 * (1.0 + np.tanh(0.5 * (slope * s + intercept)))
+    which = np.minimum((prob * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        m = which == b
+        if m.any():
+            total += m.sum() * abs(prob[m].mean() - y[m].mean())
+    return float(total / s.size)

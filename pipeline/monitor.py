@@ -1,8 +1,18 @@
 """Monitors: read directions token by token while the model generates (the "lie detector").
 
-The score of a token on a direction is the projection ``h @ u`` of the residual stream at
-the direction's layer, at that token's position (Zou et al. 2023, "Representation
-Engineering", arXiv:2310.01405, section 5 reads honesty this way). Scores become
+The score of a token on a direction is read the way the direction was fitted, so that its
+validation and test figures (AUROC, accuracy at the calibrated threshold) are what the
+monitor achieves (Zou et al. 2023, "Representation Engineering", arXiv:2310.01405, section 5
+reads honesty per token):
+
+- a ``last``-position direction reads ``h_t @ u``, the residual stream at the direction's
+  layer at token ``t``: exactly the ``last`` row collection stores for the text up to ``t``;
+- a ``mean``-position direction reads the running mean of ``h @ u`` over the content tokens
+  up to ``t`` (special tokens out, the first content token out once there are two:
+  :data:`pipeline.collect.MEAN_RULE`): exactly the ``mean`` row of the text up to ``t``.
+
+So the reading at the last prompt token equals :func:`score_texts` on the prompt (checked by
+the tests), and that is the figure the catalog's metrics describe. Scores become
 probabilities through a 1-D logistic :class:`Calibration`:
 
 - :func:`gaussian_calibration` (default) assumes the two classes project as Gaussians with
@@ -117,6 +127,10 @@ class MonitorTrace:
     prompt_tokens: list[str] = field(default_factory=list)
     prompt_scores: dict[str, list[float]] = field(default_factory=dict)
     prompt_probs: dict[str, list[float]] = field(default_factory=dict)
+    reading: dict[str, float] = field(default_factory=dict)
+    """Direction name -> the reading of the whole prompt (at its last token): the figure the
+    direction's validation/test AUROC and accuracy measure."""
+    reading_prob: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -189,8 +203,41 @@ def monitor(lm: LoadedModel, directions: Sequence[Direction], prompts: Sequence[
     for layer, idx in by_layer.items():
         prompt_scores[:, :, idx] = passes[layer][0]
         scores[:, :, idx] = torch.cat(passes[layer][1:1 + n_new], dim=1)
+    pooled = [k for k, d in enumerate(directions) if d.provenance.position == "mean"]
+    if pooled:
+        prompt_scores, scores = _running_means(lm, gen, prompt_scores, scores, pooled)
     return [_trace(lm, gen, r, p, names, directions, cals, thr, scores[r], prompt_scores[r], include_prompt)
             for r, p in enumerate(prompts)]
+
+
+def _running_means(lm: LoadedModel, gen: Any, prompt_scores: torch.Tensor, scores: torch.Tensor,
+                   pooled: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Replace columns ``pooled`` of the per-token projections with their running means over
+    content tokens, by the ``mean`` rule of collection (see the module doc)."""
+    tp = prompt_scores.shape[1]
+    ids = torch.cat([gen.prompt_ids.cpu(), gen.new_ids.cpu()], dim=1)                    # (B, T)
+    real = torch.cat([gen.prompt_mask.bool().cpu(), _generated_mask(gen)], dim=1)         # (B, T)
+    special = torch.isin(ids, torch.as_tensor(sorted(set(lm.tokenizer.all_special_ids)), dtype=ids.dtype))
+    content = real & ~special                                                            # (B, T)
+    count = content.cumsum(1)                                                            # content tokens so far
+    first = content & (count == 1)                                                       # the first content token
+    keep = content & ~first
+    seq = torch.cat([prompt_scores, scores], dim=1)                                      # (B, T, K)
+    w = keep.unsqueeze(-1).to(seq.dtype)
+    kept_sum, kept_n = (seq * w).cumsum(1), w.cumsum(1)                                  # (B, T, K), (B, T, 1)
+    first_val = (seq * first.unsqueeze(-1).to(seq.dtype)).sum(1, keepdim=True)           # (B, 1, K)
+    # one content token so far: the mean is that token (as collection keeps a lone token)
+    mean = torch.where(kept_n > 0, kept_sum / kept_n.clamp(min=1), first_val.expand_as(seq))
+    out = seq.clone()
+    out[:, :, list(pooled)] = mean[:, :, list(pooled)]
+    return out[:, :tp], out[:, tp:]
+
+
+def _generated_mask(gen: Any) -> torch.Tensor:
+    """(B, N) True for generated tokens up to each row's length."""
+    n = gen.new_ids.shape[1]
+    lengths = torch.as_tensor(list(gen.lengths))
+    return torch.arange(n)[None, :] < lengths[:, None]
 
 
 def _trace(lm: LoadedModel, gen: Any, r: int, prompt: str, names: list[str], directions: Sequence[Direction],
@@ -216,6 +263,9 @@ def _trace(lm: LoadedModel, gen: Any, r: int, prompt: str, names: list[str], dir
         for t in np.flatnonzero(p >= thr[name]):
             trace.alerts.append({"direction": name, "token_index": int(t), "token": trace.tokens[t],
                                  "score": float(s[t]), "prob": float(p[t])})
+        trace.directions[name]["position"] = pv.position
+        last = float(psc[-1, k])                     # left padding: the last column is the prompt's last token
+        trace.reading[name], trace.reading_prob[name] = last, float(cal.prob([last])[0])
         if include_prompt:
             ps = psc[real, k].double().numpy()
             trace.prompt_scores[name], trace.prompt_probs[name] = ps.tolist(), cal.prob(ps).tolist()

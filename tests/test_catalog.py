@@ -79,7 +79,7 @@ FLEET = [
 def fleet(cat: Catalog) -> list[Direction]:
     dirs = [make_direction(**kw) for kw in FLEET]  # type: ignore[arg-type]
     for d in dirs:
-        cat.register(d, curve={"layer": [0, 3, 6, 9], "val_auroc": [0.5, 0.7, 0.8, 0.9]})
+        cat.register(d, curve={"layer": [0, 3, 6, 9], "val_auroc": [0.5, 0.7, 0.8, 0.9]}, set_best=True)
     return dirs
 
 
@@ -99,17 +99,23 @@ def test_search_by_tags_and_metric_thresholds(cat: Catalog, fleet: list[Directio
 
 
 def test_best_aliases_follow_val_metric(cat: Catalog, fleet: list[Direction]) -> None:
+    """``best`` belongs to one model (issue 20: it used to follow the model registered most
+    recently, so another model's fit moved everyone's ``sentiment@best``)."""
     for model in ("smollm2", "HuggingFaceTB/SmolLM2-360M"):
         mine = [r for r in cat.versions("sentiment") if r.model == model]
         top = max(mine, key=lambda r: r.metrics["val_auroc"])
         assert cat.resolve(f"sentiment@{best_alias(model)}").version == top.version
-    # `best` follows the most recently registered model (the 360M one here).
-    assert cat.resolve("sentiment@best").version == 4
+        assert cat.resolve("sentiment@best", model=model).version == top.version
+        assert cat.resolve("sentiment@best-monitor", model=model).version == top.version
+    with pytest.raises(GnomonError, match="ambiguous.*smollm2: sentiment/2.*SmolLM2-360M: sentiment/4"):
+        cat.resolve("sentiment@best")                 # two models have one: refused, both listed
     assert cat.resolve("sentiment").version == 5  # bare concept: latest version
-    # A better smollm2 direction moves both of its aliases.
-    new = cat.register(make_direction(9, layer=12, val_auroc=0.97))
-    assert set(new.aliases) == {"best", "best-monitor", best_alias("smollm2")}
-    assert "best" not in cat.resolve("sentiment/4").aliases
+    assert cat.resolve("sentiment", model="smollm2").version == 3
+    # A better smollm2 direction moves smollm2's aliases only.
+    new = cat.register(make_direction(9, layer=12, val_auroc=0.97), set_best=True)
+    assert set(new.aliases) == {best_alias("smollm2"), "best-monitor--smollm2"}
+    assert cat.resolve("sentiment@best", model="HuggingFaceTB/SmolLM2-360M").version == 4
+    assert cat.resolve("sentiment@best", model="smollm2").version == new.version
 
 
 def test_load_and_export_return_equal_direction(cat: Catalog, tmp_path: Path) -> None:
@@ -190,9 +196,9 @@ def test_to_arrow_is_queryable_with_duckdb(cat: Catalog, fleet: list[Direction])
     top = con.execute("SELECT ref FROM directions WHERE concept = 'sentiment' AND model = 'smollm2' "
                       "ORDER BY val_auroc DESC LIMIT 1").fetchone()
     assert top == ("sentiment/2",)
-    with_best = con.execute("SELECT ref FROM directions WHERE list_contains(aliases, 'best') "
+    with_best = con.execute("SELECT ref FROM directions WHERE list_contains(aliases, 'best--smollm2') "
                             "ORDER BY ref").fetchall()
-    assert with_best == [("sentiment/4",), ("truthfulness/1",)]
+    assert with_best == [("sentiment/2",)]          # per-model aliases carry their model's slug
     per_layer = dict(con.execute("SELECT layer, count(*) FROM directions GROUP BY layer").fetchall())
     assert per_layer == {3: 1, 6: 2, 9: 2, 12: 1}
 
@@ -262,7 +268,7 @@ def test_cli_ls_and_show_json(home: Path, cat: Catalog, fleet: list[Direction],
     rows = json.loads(capsys.readouterr().out)
     assert {r["layer"] for r in rows} == {3, 6, 9}
     assert all({"method", "model", "revision", "position", "aliases"} <= r.keys() for r in rows)
-    assert cli_main(["--home", str(home), "catalog", "show", "sentiment@best-smollm2", "--json"]) == 0
+    assert cli_main(["--home", str(home), "catalog", "show", "sentiment@best", "--model", "smollm2", "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert (shown["layer"], shown["method"], shown["model"]) == (9, "logistic", "smollm2")
     assert math.isclose(shown["metrics"]["test_accuracy"], 0.93 - 0.06)
@@ -280,7 +286,7 @@ def test_cli_ls_and_show_json(home: Path, cat: Catalog, fleet: list[Direction],
 
 
 def test_refs_and_slugs() -> None:
-    assert parse_ref("sentiment@best-smollm2").alias == "best-smollm2"
+    assert parse_ref("sentiment@best--smollm2").alias == "best--smollm2"
     assert parse_ref(" sentiment/12 ").version == 12
     assert str(parse_ref("sentiment")) == "sentiment"
     # Distinct model ids never share a slug, and every slug is a valid alias.

@@ -34,11 +34,8 @@ def reference(lm: Any, text: str) -> tuple[list[torch.Tensor], list[torch.Tensor
 
 def _sink_free_mean(h: torch.Tensor) -> torch.Tensor:
     """The documented ``mean`` rule, written out for one example's content tokens (T, D):
-    the first is left out when its norm exceeds SINK_RATIO x the median of the others'."""
-    norms = h.norm(dim=-1)
-    if len(h) > 1 and norms[0] > SINK_RATIO * norms[1:].median():
-        return h[1:].mean(0)
-    return h.mean(0)
+    the first is always left out when there is another."""
+    return h[1:].mean(0) if len(h) > 1 else h.mean(0)
 
 
 def _undo_final_norm(lm: Any, layer: int, v: torch.Tensor) -> torch.Tensor:
@@ -164,17 +161,22 @@ def test_duckdb_reads_the_store_directly(home: Path, small_dataset: Path) -> Non
     assert n == [(24 * 2,)]
 
 
-def test_mean_pool_leaves_out_only_an_outlier_first_token() -> None:
+def test_mean_pool_leaves_out_the_first_content_token_of_every_row() -> None:
+    """One rule for every row (issue 20): the first content token is out whatever its norm
+    (the old rule kept row 1's, whose norm was under 4x the median, and so pooled rows of
+    one layer differently); a row with one content token keeps it."""
     h = torch.ones(3, 5, 4)                                   # (B, T, D), every norm 2
     h[0, 1] = 30.0                                            # row 0: first content token norm 60 (30x)
-    h[1, 1] = 3.0                                             # row 1: 3x, under the 4x rule: kept
+    h[1, 1] = 3.0                                             # row 1: 3x: out all the same
     h[2, 4] = 50.0                                            # row 2: one content token: kept
     content = torch.tensor([[0, 1, 1, 1, 1], [0, 1, 1, 1, 1], [0, 0, 0, 0, 1]], dtype=torch.bool)
     first = torch.tensor([1, 1, 4])
     out = mean_pool(h, content, first)
-    torch.testing.assert_close(out[0], torch.ones(4))         # the 30x token is not in the mean
-    torch.testing.assert_close(out[1], torch.full((4,), 6.0 / 4))
+    torch.testing.assert_close(out[0], torch.ones(4))
+    torch.testing.assert_close(out[1], torch.ones(4))
     torch.testing.assert_close(out[2], torch.full((4,), 50.0))
+    old = mean_pool(h, content, first, sink_ratio=SINK_RATIO)  # the earlier rule, for the benchmark
+    torch.testing.assert_close(old[1], torch.full((4,), 6.0 / 4))
 
 
 def test_collected_mean_leaves_out_a_sink_first_token(tiny_lm: Any) -> None:

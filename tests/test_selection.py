@@ -13,6 +13,7 @@ import torch
 
 from pipeline.direction import Direction, Provenance
 from pipeline.selection import Candidate, auroc_lcb, choose, rank, why_not
+from pipeline.types import GnomonError
 
 
 def cand(key: str, layer: int, method: str = "mean_diff", auroc: float = 1.0, dprime: float = 5.0,
@@ -88,13 +89,13 @@ def test_sweep_on_saturated_synthetic_activations_picks_a_mid_layer() -> None:
 
 
 def _register(cat: Any, layer: int, method: str, auroc: float, dprime: float, concept: str = "toyc",
-              vector: torch.Tensor | None = None) -> Any:
+              vector: torch.Tensor | None = None, set_best: bool = True) -> Any:
     prov = Provenance.minimal(hidden_size=32, layer=layer, method=method, position="last", concept=concept,
                               model_id="tiny:llama", revision="main", positive="pos", negative="neg")
     vec = vector if vector is not None else torch.randn(32, generator=torch.Generator().manual_seed(layer))
     d = Direction(vec, prov, pos_mean=1.0, neg_mean=-1.0, spread=0.5, resid_norm=4.0,
                   metrics={"val_auroc": auroc, "val_dprime": dprime, "val_accuracy": auroc})
-    return cat.register(d, extra_tags={"num_layers": "4", "val_rows": "40"})
+    return cat.register(d, extra_tags={"num_layers": "4", "val_rows": "40"}, set_best=set_best)
 
 
 def test_catalog_aliases_follow_the_rule(catalog_home: Path) -> None:
@@ -109,14 +110,43 @@ def test_catalog_aliases_follow_the_rule(catalog_home: Path) -> None:
     # a concept whose every direction is at chance gets no best alias at all
     _register(cat, 2, "mean_diff", 0.52, 0.1, concept="noise")
     rec = cat.resolve("noise")
-    assert "best" not in rec.aliases and "best-monitor" not in rec.aliases
+    assert not rec.aliases
 
 
-def test_best_steer_is_measured_and_never_points_the_wrong_way(catalog_home: Path, tiny_lm: Any,
-                                                                tmp_path: Path) -> None:
-    """Two eligible directions with the same scores; one is the other negated, so at the same
-    strength one moves the behavioural score up exactly as much as the other moves it down
-    (a random tiny model has no preferred sign). best-steer must pick the one that moves it up."""
+def test_best_steer_is_not_set_for_directions_that_do_not_steer(catalog_home: Path, tiny_lm: Any,
+                                                                 tmp_path: Path) -> None:
+    """Issue 20: a separating direction of a random tiny model (and its negation) moves the
+    likelihood preference by ~0.01 nats, not the intended way at both signs. The old rule
+    ("largest positive change from -s to +s") set best-steer to whichever of the two had the
+    positive change (this test's earlier form asserted exactly that); now neither qualifies,
+    the alias is not set, and each candidate says why."""
+    from catalog import Catalog
+    from jobs.steer_select import select_steer
+    from pipeline.datasets import load_dataset
+    from pipeline.evaluate import _acts
+    from tests.conftest import write_dataset
+
+    ds = load_dataset(write_dataset(tmp_path / "toyc.jsonl", n_pairs=40), name="toyc")
+    cat = Catalog(home=catalog_home)
+    pos = _acts(tiny_lm, ds.split_texts("train", "pos"), 2, "last")
+    neg = _acts(tiny_lm, ds.split_texts("train", "neg"), 2, "last")
+    v = torch.as_tensor(pos.mean(0) - neg.mean(0), dtype=torch.float32)
+    good = _register(cat, 2, "mean_diff", 1.0, 5.0, vector=v, set_best=False)
+    bad = _register(cat, 2, "lda", 1.0, 5.0, vector=-v, set_best=False)
+    out = select_steer(cat, "toyc", "tiny:llama", ds, "pos", "neg", catalog_home, lm=tiny_lm)
+    effects = {c["ref"]: c.get("effect") for c in out["candidates"]}
+    assert set(effects) == {good.ref, bad.ref}
+    assert effects[good.ref] == pytest.approx(-effects[bad.ref], rel=1e-3, abs=1e-6) and effects[good.ref] != 0
+    assert out["ref"] is None and all(not c["qualifies"] and c["why_not"] for c in out["candidates"])
+    with pytest.raises(GnomonError, match="not set for any model"):
+        cat.resolve("toyc@best-steer")
+
+
+def test_best_steer_picks_a_planted_steering_direction(catalog_home: Path, tiny_lm: Any, tmp_path: Path) -> None:
+    """A direction that steers by construction: at the last block, the unembedding rows of the
+    positive label's characters minus the negative's raise log p("pos") against log p("neg")
+    in every validation couple. It must be chosen, with both intervals clear of zero; its
+    negation moves the score the wrong way at both signs and must not qualify."""
     from catalog import Catalog
     from jobs.steer_select import select_steer
     from pipeline.datasets import load_dataset
@@ -124,27 +154,22 @@ def test_best_steer_is_measured_and_never_points_the_wrong_way(catalog_home: Pat
 
     ds = load_dataset(write_dataset(tmp_path / "toyc.jsonl", n_pairs=40), name="toyc")
     cat = Catalog(home=catalog_home)
-    # a direction that really separates the classes on the tiny model: mean difference at layer 2
-    from pipeline.evaluate import _acts
-
-    pos = _acts(tiny_lm, ds.split_texts("train", "pos"), 2, "last")
-    neg = _acts(tiny_lm, ds.split_texts("train", "neg"), 2, "last")
-    v = torch.as_tensor(pos.mean(0) - neg.mean(0), dtype=torch.float32)
-    good = _register(cat, 2, "mean_diff", 1.0, 5.0, vector=v)
-    bad = _register(cat, 2, "lda", 1.0, 5.0, vector=-v)
-    # the registry's fingerprint is empty here, so applying to tiny_lm needs no --force
+    w = tiny_lm.model.get_output_embeddings().weight.detach()               # (V, D)
+    ids = [tiny_lm.tokenizer(c, add_special_tokens=False)["input_ids"][0] for c in "posneg"]
+    u = w[ids[:3]].sum(0) - w[ids[3:]].sum(0)
+    layer = tiny_lm.num_layers
+    up = _register(cat, layer, "mean_diff", 1.0, 5.0, vector=u, set_best=False)
+    down = _register(cat, layer, "lda", 1.0, 5.0, vector=-u, set_best=False)
     out = select_steer(cat, "toyc", "tiny:llama", ds, "pos", "neg", catalog_home, lm=tiny_lm)
-    effects = {c["ref"]: c.get("effect") for c in out["candidates"]}
-    assert set(effects) == {good.ref, bad.ref}
-    assert effects[good.ref] is not None and effects[bad.ref] is not None
-    assert effects[good.ref] == pytest.approx(-effects[bad.ref], rel=1e-3, abs=1e-6)
-    assert effects[good.ref] != 0
-    up = good.ref if effects[good.ref] > 0 else bad.ref
-    assert out["ref"] == up and out["scorer"] == "likelihood_preference"
-    assert cat.resolve("toyc@best-steer").ref == up
-    from catalog import best_alias
-
-    assert cat.resolve("toyc@best-steer-" + best_alias("tiny:llama").removeprefix("best-")).ref == up
+    by = {c["ref"]: c for c in out["candidates"]}
+    assert out["ref"] == up.ref and out["scorer"] == "likelihood_preference"
+    assert by[up.ref]["qualifies"] and by[up.ref]["plus_ci"][0] > 0 > by[up.ref]["minus_ci"][1]
+    assert not by[down.ref]["qualifies"] and by[down.ref]["plus"] < 0 < by[down.ref]["minus"]
+    assert cat.resolve("toyc@best-steer").ref == up.ref
+    assert cat.resolve("toyc@best-steer", model="tiny:llama").ref == up.ref
+    assert cat.resolve(up.ref).tags["steer.plus_ci"]        # the evidence is on the version
+    with pytest.raises(GnomonError, match="no version for model 'tiny:gpt2'"):
+        cat.resolve("toyc@best-steer", model="tiny:gpt2")
 
 
 def test_fluency_bound_grows_kl_and_flags_past_it(tiny_lm: Any) -> None:

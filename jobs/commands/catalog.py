@@ -31,18 +31,29 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     ls.add_argument("--layer", type=int, help="only this layer (default: all)")
     ls.add_argument("--json", action="store_true", help="print a JSON list of records")
 
+    scope = "the model a bare CONCEPT@best / @best-monitor / @best-steer resolves against (default: the only one)"
     show = sub.add_parser("show", help="show one version")
     show.add_argument("ref", help="concept@alias, concept/N, or concept (its latest version)")
+    show.add_argument("--model", help=scope)
     show.add_argument("--json", action="store_true", help="print the record as JSON")
 
-    alias = sub.add_parser("alias", help="point an alias at a version")
+    alias = sub.add_parser("alias", help="point an alias at a version (best, best-monitor and best-steer "
+                           "are set for the version's model)")
     alias.add_argument("ref", help="the version: concept/N or concept@other-alias")
     alias.add_argument("name", help="alias name (letters, digits, '_' or '-')")
+    alias.add_argument("--model", help=scope)
 
     export = sub.add_parser("export", help="copy a direction to a plain safetensors file")
     export.add_argument("ref", help="direction to export (concept@alias, concept/N)")
     export.add_argument("file", help="destination, ending in .safetensors (REF FILE, as export-gguf; "
                         "the older FILE REF order is accepted)")
+    export.add_argument("--model", help=scope)
+
+    sel = sub.add_parser("select-steer", help="measure the model's top directions' steering effects and set "
+                         "CONCEPT@best-steer for it (what `gnomon fit --no-steer-select` deferred)")
+    sel.add_argument("concept", help="concept name (its dataset gives the labels and validation texts)")
+    sel.add_argument("--model", required=True, help="the model whose versions are measured")
+    sel.add_argument("--json", action="store_true", help="print what was measured as JSON")
 
     sub.add_parser("register-pending", help="retry registrations that failed earlier (each to the tracking "
                    "URI it was meant for; with --tracking-uri, all to that one)")
@@ -78,19 +89,35 @@ def run(args: argparse.Namespace) -> int:
                           layer=args.layer)
         _print_records(recs, args.json)
     elif action == "show":
-        rec = cat.resolve(args.ref)
+        rec = cat.resolve(args.ref, args.model)
         from jobs.jsonout import dumps
 
         print(dumps(rec.to_json(), indent=1) if args.json else _describe(rec))
     elif action == "alias":
-        rec = cat.set_alias(args.ref, args.name)
-        print(f"{rec.concept}@{args.name} -> {rec.ref}")
+        rec = cat.set_alias(args.ref, args.name, args.model)
+        from catalog.refs import SCOPED
+
+        print(f"{rec.concept}@{args.name} -> {rec.ref}" + (f" (for model {rec.model})" if args.name in SCOPED else ""))
     elif action == "export":
         ref, file = args.ref, args.file
         if ref.endswith(".safetensors") and not file.endswith(".safetensors"):
             ref, file = file, ref  # the older FILE REF order
-        path = cat.export(ref, file)
+        path = cat.export(ref, file, args.model)
         print(f"wrote {path}")
+    elif action == "select-steer":
+        import sys
+
+        from jobs.jsonout import dumps
+        from jobs.steer_select import select_steer_for_concept
+
+        res = select_steer_for_concept(cat, args.concept, args.model, cat.home,
+                                       log=lambda m: print(m, file=sys.stderr, flush=True))
+        if args.json:
+            print(dumps(res, indent=1))
+        elif res.get("ref"):
+            print(f"{args.concept}@best-steer -> {res['ref']} for {args.model} ({res['seconds']:.1f} s)")
+        else:
+            print(f"no best-steer for {args.model}: {res.get('reason')} ({res.get('seconds', 0):.1f} s)")
     elif action == "register-pending":
         _register_pending(cat, redirect=args.tracking_uri is not None)
     elif action == "rm":

@@ -63,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
         if "side_effect_kl" in m:
             line += f"  KL={m['side_effect_kl']:.3f} ppl {m['perplexity']:.1f}->{m['perplexity_steered']:.1f}"
         if "monitor_auroc" in m:
-            line += f"  monitor AUROC={m['monitor_auroc']:.3f}"
+            line += (f"  monitor (as `gnomon monitor` reads it) AUROC={m['monitor_auroc']:.3f} "
+                     f"acc={m['monitor_accuracy']:.2f} ECE={m.get('monitor_ece', float('nan')):.2f}")
         if "probe_accuracy_after" in m:
             line += f"  probe acc {m['probe_accuracy_before']:.2f} -> {m['probe_accuracy_after']:.2f} after ablation"
         print(line)

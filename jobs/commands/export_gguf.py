@@ -17,13 +17,14 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                    help="what one unit of --strength means (default: separation)")
     p.add_argument("--model-hint", help="controlvector.model_hint (default: the direction's model id)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI for catalog REFs")
+    p.add_argument("--model", help="the model a bare CONCEPT@best resolves against (default: the only one that has it)")
 
 
 def run(args: argparse.Namespace) -> int:
     from pipeline import gguf_io
     from pipeline.types import GnomonError
 
-    directions = resolve_directions(args.refs, args.tracking_uri)
+    directions = resolve_directions(args.refs, args.tracking_uri, args.model)
     if args.file.endswith(".safetensors"):
         path = gguf_io.write_safetensors(directions, args.file, strength=args.strength, unit=args.unit)
         names = ", ".join(f"{describe(d)} -> layer.{d.layer}" for d in directions)

@@ -20,6 +20,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--select-metric", default="val_auroc", help="validation metric that picks the best layer: val_auroc (default), val_accuracy, val_dprime")
     p.add_argument("--register", default="best", choices=["best", "all", "none"],
                    help="register the best layer per method (default), every layer, or nothing")
+    p.add_argument("--no-steer-select", action="store_true",
+                   help="skip measuring steering effects (best-steer); run `gnomon catalog select-steer` later")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else SQLite in the home)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_params_arg(p)
@@ -38,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
                    revision=args.revision, layers=parse_layers(args.layers),
                    positions=parse_choices(args.positions, POSITIONS, "position"),
                    methods=methods, select_metric=args.select_metric, register=args.register,
-                   params=parse_params(args.param))
+                   params=parse_params(args.param), select_steer=not args.no_steer_select)
     catalog = None
     if args.register != "none":
         from catalog import Catalog
@@ -61,11 +63,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"{b['method']:<10} {b['position']:<8} {b['layer']:>5} {b.get('val_auroc', float('nan')):>9.3f} "
               f"{b.get('val_accuracy', float('nan')):>7.3f} {b.get('test_accuracy', float('nan')):>8.3f} "
               f"{b.get('test_auroc', float('nan')):>10.3f}  {b['ref'] or '-'}")
+    sel = summary.get("selection") or {}
+    if sel:
+        print(f"selection: {sel['reason']}")
     for alias, t in summary.get("aliases", {}).items():
-        print(f"{summary['concept']}@{alias} -> {t['ref']} (layer {t['layer']}, {t['method']}/{t['position']})")
-    if summary["registered"] and "best-monitor" not in summary.get("aliases", {}):
-        print("no best/best-monitor alias: no direction is clearly above chance on the validation split "
-              "(or only layer 0 separates); see pipeline/selection.py")
+        print(f"{summary['concept']}@{alias} -> {t['ref']} for {summary['model']} "
+              f"(layer {t['layer']}, {t['method']}/{t['position']})")
+    if sel and not sel.get("reliable"):
+        print(f"no best/best-monitor alias for {summary['model']}: no reliable direction (see the selection line)")
     if summary.get("steer_selection", {}).get("reason"):
         print(f"no best-steer: {summary['steer_selection']['reason']}")
     secs = summary["seconds"]

@@ -62,7 +62,7 @@ def render(trace: Any, color: bool) -> str:
 def run(args: argparse.Namespace) -> int:
     from pipeline.monitor import monitor
 
-    directions = resolve_directions(args.refs, args.tracking_uri)
+    directions = resolve_directions(args.refs, args.tracking_uri, getattr(args, "model", None))
     lm = model_for(directions, args.model)
     (trace,) = monitor(lm, directions, [args.prompt], args.max_new_tokens, threshold=args.threshold,
                        include_prompt=args.include_prompt, force=args.force, chat=args.chat)

@@ -4,6 +4,7 @@ write along the direction (Arditi et al. 2024); ``load_model(DIR)`` / ``--model 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from jobs.commands.steer import add_source_args, describe, model_for, resolve_directions
@@ -27,8 +28,9 @@ def run(args: argparse.Namespace) -> int:
         # record the version the alias points at now, not the alias (it may move later)
         from catalog import Catalog
 
-        ref = Catalog(tracking_uri=args.tracking_uri).resolve(ref).ref
-    directions = resolve_directions([ref], args.tracking_uri)
+        ref = Catalog(tracking_uri=args.tracking_uri).resolve(ref, args.model).ref
+        print(f"{args.ref} -> {ref}", file=sys.stderr, flush=True)
+    directions = resolve_directions([ref], args.tracking_uri, say=ref == args.ref)
     if len(directions) != 1:
         raise GnomonError(f"{args.ref} holds {len(directions)} directions; orthogonalize takes one")
     (d,) = directions

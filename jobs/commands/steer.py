@@ -29,7 +29,8 @@ OPS = ("add", "ablate", "clamp", "interpolate")
 def add_source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tracking-uri", help="MLflow tracking URI for catalog REFs (default: "
                    "$MLFLOW_TRACKING_URI, else sqlite:///<home>/mlflow.db)")
-    p.add_argument("--model", help="model to load instead of the one in the direction's provenance")
+    p.add_argument("--model", help="the model a bare CONCEPT@best / @best-monitor / @best-steer resolves "
+                   "against, and the model to load (default: the one in the direction's provenance)")
     p.add_argument("--force", action="store_true",
                    help="apply directions fitted on a model with a different fingerprint")
 
@@ -49,8 +50,13 @@ def allow_prompt_after_options(p: argparse.ArgumentParser) -> None:
     p.parse_known_args = parse_known  # type: ignore[method-assign]
 
 
-def resolve_directions(refs: list[str], tracking_uri: str | None) -> list[Direction]:
-    """Directions for REFs: files are read directly, anything else goes through the catalog."""
+def resolve_directions(refs: list[str], tracking_uri: str | None, model: str | None = None,
+                       say: bool = True) -> list[Direction]:
+    """Directions for REFs: files are read directly, anything else goes through the catalog
+    (``model`` scopes ``best``/``best-monitor``/``best-steer``). Each catalog reference is
+    resolved before any direction is downloaded, and what it resolved to is said on stderr."""
+    import sys
+
     from pipeline.direction import Direction
     from pipeline.types import GnomonError
 
@@ -71,7 +77,11 @@ def resolve_directions(refs: list[str], tracking_uri: str | None) -> list[Direct
                 from catalog import Catalog
 
                 catalog = Catalog(tracking_uri=tracking_uri)
-            out.append(catalog.load(ref))
+            rec = catalog.resolve(ref, model)
+            if say:
+                print(f"{ref} -> {rec.ref} (model {rec.model}, layer {rec.layer}, {rec.method} on {rec.position})",
+                      file=sys.stderr, flush=True)
+            out.append(catalog.load_record(rec))
     return out
 
 
@@ -81,6 +91,9 @@ def model_for(directions: list[Direction], override: str | None) -> LoadedModel:
     from pipeline.types import GnomonError
 
     if override:
+        from pipeline.models.shape import check_width
+
+        check_width(directions, override)   # a width mismatch is refused before the weights load
         return load_model(ModelSpec(id=override))
     sources = {(d.provenance.model_id, d.provenance.revision) for d in directions}
     if len(sources) != 1:
@@ -196,7 +209,7 @@ def fluency_line(f: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     from pipeline.steer import generate
 
-    directions = resolve_directions(args.refs, args.tracking_uri)
+    directions = resolve_directions(args.refs, args.tracking_uri, args.model)
     lm = model_for(directions, args.model)
     fluency = fluency_check(lm, directions, args)
     ivs = build_interventions(lm, directions, args)

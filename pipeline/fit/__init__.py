@@ -18,6 +18,7 @@ Methods that must run across shards keep mergeable statistics instead:
 from __future__ import annotations
 
 import dataclasses
+import math
 import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -96,13 +97,20 @@ def fit_direction(method: str, pos: Array, neg: Array, *, base: Provenance, pair
         metrics.update(M.split_metrics(split, ap @ unit, an @ unit, threshold))
         sizes[split] = ap.shape[0] + an.shape[0]
 
+    spread = M.pooled_std(sp, sn)
+    if spread > 0 and math.isfinite(spread):  # the monitor's default (Gaussian) calibration, checked per split
+        slope = (pos_mean - neg_mean) / spread**2
+        metrics["train_ece"] = M.ece(sp, sn, slope, -slope * threshold)
+        for split, (ep, en) in (eval_sets or {}).items():
+            ap, an = _class_rows(ep, en, base, split)
+            metrics[f"{split}_ece"] = M.ece(ap @ unit, an @ unit, slope, -slope * threshold)
     _check_above_chance(method, metrics)
     if resid_norm is None:
         resid_norm = float(np.linalg.norm(np.concatenate([p, n]), axis=1).mean())
     prov = dataclasses.replace(base, method=method, params={"paired": paired, **fitted.params},
                                split_sizes=sizes)
     return Direction(vector=torch.as_tensor(vec, dtype=torch.float32), provenance=prov,
-                     pos_mean=pos_mean, neg_mean=neg_mean, spread=M.pooled_std(sp, sn),
+                     pos_mean=pos_mean, neg_mean=neg_mean, spread=spread,
                      resid_norm=float(resid_norm), metrics=metrics, extras=dict(fitted.extras))
 
 
