@@ -198,7 +198,7 @@ def test_to_arrow_is_queryable_with_duckdb(cat: Catalog, fleet: list[Direction])
     assert top == ("sentiment/2",)
     with_best = con.execute("SELECT ref FROM directions WHERE list_contains(aliases, 'best--smollm2') "
                             "ORDER BY ref").fetchall()
-    assert with_best == [("sentiment/2",)]          # per-model aliases carry their model's slug
+    assert with_best == [("sentiment/2",), ("truthfulness/1",)]   # per-model aliases carry the model slug
     per_layer = dict(con.execute("SELECT layer, count(*) FROM directions GROUP BY layer").fetchall())
     assert per_layer == {3: 1, 6: 2, 9: 2, 12: 1}
 
