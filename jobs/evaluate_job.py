@@ -74,24 +74,6 @@ class EvalResult:
     logodds: dict[str, Any] | None = None
 
 
-def resolve_direction(ref: str, tracking_uri: str | None = None, home: Any = None, model: str | None = None) -> Any:
-    """A direction from a file path or a catalog reference (``model`` scopes ``@best``); says
-    on stderr which version a reference resolved to."""
-    import sys
-
-    from pipeline.direction import Direction
-
-    if ref.endswith(".safetensors") or Path(ref).is_file():
-        return Direction.load(ref)
-    from catalog import Catalog
-
-    cat = Catalog(tracking_uri=tracking_uri, home=home)
-    rec = cat.resolve(ref, model)
-    print(f"{ref} -> {rec.ref} (model {rec.model}, layer {rec.layer}, {rec.method} on {rec.position})",
-          file=sys.stderr, flush=True)
-    return cat.load_record(rec)
-
-
 def evaluate_checkpoint(task: EvalTask) -> EvalResult:
     """Everything measured on one checkpoint (the unit both executors schedule)."""
     import torch
@@ -209,6 +191,8 @@ def plan_evaluation(spec: EvalSpec, home: Path, tracking_uri: str | None = None
     from pipeline.store import model_slug
 
     check_models(spec.models, home)  # before the catalog (MLflow) and Ray are touched
+    from jobs.refs import resolve_direction
+
     d = resolve_direction(spec.ref, tracking_uri, home, model=spec.models[0] if len(spec.models) == 1 else None)
     from pipeline.models.shape import check_width
 

@@ -20,7 +20,7 @@ from jobs.fit_tasks import FitFailure, FitTask, GroupTask, fit_group, fit_layer,
 from pipeline.types import METHODS, GnomonError
 
 __all__ = ["FitSpec", "FitTask", "FitFailure", "GroupTask", "fit_group", "fit_layer", "plan_fit", "run_fit",
-           "fit_collected", "sweep_curves", "with_layers", "SELECT_METRICS"]
+           "fit_collected", "sweep_curves", "with_layers", "SELECT_METRICS", "candidate"]
 
 SELECT_METRICS = ("val_auroc", "val_accuracy", "val_dprime")
 
@@ -209,6 +209,8 @@ def fit_collected(spec: FitSpec, collected: Any, executor: Any, home: Any, catal
             from catalog import Catalog
 
             catalog = Catalog(home=home_p)
+        from jobs.best_select import alias_targets, select_best
+
         selection = select_best(spec, ds.name, directions, groups, sweeps, records, catalog,
                                 collected.num_layers)
         if not spec.select_steer:
@@ -251,51 +253,6 @@ def fit_collected(spec: FitSpec, collected: Any, executor: Any, home: Any, catal
         failed_groups=[f"{m}/{g.position}/layer {g.layer}: {e}" for g, m, e in failures],
         extra={"executor_choice": getattr(executor, "choice", getattr(executor, "name", "?")),
                "aliases": aliases, "selection": selection, "steer_selection": steer})
-
-
-def alias_targets(catalog: Any, concept: str, model: str) -> dict[str, Any]:
-    """``{alias: {ref, layer, method, position}}`` for ``model``'s per-model aliases (absent: not set)."""
-    from catalog.refs import scoped_alias
-
-    wanted = {scoped_alias(a, model): a for a in ("best", "best-monitor", "best-steer")}
-    out: dict[str, Any] = {}
-    for rec in catalog.versions(concept):
-        for alias in rec.aliases:
-            if alias in wanted:
-                out[wanted[alias]] = {"ref": rec.ref, "layer": rec.layer, "method": rec.method,
-                                      "position": rec.position, "model": rec.model}
-    return dict(sorted(out.items()))
-
-
-def select_best(spec: FitSpec, concept: str, directions: Sequence[Any], groups: Sequence[Any],
-                sweeps: dict[tuple[str, str], dict[str, Any]], records: dict[tuple[str, str, int], Any],
-                catalog: Any, num_layers: int) -> dict[str, Any]:
-    """Point ``best`` and ``best-monitor`` of ``spec.model`` at the fit's choice, only if it
-    holds up against the search (:mod:`pipeline.confirm`); otherwise remove them and say why.
-
-    The choice is made on validation among the registered directions by
-    :mod:`pipeline.selection`; the null takes its maximum over every candidate the search
-    looked at (each method x position x layer >= 1), and the choice is confirmed on test.
-    ``best-monitor`` is the same version: ``gnomon monitor`` reads each direction at its own
-    position (the last token, or the running mean of the tokens so far), which is what the
-    validation and test figures measure."""
-    from pipeline.confirm import confirm_selection
-    from pipeline.selection import choose
-
-    scores = {(g.position, g.layer, m): sc for g in groups for m, sc in g.scores.items()}
-    keyed = [((d.provenance.method, d.provenance.position, d.layer), d) for d in directions if d.layer >= 1]
-    cands = [(k, scores[(k[1], k[2], k[0])]) for k, _ in keyed if (k[1], k[2], k[0]) in scores]
-    registered = [candidate(s["best"], num_layers) for s in sweeps.values()
-                  if (s["best"].provenance.method, s["best"].provenance.position, s["best"].layer) in records]
-    top = choose(registered, spec.select_metric)
-    key = None if top is None else (top.key.provenance.method, top.key.provenance.position, top.key.layer)
-    conf = confirm_selection(cands, key)
-    rec = records.get(key) if key is not None else None
-    version = rec.version if (conf.reliable and rec is not None) else None
-    for alias in ("best", "best-monitor"):
-        catalog.point(concept, spec.model, alias, version, conf.tags())
-    return {"reliable": version is not None, "reason": conf.reason, "ref": rec.ref if rec is not None else None,
-            **{k: v for k, v in conf.tags().items()}}
 
 
 def _write_sweep(home: Path, concept: str, spec: FitSpec, sweeps: dict[tuple[str, str], dict[str, Any]]) -> Path:

@@ -118,6 +118,6 @@ def add_params_arg(p: argparse.ArgumentParser) -> None:
 def resolve_direction(ref: str, tracking_uri: str | None = None, home: Any = None) -> Any:
     """A direction from a catalog reference (``sentiment@best``, ``sentiment/3``) or a
     ``.safetensors`` file: the one resolver every command uses."""
-    from jobs.evaluate_job import resolve_direction as resolve
+    from jobs.refs import resolve_direction as resolve
 
     return resolve(ref, tracking_uri, home)

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.fleet:
         return _fleet(args)
-    from jobs.evaluate_job import resolve_direction
+    from jobs.refs import resolve_direction
     from pipeline.compare import compare, label
 
     refs = list(args.refs)

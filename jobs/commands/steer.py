@@ -55,8 +55,6 @@ def resolve_directions(refs: list[str], tracking_uri: str | None, model: str | N
     """Directions for REFs: files are read directly, anything else goes through the catalog
     (``model`` scopes ``best``/``best-monitor``/``best-steer``). Each catalog reference is
     resolved before any direction is downloaded, and what it resolved to is said on stderr."""
-    import sys
-
     from pipeline.direction import Direction
     from pipeline.types import GnomonError
 
@@ -77,11 +75,9 @@ def resolve_directions(refs: list[str], tracking_uri: str | None, model: str | N
                 from catalog import Catalog
 
                 catalog = Catalog(tracking_uri=tracking_uri)
-            rec = catalog.resolve(ref, model)
-            if say:
-                print(f"{ref} -> {rec.ref} (model {rec.model}, layer {rec.layer}, {rec.method} on {rec.position})",
-                      file=sys.stderr, flush=True)
-            out.append(catalog.load_record(rec))
+            from jobs.refs import resolve_record
+
+            out.append(catalog.load_record(resolve_record(catalog, ref, model, say)))
     return out
 
 
