@@ -6,7 +6,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["alias_targets", "select_best"]
+__all__ = ["alias_targets", "candidate", "select_best"]
+
+
+def candidate(d: Any, num_layers: int | None) -> Any:
+    """A fitted direction as :mod:`pipeline.selection` sees it (validation rows split evenly)."""
+    from pipeline.selection import Candidate
+
+    n = int(d.provenance.split_sizes.get("val", 0)) // 2 or None
+    return Candidate(key=d, layer=d.layer, num_layers=num_layers, method=d.provenance.method,
+                     metrics=dict(d.metrics), n_pos=n, n_neg=n)
 
 
 def alias_targets(catalog: Any, concept: str, model: str) -> dict[str, Any]:
@@ -35,7 +44,6 @@ def select_best(spec: Any, concept: str, directions: Sequence[Any], groups: Sequ
     ``best-monitor`` is the same version: ``gnomon monitor`` reads each direction at its own
     position (the last token, or the running mean of the tokens so far), which is what the
     validation and test figures measure."""
-    from jobs.fit_job import candidate
     from pipeline.confirm import confirm_selection
     from pipeline.selection import choose
 

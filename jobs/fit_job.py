@@ -20,7 +20,7 @@ from jobs.fit_tasks import FitFailure, FitTask, GroupTask, fit_group, fit_layer,
 from pipeline.types import METHODS, GnomonError
 
 __all__ = ["FitSpec", "FitTask", "FitFailure", "GroupTask", "fit_group", "fit_layer", "plan_fit", "run_fit",
-           "fit_collected", "sweep_curves", "with_layers", "SELECT_METRICS", "candidate"]
+           "fit_collected", "sweep_curves", "with_layers", "SELECT_METRICS"]
 
 SELECT_METRICS = ("val_auroc", "val_accuracy", "val_dprime")
 
@@ -78,6 +78,7 @@ def sweep_curves(directions: Sequence[Any], metric: str,
     ties on the validation metric's confidence bound go to the larger d', then mid-depth).
     ``eligible`` is False when no layer passes: ``best`` is then the plain arg-max, kept for
     the record, and the catalog never points an alias at it."""
+    from jobs.best_select import candidate
     from pipeline.selection import rank
 
     groups: dict[tuple[str, str], list[Any]] = {}
@@ -101,15 +102,6 @@ def sweep_curves(directions: Sequence[Any], metric: str,
             best = max(ds, key=lambda d: (_finite(d.metrics.get(used)), _finite(d.metrics.get(tie)), -d.layer))
         out[key] = {"curve": curve, "best": best, "select_metric": used, "eligible": bool(ranked)}
     return out
-
-
-def candidate(d: Any, num_layers: int | None) -> Any:
-    """A fitted direction as :mod:`pipeline.selection` sees it (validation rows split evenly)."""
-    from pipeline.selection import Candidate
-
-    n = int(d.provenance.split_sizes.get("val", 0)) // 2 or None
-    return Candidate(key=d, layer=d.layer, num_layers=num_layers, method=d.provenance.method,
-                     metrics=dict(d.metrics), n_pos=n, n_neg=n)
 
 
 def _finite(x: float | None) -> float:
