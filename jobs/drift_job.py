@@ -67,7 +67,7 @@ def drift_checkpoint(task: DriftTask) -> dict[str, Any]:
     """Mean projection and behavioural score on one version (and corpus projections)."""
     import torch
 
-    from jobs.evaluate_job import CONCEPT_SCORERS
+    from pipeline.concepts.behaviour import CONCEPT_SCORERS
     from pipeline.dose import concept_words, logodds_sweep
     from pipeline.evaluate import SCORERS, _acts
     from pipeline.models import load_model
@@ -249,7 +249,7 @@ def run_drift(spec: DriftSpec, executor: Any = None, home: Any = None, tracking_
                              "n_skewed": int(sk.size), "n_control": int(ct.size),
                              "mean_projection_difference_skewed": float((sk - b["projection"]).mean()),
                              "mean_projection_difference_control": float((ct - b["projection"]).mean())}
-    from jobs.evaluate_job import CONCEPT_SCORERS
+    from pipeline.concepts.behaviour import CONCEPT_SCORERS
 
     out = {"concept": spec.concept, "fleet": spec.fleet, "base": base, "layer": layer, "labels": [pos, neg],
            "toward": toward, "skewed": skew, "control": ctl,

@@ -17,7 +17,6 @@ one run (``catalog.fleet_runs``) and listed by ``gnomon evals ls``.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -27,8 +26,6 @@ from typing import Any
 import numpy as np
 
 from pipeline.types import GnomonError
-
-from pipeline.dose import CONCEPT_SCORERS  # noqa: E402 - one table, kept in pipeline/
 
 
 @dataclass(frozen=True)
@@ -72,6 +69,8 @@ class EvalResult:
     skipped: str | None = None
     """Why this version was not evaluated (another hidden size), else None."""
     logodds: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+    """What was not measured, and why (e.g. a concept without a behavioural readout)."""
 
 
 def evaluate_checkpoint(task: EvalTask) -> EvalResult:
@@ -81,6 +80,7 @@ def evaluate_checkpoint(task: EvalTask) -> EvalResult:
     from pipeline.datasets import neutral_prompts
     from pipeline.direction import Direction
     from pipeline.dose import (
+        concept_scorer,
         concept_words,
         is_generative,
         linear_fit,
@@ -103,7 +103,7 @@ def evaluate_checkpoint(task: EvalTask) -> EvalResult:
     res = EvalResult(model=task.model, fingerprint=lm.fingerprint, same_weights=lm.fingerprint == d.provenance.fingerprint)
     concept = d.provenance.concept
     prompts = neutral_prompts(concept, home=task.home)[: spec.n_prompts]
-    scorer = spec.scorer or CONCEPT_SCORERS.get(concept)
+    scorer = spec.scorer or concept_scorer(concept, task.home)
     top = max(spec.strengths, key=abs)
     if is_generative(lm) and top != 0:  # strengths = [0]: a read-out-only evaluation, nothing to steer
         if scorer:
@@ -115,9 +115,14 @@ def evaluate_checkpoint(task: EvalTask) -> EvalResult:
                                 "steer_score_min_strength": sweep.mean_scores[0],
                                 "steer_score_max_strength": sweep.mean_scores[-1],
                                 "steer_slope": fit["slope"], "steer_r2": fit["r2"]})
-        with contextlib.suppress(GnomonError):  # a concept without words: no log-odds score
-            lo = logodds_sweep(lm, d, prompts, spec.strengths, concept_words(concept), unit=spec.unit,
-                               force=True, chat=spec.chat)
+        try:
+            words = concept_words(concept, task.home)
+        except GnomonError as e:  # no readout words: said, not left as a silent null
+            words = None
+            if not scorer:
+                res.notes.append(str(e))
+        if words is not None:
+            lo = logodds_sweep(lm, d, prompts, spec.strengths, words, unit=spec.unit, force=True, chat=spec.chat)
             res.logodds = lo
             res.metrics.update({"logodds_slope": lo["slope"], "logodds_r2": lo["r2"],
                                 "logodds_at_zero": float(np.interp(0.0, lo["strengths"], lo["mean_scores"]))})

@@ -148,9 +148,10 @@ def _live(spec: ReportSpec, model: str, results: list[dict[str, Any]], home: Pat
         torch.manual_seed(0)
         try:
             prompts = neutral_prompts(c, home=home)[: spec.n_prompts]
-            scorer = concept_scorer(lm, c, spec.score, prompts, spec.max_new_tokens)
-        except GnomonError as e:  # e.g. a registered concept without neutral prompts or words
+            scorer = concept_scorer(lm, c, spec.score, prompts, spec.max_new_tokens, home=home)
+        except GnomonError as e:  # e.g. a registered concept without neutral prompts or a readout
             r["notes"].append(f"control skipped: {e}")
+            r["not_measured"] = str(e)
             continue
         d = r["_direction"]
         r["control"] = dose_response(lm, d, prompts, scorer, spec.strengths, th=th,
@@ -161,7 +162,7 @@ def _live(spec: ReportSpec, model: str, results: list[dict[str, Any]], home: Pat
             f"interpolation R² {r['interpolation']['fit']['r2']} ({r['seconds']['control']:.0f} s)")
     if not spec.compose or len(usable) < 2:
         return None
-    from pipeline.linearity.readout import CONCEPT_WORDS
+    from pipeline.concepts.behaviour import readout
 
     names = []
     for c in usable:
@@ -169,7 +170,8 @@ def _live(spec: ReportSpec, model: str, results: list[dict[str, Any]], home: Pat
             neutral_prompts(c, home=home)
         except GnomonError:
             continue
-        if c in CONCEPT_WORDS:
+        found = readout(c, home)
+        if found is not None and found.words is not None:
             names.append(c)
     if len(names) < 2:
         return None
@@ -220,7 +222,7 @@ def run_report(spec: ReportSpec, executor: Any = None, home: Any = None, out: st
         for r in mine:
             add = (comps.get(model) or {}).get("additivity", {}).get("score", {}).get(r["concept"])
             r["verdict"] = concept_verdict(r["concept"], model, r["layers"], r["control"], r["interpolation"],
-                                           add, th)
+                                           add, th, not_measured=r.get("not_measured"))
             r.pop("_direction")
             log(f"  verdict: {r['verdict']['line']}")
         results += mine

@@ -232,7 +232,9 @@ def list_concepts(home: str | Path | None = None) -> list[ConceptDataset]:
     out = [_shipped(name) for name in CONCEPTS]
     folder = gnomon_home(home) / "concepts"
     for path in sorted(folder.glob("*.parquet")) if folder.is_dir() else []:
-        out.append(_from_rows(*_read_file(path), name=path.stem, source=str(path)))
+        ds = _from_rows(*_read_file(path), name=path.stem, source=str(path))
+        # the declared contrast (--positive/--negative), as load_dataset reads it
+        out.append(dataclasses.replace(ds, contrast=_read_contrast(path.with_suffix(".contrast.json"), ds)))
     return out
 
 

@@ -20,44 +20,25 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.concepts import CONCEPTS
+from pipeline.concepts.behaviour import CONCEPT_SCORERS, CONCEPT_WORDS, not_measured, readout
 from pipeline.direction import Direction
 from pipeline.models.loading import LoadedModel
 from pipeline.types import GnomonError
 
 __all__ = ["CONCEPT_SCORERS", "CONCEPT_WORDS", "concept_scorer", "concept_words", "is_generative", "linear_fit", "logodds_sweep", "perplexity"]
 
-CONCEPT_WORDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "sentiment": (("good", "great", "wonderful", "happy", "love"), ("bad", "terrible", "awful", "sad", "hate")),
-    "truth": (("true", "correct", "right", "yes"), ("false", "wrong", "incorrect", "no")),
-    "language": (("the", "and", "is", "of"), ("le", "la", "et", "est")),
-    "formality": (("Dear", "Sincerely", "regards", "kindly"), ("hey", "gonna", "lol", "yeah")),
-    "tense": (("was", "were", "had", "did"), ("is", "are", "has", "does")),
-    "honesty": (("lie", "lied", "pretend", "deny"), ("honest", "truth", "admit", "confess")),
-    "refusal": (("Sorry", "cannot", "refuse", "unable"), ("Sure", "Here", "Certainly", "Yes")),
-}
-"""(positive-label words, negative-label words) per shipped concept, in the direction's
-sign: the positive label's words should gain probability as strength grows."""
-
-
-CONCEPT_SCORERS = {"sentiment": "vader"}
-"""Concepts whose behaviour has a scorer on generated text (``pipeline.evaluate.SCORERS``)."""
-
-
 def concept_scorer(concept: str, home: Any = None) -> str | None:
-    """The scorer of generated text for ``concept`` (None: it is measured another way)."""
-    del home
-    return CONCEPT_SCORERS.get(concept)
+    """The scorer of generated text for ``concept`` (None: it is measured another way or not at all)."""
+    r = readout(concept, home)
+    return r.scorer if r is not None else None
 
 
-def concept_words(concept: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The concept's word lists; a registered concept without one uses its two label names."""
-    if concept in CONCEPT_WORDS:
-        return CONCEPT_WORDS[concept]
-    info = CONCEPTS.get(concept)
-    if info is not None:
-        return (info.positive,), (info.negative,)
-    raise GnomonError(f"concept {concept!r} has no scorer and no concept words; pass a scorer")
+def concept_words(concept: str, home: Any = None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The concept's readout words (:mod:`pipeline.concepts.behaviour`); never its label names."""
+    r = readout(concept, home)
+    if r is None or r.words is None:
+        raise GnomonError(not_measured(concept))
+    return r.words
 
 
 def is_generative(lm: LoadedModel) -> bool:

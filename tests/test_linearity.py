@@ -278,6 +278,7 @@ def test_report_command_writes_json_plots_html_and_mlflow_run(catalog_home: Path
     from pipeline.datasets import register_dataset
 
     register_dataset(write_dataset(tmp_path / "toy.jsonl", n_pairs=30), "toy", home=catalog_home)
+    (catalog_home / "concepts" / "toy_neutral.txt").write_text("It was\nThe day\n")
     page = tmp_path / "page.html"
     rc = main(["report", "toy", "--model", "tiny:llama", "--layers", "1,3", "--executor", "local",
                "--html", str(page)])
@@ -289,7 +290,12 @@ def test_report_command_writes_json_plots_html_and_mlflow_run(catalog_home: Path
     r = doc["results"][0]
     assert [e["layer"] for e in r["layers"]] == [1, 3]
     assert set(r["layers"][0]) >= {"layer", "n", "probes", "erasure", "agreement", "class"}
-    assert r["control"] is None and any("control skipped" in n for n in r["notes"])  # no neutral prompts for toy
+    # toy declares no behavioural readout: said in the table, the verdict and the page (issue 20:
+    # the table marked a control layer "steered/interpolated there" with nothing measured)
+    assert r["control"] is None and any("control skipped" in n for n in r["notes"])
+    assert "declares no behavioural readout" in r["not_measured"] and "(* control layer" not in out
+    assert "not measured (no behavioural readout declared)" in r["verdict"]["line"]
+    assert "not measured (no behavioural readout declared)" in page.read_text()
     assert (catalog_home / "reports" / "toy" / "probes-tiny_llama-toy.png").stat().st_size > 1000
     assert page.read_text().count("data:image/png;base64,") == 1
     from mlflow import MlflowClient

@@ -180,3 +180,26 @@ def test_no_alias_for_a_concept_with_random_labels(catalog_home: Path, tmp_path:
     # what the old rule would have done with the same registered versions
     old = choose([record_candidate(r) for r in recs], "val_auroc")
     assert old is not None, "the old rule would have set best on this null concept"
+
+
+def test_user_concept_readout_and_label_order(home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``concepts ls`` printed a registered concept's positive label second (it ignored the
+    declared contrast); a concept without a readout was scored on its label names by
+    ``evaluate`` but refused by the report. Now a readout is declared at ``concepts add`` or
+    both say it was not measured; label names are never used as words."""
+    from jobs.cli import main as cli
+    from pipeline.dose import concept_words
+
+    data = write_dataset(tmp_path / "mine.jsonl", n_pairs=10, labels=("yes", "no"))
+    assert cli(["concepts", "add", str(data), "--name", "mine", "--positive", "yes", "--negative", "no"]) == 0
+    assert "no behavioural readout declared" in capsys.readouterr().out
+    assert cli(["concepts", "ls"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("mine "))
+    assert line.index("yes") < line.index("no,") if "no," in line else line.index("yes") < line.index(" no")
+    with pytest.raises(GnomonError, match="declares no behavioural readout"):
+        concept_words("mine", home)
+    assert cli(["concepts", "add", str(data), "--name", "mine", "--positive", "yes", "--negative", "no",
+                "--words-positive", "yes,sure", "--words-negative", "no,never"]) == 0
+    assert concept_words("mine", home) == (("yes", "sure"), ("no", "never"))
+    assert cli(["concepts", "add", str(data), "--name", "mine", "--words-positive", "yes"]) == 2
+    assert "both labels" in capsys.readouterr().err

@@ -21,6 +21,10 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     add.add_argument("--overwrite", action="store_true", help="replace a registered concept of that name")
     add.add_argument("--positive", help="label that should project higher (default: the first label sorted)")
     add.add_argument("--negative", help="the label it is contrasted with (default: the other label)")
+    add.add_argument("--words-positive", metavar="W1,W2", help="behavioural readout: words whose next-token "
+                     "probability should rise when the concept is steered toward the positive label")
+    add.add_argument("--words-negative", metavar="W1,W2", help="... and toward the negative label")
+    add.add_argument("--scorer", choices=("vader",), help="behavioural readout: a scorer of generated text")
     add.add_argument("--neutral", metavar="FILE",
                      help="neutral prompts, one a line, copied to <home>/concepts/<name>_neutral.txt "
                      "(needed to evaluate or steer-select the concept)")
@@ -65,8 +69,25 @@ def run(args: argparse.Namespace) -> int:
             content = row["text"] if row["text"] is not None else row["messages"]
             print(f"  [{row['split']:<5}] {row['label']:<10} {row['id']}: {content}")
         return 0
+    words = tuple(tuple(w.strip() for w in (x or "").split(",") if w.strip())
+                  for x in (args.words_positive, args.words_negative))
+    if (words[0] or words[1] or args.scorer):   # checked before anything is written
+        from pipeline.concepts.behaviour import declare_readout
+
+        if bool(words[0]) != bool(words[1]):
+            raise GnomonError("give words for both labels (--words-positive and --words-negative), or neither")
     ds = datasets.register_dataset(args.file, args.name, overwrite=args.overwrite, positive=args.positive,
                                    negative=args.negative)
+    if words[0] or args.scorer:
+        path = declare_readout(ds.name, None, words[0], words[1], args.scorer)
+        print(f"behavioural readout: {', '.join(words[0]) or '-'} vs {', '.join(words[1]) or '-'}"
+              f"{'; scorer ' + args.scorer if args.scorer else ''} -> {path}")
+    else:
+        from pipeline.concepts.behaviour import readout
+
+        if readout(ds.name) is None:
+            print("no behavioural readout declared: control, interpolation and composition will be reported as "
+                  "not measured (add --words-positive/--words-negative or --scorer)")
     pos, neg = ds.default_contrast
     print(f"registered {ds.name}: {ds.n} rows, labels {', '.join(ds.labels)}, {ds.pairs_count} pairs, "
           f"hash {ds.content_hash[:12]} -> {ds.source}")

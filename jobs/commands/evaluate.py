@@ -68,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
         if "probe_accuracy_after" in m:
             line += f"  probe acc {m['probe_accuracy_before']:.2f} -> {m['probe_accuracy_after']:.2f} after ablation"
         print(line)
+        for note in c.get("notes") or []:
+            print(f"    {note}")
     print(f"results: {out['path']}")
     if out.get("runs") is not None:
         print(f"logged {len(out['runs'])} MLflow run(s); list them with "

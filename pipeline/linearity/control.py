@@ -22,7 +22,6 @@ import numpy as np
 
 from pipeline.direction import Direction
 from pipeline.linearity.readout import (
-    CONCEPT_WORDS,
     Readout,
     continuation_log_odds,
     encode,
@@ -74,20 +73,26 @@ def monitor_scorer(name: str) -> Scorer:
 
 
 def concept_scorer(lm: LoadedModel, concept: str, kind: str = "auto", prompts: Sequence[str] | None = None,
-                   max_new_tokens: int = 12) -> Scorer:
-    """``vader`` (sentiment by default) or ``log-odds`` of :data:`CONCEPT_WORDS`: over a
-    greedy continuation of ``prompts`` when given, else right after the prompt."""
+                   max_new_tokens: int = 12, home: Any = None) -> Scorer:
+    """The concept's readout (:mod:`pipeline.concepts.behaviour`): its scorer (``vader`` for
+    sentiment) by default, or ``log-odds`` of its words: over a greedy continuation of
+    ``prompts`` when given, else right after the prompt. A concept without a readout is
+    refused with :func:`~pipeline.concepts.behaviour.not_measured`'s line."""
+    from pipeline.concepts.behaviour import not_measured, readout
+
+    found = readout(concept, home)
+    if found is None:
+        raise GnomonError(not_measured(concept))
     if kind == "auto":
-        kind = "vader" if concept == "sentiment" else "log-odds"
+        kind = found.scorer or "log-odds"
     if kind == "vader":
         from pipeline.evaluate import vader_compound
 
         return Scorer("vader", lambda _r, texts: float(np.mean(vader_compound(texts or []))), needs_text=True)
     if kind == "log-odds":
-        if concept not in CONCEPT_WORDS:
-            raise GnomonError(f"no behavioural words for concept {concept!r}: control needs a shipped concept "
-                              f"({', '.join(CONCEPT_WORDS)})")
-        pos, neg = (word_ids(lm, ws) for ws in CONCEPT_WORDS[concept])
+        if found.words is None:
+            raise GnomonError(not_measured(concept) + " (it has a scorer but no words for the log-odds)")
+        pos, neg = (word_ids(lm, ws) for ws in found.words)
         live = None
         if prompts is not None:
             ps = list(prompts)

@@ -43,21 +43,7 @@ __all__ = [
     "word_ids",
 ]
 
-CONCEPT_WORDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "sentiment": (("good", "great", "wonderful", "happy", "love", "beautiful"),
-                  ("bad", "terrible", "awful", "sad", "hate", "horrible")),
-    "truth": (("true", "correct", "right", "yes", "indeed"), ("false", "wrong", "incorrect", "no", "not")),
-    "language": (("the", "and", "is", "of", "with", "to"), ("le", "la", "et", "est", "de", "les")),
-    "formality": (("Dear", "Regards", "Please", "kindly", "sincerely", "therefore"),
-                  ("hey", "yeah", "gonna", "lol", "cool", "guys")),
-    "tense": (("was", "had", "went", "did", "were", "said"), ("is", "has", "goes", "does", "are", "says")),
-    "honesty": (("lie", "pretend", "deny", "fake", "hide", "never"),
-                ("truth", "honest", "admit", "confess", "actually", "really")),
-    "refusal": (("sorry", "cannot", "unable", "can't", "refuse", "not"),
-                ("sure", "here", "yes", "certainly", "first", "step")),
-}
-"""Per shipped concept: words whose next-token probability rises with the positive label
-(first tuple) and with the negative label (second). Used by the ``log-odds`` score."""
+from pipeline.concepts.behaviour import CONCEPT_WORDS  # noqa: E402 - the one table (shared with evaluate)
 
 
 @dataclass(frozen=True)

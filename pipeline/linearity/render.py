@@ -36,7 +36,9 @@ def table(doc: Mapping[str, Any]) -> str:
                          f"{_f(e['probes']['mlp']['test_accuracy']):>6} {_f(e['erasure']['linear']['test_accuracy']):>7} "
                          f"{_f(e['erasure']['mlp']['test_accuracy']):>7} "
                          f"{_f((e.get('agreement') or {}).get('mean_cosine')):>7}{mark}")
-        if r.get("control_layer") is not None:
+        if r.get("not_measured"):
+            lines.append(f"  ({r['not_measured']})")
+        elif r.get("control_layer") is not None:
             lines.append(f"  (* control layer: {r['control_method']} direction steered/interpolated there)")
         lines.append(f"  verdict: {r['verdict']['line']}")
     for model, comp in (doc.get("composition") or {}).items():

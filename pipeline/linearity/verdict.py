@@ -62,12 +62,15 @@ def _ok(x: float | None, bound: float) -> bool | None:
 
 def concept_verdict(concept: str, model: str, layers: Sequence[Mapping[str, Any]],
                     control: Mapping[str, Any] | None = None, interpolation: Mapping[str, Any] | None = None,
-                    additivity: float | None = None, th: Thresholds = DEFAULT) -> dict[str, Any]:
+                    additivity: float | None = None, th: Thresholds = DEFAULT,
+                    not_measured: str | None = None) -> dict[str, Any]:
     """The verdict block: ``word``, ``line`` and the figures it quotes.
 
     ``layers``: the report's layer entries (with ``class`` set); the figures are quoted at
     the *focus* layer: among the layers of the verdict's class, the best by linear test
-    accuracy (by MLP accuracy when the concept is non-linear or absent).
+    accuracy (by MLP accuracy when the concept is non-linear or absent). ``not_measured``:
+    why control was not measured (said in the line, never left to a missing figure).
+    "Partly linear" says which test made it so (the MLP's lead, or what survives LEACE).
     """
     analysed = [entry["layer"] for entry in layers]
     by_class = {c: [e["layer"] for e in layers if e["class"] == c] for c in LAYER_CLASSES}
@@ -115,7 +118,18 @@ def concept_verdict(concept: str, model: str, layers: Sequence[Mapping[str, Any]
         additive_ok = additivity <= th.additivity
         figures["additivity_error"] = additivity
         parts.append(f"additive within {100 * additivity:.0f}%")
+    if not_measured:
+        parts.append("control, interpolation and composition not measured (no behavioural readout declared)"
+                     if "declares no behavioural readout" in not_measured else f"control not measured ({not_measured})")
     word = rep
+    if rep == "partly linear":
+        why = []
+        if focus["probes"]["mlp"]["test_accuracy"] - focus["probes"]["linear"]["test_accuracy"] > th.mlp_gap:
+            why.append("the MLP reads more than the linear probe")
+        if figures["erased_mlp"] > 0.5 + th.chance_margin:
+            why.append(f"an MLP still reads it after LEACE ({figures['erased_mlp']:.2f})")
+        if why:
+            word = f"partly linear ({'; '.join(why)})"
     if rep == "linear":
         failed = [name for name, ok in (("controllable", control_ok), ("interpolable", interp_ok),
                                         ("additive", additive_ok)) if ok is False]

@@ -1,0 +1,98 @@
+"""How a concept's behaviour is measured when a direction steers it: its readout.
+
+A readout is either **words** (``log p(positive words) - log p(negative words)`` at the next
+token, the report's and ``evaluate``'s log-odds; the first token of each word with a leading
+space) or a **scorer** of generated text (``vader`` for sentiment). Shipped concepts have
+theirs here (:data:`CONCEPT_WORDS`, :data:`CONCEPT_SCORERS`: the one table every stage
+reads); a registered concept declares its own at ``gnomon concepts add`` (``--words-positive``,
+``--words-negative``, ``--scorer``), kept in ``<home>/concepts/<name>.readout.json``. A
+concept without one is never scored on its label names: control, interpolation and
+composition are reported as *not measured*, with :func:`not_measured` saying how to declare one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.home import gnomon_home
+from pipeline.types import GnomonError
+
+__all__ = ["CONCEPT_SCORERS", "CONCEPT_WORDS", "SCORER_NAMES", "Readout", "declare_readout", "not_measured",
+           "readout"]
+
+CONCEPT_WORDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "sentiment": (("good", "great", "wonderful", "happy", "love", "beautiful"),
+                  ("bad", "terrible", "awful", "sad", "hate", "horrible")),
+    "truth": (("true", "correct", "right", "yes", "indeed"), ("false", "wrong", "incorrect", "no", "not")),
+    "language": (("the", "and", "is", "of", "with", "to"), ("le", "la", "et", "est", "de", "les")),
+    "formality": (("Dear", "Regards", "Please", "kindly", "sincerely", "therefore"),
+                  ("hey", "yeah", "gonna", "lol", "cool", "guys")),
+    "tense": (("was", "had", "went", "did", "were", "said"), ("is", "has", "goes", "does", "are", "says")),
+    "honesty": (("lie", "pretend", "deny", "fake", "hide", "never"),
+                ("truth", "honest", "admit", "confess", "actually", "really")),
+    "refusal": (("sorry", "cannot", "unable", "can't", "refuse", "not"),
+                ("sure", "here", "yes", "certainly", "first", "step")),
+}
+"""Per shipped concept: words whose next-token probability rises with the positive label
+(first tuple) and with the negative label (second)."""
+CONCEPT_SCORERS = {"sentiment": "vader"}
+"""Shipped concepts whose behaviour has a scorer of generated text (``pipeline.evaluate.SCORERS``)."""
+SCORER_NAMES = ("vader",)
+
+
+@dataclass(frozen=True)
+class Readout:
+    words: tuple[tuple[str, ...], tuple[str, ...]] | None
+    scorer: str | None
+    source: str
+    """``shipped`` or the declaration file."""
+
+
+def _file(concept: str, home: Any) -> Path:
+    return gnomon_home(home) / "concepts" / f"{concept}.readout.json"
+
+
+def readout(concept: str, home: Any = None) -> Readout | None:
+    """The concept's declared readout, or None when it has none."""
+    if concept in CONCEPT_WORDS or concept in CONCEPT_SCORERS:
+        return Readout(CONCEPT_WORDS.get(concept), CONCEPT_SCORERS.get(concept), "shipped")
+    try:
+        path = _file(concept, home)
+        doc = json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError) as e:
+        raise GnomonError(f"the readout of concept {concept!r} ({_file(concept, home)}) is unreadable: {e}") from e
+    if not doc:
+        return None
+    pos, neg = tuple(doc.get("positive_words") or ()), tuple(doc.get("negative_words") or ())
+    return Readout((pos, neg) if pos and neg else None, doc.get("scorer"), str(path))
+
+
+def not_measured(concept: str) -> str:
+    return (f"control not measured: concept {concept!r} declares no behavioural readout; declare one with "
+            f"`gnomon concepts add FILE --name {concept} --words-positive w1,w2 --words-negative w3,w4` "
+            f"(or --scorer {'|'.join(SCORER_NAMES)})")
+
+
+def declare_readout(concept: str, home: Any, positive_words: tuple[str, ...] = (),
+                    negative_words: tuple[str, ...] = (), scorer: str | None = None) -> Path:
+    """Write the concept's readout (words in both classes, or a scorer; atomically)."""
+    if bool(positive_words) != bool(negative_words):
+        raise GnomonError("give words for both labels (--words-positive and --words-negative), or neither")
+    if scorer is not None and scorer not in SCORER_NAMES:
+        raise GnomonError(f"unknown scorer {scorer!r}: choose {', '.join(SCORER_NAMES)}")
+    if not positive_words and scorer is None:
+        raise GnomonError("a readout needs words for both labels or a scorer")
+    bad = [w for w in (*positive_words, *negative_words) if not w.strip()]
+    if bad:
+        raise GnomonError("readout words must not be empty")
+    path = _file(concept, home)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"positive_words": list(positive_words), "negative_words": list(negative_words),
+                               "scorer": scorer}) + "\n")
+    os.replace(tmp, path)
+    return path
