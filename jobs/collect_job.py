@@ -110,7 +110,7 @@ def plan_collection(spec: CollectSpec, home: Any = None) -> CollectPlan:
 
 
 def _content_digest(ids: Sequence[str], texts: Sequence[str | None], messages: Sequence[Any]) -> str:
-    from pipeline.collect import MEAN_RULE
+    from pipeline.types import MEAN_RULE
 
     rows = sorted(zip(ids, (t or "" for t in texts), (str(m or "") for m in messages)))
     # the pooling rule is part of what the rows were computed from: a rule change re-collects

@@ -39,15 +39,12 @@ import torch
 
 from pipeline.hooks import record_layers, run_until
 from pipeline.models.loading import LoadedModel
-from pipeline.types import POSITIONS, GnomonError, check_positions
+from pipeline.types import MEAN_RULE, POSITIONS, GnomonError, check_positions
 
-__all__ = ["POSITION_CHOICES", "SINK_RATIO", "CPU_TOKEN_BUDGET", "CUDA_TOKEN_BUDGET", "LayerRows",
+__all__ = ["MEAN_RULE", "POSITION_CHOICES", "SINK_RATIO", "CPU_TOKEN_BUDGET", "CUDA_TOKEN_BUDGET", "LayerRows",
            "check_positions", "collect", "default_token_budget", "length_batches", "mean_pool", "token_lengths"]
 
 POSITION_CHOICES = POSITIONS
-MEAN_RULE = "drop-first-content-v2"
-"""The ``mean`` pooling rule's name, part of every shard's content digest: shards pooled by
-an earlier rule are collected again rather than mixed with these."""
 SINK_RATIO = 4.0
 """The earlier rule's norm ratio, for ``bench/mean_pooling.py`` only (``mean_pool(..., sink_ratio=SINK_RATIO)``)."""
 CPU_TOKEN_BUDGET = 512

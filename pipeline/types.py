@@ -21,6 +21,9 @@ METHODS: tuple[Method, ...] = ("mean_diff", "pca", "logistic", "lda", "ccs", "le
 Split = Literal["train", "val", "test"]
 SPLITS: tuple[Split, ...] = ("train", "val", "test")
 
+MEAN_RULE = "drop-first-content-v2"
+"""The ``mean`` pooling rule (see ``pipeline.collect``), part of every shard's content
+digest: shards pooled by an earlier rule are collected again rather than mixed with these."""
 POSITIONS: tuple[Position, ...] = ("last", "mean", "tok")
 
 
