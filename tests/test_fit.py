@@ -301,8 +301,17 @@ def test_fit_direction_scale_metrics_and_provenance(tmp_path: Path) -> None:
     pooled = math.sqrt((sp.var(ddof=1) * 399 + sn.var(ddof=1) * 399) / 798)
     assert d.spread == pytest.approx(pooled, rel=1e-5)
     assert d.resid_norm == pytest.approx(np.linalg.norm(np.r_[pos, neg], axis=1).mean(), rel=1e-9)
-    assert set(d.metrics) == {f"{s}_{m}" for s in ("train", "val", "test") for m in ("accuracy", "auroc", "dprime")}
+    assert set(d.metrics) == {f"{s}_{m}" for s in ("train", "val", "test")
+                              for m in ("accuracy", "auroc", "dprime", "ece")}
     mid = 0.5 * (d.pos_mean + d.neg_mean)
+    # ECE of the Gaussian calibration the monitor uses, recomputed by hand on test
+    slope = (d.pos_mean - d.neg_mean) / d.spread**2
+    t = np.r_[tp @ u, tn @ u]
+    y = np.r_[np.ones(len(tp)), np.zeros(len(tn))]
+    prob = 1 / (1 + np.exp(-slope * (t - mid)))
+    bins = np.minimum((prob * 10).astype(int), 9)
+    ece = sum((bins == b).sum() * abs(prob[bins == b].mean() - y[bins == b].mean()) for b in range(10) if (bins == b).any())
+    assert d.metrics["test_ece"] == pytest.approx(ece / len(t), abs=1e-9)
     assert d.metrics["test_accuracy"] == pytest.approx(((tp @ u > mid).sum() + (tn @ u < mid).sum()) / 240, abs=1e-3)
     assert d.metrics["val_auroc"] > 0.8
     prov = d.provenance
