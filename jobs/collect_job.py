@@ -167,7 +167,7 @@ def collect(spec: CollectSpec, executor: Any, home: Any = None, show_progress: b
     """
     from pipeline.home import gnomon_home
     from pipeline.models.loading import check_layers
-    from pipeline.store import ActivationStore, model_slug
+    from pipeline.store import ActivationStore
     from pipeline.types import check_positions
 
     from jobs.results import CollectResult
@@ -187,7 +187,8 @@ def collect(spec: CollectSpec, executor: Any, home: Any = None, show_progress: b
         choice = getattr(executor, "choice", executor_name)
     else:
         results = [ShardResult(index=t.index, skipped_layers=len(layers)) for t in plan.shards]
-    where = (home_p / "activations" / f"model={model_slug(spec.model)}" / f"revision={spec.revision}"
+    store = ActivationStore(home_p)
+    where = (home_p / "activations" / f"model={store.key(spec.model)}" / f"revision={spec.revision}"
              / f"dataset={plan.dataset_name}")
     return CollectResult(
         model=spec.model, revision=spec.revision, dataset=plan.dataset_name, dataset_hash=plan.dataset_hash,
@@ -195,7 +196,7 @@ def collect(spec: CollectSpec, executor: Any, home: Any = None, show_progress: b
         layers=tuple(layers), positions=tuple(check_positions(spec.positions)), **summarize(results),
         seconds=round(time.perf_counter() - t0, 3), collect_seconds=round(time.perf_counter() - t_run, 3),
         executor=executor_name, executor_choice=choice,
-        store=str(where), stored=ActivationStore(home_p).summary(spec.model, spec.revision, plan.dataset_name))
+        store=str(where), stored=store.summary(spec.model, spec.revision, plan.dataset_name))
 
 
 def run_collection(spec: CollectSpec, executor: Any, home: Any = None, show_progress: bool = False,

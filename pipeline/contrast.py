@@ -43,7 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.store import ActivationStore, check_name, model_slug
+from pipeline.store import ActivationStore, check_name
 from pipeline.types import POSITIONS, GnomonError
 
 __all__ = ["ContrastSet", "StoreDB", "contrast_set", "contrast_splits"]
@@ -369,7 +369,7 @@ def _params(model: str, revision: str, dataset: str, layer: int, position: str,
         raise GnomonError(f"unknown position {position!r}; use one of {list(POSITIONS)}")
     if positive == negative:
         raise GnomonError(f"positive and negative labels are both {positive!r}")
-    return {"model": model_slug(model), "revision": check_name(revision, "revision"),
+    return {"model": model, "revision": check_name(revision, "revision"),
             "dataset": check_name(dataset, "dataset"), "layer": int(layer), "position": position,
             "positive": positive, "negative": negative, "seed": str(seed)}
 
