@@ -151,6 +151,9 @@ class StoreDB:
         self.fs = _read_only_fs(self.root)
         self.con.register_filesystem(self.fs)
         shards, self.skipped = ActivationStore(self.root).valid_shards()
+        self.skipped_shards = len(self.skipped)
+        """Shards left out of ``activations`` because they fail their checks (``skipped``
+        then lists why, followed by any unreadable ``examples`` files)."""
         base = f"{_PROTO}://{self.root}"
         examples = []
         for f in sorted((self.root / "examples").glob("*/examples.parquet")):
@@ -287,7 +290,7 @@ def _shards(db: StoreDB, p: dict, fingerprint: str | None) -> list[Path]:
     store = ActivationStore(db.root)
     found, problems = store.valid_shards(p["model"], p["revision"], p["dataset"], p["layer"], fingerprint)
     if problems:
-        raise GnomonError(f"{problems[0]}; run the collection again to redo it")
+        raise GnomonError(f"{problems[0]}; run `gnomon store repair` to collect it again")
     if not found:
         mine = store.valid_shards(p["model"], p["revision"], p["dataset"], fingerprint=fingerprint)[0]
         other = [] if mine or fingerprint is None else store.valid_shards(p["model"], p["revision"], p["dataset"])[0]

@@ -289,11 +289,11 @@ class ActivationStore:
     def manifest_path(self, model: str, revision: str, dataset: str, layer: int, shard: int) -> Path:
         return self._part("manifests", model, revision, dataset, layer) / f"part-{_check_int(shard, 'shard'):05d}.json"
 
-    def _key_file(self, kind: str, m: dict) -> Path:
-        """The shard (``activations``) or manifest (``manifests``) file of manifest ``m``."""
-        ext = "parquet" if kind == "activations" else "json"
-        return (self._key_part(kind, m["model_slug"], m["revision"], m["dataset"], m["layer"])
-                / f"part-{_check_int(m['shard'], 'shard'):05d}.{ext}")
+    def manifest_file(self, m: dict) -> Path:
+        """Where manifest ``m`` (as :meth:`manifest` returns it) lies: under its own key,
+        which a relative model id read from another directory might not give back."""
+        return (self._key_part("manifests", m["model_slug"], m["revision"], m["dataset"], m["layer"])
+                / f"part-{_check_int(m['shard'], 'shard'):05d}.json")
 
     def examples_path(self, dataset: str) -> Path:
         return self.root / "examples" / f"dataset={check_name(dataset, 'dataset')}" / "examples.parquet"
@@ -458,6 +458,12 @@ class ActivationStore:
             out.append(m)
         out.sort(key=lambda m: (m["model_slug"], m["revision"], m["dataset"], m["layer"], m["shard"]))
         return out, problems
+
+    def verify(self) -> list[tuple[dict, str]]:
+        """Every manifest whose shard fails its checks (missing, another size, checksum
+        against the manifest, unreadable), with why: what readers leave out. Hashes each
+        shard once per process."""
+        return [(m, why) for m in self.manifest() if (why := self._check_manifest(m))]
 
     def _check_manifest(self, m: dict) -> str | None:
         """Why manifest ``m`` cannot be read from, or None (fills in ``ids`` if missing)."""
