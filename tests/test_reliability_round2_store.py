@@ -142,10 +142,14 @@ def test_a_copied_and_moved_home_keeps_its_catalog(catalog_home: Path, tmp_path:
     """Defect 2. Failed before: MLflow kept absolute artifact paths, so after ``cp -r home
     home2`` and moving the original away, ``catalog export`` on home2 ended in an internal
     MlflowException and ``catalog show`` printed the old path."""
-    from catalog import Catalog
+    from catalog import Catalog, artifacts
 
-    rec = Catalog(home=catalog_home).register(_direction())
-    original = sha256_file(Path(Catalog(home=catalog_home).export(rec.ref, tmp_path / "before.safetensors")))
+    cat = Catalog(home=catalog_home)
+    rec = cat.register(_direction())
+    original = sha256_file(Path(cat.export(rec.ref, tmp_path / "before.safetensors")))
+    waiting = artifacts.save_local(_direction("calm"), catalog_home)  # a registration left pending
+    artifacts.write_pending(catalog_home, artifacts.PendingRegistration.of(waiting, None, None, True, "val_auroc",
+                                                                           cat.tracking_uri))
     copy = tmp_path / "home2"
     shutil.copytree(catalog_home, copy)
     catalog_home.rename(tmp_path / "moved-away")
@@ -157,6 +161,9 @@ def test_a_copied_and_moved_home_keeps_its_catalog(catalog_home: Path, tmp_path:
     out = tmp_path / "out.safetensors"
     assert cli(["catalog", "export", rec.ref, str(out)]) == 0, capsys.readouterr().err
     assert sha256_file(out) == original
+    # the pending registration goes into the copy's catalog, not to where the home used to be
+    assert cli(["catalog", "register-pending"]) == 0, capsys.readouterr().err
+    assert not catalog_home.exists() and Catalog(home=copy).resolve("calm/1").source.startswith(copy.as_uri())
     # and a new registration into the copy lands in the copy's artifacts, not the old home's
     rec2 = Catalog(home=copy).register(_direction("mood"))
     assert str(copy) in rec2.source and not (tmp_path / "moved-away" / "mlartifacts" / "gnomon-mood").exists()
