@@ -20,7 +20,7 @@ import hashlib
 import json
 import time
 from functools import partial
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Sequence
 
 from pipeline.types import GnomonError
@@ -174,6 +174,10 @@ def collect(spec: CollectSpec, executor: Any, home: Any = None, show_progress: b
 
     home_p = gnomon_home(home)
     t0 = time.perf_counter()
+    store = ActivationStore(home_p)
+    # A model given as a relative path travels to the workers resolved: a worker in another
+    # directory must load, and store under, the same model (pipeline.store_keys).
+    spec = replace(spec, model=store.model_key(spec.model).model)
     given = lm  # a caller's model is collected with as it is; otherwise the pool loads (or reuses) one
     ident, lm = preflight(spec, home_p, lm)
     layers = check_layers(list(spec.layers) if spec.layers is not None else None, ident.num_layers, spec.model)
@@ -187,7 +191,6 @@ def collect(spec: CollectSpec, executor: Any, home: Any = None, show_progress: b
         choice = getattr(executor, "choice", executor_name)
     else:
         results = [ShardResult(index=t.index, skipped_layers=len(layers)) for t in plan.shards]
-    store = ActivationStore(home_p)
     where = (home_p / "activations" / f"model={store.key(spec.model)}" / f"revision={spec.revision}"
              / f"dataset={plan.dataset_name}")
     return CollectResult(
