@@ -72,8 +72,16 @@ def _name_key(model_id: str) -> ModelKey:
     return ModelKey(f"{_clean(model_id)}-h{_digest('id', model_id)}", model_id)
 
 
+def _expand(text: str) -> Path:
+    """``~`` and ``~user`` expanded when they name a home; left as they are otherwise."""
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:  # ~nosuchuser
+        return Path(text)
+
+
 def _path_key(path: Path) -> ModelKey:
-    resolved = path.expanduser().resolve()
+    resolved = path.resolve()
     return ModelKey(f"{_clean(resolved.name or 'root')}-h{_digest('path', str(resolved))}", str(resolved))
 
 
@@ -94,7 +102,7 @@ def resolve_model_key(model_id: str, root: Path) -> ModelKey:
     mid = model_id.strip()
     if mid in _NAMED or mid.startswith(_NAMED_PREFIXES):
         return _name_key(mid)
-    path = Path(mid).expanduser()
+    path = _expand(mid)
     try:
         if path.suffix == ".gguf" or path.is_dir():
             return _path_key(path)
