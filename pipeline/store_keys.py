@@ -76,7 +76,7 @@ def _expand(text: str) -> Path:
     """``~`` and ``~user`` expanded when they name a home; left as they are otherwise."""
     try:
         return Path(text).expanduser()
-    except RuntimeError:  # ~nosuchuser
+    except (RuntimeError, ValueError):  # ~nosuchuser, a NUL byte
         return Path(text)
 
 
