@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.contrast import StoreDB, contrast_set
-from pipeline.store import ActivationStore, activation_table, model_slug
+from pipeline.store import ActivationStore, activation_table
 
 MODEL, REV, DATASET, LAYER, WIDTH = "bench/model", "main", "bench", 5, 576
 
@@ -70,7 +70,8 @@ def naive_pandas(root: Path) -> tuple[np.ndarray, np.ndarray]:
     import pandas as pd
 
     acts = pd.read_parquet(root / "activations")
-    acts = acts[(acts["model"] == model_slug(MODEL)) & (acts["revision"] == REV) & (acts["dataset"] == DATASET)
+    key = ActivationStore(root).key(MODEL)
+    acts = acts[(acts["model"] == key) & (acts["revision"] == REV) & (acts["dataset"] == DATASET)
                 & (acts["layer"] == LAYER) & (acts["position"] == "last")]
     ex = pd.read_parquet(ActivationStore(root).examples_path(DATASET))
     df = acts.merge(ex, left_on="example_id", right_on="id")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -116,8 +116,27 @@ def write_pending(home: Path, req: PendingRegistration) -> Path:
     return marker
 
 
+def rehome(req: PendingRegistration, home: Path) -> PendingRegistration:
+    """A marker written before its home was copied or moved names the old home's file
+    and catalog (absolute paths): point it at this home's copy of the file and, when it
+    was meant for the old home's own SQLite catalog, at this home's (never re-create a
+    catalog where the home used to be)."""
+    p = Path(req.path)
+    if p.is_relative_to(home) or len(p.parts) < 4 or p.parent.parent.name != "directions":
+        return req
+    here = home / "directions" / p.parent.name / p.name
+    if not here.is_file():
+        return req
+    old_home = p.parent.parent.parent
+    uri = req.tracking_uri
+    if uri == f"sqlite:///{old_home / 'mlflow.db'}":
+        uri = f"sqlite:///{home / 'mlflow.db'}"
+    return replace(req, path=str(here), tracking_uri=uri)
+
+
 def read_pending(home: Path) -> list[tuple[Path, PendingRegistration]]:
-    """Markers in name order; an unreadable marker is an error naming the file to delete."""
+    """Markers in name order (re-homed: see :func:`rehome`); an unreadable marker is an
+    error naming the file to delete."""
     out = []
     for marker in sorted(_pending_dir(home).glob("*.json")):
         try:
@@ -125,7 +144,7 @@ def read_pending(home: Path) -> list[tuple[Path, PendingRegistration]]:
             req = PendingRegistration(**doc)
             if not isinstance(req.path, str) or not isinstance(req.tracking_uri, (str, type(None))):
                 raise TypeError("path and tracking_uri must be strings")
-            out.append((marker, req))
+            out.append((marker, rehome(req, home)))
         except (OSError, ValueError, TypeError, RecursionError) as e:
             raise GnomonError(f"pending registration {marker} is unreadable ({e}); delete it and "
                               "register its direction again") from e

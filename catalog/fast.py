@@ -19,6 +19,7 @@ from types import SimpleNamespace
 
 from catalog.query import KIND_TAG, DirectionRecord, record_from_version
 from catalog.refs import Ref, check_concept, parse_ref
+from catalog.reroot import reroot_artifacts
 from pipeline.types import GnomonError
 
 __all__ = ["SQLiteReader"]
@@ -47,6 +48,7 @@ class SQLiteReader:
         path = Path(tracking_uri.removeprefix("sqlite:///"))
         if not path.is_file():
             return None
+        reroot_artifacts(tracking_uri)  # a moved or copied home: sources follow it (catalog.reroot)
         reader = cls(path, tracking_uri)
         try:
             with reader._connect() as con:

@@ -21,6 +21,7 @@ from catalog.query import (
     record_from_version,
 )
 from catalog.refs import check_concept, scoped_alias
+from catalog.reroot import reroot_artifacts
 from pipeline.direction import Direction
 from pipeline.fleet.registry import lineage_tags
 from pipeline.types import GnomonError
@@ -69,6 +70,7 @@ class Registry:
             from mlflow import MlflowClient
 
             backend.ensure_catalog(self.tracking_uri)  # atomic first-time creation, repair
+            reroot_artifacts(self.tracking_uri)  # a moved or copied home: artifact paths follow it
             self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
         return self._client
 

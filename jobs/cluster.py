@@ -17,7 +17,14 @@ environment variable the job names too, so ``ensure_ray`` leaves out its default
 the job already sets (``jobs/ray_runtime.py``).
 
 Address resolution differs from Ray's client on purpose: an explicit ``--address`` wins
-over ``RAY_API_SERVER_ADDRESS`` / ``RAY_ADDRESS`` (Ray's client lets the environment win).
+over ``RAY_API_SERVER_ADDRESS`` / ``RAY_ADDRESS`` (Ray's client lets the environment win),
+and only the Jobs API's own ``http(s)://`` address is accepted: from a ``ray://`` or a
+scheme-less GCS address Ray looks the dashboard up through a cluster connection that
+took 38-47 s to fail (issue 21), so those are refused at once with the address to give.
+
+Every request has a connect and a read timeout (Ray's client sets none, so a server that
+accepts and never answers hung ``submit``, ``status`` and ``logs`` forever), and
+``--follow`` polls the logs endpoint instead of Ray's websocket tail, which has none either.
 
 >>> job_id = submit("fleet.toml", address="http://head:8265")   # doctest: +SKIP
 >>> wait(job_id, address="http://head:8265")                     # doctest: +SKIP
@@ -39,8 +46,9 @@ from typing import Any
 
 from pipeline.types import GnomonError
 
-__all__ = ["DEFAULT_ADDRESS", "FORWARDED_ENV", "TERMINAL", "build_job", "follow_logs", "job_env", "job_logs",
-           "job_status", "resolve_address", "submit", "wait"]
+__all__ = ["CONNECT_TIMEOUT_S", "DEFAULT_ADDRESS", "FORWARDED_ENV", "READ_TIMEOUT_S", "TERMINAL", "WRITE_TIMEOUT_S",
+           "build_job", "check_address", "follow_logs", "job_env", "job_logs", "job_status", "resolve_address",
+           "submit", "wait"]
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 """The Jobs API of a head started on this machine (``ray start --head``)."""
@@ -48,6 +56,12 @@ ADDRESS_ENV = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
 FORWARDED_ENV = ("GNOMON_HOME", "MLFLOW_TRACKING_URI")
 """Variables the job inherits from the submitter when set (the CLI's ``--home`` sets GNOMON_HOME)."""
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+CONNECT_TIMEOUT_S = 5.0
+"""Seconds to open a connection to the Jobs API."""
+READ_TIMEOUT_S = 10.0
+"""Seconds to wait for the answer to a query (version, status, logs)."""
+WRITE_TIMEOUT_S = 60.0
+"""Seconds to wait for the answer to a submission (the upload of the job's folder, the job's creation)."""
 
 
 def resolve_address(address: str | None) -> str:
@@ -72,16 +86,60 @@ def _without_address_env() -> Iterator[None]:
         os.environ.update(saved)
 
 
-def _client(address: str | None) -> Any:
+def check_address(addr: str, given: bool = True) -> str:
+    """``addr`` if it is a Jobs API (``http(s)://``) address; a one-line error naming it
+    and the address to give otherwise (see the module doc)."""
+    where = "--address" if given else "$RAY_API_SERVER_ADDRESS/$RAY_ADDRESS"
+    if addr.startswith(("http://", "https://")):
+        return addr.rstrip("/")
+    host = addr.split("://", 1)[-1].rsplit(":", 1)[0] or "HEAD"
+    if addr.startswith("ray://"):
+        what = "a Ray Client address"
+    elif "://" not in addr:
+        what = "a Ray cluster (GCS) address"
+    else:
+        what = f"not a Ray Jobs API address (scheme {addr.split('://', 1)[0]}://)"
+    raise GnomonError(f"{where} {addr} is {what}; submit, status and logs need the head's dashboard (Jobs API) "
+                      f"address, e.g. --address http://{host}:8265")
+
+
+def _timeout_reason(e: BaseException, read_s: float) -> str:
+    import requests
+
+    if isinstance(e, requests.exceptions.ConnectTimeout):
+        return f"timed out: no connection within {CONNECT_TIMEOUT_S:g} s"
+    if isinstance(e, requests.exceptions.Timeout):
+        return f"timed out: no answer within {read_s:g} s"
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def _bounded_client_class() -> Any:
     from ray.job_submission import JobSubmissionClient
 
-    addr = resolve_address(address)
+    class BoundedJobClient(JobSubmissionClient):  # type: ignore[misc]
+        """Ray's client with a (connect, read) timeout on every request it sends (all of
+        them go through ``_do_request``)."""
+
+        def _do_request(self, method: str, endpoint: str, **kwargs: Any) -> Any:
+            read = READ_TIMEOUT_S if method.upper() == "GET" else WRITE_TIMEOUT_S
+            kwargs.setdefault("timeout", (CONNECT_TIMEOUT_S, read))
+            return super()._do_request(method, endpoint, **kwargs)
+
+    return BoundedJobClient
+
+
+def _client(address: str | None) -> Any:
+    addr = check_address(resolve_address(address), given=bool(address))
     try:
         with _without_address_env():  # the address we resolved is the one used
-            return JobSubmissionClient(addr)
-    except Exception as e:  # requests' ConnectionError, Ray's RuntimeError/ValueError
-        raise GnomonError(f"no Ray Jobs API at {addr} ({type(e).__name__}): start the head with its dashboard "
-                          "(ray start --head --include-dashboard=true) or pass --address http://HEAD:8265") from e
+            client = _bounded_client_class()(addr)
+    except Exception as e:  # requests' errors and timeouts, Ray's RuntimeError/ValueError
+        raise GnomonError(f"no Ray Jobs API at {addr} ({_timeout_reason(e, READ_TIMEOUT_S)}): start the head with "
+                          "its dashboard (ray start --head --include-dashboard=true) or pass --address "
+                          "http://HEAD:8265") from e
+    client.gnomon_address = addr
+    return client
 
 
 def job_env(extra: Sequence[str] = (), tracking_uri: str | None = None,
@@ -133,23 +191,34 @@ def submit(spec_path: str | Path, address: str | None = None, env: Mapping[str, 
     except GnomonError:
         raise
     except Exception as e:
+        import requests
+
+        if isinstance(e, requests.exceptions.RequestException):
+            raise GnomonError(f"submitting {spec_path} to the Ray Jobs API at {client.gnomon_address} failed "
+                              f"({_timeout_reason(e, WRITE_TIMEOUT_S)})") from e
         raise GnomonError(f"submitting {spec_path} failed: {str(e).strip().splitlines()[-1] if str(e).strip() else e}"
                           ) from e
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _ask(fn: Callable[[], Any], job_id: str) -> Any:
+def _ask(fn: Callable[[], Any], job_id: str, client: Any) -> Any:
+    import requests
+
     try:
         return fn()
     except RuntimeError as e:  # Ray's client: unknown job or a failed request
         raise GnomonError(f"job {job_id}: {str(e).strip().splitlines()[0] if str(e).strip() else e}") from e
+    except requests.exceptions.RequestException as e:  # refused, reset, timed out
+        addr = getattr(client, "gnomon_address", "?")
+        raise GnomonError(f"job {job_id}: the Ray Jobs API at {addr} did not answer "
+                          f"({_timeout_reason(e, READ_TIMEOUT_S)})") from e
 
 
 def job_status(job_id: str, address: str | None = None, client: Any = None) -> dict[str, Any]:
     """Status, message, entrypoint and times (ms since the epoch) of one job."""
     client = client or _client(address)
-    info = _ask(lambda: client.get_job_info(job_id), job_id)
+    info = _ask(lambda: client.get_job_info(job_id), job_id, client)
     return {"job_id": job_id, "status": str(getattr(info.status, "value", info.status)),
             "message": info.message, "entrypoint": info.entrypoint, "start_time": info.start_time,
             "end_time": info.end_time, "metadata": dict(info.metadata or {})}
@@ -175,24 +244,29 @@ def wait(job_id: str, address: str | None = None, timeout_s: float = 3600, poll_
 
 def job_logs(job_id: str, address: str | None = None) -> str:
     client = _client(address)
-    return str(_ask(lambda: client.get_job_logs(job_id), job_id))
+    return str(_ask(lambda: client.get_job_logs(job_id), job_id, client))
 
 
-def follow_logs(job_id: str, address: str | None = None, write: Callable[[str], Any] | None = None) -> str:
-    """Stream the job's logs until it ends; returns its final status."""
-    import asyncio
+def follow_logs(job_id: str, address: str | None = None, write: Callable[[str], Any] | None = None,
+                poll_s: float = 2.0) -> str:
+    """Print the job's logs as they grow until it ends; returns its final status.
+
+    Polls status then logs (so the last fetch, after a terminal status, is complete),
+    each request bounded by the timeouts: a head that stops answering ends the command
+    with a one-line error, where Ray's websocket tail would wait without limit.
+    """
     import sys
 
     client = _client(address)
     write = write or (lambda s: (sys.stdout.write(s), sys.stdout.flush()))
-    job_status(job_id, client=client)  # an unknown id fails here with a one-line error
-
-    async def tail() -> None:
-        async for chunk in client.tail_job_logs(job_id):
-            write(chunk)
-
-    try:
-        asyncio.run(tail())
-    except RuntimeError as e:  # the stream closed before the job ended: report the status
-        write(f"\n[log stream closed: {e}]\n")
-    return str(job_status(job_id, client=client)["status"])
+    shown = ""
+    while True:
+        status = str(job_status(job_id, client=client)["status"])  # an unknown id fails here
+        text = str(_ask(lambda: client.get_job_logs(job_id), job_id, client))
+        new = text[len(shown):] if text.startswith(shown) else text
+        if new:
+            write(new)
+        shown = text
+        if status in TERMINAL:
+            return status
+        time.sleep(poll_s)

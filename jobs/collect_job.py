@@ -20,7 +20,7 @@ import hashlib
 import json
 import time
 from functools import partial
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Sequence
 
 from pipeline.types import GnomonError
@@ -170,13 +170,17 @@ def collect(spec: CollectSpec, executor: Any, home: Any = None, show_progress: b
     """
     from pipeline.home import gnomon_home
     from pipeline.models.loading import check_layers
-    from pipeline.store import ActivationStore, model_slug
+    from pipeline.store import ActivationStore
     from pipeline.types import check_positions
 
     from jobs.results import CollectResult
 
     home_p = gnomon_home(home)
     t0 = time.perf_counter()
+    store = ActivationStore(home_p)
+    # A model given as a relative path travels to the workers resolved: a worker in another
+    # directory must load, and store under, the same model (pipeline.store_keys).
+    spec = replace(spec, model=store.model_key(spec.model).model)
     given = lm  # a caller's model is collected with as it is; otherwise the pool loads (or reuses) one
     ident, lm = preflight(spec, home_p, lm)
     layers = check_layers(list(spec.layers) if spec.layers is not None else None, ident.num_layers, spec.model)
@@ -190,7 +194,7 @@ def collect(spec: CollectSpec, executor: Any, home: Any = None, show_progress: b
         choice = getattr(executor, "choice", executor_name)
     else:
         results = [ShardResult(index=t.index, skipped_layers=len(layers)) for t in plan.shards]
-    where = (home_p / "activations" / f"model={model_slug(spec.model)}" / f"revision={spec.revision}"
+    where = (home_p / "activations" / f"model={store.key(spec.model)}" / f"revision={spec.revision}"
              / f"dataset={plan.dataset_name}")
     return CollectResult(
         model=spec.model, revision=spec.revision, dataset=plan.dataset_name, dataset_hash=plan.dataset_hash,
@@ -198,7 +202,7 @@ def collect(spec: CollectSpec, executor: Any, home: Any = None, show_progress: b
         layers=tuple(layers), positions=tuple(check_positions(spec.positions)), **summarize(results),
         seconds=round(time.perf_counter() - t0, 3), collect_seconds=round(time.perf_counter() - t_run, 3),
         executor=executor_name, executor_choice=choice,
-        store=str(where), stored=ActivationStore(home_p).summary(spec.model, spec.revision, plan.dataset_name))
+        store=str(where), stored=store.summary(spec.model, spec.revision, plan.dataset_name))
 
 
 def run_collection(spec: CollectSpec, executor: Any, home: Any = None, show_progress: bool = False,

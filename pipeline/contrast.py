@@ -43,7 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.store import ActivationStore, check_name, model_slug
+from pipeline.store import ActivationStore, check_name
 from pipeline.types import POSITIONS, GnomonError
 
 __all__ = ["ContrastSet", "StoreDB", "contrast_set", "contrast_splits"]
@@ -151,6 +151,9 @@ class StoreDB:
         self.fs = _read_only_fs(self.root)
         self.con.register_filesystem(self.fs)
         shards, self.skipped = ActivationStore(self.root).valid_shards()
+        self.skipped_shards = len(self.skipped)
+        """Shards left out of ``activations`` because they fail their checks (``skipped``
+        then lists why, followed by any unreadable ``examples`` files)."""
         base = f"{_PROTO}://{self.root}"
         examples = []
         for f in sorted((self.root / "examples").glob("*/examples.parquet")):
@@ -287,7 +290,7 @@ def _shards(db: StoreDB, p: dict, fingerprint: str | None) -> list[Path]:
     store = ActivationStore(db.root)
     found, problems = store.valid_shards(p["model"], p["revision"], p["dataset"], p["layer"], fingerprint)
     if problems:
-        raise GnomonError(f"{problems[0]}; run the collection again to redo it")
+        raise GnomonError(f"{problems[0]}; run `gnomon store repair` to collect it again")
     if not found:
         mine = store.valid_shards(p["model"], p["revision"], p["dataset"], fingerprint=fingerprint)[0]
         other = [] if mine or fingerprint is None else store.valid_shards(p["model"], p["revision"], p["dataset"])[0]
@@ -369,7 +372,7 @@ def _params(model: str, revision: str, dataset: str, layer: int, position: str,
         raise GnomonError(f"unknown position {position!r}; use one of {list(POSITIONS)}")
     if positive == negative:
         raise GnomonError(f"positive and negative labels are both {positive!r}")
-    return {"model": model_slug(model), "revision": check_name(revision, "revision"),
+    return {"model": model, "revision": check_name(revision, "revision"),
             "dataset": check_name(dataset, "dataset"), "layer": int(layer), "position": position,
             "positive": positive, "negative": negative, "seed": str(seed)}
 

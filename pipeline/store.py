@@ -2,9 +2,14 @@
 
 Layout under a store root (the gnomon home by default)::
 
-    activations/model=<slug>/revision=<rev>/dataset=<name>/layer=<L>/part-<shard:05d>.parquet
-    manifests/model=<slug>/revision=<rev>/dataset=<name>/layer=<L>/part-<shard:05d>.json
+    activations/model=<key>/revision=<rev>/dataset=<name>/layer=<L>/part-<shard:05d>.parquet
+    manifests/model=<key>/revision=<rev>/dataset=<name>/layer=<L>/part-<shard:05d>.json
     examples/dataset=<name>/examples.parquet
+
+``<key>`` is unique per model identity (:mod:`pipeline.store_keys`: a registered or
+built-in id, or a readable name plus a hash of the resolved path); a store written with
+the older cleaned-name folders is migrated when it is first opened
+(:mod:`pipeline.store_migrate`).
 
 Why this shape: the hive partitions let DuckDB (``pipeline.contrast``) prune to one
 model/layer from the path alone; one shard per (layer, shard) file lets independent
@@ -45,6 +50,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.store_keys import ModelKey, check_key, resolve_model_key
+from pipeline.store_migrate import LAYOUT, mark_current, migrate, needs_migration
 from pipeline.types import POSITIONS, SPLITS, GnomonError
 
 __all__ = [
@@ -71,10 +78,11 @@ EXAMPLE_SCHEMA = pa.schema([
 
 
 def model_slug(model_id: str) -> str:
-    """A path-safe partition value for a model id: ``org/name`` -> ``org--name``.
+    """A path-safe, readable name for a model id: ``org/name`` -> ``org--name``.
 
-    Characters outside ``[A-Za-z0-9._-]`` become ``_``; idempotent, so a slug may be
-    passed wherever a model id is expected.
+    Characters outside ``[A-Za-z0-9._-]`` become ``_``; idempotent. For file names of
+    reports and figures; the store's folders use :meth:`ActivationStore.key` instead,
+    because two models can share a slug (``./tiny_llama`` and ``tiny:llama``).
     """
     s = re.sub(r"[^A-Za-z0-9._-]", "_", str(model_id).strip().replace("\\", "/").strip("/").replace("/", "--"))
     s = s.lstrip("._-")[:200]
@@ -250,10 +258,28 @@ class ActivationStore:
                 raise GnomonError(f"store root {text!r}: only local paths (or file://) are supported")
             text = rest
         self.root: Path = Path(text).expanduser().resolve()
+        self._keys: dict[tuple[str, str], ModelKey] = {}
+        if needs_migration(self.root):
+            migrate(self.root, self.model_key)
 
     # ----------------------------------------------------------------- paths
+    def model_key(self, model: str) -> ModelKey:
+        """Where ``model``'s rows live (its key) and the id recorded with them (see
+        :mod:`pipeline.store_keys`; relative paths resolve against the current directory)."""
+        cache = (str(model), os.getcwd())
+        if cache not in self._keys:
+            self._keys[cache] = resolve_model_key(model, self.root)
+        return self._keys[cache]
+
+    def key(self, model: str) -> str:
+        """The ``model=`` partition value of ``model`` (what `gnomon sql` shows as ``model``)."""
+        return self.model_key(model).key
+
     def _part(self, kind: str, model: str, revision: str, dataset: str, layer: int | None = None) -> Path:
-        p = (self.root / kind / f"model={model_slug(model)}" / f"revision={check_name(revision, 'revision')}"
+        return self._key_part(kind, self.key(model), revision, dataset, layer)
+
+    def _key_part(self, kind: str, key: str, revision: str, dataset: str, layer: int | None = None) -> Path:
+        p = (self.root / kind / f"model={check_key(key)}" / f"revision={check_name(revision, 'revision')}"
              / f"dataset={check_name(dataset, 'dataset')}")
         return p if layer is None else p / f"layer={_check_int(layer, 'layer')}"
 
@@ -262,6 +288,12 @@ class ActivationStore:
 
     def manifest_path(self, model: str, revision: str, dataset: str, layer: int, shard: int) -> Path:
         return self._part("manifests", model, revision, dataset, layer) / f"part-{_check_int(shard, 'shard'):05d}.json"
+
+    def manifest_file(self, m: dict) -> Path:
+        """Where manifest ``m`` (as :meth:`manifest` returns it) lies: under its own key,
+        which a relative model id read from another directory might not give back."""
+        return (self._key_part("manifests", m["model_slug"], m["revision"], m["dataset"], m["layer"])
+                / f"part-{_check_int(m['shard'], 'shard'):05d}.json")
 
     def examples_path(self, dataset: str) -> Path:
         return self.root / "examples" / f"dataset={check_name(dataset, 'dataset')}" / "examples.parquet"
@@ -311,6 +343,7 @@ class ActivationStore:
         if values.null_count or not np.isfinite(values.to_numpy(zero_copy_only=False)).all():
             raise GnomonError(f"{dataset} layer {layer} shard {shard}: activations contain NaN, infinite or "
                               "missing values; refusing to store them")
+        mkey = self.model_key(model)
         path = self.shard_path(model, revision, dataset, layer, shard)
         mpath = self.manifest_path(model, revision, dataset, layer, shard)
         mpath.unlink(missing_ok=True)
@@ -323,7 +356,7 @@ class ActivationStore:
         ids = sorted(set(table.column("example_id").to_pylist()))
         self._drop_overlapping(model, revision, dataset, layer, shard, set(ids))
         record = {
-            "model": model, "model_slug": model_slug(model), "revision": revision, "dataset": dataset,
+            "model": mkey.model, "model_slug": mkey.key, "layout": LAYOUT, "revision": revision, "dataset": dataset,
             "layer": int(layer), "shard": int(shard), "path": str(path.relative_to(self.root)),
             "rows": table.num_rows, "bytes": size, "sha256": digest, "fingerprint": fingerprint,
             "positions": wanted, "dtype": "float16" if act_type.value_type == pa.float16() else "float32",
@@ -332,6 +365,7 @@ class ActivationStore:
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "created_ns": time.time_ns(),
         }
         _atomic_write(mpath, lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
+        mark_current(self.root)
         return ShardRecord(path=path, rows=table.num_rows, bytes=size, sha256=digest)
 
     def shard_complete(self, model: str, revision: str, dataset: str, layer: int, shard: int, *,
@@ -374,7 +408,7 @@ class ActivationStore:
                  dataset: str | None = None, layer: int | None = None) -> list[dict]:
         """Manifests of complete shards, optionally for one model/revision/dataset/layer."""
         pattern = "/".join([
-            f"model={model_slug(model) if model is not None else '*'}",
+            f"model={self.key(model) if model is not None else '*'}",
             f"revision={check_name(revision, 'revision') if revision is not None else '*'}",
             f"dataset={check_name(dataset, 'dataset') if dataset is not None else '*'}",
             f"layer={_check_int(layer, 'layer') if layer is not None else '*'}", "part-*.json"])
@@ -425,6 +459,12 @@ class ActivationStore:
         out.sort(key=lambda m: (m["model_slug"], m["revision"], m["dataset"], m["layer"], m["shard"]))
         return out, problems
 
+    def verify(self) -> list[tuple[dict, str]]:
+        """Every manifest whose shard fails its checks (missing, another size, checksum
+        against the manifest, unreadable), with why: what readers leave out. Hashes each
+        shard once per process."""
+        return [(m, why) for m in self.manifest() if (why := self._check_manifest(m))]
+
     def _check_manifest(self, m: dict) -> str | None:
         """Why manifest ``m`` cannot be read from, or None (fills in ``ids`` if missing)."""
         try:
@@ -432,11 +472,11 @@ class ActivationStore:
             layer, shard = _check_int(m["layer"], "layer"), _check_int(m["shard"], "shard")
             if not isinstance(m["fingerprint"], str) or not isinstance(m["sha256"], str):
                 raise GnomonError("fingerprint/sha256 are not strings")
-            path = self.shard_path(slug, rev, ds, layer, shard)
+            path = self._key_part("activations", slug, rev, ds, layer) / f"part-{shard:05d}.parquet"
         except (KeyError, TypeError, ValueError, GnomonError) as e:
             return f"manifest {m.get('path', '?')} is malformed ({e})"
         where = path.relative_to(self.root)
-        if model_slug(slug) != slug or m.get("path") != str(where):
+        if m.get("path") != str(where):
             return f"manifest for {where} names another file ({m.get('path')!r})"
         try:
             if path.is_symlink() or not path.is_file():

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.store import ActivationStore, activation_table, model_slug
+from pipeline.store_keys import KEY
 from pipeline.types import GnomonError
 
 M, R, D = "org/tiny-model", "main", "toy"
@@ -173,8 +174,11 @@ def test_model_slug_stays_inside_root(model_id: str) -> None:
     except GnomonError:
         return
     assert model_slug(slug) == slug and "/" not in slug and slug not in (".", "..")
+    # the store's folder is the model's key (issue 21: never the slug alone), inside the root
+    key = store.key(model_id)
+    assert KEY.fullmatch(key) and key not in (".", "..")
     path = store.shard_path(model_id, R, D, 1, 2).resolve()
-    assert path.is_relative_to(root) and path.parts[len(root.parts) + 1] == f"model={slug}"
+    assert path.is_relative_to(root) and path.parts[len(root.parts) + 1] == f"model={key}"
 
 
 def test_model_slug_examples() -> None:

@@ -53,6 +53,25 @@ def format_table(names: list[str], rows: list[dict]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
+def report_skipped(shards: list[str], examples: list[str]) -> None:
+    """Say on stderr what the views leave out and why: a query over a store with a
+    corrupted shard answers from the others, and its smaller counts must not pass silently."""
+    import sys
+
+    def reasons(items: list[str]) -> str:
+        more = f"; and {len(items) - 3} more" if len(items) > 3 else ""
+        return "; ".join(items[:3]) + more
+
+    if shards:
+        n = len(shards)
+        print(f"gnomon sql: skipped {n} shard{'s' if n != 1 else ''} that fail{'s' if n == 1 else ''} their "
+              f"manifest checks ({reasons(shards)}): `gnomon store ls --verify` lists them, "
+              "`gnomon store repair` collects them again", file=sys.stderr)
+    if examples:
+        print(f"gnomon sql: skipped {len(examples)} examples file{'s' if len(examples) != 1 else ''} "
+              f"({reasons(examples)}): collect the dataset again to rewrite it", file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     import duckdb
 
@@ -67,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
             table = db.query(args.query, limit=args.limit + 1 if args.limit else None)
         except duckdb.Error as e:
             raise GnomonError(f"query failed: {str(e).splitlines()[0]}") from None
+        report_skipped(db.skipped[:db.skipped_shards], db.skipped[db.skipped_shards:])
     rows = table.to_pylist()
     more = bool(args.limit) and len(rows) > args.limit
     rows = rows[:args.limit] if args.limit else rows

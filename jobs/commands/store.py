@@ -1,7 +1,11 @@
-"""``gnomon store ls|gc``: what the activation store holds, and removing what nothing uses.
+"""``gnomon store ls|gc|repair``: what the activation store holds, checking it, repairing it,
+and removing what nothing uses.
 
 ``ls`` groups the shard manifests by model, revision and dataset: layers, rows, bytes,
-dtype, and how many files on disk no manifest accounts for. ``gc`` deletes those orphans:
+dtype, and how many files on disk no manifest accounts for; ``ls --verify`` also checks
+every shard against its manifest's checksum and lists the ones readers leave out (exit 1
+when there are any). ``repair`` collects those shards again (``jobs.store_repair``), or
+says which ``gnomon collect`` command will. ``gc`` deletes the orphans:
 shards no manifest points at (a job stopped between the rename of a shard and the write of
 its manifest), manifests whose shard is gone or has another size, and temporary files left by
 a crash. A running collection writes a shard a moment before its manifest, so only files
@@ -21,6 +25,10 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="store_command", metavar="ACTION", required=True)
     ls = sub.add_parser("ls", help="datasets, layers, rows and bytes per model")
     ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ls.add_argument("--verify", action="store_true",
+                    help="check every shard against its manifest's sha256 (reads every file); exit 1 if any fails")
+    repair = sub.add_parser("repair", help="collect again the shards that fail their manifest checks")
+    repair.add_argument("--json", action="store_true", help="print what was repaired as JSON")
     gc = sub.add_parser("gc", help="delete orphaned shards, stale manifests and temporary files")
     gc.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
     gc.add_argument("--min-age", type=float, default=3600.0, metavar="SECONDS",
@@ -63,7 +71,7 @@ def scan(root: Path) -> dict[str, Any]:
             stale.append(_manifest_file(store, m))
             continue
         referenced.add(path.resolve())
-        g = groups.setdefault((m["model"], m["revision"], m["dataset"]),
+        g = groups.setdefault((m["model_slug"], m["revision"], m["dataset"]),
                               {"model": m["model"], "revision": m["revision"], "dataset": m["dataset"],
                                "layers": set(), "rows": 0, "bytes": 0, "files": 0, "dtype": set(),
                                "hidden_size": m.get("hidden_size")})
@@ -87,16 +95,45 @@ def scan(root: Path) -> dict[str, Any]:
 
 
 def _manifest_file(store: Any, m: dict[str, Any]) -> Path:
-    return Path(store.manifest_path(m["model"], m["revision"], m["dataset"], m["layer"], m["shard"]))
+    return Path(store.manifest_file(m))
+
+
+def _verify(root: Path) -> list[dict[str, str]]:
+    from pipeline.store import ActivationStore
+
+    return [{"path": m["path"], "model": m["model"], "dataset": m["dataset"], "layer": m["layer"], "why": why}
+            for m, why in ActivationStore(root).verify()]
+
+
+def _repair(root: Path, as_json: bool) -> int:
+    import sys
+
+    from jobs.store_repair import repair_store
+
+    done = repair_store(root, log=(lambda _: None) if as_json else print)
+    failed = [r for r in done if not r.repaired]
+    if as_json:
+        print(json.dumps([{"path": r.path, "why": r.why, "repaired": r.repaired, "note": r.note} for r in done],
+                         indent=1))
+        return 1 if failed else 0
+    if not done:
+        print("nothing to repair: every shard matches its manifest")
+        return 0
+    for r in failed:
+        print(f"cannot repair {r.path} ({r.why}): {r.note}", file=sys.stderr)
+    print(f"repaired {len(done) - len(failed)} of {len(done)} shard(s)")
+    return 1 if failed else 0
 
 
 def run(args: argparse.Namespace) -> int:
     from pipeline.home import gnomon_home
 
     root = gnomon_home()
+    if args.store_command == "repair":
+        return _repair(root, args.json)
     found = scan(root)
     if args.store_command == "ls":
-        return _ls(found, args.json)
+        return _ls(found, args.json, _verify(root) if args.verify else None)
     now = time.time()
     old = [p for p in (*found["orphans"], *found["stale_manifests"], *found["temporary"])
            if p.exists() and now - p.stat().st_mtime >= args.min_age]
@@ -117,14 +154,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ls(found: dict[str, Any], as_json: bool) -> int:
+def _ls(found: dict[str, Any], as_json: bool, bad: list[dict[str, str]] | None = None) -> int:
     rows = found["datasets"]
+    failed = 1 if bad else 0
     if as_json:
         print(json.dumps({"root": found["root"], "datasets": rows,
                           "orphans": [str(p) for p in found["orphans"]],
                           "stale_manifests": [str(p) for p in found["stale_manifests"]],
-                          "temporary": [str(p) for p in found["temporary"]]}, indent=1))
-        return 0
+                          "temporary": [str(p) for p in found["temporary"]],
+                          **({"bad_shards": bad} if bad is not None else {})}, indent=1))
+        return failed
     print(f"store {found['root']}")
     if not rows:
         print("no activations stored yet (gnomon collect ...)")
@@ -142,4 +181,9 @@ def _ls(found: dict[str, Any], as_json: bool) -> int:
     n = len(found["orphans"]) + len(found["stale_manifests"]) + len(found["temporary"])
     if n:
         print(f"{n} orphaned or temporary file(s): `gnomon store gc` removes them")
-    return 0
+    if bad is not None:
+        for b in bad:
+            print(f"BAD {b['why']}")
+        print(f"{len(bad)} shard(s) fail verification; readers leave them out: `gnomon store repair` collects "
+              "them again" if bad else "verified: every shard matches its manifest's checksum")
+    return failed
