@@ -1,16 +1,17 @@
 """Removing things from the catalog: a direction version, or an alias.
 
 Deleting a version removes it from MLflow (its run and artifact stay, as MLflow keeps
-them) and re-points the ``best``/``best-monitor`` aliases of its model by the selection
-rule, since MLflow drops the aliases that pointed at a deleted version. ``best-steer`` is
-not re-measured here: rerun the fit (``gnomon fit``) to choose it again.
+them); MLflow drops the aliases that pointed at it. ``best``, ``best-monitor`` and
+``best-steer`` are not re-pointed to another version: choosing them takes the fit's held-out
+scores and its search correction (``pipeline/confirm.py``), so rerun ``gnomon fit`` (or
+``gnomon catalog select-steer``) to choose again.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from catalog.refs import parse_ref
+from catalog.refs import SCOPED, parse_ref, registered_name, scoped_alias
 from pipeline.types import GnomonError
 
 __all__ = ["delete_alias", "delete_version"]
@@ -23,10 +24,7 @@ def delete_version(cat: Any, ref: str) -> Any:
         raise GnomonError(f"{ref}: name the version to delete as concept/N (aliases move; versions do not)")
     rec = cat.resolve(ref)
     reg = cat._reg
-    reg.call("delete_model_version", rec.concept, str(rec.version))
-    metric = rec.tags.get("select_metric", "val_auroc")
-    if any(r.model == rec.model for r in reg.records(rec.concept)):
-        reg.update_best(rec.concept, rec.model, metric)
+    reg.call("delete_model_version", registered_name(rec.concept), str(rec.version))
     return rec
 
 
@@ -36,5 +34,6 @@ def delete_alias(cat: Any, ref: str) -> int:
     if parsed.alias is None:
         raise GnomonError(f"{ref}: name the alias to delete as concept@alias")
     rec = cat.resolve(ref)
-    cat._reg.call("delete_registered_model_alias", parsed.concept, parsed.alias)
+    stored = scoped_alias(parsed.alias, rec.model) if parsed.alias in SCOPED else parsed.alias
+    cat._reg.call("delete_registered_model_alias", registered_name(parsed.concept), stored)
     return int(rec.version)

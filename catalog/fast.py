@@ -18,7 +18,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from catalog.query import KIND_TAG, DirectionRecord, record_from_version
-from catalog.refs import Ref, check_concept, parse_ref
+from catalog.refs import REGISTRY_PREFIX, Ref, concept_of, parse_ref, registered_name
 from catalog.reroot import reroot_artifacts
 from pipeline.types import GnomonError
 
@@ -60,6 +60,10 @@ class SQLiteReader:
                     spaces = {r[0] for r in con.execute("SELECT DISTINCT workspace FROM model_versions")}
                     if spaces - {"default", None}:
                         return None
+                old = con.execute("SELECT count(*) FROM registered_model_tags WHERE key = ? AND value = 'concept' "
+                                  "AND substr(name, 1, ?) != ?", (KIND_TAG, len(REGISTRY_PREFIX), REGISTRY_PREFIX))
+                if old.fetchone()[0]:
+                    return None   # names from before namespacing: the MLflow path renames them first
         except sqlite3.Error:
             return None
         return reader
@@ -72,7 +76,7 @@ class SQLiteReader:
         """gnomon's live versions (of ``concept`` if given), ordered by concept and version."""
         where, params = "", ()
         if concept is not None:
-            where, params = " AND v.name = ?", (check_concept(concept),)
+            where, params = " AND v.name = ?", (registered_name(concept),)
         try:
             with self._connect() as con:
                 versions = con.execute(
@@ -102,7 +106,7 @@ class SQLiteReader:
         with self._connect() as con:
             rows = con.execute("SELECT name FROM registered_model_tags WHERE key = ? AND value = 'concept'",
                                (KIND_TAG,)).fetchall()
-        return sorted(r[0] for r in rows)
+        return sorted(concept_of(r[0]) for r in rows)
 
     def search(self, *, concept: str | None = None, model: str | None = None, revision: str | None = None,
                layer: int | None = None, method: str | None = None, position: str | None = None,

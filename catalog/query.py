@@ -83,8 +83,11 @@ def record_from_version(mv: Any, aliases: Mapping[str, int]) -> DirectionRecord:
                for k, v in tags.items() if k.startswith(METRIC_PREFIX)}
     rest = {k: v for k, v in tags.items()
             if not k.startswith(METRIC_PREFIX) and k not in RESERVED_TAGS}
+    from catalog.refs import concept_of
+
+    concept = concept_of(mv.name)
     return DirectionRecord(
-        concept=mv.name, version=version, ref=f"{mv.name}/{version}",
+        concept=concept, version=version, ref=f"{concept}/{version}",
         aliases=tuple(sorted(a for a, v in aliases.items() if int(v) == version)),
         model=tags.get("model", ""), revision=tags.get("revision", ""),
         fingerprint=tags.get("fingerprint", ""), layer=int(tags.get("layer", -1)),

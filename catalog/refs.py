@@ -96,6 +96,21 @@ def slug(text: str) -> str:
     return s
 
 
+REGISTRY_PREFIX = "gnomon."
+"""Registered-model names are ``gnomon.<concept>``: a shared tracking server holds other
+teams' models, and a model of theirs named ``sentiment`` must never receive our versions."""
+
+
+def registered_name(concept: str) -> str:
+    """The MLflow registered-model name of ``concept`` (``models:/gnomon.sentiment@...``)."""
+    return REGISTRY_PREFIX + check_concept(concept)
+
+
+def concept_of(name: str) -> str:
+    """The concept a registered-model name holds (``gnomon.sentiment`` -> ``sentiment``)."""
+    return name[len(REGISTRY_PREFIX):] if name.startswith(REGISTRY_PREFIX) else name
+
+
 SCOPED = ("best", "best-monitor", "best-steer")
 """Aliases that belong to one model (see the module doc)."""
 SCOPE_SEP = "--"

@@ -20,7 +20,7 @@ from catalog.query import (
     DirectionRecord,
     record_from_version,
 )
-from catalog.refs import check_concept, scoped_alias
+from catalog.refs import REGISTRY_PREFIX, check_concept, concept_of, registered_name, scoped_alias
 from catalog.reroot import reroot_artifacts
 from pipeline.direction import Direction
 from pipeline.fleet.registry import lineage_tags
@@ -72,7 +72,19 @@ class Registry:
             backend.ensure_catalog(self.tracking_uri)  # atomic first-time creation, repair
             reroot_artifacts(self.tracking_uri)  # a moved or copied home: artifact paths follow it
             self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+            self._namespace_models()
         return self._client
+
+    def _namespace_models(self) -> None:
+        """Rename gnomon's concept models registered before names were namespaced
+        (``sentiment`` -> ``gnomon.sentiment``); only models gnomon tagged as its own."""
+        models = self.paged("search_registered_models", f"tags.{KIND_TAG} = 'concept'")
+        old = [m.name for m in models if not m.name.startswith(REGISTRY_PREFIX)]
+        if not old:
+            return
+        with backend.write_lock(self.tracking_uri):
+            for name in old:
+                self.call("rename_registered_model", name, REGISTRY_PREFIX + name)
 
     def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         """``client.<name>(...)`` with bounded HTTP settings and gnomon's retries; raises
@@ -92,15 +104,19 @@ class Registry:
                 return out
 
     def concept_aliases(self) -> dict[str, dict[str, int]]:
+        """``{concept: {alias: version}}`` of every concept in the catalog."""
+        return {concept_of(n): a for n, a in self._model_aliases().items()}
+
+    def _model_aliases(self) -> dict[str, dict[str, int]]:
         models = self.paged("search_registered_models", f"tags.{KIND_TAG} = 'concept'")
         return {m.name: dict(m.aliases or {}) for m in models}
 
     def alias_maps(self, names: Sequence[str]) -> dict[str, dict[str, int]]:
-        """``{concept: {alias: version}}``: one search when several concepts are listed."""
+        """``{registered name: {alias: version}}``: one search when several models are listed."""
         from mlflow.exceptions import MlflowException
 
         if len(names) > 1:
-            found = self.concept_aliases()
+            found = self._model_aliases()
             return {n: found.get(n, {}) for n in names}
         out = {}
         for n in names:
@@ -117,7 +133,7 @@ class Registry:
         """gnomon's versions (of ``concept`` if given) whose tags equal ``tags``."""
         clauses = [f"tags.{KIND_TAG} = 'direction'"]
         if concept is not None:
-            clauses.append(f"name = '{check_concept(concept)}'")
+            clauses.append(f"name = '{registered_name(concept)}'")
         # Push simple tag equalities down to MLflow; callers filter again in Python.
         clauses += [f"tags.{k} = '{v}'" for k, v in (tags or {}).items() if "'" not in v]
         versions = self.paged("search_model_versions", " AND ".join(clauses))
@@ -146,7 +162,7 @@ class Registry:
             root = backend.local_artifact_root(self.tracking_uri, self.home)
             run_id, source = runs.log_run(self.call, direction, path, req, root)
             try:
-                self.call("create_registered_model", concept, tags={KIND_TAG: "concept"})
+                self.call("create_registered_model", registered_name(concept), tags={KIND_TAG: "concept"})
             except MlflowException as e:
                 if e.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
@@ -161,7 +177,7 @@ class Registry:
                     **req.extra_tags}
             tags |= lineage_tags(prov.model_id, prov.fingerprint, self.home)
             tags |= {METRIC_PREFIX + k: repr(float(v)) for k, v in direction.metrics.items()}
-            mv = self.call("create_model_version", concept, source=source, run_id=run_id,
+            mv = self.call("create_model_version", registered_name(concept), source=source, run_id=run_id,
                            tags=tags)
             version = int(mv.version)
         if req.set_best:
@@ -189,12 +205,12 @@ class Registry:
 
         stored = scoped_alias(alias, model)
         if version is not None:
-            self.call("set_registered_model_alias", concept, stored, str(version))
+            self.call("set_registered_model_alias", registered_name(concept), stored, str(version))
             for k, v in tags.items():
-                self.call("set_model_version_tag", concept, str(version), k, str(v))
+                self.call("set_model_version_tag", registered_name(concept), str(version), k, str(v))
             return
         try:
-            self.call("delete_registered_model_alias", concept, stored)
+            self.call("delete_registered_model_alias", registered_name(concept), stored)
         except MlflowException as e:
             if e.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
                 raise

@@ -231,11 +231,11 @@ class Catalog:
     def set_alias(self, ref: str, alias: str, model: str | None = None) -> DirectionRecord:
         """Point ``alias`` at the version ``ref`` resolves to (moving it if it existed). A
         per-model alias (``best``, ``best-monitor``, ``best-steer``) is set for the version's model."""
-        from catalog.refs import SCOPED, scoped_alias
+        from catalog.refs import SCOPED, registered_name, scoped_alias
 
         rec = self.resolve(ref, model)
         stored = scoped_alias(alias, rec.model) if alias in SCOPED else check_alias(alias)
-        self._reg.call("set_registered_model_alias", rec.concept, stored, str(rec.version))
+        self._reg.call("set_registered_model_alias", registered_name(rec.concept), stored, str(rec.version))
         return self._pick(rec.concept, Ref(rec.concept, version=rec.version))
 
     @_answers
@@ -261,4 +261,6 @@ class Catalog:
         if key in RESERVED_TAGS or key.startswith(METRIC_PREFIX):
             raise GnomonError(f"tag {key!r} is set by the catalog and cannot be changed")
         rec = self.resolve(ref)
-        self._reg.call("set_model_version_tag", rec.concept, str(rec.version), key, str(value))
+        from catalog.refs import registered_name
+
+        self._reg.call("set_model_version_tag", registered_name(rec.concept), str(rec.version), key, str(value))

@@ -34,8 +34,8 @@ def alias_targets(catalog: Any, concept: str, model: str) -> dict[str, Any]:
 
 def select_best(spec: Any, concept: str, directions: Sequence[Any], groups: Sequence[Any],
                 sweeps: dict[tuple[str, str], dict[str, Any]], records: dict[tuple[str, str, int], Any],
-                catalog: Any, num_layers: int) -> dict[str, Any]:
-    """Point ``best`` and ``best-monitor`` of ``spec.model`` at the fit's choice, only if it
+                catalog: Any, num_layers: int, model: str | None = None) -> dict[str, Any]:
+    """Point ``best`` and ``best-monitor`` of ``model`` (default ``spec.model``) at the fit's choice, only if it
     holds up against the search (:mod:`pipeline.confirm`); otherwise remove them and say why.
 
     The choice is made on validation among the registered directions by
@@ -58,6 +58,6 @@ def select_best(spec: Any, concept: str, directions: Sequence[Any], groups: Sequ
     rec = records.get(key) if key is not None else None
     version = rec.version if (conf.reliable and rec is not None) else None
     for alias in ("best", "best-monitor"):
-        catalog.point(concept, spec.model, alias, version, conf.tags())
+        catalog.point(concept, model or spec.model, alias, version, conf.tags())
     return {"reliable": version is not None, "reason": conf.reason, "ref": rec.ref if rec is not None else None,
             **{k: v for k, v in conf.tags().items()}}

@@ -203,13 +203,16 @@ def fit_collected(spec: FitSpec, collected: Any, executor: Any, home: Any, catal
             catalog = Catalog(home=home_p)
         from jobs.best_select import alias_targets, select_best
 
+        # the model as the collection resolved it (an absolute path for a relative one): the
+        # identity its directions record, so the aliases are scoped to the same string
+        model = collected.model
         selection = select_best(spec, ds.name, directions, groups, sweeps, records, catalog,
-                                collected.num_layers)
+                                collected.num_layers, model)
         if not spec.select_steer:
             steer = {"alias": None, "reason": "deferred (--no-steer-select): run `gnomon catalog select-steer "
-                     f"{ds.name} --model {spec.model}`", "candidates": [], "deferred": True}
+                     f"{ds.name} --model {model}`", "candidates": [], "deferred": True}
         elif not selection["reliable"]:
-            catalog.point(ds.name, spec.model, "best-steer", None)
+            catalog.point(ds.name, model, "best-steer", None)
             steer = {"alias": None, "reason": "no reliable direction to steer with (see the selection above)",
                      "candidates": []}
         else:
@@ -220,11 +223,11 @@ def fit_collected(spec: FitSpec, collected: Any, executor: Any, home: Any, catal
 
                 # the model the collection loaded, from this process's cache when it ran here
                 lm = load_for_spec(collect_spec(spec), home_p)
-                steer = select_steer(catalog, ds.name, spec.model, ds, positive, negative, home_p, lm=lm,
+                steer = select_steer(catalog, ds.name, model, ds, positive, negative, home_p, lm=lm,
                                      log=log)
             except GnomonError as e:  # the fit and its registrations stand; only best-steer is missing
                 steer = {"alias": None, "reason": str(e), "candidates": []}
-        aliases = alias_targets(catalog, ds.name, spec.model)
+        aliases = alias_targets(catalog, ds.name, model)
     t_select = time.perf_counter() - t2
     best = []
     for (method, position), s in sorted(sweeps.items()):

@@ -7,7 +7,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["resolve_direction", "resolve_record", "say_resolved"]
+__all__ = ["resolve_direction", "resolve_record", "say_resolved", "scope_model"]
+
+
+def scope_model(model: str | None, home: Any = None) -> str | None:
+    """``--model`` as fits record it (a relative path resolved, as the collection resolves it),
+    so ``sentiment@best --model ckpt`` finds the aliases a fit of ``ckpt`` set."""
+    if model is None:
+        return None
+    from pipeline.home import gnomon_home
+    from pipeline.store_keys import resolve_model_key
+
+    return resolve_model_key(model, gnomon_home(home)).model
 
 
 def say_resolved(ref: str, rec: Any) -> None:
@@ -18,7 +29,7 @@ def say_resolved(ref: str, rec: Any) -> None:
 
 def resolve_record(catalog: Any, ref: str, model: str | None = None, say: bool = True) -> Any:
     """The catalog record ``ref`` names (``model`` scopes ``@best``), said on stderr."""
-    rec = catalog.resolve(ref, model)
+    rec = catalog.resolve(ref, scope_model(model, getattr(catalog, "home", None)))
     if say:
         say_resolved(ref, rec)
     return rec

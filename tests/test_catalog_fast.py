@@ -80,19 +80,22 @@ def test_catalog_ls_and_show_import_neither_mlflow_nor_torch(filled: object, cat
     assert {r["ref"] for r in listed} == {"mood/1", "mood/2", "mood/3", "other/1"}
 
 
-def test_rm_deletes_a_version_and_repoints_best(filled: object, catalog_home: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_rm_deletes_a_version_and_its_aliases(filled: object, catalog_home: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """Deleting the version ``best`` points at removes its aliases and does not re-point
+    them: choosing ``best`` takes the fit's held-out scores and search correction (issue 20)."""
     from jobs.cli import main
+    from pipeline.types import GnomonError
 
     cat = filled
     best = cat.resolve("mood@best")  # type: ignore[attr-defined]
     assert main(["--home", str(catalog_home), "catalog", "rm", "mood@best"]) == 0  # an alias: only the alias
-    assert "best" not in cat.resolve(best.ref).aliases  # type: ignore[attr-defined]
+    assert not any(a.startswith("best--") for a in cat.resolve(best.ref).aliases)  # type: ignore[attr-defined]
     assert len(cat.versions("mood")) == 3  # type: ignore[attr-defined]
     assert main(["--home", str(catalog_home), "catalog", "rm", best.ref]) == 0
     left = cat.versions("mood")  # type: ignore[attr-defined]
     assert best.ref not in {r.ref for r in left} and len(left) == 2
-    now = cat.resolve("mood@best-monitor")  # type: ignore[attr-defined]
-    assert now.ref != best.ref and now.layer >= 1
+    with pytest.raises(GnomonError, match="not set for any model"):
+        cat.resolve("mood@best-monitor")  # type: ignore[attr-defined]
     assert main(["--home", str(catalog_home), "catalog", "rm", "mood"]) == 2
     assert "concept/N" in capsys.readouterr().err

@@ -203,3 +203,29 @@ def test_user_concept_readout_and_label_order(home: Path, tmp_path: Path, capsys
     assert concept_words("mine", home) == (("yes", "sure"), ("no", "never"))
     assert cli(["concepts", "add", str(data), "--name", "mine", "--words-positive", "yes"]) == 2
     assert "both labels" in capsys.readouterr().err
+
+
+def test_registered_names_are_namespaced_and_old_ones_renamed(catalog_home: Path) -> None:
+    """gnomon's registered models are ``gnomon.<concept>``: a colleague's model named
+    ``sentiment`` on the same tracking server is never given a gnomon version (it was: the
+    concept name was the registered name), and a catalog from before is renamed on open."""
+    import torch
+    from mlflow import MlflowClient
+
+    from catalog import Catalog
+    from pipeline.direction import Direction, Provenance
+
+    uri = f"sqlite:///{catalog_home / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client.create_registered_model("sentiment")                              # someone else's model
+    client.create_registered_model("mood", tags={"gnomon_kind": "concept"})  # gnomon's, named the old way
+    cat = Catalog(home=catalog_home)
+    prov = Provenance.minimal(hidden_size=8, layer=1, method="mean_diff", position="last", concept="sentiment",
+                              model_id="tiny:llama", revision="main", positive="pos", negative="neg")
+    rec = cat.register(Direction(torch.ones(8), prov, pos_mean=1.0, neg_mean=-1.0, spread=0.5, resid_norm=2.0))
+    assert rec.ref == "sentiment/1"
+    assert client.search_model_versions("name = 'sentiment'") == []          # theirs untouched
+    assert [int(v.version) for v in client.search_model_versions("name = 'gnomon.sentiment'")] == [1]
+    names = {m.name for m in client.search_registered_models()}
+    assert {"sentiment", "gnomon.sentiment", "gnomon.mood"} <= names and "mood" not in names
+    assert set(cat.concepts()) == {"sentiment", "mood"}

@@ -89,12 +89,16 @@ def run(args: argparse.Namespace) -> int:
                           layer=args.layer)
         _print_records(recs, args.json)
     elif action == "show":
-        rec = cat.resolve(args.ref, args.model)
+        from jobs.refs import scope_model
+
+        rec = cat.resolve(args.ref, scope_model(args.model))
         from jobs.jsonout import dumps
 
         print(dumps(rec.to_json(), indent=1) if args.json else _describe(rec))
     elif action == "alias":
-        rec = cat.set_alias(args.ref, args.name, args.model)
+        from jobs.refs import scope_model
+
+        rec = cat.set_alias(args.ref, args.name, scope_model(args.model))
         from catalog.refs import SCOPED
 
         print(f"{rec.concept}@{args.name} -> {rec.ref}" + (f" (for model {rec.model})" if args.name in SCOPED else ""))
@@ -102,7 +106,9 @@ def run(args: argparse.Namespace) -> int:
         ref, file = args.ref, args.file
         if ref.endswith(".safetensors") and not file.endswith(".safetensors"):
             ref, file = file, ref  # the older FILE REF order
-        path = cat.export(ref, file, args.model)
+        from jobs.refs import scope_model
+
+        path = cat.export(ref, file, scope_model(args.model))
         print(f"wrote {path}")
     elif action == "select-steer":
         import sys
@@ -110,7 +116,9 @@ def run(args: argparse.Namespace) -> int:
         from jobs.jsonout import dumps
         from jobs.steer_select import select_steer_for_concept
 
-        res = select_steer_for_concept(cat, args.concept, args.model, cat.home,
+        from jobs.refs import scope_model
+
+        res = select_steer_for_concept(cat, args.concept, scope_model(args.model) or args.model, cat.home,
                                        log=lambda m: print(m, file=sys.stderr, flush=True))
         if args.json:
             print(dumps(res, indent=1))

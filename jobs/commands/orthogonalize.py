@@ -28,7 +28,9 @@ def run(args: argparse.Namespace) -> int:
         # record the version the alias points at now, not the alias (it may move later)
         from catalog import Catalog
 
-        ref = Catalog(tracking_uri=args.tracking_uri).resolve(ref, args.model).ref
+        from jobs.refs import scope_model
+
+        ref = Catalog(tracking_uri=args.tracking_uri).resolve(ref, scope_model(args.model)).ref
         print(f"{args.ref} -> {ref}", file=sys.stderr, flush=True)
     directions = resolve_directions([ref], args.tracking_uri, say=ref == args.ref)
     if len(directions) != 1:
