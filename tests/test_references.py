@@ -229,3 +229,16 @@ def test_registered_names_are_namespaced_and_old_ones_renamed(catalog_home: Path
     names = {m.name for m in client.search_registered_models()}
     assert {"sentiment", "gnomon.sentiment", "gnomon.mood"} <= names and "mood" not in names
     assert set(cat.concepts()) == {"sentiment", "mood"}
+
+
+def test_one_shared_vector_is_named_for_what_it_is() -> None:
+    """Layer 0 at position ``last`` when every text ends in '.': each row is the same vector.
+    It was reported as "the same texts under both labels?", which sent users to check their
+    data; it now says what happened and what to read instead."""
+    from pipeline.direction import Provenance
+    from pipeline.fit import fit_direction
+
+    row = np.ones((6, 4))
+    prov = Provenance.minimal(hidden_size=4, layer=0, method="mean_diff", position="last")
+    with pytest.raises(GnomonError, match="every row of both classes is the same vector.*position 'mean'"):
+        fit_direction("mean_diff", row, row.copy(), base=prov)

@@ -51,6 +51,10 @@ def render(trace: Any, color: bool) -> str:
         if trace.prompt_tokens:
             lines.append(f"[{name}] prompt: " + "".join(
                 _paint(t, p, p >= thr, color) for t, p in zip(trace.prompt_tokens, trace.prompt_probs[name])))
+        if name in trace.reading:
+            how = "running mean of its tokens" if meta.get("position") == "mean" else "its last token"
+            lines.append(f"[{name}] the prompt reads {trace.reading[name]:+.3f} (p {meta['positive'] or 'pos'} = "
+                         f"{trace.reading_prob[name]:.2f}, {how}: the figure its test AUROC/accuracy describe)")
         lines.append(f"[{name}] ({label}, threshold {thr:g}): " + "".join(
             _paint(t, p, p >= thr, color) for t, p in zip(trace.tokens, probs)))
         n = sum(a["direction"] == name for a in trace.alerts)

@@ -127,8 +127,12 @@ def _check_distinguishable(p: np.ndarray, n: np.ndarray) -> None:
                           f"each class needs at least {MIN_ROWS}")
     up, un = np.unique(p, axis=0), np.unique(n, axis=0)
     if up.shape == un.shape and np.array_equal(up, un):
+        if up.shape[0] == 1:   # one vector for every row: e.g. the embedding of a shared last token
+            raise Indistinguishable("every row of both classes is the same vector (at layer 0 with position "
+                                    "'last' this happens when every text ends in the same token, such as '.'): "
+                                    "nothing to separate here; read a later layer or position 'mean'")
         raise Indistinguishable("the two classes have identical activations (the same texts under both labels?): "
-                          "they are indistinguishable, so no direction can separate them")
+                                "they are indistinguishable, so no direction can separate them")
 
 
 def _check_above_chance(method: str, metrics: Mapping[str, float]) -> None:
