@@ -38,25 +38,33 @@ sys.path.insert(0, str(ROOT))
 LAYERS = (4, 8, 12, 16, 20, 24, 28)
 
 
-def fit(concept: str, home: Path, select_steer: bool) -> tuple[dict[str, Any], float]:
+def catalog_for(home: Path, concept: str, select_steer: bool) -> Any:
+    """A fresh catalog per (concept, run): the two fits of a concept register the same
+    directions, and the second must not find the first's (nor its aliases)."""
     from catalog import Catalog
+
+    name = f"mlflow-{concept}-{'steer' if select_steer else 'nosteer'}.db"
+    return Catalog(tracking_uri=f"sqlite:///{home / name}", home=home)
+
+
+def fit(concept: str, home: Path, select_steer: bool) -> tuple[dict[str, Any], float]:
     from jobs.executors import make_executor
     from jobs.fit_job import FitSpec, run_fit
 
     spec = FitSpec(model="smollm2", dataset=concept, layers=LAYERS, positions=("last", "mean"),
                    select_steer=select_steer)
+    cat = catalog_for(home, concept, select_steer)
     t0 = time.perf_counter()
-    out = run_fit(spec, make_executor("local", None, None), home, catalog=Catalog(home=home))
+    out = run_fit(spec, make_executor("local", None, None), home, catalog=cat)
     return out, time.perf_counter() - t0
 
 
 def monitor_figures(concept: str, home: Path) -> dict[str, float] | None:
-    from catalog import Catalog
     from pipeline.datasets import load_dataset
     from pipeline.evaluate import monitor_auroc
     from pipeline.models import cached_model
 
-    cat = Catalog(home=home)
+    cat = catalog_for(home, concept, True)
     try:
         rec = cat.resolve(f"{concept}@best-monitor", "smollm2")
     except Exception:  # noqa: BLE001 - no alias: nothing to read
@@ -89,10 +97,9 @@ def main() -> None:
             run_collection(CollectSpec(model="smollm2", dataset=concept, layers=LAYERS, positions=("last", "mean")),
                            LocalExecutor(), home)
             t_collect = time.perf_counter() - t0
-            (home / "mlflow.db").unlink(missing_ok=True)
-            shutil.rmtree(home / "mlruns", ignore_errors=True)
+            for steer in (False, True):
+                (home / f"mlflow-{concept}-{'steer' if steer else 'nosteer'}.db").unlink(missing_ok=True)
             without, t_without = fit(concept, home, select_steer=False)
-            (home / "mlflow.db").unlink(missing_ok=True)
             out, t_with = fit(concept, home, select_steer=True)
             sel, steer = out["selection"], out["steer_selection"]
             t_select = float(steer.get("seconds") or 0.0)

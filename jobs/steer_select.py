@@ -5,9 +5,13 @@ The classification-best direction often steers poorly, so steering gets its own 
 chosen by a measurement: for the best few eligible versions of the model (by the monitor
 rule of :mod:`pipeline.selection`), measure the fluency bound in class-mean separations
 (:func:`pipeline.fluency.fluency_bound`) on neutral prompts, then the score at ``-s``, ``0``
-and ``+s`` with ``s`` half that bound (:func:`pipeline.fluency.signed_effects`: the
-concept's scorer on greedy continuations, or the likelihood preference of its validation
-texts). A candidate qualifies only when ``+s`` raises the score and ``-s`` lowers it, each
+and ``+s`` with ``s`` half that bound (:func:`pipeline.fluency.signed_effects`): the
+next-token log-odds of the concept's readout words after each neutral prompt (the report's
+``log-odds``; one forward pass per candidate), or, for a concept that declares no words, the
+likelihood preference of its validation texts. Greedy continuations scored by VADER were
+the earlier measure for sentiment: 8 prompts x 12 tokens gave intervals of +-0.2 around
+effects of 0.1, and cost 3x the fit itself on the bundled model (``bench/RESULTS.md``,
+references). A candidate qualifies only when ``+s`` raises the score and ``-s`` lowers it, each
 paired bootstrap 95% interval over items clear of zero, with the KL at ``s`` inside the
 bound; the largest ``-s -> +s`` change among those wins. When none qualifies the alias is
 removed, and the evidence (bounds, effects, intervals per candidate) is logged as an MLflow
@@ -25,8 +29,10 @@ __all__ = ["STEER_ALIAS", "select_steer", "select_steer_for_concept"]
 
 STEER_ALIAS = "best-steer"
 MAX_CANDIDATES = 4
-N_PROMPTS = 8
-"""Prompts the effect intervals resample when the concept has a scorer (VADER for sentiment)."""
+N_PROMPTS = 16
+"""Neutral prompts: the fluency bound's and the readout log-odds' items (intervals resample them)."""
+N_FLUENCY = 8
+"""Prompts the fluency bound is measured on (its bisection costs ~4 forward passes of these)."""
 N_PAIRS = 8
 """Validation texts per class for the likelihood preference."""
 
@@ -38,7 +44,7 @@ def select_steer(catalog: Any, concept: str, model: str, dataset: Any, positive:
     the largest effect (or remove it); returns what was measured (also when nothing qualified)."""
     from catalog.registry import record_candidate
     from pipeline.datasets import neutral_prompts
-    from pipeline.dose import concept_scorer
+    from pipeline.dose import concept_words
     from pipeline.fluency import DEFAULT_FRACTION, DEFAULT_UNIT, FLUENCY_KL, fluency_bound, signed_effects
     from pipeline.models import load_model
     from pipeline.selection import rank
@@ -60,7 +66,11 @@ def select_steer(catalog: Any, concept: str, model: str, dataset: Any, positive:
     except GnomonError:
         prompts = []
     prompts = prompts or [t[:200] for t in pairs[1][:N_PROMPTS]]
-    scorer = concept_scorer(concept, home)
+    try:
+        words = concept_words(concept, home)
+    except GnomonError:
+        words = None   # no readout words: the likelihood preference of the validation texts
+    scorer = "log-odds" if words is not None else None
     measured = []
     for i, rec in enumerate(ranked, 1):
         entry: dict[str, Any] = {"ref": rec.ref, "layer": rec.layer, "method": rec.method,
@@ -71,11 +81,11 @@ def select_steer(catalog: Any, concept: str, model: str, dataset: Any, positive:
         except Exception as e:  # noqa: BLE001 - a version whose artifact is gone must not sink the others
             measured.append({**entry, "error": str(e).splitlines()[0][:200]})
             continue
-        fb = fluency_bound(lm, d, prompts, DEFAULT_UNIT, force=True)
+        fb = fluency_bound(lm, d, prompts[:N_FLUENCY], DEFAULT_UNIT, force=True)
         entry["fluency_bound"] = fb.bound
         if fb.bound > 0:
             eff = signed_effects(lm, d, prompts, pairs, DEFAULT_FRACTION * fb.bound, DEFAULT_UNIT,
-                                 scorer=scorer, force=True)
+                                 force=True, words=words)
             entry.update(eff.to_json())
             why = eff.why_not() or (f"KL {eff.kl:.2f} at s is past the fluency bound" if eff.kl > FLUENCY_KL else None)
         else:

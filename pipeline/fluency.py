@@ -268,9 +268,13 @@ class SignedEffects:
 def signed_effects(lm: LoadedModel, direction: Direction, prompts: Sequence[str],
                    pairs: tuple[Sequence[str], Sequence[str]], strength: float, unit: str = DEFAULT_UNIT,
                    scorer: str | None = None, max_new_tokens: int = 12, chat: bool = False,
-                   force: bool = False, seed: int = 0) -> SignedEffects:
+                   force: bool = False, seed: int = 0,
+                   words: tuple[Sequence[str], Sequence[str]] | None = None) -> SignedEffects:
     """Score at ``-s``, ``0``, ``+s`` per item, effects with paired bootstrap intervals (module doc).
 
+    With ``words`` (the concept's readout, :mod:`pipeline.concepts.behaviour`), items are the
+    prompts and an item's score is the next-token log-odds of the positive words over the
+    negative ones after it (one forward pass of 3 x prompts rows: the report's ``log-odds``).
     With a scorer, items are the prompts (one greedy continuation each per strength, one batch
     of 3 x prompts rows); otherwise the mean over items is the likelihood preference, and an
     item is a (positive, negative) couple of validation texts, scored as the difference of their
@@ -282,7 +286,18 @@ def signed_effects(lm: LoadedModel, direction: Direction, prompts: Sequence[str]
 
     rng = np.random.default_rng(seed)
     kl_pos, kl_neg = _signed_kls(lm, direction, prompts, strength, unit, chat, force)
-    if scorer:
+    if words is not None:
+        from pipeline.dose import _first_ids
+        from pipeline.evaluate import next_token_logp
+
+        n = len(prompts)
+        rows = add_rows(lm, direction, [-strength] * n + [0.0] * n + [strength] * n, unit, force=force)  # type: ignore[arg-type]
+        lp = next_token_logp(lm, list(prompts) * 3, [rows], chat)                          # (3n, V)
+        pos_ids, neg_ids = _first_ids(lm, words[0]), _first_ids(lm, words[1])
+        odds = torch.logsumexp(lp[:, pos_ids], -1) - torch.logsumexp(lp[:, neg_ids], -1)   # (3n,)
+        sc = odds.double().numpy().reshape(3, n)
+        scorer = "log-odds"
+    elif scorer:
         n = len(prompts)
         rows = add_rows(lm, direction, [-strength] * n + [0.0] * n + [strength] * n, unit, force=force)  # type: ignore[arg-type]
         out = generate(lm, list(prompts) * 3, max_new_tokens=max_new_tokens, interventions=[rows], chat=chat)
