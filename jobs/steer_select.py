@@ -71,6 +71,9 @@ def select_steer(catalog: Any, concept: str, model: str, dataset: Any, positive:
     except GnomonError:
         words = None   # no readout words: the likelihood preference of the validation texts
     scorer = "log-odds" if words is not None else None
+    from pipeline.evaluate import next_token_logp
+
+    base = next_token_logp(lm, prompts)   # unsteered, once for every candidate (bound and effects)
     measured = []
     for i, rec in enumerate(ranked, 1):
         entry: dict[str, Any] = {"ref": rec.ref, "layer": rec.layer, "method": rec.method,
@@ -81,11 +84,11 @@ def select_steer(catalog: Any, concept: str, model: str, dataset: Any, positive:
         except Exception as e:  # noqa: BLE001 - a version whose artifact is gone must not sink the others
             measured.append({**entry, "error": str(e).splitlines()[0][:200]})
             continue
-        fb = fluency_bound(lm, d, prompts[:N_FLUENCY], DEFAULT_UNIT, force=True)
+        fb = fluency_bound(lm, d, prompts[:N_FLUENCY], DEFAULT_UNIT, force=True, base=base[:N_FLUENCY])
         entry["fluency_bound"] = fb.bound
         if fb.bound > 0:
             eff = signed_effects(lm, d, prompts, pairs, DEFAULT_FRACTION * fb.bound, DEFAULT_UNIT,
-                                 force=True, words=words)
+                                 force=True, words=words, base=base)
             entry.update(eff.to_json())
             why = eff.why_not() or (f"KL {eff.kl:.2f} at s is past the fluency bound" if eff.kl > FLUENCY_KL else None)
         else:

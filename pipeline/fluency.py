@@ -83,14 +83,16 @@ class FluencyBound:
 
 def fluency_bound(lm: LoadedModel, direction: Direction, prompts: Sequence[str], unit: str = DEFAULT_UNIT,
                   kl_max: float = FLUENCY_KL, grid: Sequence[float] = GRID, chat: bool = False,
-                  force: bool = False, extra: Sequence[float] = ()) -> FluencyBound:
+                  force: bool = False, extra: Sequence[float] = (), base: Any = None) -> FluencyBound:
     """The largest grid strength whose KL stays within ``kl_max``, found by bisecting the
     grid: KL grows with |s|, so this is the same strength an upward walk stops before, in
     ~log2(len(grid)) measurements instead of up to len(grid) (4 instead of 12 for a bound of
-    3 separations). Strengths in ``extra`` (e.g. the one the user asked for) are measured too."""
+    3 separations). Strengths in ``extra`` (e.g. the one the user asked for) are measured too.
+    ``base``: the prompts' unsteered next-token log-probabilities, when the caller has them."""
     from pipeline.evaluate import next_token_logp
 
-    base = next_token_logp(lm, prompts, (), chat)   # the unsteered reference, once for the whole walk
+    if base is None:
+        base = next_token_logp(lm, prompts, (), chat)   # the unsteered reference, once for the whole walk
 
     def kl(s: float) -> float:
         return measure_kl(lm, direction, prompts, s, unit, chat=chat, force=force, base=base)
@@ -269,7 +271,7 @@ def signed_effects(lm: LoadedModel, direction: Direction, prompts: Sequence[str]
                    pairs: tuple[Sequence[str], Sequence[str]], strength: float, unit: str = DEFAULT_UNIT,
                    scorer: str | None = None, max_new_tokens: int = 12, chat: bool = False,
                    force: bool = False, seed: int = 0,
-                   words: tuple[Sequence[str], Sequence[str]] | None = None) -> SignedEffects:
+                   words: tuple[Sequence[str], Sequence[str]] | None = None, base: Any = None) -> SignedEffects:
     """Score at ``-s``, ``0``, ``+s`` per item, effects with paired bootstrap intervals (module doc).
 
     With ``words`` (the concept's readout, :mod:`pipeline.concepts.behaviour`), items are the
@@ -285,18 +287,25 @@ def signed_effects(lm: LoadedModel, direction: Direction, prompts: Sequence[str]
     from pipeline.steer import add_rows, generate
 
     rng = np.random.default_rng(seed)
-    kl_pos, kl_neg = _signed_kls(lm, direction, prompts, strength, unit, chat, force)
     if words is not None:
+        # one pass at -s and +s: the same next-token distributions give the KL and the log-odds
         from pipeline.dose import _first_ids
         from pipeline.evaluate import next_token_logp
 
         n = len(prompts)
-        rows = add_rows(lm, direction, [-strength] * n + [0.0] * n + [strength] * n, unit, force=force)  # type: ignore[arg-type]
-        lp = next_token_logp(lm, list(prompts) * 3, [rows], chat)                          # (3n, V)
+        base = next_token_logp(lm, prompts, (), chat) if base is None else base           # (n, V)
+        rows = add_rows(lm, direction, [-strength] * n + [strength] * n, unit, force=force)  # type: ignore[arg-type]
+        lp = torch.cat([next_token_logp(lm, list(prompts) * 2, [rows], chat), base])       # (3n, V): -s, +s, 0
+        per_row = (base.exp().repeat(2, 1) * (base.repeat(2, 1) - lp[:2 * n])).sum(-1)     # (2n,)
+        kl_neg, kl_pos = float(per_row[:n].mean()), float(per_row[n:].mean())
         pos_ids, neg_ids = _first_ids(lm, words[0]), _first_ids(lm, words[1])
         odds = torch.logsumexp(lp[:, pos_ids], -1) - torch.logsumexp(lp[:, neg_ids], -1)   # (3n,)
-        sc = odds.double().numpy().reshape(3, n)
+        sc = odds.double().numpy().reshape(3, n)[[0, 2, 1]]                                 # -s, 0, +s
         scorer = "log-odds"
+    else:
+        kl_pos, kl_neg = _signed_kls(lm, direction, prompts, strength, unit, chat, force)
+    if words is not None:
+        pass   # scored above
     elif scorer:
         n = len(prompts)
         rows = add_rows(lm, direction, [-strength] * n + [0.0] * n + [strength] * n, unit, force=force)  # type: ignore[arg-type]
