@@ -147,6 +147,20 @@ def test_bad_parameters_are_refused_before_work(home: Path, small_dataset: Path,
     assert not (home / "activations").exists()
 
 
+def test_declared_parameters_match_the_methods() -> None:
+    """Every keyword of every ``fit_<method>`` is declared with its default (and nothing else),
+    so the check before work and the method agree."""
+    import inspect
+
+    from pipeline.fit import FIT_METHODS, FIT_PARAMS, check_method_params
+
+    for method, fn in FIT_METHODS.items():
+        sig = {k: p.default for k, p in inspect.signature(fn).parameters.items()
+               if p.kind is inspect.Parameter.KEYWORD_ONLY and k != "paired"}
+        assert {p.name: p.default for p in FIT_PARAMS[method]} == sig, method
+        assert check_method_params(method, sig) == sig
+
+
 def _write_lineage(home: Path, vid: str, **doc: Any) -> None:
     d = home / "models" / vid
     d.mkdir(parents=True)

@@ -93,6 +93,10 @@ def _manifest_file(store: Any, m: dict[str, Any]) -> Path:
 def run(args: argparse.Namespace) -> int:
     from pipeline.home import gnomon_home
 
+    from pipeline.types import GnomonError
+
+    if args.store_command == "gc" and not args.min_age >= 0:
+        raise GnomonError(f"--min-age must be a number of seconds >= 0, got {args.min_age:g}")
     root = gnomon_home()
     found = scan(root)
     if args.store_command == "ls":
