@@ -151,6 +151,12 @@ def preflight(spec: CollectSpec, home: Any = None, lm: Any = None) -> tuple[Any,
     if spec.dtype not in ("float16", "float32"):
         raise GnomonError(f"unknown storage dtype {spec.dtype!r}: use float16 or float32")
     ident = model_identity(model_spec(spec), home) if lm is None else None
+    if ident is None and lm is None:
+        from pipeline.models.shape import model_shape
+
+        shape = model_shape(model_spec(spec), home)  # config or GGUF header: refuse bad layers before a load
+        if shape is not None:
+            check_layers(list(spec.layers) if spec.layers is not None else None, shape.num_layers, spec.model)
     if ident is None:
         lm = lm if lm is not None else load_for_spec(spec, home)
         ident = ModelIdentity(lm.fingerprint, lm.num_layers, lm.hidden_size)

@@ -67,6 +67,13 @@ def _reader(tracking_uri: str | None) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     action = args.catalog_command
+    if action in ("alias", "export", "rm"):
+        from jobs.commands.args import check_refs
+
+        ref = args.ref
+        if action == "export" and ref.endswith(".safetensors") and not args.file.endswith(".safetensors"):
+            ref = args.file  # the older FILE REF order
+        check_refs([ref], args.tracking_uri)  # an unknown concept or version: refused before MLflow starts
     if action in ("ls", "show"):
         cat: Any = _reader(args.tracking_uri)
     else:

@@ -27,10 +27,12 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from jobs.commands.args import check_refs
     from jobs.evaluate_job import EvalSpec, run_evaluation
     from jobs.executors import make_executor
     from pipeline.types import GnomonError
 
+    check_refs([args.ref], args.tracking_uri)  # an unknown concept or version: refused before any work
     try:
         strengths = tuple(float(s) for s in args.strengths.split(","))
     except ValueError:

@@ -50,10 +50,13 @@ def allow_prompt_after_options(p: argparse.ArgumentParser) -> None:
 
 
 def resolve_directions(refs: list[str], tracking_uri: str | None) -> list[Direction]:
-    """Directions for REFs: files are read directly, anything else goes through the catalog."""
+    """Directions for REFs: files are read directly, anything else goes through the catalog
+    (every catalog REF checked first, so a bad second one is refused before the first downloads)."""
+    from jobs.commands.args import check_refs
     from pipeline.direction import Direction
     from pipeline.types import GnomonError
 
+    check_refs(refs, tracking_uri)
     out: list[Direction] = []
     catalog = None
     for ref in refs:
@@ -75,20 +78,41 @@ def resolve_directions(refs: list[str], tracking_uri: str | None) -> list[Direct
     return out
 
 
-def model_for(directions: list[Direction], override: str | None) -> LoadedModel:
-    """Load ``--model`` or the model all directions were fitted on."""
-    from pipeline.models import ModelSpec, load_model
+def model_spec_for(directions: list[Direction], override: str | None) -> Any:
+    """The :class:`~pipeline.models.ModelSpec` of ``--model`` or of the model all directions
+    were fitted on, after checking each direction's layer and width against that model's
+    config (read without its weights), so a mismatch is refused before a load."""
+    from pipeline.models import ModelSpec
+    from pipeline.models.loading import check_layers
+    from pipeline.models.shape import model_shape
     from pipeline.types import GnomonError
 
     if override:
-        return load_model(ModelSpec(id=override))
-    sources = {(d.provenance.model_id, d.provenance.revision) for d in directions}
-    if len(sources) != 1:
-        raise GnomonError(f"the directions come from different models {sorted(sources)}; pick one with --model")
-    model_id, revision = sources.pop()
-    if not model_id:
-        raise GnomonError("the direction does not record its model; name one with --model")
-    return load_model(ModelSpec(id=model_id, revision=revision or "main"))
+        spec = ModelSpec(id=override)
+    else:
+        sources = {(d.provenance.model_id, d.provenance.revision) for d in directions}
+        if len(sources) != 1:
+            raise GnomonError(f"the directions come from different models {sorted(sources)}; pick one with --model")
+        model_id, revision = sources.pop()
+        if not model_id:
+            raise GnomonError("the direction does not record its model; name one with --model")
+        spec = ModelSpec(id=model_id, revision=revision or "main")
+    shape = model_shape(spec)
+    if shape is not None:
+        for d in directions:
+            check_layers([d.layer], shape.num_layers, spec.id)
+            if d.provenance.hidden_size and d.provenance.hidden_size != shape.hidden_size:
+                raise GnomonError(f"{describe(d)} has width {d.provenance.hidden_size} but {spec.id} has hidden "
+                                  f"size {shape.hidden_size}: it was fitted on another architecture")
+    return spec
+
+
+def model_for(directions: list[Direction], override: str | None) -> LoadedModel:
+    """Load ``--model`` or the model all directions were fitted on (checked first, see
+    :func:`model_spec_for`)."""
+    from pipeline.models import load_model
+
+    return load_model(model_spec_for(directions, override))
 
 
 def describe(d: Direction) -> str:
