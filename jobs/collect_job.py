@@ -188,7 +188,10 @@ def collect(spec: CollectSpec, executor: Any, home: Any = None, show_progress: b
     executor_name, choice = "none", "none (everything already stored)"
     t_run = time.perf_counter()
     if todo:
-        results = _run(plan, executor, home_p, show_progress, on_start, on_shard, given)
+        from jobs.collect_lock import collecting
+
+        with collecting(home_p):  # `store gc` leaves this collection's files alone
+            results = _run(plan, executor, home_p, show_progress, on_start, on_shard, given)
         executor_name = getattr(executor, "name", "?")
         choice = getattr(executor, "choice", executor_name)
     else:

@@ -47,8 +47,12 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     sub.add_parser("register-pending", help="retry registrations that failed earlier (each to the tracking "
                    "URI it was meant for; with --tracking-uri, all to that one)")
 
-    rm = sub.add_parser("rm", help="delete a direction version (concept/N) or an alias (concept@alias)")
-    rm.add_argument("ref", help="concept/N deletes that version; concept@alias deletes the alias only")
+    rm = sub.add_parser("rm", help="delete a direction version (concept/N) or an alias (concept@alias); "
+                        "shows what goes and asks")
+    rm.add_argument("ref", help="concept/N deletes that version and every alias on it; concept@alias deletes "
+                    "the alias only")
+    rm.add_argument("--yes", "-y", action="store_true",
+                    help="do not ask (needed when stdin is not a terminal)")
 
 
 def _reader(tracking_uri: str | None) -> Any:
@@ -73,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         ref = args.ref
         if action == "export" and ref.endswith(".safetensors") and not args.file.endswith(".safetensors"):
             ref = args.file  # the older FILE REF order
-        check_refs([ref], args.tracking_uri)  # an unknown concept or version: refused before MLflow starts
+        recs = check_refs([ref], args.tracking_uri)  # an unknown concept or version: refused before MLflow starts
     if action in ("ls", "show"):
         cat: Any = _reader(args.tracking_uri)
     else:
@@ -104,12 +108,45 @@ def run(args: argparse.Namespace) -> int:
         from catalog.edit import delete_alias, delete_version
         from catalog.refs import parse_ref
 
+        what = _rm_summary(args.ref, recs[0])
+        confirm(f"delete {what}", args.yes)
         if parse_ref(args.ref).alias is not None:
-            print(f"deleted alias {args.ref} (it pointed at version {delete_alias(cat, args.ref)})")
+            delete_alias(cat, args.ref)
         else:
-            rec = delete_version(cat, args.ref)
-            print(f"deleted {rec.ref} ({rec.method}, layer {rec.layer}, {rec.model})")
+            delete_version(cat, args.ref)
+        print(f"deleted {what}")
     return 0
+
+
+def _rm_summary(ref: str, rec: DirectionRecord) -> str:
+    """What ``catalog rm REF`` removes: an alias, or a version with every alias on it (MLflow
+    drops a deleted version's aliases; ``best``/``best-monitor`` are then re-pointed)."""
+    from catalog.refs import parse_ref
+
+    alias = parse_ref(ref).alias
+    if alias is not None:
+        return f"alias {rec.concept}@{alias} (it points at {rec.ref}; the version stays)"
+    on = f" and its alias(es) {', '.join(rec.aliases)}" if rec.aliases else " (no aliases on it)"
+    return f"{rec.ref} ({rec.method}, layer {rec.layer}, {rec.model}){on}"
+
+
+def confirm(what: str, yes: bool) -> None:
+    """Ask ``what? [y/N]`` on a terminal; refuse without a terminal unless ``yes``."""
+    import sys
+
+    from pipeline.types import GnomonError
+
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise GnomonError(f"this would {what}; pass --yes to confirm (stdin is not a terminal, so gnomon "
+                          "cannot ask)")
+    try:
+        answer = input(f"{what[0].upper()}{what[1:]}? [y/N] ").strip().lower()
+    except EOFError:
+        answer = ""
+    if answer not in ("y", "yes"):
+        raise GnomonError("not confirmed: nothing deleted")
 
 
 def _register_pending(cat: Catalog, redirect: bool = False) -> None:

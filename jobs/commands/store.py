@@ -5,7 +5,8 @@ dtype, and how many files on disk no manifest accounts for. ``gc`` deletes those
 shards no manifest points at (a job stopped between the rename of a shard and the write of
 its manifest), manifests whose shard is gone or has another size, and temporary files left by
 a crash. A running collection writes a shard a moment before its manifest, so only files
-older than ``--min-age`` seconds are touched (default one hour); ``--dry-run`` only lists.
+older than ``--min-age`` seconds are touched (default one hour), and none written since the
+oldest running collection started (:mod:`jobs.collect_lock`); ``--dry-run`` only lists.
 """
 
 from __future__ import annotations
@@ -101,9 +102,13 @@ def run(args: argparse.Namespace) -> int:
     found = scan(root)
     if args.store_command == "ls":
         return _ls(found, args.json)
+    from jobs.collect_lock import running_since
+
     now = time.time()
+    since = running_since(root)  # a running collection's shards and temporary files are not orphans
     old = [p for p in (*found["orphans"], *found["stale_manifests"], *found["temporary"])
-           if p.exists() and now - p.stat().st_mtime >= args.min_age]
+           if p.exists() and now - p.stat().st_mtime >= args.min_age
+           and (since is None or p.stat().st_mtime < since)]
     freed = sum(p.stat().st_size for p in old)
     if not args.dry_run:
         for p in old:
@@ -116,8 +121,8 @@ def run(args: argparse.Namespace) -> int:
     for p in old:
         print(f"{verb} {p.relative_to(root)}")
     young = len(found["orphans"]) + len(found["stale_manifests"]) + len(found["temporary"]) - len(old)
-    print(f"{verb} {len(old)} file(s), {_size(freed)}"
-          + (f"; {young} newer than --min-age {args.min_age:g} s left alone" if young else ""))
+    why = f"newer than --min-age {args.min_age:g} s" + (" or written by a running collection" if since else "")
+    print(f"{verb} {len(old)} file(s), {_size(freed)}" + (f"; {young} {why} left alone" if young else ""))
     return 0
 
 
