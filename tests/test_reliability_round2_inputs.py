@@ -356,3 +356,78 @@ def test_mlflow_noise_is_hidden_unless_verbose(tmp_path: Path) -> None:
 
     assert "database tables" not in run(False)
     assert "database tables" in run(True)
+
+
+def _children(pid: int) -> list[int]:
+    """Process ids whose parent is ``pid`` (from /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _group_alive(pgid: int) -> bool:
+    import signal
+
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.integration
+def test_ui_prints_its_url_once_the_page_answers_and_stops_its_group(catalog_home: Path) -> None:
+    """Failed before: ``gnomon ui`` printed its URL at once (the page answered up to 2 min
+    later), and stopping it left ``mlflow ui`` and its workers running. Now the URL line
+    comes when ``/health`` answers, and SIGTERM to gnomon stops the whole process group it
+    started."""
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    env = {**os.environ, "GNOMON_HOME": str(catalog_home)}
+    proc = subprocess.Popen([sys.executable, "-m", "jobs.cli", "ui", "--port", str(port)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    groups: set[int] = set()
+    mine = os.getpgid(0)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()   # blocks until gnomon prints the URL (or exits)
+        assert f"http://127.0.0.1:{port}" in line, line
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
+            assert r.status == 200
+        groups = {os.getpgid(c) for c in _children(proc.pid)}
+        assert groups and mine not in groups   # mlflow runs in a group of its own
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        deadline = time.monotonic() + 30
+        while any(_group_alive(g) for g in groups) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_group_alive(g) for g in groups), "mlflow ui outlived gnomon ui"
+    finally:
+        # clean up only what this test's gnomon started: its children (by pid) and their own
+        # groups, never this process's group (an mlflow left in it is killed by pid)
+        for pid in _children(proc.pid) if proc.poll() is None else []:
+            try:
+                if os.getpgid(pid) == mine:
+                    os.kill(pid, signal.SIGKILL)
+                else:
+                    groups.add(os.getpgid(pid))
+            except ProcessLookupError:
+                pass
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=20)
+        for g in groups - {mine}:
+            if _group_alive(g):
+                os.killpg(g, signal.SIGKILL)

@@ -28,11 +28,11 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from jobs.commands.args import check_refs
-    from jobs.evaluate_job import EvalSpec, run_evaluation
+    from jobs.evaluate_job import EvalSpec, check_models, run_evaluation
     from jobs.executors import make_executor
+    from pipeline.home import gnomon_home
     from pipeline.types import GnomonError
 
-    check_refs([args.ref], args.tracking_uri)  # an unknown concept or version: refused before any work
     try:
         strengths = tuple(float(s) for s in args.strengths.split(","))
     except ValueError:
@@ -41,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
                     strengths=strengths, unit=args.unit, n_prompts=args.prompts,
                     max_new_tokens=args.max_new_tokens, probe=not args.no_probe, monitor=not args.no_monitor,
                     chat=args.chat, fleet=args.fleet)
+    check_models(spec.models, gnomon_home())        # a missing checkpoint is named first,
+    check_refs([args.ref], args.tracking_uri)       # then an unknown concept or version: before any work
     out = run_evaluation(spec, make_executor(args.executor, args.ray_address, args.workers),
                          tracking_uri=args.tracking_uri)
     if args.json:
