@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         ref = args.ref
         if action == "export" and ref.endswith(".safetensors") and not args.file.endswith(".safetensors"):
             ref = args.file  # the older FILE REF order
-        recs = check_refs([ref], args.tracking_uri)  # an unknown concept or version: refused before MLflow starts
+        checked = check_refs([ref], args.tracking_uri)  # an unknown concept or version: refused before MLflow starts
     if action in ("ls", "show"):
         cat: Any = _reader(args.tracking_uri)
     else:
@@ -108,9 +108,15 @@ def run(args: argparse.Namespace) -> int:
         from catalog.edit import delete_alias, delete_version
         from catalog.refs import parse_ref
 
-        what = _rm_summary(args.ref, recs[0])
+        parsed = parse_ref(args.ref)
+        if parsed.alias is None and parsed.version is None:
+            from pipeline.types import GnomonError
+
+            raise GnomonError(f"{args.ref}: name the version to delete as concept/N (aliases move; versions "
+                              "do not), or an alias as concept@alias")
+        what = _rm_summary(args.ref, checked[0])
         confirm(f"delete {what}", args.yes)
-        if parse_ref(args.ref).alias is not None:
+        if parsed.alias is not None:
             delete_alias(cat, args.ref)
         else:
             delete_version(cat, args.ref)

@@ -218,8 +218,16 @@ def fluency_line(f: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.steer import generate
+    import math
 
+    from pipeline.steer import generate
+    from pipeline.types import GnomonError
+
+    # plain options before any catalog read or model load
+    if args.max_new_tokens < 1:
+        raise GnomonError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    if args.strength is not None and not all(math.isfinite(s) for s in args.strength):
+        raise GnomonError(f"--strength must be finite numbers, got {','.join(map(str, args.strength))}")
     directions = resolve_directions(args.refs, args.tracking_uri)
     lm = model_for(directions, args.model)
     fluency = fluency_check(lm, directions, args)
