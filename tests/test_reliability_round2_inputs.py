@@ -147,6 +147,21 @@ def test_bad_parameters_are_refused_before_work(home: Path, small_dataset: Path,
     assert not (home / "activations").exists()
 
 
+def test_job_spec_parameters_are_checked_before_any_stage(home: Path, small_dataset: Path) -> None:
+    """A job spec's ``[fit.params.ccs] epochs = "abc"`` is refused before the collection stage.
+    Failed before: refused only in the fit stage, after the collection had run."""
+    from jobs.dag import run_job
+    from jobs.spec import load_job
+
+    spec = home.parent / "job.toml"
+    spec.write_text(f'[job]\nname = "j"\nmodels = ["tiny:llama"]\nexecutor = "local"\n[fit]\n'
+                    f'concepts = ["{small_dataset}"]\nmethods = ["ccs"]\nlayers = [1]\n'
+                    '[fit.params.ccs]\nepochs = "abc"\n')
+    with pytest.raises(GnomonError, match="ccs.epochs"):
+        run_job(load_job(spec), home=home, show_progress=False, log=lambda _m: None)
+    assert not (home / "activations").exists()
+
+
 def test_declared_parameters_match_the_methods() -> None:
     """Every keyword of every ``fit_<method>`` is declared with its default (and nothing else),
     so the check before work and the method agree."""

@@ -19,7 +19,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any, BinaryIO
 
 START_TIMEOUT_S = 600.0
