@@ -127,13 +127,17 @@ def run(args: argparse.Namespace) -> int:
 def _rm_summary(ref: str, rec: DirectionRecord) -> str:
     """What ``catalog rm REF`` removes: an alias, or a version with every alias on it (MLflow
     drops a deleted version's aliases; ``best``/``best-monitor`` are then re-pointed)."""
-    from catalog.refs import parse_ref
+    from catalog.refs import best_alias, parse_ref
 
     alias = parse_ref(ref).alias
     if alias is not None:
         return f"alias {rec.concept}@{alias} (it points at {rec.ref}; the version stays)"
-    on = f" and its alias(es) {', '.join(rec.aliases)}" if rec.aliases else " (no aliases on it)"
-    return f"{rec.ref} ({rec.method}, layer {rec.layer}, {rec.model}){on}"
+    if not rec.aliases:
+        return f"{rec.ref} ({rec.method}, layer {rec.layer}, {rec.model}; no aliases on it)"
+    moving = [a for a in rec.aliases if a in ("best", "best-monitor", best_alias(rec.model))]
+    then = (f"; {', '.join(moving)} then move to the next eligible version for {rec.model}, if any"
+            if moving else "")
+    return f"{rec.ref} ({rec.method}, layer {rec.layer}, {rec.model}) and its alias(es) {', '.join(rec.aliases)}{then}"
 
 
 def confirm(what: str, yes: bool) -> None:

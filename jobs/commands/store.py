@@ -93,7 +93,6 @@ def _manifest_file(store: Any, m: dict[str, Any]) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from pipeline.home import gnomon_home
-
     from pipeline.types import GnomonError
 
     if args.store_command == "gc" and not args.min_age >= 0:
