@@ -114,6 +114,11 @@ def run(args: argparse.Namespace) -> int:
         raise GnomonError(f"port {args.port} on {args.host} is in use; choose another with --port")
     probe = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
     url, health = f"http://{args.host}:{args.port}", f"http://{probe}:{args.port}/health"
+    from catalog.backend import ensure_catalog
+
+    # a fresh catalog is created the way gnomon creates it (migrated aside, renamed into place),
+    # not in place by mlflow ui while the page is already being asked for
+    ensure_catalog(cmd[cmd.index("--backend-store-uri") + 1])
     log_path = gnomon_home() / "logs" / "mlflow-ui.log"
     log: BinaryIO | None = None
     if not os.environ.get("GNOMON_VERBOSE"):
