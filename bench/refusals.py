@@ -42,6 +42,7 @@ CASES: list[tuple[str, str, list[str]]] = [
                                    "--layers", "99", "--register", "none"]),
     ("7", "collect smollm2 --layers 99", ["collect", "--executor", "local", "--model", "smollm2", "--dataset",
                                           "{data}", "--layers", "99"]),
+    ("7", "report tiny --layers 99", ["report", "sentiment", "--model", "tiny:llama", "--layers", "99"]),
     ("7", "orthogonalize --out non-empty", ["orthogonalize", "{dfile}", "--out", "{out}"]),
     ("6", "fit --param ccs.epochs=abc", ["fit", "--executor", "local", "--model", "tiny:llama", "--dataset",
                                          "{data}", "--methods", "ccs", "--register", "none", "--param",

@@ -253,8 +253,8 @@ def no_model_load(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return calls
 
 
-@pytest.mark.parametrize("case", ["steer", "monitor", "alias", "export", "layers", "fit-layers", "orthogonalize",
-                                  "steer-version"])
+@pytest.mark.parametrize("case", ["steer", "monitor", "alias", "export", "layers", "fit-layers", "report-layers",
+                                  "orthogonalize", "steer-version"])
 def test_bad_references_and_layers_are_refused_before_work(home: Path, tmp_path: Path, small_dataset: Path,
                                                           no_model_load: list[str], case: str,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
@@ -278,6 +278,7 @@ def test_bad_references_and_layers_are_refused_before_work(home: Path, tmp_path:
                     "--layers", "99"], "layer 99"),
         "fit-layers": (["fit", "--executor", "local", "--model", "tiny:llama", "--dataset", str(small_dataset),
                         "--layers", "2,99", "--register", "none"], "layer 99"),
+        "report-layers": (["report", "sentiment", "--model", "tiny:llama", "--layers", "99"], "layer 99"),
         "orthogonalize": (["orthogonalize", str(dfile), "--out", str(out)], str(out)),
         "steer-version": (["steer", str(dfile), "hello", "--model", "tiny:llama:1x32"], "layer 2"),
     }[case]
