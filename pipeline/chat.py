@@ -83,8 +83,8 @@ def render_chat(chats: Sequence[list[dict[str, str]]], tokenizer: Any, name: str
             if hit is not None:
                 raise GnomonError(
                     f"dataset {name!r} row {rid!r}: the {m['role']} message contains the special token "
-                    f"text {hit!r}, which the model would read as a real turn boundary (a forged turn); "
-                    "remove it from the row")
+                    f"text {hit!r}, which the model would read as that token, not as text (a forged turn "
+                    "when it marks turns); remove it from the row")
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
         out.append(ChatRow(text, tokenizer(text, add_special_tokens=False)["input_ids"]))
     return out
