@@ -97,7 +97,8 @@ def run_case(repo: Path, template: Path, argv: list[str], files: dict[str, str],
         return None, time.perf_counter() - t0, f"timed out after {timeout:g} s"
     secs = time.perf_counter() - t0
     lines = [x for x in p.stderr.splitlines() if x.strip()]
-    return p.returncode, secs, (lines[-1] if lines else p.stdout.strip().splitlines()[-1:] or [""])[0]
+    tail = lines or p.stdout.strip().splitlines() or [""]
+    return p.returncode, secs, tail[-1]
 
 
 def main() -> int:

@@ -23,7 +23,6 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from pipeline import gguf_io
     from pipeline.types import GnomonError
 
     if not args.file.endswith((".gguf", ".safetensors")):
@@ -35,6 +34,8 @@ def run(args: argparse.Namespace) -> int:
     if target.is_dir():
         raise GnomonError(f"{target} is a directory; give a .gguf or .safetensors file name")
     directions = resolve_directions(args.refs, args.tracking_uri)
+    from pipeline import gguf_io   # torch: after every check
+
     if args.file.endswith(".safetensors"):
         path = gguf_io.write_safetensors(directions, args.file, strength=args.strength, unit=args.unit)
         names = ", ".join(f"{describe(d)} -> layer.{d.layer}" for d in directions)

@@ -60,7 +60,6 @@ def render(trace: Any, color: bool) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.monitor import monitor
     from pipeline.types import GnomonError
 
     # plain options before any catalog read or model load
@@ -70,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
         raise GnomonError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
     directions = resolve_directions(args.refs, args.tracking_uri)
     lm = model_for(directions, args.model)
+    from pipeline.monitor import monitor
+
     (trace,) = monitor(lm, directions, [args.prompt], args.max_new_tokens, threshold=args.threshold,
                        include_prompt=args.include_prompt, force=args.force, chat=args.chat)
     if args.json:

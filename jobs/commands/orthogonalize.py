@@ -19,7 +19,6 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.orthogonalize import save_orthogonalized
     from pipeline.types import GnomonError
 
     from jobs.commands.args import check_refs
@@ -47,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
         raise GnomonError(f"{args.ref} holds {len(directions)} directions; orthogonalize takes one")
     (d,) = directions
     lm = model_for(directions, args.model)
+    from pipeline.orthogonalize import save_orthogonalized
+
     if args.out:
         import json
 

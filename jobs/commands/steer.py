@@ -53,10 +53,11 @@ def resolve_directions(refs: list[str], tracking_uri: str | None) -> list[Direct
     """Directions for REFs: files are read directly, anything else goes through the catalog
     (every catalog REF checked first, so a bad second one is refused before the first downloads)."""
     from jobs.commands.args import check_refs
-    from pipeline.direction import Direction
     from pipeline.types import GnomonError
 
-    check_refs(refs, tracking_uri)
+    check_refs(refs, tracking_uri)  # before torch is imported: a refusal takes a fraction of a second
+    from pipeline.direction import Direction
+
     out: list[Direction] = []
     catalog = None
     for ref in refs:
@@ -220,7 +221,6 @@ def fluency_line(f: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     import math
 
-    from pipeline.steer import generate
     from pipeline.types import GnomonError
 
     # plain options before any catalog read or model load
@@ -230,6 +230,8 @@ def run(args: argparse.Namespace) -> int:
         raise GnomonError(f"--strength must be finite numbers, got {','.join(map(str, args.strength))}")
     directions = resolve_directions(args.refs, args.tracking_uri)
     lm = model_for(directions, args.model)
+    from pipeline.steer import generate
+
     fluency = fluency_check(lm, directions, args)
     ivs = build_interventions(lm, directions, args)
     plain = generate(lm, [args.prompt], args.max_new_tokens, chat=args.chat)[0]
