@@ -37,6 +37,12 @@ def run(args: argparse.Namespace) -> int:
     shape = model_shape(args.model)  # the model's config, no weights and no torch: bad layers refused at once
     if shape is not None and layers is not None:
         check_layers(list(layers), shape.num_layers, args.model)
+    params = parse_params(args.param)
+    if params:
+        from pipeline.fit import check_method_params   # the declarations live beside the methods (torch)
+
+        for method, values in params.items():
+            check_method_params(method, values)
     from jobs.executors import make_executor
     from jobs.fit_job import FitSpec, run_fit
 
@@ -44,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
                    revision=args.revision, layers=layers,
                    positions=parse_choices(args.positions, POSITIONS, "position"),
                    methods=methods, select_metric=args.select_metric, register=args.register,
-                   params=parse_params(args.param))
+                   params=params)
     catalog = None
     if args.register != "none":
         from catalog import Catalog
