@@ -109,9 +109,17 @@ def plan_collection(spec: CollectSpec, home: Any = None) -> CollectPlan:
     return CollectPlan(spec=spec, dataset_name=name, dataset_hash=ds.content_hash, shards=shards)
 
 
+CHAT_ENCODING = "chat-ids-once-v1"
+"""Part of the content digest of shards that hold chat rows: since issue 21 a chat row is
+tokenised once (one BOS, not two) and ``mean`` leaves the template's special tokens out, so a
+chat shard stored before is collected again rather than mixed with new ones. Shards of plain
+``text`` rows keep their digest."""
+
+
 def _content_digest(ids: Sequence[str], texts: Sequence[str | None], messages: Sequence[Any]) -> str:
     rows = sorted(zip(ids, (t or "" for t in texts), (str(m or "") for m in messages)))
-    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
+    doc: Any = {"rows": rows, "chat": CHAT_ENCODING} if any(m is not None for m in messages) else rows
+    return hashlib.sha256(json.dumps(doc).encode()).hexdigest()
 
 
 def summarize(results: Sequence[ShardResult]) -> dict[str, int]:
