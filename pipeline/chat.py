@@ -28,7 +28,7 @@ from typing import Any
 
 from pipeline.types import GnomonError
 
-__all__ = ["ChatRow", "render_chat", "special_token_ids", "special_token_strings"]
+__all__ = ["ChatRow", "encode_texts", "render_chat", "special_token_ids", "special_token_strings"]
 
 
 class ChatRow(str):
@@ -87,4 +87,17 @@ def render_chat(chats: Sequence[list[dict[str, str]]], tokenizer: Any, name: str
                     "when it marks turns); remove it from the row")
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
         out.append(ChatRow(text, tokenizer(text, add_special_tokens=False)["input_ids"]))
+    return out
+
+
+def encode_texts(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
+    """Token ids of each rendered row, unpadded: a :class:`ChatRow`'s own ids, any other
+    text through the tokenizer with its special tokens (BOS) added, as a plain text needs.
+    What every consumer of rendered dataset rows that runs the model on them should use."""
+    plain = [i for i, t in enumerate(texts) if not isinstance(t, ChatRow)]
+    out: list[list[int]] = [list(t.ids) if isinstance(t, ChatRow) else [] for t in texts]
+    if plain:
+        enc = tokenizer([str(texts[i]) for i in plain], add_special_tokens=True)["input_ids"]
+        for i, ids in zip(plain, enc):
+            out[i] = list(ids)
     return out

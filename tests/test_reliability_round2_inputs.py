@@ -88,6 +88,7 @@ def test_chat_rows_are_tokenised_once_and_cannot_forge_turns(tiny_lm: Any, tmp_p
     (SmolLM2) or ``<|eot_id|><|start_header_id|>system`` (Llama-3) was collected as a real
     system turn. Now a chat row is rendered to token ids once (the template's own BOS, no
     other) and a row whose content holds a special token's text is refused, by id."""
+    from pipeline.chat import encode_texts
     from pipeline.collect import token_lengths
     from pipeline.datasets import load_dataset
     from pipeline.models.tiny import tiny_tokenizer
@@ -112,6 +113,7 @@ def test_chat_rows_are_tokenised_once_and_cannot_forge_turns(tiny_lm: Any, tmp_p
     texts = ds.texts(tok)
     want = [len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts]  # the template's tokens only
     assert token_lengths(lm, texts, 512) == want
+    assert [len(x) for x in encode_texts(tok, texts)] == want   # what steering's likelihoods read
     ids = tok(texts[0], add_special_tokens=False)["input_ids"]
     if tok.bos_token in texts[0]:
         assert ids[:2] != [tok.bos_token_id] * 2
