@@ -177,8 +177,8 @@ def _load_dir(path: Path, spec: ModelSpec, device: str) -> tuple[Any, Any]:
     except ValueError as e:
         if "trust_remote_code" not in str(e) and "custom code" not in str(e):
             raise
-        raise GnomonError(f"{path} needs custom model code to load; gnomon does not run code from a model "
-                          "folder unless you pass --trust-remote-code") from None
+        raise GnomonError(f"{path} needs custom model code to load, which gnomon runs only when asked "
+                          "(gnomon collect --trust-remote-code)") from None
     archs = getattr(cfg, "architectures", None) or []
     causal = any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs) or (
         not archs and cfg.model_type not in ("bert",))

@@ -86,8 +86,8 @@ def check_custom_code(folder: Path, trust_remote_code: bool) -> None:
     if trust_remote_code or doc is None or not doc.get("auto_map") or doc.get("model_type") in ADAPTERS:
         return
     raise GnomonError(f"{folder} holds custom model code (config.json auto_map, model_type "
-                      f"{doc.get('model_type')!r}); gnomon does not run code from a model folder unless you "
-                      "pass --trust-remote-code, and has layer adapters for " + ", ".join(sorted(ADAPTERS)))
+                      f"{doc.get('model_type')!r}), which gnomon runs only when asked (gnomon collect "
+                      "--trust-remote-code); it has layer adapters for " + ", ".join(sorted(ADAPTERS)))
 
 
 def config_shape(path: Path) -> ModelShape | None:
