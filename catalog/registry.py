@@ -64,10 +64,13 @@ class Registry:
             import logging
             import os
 
-            if not os.environ.get("GNOMON_VERBOSE"):  # migration notes and "View run" lines are MLflow's
+            from mlflow import MlflowClient
+
+            # migration notes are MLflow's; set after its import, which configures its loggers
+            # (the CLI also sets MLFLOW_LOGGING_LEVEL, see jobs.output.quiet_libraries)
+            if not os.environ.get("GNOMON_VERBOSE"):
                 for name in ("mlflow", "alembic"):
                     logging.getLogger(name).setLevel(logging.WARNING)
-            from mlflow import MlflowClient
 
             backend.ensure_catalog(self.tracking_uri)  # atomic first-time creation, repair
             reroot_artifacts(self.tracking_uri)  # a moved or copied home: artifact paths follow it

@@ -80,9 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if args.command is None else 2
     if args.home:
         os.environ["GNOMON_HOME"] = args.home
-    from jobs.output import plain_environment
+    from jobs.output import plain_environment, quiet_libraries
 
     plain_environment()
+    quiet_libraries()
     from pipeline.types import GnomonError
 
     try:

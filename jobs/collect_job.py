@@ -109,12 +109,23 @@ def plan_collection(spec: CollectSpec, home: Any = None) -> CollectPlan:
     return CollectPlan(spec=spec, dataset_name=name, dataset_hash=ds.content_hash, shards=shards)
 
 
+CHAT_ENCODING = "chat-ids-once-v1"
+"""Part of the content digest of shards that hold chat rows: since issue 21 a chat row is
+tokenised once (one BOS, not two) and ``mean`` leaves the template's special tokens out, so a
+chat shard stored before is collected again rather than mixed with new ones. Shards of plain
+``text`` rows keep their digest."""
+
+
 def _content_digest(ids: Sequence[str], texts: Sequence[str | None], messages: Sequence[Any]) -> str:
     from pipeline.types import MEAN_RULE
 
     rows = sorted(zip(ids, (t or "" for t in texts), (str(m or "") for m in messages)))
-    # the pooling rule is part of what the rows were computed from: a rule change re-collects
-    return hashlib.sha256(json.dumps({"rows": rows, "mean_rule": MEAN_RULE}).encode()).hexdigest()
+    # the pooling rule (and, for chat rows, their encoding) is part of what the rows were
+    # computed from: a change re-collects rather than mixing rows of two rules
+    doc: Any = {"rows": rows, "mean_rule": MEAN_RULE}
+    if any(m is not None for m in messages):
+        doc["chat"] = CHAT_ENCODING
+    return hashlib.sha256(json.dumps(doc).encode()).hexdigest()
 
 
 def summarize(results: Sequence[ShardResult]) -> dict[str, int]:
@@ -154,6 +165,12 @@ def preflight(spec: CollectSpec, home: Any = None, lm: Any = None) -> tuple[Any,
     if spec.dtype not in ("float16", "float32"):
         raise GnomonError(f"unknown storage dtype {spec.dtype!r}: use float16 or float32")
     ident = model_identity(model_spec(spec), home) if lm is None else None
+    if ident is None and lm is None:
+        from pipeline.models.shape import model_shape
+
+        shape = model_shape(model_spec(spec), home)  # config or GGUF header: refuse bad layers before a load
+        if shape is not None:
+            check_layers(list(spec.layers) if spec.layers is not None else None, shape.num_layers, spec.model)
     if ident is None:
         lm = lm if lm is not None else load_for_spec(spec, home)
         ident = ModelIdentity(lm.fingerprint, lm.num_layers, lm.hidden_size)
@@ -189,7 +206,10 @@ def collect(spec: CollectSpec, executor: Any, home: Any = None, show_progress: b
     executor_name, choice = "none", "none (everything already stored)"
     t_run = time.perf_counter()
     if todo:
-        results = _run(plan, executor, home_p, show_progress, on_start, on_shard, given)
+        from jobs.collect_lock import collecting
+
+        with collecting(home_p):  # `store gc` leaves this collection's files alone
+            results = _run(plan, executor, home_p, show_progress, on_start, on_shard, given)
         executor_name = getattr(executor, "name", "?")
         choice = getattr(executor, "choice", executor_name)
     else:

@@ -167,9 +167,13 @@ def _eval_ref(cat: Any, ev: EvaluateSection, model: str) -> str:
 
 def _check_before_start(spec: JobSpec, home: Path) -> None:
     """What would otherwise fail after minutes of collecting and fitting: the datasets load,
-    and every concept that is evaluated has its neutral prompts (``<name>_neutral.txt``)."""
+    every ``[fit.params]`` value is of its method's declared type and range, and every
+    concept that is evaluated has its neutral prompts (``<name>_neutral.txt``)."""
     from pipeline.datasets import load_dataset, neutral_prompts
+    from pipeline.fit import check_method_params
 
+    for method, params in spec.fit.params.items():
+        check_method_params(method, params)
     for concept in spec.fit.concepts:
         load_dataset(concept, home=home)
     for ev in spec.evaluate:

@@ -166,7 +166,7 @@ def _read_out_metrics(lm: Any, d: Any, spec: EvalSpec, home: str) -> dict[str, f
     rows = table.select(["id", "label", "split"]).to_pylist()
     texts = dict(zip(table.column("id").to_pylist(),
                      render_rows(table.column("text").to_pylist(), table.column("messages").to_pylist(),
-                                 lm.tokenizer, name)))
+                                 lm.tokenizer, name, ids=table.column("id").to_pylist())))
 
     def pick(split: str, label: str, n: int | None = None) -> list[str]:
         out = [texts[r["id"]] for r in rows if r["split"] == split and r["label"] == label]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["is_terminal", "plain_environment", "progress_wanted"]
+__all__ = ["is_terminal", "plain_environment", "progress_wanted", "quiet_libraries"]
 
 
 def is_terminal() -> bool:
@@ -32,3 +32,15 @@ def plain_environment() -> None:
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("RAY_COLOR_PREFIX", "0")
         os.environ.pop("FORCE_COLOR", None)
+
+
+def quiet_libraries() -> None:
+    """MLflow's own lines ("Creating initial MLflow database tables", "Updating database
+    tables", "View run ... at: ...") only with ``GNOMON_VERBOSE=1``: gnomon says what it did
+    itself. Set in the environment, before MLflow is imported (its import configures its
+    loggers from ``MLFLOW_LOGGING_LEVEL``, overriding any level set earlier), so child
+    processes (``mlflow ui``, Ray workers) inherit it; a value the user set is kept."""
+    if os.environ.get("GNOMON_VERBOSE"):
+        return
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")

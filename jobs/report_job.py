@@ -185,15 +185,23 @@ def _live(spec: ReportSpec, model: str, results: list[dict[str, Any]], home: Pat
     return comp.to_json()
 
 
+def _check_models(spec: ReportSpec, home: Path) -> None:
+    """Every model exists and has the requested layers, read from its config without its
+    weights: refused before Ray starts or a model loads (issue 21: ``--layers 99``)."""
+    from pipeline.models.loading import check_layers
+    from pipeline.models.shape import model_shape
+
+    for model in spec.models:
+        shape = model_shape(model, home)
+        if shape is not None:
+            check_layers(list(spec.layers) if spec.layers is not None else None, shape.num_layers, model)
+
+
 def run_report(spec: ReportSpec, executor: Any = None, home: Any = None, out: str | Path | None = None,
                tracking_uri: str | None = None, log_mlflow: bool = True,
                log: Callable[[str], None] = print) -> dict[str, Any]:
     """Measure, judge, write ``report.json``, plots and ``index.html``; returns the document."""
-    from jobs.executors import make_executor
     from pipeline.home import gnomon_home
-    from pipeline.linearity import DEFAULT as th
-    from pipeline.linearity import probes, render
-    from pipeline.linearity.verdict import concept_verdict
     from pipeline.store import check_name, model_slug
     from pipeline.types import POSITIONS
 
@@ -206,6 +214,12 @@ def run_report(spec: ReportSpec, executor: Any = None, home: Any = None, out: st
     home_p = gnomon_home(home)
     name = check_name(spec.name or "-".join(spec.concepts)[:60], "report name")
     out_dir = Path(out) if out is not None else home_p / "reports" / name
+    _check_models(spec, home_p)
+    from jobs.executors import make_executor   # torch and Ray only after the checks
+    from pipeline.linearity import DEFAULT as th
+    from pipeline.linearity import probes, render
+    from pipeline.linearity.verdict import concept_verdict
+
     executor = executor or make_executor("ray")
     t0 = time.perf_counter()
     results: list[dict[str, Any]] = []

@@ -68,7 +68,7 @@ def render(lm: Any, task: ShardTask, dataset: str = "") -> list[str]:
     """Texts as the model sees them: chat ``messages`` go through the chat template."""
     from pipeline.datasets import render_rows
 
-    return render_rows(task.texts, task.messages, lm.tokenizer, dataset or lm.model_id)
+    return render_rows(task.texts, task.messages, lm.tokenizer, dataset or lm.model_id, ids=task.ids)
 
 
 def run_shard(lm: Any, plan_spec: CollectSpec, dataset_name: str, task: ShardTask, home: Any = None,

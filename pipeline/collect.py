@@ -79,10 +79,28 @@ class LayerRows:
 
 
 def _encode(lm: LoadedModel, texts: Sequence[str], max_length: int) -> tuple[list[list[int]], list[list[int]]]:
-    """Token ids and special-token masks of every text, unpadded (one tokenizer call)."""
-    enc = lm.tokenizer(list(texts), add_special_tokens=True, truncation=True, max_length=max_length,
-                       return_special_tokens_mask=True)
-    return enc["input_ids"], enc["special_tokens_mask"]
+    """Token ids and special-token masks of every text, unpadded (one tokenizer call for the
+    plain texts). A chat row (:class:`pipeline.chat.ChatRow`) brings its ids, tokenised once
+    from the template's output: tokenising its text again would add a second BOS; its
+    special tokens (BOS, turn markers) are masked so ``mean`` leaves them out."""
+    from pipeline.chat import ChatRow, special_token_ids
+
+    plain = [i for i, t in enumerate(texts) if not isinstance(t, ChatRow)]
+    ids: list[list[int]] = [[] for _ in texts]
+    special: list[list[int]] = [[] for _ in texts]
+    if plain:
+        enc = lm.tokenizer([str(texts[i]) for i in plain], add_special_tokens=True, truncation=True,
+                           max_length=max_length, return_special_tokens_mask=True)
+        for k, i in enumerate(plain):
+            ids[i], special[i] = enc["input_ids"][k], enc["special_tokens_mask"][k]
+    if len(plain) < len(texts):
+        marks = special_token_ids(lm.tokenizer)
+        left = getattr(lm.tokenizer, "truncation_side", "right") == "left"
+        for i, t in enumerate(texts):
+            if isinstance(t, ChatRow):
+                row = list(t.ids[-max_length:] if left else t.ids[:max_length])
+                ids[i], special[i] = row, [int(x in marks) for x in row]
+    return ids, special
 
 
 def token_lengths(lm: LoadedModel, texts: Sequence[str], max_length: int) -> list[int]:

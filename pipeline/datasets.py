@@ -112,7 +112,8 @@ class ConceptDataset:
         moment it is about to answer (where Arditi et al. 2024 read the refusal direction).
         """
         return render_rows(self.table.column("text").to_pylist(), self.table.column("messages").to_pylist(),
-                           tokenizer, self.name, add_generation_prompt=add_generation_prompt)
+                           tokenizer, self.name, add_generation_prompt=add_generation_prompt,
+                           ids=self.table.column("id").to_pylist())
 
     def split_texts(self, split: str, label: str, tokenizer: Any = None, n: int | None = None) -> list[str]:
         """Rendered texts of one label in one split, in table order (at most ``n``)."""
@@ -122,8 +123,10 @@ class ConceptDataset:
 
 
 def render_rows(texts: Sequence[str | None], messages: Sequence[str | None], tokenizer: Any, name: str,
-                *, add_generation_prompt: bool = False) -> list[str]:
-    """Model input per row: ``text``, or the JSON chat ``messages`` through the chat template.
+                *, add_generation_prompt: bool = False, ids: Sequence[str] | None = None) -> list[str]:
+    """Model input per row: ``text``, or the JSON chat ``messages`` through the chat template
+    as a :class:`pipeline.chat.ChatRow` (its token ids computed once; a row whose content
+    holds a special token's text is refused, named by its id from ``ids``).
 
     The one renderer for datasets, collection shards and stored examples alike.
     """
@@ -134,9 +137,16 @@ def render_rows(texts: Sequence[str | None], messages: Sequence[str | None], tok
         if not getattr(tokenizer, "chat_template", None):
             raise GnomonError(f"dataset {name!r} has chat 'messages' rows but the tokenizer "
                               "has no chat_template; use a chat model or give 'text' rows")
-    return [(t or "") if m is None else tokenizer.apply_chat_template(
-                json.loads(m), tokenize=False, add_generation_prompt=add_generation_prompt)
-            for t, m in zip(texts, messages)]
+    from pipeline.chat import render_chat
+
+    row_ids = list(ids) if ids is not None else [f"#{i}" for i in range(len(texts))]
+    chats = [i for i, m in enumerate(messages) if m is not None]
+    rendered = render_chat([json.loads(messages[i]) for i in chats], tokenizer, name, [row_ids[i] for i in chats],
+                           add_generation_prompt=add_generation_prompt) if chats else []
+    out: list[str] = [t or "" for t in texts]
+    for i, row in zip(chats, rendered):
+        out[i] = row
+    return out
 
 
 def validate_contrast(ds: ConceptDataset, positive: str, negative: str) -> None:

@@ -147,11 +147,19 @@ def likelihood_preference(lm: LoadedModel, pos_texts: Sequence[str], neg_texts: 
 def text_loglik(lm: LoadedModel, texts: Sequence[str], interventions: Sequence[Any] = ()) -> np.ndarray:
     """(len(texts),) mean per-token log-likelihood of each text, in one forward pass (explicit
     ``position_ids`` from the mask, so a row's value does not depend on its batch's padding)."""
+    from pipeline.chat import encode_texts
     from pipeline.steer import apply
 
-    tok = lm.tokenizer
-    enc = tok(list(texts), return_tensors="pt", padding=True)
-    ids, mask = enc["input_ids"].to(lm.device), enc["attention_mask"].to(lm.device)
+    rows = encode_texts(lm.tokenizer, texts)   # a chat row's own ids: no second BOS
+    width = max(len(r) for r in rows)
+    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)                 # (B, T), left-padded
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for b, r in enumerate(rows):
+        if r:
+            ids[b, width - len(r):] = torch.tensor(r, dtype=torch.long)
+            mask[b, width - len(r):] = 1
+    ids, mask = ids.to(lm.device), mask.to(lm.device)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     with torch.inference_mode(), apply(list(interventions)):
         logits = lm.model(input_ids=ids, attention_mask=mask, position_ids=pos).logits.float()  # (B, T, V)

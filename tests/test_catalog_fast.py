@@ -89,13 +89,13 @@ def test_rm_deletes_a_version_and_its_aliases(filled: object, catalog_home: Path
 
     cat = filled
     best = cat.resolve("mood@best")  # type: ignore[attr-defined]
-    assert main(["--home", str(catalog_home), "catalog", "rm", "mood@best"]) == 0  # an alias: only the alias
+    assert main(["--home", str(catalog_home), "catalog", "rm", "mood@best", "--yes"]) == 0  # an alias: only the alias
     assert not any(a.startswith("best--") for a in cat.resolve(best.ref).aliases)  # type: ignore[attr-defined]
     assert len(cat.versions("mood")) == 3  # type: ignore[attr-defined]
-    assert main(["--home", str(catalog_home), "catalog", "rm", best.ref]) == 0
+    assert main(["--home", str(catalog_home), "catalog", "rm", best.ref, "--yes"]) == 0
     left = cat.versions("mood")  # type: ignore[attr-defined]
     assert best.ref not in {r.ref for r in left} and len(left) == 2
     with pytest.raises(GnomonError, match="not set for any model"):
         cat.resolve("mood@best-monitor")  # type: ignore[attr-defined]
-    assert main(["--home", str(catalog_home), "catalog", "rm", "mood"]) == 2
+    assert main(["--home", str(catalog_home), "catalog", "rm", "mood", "--yes"]) == 2
     assert "concept/N" in capsys.readouterr().err

@@ -58,8 +58,12 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     sub.add_parser("register-pending", help="retry registrations that failed earlier (each to the tracking "
                    "URI it was meant for; with --tracking-uri, all to that one)")
 
-    rm = sub.add_parser("rm", help="delete a direction version (concept/N) or an alias (concept@alias)")
-    rm.add_argument("ref", help="concept/N deletes that version; concept@alias deletes the alias only")
+    rm = sub.add_parser("rm", help="delete a direction version (concept/N) or an alias (concept@alias); "
+                        "shows what goes and asks")
+    rm.add_argument("ref", help="concept/N deletes that version and every alias on it; concept@alias deletes "
+                    "the alias only")
+    rm.add_argument("--yes", "-y", action="store_true",
+                    help="do not ask (needed when stdin is not a terminal)")
 
 
 def _reader(tracking_uri: str | None) -> Any:
@@ -78,6 +82,13 @@ def _reader(tracking_uri: str | None) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     action = args.catalog_command
+    if action in ("alias", "export", "rm"):
+        from jobs.commands.args import check_refs
+
+        ref = args.ref
+        if action == "export" and ref.endswith(".safetensors") and not args.file.endswith(".safetensors"):
+            ref = args.file  # the older FILE REF order
+        checked = check_refs([ref], args.tracking_uri, getattr(args, "model", None))  # refused before MLflow starts
     if action in ("ls", "show"):
         cat: Any = _reader(args.tracking_uri)
     else:
@@ -132,12 +143,56 @@ def run(args: argparse.Namespace) -> int:
         from catalog.edit import delete_alias, delete_version
         from catalog.refs import parse_ref
 
-        if parse_ref(args.ref).alias is not None:
-            print(f"deleted alias {args.ref} (it pointed at version {delete_alias(cat, args.ref)})")
+        parsed = parse_ref(args.ref)
+        if parsed.alias is None and parsed.version is None:
+            from pipeline.types import GnomonError
+
+            raise GnomonError(f"{args.ref}: name the version to delete as concept/N (aliases move; versions "
+                              "do not), or an alias as concept@alias")
+        what = _rm_summary(args.ref, checked[0])
+        confirm(f"delete {what}", args.yes)
+        if parsed.alias is not None:
+            delete_alias(cat, args.ref)
         else:
-            rec = delete_version(cat, args.ref)
-            print(f"deleted {rec.ref} ({rec.method}, layer {rec.layer}, {rec.model})")
+            delete_version(cat, args.ref)
+        print(f"deleted {what}")
     return 0
+
+
+def _rm_summary(ref: str, rec: DirectionRecord) -> str:
+    """What ``catalog rm REF`` removes: an alias, or a version with every alias on it (MLflow
+    drops a deleted version's aliases; the per-model ones are not re-pointed: choosing them
+    takes a fit's held-out scores, so the user is told to fit again)."""
+    from catalog.refs import parse_ref, unscope
+
+    alias = parse_ref(ref).alias
+    if alias is not None:
+        return f"alias {rec.concept}@{alias} (it points at {rec.ref}; the version stays)"
+    if not rec.aliases:
+        return f"{rec.ref} ({rec.method}, layer {rec.layer}, {rec.model}; no aliases on it)"
+    scoped = sorted({u[0] for a in rec.aliases if (u := unscope(a))})
+    then = (f"; {rec.model} then has no {', '.join(scoped)} until `gnomon fit` (or `catalog select-steer`) "
+            "chooses again" if scoped else "")
+    return f"{rec.ref} ({rec.method}, layer {rec.layer}, {rec.model}) and its alias(es) {', '.join(rec.aliases)}{then}"
+
+
+def confirm(what: str, yes: bool) -> None:
+    """Ask ``what? [y/N]`` on a terminal; refuse without a terminal unless ``yes``."""
+    import sys
+
+    from pipeline.types import GnomonError
+
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise GnomonError(f"this would {what}; pass --yes to confirm (stdin is not a terminal, so gnomon "
+                          "cannot ask)")
+    try:
+        answer = input(f"{what[0].upper()}{what[1:]}? [y/N] ").strip().lower()
+    except EOFError:
+        answer = ""
+    if answer not in ("y", "yes"):
+        raise GnomonError("not confirmed: nothing deleted")
 
 
 def _register_pending(cat: Catalog, redirect: bool = False) -> None:

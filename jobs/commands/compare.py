@@ -35,10 +35,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.fleet:
         return _fleet(args)
+    from jobs.commands.args import check_refs
     from jobs.refs import resolve_direction
     from pipeline.compare import compare, label
 
     refs = list(args.refs)
+    check_refs(refs, args.tracking_uri)  # every REF exists before the first is downloaded
     if args.concept:
         from catalog import Catalog
 

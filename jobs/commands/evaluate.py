@@ -27,8 +27,10 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from jobs.evaluate_job import EvalSpec, run_evaluation
+    from jobs.commands.args import check_refs
+    from jobs.evaluate_job import EvalSpec, check_models, run_evaluation
     from jobs.executors import make_executor
+    from pipeline.home import gnomon_home
     from pipeline.types import GnomonError
 
     try:
@@ -39,6 +41,9 @@ def run(args: argparse.Namespace) -> int:
                     strengths=strengths, unit=args.unit, n_prompts=args.prompts,
                     max_new_tokens=args.max_new_tokens, probe=not args.no_probe, monitor=not args.no_monitor,
                     chat=args.chat, fleet=args.fleet)
+    check_models(spec.models, gnomon_home())        # a missing checkpoint is named first,
+    # then an unknown concept or version (``@best`` scoped to the one checkpoint given): before any work
+    check_refs([args.ref], args.tracking_uri, spec.models[0] if len(spec.models) == 1 else None)
     out = run_evaluation(spec, make_executor(args.executor, args.ray_address, args.workers),
                          tracking_uri=args.tracking_uri)
     if args.json:

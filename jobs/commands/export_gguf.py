@@ -18,13 +18,25 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-hint", help="controlvector.model_hint (default: the direction's model id)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI for catalog REFs")
     p.add_argument("--model", help="the model a bare CONCEPT@best resolves against (default: the only one that has it)")
+    p.add_argument("--force", action="store_true", help="replace FILE if it exists (default: refuse)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline import gguf_io
+    from pathlib import Path
+
     from pipeline.types import GnomonError
 
+    if not args.file.endswith((".gguf", ".safetensors")):
+        raise GnomonError(f"{args.file}: the output must end in .gguf or .safetensors")
+    target = Path(args.file).expanduser()
+    if target.exists() and not args.force:  # checked before any REF is resolved
+        what = "a directory" if target.is_dir() else "a file"
+        raise GnomonError(f"{target} exists ({what}); choose another FILE, or pass --force to replace it")
+    if target.is_dir():
+        raise GnomonError(f"{target} is a directory; give a .gguf or .safetensors file name")
     directions = resolve_directions(args.refs, args.tracking_uri, args.model)
+    from pipeline import gguf_io   # torch: after every check
+
     if args.file.endswith(".safetensors"):
         path = gguf_io.write_safetensors(directions, args.file, strength=args.strength, unit=args.unit)
         names = ", ".join(f"{describe(d)} -> layer.{d.layer}" for d in directions)

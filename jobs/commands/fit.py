@@ -30,17 +30,29 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from jobs.output import progress_wanted
+    from pipeline.models.loading import check_layers
+    from pipeline.models.shape import model_shape
     from pipeline.types import METHODS, POSITIONS
 
+    methods = parse_choices(args.methods, METHODS, "fitting method")
+    layers = parse_layers(args.layers)
+    shape = model_shape(args.model)  # the model's config, no weights and no torch: bad layers refused at once
+    if shape is not None and layers is not None:
+        check_layers(list(layers), shape.num_layers, args.model)
+    params = parse_params(args.param)
+    if params:
+        from pipeline.fit import check_method_params   # the declarations live beside the methods (torch)
+
+        for method, values in params.items():
+            check_method_params(method, values)
     from jobs.executors import make_executor
     from jobs.fit_job import FitSpec, run_fit
 
-    methods = parse_choices(args.methods, METHODS, "fitting method")
     spec = FitSpec(model=args.model, dataset=args.dataset, positive=args.positive, negative=args.negative,
-                   revision=args.revision, layers=parse_layers(args.layers),
+                   revision=args.revision, layers=layers,
                    positions=parse_choices(args.positions, POSITIONS, "position"),
                    methods=methods, select_metric=args.select_metric, register=args.register,
-                   params=parse_params(args.param), select_steer=not args.no_steer_select)
+                   params=params, select_steer=not args.no_steer_select)
     catalog = None
     if args.register != "none":
         from catalog import Catalog

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -79,8 +80,15 @@ def _ls(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     from pipeline.fleet import load_fleet, read_lineage
 
+    from pipeline.types import GnomonError
+
     fleet = load_fleet(args.name)
-    lins = [read_lineage(m.id) for m in fleet.members]
+    lins = []
+    for m in fleet.members:  # a corrupt lineage file is reported and skipped, not fatal to the others
+        try:
+            lins.append(read_lineage(m.id))
+        except GnomonError as e:
+            print(f"gnomon fleet: skipped {e}", file=sys.stderr)
     if args.json:
         print(json.dumps({"name": fleet.name, "description": fleet.description,
                           "versions": [lin.to_json() for lin in lins]}, indent=2))

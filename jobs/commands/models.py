@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -16,10 +17,12 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.fleet import list_versions
+    from pipeline.fleet import scan_versions
 
-    versions = list_versions()
+    versions, problems = scan_versions()  # a corrupt lineage file is skipped, not fatal to the others
     if args.models_cmd == "ls":
+        for line in problems:
+            print(f"gnomon models: skipped {line}", file=sys.stderr)
         if args.json:
             print(json.dumps([v.to_json() for v in versions], indent=2))
             return 0

@@ -64,10 +64,17 @@ def render(trace: Any, color: bool) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.monitor import monitor
+    from pipeline.types import GnomonError
 
+    # plain options before any catalog read or model load
+    if not 0.0 < args.threshold < 1.0:
+        raise GnomonError(f"--threshold must be a probability strictly between 0 and 1, got {args.threshold:g}")
+    if args.max_new_tokens < 1:
+        raise GnomonError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
     directions = resolve_directions(args.refs, args.tracking_uri, getattr(args, "model", None))
     lm = model_for(directions, args.model)
+    from pipeline.monitor import monitor
+
     (trace,) = monitor(lm, directions, [args.prompt], args.max_new_tokens, threshold=args.threshold,
                        include_prompt=args.include_prompt, force=args.force, chat=args.chat)
     if args.json:

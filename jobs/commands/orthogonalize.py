@@ -20,29 +20,38 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.orthogonalize import save_orthogonalized
     from pipeline.types import GnomonError
 
-    ref = args.ref
-    if not Path(ref).expanduser().exists() and not ref.endswith((".safetensors", ".gguf")):
-        # record the version the alias points at now, not the alias (it may move later)
-        from catalog import Catalog
+    from jobs.commands.args import check_refs
 
-        from jobs.refs import scope_model
-
-        ref = Catalog(tracking_uri=args.tracking_uri).resolve(ref, scope_model(args.model)).ref
-        print(f"{args.ref} -> {ref}", file=sys.stderr, flush=True)
-    directions = resolve_directions([ref], args.tracking_uri, say=ref == args.ref)
-    if len(directions) != 1:
-        raise GnomonError(f"{args.ref} holds {len(directions)} directions; orthogonalize takes one")
-    (d,) = directions
+    # every input before any work (issue 21: a non-empty --out was refused after a 68 s load)
     if not args.out and not args.as_version:
         raise GnomonError("give --out DIR, --as-version ID, or both")
+    if args.out:
+        out_dir = Path(args.out).expanduser()
+        if out_dir.exists() and not out_dir.is_dir():
+            raise GnomonError(f"--out {out_dir} is a file; give a directory")
+        if out_dir.is_dir() and any(out_dir.iterdir()) and not args.overwrite:
+            raise GnomonError(f"--out {out_dir} exists and is not empty; choose another --out, or pass "
+                              "--overwrite to replace it")
     if args.as_version:
         from pipeline.fleet.registry import version_dir
 
         version_dir(args.as_version)   # a bad id fails before the model is loaded
+    ref = args.ref
+    recs = check_refs([ref], args.tracking_uri, args.model)
+    if recs:   # record the version the alias points at now, not the alias (it may move later)
+        ref = recs[0].ref
+        from jobs.refs import say_resolved
+
+        say_resolved(args.ref, recs[0])
+    directions = resolve_directions([ref], args.tracking_uri, say=False)
+    if len(directions) != 1:
+        raise GnomonError(f"{args.ref} holds {len(directions)} directions; orthogonalize takes one")
+    (d,) = directions
     lm = model_for(directions, args.model)
+    from pipeline.orthogonalize import save_orthogonalized
+
     if args.out:
         import json
 

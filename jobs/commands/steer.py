@@ -53,10 +53,15 @@ def allow_prompt_after_options(p: argparse.ArgumentParser) -> None:
 def resolve_directions(refs: list[str], tracking_uri: str | None, model: str | None = None,
                        say: bool = True) -> list[Direction]:
     """Directions for REFs: files are read directly, anything else goes through the catalog
-    (``model`` scopes ``best``/``best-monitor``/``best-steer``). Each catalog reference is
-    resolved before any direction is downloaded, and what it resolved to is said on stderr."""
-    from pipeline.direction import Direction
+    (``model`` scopes ``best``/``best-monitor``/``best-steer``). Every catalog REF is checked
+    first, so a bad second one is refused before the first downloads, and what each resolved
+    to is said on stderr."""
+    from jobs.commands.args import check_refs
     from pipeline.types import GnomonError
+
+    # before torch is imported: a refusal takes a fraction of a second
+    records = iter(check_refs(refs, tracking_uri, model))
+    from pipeline.direction import Direction
 
     out: list[Direction] = []
     catalog = None
@@ -75,29 +80,50 @@ def resolve_directions(refs: list[str], tracking_uri: str | None, model: str | N
                 from catalog import Catalog
 
                 catalog = Catalog(tracking_uri=tracking_uri)
-            from jobs.refs import resolve_record
+            rec = next(records)   # check_refs resolved the catalog REFs, in order
+            if say:
+                from jobs.refs import say_resolved
 
-            out.append(catalog.load_record(resolve_record(catalog, ref, model, say)))
+                say_resolved(ref, rec)
+            out.append(catalog.load_record(rec))
     return out
 
 
-def model_for(directions: list[Direction], override: str | None) -> LoadedModel:
-    """Load ``--model`` or the model all directions were fitted on."""
-    from pipeline.models import ModelSpec, load_model
+def model_spec_for(directions: list[Direction], override: str | None) -> Any:
+    """The :class:`~pipeline.models.ModelSpec` of ``--model`` or of the model all directions
+    were fitted on, after checking each direction's layer and width against that model's
+    config (read without its weights), so a mismatch is refused before a load."""
+    from pipeline.models import ModelSpec
+    from pipeline.models.loading import check_layers
+    from pipeline.models.shape import model_shape
     from pipeline.types import GnomonError
 
     if override:
-        from pipeline.models.shape import check_width
+        spec = ModelSpec(id=override)
+    else:
+        sources = {(d.provenance.model_id, d.provenance.revision) for d in directions}
+        if len(sources) != 1:
+            raise GnomonError(f"the directions come from different models {sorted(sources)}; pick one with --model")
+        model_id, revision = sources.pop()
+        if not model_id:
+            raise GnomonError("the direction does not record its model; name one with --model")
+        spec = ModelSpec(id=model_id, revision=revision or "main")
+    shape = model_shape(spec)
+    if shape is not None:
+        for d in directions:
+            check_layers([d.layer], shape.num_layers, spec.id)
+            if d.provenance.hidden_size and d.provenance.hidden_size != shape.hidden_size:
+                raise GnomonError(f"{describe(d)} has width {d.provenance.hidden_size} but {spec.id} has hidden "
+                                  f"size {shape.hidden_size}: it was fitted on another architecture")
+    return spec
 
-        check_width(directions, override)   # a width mismatch is refused before the weights load
-        return load_model(ModelSpec(id=override))
-    sources = {(d.provenance.model_id, d.provenance.revision) for d in directions}
-    if len(sources) != 1:
-        raise GnomonError(f"the directions come from different models {sorted(sources)}; pick one with --model")
-    model_id, revision = sources.pop()
-    if not model_id:
-        raise GnomonError("the direction does not record its model; name one with --model")
-    return load_model(ModelSpec(id=model_id, revision=revision or "main"))
+
+def model_for(directions: list[Direction], override: str | None) -> LoadedModel:
+    """Load ``--model`` or the model all directions were fitted on (checked first, see
+    :func:`model_spec_for`)."""
+    from pipeline.models import load_model
+
+    return load_model(model_spec_for(directions, override))
 
 
 def describe(d: Direction) -> str:
@@ -203,10 +229,19 @@ def fluency_line(f: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.steer import generate
+    import math
 
+    from pipeline.types import GnomonError
+
+    # plain options before any catalog read or model load
+    if args.max_new_tokens < 1:
+        raise GnomonError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    if args.strength is not None and not all(math.isfinite(s) for s in args.strength):
+        raise GnomonError(f"--strength must be finite numbers, got {','.join(map(str, args.strength))}")
     directions = resolve_directions(args.refs, args.tracking_uri, args.model)
     lm = model_for(directions, args.model)
+    from pipeline.steer import generate
+
     fluency = fluency_check(lm, directions, args)
     ivs = build_interventions(lm, directions, args)
     plain = generate(lm, [args.prompt], args.max_new_tokens, chat=args.chat)[0]

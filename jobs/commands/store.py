@@ -9,7 +9,8 @@ says which ``gnomon collect`` command will. ``gc`` deletes the orphans:
 shards no manifest points at (a job stopped between the rename of a shard and the write of
 its manifest), manifests whose shard is gone or has another size, and temporary files left by
 a crash. A running collection writes a shard a moment before its manifest, so only files
-older than ``--min-age`` seconds are touched (default one hour); ``--dry-run`` only lists.
+older than ``--min-age`` seconds are touched (default one hour), and none written since the
+oldest running collection started (:mod:`jobs.collect_lock`); ``--dry-run`` only lists.
 """
 
 from __future__ import annotations
@@ -127,16 +128,23 @@ def _repair(root: Path, as_json: bool) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from pipeline.home import gnomon_home
+    from pipeline.types import GnomonError
 
+    if args.store_command == "gc" and not args.min_age >= 0:
+        raise GnomonError(f"--min-age must be a number of seconds >= 0, got {args.min_age:g}")
     root = gnomon_home()
     if args.store_command == "repair":
         return _repair(root, args.json)
     found = scan(root)
     if args.store_command == "ls":
         return _ls(found, args.json, _verify(root) if args.verify else None)
+    from jobs.collect_lock import running_since
+
     now = time.time()
+    since = running_since(root)  # a running collection's shards and temporary files are not orphans
     old = [p for p in (*found["orphans"], *found["stale_manifests"], *found["temporary"])
-           if p.exists() and now - p.stat().st_mtime >= args.min_age]
+           if p.exists() and now - p.stat().st_mtime >= args.min_age
+           and (since is None or p.stat().st_mtime < since)]
     freed = sum(p.stat().st_size for p in old)
     if not args.dry_run:
         for p in old:
@@ -149,8 +157,8 @@ def run(args: argparse.Namespace) -> int:
     for p in old:
         print(f"{verb} {p.relative_to(root)}")
     young = len(found["orphans"]) + len(found["stale_manifests"]) + len(found["temporary"]) - len(old)
-    print(f"{verb} {len(old)} file(s), {_size(freed)}"
-          + (f"; {young} newer than --min-age {args.min_age:g} s left alone" if young else ""))
+    why = f"newer than --min-age {args.min_age:g} s" + (" or written by a running collection" if since else "")
+    print(f"{verb} {len(old)} file(s), {_size(freed)}" + (f"; {young} {why} left alone" if young else ""))
     return 0
 
 

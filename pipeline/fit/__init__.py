@@ -18,8 +18,8 @@ Methods that must run across shards keep mergeable statistics instead:
 from __future__ import annotations
 
 import dataclasses
-import math
 import inspect
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -29,6 +29,8 @@ import torch
 from pipeline import metrics as M
 from pipeline.direction import Direction, Provenance
 from pipeline.fit._common import FitResult, as_f64
+from pipeline.fit import ccs, lda, leace, logistic, mean_diff, pca
+from pipeline.fit._params import Param, check_params
 from pipeline.fit.ccs import fit_ccs
 from pipeline.fit.lda import fit_lda
 from pipeline.fit.leace import LeaceEraser, LeaceFitter, eraser_from_rows, fit_leace
@@ -37,7 +39,7 @@ from pipeline.fit.mean_diff import MeanDiffFitter, fit_mean_diff
 from pipeline.fit.pca import fit_pca
 from pipeline.types import GnomonError
 
-__all__ = ["FIT_METHODS", "FitResult", "Indistinguishable", "LeaceEraser", "LeaceFitter", "MeanDiffFitter", "eraser_from_rows",
+__all__ = ["FIT_METHODS", "FIT_PARAMS", "FitResult", "Param", "check_method_params", "Indistinguishable", "LeaceEraser", "LeaceFitter", "MeanDiffFitter", "eraser_from_rows",
            "fit_direction"]
 
 
@@ -56,6 +58,24 @@ FIT_METHODS: dict[str, Callable[..., FitResult]] = {
     "leace": fit_leace,
 }
 
+FIT_PARAMS: dict[str, tuple[Param, ...]] = {
+    "mean_diff": mean_diff.PARAMS,
+    "pca": pca.PARAMS,
+    "logistic": logistic.PARAMS,
+    "lda": lda.PARAMS,
+    "ccs": ccs.PARAMS,
+    "leace": leace.PARAMS,
+}
+"""Each method's declared parameters (``PARAMS`` beside it): names, types and ranges."""
+
+
+def check_method_params(method: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` for ``method`` checked against its declaration (unknown name, wrong type,
+    out of range: one GnomonError naming ``METHOD.NAME``), as the method takes them."""
+    if method not in FIT_PARAMS:
+        raise GnomonError(f"unknown fitting method {method!r}; choose one of {', '.join(FIT_METHODS)}")
+    return check_params(method, FIT_PARAMS[method], params)
+
 
 def fit_direction(method: str, pos: Array, neg: Array, *, base: Provenance, paired: bool = False,
                   eval_sets: Mapping[str, tuple[Array, Array]] | None = None,
@@ -71,7 +91,7 @@ def fit_direction(method: str, pos: Array, neg: Array, *, base: Provenance, pair
     fn = FIT_METHODS.get(method)
     if fn is None:
         raise GnomonError(f"unknown fitting method {method!r}; choose one of {', '.join(FIT_METHODS)}")
-    _check_params(method, fn, params)
+    params = _check_params(method, fn, params)
     p, n = _class_rows(pos, neg, base, "train")
     _check_distinguishable(p, n)
     fitted = fn(p, n, paired=paired, **params)
@@ -160,10 +180,7 @@ def _class_rows(pos: Array, neg: Array, base: Provenance, split: str) -> tuple[n
     return p, n
 
 
-def _check_params(method: str, fn: Callable[..., FitResult], params: Mapping[str, Any]) -> None:
-    allowed = [k for k, prm in inspect.signature(fn).parameters.items()
-               if prm.kind is inspect.Parameter.KEYWORD_ONLY and k != "paired"]
-    unknown = sorted(set(params) - set(allowed))
-    if unknown:
-        raise GnomonError(f"{method} does not take parameter(s) {', '.join(unknown)}; "
-                          f"it takes: {', '.join(allowed) or 'none'}")
+def _check_params(method: str, fn: Callable[..., FitResult], params: Mapping[str, Any]) -> dict[str, Any]:
+    """Kept for callers that pass the function (``jobs.fit_job``): see :func:`check_method_params`."""
+    del fn
+    return check_method_params(method, params)

@@ -38,9 +38,19 @@ from pipeline.fit._common import (
     standardize,
     torch_device,
 )
+from pipeline.fit._params import Param
 from pipeline.types import GnomonError
 
 NORMALIZATIONS = ("joint", "per_side")
+PARAMS = (
+    Param("normalize", "choice", "joint", "how each side is centred", choices=NORMALIZATIONS),
+    Param("n_restarts", "int", 10, "random restarts; the lowest final loss is kept", min=1),
+    Param("epochs", "int", 1000, "full-batch optimiser steps per restart", min=1),
+    Param("lr", "float", 1e-2, "optimiser learning rate", min=0.0, min_open=True),
+    Param("weight_decay", "float", 1e-2, "L2 penalty on the probe weights", min=0.0),
+    Param("seed", "int", 0, "seed of the random restarts", min=0),
+)
+"""``--param ccs.NAME=VALUE``: checked before any work (:mod:`pipeline.fit._params`)."""
 
 
 def ccs_loss(p_pos: torch.Tensor, p_neg: torch.Tensor) -> torch.Tensor:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.fit._common import FitResult, check_paired, orient
+from pipeline.fit._params import Param
 from pipeline.types import GnomonError
 
 
@@ -60,6 +61,13 @@ def solve_psd(cov: np.ndarray, b: np.ndarray, rcond: float = 1e-10) -> np.ndarra
     keep = evals > rcond * max(float(evals.max()), 0.0)
     inv = np.where(keep, 1.0 / np.where(keep, evals, 1.0), 0.0)
     return evecs @ (inv * (evecs.T @ b))
+
+
+PARAMS = (
+    Param("shrinkage", "float_or_choice", "auto", "covariance shrinkage toward a scaled identity",
+          min=0.0, max=1.0, choices=("auto",)),
+)
+"""``--param lda.NAME=VALUE``: checked before any work (:mod:`pipeline.fit._params`)."""
 
 
 def fit_lda(pos: np.ndarray, neg: np.ndarray, *, paired: bool = False,

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from pipeline.fit._common import FitResult, as_f64, check_paired, gram_eigh, orient
+from pipeline.fit._params import Param
 from pipeline.types import GnomonError
 
 
@@ -172,6 +173,10 @@ def eraser_from_rows(x: np.ndarray, z: np.ndarray, rtol: float = 1e-10,
         return fitter.eraser(rtol, dtype)
     lam, evecs = gram_eigh(xa - fitter.mean_x, rtol)      # n * the eigenvalues of cov_xx on its support
     return fitter._eraser(lam / xa.shape[0], evecs, rtol, dtype)
+
+
+PARAMS: tuple[Param, ...] = ()
+"""leace takes no parameters."""
 
 
 def fit_leace(pos: np.ndarray, neg: np.ndarray, *, paired: bool = False) -> FitResult:

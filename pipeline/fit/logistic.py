@@ -24,6 +24,7 @@ from pipeline.fit._common import (
     standardize,
     torch_device,
 )
+from pipeline.fit._params import Param
 
 
 def train_logistic(x: np.ndarray, y: np.ndarray, *, l2: float = 1e-2, max_iter: int = 200,
@@ -61,6 +62,14 @@ def train_logistic(x: np.ndarray, y: np.ndarray, *, l2: float = 1e-2, max_iter: 
     w_raw = ws / sd
     b_raw = float(b.detach().cpu()) - float(w_raw @ mu)
     return w_raw, b_raw
+
+
+PARAMS = (
+    Param("l2", "float", 1e-2, "L2 penalty in standardized coordinates", min=0.0),
+    Param("max_iter", "int", 200, "L-BFGS iterations", min=1),
+    Param("balanced", "bool", True, "weight the classes equally"),
+)
+"""``--param logistic.NAME=VALUE``: checked before any work (:mod:`pipeline.fit._params`)."""
 
 
 def fit_logistic(pos: np.ndarray, neg: np.ndarray, *, paired: bool = False, l2: float = 1e-2,

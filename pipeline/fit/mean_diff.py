@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from pipeline.fit._common import FitResult, as_f64, as_labels, check_paired
+from pipeline.fit._params import Param
 from pipeline.types import GnomonError
 
 
@@ -106,6 +107,10 @@ class MeanDiffFitter:
     def vector(self) -> np.ndarray:
         """(d,) float64 ``mu+ - mu-`` (positive class projects higher by construction)."""
         return self.pos_mean - self.neg_mean
+
+
+PARAMS: tuple[Param, ...] = ()
+"""mean_diff takes no parameters."""
 
 
 def fit_mean_diff(pos: np.ndarray, neg: np.ndarray, *, paired: bool = False) -> FitResult:

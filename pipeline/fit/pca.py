@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.fit._common import FitResult, check_paired, orient
+from pipeline.fit._params import Param
 
 
 def pair_differences(pos: np.ndarray, neg: np.ndarray, paired: bool, seed: int) -> np.ndarray:
@@ -54,6 +55,13 @@ def top_right_singular_vector(a: np.ndarray) -> np.ndarray:
     # all-zero differences (e.g. identical rows at the embedding layer): return the zero
     # vector, which fit_direction refuses with a message, instead of 0/0 and a RuntimeWarning
     return v / norm if norm > 0 else v
+
+
+PARAMS = (
+    Param("center", "bool", False, "centre the pair differences (drops the mean shift)"),
+    Param("seed", "int", 0, "seed that pairs unpaired rows", min=0),
+)
+"""``--param pca.NAME=VALUE``: checked before any work (:mod:`pipeline.fit._params`)."""
 
 
 def fit_pca(pos: np.ndarray, neg: np.ndarray, *, paired: bool = False, center: bool = False,

@@ -12,10 +12,11 @@ from pipeline.fleet.registry import (
     read_lineage,
     register_version,
     save_fleet,
+    scan_versions,
     version_dir,
 )
 
 __all__ = [
     "Fleet", "FleetMember", "Lineage", "lineage_chain", "list_fleets", "list_versions", "load_fleet",
-    "read_lineage", "register_version", "save_fleet", "version_dir",
+    "read_lineage", "register_version", "save_fleet", "scan_versions", "version_dir",
 ]

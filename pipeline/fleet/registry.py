@@ -43,6 +43,7 @@ __all__ = [
     "load_fleet",
     "read_lineage",
     "register_version",
+    "scan_versions",
     "save_fleet",
     "version_dir",
 ]
@@ -83,16 +84,54 @@ class Lineage:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, doc: Any, where: str) -> Lineage:
+    def from_json(cls, doc: Any, where: str, folder: str | None = None) -> Lineage:
+        """A lineage from its JSON, checked against :data:`LINEAGE_SCHEMA`; ``folder``: the
+        directory name it was read from, which its ``id`` must equal. Every problem is one
+        GnomonError naming the file and the field."""
         if not isinstance(doc, dict):
             raise GnomonError(f"{where}: lineage must be a JSON object")
-        known = {f.name for f in fields(cls)}
         missing = [k for k in ("id", "kind", "fingerprint") if k not in doc]
         if missing:
             raise GnomonError(f"{where}: lineage lacks {', '.join(missing)}")
+        for name, (types, nullable, what) in LINEAGE_SCHEMA.items():
+            value = doc.get(name)
+            if value is None and (nullable or name not in doc):
+                continue
+            if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+                raise GnomonError(f"{where}: lineage field {name!r} must be {what}, got {value!r}")
+            if isinstance(value, int) and not isinstance(value, bool) and value < 0:
+                raise GnomonError(f"{where}: lineage field {name!r} must be {what}, got {value!r}")
+        if not doc["fingerprint"] or not doc["id"]:
+            raise GnomonError(f"{where}: lineage fields 'id' and 'fingerprint' must not be empty")
         if doc["kind"] not in KINDS:
             raise GnomonError(f"{where}: unknown lineage kind {doc['kind']!r}; one of {', '.join(KINDS)}")
-        return cls(**{k: v for k, v in doc.items() if k in known})
+        if folder is not None and doc["id"] != folder:
+            raise GnomonError(f"{where}: lineage field 'id' is {doc['id']!r} but the version's folder is "
+                              f"{folder!r}; a moved or copied version must be registered again")
+        known = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in doc.items() if k in known}
+        kw["settings"] = kw.get("settings") or {}
+        kw["created"] = kw.get("created") or ""
+        return cls(**kw)
+
+
+LINEAGE_SCHEMA: dict[str, tuple[tuple[type, ...], bool, str]] = {
+    "id": ((str,), False, "a string"),
+    "kind": ((str,), False, "a string"),
+    "fingerprint": ((str,), False, "a string"),
+    "parent": ((str,), True, "a version id or null"),
+    "parent_fingerprint": ((str,), True, "a string or null"),
+    "series": ((str,), True, "a string or null"),
+    "step": ((int,), True, "a whole number >= 0 or null"),
+    "data_sha256": ((str,), True, "a string or null"),
+    "settings": ((dict,), True, "a JSON object"),
+    "family": ((str,), True, "a string or null"),
+    "hidden_size": ((int,), True, "a whole number or null"),
+    "num_layers": ((int,), True, "a whole number or null"),
+    "created": ((str,), True, "a string"),
+}
+"""``lineage.json``: field -> (JSON types, may be null, what to write). Booleans are not
+numbers here, and numbers are never negative. Unknown fields are ignored (newer files)."""
 
 
 def version_dir(version_id: str, home: str | Path | None = None) -> Path:
@@ -108,9 +147,9 @@ def read_lineage(version_id: str, home: str | Path | None = None) -> Lineage:
                           "build it with `gnomon fleet build` or register it with `gnomon models add`")
     try:
         doc = json.loads(f.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise GnomonError(f"{f}: not valid JSON ({e})") from None
-    return Lineage.from_json(doc, str(f))
+    return Lineage.from_json(doc, str(f), folder=d.name)
 
 
 def register_version(staged: Path, lineage: Lineage, home: str | Path | None = None,
@@ -143,17 +182,27 @@ def register_version(staged: Path, lineage: Lineage, home: str | Path | None = N
     return dst
 
 
-def list_versions(home: str | Path | None = None) -> list[Lineage]:
-    """Every registered version with a lineage file, sorted by id."""
+def scan_versions(home: str | Path | None = None) -> tuple[list[Lineage], list[str]]:
+    """Every registered version with a valid lineage file, sorted by id, and one line per
+    lineage file that is not valid (skipped: one corrupt file must not hide the others)."""
     root = gnomon_home(home) / "models"
     if not root.is_dir():
-        return []
-    out = []
+        return [], []
+    out, problems = [], []
     for d in sorted(root.iterdir()):
         if d.name.startswith(".") or not (d / LINEAGE_FILE).is_file():
             continue
-        out.append(read_lineage(d.name, home))
-    return out
+        try:
+            out.append(read_lineage(d.name, home))
+        except GnomonError as e:
+            problems.append(str(e))
+    return out, problems
+
+
+def list_versions(home: str | Path | None = None) -> list[Lineage]:
+    """Every registered version with a valid lineage file, sorted by id (invalid ones are
+    left out; :func:`scan_versions` says which and why)."""
+    return scan_versions(home)[0]
 
 
 def lineage_chain(version_id: str, home: str | Path | None = None) -> list[Lineage]:

@@ -167,9 +167,18 @@ def fingerprint_model(model: Any) -> str:
 def _load_dir(path: Path, spec: ModelSpec, device: str) -> tuple[Any, Any]:
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
+    from pipeline.models.shape import check_custom_code
+
     if not (path / "config.json").is_file():
         raise GnomonError(f"{path} is not a Hugging Face model directory (no config.json)")
-    cfg = AutoConfig.from_pretrained(path, trust_remote_code=spec.trust_remote_code)
+    check_custom_code(path, spec.trust_remote_code)
+    try:
+        cfg = AutoConfig.from_pretrained(path, trust_remote_code=spec.trust_remote_code)
+    except ValueError as e:
+        if "trust_remote_code" not in str(e) and "custom code" not in str(e):
+            raise
+        raise GnomonError(f"{path} needs custom model code to load, which gnomon runs only when asked "
+                          "(gnomon collect --trust-remote-code)") from None
     archs = getattr(cfg, "architectures", None) or []
     causal = any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs) or (
         not archs and cfg.model_type not in ("bert",))
