@@ -31,8 +31,9 @@ STEER_ALIAS = "best-steer"
 MAX_CANDIDATES = 4
 N_PROMPTS = 16
 """Neutral prompts: the fluency bound's and the readout log-odds' items (intervals resample them)."""
-N_FLUENCY = 8
-"""Prompts the fluency bound is measured on (its bisection costs ~4 forward passes of these)."""
+N_FLUENCY = 4
+"""Prompts the fluency bound's search is measured on (1-5 forward passes of these, two rows
+each); the candidate's KL at the chosen strength is then checked on all :data:`N_PROMPTS`."""
 N_PAIRS = 8
 """Validation texts per class for the likelihood preference."""
 
@@ -84,7 +85,8 @@ def select_steer(catalog: Any, concept: str, model: str, dataset: Any, positive:
         except Exception as e:  # noqa: BLE001 - a version whose artifact is gone must not sink the others
             measured.append({**entry, "error": str(e).splitlines()[0][:200]})
             continue
-        fb = fluency_bound(lm, d, prompts[:N_FLUENCY], DEFAULT_UNIT, force=True, base=base[:N_FLUENCY])
+        fb = fluency_bound(lm, d, prompts[:N_FLUENCY], DEFAULT_UNIT, force=True, base=base[:N_FLUENCY],
+                           top_first=True)
         entry["fluency_bound"] = fb.bound
         if fb.bound > 0:
             eff = signed_effects(lm, d, prompts, pairs, DEFAULT_FRACTION * fb.bound, DEFAULT_UNIT,

@@ -83,12 +83,16 @@ class FluencyBound:
 
 def fluency_bound(lm: LoadedModel, direction: Direction, prompts: Sequence[str], unit: str = DEFAULT_UNIT,
                   kl_max: float = FLUENCY_KL, grid: Sequence[float] = GRID, chat: bool = False,
-                  force: bool = False, extra: Sequence[float] = (), base: Any = None) -> FluencyBound:
+                  force: bool = False, extra: Sequence[float] = (), base: Any = None,
+                  top_first: bool = False) -> FluencyBound:
     """The largest grid strength whose KL stays within ``kl_max``, found by bisecting the
     grid: KL grows with |s|, so this is the same strength an upward walk stops before, in
     ~log2(len(grid)) measurements instead of up to len(grid) (4 instead of 12 for a bound of
     3 separations). Strengths in ``extra`` (e.g. the one the user asked for) are measured too.
-    ``base``: the prompts' unsteered next-token log-probabilities, when the caller has them."""
+    ``base``: the prompts' unsteered next-token log-probabilities, when the caller has them.
+    ``top_first``: measure the grid's largest strength first, and stop there when it is
+    within the bound (the same answer under the same monotonicity; one measurement instead
+    of four when a direction is gentle, five instead of four otherwise)."""
     from pipeline.evaluate import next_token_logp
 
     if base is None:
@@ -100,6 +104,9 @@ def fluency_bound(lm: LoadedModel, direction: Direction, prompts: Sequence[str],
     kls: dict[float, float] = {}
     points = sorted(float(s) for s in grid)
     lo, hi = -1, len(points)   # points[lo] is within the bound (-1: none known), points[hi] past it
+    if top_first and points:
+        kls[points[-1]] = kl(points[-1])
+        lo, hi = (len(points) - 1, len(points)) if kls[points[-1]] <= kl_max else (-1, len(points) - 1)
     while hi - lo > 1:
         mid = (lo + hi) // 2
         kls[points[mid]] = kl(points[mid])

@@ -236,3 +236,18 @@ def test_both_signs_in_one_batch_match_one_sign_at_a_time(tiny_lm: Any) -> None:
 
     with pytest.raises(GnomonError, match="finite"):
         add_rows(tiny_lm, d, [float("nan")], "resid_norm")
+
+
+def test_top_first_bound_is_the_walks_bound(tiny_lm: Any) -> None:
+    """The selection's search (largest strength first) finds what the plain bisection finds."""
+    from pipeline.fluency import fluency_bound
+
+    prov = Provenance.minimal(hidden_size=tiny_lm.hidden_size, layer=1, method="mean_diff", position="last")
+    d = Direction(torch.randn(tiny_lm.hidden_size, generator=torch.Generator().manual_seed(0)), prov,
+                  pos_mean=1.0, neg_mean=-1.0, spread=1.0, resid_norm=1.0)
+    prompts = ["hello there", "the cat sat"]
+    for kl_max in (0.0005, 0.005, 0.05, 50.0):
+        plain = fluency_bound(tiny_lm, d, prompts, "resid_norm", kl_max=kl_max)
+        top = fluency_bound(tiny_lm, d, prompts, "resid_norm", kl_max=kl_max, top_first=True)
+        assert top.bound == plain.bound
+        assert len(top.kls) == 1 if kl_max == 50.0 else len(top.kls) <= 5
