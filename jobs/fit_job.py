@@ -209,8 +209,9 @@ def fit_collected(spec: FitSpec, collected: Any, executor: Any, home: Any, catal
         selection = select_best(spec, ds.name, directions, groups, sweeps, records, catalog,
                                 collected.num_layers, model)
         if not spec.select_steer:
+            file = f" --dataset {spec.dataset}" if spec.dataset != ds.name else ""
             steer = {"alias": None, "reason": "deferred (--no-steer-select): run `gnomon catalog select-steer "
-                     f"{ds.name} --model {model}`", "candidates": [], "deferred": True}
+                     f"{ds.name} --model {model}{file}`", "candidates": [], "deferred": True}
         elif not selection["reliable"]:
             catalog.point(ds.name, model, "best-steer", None)
             steer = {"alias": None, "reason": "no reliable direction to steer with (see the selection above)",

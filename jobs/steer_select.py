@@ -123,14 +123,18 @@ def select_steer(catalog: Any, concept: str, model: str, dataset: Any, positive:
     return result
 
 
-def select_steer_for_concept(catalog: Any, concept: str, model: str, home: Any, log: Any = None) -> dict[str, Any]:
-    """``gnomon catalog select-steer``: the deferred selection, for a concept fitted earlier."""
+def select_steer_for_concept(catalog: Any, concept: str, model: str, home: Any, log: Any = None,
+                             dataset: str | None = None) -> dict[str, Any]:
+    """``gnomon catalog select-steer``: the deferred selection, for a concept fitted earlier
+    (``dataset``: its file, when it was fitted from one)."""
     from pipeline.datasets import load_dataset
 
     if not catalog.search(concept=concept, model=model):
         models = sorted({r.model for r in catalog.versions(concept)})
         raise GnomonError(f"{concept} has no version fitted on {model!r}"
                           + (f" (models: {', '.join(models)})" if models else "; run `gnomon fit` first"))
-    ds = load_dataset(concept, home=home)
+    ds = load_dataset(dataset or concept, home=home)
+    if ds.name != concept:
+        raise GnomonError(f"--dataset {dataset} holds concept {ds.name!r}, not {concept!r}")
     positive, negative = ds.default_contrast
     return select_steer(catalog, concept, model, ds, positive, negative, home, log=log)

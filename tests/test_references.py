@@ -242,3 +242,35 @@ def test_one_shared_vector_is_named_for_what_it_is() -> None:
     prov = Provenance.minimal(hidden_size=4, layer=0, method="mean_diff", position="last")
     with pytest.raises(GnomonError, match="every row of both classes is the same vector.*position 'mean'"):
         fit_direction("mean_diff", row, row.copy(), base=prov)
+
+
+def test_steer_selection_can_be_deferred_and_run_later(catalog_home: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """``fit --no-steer-select`` measures no steering (it used to run on every fit, silently,
+    for most of its time); ``catalog select-steer`` runs it later, prints a line per candidate
+    on stderr, and logs its evidence as an MLflow run of the concept's experiment."""
+    from mlflow import MlflowClient
+
+    from jobs.cli import main as cli
+
+    toy = write_dataset(tmp_path / "toy.jsonl", n_pairs=60)
+    assert cli(["--home", str(catalog_home), "fit", "--model", "tiny:llama", "--dataset", str(toy),
+                "--positive", "pos", "--negative", "neg", "--layers", "1-2", "--methods", "mean_diff,lda",
+                "--executor", "local", "--no-steer-select"]) == 0
+    out = capsys.readouterr()
+    assert "deferred (--no-steer-select)" in out.out and "best-steer candidate" not in out.err
+    assert "toy@best-monitor ->" in out.out
+    assert cli(["--home", str(catalog_home), "catalog", "select-steer", "toy", "--model", "tiny:llama"]) == 2
+    assert "unknown concept 'toy'" in capsys.readouterr().err     # fitted from a file: say which
+    assert cli(["--home", str(catalog_home), "catalog", "select-steer", "toy", "--model", "tiny:llama",
+                "--dataset", str(toy)]) == 0
+    out = capsys.readouterr()
+    assert out.err.count("best-steer candidate") >= 2
+    assert "toy@best-steer ->" in out.out or "no best-steer for tiny:llama" in out.out
+    uri = f"sqlite:///{catalog_home / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("gnomon/toy")
+    runs = client.search_runs([exp.experiment_id], "tags.gnomon_kind = 'evidence'")
+    assert [r.info.run_name for r in runs] == ["select-steer"]
+    metrics = client.get_metric_history(runs[0].info.run_id, "fluency_bound")
+    assert len(metrics) >= 2                                    # one point per candidate measured

@@ -53,6 +53,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                          "CONCEPT@best-steer for it (what `gnomon fit --no-steer-select` deferred)")
     sel.add_argument("concept", help="concept name (its dataset gives the labels and validation texts)")
     sel.add_argument("--model", required=True, help="the model whose versions are measured")
+    sel.add_argument("--dataset", help="the concept's dataset file, when it was fitted from a file rather than "
+                     "a shipped or registered concept (its validation texts and labels)")
     sel.add_argument("--json", action="store_true", help="print what was measured as JSON")
 
     sub.add_parser("register-pending", help="retry registrations that failed earlier (each to the tracking "
@@ -130,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         from jobs.refs import scope_model
 
         res = select_steer_for_concept(cat, args.concept, scope_model(args.model) or args.model, cat.home,
-                                       log=lambda m: print(m, file=sys.stderr, flush=True))
+                                       log=lambda m: print(m, file=sys.stderr, flush=True), dataset=args.dataset)
         if args.json:
             print(dumps(res, indent=1))
         elif res.get("ref"):
