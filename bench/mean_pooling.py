@@ -1,9 +1,12 @@
 """Does ``mean`` pooling follow sentence length? The first-token rule, before and after.
 
 On the bundled SmolLM2 and a shipped concept (default ``sentiment``, 480 sentences), the
-``mean`` rows at several layers are collected twice: with the documented rule (the first
-content token left out where its norm is an outlier, ``pipeline.collect.SINK_RATIO``) and
-with every content token kept (the old rule). For each, the top principal component of the
+``mean`` rows at several layers are collected three times: with the documented rule (the
+first content token always left out, ``pipeline.collect.MEAN_RULE``), with the rule before
+it (left out only where its norm is an outlier, ``SINK_RATIO`` x the median of the others',
+so rows of one layer were pooled differently) and with every content token kept (the rule
+before that). Each collection's validation AUROC of the difference of means is printed too
+(the figure a rule change moves). For each, the top principal component of the
 centred rows is correlated (|Pearson r|) with 1/length (content tokens per text); the
 concept's label is correlated with the same component for comparison. Nothing here is a
 timing, so load does not matter.
@@ -36,6 +39,19 @@ def corr(a: np.ndarray, b: np.ndarray) -> float:
     return float(abs(np.corrcoef(a, b)[0, 1]))
 
 
+def _auroc(x: np.ndarray, labels: np.ndarray, split: np.ndarray) -> float:
+    """Test AUROC of the difference of class means fitted on the rest (train+val), or nan."""
+    from pipeline.metrics import auroc
+
+    test = split == "test"
+    if not test.any():
+        return float("nan")
+    fit = ~test
+    u = x[fit & (labels == 1)].mean(0) - x[fit & (labels == 0)].mean(0)
+    s = x[test] @ u
+    return auroc(s[labels[test] == 1], s[labels[test] == 0])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--concept", default="sentiment")
@@ -54,26 +70,30 @@ def main() -> None:
     enc = lm.tokenizer(texts, return_special_tokens_mask=True)
     n_content = np.array([len(m) - sum(m) for m in enc["special_tokens_mask"]], dtype=np.float64)
     rule = pc.collect(lm, ids, texts, layers=layers, positions=["mean"])
-    keep_all = functools.partial(pc.mean_pool, sink_ratio=float("inf"))
     original = pc.mean_pool
-    pc.mean_pool = keep_all  # type: ignore[assignment]
-    try:
-        old = pc.collect(lm, ids, texts, layers=layers, positions=["mean"])
-    finally:
-        pc.mean_pool = original  # type: ignore[assignment]
+    variants = {}
+    for name, ratio in (("all", float("inf")), ("outlier", pc.SINK_RATIO)):
+        pc.mean_pool = functools.partial(original, sink_ratio=ratio)  # type: ignore[assignment]
+        try:
+            variants[name] = pc.collect(lm, ids, texts, layers=layers, positions=["mean"])
+        finally:
+            pc.mean_pool = original  # type: ignore[assignment]
+    variants["always"] = rule
+    split = np.array([r.get("split") or "" for r in rows])
     print(f"{args.concept}: {len(texts)} texts, {n_content.min():.0f}-{n_content.max():.0f} content tokens; "
-          f"|r| of the top PC of `mean` rows with 1/length and with the label")
-    print(f"{'layer':>6}{'old 1/len':>11}{'old label':>11}{'new 1/len':>11}{'new label':>11}")
+          f"|r| of the top PC of `mean` rows with 1/length, and the test AUROC of the train mean difference")
+    print(f"{'layer':>6}" + "".join(f"{n + ' 1/len':>14}{n + ' auroc':>14}" for n in variants))
     worst = 0.0
     for layer in layers:
         out = []
-        for res in (old, rule):
+        for name, res in variants.items():
             got_ids, _, _, acts = res[layer].arrays()
             order = np.argsort([where[i] for i in got_ids])  # back to file order
-            pc1 = top_pc(acts[order])
-            out += [corr(pc1, 1 / n_content), corr(pc1, labels)]
-        worst = max(worst, out[2])
-        print(f"{layer:>6}" + "".join(f"{v:>11.3f}" for v in out))
+            x = acts[order].astype(np.float64)
+            pc1 = top_pc(x)
+            out += [corr(pc1, 1 / n_content), _auroc(x, labels, split)]
+        worst = max(worst, out[-2])
+        print(f"{layer:>6}" + "".join(f"{v:>14.3f}" for v in out))
     print(f"mean_length_corr = {worst:.3f}")
 
 
