@@ -193,7 +193,7 @@ def plan_evaluation(spec: EvalSpec, home: Path, tracking_uri: str | None = None
                     ) -> tuple[Any, list[EvalTask], list[EvalResult]]:
     """The direction (saved under the home so every worker reads the same file), one task per
     checkpoint, and the fleet versions skipped for their width."""
-    from pipeline.store import model_slug
+    from pipeline.store import model_file_key
 
     check_models(spec.models, home)  # before the catalog (MLflow) and Ray are touched
     from jobs.refs import resolve_direction
@@ -216,7 +216,7 @@ def plan_evaluation(spec: EvalSpec, home: Path, tracking_uri: str | None = None
         raise GnomonError("the direction names no model: pass --models" if spec.fleet is None else
                           f"no version of fleet {spec.fleet!r} has the direction's hidden size {d.hidden_size}")
     check_inputs(models, d.provenance.concept, home)  # before any worker starts
-    path = home / "evals" / "directions" / f"{d.provenance.concept or 'direction'}-{model_slug(d.provenance.model_id)}-L{d.layer}-{d.provenance.method}.safetensors"
+    path = home / "evals" / "directions" / f"{d.provenance.concept or 'direction'}-{model_file_key(d.provenance.model_id, home)}-L{d.layer}-{d.provenance.method}.safetensors"
     d.save(path)
     return d, [EvalTask(spec=spec, direction_path=str(path), model=m, home=str(home)) for m in models], pre_skipped
 

@@ -252,9 +252,9 @@ def fit_collected(spec: FitSpec, collected: Any, executor: Any, home: Any, catal
 
 
 def _write_sweep(home: Path, concept: str, spec: FitSpec, sweeps: dict[tuple[str, str], dict[str, Any]]) -> Path:
-    from pipeline.store import model_slug
+    from pipeline.store import model_file_key
 
-    path = home / "sweeps" / concept / f"{model_slug(spec.model)}-{spec.revision}.json"
+    path = home / "sweeps" / concept / f"{model_file_key(spec.model, home)}-{spec.revision}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {f"{m}/{p}": {"best_layer": s["best"].layer, "select_metric": s["select_metric"],
                         "eligible": s["eligible"], "curve": s["curve"]}

@@ -202,7 +202,7 @@ def run_report(spec: ReportSpec, executor: Any = None, home: Any = None, out: st
                log: Callable[[str], None] = print) -> dict[str, Any]:
     """Measure, judge, write ``report.json``, plots and ``index.html``; returns the document."""
     from pipeline.home import gnomon_home
-    from pipeline.store import check_name, model_slug
+    from pipeline.store import check_name, model_file_key
     from pipeline.types import POSITIONS
 
     if not spec.concepts or not spec.models:
@@ -251,7 +251,7 @@ def run_report(spec: ReportSpec, executor: Any = None, home: Any = None, out: st
     images: list[Path] = []
     per_result: list[list[Path]] = []
     for r in results:
-        stem = f"{model_slug(r['model'])}-{r['concept']}"
+        stem = f"{model_file_key(r['model'], home_p)}-{r['concept']}"
         files = [render.plot_probes(r, out_dir / f"probes-{stem}.png", th.decodable)]
         ctl = render.plot_control(r, out_dir / f"control-{stem}.png")
         files += [ctl] if ctl else []
@@ -259,7 +259,7 @@ def run_report(spec: ReportSpec, executor: Any = None, home: Any = None, out: st
         images += files
     for model, comp in comps.items():
         if comp:
-            images.append(render.plot_composition(model, comp, out_dir / f"composition-{model_slug(model)}.png"))
+            images.append(render.plot_composition(model, comp, out_dir / f"composition-{model_file_key(model, home_p)}.png"))
     html = render.write_html(doc, images, out_dir / "index.html")
     if log_mlflow:
         from catalog.reports import log_report

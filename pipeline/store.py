@@ -77,6 +77,16 @@ EXAMPLE_SCHEMA = pa.schema([
 """Examples as stored: ``messages`` is the chat list as JSON text, ``pair`` a string."""
 
 
+def model_file_key(model_id: str, home: Any = None) -> str:
+    """The name under which a model's own files are kept (sweeps, evaluations, report figures):
+    its store key (:mod:`pipeline.store_keys`), so two models never share one, as they shared
+    :func:`model_slug` (``./tiny_llama`` and ``tiny:llama``)."""
+    from pipeline.home import gnomon_home
+    from pipeline.store_keys import resolve_model_key
+
+    return resolve_model_key(model_id, gnomon_home(home)).key
+
+
 def model_slug(model_id: str) -> str:
     """A path-safe, readable name for a model id: ``org/name`` -> ``org--name``.
 
