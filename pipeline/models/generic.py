@@ -126,6 +126,11 @@ def _final_norm(last: Any, want: Any, inputs: dict[str, Any], outputs: dict[str,
     return None
 
 
+def _tuples(value: Any) -> Any:
+    """JSON lists back to the adapter's (nested) tuples."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
 def _cache_file(home: Any, fingerprint: str) -> Path:
     from pipeline.home import gnomon_home
 
@@ -148,8 +153,7 @@ def probe_adapter(model: Any, home: Any = None, fingerprint: str | None = None) 
         doc = None
     if isinstance(doc, dict) and doc.get("probe_version") == PROBE_VERSION and doc.get("model_type") == model_type:
         keys = {f.name for f in fields(LayerAdapter)}
-        adapter = LayerAdapter(**{k: tuple(v) if isinstance(v, list) else v
-                                  for k, v in doc["adapter"].items() if k in keys})
+        adapter = LayerAdapter(**{k: _tuples(v) for k, v in doc["adapter"].items() if k in keys})
     else:
         adapter = _probe(model, model_type)
         path.parent.mkdir(parents=True, exist_ok=True)
