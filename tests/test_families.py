@@ -46,11 +46,11 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Any:
     return get
 
 
-def direction_for(lm: Any, layer: int, seed: int = 0) -> Direction:
+def direction_for(lm: Any, layer: int, seed: int = 0, **stats: float) -> Direction:
     v = torch.randn(lm.hidden_size, generator=torch.Generator().manual_seed(seed))
     prov = Provenance.minimal(lm.hidden_size, layer=layer, model_id=lm.model_id,
                               fingerprint=lm.fingerprint, concept="toy", method="mean_diff")
-    return Direction(vector=v, provenance=prov)
+    return Direction(vector=v, provenance=prov, **stats)
 
 
 def hf_hidden(model: Any, enc: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
@@ -186,7 +186,8 @@ def test_monitor_reads_dot_products_with_hidden_states(models: Any, family: str)
     from pipeline.monitor import monitor
 
     lm = models(family)
-    dirs = [direction_for(lm, 1, seed=1), direction_for(lm, 2, seed=2)]
+    stats = dict(pos_mean=0.4, neg_mean=-0.3, spread=0.5, resid_norm=3.0)   # for the calibration only
+    dirs = [direction_for(lm, 1, seed=1, **stats), direction_for(lm, 2, seed=2, **stats)]
     traces = monitor(lm, dirs, PROMPTS[:2], max_new_tokens=4, include_prompt=True)
     for prompt, tr in zip(PROMPTS[:2], traces):
         ids = lm.tokenizer([prompt], return_tensors="pt")["input_ids"]

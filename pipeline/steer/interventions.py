@@ -35,7 +35,7 @@ from typing import Any, Literal
 import torch
 
 from pipeline.direction import Direction
-from pipeline.hooks import _hidden, _replace_hidden
+from pipeline.hooks import _hidden, _replace_hidden, register_edit_hook
 from pipeline.models.loading import LoadedModel
 from pipeline.types import GnomonError
 
@@ -201,7 +201,7 @@ class Intervention:
                 h = model.base_model.register_forward_pre_hook(pre, with_kwargs=True)
                 stack.callback(h.remove)
             for target in self.edits:
-                h = self._module(target).register_forward_hook(self._hook(target, phase))
+                h = register_edit_hook(self._module(target), self._hook(target, phase))
                 stack.callback(h.remove)
         except BaseException:
             stack.close()
