@@ -25,7 +25,7 @@ from pipeline.orthogonalize import LOGIT_ATOL, orthogonalize
 from pipeline.steer import ablate_writers, add, encode_prompts
 
 LISTED = ["llama", "gpt2", "gpt_neox", "gemma", "gemma2", "gemma3", "olmo2", "phi3", "mixtral", "qwen2_moe",
-          "qwen3_moe", "olmoe", "gptj", "falcon"]
+          "qwen3_moe", "olmoe", "deepseek_v3", "gptj", "falcon"]
 GENERIC = ["starcoder2"]
 FAMILIES = LISTED + GENERIC
 SANDWICH = ["gemma2", "gemma3", "olmo2"]

@@ -13,11 +13,12 @@ Residual writers (what weight orthogonalization edits) per family:
 - pre-norm Llama-like blocks (Llama, Mistral, Qwen2/3, OLMo/OLMo2, SmolLM3, Gemma 1, Phi-3): the
   token embedding, ``self_attn.o_proj`` and ``mlp.down_proj``. Phi-3's fused ``qkv_proj`` and
   ``gate_up_proj`` read the stream, they do not write it.
-- mixture-of-experts (Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE): ``mlp.experts``, a module holding
+- mixture-of-experts (Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE, DeepSeek V2/V3): ``mlp.experts``, a module holding
   every expert's down projection as one ``(experts, d, inter)`` parameter; the routed sum of
   expert outputs is linear in those outputs, so removing ``u`` from each expert removes it from
   the sum. Qwen2-MoE's shared expert (``mlp.shared_expert.down_proj``, scaled by a sigmoid gate)
-  writes too. Dense layers of a sparse model (``mlp_only_layers``) have ``mlp.down_proj``.
+  and DeepSeek's (``mlp.shared_experts.down_proj``) write too. Dense layers of a sparse model
+  (Qwen's ``mlp_only_layers``, DeepSeek's first ``first_k_dense_replace``) have ``mlp.down_proj``.
 - Gemma 2 / Gemma 3 (sandwich norms): what is added to the stream is the output of
   ``post_attention_layernorm`` and ``post_feedforward_layernorm``, an RMSNorm
   ``y = g * x / rms(x)`` of the o_proj / down_proj output ``x``. No weight edit of the norm can
@@ -154,6 +155,10 @@ ADAPTERS: dict[str, LayerAdapter] = {
     **{t: LayerAdapter(family=t, **_MOE) for t in ("mixtral", "qwen3_moe", "olmoe")},  # type: ignore[arg-type]
     "qwen2_moe": LayerAdapter(family="qwen2_moe", **dict(  # type: ignore[arg-type]
         _MOE, block_writers=("self_attn.o_proj", "mlp.experts|mlp.down_proj", "mlp.shared_expert.down_proj|"))),
+    # DeepSeek V2/V3: routed experts plus shared ones; the first ``first_k_dense_replace`` blocks are dense
+    **{t: LayerAdapter(family=t, **dict(  # type: ignore[arg-type]
+        _MOE, block_writers=("self_attn.o_proj", "mlp.experts|mlp.down_proj", "mlp.shared_experts.down_proj|")))
+       for t in ("deepseek_v2", "deepseek_v3")},
     "gptj": LayerAdapter(family="gptj", blocks="h", embedding="drop", final_norm="ln_f",
                          embedding_writers=("wte",), block_writers=("attn.out_proj", "mlp.fc_out")),
     "falcon": LayerAdapter(family="falcon", blocks="h", embedding="word_embeddings", final_norm="ln_f",

@@ -3,7 +3,7 @@
 ``tiny:<family>`` (one of :data:`TINY_FAMILIES`), optionally ``tiny:llama:4x32`` for 4
 blocks of width 32. Each is built from the family's real transformers config class with
 random seeded weights, so two loads of the same spec have the same fingerprint. Mixture-of-
-experts families get 4 experts, 2 per token. ``starcoder2`` has no entry in the adapter
+experts families get 4 experts, 2 per token (DeepSeek: its first block dense, one shared expert). ``starcoder2`` has no entry in the adapter
 table: it is served by the verified generic adapter. The tokenizer is character-level (no
 download).
 """
@@ -57,7 +57,7 @@ def parse_tiny(model_id: str) -> tuple[str, int, int]:
 
 
 TINY_FAMILIES = ("llama", "gpt2", "gpt_neox", "bert", "gemma", "gemma2", "gemma3", "olmo2", "phi3", "mixtral",
-                 "qwen2_moe", "qwen3_moe", "olmoe", "gptj", "falcon", "starcoder2")
+                 "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v3", "gptj", "falcon", "starcoder2")
 """What ``tiny:<family>`` can build (the keys of the table in :func:`tiny_model`)."""
 
 
@@ -113,6 +113,10 @@ def tiny_model(model_id: str, seed: int = 0) -> tuple[Any, Any]:
             shared_expert_intermediate_size=2 * hidden, **moe, **dec)),
         "qwen3_moe": lambda: tf.Qwen3MoeForCausalLM(tf.Qwen3MoeConfig(**moe, **dec)),
         "olmoe": lambda: tf.OlmoeForCausalLM(tf.OlmoeConfig(num_experts=4, num_experts_per_tok=2, **dec)),
+        "deepseek_v3": lambda: tf.DeepseekV3ForCausalLM(tf.DeepseekV3Config(**dict(
+            dec, n_routed_experts=4, num_experts_per_tok=2, n_shared_experts=1, moe_intermediate_size=hidden,
+            n_group=1, topk_group=1, first_k_dense_replace=1, kv_lora_rank=16, q_lora_rank=16,
+            qk_rope_head_dim=4, qk_nope_head_dim=4, v_head_dim=8, num_key_value_heads=heads))),
         "gptj": lambda: tf.GPTJForCausalLM(tf.GPTJConfig(
             n_embd=hidden, n_layer=layers, n_head=heads, n_positions=512, rotary_dim=hidden // heads, **common)),
         "falcon": lambda: tf.FalconForCausalLM(tf.FalconConfig(**attn)),
