@@ -151,7 +151,8 @@ ADAPTERS: dict[str, LayerAdapter] = {
     "gemma": LayerAdapter(family="gemma", **_LLAMA_LIKE),  # type: ignore[arg-type]
     "phi3": LayerAdapter(family="phi3", **_LLAMA_LIKE),  # type: ignore[arg-type]
     # OLMo 2/3 have the post-norms of Gemma 2/3 without the pre-norms
-    **{t: LayerAdapter(family=t, **_SANDWICH) for t in ("gemma2", "gemma3_text", "olmo2", "olmo3")},  # type: ignore[arg-type]
+    **{t: LayerAdapter(family=t, **_SANDWICH)  # type: ignore[arg-type]
+       for t in ("gemma2", "gemma3_text", "olmo2", "olmo3")},
     **{t: LayerAdapter(family=t, **_MOE) for t in ("mixtral", "qwen3_moe", "olmoe")},  # type: ignore[arg-type]
     "qwen2_moe": LayerAdapter(family="qwen2_moe", **dict(  # type: ignore[arg-type]
         _MOE, block_writers=("self_attn.o_proj", "mlp.experts|mlp.down_proj", "mlp.shared_expert.down_proj|"))),

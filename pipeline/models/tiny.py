@@ -3,9 +3,9 @@
 ``tiny:<family>`` (one of :data:`TINY_FAMILIES`), optionally ``tiny:llama:4x32`` for 4
 blocks of width 32. Each is built from the family's real transformers config class with
 random seeded weights, so two loads of the same spec have the same fingerprint. Mixture-of-
-experts families get 4 experts, 2 per token (DeepSeek: its first block dense, one shared expert). ``starcoder2`` has no entry in the adapter
-table: it is served by the verified generic adapter. The tokenizer is character-level (no
-download).
+experts families get 4 experts, 2 per token (DeepSeek: its first block dense, one shared
+expert). ``starcoder2`` has no entry in the adapter table: it is served by the verified
+generic adapter. The tokenizer is character-level (no download).
 """
 
 from __future__ import annotations
