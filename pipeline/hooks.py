@@ -65,6 +65,23 @@ def record_layers(model: Any, adapter: LayerAdapter, layers: list[int],
         yield store
 
 
+def register_edit_hook(module: Any, hook: Callable[..., Any]) -> Any:
+    """Register an output-editing hook ahead of every hook that is not a gnomon edit.
+
+    transformers 5 records ``output_hidden_states`` with its own forward hooks, installed on
+    the first forward pass and kept; an edit appended after them would change what flows on
+    but not what ``hidden_states[L]`` reports. Edits therefore go first, after the gnomon
+    edits already there, so several edits on one layer still run in the order entered and
+    readers (:func:`record_layers`, monitors, Hugging Face's recorder) see the edited stream.
+    """
+    hook._gnomon_edit = True  # type: ignore[attr-defined]
+    earlier = [k for k, f in module._forward_hooks.items() if getattr(f, "_gnomon_edit", False)]
+    handle = module.register_forward_hook(hook, prepend=True)
+    for key in reversed(earlier):     # private OrderedDict: the order torch runs the hooks in
+        module._forward_hooks.move_to_end(key, last=False)
+    return handle
+
+
 def edit_layer_output(model: Any, adapter: LayerAdapter, layer: int,
                       fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
     """Register a hook replacing the residual stream at ``layer`` by ``fn(hidden)``.
@@ -74,7 +91,7 @@ def edit_layer_output(model: Any, adapter: LayerAdapter, layer: int,
     def hook(_mod: Any, _args: Any, output: Any) -> Any:
         return _replace_hidden(output, fn(_hidden(output)))
 
-    return adapter.layer_module(model, layer).register_forward_hook(hook)
+    return register_edit_hook(adapter.layer_module(model, layer), hook)
 
 
 def run_until(model: Any, **inputs: Any) -> None:

@@ -10,6 +10,8 @@ every layer 0..L does at run time. So for every writer
     Linear (out=d, in):  W' = W - u (u^T W)        b' = b - u (u . b)
     Conv1D (in, out=d):  W' = W - (W u) u^T        (GPT-2 stores the transpose)
     Embedding (n, d):    E' = E - (E u) u^T        (every row loses its u component)
+    Experts (E, d, in):  W'_e = W_e - u (u^T W_e)  for every expert e (MoE ``down_proj``; the
+                         routed, weighted sum of expert outputs is linear in them)
 
 and the edited model equals run-time ablation of every writer's output
 (:func:`pipeline.steer.ablate_writers`) up to float rounding (``LOGIT_ATOL`` in float32).
@@ -17,7 +19,13 @@ Ablating at every block *output* (layers 0..L) gives the same final stream only 
 parallel-residual blocks (GPT-NeoX); in sequential blocks (Llama, GPT-2) the MLP reads the
 mid-block stream, which still carries the attention output's component, so the two differ
 slightly there. Post-norm families (BERT: LayerNorm after each residual add) do not keep a
-plain sum, so they are refused.
+plain sum, so they are refused; so are models served by the probing generic adapter, which
+verifies where the stream is but not which weights write it.
+
+Sandwich-norm families (Gemma 2/3, OLMo 2/3) add ``norm(o_proj(...))`` to the stream; their
+o_proj / down_proj lose the direction ``g * u`` (``g`` the norm's gain) instead of ``u``, which
+keeps ``u`` out of the stream exactly and equals :func:`pipeline.steer.ablate_writers`, but is
+not the removal of ``u`` from the norm's output (see :mod:`pipeline.models.writers`).
 
 If the unembedding is tied to the token embedding, editing the embedding would also edit
 the unembedding (and change what the model predicts, which run-time ablation does not);
@@ -42,6 +50,7 @@ import torch
 
 from pipeline.direction import Direction
 from pipeline.models.loading import LoadedModel, fingerprint_model
+from pipeline.models.writers import writer_units
 from pipeline.steer.interventions import check_direction
 from pipeline.types import GnomonError
 
@@ -63,8 +72,36 @@ def _untie(model: Any) -> bool:
 
 
 @torch.no_grad()
+def _project_experts(module: Any, u: torch.Tensor) -> None:
+    """Every expert's down projection, stored as one 3-D parameter by transformers' MoE blocks
+    (``(E, d, in)``, or ``(E, in, d)`` when the module says ``is_transposed``)."""
+    if getattr(module, "has_post_expert_norm", False):
+        raise GnomonError(f"{type(module).__name__} normalises each expert's output: its weights cannot be "
+                          "orthogonalized exactly")
+    w = module.down_proj
+    uu = u.to(w.device, torch.float64)
+    w64 = w.detach().to(torch.float64)
+    if getattr(module, "is_transposed", False):
+        new = w64 - torch.einsum("eid,d,k->eik", w64, uu, uu)        # (E, in, d)
+    else:
+        new = w64 - torch.einsum("d,k,eki->edi", uu, uu, w64)        # (E, d, in)
+    w.copy_(new.to(w.dtype))
+    b = getattr(module, "down_proj_bias", None)
+    if isinstance(b, torch.Tensor):
+        b64 = b.detach().to(torch.float64)                           # (E, d)
+        b.copy_((b64 - torch.outer(b64 @ uu, uu)).to(b.dtype))
+
+
+@torch.no_grad()
 def _project_out(module: Any, u: torch.Tensor, conv1d: bool) -> None:
-    w = module.weight
+    w = getattr(module, "weight", None)
+    if not isinstance(w, torch.Tensor):
+        down = getattr(module, "down_proj", None)
+        if not (isinstance(down, torch.Tensor) and down.dim() == 3):
+            raise GnomonError(f"gnomon does not know how {type(module).__name__} stores its weights; "
+                              "it cannot be orthogonalized")
+        _project_experts(module, u)
+        return
     uu = u.to(w.device, torch.float64)
     w64 = w.detach().to(torch.float64)
     if isinstance(module, torch.nn.Embedding):
@@ -86,6 +123,9 @@ def orthogonalize(lm: LoadedModel, direction: Direction, *, force: bool = False)
     ``lm`` is never modified (the model is deep-copied). The new model's fingerprint is
     recomputed; ``extra["orthogonalized"]`` records what was removed.
     """
+    if lm.adapter.verified:
+        raise GnomonError(f"weight orthogonalization needs the residual writers, and {lm.adapter.family} was found by "
+                          "probing hidden states, which does not name them; use run-time ablate() instead")
     if not lm.adapter.pre_norm:
         raise GnomonError(f"weight orthogonalization needs a pre-norm model; {lm.adapter.family} "
                           "normalises after each residual add, use run-time ablate() instead")
@@ -95,10 +135,9 @@ def orthogonalize(lm: LoadedModel, direction: Direction, *, force: bool = False)
         raise GnomonError(f"the {lm.adapter.family} adapter lists no residual writers")
     model = copy.deepcopy(lm.model)
     untied = _untie(model)
-    u = direction.unit.to(torch.float64)
-    for _layer, _name, module in lm.adapter.writers(model):
+    for _layer, _name, module, v in writer_units(lm.adapter, model, direction.unit):
         conv1d = lm.adapter.conv1d_writers and not isinstance(module, torch.nn.Embedding)
-        _project_out(module, u, conv1d)
+        _project_out(module, v, conv1d)
     p = direction.provenance
     extra = dict(lm.extra)
     extra["orthogonalized"] = {"concept": p.concept, "layer": p.layer, "method": p.method,

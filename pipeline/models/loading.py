@@ -260,10 +260,23 @@ def load_model(spec: ModelSpec | str, home: str | Path | None = None) -> LoadedM
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
-    adapter = adapter_for(model)
-    ident = _cached_identity(model, adapter, identity_file(spec, home_p), extra.get("quantize"))
+    known = _known_fingerprint(model, spec, home_p)
+    adapter = adapter_for(model, home_p, known)
+    ident = _cached_identity(model, adapter, identity_file(spec, home_p), extra.get("quantize"), known)
     return LoadedModel(model=model, tokenizer=tok, spec=spec, fingerprint=ident.fingerprint,
                        adapter=adapter, extra=extra)
+
+
+def _known_fingerprint(model: Any, spec: ModelSpec, home: Path) -> str | None:
+    """For a model only the probing adapter serves, its fingerprint (recorded at an earlier
+    load, else hashed now, once): the probe's cache is keyed by it. ``None`` for listed
+    families, whose fingerprint :func:`_cached_identity` finds as before."""
+    from pipeline.models.adapters import ADAPTERS
+
+    if getattr(model.config, "model_type", None) in ADAPTERS or getattr(model.config, "is_encoder_decoder", False):
+        return None
+    ident = model_identity(spec, home)
+    return ident.fingerprint if ident is not None else fingerprint_model(model)
 
 
 @dataclass(frozen=True)
@@ -322,12 +335,12 @@ def model_identity(spec: ModelSpec | str, home: str | Path | None = None) -> Mod
 
 
 def _cached_identity(model: Any, adapter: LayerAdapter, path: Path | None,
-                     quantize: str | None = None) -> ModelIdentity:
+                     quantize: str | None = None, known: str | None = None) -> ModelIdentity:
     """Fingerprints of weights on disk are stored beside them (hashing 135M floats costs
     ~1 s), with the layer count and width, so later runs can check the store without a load."""
     n_layers, width = adapter.num_layers(model), int(model.config.hidden_size)
     if path is None:
-        return ModelIdentity(fingerprint_model(model), n_layers, width)
+        return ModelIdentity(known or fingerprint_model(model), n_layers, width)
     doc = None
     if path.is_file():
         try:
@@ -339,7 +352,7 @@ def _cached_identity(model: Any, adapter: LayerAdapter, path: Path | None,
         # records quantized_fingerprint(float fingerprint, method) beside the weights
         raise GnomonError(f"{path.parent} runs quantized ({quantize}) but has no recorded fingerprint; "
                           "rebuild it with `gnomon fleet build`")
-    fp = str(doc["fingerprint"]) if doc and "fingerprint" in doc else fingerprint_model(model)
+    fp = str(doc["fingerprint"]) if doc and "fingerprint" in doc else known or fingerprint_model(model)
     ident = ModelIdentity(fp, n_layers, width)
     if doc != {"fingerprint": fp, "num_layers": n_layers, "hidden_size": width}:
         path.parent.mkdir(parents=True, exist_ok=True)

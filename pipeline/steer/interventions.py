@@ -35,7 +35,7 @@ from typing import Any, Literal
 import torch
 
 from pipeline.direction import Direction
-from pipeline.hooks import _hidden, _replace_hidden
+from pipeline.hooks import _hidden, _replace_hidden, register_edit_hook
 from pipeline.models.loading import LoadedModel
 from pipeline.types import GnomonError
 
@@ -201,7 +201,7 @@ class Intervention:
                 h = model.base_model.register_forward_pre_hook(pre, with_kwargs=True)
                 stack.callback(h.remove)
             for target in self.edits:
-                h = self._module(target).register_forward_hook(self._hook(target, phase))
+                h = register_edit_hook(self._module(target), self._hook(target, phase))
                 stack.callback(h.remove)
         except BaseException:
             stack.close()
@@ -283,13 +283,16 @@ def ablate_writers(lm: LoadedModel, direction: Direction, *, positions: Position
     float rounding). Ablating at every block *output* is not quite the same for sequential
     blocks (Llama, GPT-2): the MLP reads the mid-block stream, which still holds the
     attention output's component; only parallel-residual blocks (GPT-NeoX) coincide.
+    A writer followed by a sandwich norm (Gemma 2/3, OLMo 2/3) loses the direction that norm
+    maps onto ``u`` (:mod:`pipeline.models.writers`), so ``u`` stays out of the stream.
     """
+    from pipeline.models.writers import writer_units
+
     check_direction(lm, direction, force)
-    edit = Edit("ablate", direction.unit)
-    names = [name for _layer, name, _m in lm.adapter.writers(lm.model)]
-    if not names:
+    units = writer_units(lm.adapter, lm.model, direction.unit)
+    if not units:
         raise GnomonError(f"the {lm.adapter.family} adapter lists no residual writers")
-    return Intervention(lm, {name: [edit] for name in names}, positions,
+    return Intervention(lm, {name: [Edit("ablate", v.float())] for _layer, name, _m, v in units}, positions,
                         f"ablate_writers({_name(direction)})")
 
 
