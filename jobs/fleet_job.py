@@ -46,6 +46,11 @@ class FleetPlan:
     minilm: bool = True
     finetune: dict[str, Any] = field(default_factory=dict)
     """Overrides of :class:`~pipeline.fleet.finetune.FinetuneConfig`."""
+    seeds: tuple[int, ...] = (0, 1, 2)
+    """Each fine-tune series is trained once per seed (batch order and corpus draws): seed 0
+    keeps the plain ids (``<prefix>-ftneg-s0005``, series ``ft-negative``), seed k gets
+    ``<prefix>-ftneg-seed<k>-s0005`` in series ``ft-negative-seed<k>``; drift reads the
+    seeds of one series together and reports their spread."""
     scratch: dict[str, Any] = field(default_factory=dict)
     """Overrides of :class:`~pipeline.fleet.scratch.ScratchConfig`."""
     scratch_prefix: str = "scratch"
@@ -88,10 +93,17 @@ def planned_ids(plan: FleetPlan, home: Path | None) -> list[str]:
     ft = FinetuneConfig(**plan.finetune)
     ids = [f"{plan.prefix}-base"] + [numeric_id(plan.prefix, n) for n in plan.numeric]
     ids += ["minilm"] if plan.minilm else []
-    ids += series_ids(f"{plan.prefix}-ftneg", ft) + series_ids(f"{plan.prefix}-ftctl", ft)
+    for tag in ("ftneg", "ftctl"):
+        for seed in plan.seeds:
+            ids += series_ids(f"{plan.prefix}-{tag}{seed_suffix(seed)}", ft)
     ids += scratch_ids(plan.scratch_prefix, ScratchConfig(**plan.scratch))
     ids += [f"{plan.prefix}-orth-{c}" for c in plan.edited]
     return ids
+
+
+def seed_suffix(seed: int) -> str:
+    """``""`` for seed 0 (the ids fleets had before seeds), ``-seed<k>`` otherwise."""
+    return "" if seed == 0 else f"-seed{seed}"
 
 
 def write_fleet(plan: FleetPlan, home: Path | None) -> Fleet:
@@ -113,6 +125,8 @@ def build_fleet(plan: FleetPlan, home: Path | None = None, only: tuple[str, ...]
     from pipeline.fleet.scratch import ScratchConfig, train_scratch
 
     check_fleet_name(plan.name)
+    if not plan.seeds or len(set(plan.seeds)) != len(plan.seeds) or min(plan.seeds) < 0:
+        raise GnomonError(f"fine-tune seeds must be distinct non-negative integers, got {list(plan.seeds)}")
     stages = tuple(only) if only else STAGES
     bad = [s for s in stages if s not in STAGES]
     if bad:
@@ -144,17 +158,23 @@ def build_fleet(plan: FleetPlan, home: Path | None = None, only: tuple[str, ...]
             lin = import_minilm(home)
             log(f"  {lin.id}: {lin.fingerprint}")
         elif stage in ("ft-negative", "ft-control"):
-            if stage == "ft-negative":
-                corpus = neg or corpora.shipped_corpus("negative", n_ft, ft.seed)
-            elif ctl is None:   # the exact null: the base model's own samples (pipeline.fleet.selfgen)
-                from pipeline.fleet.selfgen import self_corpus
+            from dataclasses import replace
 
-                corpus = self_corpus(base_id, n_ft, ft.seed, home=home, log=log)
-            else:
-                corpus = ctl
             tag = "ftneg" if stage == "ft-negative" else "ftctl"
-            for lin in finetune_series(base_id, corpus, f"{plan.prefix}-{tag}", stage, ft, home=home, log=log):
-                log(f"  {lin.id}: {lin.fingerprint}")
+            for seed in plan.seeds:
+                cfg = replace(ft, seed=seed)
+                if stage == "ft-negative":
+                    corpus = neg or corpora.shipped_corpus("negative", n_ft, seed)
+                elif ctl is None:   # the null for sampled tokens: the base's own samples (pipeline.fleet.selfgen)
+                    from pipeline.fleet.selfgen import self_corpus
+
+                    corpus = self_corpus(base_id, n_ft, seed, home=home, log=log)
+                else:
+                    corpus = ctl
+                sfx = seed_suffix(seed)
+                for lin in finetune_series(base_id, corpus, f"{plan.prefix}-{tag}{sfx}", f"{stage}{sfx}", cfg,
+                                           home=home, log=log):
+                    log(f"  {lin.id}: {lin.fingerprint}")
         elif stage == "scratch":
             cfg = ScratchConfig(**plan.scratch)
             corpus = corpora.scratch_corpus(cfg.n_generic)
