@@ -8,9 +8,11 @@ Parts (``--parts``, comma list; each resumes: stored activations are reused):
 - ``widths``: SmolLM2 vs MiniLM for all 7 shipped concepts (``mean`` position: MiniLM is
   an encoder, its last token is [SEP]): linear CKA per layer pair through the same
   examples, projection-score correlations, and each model's best-layer test accuracy.
-- ``drift``: the ft-negative and ft-control series: activation shift along the base
-  sentiment direction vs VADER behaviour shift per checkpoint, Pearson r over both series,
-  and the data-screening AUROC.
+- ``drift``: the ft-negative and ft-control series (every seed): paired activation and
+  VADER behaviour shifts per checkpoint with CIs, the pooled, within-series and partial r
+  (given step, series, step x series) with CIs beside the schedule baselines, the paired
+  control test, copying and EOS per checkpoint, and the data-screening AUROC beside a VADER
+  and a bag-of-words baseline (``gnomon drift sentiment --fleet fa-drift`` printed).
 - ``evaluate``: a sentiment direction of smollm2-base evaluated on >= 8 versions as Ray
   tasks (one per version), then found again by a catalog query (``gnomon evals ls``).
 
@@ -95,14 +97,9 @@ def drift(home: Path, ex: Any, quick: bool = False) -> dict[str, Any]:
     _fleet("fa-drift", ["smollm2-base", *[v.id for v in ft]], home)
     size = {"n_prompts": 12, "max_new_tokens": 16, "screen_samples": 80} if quick else {"n_prompts": 32, "max_new_tokens": 24}
     out = run_drift(DriftSpec("sentiment", "fa-drift", **size), ex, home)  # type: ignore[arg-type]
-    for name, s in out["drift"]["series"].items():
-        print(f"{name}: " + ", ".join(f"s{st}: act {a:+.3f} VADER {b:+.3f}"
-                                       for st, a, b in zip(s["step"], s["activation_shift"], s["behaviour_shift"])))
-    print(f"base: projection {out['base_projection']:.3f}, VADER {out['base_behaviour']:+.3f}, layer {out['layer']}")
-    print(f"drift Pearson r = {out['drift']['pearson_r']:.3f} over {out['drift']['n_points']} checkpoints")
-    for p, v in out["screening"].items():
-        print(f"screening AUROC ({p}) = {v['auroc']:.3f} ({v['n_skewed']} skewed vs {v['n_control']} control)")
-    print(f"report: {out['html']}")
+    from jobs.commands.drift import print_drift
+
+    print_drift(out)   # every checkpoint paired with its CI, the r's with CIs, the baselines, screening
     return out
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 from jobs.commands.collect import add_executor_args
 
@@ -60,11 +61,12 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(out, indent=1, default=float))
         return 0
-    _print(out)
+    print_drift(out)
     return 0
 
 
-def _print(out: dict) -> None:
+def print_drift(out: dict[str, Any]) -> None:
+    """The drift report as text (what `gnomon drift` prints without --json)."""
     from jobs.fleet_report import ci_text
 
     st = out["drift"]["statistics"]
