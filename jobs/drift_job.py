@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from jobs.drift_prereg import layer_choice, read_prereg
 from jobs.drift_tasks import DriftTask, drift_checkpoint, lineage_corpus, read_corpus
 from pipeline.types import GnomonError
 
@@ -103,19 +104,6 @@ def _root(vid: str, home: Path) -> str:
     raise GnomonError(f"{vid} has no ancestor of another kind than finetune; pass --base")
 
 
-def _layer_choice(per: dict[int, Any], moved: int) -> dict[str, Any]:
-    """Val accuracy of each candidate layer's own direction, and which layers tie at the top:
-    the rule (earliest of the tied) is fixed before any checkpoint is scored."""
-    from pipeline.fleet_compare import mean_diff, score
-
-    val = {k: score(mean_diff(d), d, "val" if (d.split == "val").any() else "test")["accuracy"]
-           for k, d in sorted(per.items()) if k >= moved}
-    top = max(val.values())
-    tied = [k for k, v in val.items() if v >= top - 1e-12]
-    return {"rule": "val accuracy of the base's train mean difference; ties: the earliest layer",
-            "candidates_from": moved, "val_accuracy": val, "tied": tied, "layer": tied[0]}
-
-
 def _prompts(spec: DriftSpec, home: Path, train: dict[str, list[str]]) -> tuple[tuple[str, ...], dict[str, Any]]:
     from pipeline.datasets import neutral_prompts
     from pipeline.fleet_compare.regurgitation import held_out_prompts
@@ -171,8 +159,17 @@ def run_drift(spec: DriftSpec, executor: Any = None, home: Any = None, tracking_
     moved = first_moved_layer([series[name][0][0].id for name in (skew, ctl)], home_p)
     if spec.layer is None and not any(k >= moved for k in per):
         raise GnomonError(f"the fine-tunes move only layers >= {moved}, none of which is stored for {base}")
-    choice = {"rule": "given (--layer)", "layer": spec.layer} if spec.layer is not None else _layer_choice(per, moved)
+    prereg = read_prereg(home_p, spec.concept, base)
+    if spec.layer is not None:
+        choice: dict[str, Any] = {"rule": "given (--layer)", "layer": spec.layer}
+    elif prereg is not None:
+        choice = {**prereg["layer_choice"], "rule": "pre-registered: " + prereg["layer_choice"]["rule"]}
+    else:
+        choice = layer_choice(per, moved)
+    choice["preregistered_layer"] = None if prereg is None else prereg["layer_choice"]["layer"]
     layer = int(choice["layer"])
+    if layer not in per:
+        raise GnomonError(f"layer {layer} is not stored for {base}; stored: {sorted(per)}")
     v = mean_diff(per[layer])
     unit = tuple(float(x) for x in v / np.linalg.norm(v))
     prompts, prompt_info = _prompts(spec, home_p, train)
@@ -198,7 +195,7 @@ def run_drift(spec: DriftSpec, executor: Any = None, home: Any = None, tracking_
            "base_projection": b["projection"], "base_behaviour": b["behaviour"], "drift": drift,
            "behaviour_checks": behaviour_checks(b, rows, res[1:], train),
            "screening": screening(b, screen, sign, spec.concept, spec.n_boot) if len(screen) == 2 else {},
-           "corpora": corpora, "training_corpora": train_paths,
+           "corpora": corpora, "training_corpora": train_paths, "preregistration": prereg,
            "screening_note": None if len(screen) == 2 else "no corpora: pass --corpus skewed=PATH --corpus control=PATH"}
     d = report_dir(home_p, "drift", spec.concept, spec.fleet)
     from jobs.fleet_report import drift_figures

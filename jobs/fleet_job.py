@@ -59,6 +59,9 @@ class FleetPlan:
     corpus_control: str | None = None
     """A file for the control series; default: the base model's own sampled continuations of
     the negative corpus's openings (the exact null, :mod:`pipeline.fleet.selfgen`)."""
+    prereg: tuple[str, ...] = ("sentiment",)
+    """Concepts whose drift analysis is pre-registered on the base before the first fine-tune
+    stage (:mod:`jobs.drift_prereg`: the layer, the recipe, the seeds)."""
     edited: tuple[str, ...] = ("sentiment",)
     """Concepts whose direction is baked out of the base (``<prefix>-orth-<concept>``)."""
 
@@ -123,6 +126,7 @@ def build_fleet(plan: FleetPlan, home: Path | None = None, only: tuple[str, ...]
     from pipeline.fleet.numeric import build_numeric
     from pipeline.fleet.registry import check_fleet_name
     from pipeline.fleet.scratch import ScratchConfig, train_scratch
+    from pipeline.home import gnomon_home
 
     check_fleet_name(plan.name)
     if not plan.seeds or len(set(plan.seeds)) != len(plan.seeds) or min(plan.seeds) < 0:
@@ -158,7 +162,15 @@ def build_fleet(plan: FleetPlan, home: Path | None = None, only: tuple[str, ...]
             lin = import_minilm(home)
             log(f"  {lin.id}: {lin.fingerprint}")
         elif stage in ("ft-negative", "ft-control"):
-            from dataclasses import replace
+            from dataclasses import asdict, replace
+
+            from jobs.drift_prereg import preregister
+            from jobs.executors import LocalExecutor
+
+            built = [v for v in planned_ids(plan, home) if ("-ftneg" in v or "-ftctl" in v) and _member(v, home)]
+            for concept in plan.prereg:   # written once, normally before any checkpoint exists
+                preregister(concept, base_id, ft.train_blocks, asdict(ft), plan.seeds, gnomon_home(home),
+                            LocalExecutor(), log, checkpoints_before=built)
 
             tag = "ftneg" if stage == "ft-negative" else "ftctl"
             for seed in plan.seeds:

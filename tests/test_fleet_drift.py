@@ -140,9 +140,13 @@ def test_drift_json_over_three_seeds_of_a_built_fleet(home: Path, capsys: pytest
     assert out["drift"]["series"]["ft-negative"]["n_seeds"] == [3, 3]
     checks = out["behaviour_checks"]
     assert len(checks) == 12 and all("copied_fraction" in x and "eos_shift" in x for x in checks)
-    # The default layer: val-best among the layers the fine-tunes move, ties reported.
-    lc = out["layer_choice"]
-    assert lc["layer"] == out["layer"] == lc["tied"][0] and min(lc["val_accuracy"], key=int) == str(lc["candidates_from"])
+    # The layer was pre-registered by the fleet build before any checkpoint existed: val-best
+    # among the layers the fine-tunes move, ties reported, the recipe and seeds recorded.
+    lc, pre = out["layer_choice"], out["preregistration"]
+    assert lc["rule"].startswith("pre-registered") and lc["layer"] == out["layer"] == lc["tied"][0]
+    assert min(lc["val_accuracy"], key=int) == str(lc["candidates_from"]) == "2"
+    assert pre["checkpoints_before"] == [] and pre["seeds"] == [0, 1, 2] and pre["finetune"]["loss_on"] == "continuation"
+    assert (home / "prereg" / "drift-sentiment-tiny-base.json").is_file()
     assert set(out["screening"]["last"]["baselines"]) == {"vader", "bag_of_words_logistic"}
     assert main(["drift", "sentiment", "--fleet", "tiny", "--executor", "local", "--no-log", "--prompts", "6",
                  "--max-new-tokens", "4", "--screen-samples", "20", "--bootstrap", "50"]) == 0
