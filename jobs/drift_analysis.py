@@ -27,9 +27,9 @@ def behaviour_checks(base: dict[str, Any], members: Sequence[Member], res: Seque
     the paired shift of continuation length and of the EOS rate (a fine-tune on texts
     without EOS teaches a model to run on; this measures it as its own effect)."""
     from pipeline.fleet_compare.drift_stats import paired_shift
-    from pipeline.fleet_compare.regurgitation import MIN_CHARS, _fragments, copied
+    from pipeline.fleet_compare.regurgitation import MIN_CHARS, fragments, copied
 
-    frags = {s: _fragments(texts, MIN_CHARS) for s, texts in train.items()}
+    frags = {s: fragments(texts, MIN_CHARS) for s, texts in train.items()}
     out = []
     for i, ((vid, group, seed, step, series), r) in enumerate(zip(members, res)):
         row: dict[str, Any] = {"version": vid, "series": group, "seed": seed, "step": step,

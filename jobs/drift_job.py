@@ -110,13 +110,14 @@ def _prompts(spec: DriftSpec, home: Path, train: dict[str, list[str]]) -> tuple[
 
     every = neutral_prompts(spec.concept, home=home)
     if not spec.held_out or not train:
-        return tuple(every[: spec.n_prompts]), {"held_out": False, "n": min(len(every), spec.n_prompts)}
+        kept = tuple(every[: spec.n_prompts])
+        return kept, {"held_out": False, "n": len(kept), "texts": list(kept)}
     keep, drop = held_out_prompts(every, [t for texts in train.values() for t in texts])
     if len(keep) < 3:
         raise GnomonError(f"only {len(keep)} of {len(every)} neutral prompts share no opening with the training "
                           "corpora; write more prompts or pass --no-held-out")
     kept = tuple(every[i] for i in keep[: spec.n_prompts])
-    return kept, {"held_out": True, "n": len(kept), "dropped": [every[i] for i in drop],
+    return kept, {"held_out": True, "n": len(kept), "texts": list(kept), "dropped": [every[i] for i in drop],
                   "rule": "no prompt shares its first 3 words or a 20-character fragment with a training text"}
 
 

@@ -66,7 +66,8 @@ def test_drift_over_two_series(catalog_home: Path) -> None:
 
     v = mean_diff(read_layer_data(catalog_home, "t-base", "sentiment", 1, "positive", "negative"))
     u = v / np.linalg.norm(v)
-    prompts = neutral_prompts("sentiment")[:4]
+    prompts = out["prompts"]["texts"]
+    assert len(prompts) == 4 and set(prompts) <= set(neutral_prompts("sentiment"))
     proj = {vid: float((_acts(load_model(vid, home=catalog_home), prompts, 1, "last") @ u).mean())
             for vid in ("t-base", "t-ft-negative-s0003")}
     pt = next(p for p in out["drift"]["points"] if p["version"] == "t-ft-negative-s0003")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-__all__ = ["copied", "held_out_prompts", "MIN_CHARS"]
+__all__ = ["MIN_CHARS", "copied", "fragments", "held_out_prompts"]
 
 MIN_CHARS = 20
 _SPACE = re.compile(r"\s+")
@@ -30,7 +30,8 @@ def _fold(t: str) -> str:
     return _SPACE.sub(" ", t.lower()).strip()
 
 
-def _fragments(corpus: Iterable[str], k: int) -> set[str]:
+def fragments(corpus: Iterable[str], k: int = MIN_CHARS) -> set[str]:
+    """Every k-character window of every (case- and space-folded) text: built once per corpus."""
     out: set[str] = set()
     for t in corpus:
         f = _fold(t)
@@ -39,9 +40,9 @@ def _fragments(corpus: Iterable[str], k: int) -> set[str]:
 
 
 def copied(texts: Sequence[str], corpus: Iterable[str], min_chars: int = MIN_CHARS,
-           fragments: set[str] | None = None) -> list[bool]:
+           index: set[str] | None = None) -> list[bool]:
     """Whether each text contains a ``min_chars``-character fragment of any corpus text."""
-    frags = _fragments(corpus, min_chars) if fragments is None else fragments
+    frags = fragments(corpus, min_chars) if index is None else index
     out = []
     for t in texts:
         f = _fold(t)
@@ -55,7 +56,7 @@ def held_out_prompts(prompts: Sequence[str], corpus: Iterable[str], opening_word
     words equal a corpus text's, or when it holds a ``min_chars`` fragment of one."""
     texts = list(corpus)
     starts = {tuple(_fold(t).split()[:opening_words]) for t in texts}
-    frags = _fragments(texts, min_chars)
+    frags = fragments(texts, min_chars)
     keep, drop = [], []
     for i, p in enumerate(prompts):
         shares = tuple(_fold(p).split()[:opening_words]) in starts or copied([p], (), min_chars, frags)[0]
