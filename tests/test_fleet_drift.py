@@ -153,3 +153,23 @@ def test_drift_json_over_three_seeds_of_a_built_fleet(home: Path, capsys: pytest
                  "--max-new-tokens", "4", "--screen-samples", "20", "--bootstrap", "50"]) == 0
     text = capsys.readouterr().out
     assert "partial r given step, series, step x series" in text and "baseline step x series" in text
+
+
+def test_drift_task_without_a_text_scorer_reads_per_prompt_logodds(home: Path) -> None:
+    """A concept with no scorer of generated text is scored by the next-token log-odds of its
+    words, now per prompt: their mean is the old single reading (logodds_sweep at 0)."""
+    import torch
+
+    from jobs.drift_tasks import DriftTask, drift_checkpoint
+    from pipeline.direction import Direction, Provenance
+    from pipeline.dose import concept_words, logodds_sweep
+    from pipeline.models import load_model
+
+    build_tiny_fleet(home)
+    prompts = ("The answer is", "I think that", "Today we")
+    u = np.ones(32) / np.sqrt(32)
+    r = drift_checkpoint(DriftTask("t-base", str(home), "truth", 1, tuple(u), prompts, 3, False))
+    assert len(r["scores"]) == len(r["projections"]) == len(r["texts"]) == len(r["ended_eos"]) == 3
+    zero = Direction(torch.tensor(u), Provenance.minimal(hidden_size=32, layer=1), 1.0, -1.0)
+    old = logodds_sweep(load_model("t-base", home=home), zero, list(prompts), [0.0], concept_words("truth"), force=True)
+    assert np.mean(r["scores"]) == pytest.approx(old["mean_scores"][0], abs=1e-5)
