@@ -128,6 +128,9 @@ def run_drift(spec: DriftSpec, executor: Any = None, home: Any = None, tracking_
     from pipeline.fleet_compare import first_moved_layer, mean_diff
     from pipeline.home import gnomon_home
 
+    if spec.n_prompts < 3 or spec.n_boot < 100:
+        raise GnomonError(f"drift needs --prompts >= 3 and --bootstrap >= 100 (a CI from fewer replicates is not "
+                          f"one); got {spec.n_prompts} and {spec.n_boot}")
     home_p = gnomon_home(home)
     base, series, skew, ctl = plan_series(spec, home_p)
     pos, neg = concept_labels(spec.concept, home_p)

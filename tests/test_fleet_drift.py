@@ -116,6 +116,8 @@ def test_drift_errors(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "needs a text string" in capsys.readouterr().err
     assert main(["drift", "sentiment", "--fleet", "ft", "--toward", "neutral", "--executor", "local"]) == 2
     assert "not a label" in capsys.readouterr().err
+    assert main(["drift", "sentiment", "--fleet", "ft", "--bootstrap", "5", "--executor", "local"]) == 2
+    assert "--bootstrap >= 100" in capsys.readouterr().err
 
 
 def test_drift_json_over_three_seeds_of_a_built_fleet(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -150,7 +152,7 @@ def test_drift_json_over_three_seeds_of_a_built_fleet(home: Path, capsys: pytest
     assert (home / "prereg" / "drift-sentiment-tiny-base.json").is_file()
     assert set(out["screening"]["last"]["baselines"]) == {"vader", "bag_of_words_logistic"}
     assert main(["drift", "sentiment", "--fleet", "tiny", "--executor", "local", "--no-log", "--prompts", "6",
-                 "--max-new-tokens", "4", "--screen-samples", "20", "--bootstrap", "50"]) == 0
+                 "--max-new-tokens", "4", "--screen-samples", "20", "--bootstrap", "100"]) == 0
     text = capsys.readouterr().out
     assert "partial r given step, series, step x series" in text and "baseline step x series" in text
 
