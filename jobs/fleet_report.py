@@ -71,20 +71,21 @@ def drift_figures(out: dict[str, Any], d: Path) -> list[Path]:
 
     s = out["drift"]["series"]
     st = out["drift"]["statistics"]
-    seeds = ", ".join(f"{k}: {len(v)}" for k, v in st["seeds"].items())
+    n_seeds = max(len(v) for v in st["seeds"].values())
+    seeds = f"mean of {n_seeds} seeds, band: their range" if n_seeds > 1 else "one seed"
     act = curves({k: (v["step"], v["activation_shift"]) for k, v in s.items()},
-                 f"activation shift along the base {out['concept']} direction (layer {out['layer']}; seeds {seeds})",
+                 f"activation shift, base {out['concept']} direction, layer {out['layer']} ({seeds})",
                  d / "drift-activation.png", ylabel="mean projection - base",
                  band={k: (v["activation_shift_min"], v["activation_shift_max"]) for k, v in s.items()})
     beh = curves({k: (v["step"], v["behaviour_shift"]) for k, v in s.items()},
-                 f"behaviour shift ({out['behaviour_score']}; seeds {seeds})", d / "drift-behaviour.png",
+                 f"behaviour shift, {out['behaviour_score']} ({seeds})", d / "drift-behaviour.png",
                  ylabel="score - base", band={k: (v["behaviour_shift_min"], v["behaviour_shift_max"]) for k, v in s.items()})
-    pts: dict[str, tuple[list[float], list[float]]] = {}
+    pts: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in s}   # the curves' colours
     for p in out["drift"]["points"]:
         xy = pts.setdefault(p["series"], ([], []))
         xy[0].append(p["activation_shift"])
         xy[1].append(p["behaviour_shift"])
-    sc = curves(pts, f"activation vs behaviour shift: pooled r {ci_text(st['pooled_r'])}, "
+    sc = curves(pts, f"activation vs behaviour shift (every checkpoint)\npooled r {ci_text(st['pooled_r'])}, "
                 f"partial r {ci_text(st['partial_r'])}", d / "drift-scatter.png",
                 xlabel="activation shift", ylabel="behaviour shift", scatter=True)
     n_ck = out["drift"]["n_points"]
