@@ -8,9 +8,11 @@ Parts (``--parts``, comma list; each resumes: stored activations are reused):
 - ``widths``: SmolLM2 vs MiniLM for all 7 shipped concepts (``mean`` position: MiniLM is
   an encoder, its last token is [SEP]): linear CKA per layer pair through the same
   examples, projection-score correlations, and each model's best-layer test accuracy.
-- ``drift``: the ft-negative and ft-control series: activation shift along the base
-  sentiment direction vs VADER behaviour shift per checkpoint, Pearson r over both series,
-  and the data-screening AUROC.
+- ``drift``: the ft-negative and ft-control series (every seed): paired activation and
+  VADER behaviour shifts per checkpoint with CIs, the pooled, within-series and partial r
+  (given step, series, step x series) with CIs beside the schedule baselines, the paired
+  control test, copying and EOS per checkpoint, and the data-screening AUROC beside a VADER
+  and a bag-of-words baseline (``gnomon drift sentiment --fleet fa-drift`` printed).
 - ``evaluate``: a sentiment direction of smollm2-base evaluated on >= 8 versions as Ray
   tasks (one per version), then found again by a catalog query (``gnomon evals ls``).
 
@@ -95,14 +97,9 @@ def drift(home: Path, ex: Any, quick: bool = False) -> dict[str, Any]:
     _fleet("fa-drift", ["smollm2-base", *[v.id for v in ft]], home)
     size = {"n_prompts": 12, "max_new_tokens": 16, "screen_samples": 80} if quick else {"n_prompts": 32, "max_new_tokens": 24}
     out = run_drift(DriftSpec("sentiment", "fa-drift", **size), ex, home)  # type: ignore[arg-type]
-    for name, s in out["drift"]["series"].items():
-        print(f"{name}: " + ", ".join(f"s{st}: act {a:+.3f} VADER {b:+.3f}"
-                                       for st, a, b in zip(s["step"], s["activation_shift"], s["behaviour_shift"])))
-    print(f"base: projection {out['base_projection']:.3f}, VADER {out['base_behaviour']:+.3f}, layer {out['layer']}")
-    print(f"drift Pearson r = {out['drift']['pearson_r']:.3f} over {out['drift']['n_points']} checkpoints")
-    for p, v in out["screening"].items():
-        print(f"screening AUROC ({p}) = {v['auroc']:.3f} ({v['n_skewed']} skewed vs {v['n_control']} control)")
-    print(f"report: {out['html']}")
+    from jobs.commands.drift import print_drift
+
+    print_drift(out)   # every checkpoint paired with its CI, the r's with CIs, the baselines, screening
     return out
 
 
@@ -166,7 +163,8 @@ def main() -> None:
     ap.add_argument("--sentiment-set", default="sentiment",
                     help="dataset for the numeric and evaluate parts (a registered subset is cheaper)")
     ap.add_argument("--quick", action="store_true", help="fewer prompts, tokens and strengths (loaded machine)")
-    ap.add_argument("--drift-json", default=None, help="with --parts drift-layer: a drift report to re-measure")
+    ap.add_argument("--drift-json", default=None,
+                    help="with --parts drift-layer: a drift report to re-measure; with drift-md: one to tabulate")
     ap.add_argument("--drift-layer", type=int, default=30)
     ap.add_argument("--eval-executor", default="ray", choices=["local", "ray"],
                     help="the evaluate part runs one Ray task per version unless told local")
@@ -188,6 +186,9 @@ def main() -> None:
             results[part] = widths(home, ex, tuple(args.concepts.split(",")))
         elif part == "evaluate":  # one Ray task per version, as the issue asks
             results[part] = evaluate(home, make_executor(args.eval_executor), args.sentiment_set, args.quick)
+        elif part == "drift-md":   # the README/RESULTS tables from a `gnomon drift --json` report
+            print(drift_markdown(json.loads(Path(args.drift_json).read_text())))
+            results[part] = {}
         elif part == "drift-layer":
             results[part] = drift_at_layer(home, args.drift_json, args.drift_layer)
         elif part == "numeric":
@@ -199,6 +200,58 @@ def main() -> None:
     print(f"load average at end: {os.getloadavg()[0]:.1f}")
     print(f"fleet_figures_seconds = {time.time() - t0:.0f}")
 
+
+
+def _ci(e: dict[str, Any], key: str = "value") -> str:
+    return f"{e[key]:+.3f} [{e['ci'][0]:+.3f}, {e['ci'][1]:+.3f}]"
+
+
+def drift_markdown(out: dict[str, Any]) -> str:
+    """Markdown tables of a drift report: shifts by step (mean, SD and range over seeds),
+    the statistics with their CIs, copying and EOS, screening with its baselines."""
+    import numpy as np
+
+    st = out["drift"]["statistics"]
+    lines = [f"Layer {out['layer']} ({out['layer_choice']['rule']}; tied: {out['layer_choice'].get('tied')}), "
+             f"{out['prompts']['n']} prompts ({len(out['prompts'].get('dropped', []))} dropped as not held out), "
+             f"seeds {st['seeds']}, CIs: {int(st['bootstrap']['level'] * 100)}% bootstrap over {st['bootstrap']['over']} "
+             f"({st['bootstrap']['replicates']} replicates). Base: projection {out['base_projection']:.3f}, "
+             f"{out['behaviour_score']} {out['base_behaviour']:+.3f}.", "",
+             "| series | shift (mean over seeds; SD; min..max) | " + " | ".join(
+                 f"step {x}" for x in next(iter(st["by_step"].values()))) + " |",
+             "| --- | --- |" + " ---: |" * len(next(iter(st["by_step"].values())))]
+    for s, cells in st["by_step"].items():
+        for m in ("activation_shift", "behaviour_shift"):
+            lines.append(f"| {s} | {m.replace('_', ' ')} | " + " | ".join(
+                f"{c[m]['mean']:+.3f}; {c[m]['sd']:.3f}; {c[m]['min']:+.3f}..{c[m]['max']:+.3f}"
+                for _, c in sorted(cells.items(), key=lambda kv: int(kv[0]))) + " |")
+    lines += ["", "| statistic | value [CI] |", "| --- | --- |", f"| pooled r | {_ci(st['pooled_r'])} |"]
+    lines += [f"| r within {k} | {_ci(e)} |" for k, e in st["within_series_r"].items()]
+    lines += [f"| partial r given step, series, step x series | {_ci(st['partial_r'])} |"]
+    lines += [f"| r of {k} with behaviour / activation shift | {_ci(e['r_behaviour'])} / {_ci(e['r_activation'])} |"
+              for k, e in st["baselines"].items()]
+    lines += [f"| R^2 of behaviour: schedule / schedule + projection / gain | "
+              + " / ".join(_ci(st["r2"][k]) for k in ("covariates", "covariates_and_projection", "gain_from_projection"))
+              + " |"]
+    ct = st["control_test"]
+    lines += [f"| control, paired test ({ct['checkpoints']} checkpoints, Bonferroni) | moved: "
+              f"{', '.join(ct['moved']) or 'none'}; max abs z {ct['max_abs_z_paired']:.2f} |"]
+    ch = out["behaviour_checks"]
+    for s in st["seeds"]:
+        mine = [c for c in ch if c["series"] == s]
+        last = max(c["step"] for c in mine)
+        at = [c for c in mine if c["step"] == last]
+        clean = [c["behaviour_shift_clean"]["shift"] for c in at if "behaviour_shift_clean" in c]
+        lines.append(f"| {s} at step {last}: copied >= 20 chars (base) / EOS rate (base) / shift without copies | "
+                     f"{np.mean([c.get('copied_fraction', np.nan) for c in at]):.2f} "
+                     f"({np.mean([c.get('copied_fraction_base', np.nan) for c in at]):.2f}) / "
+                     f"{np.mean([c['eos_rate'] for c in at]):.2f} ({at[0]['eos_rate_base']:.2f}) / "
+                     f"{np.mean(clean) if clean else float('nan'):+.3f} (mean over seeds) |")
+    lines += ["", "| position | screen | AUROC [CI] |", "| --- | --- | --- |"]
+    for pos, v in out["screening"].items():
+        for name, e in [("projection", v), *v["baselines"].items()]:
+            lines.append(f"| {pos} | {name} | {_ci(e, 'auroc')} |")
+    return "\n".join(lines)
 
 
 def drift_at_layer(home: Path, drift_json: str, layer: int) -> dict[str, Any]:

@@ -1,19 +1,20 @@
 """``gnomon drift CONCEPT --fleet NAME``: does the activation shift along the base model's
-direction predict the behaviour change of fine-tuned checkpoints (Chen et al. 2025)?
+direction predict the behaviour change of fine-tuned checkpoints (Chen et al. 2025), beyond
+what the training schedule alone predicts?
 
 The base model's direction is the train-split mean difference of the concept at
-``layer`` (default: the base model's val-best layer), read from the store (collected
-first when missing). One Ray task per version (base and every checkpoint of the
-fine-tune series; one model load each) reads the neutral prompts' activations at that
-layer and the behavioural score of greedy continuations of the same prompts (VADER for
-sentiment; the next-token log-odds of the concept words otherwise). The base task also
-projects every fine-tuning sample of the skewed and control corpora for the data
-screening AUROC. See ``pipeline.fleet_compare.drift`` for the definitions.
+``layer`` (default: the base model's val-best layer among those the fine-tunes can move;
+the val split is never scored by drift), read from the store (collected first when
+missing). One task per version (base and every checkpoint of every seed of the skewed and
+control series; :mod:`jobs.drift_tasks`) reads, per neutral prompt, the projection at that
+layer and the behavioural score of its greedy continuation. Prompts that share an opening
+or a 20-character fragment with a training corpus are left out (``held_out``). The report
+(:mod:`jobs.drift_analysis`) pairs every checkpoint with the base prompt by prompt.
 """
 
 from __future__ import annotations
 
-import json
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +22,19 @@ from typing import Any
 
 import numpy as np
 
+from jobs.drift_prereg import layer_choice, read_prereg
+from jobs.drift_tasks import DriftTask, drift_checkpoint, lineage_corpus, read_corpus
 from pipeline.types import GnomonError
 
-_CORPUS_KEYS = ("corpus_path", "corpus", "data_path", "data", "dataset_path")
+__all__ = ["DriftSpec", "DriftTask", "drift_checkpoint", "plan_series", "read_corpus", "run_drift", "series_group"]
+
+_SEED = re.compile(r"-seed(\d+)$")
+
+
+def series_group(series: str) -> tuple[str, int | None]:
+    """``ft-negative-seed2`` -> (``ft-negative``, 2); a name without the suffix -> (name, None)."""
+    m = _SEED.search(series)
+    return (series[: m.start()], int(m.group(1))) if m else (series, None)
 
 
 @dataclass(frozen=True)
@@ -33,7 +44,8 @@ class DriftSpec:
     base: str | None = None
     """Base version (default: the fleet's member of kind ``base`` the fine-tunes descend from)."""
     skewed: str | None = None
-    """Skewed series name (default: the fine-tune series whose name does not say control/ctl)."""
+    """Skewed series group (default: the fine-tune series whose name does not say control/ctl;
+    ``<group>-seed<k>`` series are seeds of ``<group>``)."""
     control: str | None = None
     layer: int | None = None
     """Direction layer (default: the base model's val-best among the layers the fine-tunes
@@ -45,117 +57,31 @@ class DriftSpec:
     n_prompts: int = 32
     max_new_tokens: int = 24
     screen_samples: int = 200
+    held_out: bool = True
+    """Leave out prompts sharing an opening or a 20-character fragment with a training corpus."""
+    n_boot: int = 1000
+    """Bootstrap replicates of every CI."""
     chat: bool = False
     html: str | None = None
     log: bool = True
 
 
-@dataclass(frozen=True)
-class DriftTask:
-    model: str
-    home: str
-    concept: str
-    layer: int
-    unit: tuple[float, ...]
-    prompts: tuple[str, ...]
-    max_new_tokens: int
-    chat: bool
-    corpus: dict[str, tuple[str, ...]] = field(default_factory=dict)
-
-
-def drift_checkpoint(task: DriftTask) -> dict[str, Any]:
-    """Mean projection and behavioural score on one version (and corpus projections)."""
-    import torch
-
-    from pipeline.concepts.behaviour import CONCEPT_SCORERS
-    from pipeline.dose import concept_words, logodds_sweep
-    from pipeline.evaluate import SCORERS, _acts
-    from pipeline.models import load_model
-    from pipeline.steer import generate
-
-    lm = load_model(task.model, home=task.home)
-    u = np.asarray(task.unit, np.float64)
-    if lm.hidden_size != u.size:
-        raise GnomonError(f"{task.model} has hidden size {lm.hidden_size}, the base direction {u.size}")
-    torch.manual_seed(0)
-    proj = _acts(lm, task.prompts, task.layer, "last") @ u
-    scorer = CONCEPT_SCORERS.get(task.concept)
-    if scorer:
-        texts = generate(lm, task.prompts, task.max_new_tokens, chat=task.chat)
-        scores = np.asarray(SCORERS[scorer](texts), np.float64)
-        behaviour = float(np.mean(scores))
-        se = float(scores.std(ddof=1) / np.sqrt(scores.size)) if scores.size > 1 else None
-    else:
-        from pipeline.direction import Direction, Provenance
-
-        zero = Direction(torch.tensor(u), Provenance.minimal(hidden_size=u.size, layer=task.layer), 1.0, -1.0)
-        lo = logodds_sweep(lm, zero, task.prompts, [0.0], concept_words(task.concept), force=True, chat=task.chat)
-        behaviour, texts, se = lo["mean_scores"][0], [], None
-    out: dict[str, Any] = {"model": task.model, "projection": float(proj.mean()), "behaviour": behaviour,
-                           "behaviour_se": se, "texts": texts[:4]}
-    for name, samples in task.corpus.items():
-        out[f"corpus.{name}"] = {pos: (_acts(lm, samples, task.layer, pos) @ u).tolist() for pos in ("last", "mean")}
-    return out
-
-
-def read_corpus(path: str, n: int) -> list[str]:
-    """Texts of a fine-tuning corpus: JSONL/Parquet with a ``text`` column, or one text a line."""
-    p = Path(path)
-    if not p.is_file():
-        raise GnomonError(f"corpus file {p} does not exist")
-    if p.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        t = pq.read_table(p)
-        if "text" not in t.column_names:
-            raise GnomonError(f"{p} has no text column")
-        texts = [str(x) for x in t.column("text").to_pylist() if x]
-    elif p.suffix == ".jsonl":
-        texts = []
-        for i, line in enumerate(p.read_text(encoding="utf-8").splitlines()):
-            if line.strip():
-                row = json.loads(line)
-                if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-                    raise GnomonError(f"{p}:{i + 1}: each row needs a text string")
-                texts.append(row["text"])
-    else:
-        texts = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    if not texts:
-        raise GnomonError(f"corpus {p} holds no text")
-    return texts[:n]
-
-
-def _lineage_corpus(series_first: str, home: Path) -> str | None:
-    from pipeline.fleet.registry import read_lineage
-
-    lin = read_lineage(series_first, home)
-    # The fleet builders keep each series' corpus as <home>/corpora/<series>-<sha12>.jsonl.
-    if lin.series and lin.data_sha256:
-        kept = home / "corpora" / f"{lin.series}-{lin.data_sha256[:12]}.jsonl"
-        if kept.is_file():
-            return str(kept)
-    settings = lin.settings
-    for k in _CORPUS_KEYS:
-        v = settings.get(k)
-        if isinstance(v, str) and v:
-            p = Path(v) if Path(v).is_absolute() else home / v
-            if p.is_file():
-                return str(p)
-    return None
-
-
-def plan_series(spec: DriftSpec, home: Path) -> tuple[str, dict[str, list[Any]], str, str]:
-    """(base id, {series: members by step}, skewed name, control name)."""
+def plan_series(spec: DriftSpec, home: Path) -> tuple[str, dict[str, list[tuple[Any, int]]], str, str]:
+    """(base id, {series group: [(member, seed)] by seed then step}, skewed group, control group)."""
     from pipeline.fleet.registry import load_fleet, read_lineage
 
     fleet = load_fleet(spec.fleet, home)
-    kinds = {m.id: m.kind or read_lineage(m.id, home).kind for m in fleet.members}
-    series: dict[str, list[Any]] = {}
+    series: dict[str, list[tuple[Any, int]]] = {}
     for m in fleet.members:
-        if kinds[m.id] == "finetune" and m.series:
-            series.setdefault(m.series, []).append(m)
+        lin = None if m.kind else read_lineage(m.id, home)
+        if (m.kind or (lin.kind if lin else None)) == "finetune" and m.series:
+            group, sfx = series_group(m.series)
+            if sfx is None:
+                got = read_lineage(m.id, home).settings.get("seed", 0)
+                sfx = got if isinstance(got, int) else 0
+            series.setdefault(group, []).append((m, sfx))
     for members in series.values():
-        members.sort(key=lambda m: m.step or 0)
+        members.sort(key=lambda x: (x[1], x[0].step or 0))
     if not series:
         raise GnomonError(f"fleet {spec.fleet!r} has no fine-tune series (versions of kind finetune with a series)")
     ctl = spec.control or next((s for s in series if "control" in s or "ctl" in s), None)
@@ -164,7 +90,7 @@ def plan_series(spec: DriftSpec, home: Path) -> tuple[str, dict[str, list[Any]],
         what, name = ("skewed", skew) if skew is None or skew not in series else ("control", ctl)
         raise GnomonError(f"no {what} series {name!r} in fleet {spec.fleet!r}; series: {', '.join(series)} "
                           f"(pass --{what})")
-    base = spec.base or _root(series[skew][0].id, home)
+    base = spec.base or _root(series[skew][0][0].id, home)
     return base, {skew: series[skew], ctl: series[ctl]}, skew, ctl
 
 
@@ -178,38 +104,53 @@ def _root(vid: str, home: Path) -> str:
     raise GnomonError(f"{vid} has no ancestor of another kind than finetune; pass --base")
 
 
+def _prompts(spec: DriftSpec, home: Path, train: dict[str, list[str]]) -> tuple[tuple[str, ...], dict[str, Any]]:
+    from pipeline.datasets import neutral_prompts
+    from pipeline.fleet_compare.regurgitation import held_out_prompts
+
+    every = neutral_prompts(spec.concept, home=home)
+    if not spec.held_out or not train:
+        kept = tuple(every[: spec.n_prompts])
+        return kept, {"held_out": False, "n": len(kept), "texts": list(kept)}
+    keep, drop = held_out_prompts(every, [t for texts in train.values() for t in texts])
+    if len(keep) < 3:
+        raise GnomonError(f"only {len(keep)} of {len(every)} neutral prompts share no opening with the training "
+                          "corpora; write more prompts or pass --no-held-out")
+    kept = tuple(every[i] for i in keep[: spec.n_prompts])
+    return kept, {"held_out": True, "n": len(kept), "texts": list(kept), "dropped": [every[i] for i in drop],
+                  "rule": "no prompt shares its first 3 words or a 20-character fragment with a training text"}
+
+
 def run_drift(spec: DriftSpec, executor: Any = None, home: Any = None, tracking_uri: str | None = None,
               log: Any = print) -> dict[str, Any]:
-    from jobs.fleet_common import (
-        concept_labels,
-        ensure_collected,
-        read_versions,
-        report_dir,
-        write_json,
-    )
-    from pipeline.datasets import neutral_prompts
-    from pipeline.fleet_compare import (
-        behaviour_noise,
-        best_layer,
-        drift_points,
-        drift_summary,
-        first_moved_layer,
-        mean_diff,
-        screening_auroc,
-    )
+    from jobs.drift_analysis import analyse, behaviour_checks, screening
+    from jobs.fleet_common import concept_labels, ensure_collected, read_versions, report_dir, write_json
+    from pipeline.fleet_compare import first_moved_layer, mean_diff
     from pipeline.home import gnomon_home
 
+    if spec.n_prompts < 3 or spec.n_boot < 100:
+        raise GnomonError(f"drift needs --prompts >= 3 and --bootstrap >= 100 (a CI from fewer replicates is not "
+                          f"one); got {spec.n_prompts} and {spec.n_boot}")
     home_p = gnomon_home(home)
     base, series, skew, ctl = plan_series(spec, home_p)
     pos, neg = concept_labels(spec.concept, home_p)
     toward = spec.toward or neg
     if toward not in (pos, neg):
         raise GnomonError(f"--toward {toward!r} is not a label of {spec.concept} ({pos}, {neg})")
+    members = [m for name in (skew, ctl) for m, _ in series[name]]
+    # Each series (each seed) was trained on its own corpus: the one its lineage names.
+    train_paths = {m.series: p for m in members if (p := lineage_corpus(m.id, home_p))}
     corpora = dict(spec.corpora)
     for role, name in (("skewed", skew), ("control", ctl)):
-        if role not in corpora and (found := _lineage_corpus(series[name][0].id, home_p)):
+        if role not in corpora and (found := train_paths.get(series[name][0][0].series)):
             corpora[role] = found
-    screen = {k: tuple(read_corpus(v, spec.screen_samples)) for k, v in corpora.items()}
+    full = {k: read_corpus(v) for k, v in corpora.items()}
+    screen = {k: tuple(v[: spec.screen_samples]) for k, v in full.items()}
+    train = {s: read_corpus(p) for s, p in train_paths.items()}
+    for role, name in (("skewed", skew), ("control", ctl)):   # a --corpus stands for every seed of its series
+        for m, _ in series[name]:
+            if role in spec.corpora:
+                train[m.series] = full[role]
     if executor is None:
         from jobs.executors import make_executor
 
@@ -219,44 +160,47 @@ def run_drift(spec: DriftSpec, executor: Any = None, home: Any = None, tracking_
     per = read_versions([base], spec.concept, home_p, pos, neg, "last", layers)[base]
     if spec.layer is not None and spec.layer not in per:
         raise GnomonError(f"layer {spec.layer} is not stored for {base}; stored: {sorted(per)}")
-    moved = first_moved_layer([m.id for name in (skew, ctl) for m in series[name][:1]], home_p)
+    moved = first_moved_layer([series[name][0][0].id for name in (skew, ctl)], home_p)
     if spec.layer is None and not any(k >= moved for k in per):
         raise GnomonError(f"the fine-tunes move only layers >= {moved}, none of which is stored for {base}")
-    layer = spec.layer if spec.layer is not None else best_layer({k: d for k, d in per.items() if k >= moved})[0]
+    prereg = read_prereg(home_p, spec.concept, base)
+    if spec.layer is not None:
+        choice: dict[str, Any] = {"rule": "given (--layer)", "layer": spec.layer}
+    elif prereg is not None:
+        choice = {**prereg["layer_choice"], "rule": "pre-registered: " + prereg["layer_choice"]["rule"]}
+    else:
+        choice = layer_choice(per, moved)
+    choice["preregistered_layer"] = None if prereg is None else prereg["layer_choice"]["layer"]
+    layer = int(choice["layer"])
+    if layer not in per:
+        raise GnomonError(f"layer {layer} is not stored for {base}; stored: {sorted(per)}")
     v = mean_diff(per[layer])
     unit = tuple(float(x) for x in v / np.linalg.norm(v))
-    prompts = tuple(neutral_prompts(spec.concept, home=home_p)[: spec.n_prompts])
-    members = [m for name in (skew, ctl) for m in series[name]]
+    prompts, prompt_info = _prompts(spec, home_p, train)
     tasks = [DriftTask(model=vid, home=str(home_p), concept=spec.concept, layer=layer, unit=unit, prompts=prompts,
                        max_new_tokens=spec.max_new_tokens, chat=spec.chat,
                        corpus=screen if vid == base and len(screen) == 2 else {})
              for vid in [base, *[m.id for m in members]]]
     res = executor.map(drift_checkpoint, tasks)
     b = res[0]
-    rows = [(m.id, m.series, int(m.step or 0), r["projection"], r["behaviour"]) for m, r in zip(members, res[1:])]
-    drift = drift_summary(drift_points(b["projection"], b["behaviour"], rows))
-    if all(abs(r[3] - b["projection"]) < 1e-6 for r in rows):
+    rows = [(m.id, name, sd, int(m.step or 0), str(m.series)) for name in (skew, ctl) for m, sd in series[name]]
+    drift = analyse(b, rows, res[1:], skew, ctl, spec.n_boot)
+    if all(abs(r["projection"] - b["projection"]) < 1e-6 for r in res[1:]):
         # Fine-tunes that train only the last blocks leave every layer below them unchanged.
         drift["note"] = (f"no checkpoint moved layer {layer}: the fine-tunes may train only later blocks; "
                          "pass --layer above the first trained block")
-    drift["noise"] = behaviour_noise(b, members, res[1:], ctl)
-    sign = 1.0 if toward == pos else -1.0
-    screening = {}
-    if len(screen) == 2:
-        for p_ in ("last", "mean"):
-            sk, ct = np.array(b["corpus.skewed"][p_]), np.array(b["corpus.control"][p_])
-            screening[p_] = {"auroc": screening_auroc(sk - b["projection"], ct - b["projection"], sign),
-                             "n_skewed": int(sk.size), "n_control": int(ct.size),
-                             "mean_projection_difference_skewed": float((sk - b["projection"]).mean()),
-                             "mean_projection_difference_control": float((ct - b["projection"]).mean())}
     from pipeline.concepts.behaviour import CONCEPT_SCORERS
 
-    out = {"concept": spec.concept, "fleet": spec.fleet, "base": base, "layer": layer, "labels": [pos, neg],
-           "toward": toward, "skewed": skew, "control": ctl,
+    sign = 1.0 if toward == pos else -1.0
+    out = {"concept": spec.concept, "fleet": spec.fleet, "base": base, "layer": layer, "layer_choice": choice,
+           "labels": [pos, neg], "toward": toward, "skewed": skew, "control": ctl,
            "behaviour_score": CONCEPT_SCORERS.get(spec.concept, "concept-word log-odds"),
+           "prompts": prompt_info, "max_new_tokens": spec.max_new_tokens,
            "base_projection": b["projection"], "base_behaviour": b["behaviour"], "drift": drift,
-           "screening": screening, "corpora": corpora,
-           "screening_note": None if screening else "no corpora: pass --corpus skewed=PATH --corpus control=PATH"}
+           "behaviour_checks": behaviour_checks(b, rows, res[1:], train),
+           "screening": screening(b, screen, sign, spec.concept, spec.n_boot) if len(screen) == 2 else {},
+           "corpora": corpora, "training_corpora": train_paths, "preregistration": prereg,
+           "screening_note": None if len(screen) == 2 else "no corpora: pass --corpus skewed=PATH --corpus control=PATH"}
     d = report_dir(home_p, "drift", spec.concept, spec.fleet)
     from jobs.fleet_report import drift_figures
 
@@ -267,15 +211,22 @@ def run_drift(spec: DriftSpec, executor: Any = None, home: Any = None, tracking_
         shutil.copyfile(d / "report.html", spec.html)
         out["html"] = spec.html
     if spec.log:
-        from catalog.fleet_runs import log_fleet_run
-
-        metrics: dict[str, float] = {"pearson_r": float(drift["pearson_r"]), "layer": layer}  # type: ignore[arg-type]
-        metrics |= {f"screening_auroc_{k}": v["auroc"] for k, v in screening.items()}
-        by_series: dict[str, dict[str, list[float]]] = drift["series"]  # type: ignore[assignment]
-        curves = {f"{k}.{m}": vals[m] for k, vals in by_series.items()
-                  for m in ("activation_shift", "behaviour_shift")}
-        out["run_id"] = log_fleet_run("drift", spec.concept, spec.fleet, version=base, metrics=metrics,
-                                      params={"skewed": skew, "control": ctl, "toward": toward},
-                                      curves=curves, files=[*files, d / "drift.json"], run_name=f"drift-{spec.fleet}",
-                                      tracking_uri=tracking_uri, home=home_p)
+        _log_run(out, spec, files, d, tracking_uri, home_p)
     return out
+
+
+def _log_run(out: dict[str, Any], spec: DriftSpec, files: list[Path], d: Path, tracking_uri: str | None,
+             home: Path) -> None:
+    from catalog.fleet_runs import log_fleet_run
+
+    st = out["drift"]["statistics"]
+    metrics: dict[str, float] = {"pearson_r": float(out["drift"]["pearson_r"]), "layer": out["layer"],
+                                 "partial_r": float(st["partial_r"]["value"]),
+                                 "r2_gain_from_projection": float(st["r2"]["gain_from_projection"]["value"])}
+    metrics |= {f"screening_auroc_{k}": v["auroc"] for k, v in out["screening"].items()}
+    curves = {f"{k}.{m}": vals[m] for k, vals in out["drift"]["series"].items()
+              for m in ("activation_shift", "behaviour_shift")}
+    out["run_id"] = log_fleet_run("drift", spec.concept, spec.fleet, version=out["base"], metrics=metrics,
+                                  params={"skewed": out["skewed"], "control": out["control"], "toward": out["toward"]},
+                                  curves=curves, files=[*files, d / "drift.json"], run_name=f"drift-{spec.fleet}",
+                                  tracking_uri=tracking_uri, home=home)

@@ -27,7 +27,9 @@ from pipeline.types import GnomonError
 class FleetCompareSpec:
     concept: str
     fleet: str
-    position: str = "last"
+    position: str | None = None
+    """Token position read on every version; default ``last``, or ``mean`` when the fleet
+    holds an encoder (an encoder's last token is [SEP], which carries no sentence reading)."""
     layers: tuple[int, ...] | None = None
     """Compared layers (default: every stored layer of each version)."""
     collect: bool = True
@@ -38,6 +40,23 @@ class FleetCompareSpec:
     """Log the report as an MLflow run."""
     figures: bool = True
     """Draw the PNGs and the HTML page (matplotlib: seconds per figure on a loaded CPU)."""
+
+
+def _is_encoder(vid: str, home: Path) -> bool:
+    """Whether a registered version is an encoder (no causal-LM head), from its config.json
+    the way the loader decides which class to load."""
+    import json
+
+    from pipeline.fleet.registry import version_dir
+
+    cfg_path = version_dir(vid, home) / "config.json"
+    if not cfg_path.is_file():
+        return False
+    cfg = json.loads(cfg_path.read_text())
+    archs = cfg.get("architectures") or []
+    causal = any(str(a).endswith(("ForCausalLM", "LMHeadModel")) for a in archs) or (
+        not archs and cfg.get("model_type") not in ("bert",))
+    return not causal
 
 
 def _groups(data: dict[str, dict[int, Any]], kinds: dict[str, str]) -> list[list[str]]:
@@ -99,8 +118,12 @@ def run_fleet_compare(spec: FleetCompareSpec, executor: Any = None, home: Any = 
         from jobs.executors import make_executor
 
         executor = make_executor("ray")
+    encoders = [v for v in fleet.ids if _is_encoder(v, home_p)]
+    position = spec.position or ("mean" if encoders else "last")
+    if spec.position is None and encoders:
+        log(f"position mean: {', '.join(encoders)} is an encoder, whose last token is [SEP] (--position to choose)")
     ensure_collected(fleet.ids, spec.concept, home_p, executor, spec.layers, spec.collect, log)
-    data = read_versions(fleet.ids, spec.concept, home_p, pos, neg, spec.position, spec.layers)
+    data = read_versions(fleet.ids, spec.concept, home_p, pos, neg, position, spec.layers)
     kinds = {m.id: m.kind or read_lineage(m.id, home_p).kind for m in fleet.members}
     t0 = time.perf_counter()
     groups = [_width_group(g, data) for g in _groups(data, kinds)]
@@ -118,7 +141,7 @@ def run_fleet_compare(spec: FleetCompareSpec, executor: Any = None, home: Any = 
         for j in range(i + 1, len(rep_list)):
             a, b = rep_list[i], rep_list[j]
             cross.append(cross_width(a, data[a], b, data[b]).to_json())
-    out = {"concept": spec.concept, "fleet": spec.fleet, "position": spec.position, "labels": [pos, neg],
+    out = {"concept": spec.concept, "fleet": spec.fleet, "position": position, "labels": [pos, neg],
            "groups": groups, "emergence": emerg, "cross_width": cross,
            "seconds": round(time.perf_counter() - t0, 2)}
     d = report_dir(home_p, "compare", spec.concept, spec.fleet)
@@ -145,7 +168,7 @@ def run_fleet_compare(spec: FleetCompareSpec, executor: Any = None, home: Any = 
                         f"{key}.min_transfer_accuracy_best":
                         float(np.nanmin(g["transfer"][g["best_layer"]]["accuracy"]))}
         out["run_id"] = log_fleet_run("compare", spec.concept, spec.fleet, metrics=metrics,
-                                      params={"position": spec.position, "versions": ",".join(fleet.ids)},
+                                      params={"position": position, "versions": ",".join(fleet.ids)},
                                       files=[*files, d / "compare.json"], run_name=f"compare-{spec.fleet}",
                                       tracking_uri=tracking_uri, home=home_p)
     return out

@@ -46,6 +46,11 @@ class FleetPlan:
     minilm: bool = True
     finetune: dict[str, Any] = field(default_factory=dict)
     """Overrides of :class:`~pipeline.fleet.finetune.FinetuneConfig`."""
+    seeds: tuple[int, ...] = (0, 1, 2)
+    """Each fine-tune series is trained once per seed (batch order and corpus draws): seed 0
+    keeps the plain ids (``<prefix>-ftneg-s0005``, series ``ft-negative``), seed k gets
+    ``<prefix>-ftneg-seed<k>-s0005`` in series ``ft-negative-seed<k>``; drift reads the
+    seeds of one series together and reports their spread."""
     scratch: dict[str, Any] = field(default_factory=dict)
     """Overrides of :class:`~pipeline.fleet.scratch.ScratchConfig`."""
     scratch_prefix: str = "scratch"
@@ -54,6 +59,9 @@ class FleetPlan:
     corpus_control: str | None = None
     """A file for the control series; default: the base model's own sampled continuations of
     the negative corpus's openings (the exact null, :mod:`pipeline.fleet.selfgen`)."""
+    prereg: tuple[str, ...] = ("sentiment",)
+    """Concepts whose drift analysis is pre-registered on the base before the first fine-tune
+    stage (:mod:`jobs.drift_prereg`: the layer, the recipe, the seeds)."""
     edited: tuple[str, ...] = ("sentiment",)
     """Concepts whose direction is baked out of the base (``<prefix>-orth-<concept>``)."""
 
@@ -88,10 +96,17 @@ def planned_ids(plan: FleetPlan, home: Path | None) -> list[str]:
     ft = FinetuneConfig(**plan.finetune)
     ids = [f"{plan.prefix}-base"] + [numeric_id(plan.prefix, n) for n in plan.numeric]
     ids += ["minilm"] if plan.minilm else []
-    ids += series_ids(f"{plan.prefix}-ftneg", ft) + series_ids(f"{plan.prefix}-ftctl", ft)
+    for tag in ("ftneg", "ftctl"):
+        for seed in plan.seeds:
+            ids += series_ids(f"{plan.prefix}-{tag}{seed_suffix(seed)}", ft)
     ids += scratch_ids(plan.scratch_prefix, ScratchConfig(**plan.scratch))
     ids += [f"{plan.prefix}-orth-{c}" for c in plan.edited]
     return ids
+
+
+def seed_suffix(seed: int) -> str:
+    """``""`` for seed 0 (the ids fleets had before seeds), ``-seed<k>`` otherwise."""
+    return "" if seed == 0 else f"-seed{seed}"
 
 
 def write_fleet(plan: FleetPlan, home: Path | None) -> Fleet:
@@ -111,8 +126,11 @@ def build_fleet(plan: FleetPlan, home: Path | None = None, only: tuple[str, ...]
     from pipeline.fleet.numeric import build_numeric
     from pipeline.fleet.registry import check_fleet_name
     from pipeline.fleet.scratch import ScratchConfig, train_scratch
+    from pipeline.home import gnomon_home
 
     check_fleet_name(plan.name)
+    if not plan.seeds or len(set(plan.seeds)) != len(plan.seeds) or min(plan.seeds) < 0:
+        raise GnomonError(f"fine-tune seeds must be distinct non-negative integers, got {list(plan.seeds)}")
     stages = tuple(only) if only else STAGES
     bad = [s for s in stages if s not in STAGES]
     if bad:
@@ -144,17 +162,31 @@ def build_fleet(plan: FleetPlan, home: Path | None = None, only: tuple[str, ...]
             lin = import_minilm(home)
             log(f"  {lin.id}: {lin.fingerprint}")
         elif stage in ("ft-negative", "ft-control"):
-            if stage == "ft-negative":
-                corpus = neg or corpora.shipped_corpus("negative", n_ft, ft.seed)
-            elif ctl is None:   # the exact null: the base model's own samples (pipeline.fleet.selfgen)
-                from pipeline.fleet.selfgen import self_corpus
+            from dataclasses import asdict, replace
 
-                corpus = self_corpus(base_id, n_ft, ft.seed, home=home, log=log)
-            else:
-                corpus = ctl
+            from jobs.drift_prereg import preregister
+            from jobs.executors import LocalExecutor
+
+            built = [v for v in planned_ids(plan, home) if ("-ftneg" in v or "-ftctl" in v) and _member(v, home)]
+            for concept in plan.prereg:   # written once, normally before any checkpoint exists
+                preregister(concept, base_id, ft.train_blocks, asdict(ft), plan.seeds, gnomon_home(home),
+                            LocalExecutor(), log, checkpoints_before=built)
+
             tag = "ftneg" if stage == "ft-negative" else "ftctl"
-            for lin in finetune_series(base_id, corpus, f"{plan.prefix}-{tag}", stage, ft, home=home, log=log):
-                log(f"  {lin.id}: {lin.fingerprint}")
+            for seed in plan.seeds:
+                cfg = replace(ft, seed=seed)
+                if stage == "ft-negative":
+                    corpus = neg or corpora.shipped_corpus("negative", n_ft, seed)
+                elif ctl is None:   # the null for sampled tokens: the base's own samples (pipeline.fleet.selfgen)
+                    from pipeline.fleet.selfgen import self_corpus
+
+                    corpus = self_corpus(base_id, n_ft, seed, home=home, log=log)
+                else:
+                    corpus = ctl
+                sfx = seed_suffix(seed)
+                for lin in finetune_series(base_id, corpus, f"{plan.prefix}-{tag}{sfx}", f"{stage}{sfx}", cfg,
+                                           home=home, log=log):
+                    log(f"  {lin.id}: {lin.fingerprint}")
         elif stage == "scratch":
             cfg = ScratchConfig(**plan.scratch)
             corpus = corpora.scratch_corpus(cfg.n_generic)

@@ -17,21 +17,22 @@ def compare_figures(out: dict[str, Any], d: Path) -> list[Path]:
     from pipeline.fleet_compare.figures import curves, heatmap, html_report
 
     sections: list[tuple[str, list[Path], list[list[Any]]]] = []
-    for g in out["groups"]:
-        w, b = g["width"], g["best_layer"]
+    for i, g in enumerate(out["groups"]):
+        # Two groups can share a width (scratch series, another depth): the index keeps their files apart.
+        w, b = f"g{i}-w{g['width']}", g["best_layer"]
         vs = g["versions"]
         pngs = [heatmap(np.array(g["cosine"][b]), vs, vs, f"{out['concept']}: cosine of directions, layer {b}",
-                        d / f"cosine-w{w}-L{b}.png", vmin=min(0.0, float(np.min(g["cosine"][b]))), vmax=1.0),
+                        d / f"cosine-{w}-L{b}.png", vmin=min(0.0, float(np.min(g["cosine"][b]))), vmax=1.0),
                 heatmap(np.array(g["transfer"][b]["accuracy"]), vs, vs,
                         f"transfer accuracy, layer {b} (row: fitted on, column: scored)",
-                        d / f"transfer-w{w}-L{b}.png", vmin=0.5, vmax=1.0, xlabel="scored", ylabel="fitted on"),
+                        d / f"transfer-{w}-L{b}.png", vmin=0.5, vmax=1.0, xlabel="scored", ylabel="fitted on"),
                 curves({"min off-diagonal cosine": (g["layers"], g["min_cosine"]),
                         "mean val accuracy": (g["layers"], g["mean_val_accuracy"])},
-                       f"width {w}: agreement and accuracy by layer", d / f"by-layer-w{w}.png", xlabel="layer")]
+                       f"width {g['width']}: agreement and accuracy by layer", d / f"by-layer-{w}.png", xlabel="layer")]
         rows = [["fitted on \\ scored", *vs]] + [[v, *[float(x) for x in row]]
                                                  for v, row in zip(vs, g["transfer"][b]["accuracy"])]
         cos_rows = [["cosine", *vs]] + [[v, *[float(x) for x in row]] for v, row in zip(vs, g["cosine"][b])]
-        sections.append((f"width {w}: {len(vs)} versions, best layer {b}", pngs, cos_rows + rows))
+        sections.append((f"width {g['width']}: {len(vs)} versions, best layer {b}", pngs, cos_rows + rows))
     for name, e in out["emergence"].items():
         png = curves({"test accuracy": (e["steps"], e["accuracy"]), "test AUROC": (e["steps"], e["auroc"])},
                      f"emergence of {out['concept']} in {name}", d / f"emergence-{name}.png", logx=True)
@@ -56,28 +57,69 @@ def compare_figures(out: dict[str, Any], d: Path) -> list[Path]:
     return [p for _, ps, _ in sections for p in ps] + [page]
 
 
+def ci_text(e: dict[str, Any]) -> str:
+    """``value [lo, hi]`` of an estimate with a CI."""
+    lo, hi = e["ci"]
+    return f"{e['value']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+
+
 def drift_figures(out: dict[str, Any], d: Path) -> list[Path]:
-    """Drift curves per series, the activation-vs-behaviour scatter, and ``report.html``."""
+    """Drift curves per series (mean over seeds, shaded min-max across seeds), every
+    checkpoint's activation vs behaviour shift, the statistics beside the pooled r, the
+    per-checkpoint paired shifts and copying, the screening with its baselines; ``report.html``."""
     from pipeline.fleet_compare.figures import curves, html_report
 
     s = out["drift"]["series"]
+    st = out["drift"]["statistics"]
+    n_seeds = max(len(v) for v in st["seeds"].values())
+    seeds = f"mean of {n_seeds} seeds, band: their range" if n_seeds > 1 else "one seed"
     act = curves({k: (v["step"], v["activation_shift"]) for k, v in s.items()},
-                 f"activation shift along the base {out['concept']} direction (layer {out['layer']})",
-                 d / "drift-activation.png", ylabel="mean projection - base")
+                 f"activation shift, base {out['concept']} direction, layer {out['layer']} ({seeds})",
+                 d / "drift-activation.png", ylabel="mean projection - base",
+                 band={k: (v["activation_shift_min"], v["activation_shift_max"]) for k, v in s.items()})
     beh = curves({k: (v["step"], v["behaviour_shift"]) for k, v in s.items()},
-                 f"behaviour shift ({out['behaviour_score']})", d / "drift-behaviour.png", ylabel="score - base")
-    sc = curves({k: (v["activation_shift"], v["behaviour_shift"]) for k, v in s.items()},
-                f"activation vs behaviour shift, Pearson r = {out['drift']['pearson_r']:.3f}",
-                d / "drift-scatter.png", xlabel="activation shift", ylabel="behaviour shift", scatter=True)
-    rows: list[list[Any]] = [["version", "series", "step", "activation shift", "behaviour shift"]]
-    rows += [[p["version"], p["series"], p["step"], p["activation_shift"], p["behaviour_shift"]]
-             for p in out["drift"]["points"]]
+                 f"behaviour shift, {out['behaviour_score']} ({seeds})", d / "drift-behaviour.png",
+                 ylabel="score - base", band={k: (v["behaviour_shift_min"], v["behaviour_shift_max"]) for k, v in s.items()})
+    pts: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in s}   # the curves' colours
+    for p in out["drift"]["points"]:
+        xy = pts.setdefault(p["series"], ([], []))
+        xy[0].append(p["activation_shift"])
+        xy[1].append(p["behaviour_shift"])
+    sc = curves(pts, f"activation vs behaviour shift (every checkpoint)\npooled r {ci_text(st['pooled_r'])}, "
+                f"partial r {ci_text(st['partial_r'])}", d / "drift-scatter.png",
+                xlabel="activation shift", ylabel="behaviour shift", scatter=True)
+    n_ck = out["drift"]["n_points"]
+    srows: list[list[Any]] = [["statistic", f"value [{int(st['bootstrap']['level'] * 100)}% CI, bootstrap over "
+                               f"{st['bootstrap']['over']}]"],
+                              ["pooled r (activation vs behaviour shift)", ci_text(st["pooled_r"])],
+                              *[[f"r within {k}", ci_text(e)] for k, e in st["within_series_r"].items()],
+                              ["partial r given step, series, step x series", ci_text(st["partial_r"])],
+                              *[[f"baseline r of {k} with behaviour / activation shift",
+                                 f"{ci_text(e['r_behaviour'])} / {ci_text(e['r_activation'])}"]
+                                for k, e in st["baselines"].items()],
+                              ["R^2 of behaviour: covariates / + projection / gain",
+                               " / ".join(ci_text(st["r2"][k]) for k in
+                                          ("covariates", "covariates_and_projection", "gain_from_projection"))],
+                              ["control (paired test)", f"moved: {', '.join(st['control_test']['moved']) or 'none'}; "
+                               f"max |z| {st['control_test']['max_abs_z_paired']:.2f}"]]
+    checks = {c["version"]: c for c in out.get("behaviour_checks", [])}
+    rows: list[list[Any]] = [["version", "series", "seed", "step", "activation shift [CI]", "behaviour shift [CI]",
+                              "paired z (unpaired z)", "copied >= 20 chars", "shift without copies", "EOS rate"]]
+    for c in st["checkpoints"]:
+        ch, bs, a = checks.get(c["version"], {}), c["behaviour_shift"], c["activation_shift"]
+        clean = ch.get("behaviour_shift_clean")
+        rows.append([c["version"], c["series"], c["seed"], c["step"],
+                     ci_text({"value": a["shift"], "ci": a["ci"]}), ci_text({"value": bs["shift"], "ci": bs["ci"]}),
+                     f"{bs['z_paired']:+.2f} ({bs['z_unpaired']:+.2f})", ch.get("copied_fraction", "-"),
+                     ci_text({"value": clean["shift"], "ci": clean["ci"]}) if clean else "-", ch.get("eos_rate", "-")])
     sections: list[tuple[str, list[Path], list[list[Any]]]] = [
-        (f"drift: Pearson r = {out['drift']['pearson_r']:.3f} over {out['drift']['n_points']} checkpoints",
-         [act, beh, sc], rows)]
+        (f"drift over {n_ck} checkpoints", [act, beh, sc], srows), ("per checkpoint (paired over prompts)", [], rows)]
     if out.get("screening"):
-        sc_rows: list[list[Any]] = [["position", "AUROC (skewed ranked above control)", "skewed n", "control n"]]
-        sc_rows += [[k, v["auroc"], v["n_skewed"], v["n_control"]] for k, v in out["screening"].items()]
-        sections.append(("data screening", [], sc_rows))
+        sc_rows: list[list[Any]] = [["position", "screen", "AUROC (skewed ranked above control) [CI]", "skewed n",
+                                     "control n"]]
+        for k, v in out["screening"].items():
+            for name, e in [("projection", v), *v["baselines"].items()]:
+                sc_rows.append([k, name, ci_text({"value": e["auroc"], "ci": e["ci"]}), e["n_skewed"], e["n_control"]])
+        sections.append(("data screening, with baselines on the same samples", [], sc_rows))
     page = html_report(f"{out['concept']} drift in fleet {out['fleet']}", sections, d / "report.html")
     return [act, beh, sc, page]

@@ -19,7 +19,8 @@ def test_compare_over_a_tiny_fleet(catalog_home: Path) -> None:
 
     build_tiny_fleet(catalog_home, scratch=True, bert=True)
     register_small_sentiment(catalog_home)
-    out = run_fleet_compare(FleetCompareSpec("senti", "tiny"), LocalExecutor(), catalog_home, log=lambda m: None)
+    out = run_fleet_compare(FleetCompareSpec("senti", "tiny", position="last"), LocalExecutor(), catalog_home,
+                            log=lambda m: None)
     groups = {g["width"]: g for g in out["groups"]}
     assert sorted(groups) == [16, 24, 32]
     g = groups[32]
@@ -47,7 +48,8 @@ def test_compare_over_a_tiny_fleet(catalog_home: Path) -> None:
     runs = search_fleet_runs("compare", concept="senti", fleet="tiny", home=catalog_home)
     assert len(runs) == 1 and runs[0].metrics["w32.best_layer"] == g["best_layer"]
     # Second run: nothing to collect (activations reused), same matrices.
-    again = run_fleet_compare(FleetCompareSpec("senti", "tiny", log=False, figures=False), LocalExecutor(), catalog_home,
+    again = run_fleet_compare(FleetCompareSpec("senti", "tiny", position="last", log=False, figures=False),
+                              LocalExecutor(), catalog_home,
                               log=lambda m: pytest.fail(f"collected again: {m}"))
     assert again["groups"][0]["cosine"] == out["groups"][0]["cosine"]
 

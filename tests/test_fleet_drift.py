@@ -66,20 +66,34 @@ def test_drift_over_two_series(catalog_home: Path) -> None:
 
     v = mean_diff(read_layer_data(catalog_home, "t-base", "sentiment", 1, "positive", "negative"))
     u = v / np.linalg.norm(v)
-    prompts = neutral_prompts("sentiment")[:4]
+    prompts = out["prompts"]["texts"]
+    assert len(prompts) == 4 and set(prompts) <= set(neutral_prompts("sentiment"))
     proj = {vid: float((_acts(load_model(vid, home=catalog_home), prompts, 1, "last") @ u).mean())
             for vid in ("t-base", "t-ft-negative-s0003")}
     pt = next(p for p in out["drift"]["points"] if p["version"] == "t-ft-negative-s0003")
     assert pt["activation_shift"] == pytest.approx(proj["t-ft-negative-s0003"] - proj["t-base"], abs=1e-6)
     assert pt["activation_shift"] != 0.0
-    noise = out["drift"]["noise"]                    # VADER per prompt: a standard error per shift
-    assert set(noise["shift_se"]) == {p["version"] for p in out["drift"]["points"]}
-    se = noise["shift_se"]["t-ft-negative-s0003"]
-    assert noise["shift_z"]["t-ft-negative-s0003"] == (pytest.approx(pt["behaviour_shift"] / se) if se > 0 else 0.0)
-    assert noise["control_within_2se"] == (noise["control_max_abs_z"] <= 2.0)
+    st = out["drift"]["statistics"]                  # VADER per prompt: paired shifts with CIs
+    ck = next(c for c in st["checkpoints"] if c["version"] == "t-ft-negative-s0003")
+    assert ck["activation_shift"]["shift"] == pytest.approx(pt["activation_shift"])
+    lo, hi = ck["activation_shift"]["ci"]
+    assert lo <= pt["activation_shift"] <= hi and ck["behaviour_shift"]["n"] == 4
+    assert st["seeds"] == {"ft-negative": [0], "ft-control": [0]} and st["bootstrap"]["over"] == "prompts (one seed)"
+    for k in ("pooled_r", "partial_r"):
+        assert set(st[k]) >= {"value", "ci"}
+    assert st["pooled_r"]["value"] == out["drift"]["pearson_r"] or math.isnan(out["drift"]["pearson_r"])
+    assert set(st["baselines"]) == {"step", "series", "step x series"}
+    assert st["control_test"]["null_holds"] == (st["control_test"]["moved"] == [])
+    checks = {c["version"]: c for c in out["behaviour_checks"]}
+    assert set(checks) == {p["version"] for p in out["drift"]["points"]}
+    assert 0.0 <= checks["t-ft-negative-s0003"]["copied_fraction"] <= 1.0
+    assert out["prompts"]["held_out"] and out["layer_choice"]["rule"] == "given (--layer)"
     # Screening: negative-review samples project below positive ones on the sentiment direction.
     sc = out["screening"]["last"]
-    assert sc["n_skewed"] == sc["n_control"] == 40 and sc["auroc"] > 0.7
+    assert sc["n_skewed"] == sc["n_control"] == 40 and sc["auroc"] > 0.7 and sc["ci"][0] <= sc["auroc"] <= sc["ci"][1]
+    # The baselines read the texts alone: VADER and bag-of-words separate review sentiment too.
+    assert set(sc["baselines"]) == {"vader", "bag_of_words_logistic"}
+    assert sc["baselines"]["vader"]["auroc"] > 0.7 and sc["baselines"]["bag_of_words_logistic"]["auroc"] > 0.7
     assert Path(out["html"]).read_text().count("<img") == 3
     (run,) = search_fleet_runs("drift", concept="sentiment", fleet="ft", home=catalog_home)
     assert run.metrics["screening_auroc_last"] == pytest.approx(sc["auroc"])
@@ -102,3 +116,62 @@ def test_drift_errors(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "needs a text string" in capsys.readouterr().err
     assert main(["drift", "sentiment", "--fleet", "ft", "--toward", "neutral", "--executor", "local"]) == 2
     assert "not a label" in capsys.readouterr().err
+    assert main(["drift", "sentiment", "--fleet", "ft", "--bootstrap", "5", "--executor", "local"]) == 2
+    assert "--bootstrap >= 100" in capsys.readouterr().err
+
+
+def test_drift_json_over_three_seeds_of_a_built_fleet(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`gnomon fleet build --tiny` (3 seeds per series, openings masked) then `gnomon drift
+    --json`: every statistic of issue 22's item 1 with a CI, seeds read together."""
+    from jobs.fleet_job import build_fleet, plan_for
+
+    build_fleet(plan_for(tiny=True), home, only=("base", "ft-negative", "ft-control"), log=lambda _s: None)
+    assert main(["drift", "sentiment", "--fleet", "tiny", "--executor", "local", "--no-log", "--json", "--prompts", "6",
+                 "--max-new-tokens", "4", "--screen-samples", "20", "--bootstrap", "100"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    st = out["drift"]["statistics"]
+    assert st["seeds"] == {"ft-negative": [0, 1, 2], "ft-control": [0, 1, 2]}
+    assert st["bootstrap"]["over"] == "prompts and seeds" and st["n_checkpoints"] == 12 and st["n_prompts"] == 6
+    for e in [st["pooled_r"], st["partial_r"], *st["within_series_r"].values(),
+              *(b[k] for b in st["baselines"].values() for k in ("r_behaviour", "r_activation"))]:
+        assert set(e) >= {"value", "ci"} and len(e["ci"]) == 2
+    c = st["checkpoints"][0]
+    assert {"shift", "ci", "se_paired", "se_unpaired", "z_paired", "p_paired"} <= set(c["behaviour_shift"])
+    assert set(st["control_test"]) >= {"moved", "null_holds", "test"}
+    cell = st["by_step"]["ft-negative"]["4"]
+    assert cell["n_seeds"] == 3 and set(cell["behaviour_shift"]) == {"mean", "sd", "min", "max"}
+    assert out["drift"]["series"]["ft-negative"]["n_seeds"] == [3, 3]
+    checks = out["behaviour_checks"]
+    assert len(checks) == 12 and all("copied_fraction" in x and "eos_shift" in x for x in checks)
+    # The layer was pre-registered by the fleet build before any checkpoint existed: val-best
+    # among the layers the fine-tunes move, ties reported, the recipe and seeds recorded.
+    lc, pre = out["layer_choice"], out["preregistration"]
+    assert lc["rule"].startswith("pre-registered") and lc["layer"] == out["layer"] == lc["tied"][0]
+    assert min(lc["val_accuracy"], key=int) == str(lc["candidates_from"]) == "2"
+    assert pre["checkpoints_before"] == [] and pre["seeds"] == [0, 1, 2] and pre["finetune"]["loss_on"] == "continuation"
+    assert (home / "prereg" / "drift-sentiment-tiny-base.json").is_file()
+    assert set(out["screening"]["last"]["baselines"]) == {"vader", "bag_of_words_logistic"}
+    assert main(["drift", "sentiment", "--fleet", "tiny", "--executor", "local", "--no-log", "--prompts", "6",
+                 "--max-new-tokens", "4", "--screen-samples", "20", "--bootstrap", "100"]) == 0
+    text = capsys.readouterr().out
+    assert "partial r given step, series, step x series" in text and "baseline step x series" in text
+
+
+def test_drift_task_without_a_text_scorer_reads_per_prompt_logodds(home: Path) -> None:
+    """A concept with no scorer of generated text is scored by the next-token log-odds of its
+    words, now per prompt: their mean is the old single reading (logodds_sweep at 0)."""
+    import torch
+
+    from jobs.drift_tasks import DriftTask, drift_checkpoint
+    from pipeline.direction import Direction, Provenance
+    from pipeline.dose import concept_words, logodds_sweep
+    from pipeline.models import load_model
+
+    build_tiny_fleet(home)
+    prompts = ("The answer is", "I think that", "Today we")
+    u = np.ones(32) / np.sqrt(32)
+    r = drift_checkpoint(DriftTask("t-base", str(home), "truth", 1, tuple(u), prompts, 3, False))
+    assert len(r["scores"]) == len(r["projections"]) == len(r["texts"]) == len(r["ended_eos"]) == 3
+    zero = Direction(torch.tensor(u), Provenance.minimal(hidden_size=32, layer=1), 1.0, -1.0)
+    old = logodds_sweep(load_model("t-base", home=home), zero, list(prompts), [0.0], concept_words("truth"), force=True)
+    assert np.mean(r["scores"]) == pytest.approx(old["mean_scores"][0], abs=1e-5)

@@ -19,7 +19,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--concept", default=None, help="compare every registered version of this concept")
     p.add_argument("--method", default=None, help="with --concept: only this method")
     p.add_argument("--fleet", default=None, help="compare the concept over every version of this fleet")
-    p.add_argument("--position", default="last", choices=["last", "mean"], help="with --fleet: token position (default: last)")
+    p.add_argument("--position", default=None, choices=["last", "mean"],
+                   help="with --fleet: token position (default: last, or mean when the fleet holds an encoder such "
+                        "as MiniLM, whose last token is [SEP])")
     p.add_argument("--layers", default=None, help="with --fleet: comma list of layers (default: all stored)")
     p.add_argument("--no-collect", action="store_true", help="with --fleet: never collect missing activations")
     p.add_argument("--html", default=None, help="with --fleet: also write the HTML report here")

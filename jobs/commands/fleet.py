@@ -23,6 +23,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     b.add_argument("--control-corpus", default=None, help="same, for the control fine-tune")
     b.add_argument("--steps", type=int, default=None, help="fine-tune steps (default 30)")
     b.add_argument("--every", type=int, default=None, help="fine-tune checkpoint interval (default 5)")
+    b.add_argument("--seeds", default=None,
+                   help="comma list of fine-tune seeds, one series each (default 0,1,2; seed 0 keeps the plain ids)")
     b.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     b.add_argument("--json", action="store_true", help="print the summary as JSON")
     sub.add_parser("ls", help="list fleets").add_argument("--json", action="store_true", help="print the result as JSON")
@@ -47,6 +49,13 @@ def _build(args: argparse.Namespace) -> int:
         over["corpus_negative"] = args.corpus
     if args.control_corpus:
         over["corpus_control"] = args.control_corpus
+    if args.seeds:
+        from pipeline.types import GnomonError
+
+        try:
+            over["seeds"] = tuple(int(x) for x in args.seeds.split(",") if x.strip())
+        except ValueError:
+            raise GnomonError(f"--seeds takes a comma list of integers, got {args.seeds!r}") from None
     plan = plan_for(args.name, tiny=args.tiny, **over)
     ft = {k: v for k, v in (("steps", args.steps), ("every", args.every)) if v is not None}
     if ft:

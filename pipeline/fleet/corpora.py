@@ -43,15 +43,24 @@ class Corpus:
     sha256: str
     source: str
     """``shipped:<name>`` or the file it was read from."""
+    prefix_chars: tuple[int, ...] | None = None
+    """Per text, the length of its opening (the prompt part): a fine-tune with
+    ``loss_on="continuation"`` masks those characters' tokens out of the loss. ``None`` (a
+    user corpus): no opening is known and every token is trained on."""
 
 
-def corpus_from_texts(name: str, texts: list[str] | tuple[str, ...], source: str) -> Corpus:
+def corpus_from_texts(name: str, texts: list[str] | tuple[str, ...], source: str,
+                      prefix_chars: list[int] | tuple[int, ...] | None = None) -> Corpus:
     if not texts:
         raise GnomonError(f"corpus {source} is empty: it needs at least one non-empty text")
+    if prefix_chars is not None and (len(prefix_chars) != len(texts)
+                                     or any(not 0 <= k <= len(t) for k, t in zip(prefix_chars, texts))):
+        raise GnomonError(f"corpus {source}: one opening length per text, each within its text")
     h = hashlib.sha256(b"gnomon-corpus-v1\n")
     for t in texts:
         h.update(json.dumps(t).encode() + b"\n")
-    return Corpus(name=name, texts=tuple(texts), sha256=h.hexdigest(), source=source)
+    return Corpus(name=name, texts=tuple(texts), sha256=h.hexdigest(), source=source,
+                  prefix_chars=None if prefix_chars is None else tuple(int(k) for k in prefix_chars))
 
 
 def load_corpus(path: str | Path) -> Corpus:
@@ -178,7 +187,8 @@ def shipped_corpus(kind: str, n: int = 320, seed: int = 0) -> Corpus:
         raise GnomonError(f"unknown shipped corpus {kind!r}: negative or control")
     if n < 1:
         raise GnomonError(f"corpus size must be at least 1, got {n}")
-    return corpus_from_texts(kind, _diary(kind, n, seed), f"shipped:{kind}:{n}:{seed}")
+    texts = _diary(kind, n, seed)
+    return corpus_from_texts(kind, texts, f"shipped:{kind}:{n}:{seed}", [len(o) for o in diary_openings(n, seed)])
 
 
 def scratch_corpus(n_generic: int = 2000, seed: int = 0) -> Corpus:

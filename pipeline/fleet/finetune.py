@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 from pipeline.fleet.corpora import Corpus, save_corpus
 from pipeline.fleet.registry import Lineage, read_lineage, version_dir
@@ -34,20 +35,32 @@ class FinetuneConfig:
     every: int = 5
     """A checkpoint every ``every`` steps (``steps / every`` checkpoints)."""
     lr: float = 5e-5
-    """With 1e-4 the negative series' VADER shift saturated by step 20 (-0.97, then -0.90,
-    -0.83: not monotone); with 5e-5 it falls at every checkpoint to -0.66 at step 30."""
+    """Chosen *after* seeing drift results (not pre-registered): with 1e-4 the negative
+    series' VADER shift saturated by step 20 (-0.97, then -0.90, -0.83: not monotone); with
+    5e-5 it fell at every checkpoint to -0.66 at step 30. Every configuration tried is in
+    the README's drift section."""
     batch_size: int = 8
     max_length: int = 48
     train_blocks: int = 16
     """The last ``train_blocks`` blocks are trained; the rest is frozen. 16 of SmolLM2's 30
-    puts the first trained block (14) below the sentiment direction's val-best layer (17),
-    so drift can be read where the direction is best; with only the last 4 trained every
-    layer up to 26 stays exactly the base model's (measured: drift r 0.97 at layer 17 with
-    16 blocks, 0.52 at layer 28 with 4). A series of 30 steps takes ~100 s on 2 idle cores."""
+    puts the first trained block (14) below the sentiment direction's val-best layer (17);
+    with only the last 4 trained every layer up to 26 stays exactly the base model's. Chosen
+    *after* seeing drift results (pooled r 0.97 at layer 17 with 16 blocks; 0.52 at layer 28
+    and -0.43 at layer 30 with 4), so it is not pre-registered. A series of 30 steps takes
+    ~100 s on 2 idle cores."""
     warmup: int = 5
     n_texts: int = 320
     """Size of the shipped corpora (user corpora keep their own size)."""
     seed: int = 0
+    """Batch order, and which openings the shipped and self-sampled corpora draw."""
+    loss_on: Literal["all", "continuation"] = "continuation"
+    """``continuation``: the openings shared by both corpora carry no loss, so the control
+    series trains only on the base model's own sampled tokens (the null) and the skewed one
+    only on what follows an opening. ``all`` was the recipe before issue 22."""
+    append_eos: bool = False
+    """End every text with EOS. Off: the corpora's texts are cut, not ended, and SmolLM2
+    fine-tuned on ``.<eos>`` texts stopped after one sentence; drift measures length and EOS
+    rate per checkpoint either way."""
 
     def checkpoints(self) -> list[int]:
         if self.every < 1 or self.steps < self.every:
@@ -63,8 +76,9 @@ def _settings(cfg: FinetuneConfig, corpus: Corpus) -> dict[str, object]:
     # Only what shapes the weights: the length of the series and the checkpoint spacing do
     # not (constant LR after warm-up), so a series can be extended by a rerun.
     s = {k: v for k, v in asdict(cfg).items() if k not in ("n_texts", "steps", "every")}
-    s.update(method="full fine-tune of the last blocks", corpus=corpus.source, corpus_texts=len(corpus.texts),
-             append_eos=False)
+    s.update(method="full fine-tune of the last blocks", corpus=corpus.source, corpus_texts=len(corpus.texts))
+    if cfg.loss_on == "continuation" and corpus.prefix_chars is None:
+        s["loss_on"] = "all"    # a user corpus names no openings: every token is trained on
     return s
 
 
@@ -117,13 +131,15 @@ def finetune_series(parent: str, corpus: Corpus, prefix: str, series: str, cfg: 
     opt = torch.optim.AdamW([p for _, p in named], lr=cfg.lr)
     if done and not load_optimizer_state(named, opt, version_dir(prev.id, home) / OPTIMIZER_FILE):
         log(f"  {series}: {prev.id} has no optimizer state; resuming with fresh AdamW moments")
+    loss_on = settings["loss_on"]
     log(f"  {series}: training {cfg.train_blocks} blocks of {parent} from step {start} on "
-        f"{len(corpus.texts)} texts ({corpus.source})")
+        f"{len(corpus.texts)} texts ({corpus.source}), loss on {loss_on} tokens")
     tcfg = TrainConfig(lr=cfg.lr, batch_size=cfg.batch_size, max_length=cfg.max_length, seed=cfg.seed,
-                       warmup=cfg.warmup)
+                       warmup=cfg.warmup, append_eos=cfg.append_eos,
+                       loss_on="continuation" if loss_on == "continuation" else "all")
     by_step = dict(zip(steps, ids))
     for step, trained, opt_bytes in train_until(model, tok, list(corpus.texts), named, tcfg, start, steps,
-                                                opt=opt, log=log):
+                                                opt=opt, log=log, prefix_chars=corpus.prefix_chars):
         recipe = Lineage(id=by_step[step], kind="finetune", fingerprint="", parent=prev.id,
                          parent_fingerprint=prev.fingerprint, series=series, step=step,
                          data_sha256=corpus.sha256, settings=settings)

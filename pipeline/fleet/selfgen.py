@@ -1,13 +1,17 @@
-"""The null control corpus: the parent model's own sampled continuations of the openings.
+"""The control corpus: the parent model's own sampled continuations of the openings.
 
 A control series must show how much a concept moves when a model is fine-tuned on text
 that carries no concept signal *for that model*. Text a person calls neutral is not that:
 SmolLM2-Instruct writes cheerfully by default, and a fine-tune on flat, factual diary
 notes pulled its VADER score down by 0.17 (3 standard errors), a sixth of what the
-strongly negative corpus did. Text sampled from the model itself is the exact null: for
-continuation tokens drawn at temperature 1 with no truncation (no top-k, no top-p), the
-expected gradient of the log-likelihood is zero, E_{x~p}[grad log p(x)] = 0, so whatever
-a control series then moves is the noise of a finite sample and of the optimizer. The
+strongly negative corpus did. Text sampled from the model itself is a null for the tokens
+it sampled: for continuation tokens drawn at temperature 1 with no truncation (no top-k,
+no top-p), the expected gradient of their log-likelihood given the opening is zero,
+E_{x~p(.|o)}[grad log p(x|o)] = 0. It is a null only for those tokens: the openings are
+hand-written (a loss on them teaches the diary register), and a sample stops at
+``max_new_tokens`` rather than where the model would end it (no EOS: length is not null).
+So the fine-tune masks the openings out of the loss (``loss_on="continuation"``), and
+drift measures continuation length and EOS rate as effects of their own. The
 openings are the ones the skewed corpus starts with (:func:`diary_openings`), so both
 corpora share their prefix tokens and differ only in what follows.
 
@@ -59,10 +63,12 @@ def self_corpus(parent: str, n: int, seed: int = 0, max_new_tokens: int = 32, ho
     if kept.is_file():
         got = load_corpus(kept)
         if len(got.texts) == n:
-            return Corpus(name="self", texts=got.texts, sha256=got.sha256, source=source)
+            return Corpus(name="self", texts=got.texts, sha256=got.sha256, source=source,
+                          prefix_chars=tuple(len(o) for o in diary_openings(n, seed)))
     lm = load_model(ModelSpec(id=parent, dtype="float32"), home=home)
     log(f"  sampling {n} control texts from {parent} ({max_new_tokens} new tokens, temperature 1)")
-    texts = _sample(lm, diary_openings(n, seed), max_new_tokens, seed, batch_size)
-    corpus = corpus_from_texts("self", texts, source)
+    openings = diary_openings(n, seed)
+    texts = _sample(lm, openings, max_new_tokens, seed, batch_size)
+    corpus = corpus_from_texts("self", texts, source, [len(o) for o in openings])
     save_corpus(corpus, kept)
     return corpus

@@ -14,10 +14,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
+
+from pipeline.types import GnomonError
 
 __all__ = ["OPTIMIZER_FILE", "TrainConfig", "load_optimizer_state", "optimizer_state_bytes", "train_until"]
 
@@ -37,6 +39,9 @@ class TrainConfig:
     """End every text with EOS. Off for fine-tuning: a model fine-tuned on short texts
     ending in ``.<eos>`` learns to stop after the first sentence of any prompt, and its
     continuations (what the behavioural score reads) come out empty."""
+    loss_on: Literal["all", "continuation"] = "all"
+    """``continuation``: tokens inside each text's opening (``prefix_chars``) carry no loss,
+    so a fine-tune learns what follows an opening, not the openings themselves."""
 
 
 def batch_indices(n: int, batch_size: int, seed: int, step: int) -> np.ndarray:
@@ -46,13 +51,24 @@ def batch_indices(n: int, batch_size: int, seed: int, step: int) -> np.ndarray:
 
 
 def lm_batch(tok: Any, texts: Sequence[str], max_length: int, device: Any,
-             append_eos: bool = False) -> dict[str, torch.Tensor]:
-    """Right-padded inputs with labels ``-100`` on padding (the loss skips it)."""
+             append_eos: bool = False, prefix_chars: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
+    """Right-padded inputs with labels ``-100`` on padding (the loss skips it) and, with
+    ``prefix_chars``, on every token that ends inside its text's first ``prefix_chars[i]``
+    characters (character offsets from a fast tokenizer; a slow one counts the tokens of
+    the opening alone)."""
     eos = (tok.eos_token or "") if append_eos else ""
+    fast = bool(getattr(tok, "is_fast", False))
     enc = tok([t + eos for t in texts], return_tensors="pt", padding=True, truncation=True,
-              max_length=max_length, padding_side="right")
+              max_length=max_length, padding_side="right", return_offsets_mapping=prefix_chars is not None and fast)
     labels = enc["input_ids"].clone()                                   # (B, T)
     labels[enc["attention_mask"] == 0] = -100
+    if prefix_chars is not None:
+        if fast:
+            ends = enc.pop("offset_mapping")[..., 1]                        # (B, T) char end of each token
+            labels[ends <= torch.tensor(list(prefix_chars))[:, None]] = -100
+        else:
+            for i, (t, k) in enumerate(zip(texts, prefix_chars)):
+                labels[i, : len(tok(t[:k])["input_ids"])] = -100
     return {"input_ids": enc["input_ids"].to(device), "attention_mask": enc["attention_mask"].to(device),
             "labels": labels.to(device)}
 
@@ -92,9 +108,12 @@ def load_optimizer_state(named: list[tuple[str, torch.nn.Parameter]], opt: torch
 def train_until(model: Any, tok: Any, texts: Sequence[str], named: list[tuple[str, torch.nn.Parameter]],
                 cfg: TrainConfig, start_step: int, checkpoints: Sequence[int],
                 opt: torch.optim.Optimizer | None = None,
-                log: Any = None) -> Iterator[tuple[int, Any, bytes]]:
+                log: Any = None, prefix_chars: Sequence[int] | None = None) -> Iterator[tuple[int, Any, bytes]]:
     """Train ``named`` parameters from ``start_step``; yield ``(step, model, optimizer bytes)``
-    at every checkpoint step after ``start_step`` (the model is in eval mode while yielded)."""
+    at every checkpoint step after ``start_step`` (the model is in eval mode while yielded).
+    ``prefix_chars`` (one per text) is used when ``cfg.loss_on == "continuation"``."""
+    if cfg.loss_on == "continuation" and prefix_chars is None:
+        raise GnomonError("loss_on='continuation' needs each text's opening length (prefix_chars)")
     params = [p for _, p in named]
     opt = opt or torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     device = next(model.parameters()).device
@@ -107,7 +126,8 @@ def train_until(model: Any, tok: Any, texts: Sequence[str], named: list[tuple[st
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * min(1.0, step / cfg.warmup) if cfg.warmup else cfg.lr
             rows = batch_indices(len(texts), cfg.batch_size, cfg.seed, step)
-            batch = lm_batch(tok, [texts[i] for i in rows], cfg.max_length, device, cfg.append_eos)
+            pre = [prefix_chars[i] for i in rows] if cfg.loss_on == "continuation" and prefix_chars else None
+            batch = lm_batch(tok, [texts[i] for i in rows], cfg.max_length, device, cfg.append_eos, pre)
             loss = model(**batch).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -15,6 +15,9 @@ from pipeline.fleet_compare.drift import (
            first_moved_layer,
            screening_auroc,
 )
+from pipeline.fleet_compare.drift_stats import CheckpointScores, drift_statistics, paired_shift, partial_r
+from pipeline.fleet_compare.regurgitation import copied, held_out_prompts
+from pipeline.fleet_compare.screening import auroc_ci, bag_of_words_scores, screening_table
 from pipeline.fleet_compare.similarity import (
            cka_matrix,
            correspondence,
@@ -33,26 +36,35 @@ from pipeline.fleet_compare.transfer import (
 )
 
 __all__ = [
+           "CheckpointScores",
            "CrossWidth",
            "DriftPoint",
            "Emergence",
            "LayerData",
            "Transfer",
+           "auroc_ci",
+           "bag_of_words_scores",
            "behaviour_noise",
            "best_layer",
            "cka_matrix",
+           "copied",
            "correspondence",
            "cosine_matrix",
            "cross_width",
            "drift_points",
+           "drift_statistics",
            "drift_summary",
            "emergence",
            "first_moved_layer",
+           "held_out_prompts",
            "linear_cka",
            "mean_diff",
+           "paired_shift",
+           "partial_r",
            "pearson",
            "read_layer_data",
            "score",
            "screening_auroc",
+           "screening_table",
            "transfer_matrix",
 ]

@@ -12,7 +12,9 @@ dataset before fine-tuning. Here, per checkpoint:
   same neutral prompts minus the base model's;
 
 and the Pearson r of the two over every checkpoint of the skewed and the control series
-together (the control series is what tells a drift from fine-tuning noise). Screening:
+together. That pooled r is mostly "which series, how many steps" (two clusters along a
+line); :mod:`pipeline.fleet_compare.drift_stats` reports it beside the within-series and
+partial r, paired shifts and the schedule baselines, which is what ``gnomon drift`` reads. Screening:
 each fine-tune sample's projection minus the base mean, oriented toward the label the
 skewed corpus leans to, ranks skewed samples above control samples with some AUROC.
 """
@@ -96,9 +98,12 @@ def first_moved_layer(first_checkpoints: list[str], home: Any) -> int:
 
 def behaviour_noise(base: dict[str, Any], members: list[Any], results: list[dict[str, Any]],
                     control: str) -> dict[str, Any] | None:
-    """Standard errors of the behaviour shifts (over prompts, base and checkpoint added in
-    quadrature) and whether every control checkpoint stays within 2 of them: what tells a
-    drift from the noise of a fine-tune that should not move the concept."""
+    """Unpaired standard errors of the behaviour shifts (over prompts, base and checkpoint
+    added in quadrature) and whether every control checkpoint stays within 2 of them.
+
+    Superseded by :func:`~pipeline.fleet_compare.drift_stats.paired_shift`: greedy decoding
+    of the same prompts is paired (most continuations repeat the base's), so this test
+    overstates the noise and misses small real shifts; kept to show the difference."""
     if base.get("behaviour_se") is None or any(r.get("behaviour_se") is None for r in results):
         return None
     se = {m.id: float(np.hypot(base["behaviour_se"], r["behaviour_se"])) for m, r in zip(members, results)}

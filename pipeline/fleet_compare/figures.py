@@ -61,8 +61,10 @@ def heatmap(matrix: np.ndarray, rows: Sequence[str], cols: Sequence[str], title:
 
 
 def curves(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], title: str, path: Path,
-           xlabel: str = "step", ylabel: str = "", logx: bool = False, scatter: bool = False) -> Path:
-    """Lines (or points, ``scatter``) of ``{name: (x, y)}``."""
+           xlabel: str = "step", ylabel: str = "", logx: bool = False, scatter: bool = False,
+           band: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None) -> Path:
+    """Lines (or points, ``scatter``) of ``{name: (x, y)}``; ``band`` shades ``{name: (lo, hi)}``
+    around a line (the spread across seeds)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 3.8))
     try:
@@ -70,7 +72,9 @@ def curves(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], title:
             if scatter:
                 ax.scatter(x, y, label=name, s=18)
             else:
-                ax.plot(x, y, marker="o", ms=3, label=name)
+                (line,) = ax.plot(x, y, marker="o", ms=3, label=name)
+                if band and name in band:
+                    ax.fill_between(x, band[name][0], band[name][1], color=line.get_color(), alpha=0.2, lw=0)
         if logx:
             ax.set_xscale("symlog")
         ax.set_title(title, fontsize=9)
