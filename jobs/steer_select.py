@@ -51,7 +51,7 @@ def select_steer(catalog: Any, concept: str, model: str, dataset: Any, positive:
     from pipeline.selection import rank
 
     t0 = time.perf_counter()
-    recs = [r for r in catalog.search(concept=concept, model=model)]
+    recs = catalog.search(concept=concept, model=model)
     ranked = [c.key for c in rank([record_candidate(r) for r in recs])][:max_candidates]
     if not ranked:
         catalog.point(concept, model, STEER_ALIAS, None)

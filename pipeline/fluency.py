@@ -140,8 +140,14 @@ def _signed_kls(lm: LoadedModel, direction: Direction, prompts: Sequence[str], s
     base = next_token_logp(lm, prompts, (), chat) if base is None else base
     iv = add_rows(lm, direction, [strength] * n + [-strength] * n, unit, force=force)  # type: ignore[arg-type]
     steered = next_token_logp(lm, list(prompts) * 2, [iv], chat)                       # (2n, V)
-    per_row = (base.exp().repeat(2, 1) * (base.repeat(2, 1) - steered)).sum(-1)        # (2n,)
+    per_row = _kl_rows(base, steered)                                                  # (2n,)
     return float(per_row[:n].mean()), float(per_row[n:].mean())
+
+
+def _kl_rows(base: torch.Tensor, steered: torch.Tensor) -> torch.Tensor:
+    """KL(base || steered) per row; ``steered`` stacks whole copies of ``base``'s rows (k n, V)."""
+    k = steered.shape[0] // base.shape[0]
+    return (base.exp().repeat(k, 1) * (base.repeat(k, 1) - steered)).sum(-1)
 
 
 def likelihood_preference(lm: LoadedModel, pos_texts: Sequence[str], neg_texts: Sequence[str],
@@ -311,22 +317,20 @@ def signed_effects(lm: LoadedModel, direction: Direction, prompts: Sequence[str]
         base = next_token_logp(lm, prompts, (), chat) if base is None else base           # (n, V)
         rows = add_rows(lm, direction, [-strength] * n + [strength] * n, unit, force=force)  # type: ignore[arg-type]
         lp = torch.cat([next_token_logp(lm, list(prompts) * 2, [rows], chat), base])       # (3n, V): -s, +s, 0
-        per_row = (base.exp().repeat(2, 1) * (base.repeat(2, 1) - lp[:2 * n])).sum(-1)     # (2n,)
+        per_row = _kl_rows(base, lp[:2 * n])                                               # (2n,)
         kl_neg, kl_pos = float(per_row[:n].mean()), float(per_row[n:].mean())
         pos_ids, neg_ids = _first_ids(lm, words[0]), _first_ids(lm, words[1])
         odds = torch.logsumexp(lp[:, pos_ids], -1) - torch.logsumexp(lp[:, neg_ids], -1)   # (3n,)
         sc = odds.double().numpy().reshape(3, n)[[0, 2, 1]]                                 # -s, 0, +s
         scorer = "log-odds"
-    else:
-        kl_pos, kl_neg = _signed_kls(lm, direction, prompts, strength, unit, chat, force)
-    if words is not None:
-        pass   # scored above
     elif scorer:
+        kl_pos, kl_neg = _signed_kls(lm, direction, prompts, strength, unit, chat, force)
         n = len(prompts)
         rows = add_rows(lm, direction, [-strength] * n + [0.0] * n + [strength] * n, unit, force=force)  # type: ignore[arg-type]
         out = generate(lm, list(prompts) * 3, max_new_tokens=max_new_tokens, interventions=[rows], chat=chat)
         sc = np.asarray(SCORERS[scorer](out), dtype=np.float64).reshape(3, n)           # (3, prompts)
     else:
+        kl_pos, kl_neg = _signed_kls(lm, direction, prompts, strength, unit, chat, force)
         texts = list(pairs[0]) + list(pairs[1])
         k, n_pos = len(texts), len(pairs[0])
         rows = add_rows(lm, direction, [-strength] * k + [0.0] * k + [strength] * k, unit, force=force)  # type: ignore[arg-type]
