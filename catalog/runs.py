@@ -63,6 +63,11 @@ def log_run(call: Call, direction: Direction, path: Path, req: PendingRegistrati
                 title = f"{prov.concept} on {prov.model_id}: {prov.method}, position {prov.position}"
                 for f in write_curve(req.curve, Path(tmp), title, selected_layer=prov.layer):
                     call("log_artifact", run_id, str(f), "curve")
+                    if f.suffix == ".png":   # also as an MLflow image: the run page's charts show it
+                        from PIL import Image
+
+                        with Image.open(f) as im:
+                            call("log_image", run_id, im.convert("RGB"), key="per_layer_curve", step=0)
         call("set_terminated", run_id, RunStatus.to_string(RunStatus.FINISHED))
     except Exception:
         # The store is failing already; the original error is the one to report.

@@ -199,6 +199,9 @@ def test_curve_logged_as_artifacts_and_metric_history(cat: Catalog) -> None:
     d = Path(client.download_artifacts(rec.run_id, "curve"))
     assert json.loads((d / "curve.json").read_text()) == {k: [float(x) for x in v] for k, v in curve.items()}
     assert (d / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # ... and as an MLflow image (key per_layer_curve): what the UI's run page charts
+    images = [a.path for a in client.list_artifacts(rec.run_id, "images")]
+    assert any("per_layer_curve" in p and p.endswith(".png") for p in images), images
     run = client.get_run(rec.run_id)
     assert run.data.params["layer"] == "6" and run.data.params["split_sizes.val"] == "30"
     runs_before = len(client.search_runs([run.info.experiment_id]))
