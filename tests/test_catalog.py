@@ -137,8 +137,8 @@ def test_load_and_export_return_equal_direction(cat: Catalog, tmp_path: Path) ->
         cat.load(rec.ref)
 
 
-def test_models_uri_downloads_a_loadable_direction(cat: Catalog, tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_models_uri_downloads_a_loadable_direction(cat: Catalog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
     """What a user who knows MLflow types: ``models:/gnomon.<concept>@<alias>`` (registered names
     are namespaced, ``best`` is stored per model as ``best--<model slug>``) downloads the
     version's folder, and the direction in it loads equal to what was registered."""
@@ -156,6 +156,9 @@ def test_models_uri_downloads_a_loadable_direction(cat: Catalog, tmp_path: Path,
     assert Direction.load(next(got.glob("*.safetensors"))) == d
     meta = json.loads((got / "direction.json").read_text())
     assert meta["provenance"]["layer"] == 6 and meta["file"].endswith(".safetensors")
+    capsys.readouterr()
+    assert cli_main(["--home", str(cat.home), "catalog", "show", rec.ref]) == 0     # the URI a user copies
+    assert f"models:/gnomon.sentiment@{best_alias('smollm2')}" in capsys.readouterr().out
     by_version = Path(mlflow.artifacts.download_artifacts(f"models:/gnomon.sentiment/{rec.version}",
                                                           dst_path=str(tmp_path / "v")))
     assert Direction.load(next(by_version.glob("*.safetensors"))) == d
