@@ -128,8 +128,7 @@ def run_fleet_compare(spec: FleetCompareSpec, executor: Any = None, home: Any = 
     data = read_versions(fleet.ids, spec.concept, home_p, pos, neg, position, spec.layers)
     kinds = {m.id: m.kind or read_lineage(m.id, home_p).kind for m in fleet.members}
     t0 = time.perf_counter()
-    with step(f"compare {spec.concept} across {len(fleet.ids)} versions: cosines and probe transfer per layer",
-              emit=log):
+    with step(f"compare {spec.concept} across {len(fleet.ids)} versions: cosines and probe transfer per layer"):
         groups = [_width_group(g, data) for g in _groups(data, kinds)]
     series: dict[str, list[tuple[int, dict[int, Any]]]] = {}
     for m in fleet.members:

@@ -147,8 +147,8 @@ def test_models_uri_downloads_a_loadable_direction(cat: Catalog, tmp_path: Path,
     d = make_direction(21)
     rec = cat.register(d, set_best=True)
     assert rec.source.endswith("/direction")            # a folder, not a single file
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", cat.tracking_uri)
-    mlflow.set_registry_uri(cat.tracking_uri)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", cat.tracking_uri)   # what a user sets; restored after the test
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", cat.tracking_uri)
     got = Path(mlflow.artifacts.download_artifacts(f"models:/gnomon.sentiment@{best_alias('smollm2')}",
                                                    dst_path=str(tmp_path / "dl")))
     files = sorted(p.name for p in got.iterdir())

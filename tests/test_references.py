@@ -268,7 +268,7 @@ def test_steer_selection_can_be_deferred_and_run_later(catalog_home: Path, tmp_p
     assert out.err.count("best-steer candidate") >= 2
     assert "toy@best-steer ->" in out.out or "no best-steer for tiny:llama" in out.out
     uri = f"sqlite:///{catalog_home / 'mlflow.db'}"
-    client = MlflowClient(tracking_uri=uri)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     exp = client.get_experiment_by_name("gnomon/toy")
     runs = client.search_runs([exp.experiment_id], "tags.gnomon_kind = 'evidence'")
     assert [r.info.run_name for r in runs] == ["select-steer"]
