@@ -219,8 +219,18 @@ class Registry:
                 raise
 
     def download(self, rec: DirectionRecord, dst: Path) -> Path:
-        """Fetch the version's file into ``dst`` and check it against its recorded sha256."""
-        rel = f"direction/{rec.source.rsplit('/', 1)[-1]}"  # as logged by runs.log_run
+        """Fetch the version's file into ``dst`` and check it against its recorded sha256.
+        The source is the run's ``direction/`` folder, or (versions registered before it was
+        a folder) the safetensors file itself."""
+        name = rec.source.rstrip("/").rsplit("/", 1)[-1]
+        if not name.endswith(".safetensors"):
+            files = [a.path for a in self.call("list_artifacts", rec.run_id, "direction")
+                     if a.path.endswith(".safetensors")]
+            if len(files) != 1:
+                raise GnomonError(f"{rec.ref}: its run {rec.run_id} holds {len(files)} direction files "
+                                  "under direction/ (expected one); the artifact store was changed")
+            name = files[0].rsplit("/", 1)[-1]
+        rel = f"direction/{name}"  # as logged by runs.log_run
         local = Path(self.call("download_artifacts", rec.run_id, rel, str(dst)))
         if rec.sha256 and artifacts.sha256_file(local) != rec.sha256:
             raise GnomonError(f"{rec.ref}: the downloaded file does not match its recorded sha256; "

@@ -7,6 +7,7 @@ so this module never holds a client and every write is retried the same way.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import tempfile
 from collections.abc import Callable
@@ -24,8 +25,11 @@ _MAX_PARAM = 6000  # MLflow's limit on a param value
 def log_run(call: Call, direction: Direction, path: Path, req: PendingRegistration,
             artifact_root: Path | None) -> tuple[str, str]:
     """Log one direction as a run of experiment ``gnomon/<concept>``; return its run id
-    and the artifact URI of the logged safetensors file. The run ends FAILED if any
-    write fails, so a half-logged run is visible as such in the UI."""
+    and the artifact URI of its ``direction/`` folder (the safetensors file and a
+    ``direction.json`` copy of its metadata), the model version's ``source``: a folder, so
+    ``mlflow.artifacts.download_artifacts("models:/gnomon.<concept>@<alias>")`` fetches the
+    file (a single-file source downloads nothing). The run ends FAILED if any write fails,
+    so a half-logged run is visible as such in the UI."""
     from mlflow.entities import Metric, Param, RunStatus
 
     prov = direction.provenance
@@ -50,25 +54,32 @@ def log_run(call: Call, direction: Direction, path: Path, req: PendingRegistrati
         for i in range(0, max(len(params), len(metrics)), 100):  # log_batch caps params at 100
             call("log_batch", run_id, metrics=metrics[i:i + 100], params=params[i:i + 100])
         call("log_artifact", run_id, str(path), "direction")
+        with tempfile.TemporaryDirectory() as tmp:
+            meta = Path(tmp) / "direction.json"   # readable without safetensors (the file is the truth)
+            meta.write_text(json.dumps({"file": path.name, **direction.metadata()}, indent=1, default=str))
+            call("log_artifact", run_id, str(meta), "direction")
         if req.curve:
             with tempfile.TemporaryDirectory() as tmp:
                 title = f"{prov.concept} on {prov.model_id}: {prov.method}, position {prov.position}"
                 for f in write_curve(req.curve, Path(tmp), title, selected_layer=prov.layer):
                     call("log_artifact", run_id, str(f), "curve")
+                    if f.suffix == ".png":   # also as an MLflow image: the run page's charts show it
+                        from PIL import Image
+
+                        with Image.open(f) as im:
+                            call("log_image", run_id, im.convert("RGB"), key="per_layer_curve", step=0)
         call("set_terminated", run_id, RunStatus.to_string(RunStatus.FINISHED))
     except Exception:
         # The store is failing already; the original error is the one to report.
         with contextlib.suppress(Exception):
             call("set_terminated", run_id, RunStatus.to_string(RunStatus.FAILED))
         raise
-    return run_id, f"{run.info.artifact_uri}/direction/{path.name}"
+    return run_id, f"{run.info.artifact_uri}/direction"
 
 
 def log_evidence(call: Call, concept: str, name: str, doc: dict[str, Any], artifact_root: Path | None) -> str:
     """Log a selection's evidence as a run of ``gnomon/<concept>``: ``doc`` as a JSON artifact,
     its scalar fields as params, and per-candidate numbers as metrics (step = candidate rank)."""
-    import json
-
     from mlflow.entities import Metric, Param, RunStatus
 
     exp_id = experiment(call, f"gnomon/{concept}", artifact_root)
@@ -77,9 +88,8 @@ def log_evidence(call: Call, concept: str, name: str, doc: dict[str, Any], artif
     run_id = run.info.run_id
     ts = int(run.info.start_time)
     params = [Param(k, str(v)[:_MAX_PARAM]) for k, v in doc.items() if isinstance(v, (str, int, float, bool))]
-    metrics = [Metric(k, float(c[k]), ts, step) for step, c in enumerate(doc.get("candidates", []))
-               for k in ("fluency_bound", "plus", "minus", "effect", "kl", "strength")
-               if isinstance(c.get(k), (int, float)) and math.isfinite(float(c[k]))]
+    metrics = [Metric(name, float(v), ts, step) for step, c in enumerate(doc.get("candidates", []))
+               for name, v in _candidate_numbers(c) if math.isfinite(float(v))]
     status = "FINISHED"
     try:
         call("log_batch", run_id, metrics=metrics[:1000], params=params[:100])
@@ -94,6 +104,21 @@ def log_evidence(call: Call, concept: str, name: str, doc: dict[str, Any], artif
         with contextlib.suppress(Exception):
             call("set_terminated", run_id, RunStatus.to_string(getattr(RunStatus, status)))
     return str(run_id)
+
+
+def _candidate_numbers(c: dict[str, Any]) -> list[tuple[str, float]]:
+    """A measured candidate's numbers as metric values: scalars as they are, a two-number
+    interval ``x_ci`` as ``x_ci_low`` / ``x_ci_high``, ``qualifies`` as 1/0."""
+    out: list[tuple[str, float]] = []
+    for k in ("fluency_bound", "strength", "base", "plus", "minus", "effect", "kl", "layer", "qualifies"):
+        v = c.get(k)
+        if isinstance(v, (int, float)):
+            out.append((k, float(v)))
+    for k in ("plus_ci", "minus_ci"):
+        v = c.get(k)
+        if isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, (int, float)) for x in v):
+            out += [(f"{k}_low", float(v[0])), (f"{k}_high", float(v[1]))]
+    return out
 
 
 def experiment(call: Call, name: str, artifact_root: Path | None) -> str:

@@ -80,8 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if args.command is None else 2
     if args.home:
         os.environ["GNOMON_HOME"] = args.home
-    from jobs.output import plain_environment, quiet_libraries
+    from jobs.output import line_buffered, plain_environment, quiet_libraries
 
+    line_buffered()   # a pipe or log file gets each line as it is printed
     plain_environment()
     quiet_libraries()
     from pipeline.types import GnomonError

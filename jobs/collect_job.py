@@ -172,7 +172,17 @@ def preflight(spec: CollectSpec, home: Any = None, lm: Any = None) -> tuple[Any,
         if shape is not None:
             check_layers(list(spec.layers) if spec.layers is not None else None, shape.num_layers, spec.model)
     if ident is None:
-        lm = lm if lm is not None else load_for_spec(spec, home)
+        if lm is None:
+            import contextlib
+
+            from pipeline.models.cache import is_cached
+
+            from jobs.output import step
+
+            # a GGUF's first load converts and caches its weights: minutes, so say it
+            fresh = not is_cached(model_spec(spec), home)
+            with step(f"load {spec.model}") if fresh else contextlib.nullcontext():
+                lm = load_for_spec(spec, home)
         ident = ModelIdentity(lm.fingerprint, lm.num_layers, lm.hidden_size)
     check_layers(list(spec.layers) if spec.layers is not None else None, ident.num_layers, spec.model)
     return ident, lm
@@ -233,19 +243,17 @@ def run_collection(spec: CollectSpec, executor: Any, home: Any = None, show_prog
 
 def _run(plan: CollectPlan, executor: Any, home: Any, show_progress: bool, on_start: Any,
          on_shard: Any, lm: Any = None) -> list[ShardResult]:
-    bar = None
-    if show_progress:
-        from tqdm import tqdm
+    from jobs.output import step
 
-        bar = tqdm(total=plan.n_examples, unit="ex", desc=f"collect {plan.dataset_name}", dynamic_ncols=True)
     tokens = [0]
+    t0 = time.perf_counter()
+    progress: Any = None
 
     def done(res: ShardResult) -> None:
-        if bar is not None:
-            tokens[0] += res.tokens
-            bar.update(len(plan.shards[res.index].ids))
-            elapsed = max(bar.format_dict.get("elapsed", 0.0), 1e-9)
-            bar.set_postfix_str(f"{tokens[0] / elapsed:,.0f} tok/s")
+        tokens[0] += res.tokens
+        if progress is not None:
+            progress.update(len(plan.shards[res.index].ids))
+            progress.postfix(f"{tokens[0] / max(time.perf_counter() - t0, 1e-9):,.0f} tok/s")
         if on_shard is not None:
             on_shard(res)
 
@@ -253,10 +261,9 @@ def _run(plan: CollectPlan, executor: Any, home: Any, show_progress: bool, on_st
     if lm is not None:  # a model the caller loaded (and may have edited) is used as it is, in its own pool
         key, init = ("given-model", id(lm), str(home)), partial(ShardRunner, lm, str(home))
     items = [(plan.spec, plan.dataset_name, t) for t in plan.shards]
-    try:
+    with step(f"collect {plan.dataset_name} on {plan.spec.model}", total=plan.n_examples, unit="ex",
+              bar=show_progress) as progress:
         results = executor.map_stateful(init, collect_shard, items, key=key, concurrency=IN_FLIGHT,
                                         on_result=done, on_start=on_start)
-    finally:
-        if bar is not None:
-            bar.close()
+        progress.note(f"{tokens[0]:,} tokens, {tokens[0] / max(time.perf_counter() - t0, 1e-9):,.0f} tok/s")
     return sorted(results, key=lambda r: r.index)

@@ -181,7 +181,11 @@ def run_drift(spec: DriftSpec, executor: Any = None, home: Any = None, tracking_
                        max_new_tokens=spec.max_new_tokens, chat=spec.chat,
                        corpus=screen if vid == base and len(screen) == 2 else {})
              for vid in [base, *[m.id for m in members]]]
-    res = executor.map(drift_checkpoint, tasks)
+    from jobs.output import step
+
+    with step(f"drift of {spec.concept}: {len(tasks)} versions at layer {layer} ({len(prompts)} prompts each)",
+              total=len(tasks), unit="versions", bar=False) as progress:
+        res = executor.map(drift_checkpoint, tasks, on_result=lambda _r: progress.update(1))
     b = res[0]
     rows = [(m.id, name, sd, int(m.step or 0), str(m.series)) for name in (skew, ctl) for m, sd in series[name]]
     drift = analyse(b, rows, res[1:], skew, ctl, spec.n_boot)

@@ -246,8 +246,12 @@ def run_evaluation(spec: EvalSpec, executor: Any, home: Any = None, tracking_uri
 
     home_p = gnomon_home(home)
     d, tasks, skipped = plan_evaluation(spec, home_p, tracking_uri)
+    from jobs.output import step
+
     t0 = time.perf_counter()
-    results = executor.map(evaluate_checkpoint, tasks) + skipped
+    with step(f"evaluate {spec.ref} on {len(tasks)} model version(s)", total=len(tasks), unit="versions",
+              bar=show_progress) as progress:
+        results = executor.map(evaluate_checkpoint, tasks, on_result=lambda _r: progress.update(1)) + skipped
     return write_evaluation(spec, d, results, executor, time.perf_counter() - t0, home_p, tracking_uri)
 
 

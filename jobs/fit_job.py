@@ -172,17 +172,12 @@ def fit_collected(spec: FitSpec, collected: Any, executor: Any, home: Any, catal
     validate_contrast(ds, positive, negative)
     tasks = plan_groups(collected, concept=ds.name, positive=positive, negative=negative,
                         positions=spec.positions, methods=spec.methods, params=spec.params, home=str(home_p))
-    bar = None
-    if show_progress:
-        from tqdm import tqdm
+    from jobs.output import step
 
-        bar = tqdm(total=len(tasks), unit="group", desc=f"fit {ds.name}", dynamic_ncols=True)
     t1 = time.perf_counter()
-    try:
-        groups = executor.map(fit_layer, tasks, on_result=(lambda _r: bar.update(1)) if bar else None)
-    finally:
-        if bar is not None:
-            bar.close()
+    with step(f"fit {ds.name} on {collected.model}: {', '.join(spec.methods)}", total=len(tasks),
+              unit="groups", bar=show_progress) as progress:
+        groups = executor.map(fit_layer, tasks, on_result=lambda _r: progress.update(1))
     t_fit = time.perf_counter() - t1
     directions = [d for g in groups for d in g.directions]
     failures = [(g, m, e) for g in groups for m, e in g.failures]
@@ -224,8 +219,9 @@ def fit_collected(spec: FitSpec, collected: Any, executor: Any, home: Any, catal
 
                 # the model the collection loaded, from this process's cache when it ran here
                 lm = load_for_spec(collect_spec(spec), home_p)
-                steer = select_steer(catalog, ds.name, model, ds, positive, negative, home_p, lm=lm,
-                                     log=log)
+                with step(f"best-steer for {ds.name} on {model} (measures the top candidates)"):
+                    steer = select_steer(catalog, ds.name, model, ds, positive, negative, home_p, lm=lm,
+                                         log=log)
             except GnomonError as e:  # the fit and its registrations stand; only best-steer is missing
                 steer = {"alias": None, "reason": str(e), "candidates": []}
         aliases = alias_targets(catalog, ds.name, model)

@@ -122,11 +122,14 @@ def run_fleet_compare(spec: FleetCompareSpec, executor: Any = None, home: Any = 
     position = spec.position or ("mean" if encoders else "last")
     if spec.position is None and encoders:
         log(f"position mean: {', '.join(encoders)} is an encoder, whose last token is [SEP] (--position to choose)")
+    from jobs.output import step
+
     ensure_collected(fleet.ids, spec.concept, home_p, executor, spec.layers, spec.collect, log)
     data = read_versions(fleet.ids, spec.concept, home_p, pos, neg, position, spec.layers)
     kinds = {m.id: m.kind or read_lineage(m.id, home_p).kind for m in fleet.members}
     t0 = time.perf_counter()
-    groups = [_width_group(g, data) for g in _groups(data, kinds)]
+    with step(f"compare {spec.concept} across {len(fleet.ids)} versions: cosines and probe transfer per layer"):
+        groups = [_width_group(g, data) for g in _groups(data, kinds)]
     series: dict[str, list[tuple[int, dict[int, Any]]]] = {}
     for m in fleet.members:
         if kinds[m.id] == "scratch" and m.step is not None and data.get(m.id):

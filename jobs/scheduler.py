@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from jobs.output import elapsed
 from jobs.results import StageRecord
 
 __all__ = ["Stage", "run_stages", "digest", "elapsed"]
@@ -59,11 +60,6 @@ class Stage:
 
 def digest(inputs: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def elapsed(seconds: float) -> str:
-    m, s = divmod(round(seconds), 60)
-    return f"{m}m{s:02d}s" if m else f"{seconds:.1f}s"
 
 
 def _marker(home: Path, job: str, key: str) -> Path:

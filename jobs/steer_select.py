@@ -15,7 +15,10 @@ references). A candidate qualifies only when ``+s`` raises the score and ``-s`` 
 paired bootstrap 95% interval over items clear of zero, with the KL at ``s`` inside the
 bound; the largest ``-s -> +s`` change among those wins. When none qualifies the alias is
 removed, and the evidence (bounds, effects, intervals per candidate) is logged as an MLflow
-run either way (experiment ``gnomon/<concept>``, run ``select-steer``).
+run either way (experiment ``gnomon/<concept>``, run ``select-steer``: params, one metric
+series per measured quantity with step = candidate rank, ``evidence/select-steer.json``); the
+winning version's ``steer.evidence_run`` tag names that run and ``steer.fluency_bound`` holds
+its bound.
 """
 
 from __future__ import annotations
@@ -111,7 +114,11 @@ def select_steer(catalog: Any, concept: str, model: str, dataset: Any, positive:
     if top is None:
         result["reason"] = ("no candidate moved the concept toward its positive label at both signs with "
                             "95% intervals clear of zero, within the fluency bound")
+    # the evidence run first, so the winning version can name it (params, per-candidate metrics
+    # with step = rank, the whole measurement as evidence/select-steer.json)
+    run_id = catalog.log_evidence(concept, "select-steer", {"model": model, **result})
     tags = {} if top is None else {
+        "steer.evidence_run": run_id, "steer.fluency_bound": f"{top['fluency_bound']:.4g} {top['unit']}",
         "steer.effect": f"{top['effect']:.4g}", "steer.plus": f"{top['plus']:.4g}",
         "steer.plus_ci": f"{top['plus_ci'][0]:.4g}..{top['plus_ci'][1]:.4g}", "steer.minus": f"{top['minus']:.4g}",
         "steer.minus_ci": f"{top['minus_ci'][0]:.4g}..{top['minus_ci'][1]:.4g}",
@@ -119,8 +126,7 @@ def select_steer(catalog: Any, concept: str, model: str, dataset: Any, positive:
         "steer.items": str(top["items"])}
     version = int(top["ref"].rsplit("/", 1)[1]) if top else None
     catalog.point(concept, model, STEER_ALIAS, version, tags)
-    catalog.log_evidence(concept, "select-steer", {"model": model, **result})
-    return result
+    return {**result, "evidence_run": run_id}
 
 
 def select_steer_for_concept(catalog: Any, concept: str, model: str, home: Any, log: Any = None,

@@ -188,3 +188,29 @@ def read_safetensors(path: str | Path) -> list[Direction]:
     if not vectors:
         raise GnomonError(f"{path} holds no 'layer.<L>' tensors")
     return _directions(vectors, json.loads(header.get("gnomon", "{}")), header.get("model_hint", ""), str(path))
+
+
+def llama_cpp_args(path: str | Path, directions: Sequence[Direction], strength: float, unit: str,
+                   model_file: str | None = None) -> tuple[list[str], list[str]]:
+    """The llama.cpp arguments that apply the control vector at ``path`` as written, and lines
+    saying what they mean. ``--control-vector-scaled FILE SCALE`` multiplies what was written
+    (SCALE 1 = ``strength`` x ``unit``; negative steers toward the negative label);
+    ``--control-vector-layer-range START END`` is inclusive and counts llama.cpp's blocks from
+    0, so gnomon layer L (the output of block L-1) is block ``L - 1``: passing gnomon's own
+    layer number there steers nothing at that layer.
+
+    >>> llama_cpp_args("s.gguf", [d16], 1.0, "separation")[0]    # doctest: +SKIP
+    ['-m', 'MODEL.gguf', '--control-vector-scaled', 's.gguf', '1', '--control-vector-layer-range', '15', '15']
+    """
+    blocks = sorted({gguf_index(d.layer) for d in directions})
+    args = ["-m", model_file or "MODEL.gguf", "--control-vector-scaled", str(path), "1",
+            "--control-vector-layer-range", str(blocks[0]), str(blocks[-1])]
+    layers = ", ".join(f"gnomon layer {b + 1} = block {b}" for b in blocks)
+    what = f"{strength:g} x {unit}" if unit != "raw" else f"{strength:g} x the fitted vector"
+    lines = [f"SCALE 1 adds what was written ({what} per direction); SCALE k adds k times that, "
+             "a negative SCALE steers toward the negative label",
+             f"--control-vector-layer-range is inclusive and counts blocks from 0 ({layers}); "
+             "llama.cpp adds direction.N to block N's output at every position"]
+    if unit == "separation" and strength:
+        lines.append(f"`gnomon steer REF --strength X` (class-mean separations) is SCALE X/{strength:g}")
+    return args, lines

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PANELS", "curve_figure", "sweep_figure"]
+__all__ = ["PANELS", "curve_figure", "sweep_figure", "sweep_plot"]
 
 PANELS = (("auroc", "AUROC", (0.4, 1.02)), ("accuracy", "accuracy", (0.4, 1.02)), ("dprime", "d′ (separation / spread)", None))
 _SPLIT_STYLE: dict[str, dict[str, Any]] = {"train": {"ls": ":", "alpha": 0.7, "color": "C0"},
@@ -77,20 +77,41 @@ def curve_figure(curve: Mapping[str, Sequence[float]], title: str, selected_laye
 
 def sweep_figure(sweep: Mapping[str, Mapping[str, Any]], position: str, title: str, path: Path,
                  split: str = "val") -> Path:
+    """:func:`sweep_plot` written to ``path``."""
+    plt = _plt()
+    fig = sweep_plot(sweep, position, title, split)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=150)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def sweep_plot(sweep: Mapping[str, Mapping[str, Any]], position: str, title: str, split: str = "val") -> Any:
     """Every method at one position (a sweep file's ``method/position`` entries): AUROC and
-    d' panels, one line per method, each method's selected layer marked on its line."""
+    d' panels, one line per method, each method's selected layer marked on its line; a method
+    whose curve equals an earlier one's (LEACE's written vector is mean_diff's) is drawn
+    dashed with hollow marks and its legend entry says so."""
     plt = _plt()
     entries = {k.split("/", 1)[0]: v for k, v in sweep.items() if k.split("/", 1)[1] == position}
     fig, axes = plt.subplots(2, 1, figsize=(7.0, 5.6), sharex=True)
     try:
         for ax, (metric, ylabel, ylim) in zip(axes, (PANELS[0], PANELS[2])):
+            drawn: dict[str, list[float]] = {}
             for i, (method, e) in enumerate(sorted(entries.items())):
                 c = e["curve"]
                 ys = _finite(c.get(f"{split}_{metric}", []))
                 if not ys:
                     continue
                 color = f"C{i}"
-                ax.plot(c["layer"], ys, marker="o", ms=2.5, color=color, label=method)
+                # LEACE's written vector is mean_diff's: their curves coincide, and the later
+                # line would hide the earlier one; say so and draw it dashed with hollow marks
+                same = next((m for m, prev in drawn.items() if _same(prev, ys)), None)
+                drawn[method] = ys
+                style = {"ls": (0, (4, 3)), "mfc": "none", "ms": 5} if same else {"ms": 2.5}
+                ax.plot(c["layer"], ys, marker="o", color=color, label=f"{method} (= {same}: lines coincide)"
+                        if same else method, **style)
                 if e.get("best_layer") in c["layer"]:
                     j = c["layer"].index(e["best_layer"])
                     ax.plot([e["best_layer"]], [ys[j]], marker="*", ms=13, color=color, mec="black", mew=0.6,
@@ -106,11 +127,16 @@ def sweep_figure(sweep: Mapping[str, Mapping[str, Any]], position: str, title: s
         _integer_ticks(axes[1])
         fig.suptitle(f"{title} — position: {position}", fontsize=11)
         fig.tight_layout()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=150)
-    finally:
+    except BaseException:
         plt.close(fig)
-    return path
+        raise
+    return fig
+
+
+def _same(a: Sequence[float], b: Sequence[float]) -> bool:
+    """Two curves equal at every layer (NaN matching NaN), to plotting precision."""
+    return len(a) == len(b) and all((math.isnan(x) and math.isnan(y)) or abs(x - y) <= 1e-9 * max(1.0, abs(x))
+                                    for x, y in zip(a, b))
 
 
 def _integer_ticks(ax: Any) -> None:

@@ -130,10 +130,51 @@ def test_load_and_export_return_equal_direction(cat: Catalog, tmp_path: Path) ->
     with pytest.raises(GnomonError, match=r"\.safetensors"):
         cat.export(rec.ref, tmp_path / "s.pt")
     # A file swapped in the artifact store behind the catalog's back is refused.
-    stored = Path(rec.source.removeprefix("file://"))
+    stored = Path(rec.source.removeprefix("file://")) / next(
+        p.name for p in Path(rec.source.removeprefix("file://")).glob("*.safetensors"))
     make_direction(8).save(stored)
     with pytest.raises(GnomonError, match="sha256"):
         cat.load(rec.ref)
+
+
+def test_models_uri_downloads_a_loadable_direction(cat: Catalog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """What a user who knows MLflow types: ``models:/gnomon.<concept>@<alias>`` (registered names
+    are namespaced, ``best`` is stored per model as ``best--<model slug>``) downloads the
+    version's folder, and the direction in it loads equal to what was registered."""
+    import mlflow
+
+    d = make_direction(21)
+    rec = cat.register(d, set_best=True)
+    assert rec.source.endswith("/direction")            # a folder, not a single file
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", cat.tracking_uri)   # what a user sets; restored after the test
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", cat.tracking_uri)
+    got = Path(mlflow.artifacts.download_artifacts(f"models:/gnomon.sentiment@{best_alias('smollm2')}",
+                                                   dst_path=str(tmp_path / "dl")))
+    files = sorted(p.name for p in got.iterdir())
+    assert len(files) == 2 and "direction.json" in files, files
+    assert Direction.load(next(got.glob("*.safetensors"))) == d
+    meta = json.loads((got / "direction.json").read_text())
+    assert meta["provenance"]["layer"] == 6 and meta["file"].endswith(".safetensors")
+    capsys.readouterr()
+    assert cli_main(["--home", str(cat.home), "catalog", "show", rec.ref]) == 0     # the URI a user copies
+    assert f"models:/gnomon.sentiment@{best_alias('smollm2')}" in capsys.readouterr().out
+    by_version = Path(mlflow.artifacts.download_artifacts(f"models:/gnomon.sentiment/{rec.version}",
+                                                          dst_path=str(tmp_path / "v")))
+    assert Direction.load(next(by_version.glob("*.safetensors"))) == d
+
+
+def test_versions_whose_source_is_a_file_still_load(cat: Catalog) -> None:
+    """Versions registered before the source became a folder point at the file itself."""
+    from mlflow import MlflowClient
+
+    d = make_direction(22)
+    rec = cat.register(d)
+    client = MlflowClient(cat.tracking_uri, registry_uri=cat.tracking_uri)
+    name = next(p.name for p in Path(rec.source.removeprefix("file://")).glob("*.safetensors"))
+    old = client.create_model_version("gnomon.sentiment", source=f"{rec.source}/{name}", run_id=rec.run_id,
+                                      tags=client.get_model_version("gnomon.sentiment", str(rec.version)).tags)
+    assert cat.load(f"sentiment/{old.version}") == d
 
 
 def test_register_keeps_file_and_is_idempotent(cat: Catalog, home: Path) -> None:
@@ -161,6 +202,9 @@ def test_curve_logged_as_artifacts_and_metric_history(cat: Catalog) -> None:
     d = Path(client.download_artifacts(rec.run_id, "curve"))
     assert json.loads((d / "curve.json").read_text()) == {k: [float(x) for x in v] for k, v in curve.items()}
     assert (d / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # ... and as an MLflow image (key per_layer_curve): what the UI's run page charts
+    images = [a.path for a in client.list_artifacts(rec.run_id, "images")]
+    assert any("per_layer_curve" in p and p.endswith(".png") for p in images), images
     run = client.get_run(rec.run_id)
     assert run.data.params["layer"] == "6" and run.data.params["split_sizes.val"] == "30"
     runs_before = len(client.search_runs([run.info.experiment_id]))

@@ -111,7 +111,14 @@ def test_cli_export(tmp_path, capsys):
     a, b = make(3, 0, "a"), make(6, 1, "b")
     pa, pb = a.save(tmp_path / "a.safetensors"), b.save(tmp_path / "b.safetensors")
     assert main(["export-gguf", str(pa), str(pb), str(tmp_path / "cv.gguf"), "--strength", "2"]) == 0
-    assert "a@L3 -> direction.2" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "a@L3 -> direction.2" in out
+    # the exact llama.cpp arguments: scale 1 = what was written, blocks counted from 0 (layers 3, 6 -> 2..5)
+    line = next(x for x in out.splitlines() if x.startswith("llama.cpp: llama-cli "))
+    args = line.split()[2:]
+    assert args[args.index("--control-vector-scaled") + 1:][:2] == [str(tmp_path / "cv.gguf"), "1"]
+    assert args[args.index("--control-vector-layer-range") + 1:][:2] == ["2", "5"]
+    assert "gnomon layer 3 = block 2" in out and "SCALE X/2" in out
     back = read_control_vector(tmp_path / "cv.gguf")
     for d, r in zip((a, b), back):
         torch.testing.assert_close(r.vector, 2 * d.separation * d.unit, atol=1e-6, rtol=1e-6)

@@ -268,9 +268,18 @@ def test_steer_selection_can_be_deferred_and_run_later(catalog_home: Path, tmp_p
     assert out.err.count("best-steer candidate") >= 2
     assert "toy@best-steer ->" in out.out or "no best-steer for tiny:llama" in out.out
     uri = f"sqlite:///{catalog_home / 'mlflow.db'}"
-    client = MlflowClient(tracking_uri=uri)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     exp = client.get_experiment_by_name("gnomon/toy")
     runs = client.search_runs([exp.experiment_id], "tags.gnomon_kind = 'evidence'")
     assert [r.info.run_name for r in runs] == ["select-steer"]
     metrics = client.get_metric_history(runs[0].info.run_id, "fluency_bound")
     assert len(metrics) >= 2                                    # one point per candidate measured
+    evidence = json.loads(Path(client.download_artifacts(runs[0].info.run_id,
+                                                         "evidence/select-steer.json")).read_text())
+    measured = [c for c in evidence["candidates"] if "plus" in c]
+    assert {c["ref"] for c in evidence["candidates"]} and all("plus_ci" in c for c in measured)
+    assert len(client.get_metric_history(runs[0].info.run_id, "plus_ci_low")) == len(measured)
+    if evidence["ref"]:                                         # the winner's version names its evidence
+        version = evidence["ref"].rsplit("/", 1)[1]
+        tags = client.get_model_version("gnomon.toy", version).tags
+        assert tags["steer.evidence_run"] == runs[0].info.run_id and tags["steer.fluency_bound"]

@@ -167,7 +167,10 @@ def test_best_steer_picks_a_planted_steering_direction(catalog_home: Path, tiny_
     assert not by[down.ref]["qualifies"] and by[down.ref]["plus"] < 0 < by[down.ref]["minus"]
     assert cat.resolve("toyc@best-steer").ref == up.ref
     assert cat.resolve("toyc@best-steer", model="tiny:llama").ref == up.ref
-    assert cat.resolve(up.ref).tags["steer.plus_ci"]        # the evidence is on the version
+    tags = cat.resolve(up.ref).tags
+    assert tags["steer.plus_ci"]                            # the evidence is on the version
+    assert tags["steer.evidence_run"] == out["evidence_run"]    # ... and names its MLflow run
+    assert tags["steer.fluency_bound"] == f"{by[up.ref]['fluency_bound']:.4g} separation"
     with pytest.raises(GnomonError, match="no version for model 'tiny:gpt2'"):
         cat.resolve("toyc@best-steer", model="tiny:gpt2")
 

@@ -232,6 +232,12 @@ def _describe(rec: DirectionRecord) -> str:
                 "dataset_hash", "run_id", "source"):
         lines.append(f"  {key:<13} {getattr(rec, key)}")
     lines.append(f"  {'created':<13} {rec.created.isoformat(timespec='seconds')}")
+    from catalog.refs import registered_name
+
+    # what mlflow.artifacts.download_artifacts(...) takes: the version's direction/ folder
+    uris = [f"models:/{registered_name(rec.concept)}/{rec.version}"]
+    uris += [f"models:/{registered_name(rec.concept)}@{a}" for a in sorted(rec.aliases)]
+    lines.append(f"  {'mlflow uri':<13} {'  '.join(uris)}")
     for k, v in sorted(rec.metrics.items()):
         lines.append(f"  {k:<13} {_fmt(v)}")
     for k, t in sorted(rec.tags.items()):

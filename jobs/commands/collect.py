@@ -55,9 +55,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"nothing to collect: all {summary['skipped_files']} files of {summary['dataset']} are stored "
                   f"(no model loaded); {summary['seconds']:.1f} s")
         else:
+            before = summary["seconds"] - summary["collect_seconds"]
             print(f"collected {summary['examples']} examples ({summary['tokens']:,} tokens) on "
                   f"{summary['executor_choice']}: wrote {summary['written_files']} files, {summary['rows']:,} rows, "
                   f"{mb:.1f} MiB; skipped {summary['skipped_files']} complete files; {summary['seconds']:.1f} s "
-                  f"({summary['collect_seconds']:.1f} s collecting)")
+                  f"({summary['collect_seconds']:.1f} s collecting, {before:.1f} s before it: checks, planning "
+                  "and the one-off model load, which converts a GGUF's weights the first time)")
         print(f"store: {summary['store']}")
     return 0

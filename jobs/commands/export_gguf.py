@@ -1,6 +1,8 @@
-"""``gnomon export-gguf REF... FILE``: write directions as a llama.cpp control vector
-(``llama-cli --control-vector FILE``); a FILE ending in ``.safetensors`` gets the same
-vectors as plain safetensors. gnomon layer L is written as llama.cpp's ``direction.{L-1}``."""
+"""``gnomon export-gguf REF... FILE``: write directions as a llama.cpp control vector and
+print the llama.cpp arguments that apply it (``--control-vector-scaled FILE SCALE
+--control-vector-layer-range START END``, blocks counted from 0); a FILE ending in
+``.safetensors`` gets the same vectors as plain safetensors. gnomon layer L is written as
+llama.cpp's ``direction.{L-1}`` (block L-1's output)."""
 
 from __future__ import annotations
 
@@ -47,4 +49,27 @@ def run(args: argparse.Namespace) -> int:
     else:
         raise GnomonError(f"{args.file}: the output must end in .gguf or .safetensors")
     print(f"wrote {path} ({args.strength:g} x {args.unit}): {names}")
+    if args.file.endswith(".gguf"):
+        import shlex
+
+        cli_args, notes = gguf_io.llama_cpp_args(path, directions, args.strength, args.unit,
+                                                 _model_file(directions[0].provenance.model_id))
+        print("llama.cpp: llama-cli " + " ".join(shlex.quote(a) for a in cli_args))
+        for line in notes:
+            print(f"  {line}")
     return 0
+
+
+def _model_file(model_id: str) -> str | None:
+    """The GGUF a direction's model runs from in llama.cpp, when gnomon knows it (the
+    bundled SmolLM2, a .gguf path); otherwise the printed line says MODEL.gguf."""
+    if model_id.endswith(".gguf"):
+        return model_id
+    if model_id == "smollm2":
+        from pipeline.models.loading import bundled_gguf
+
+        try:
+            return str(bundled_gguf())
+        except Exception:  # noqa: BLE001 - a hint only: the placeholder says what to pass
+            return None
+    return None

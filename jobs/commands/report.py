@@ -68,7 +68,10 @@ def run(args: argparse.Namespace) -> int:
     made = Path(args.out).expanduser().resolve() if args.out else None   # the report makes its --out folder
     if html is not None and not html.parent.is_dir() and html.parent.resolve() != made:   # before the work
         raise GnomonError(f"--html {args.html}: the folder {html.parent} does not exist")
-    log = (lambda _m: None) if args.json else (lambda m: print(m, flush=True))
+    import sys
+
+    # with --json the document alone is stdout; the progress lines go to stderr
+    log = (lambda m: print(m, file=sys.stderr, flush=True)) if args.json else (lambda m: print(m, flush=True))
     doc = run_report(spec, make_executor(args.executor, args.ray_address, args.workers), out=args.out,
                      tracking_uri=args.tracking_uri, log_mlflow=not args.no_mlflow, log=log)
     if html is not None and html.resolve() != Path(doc["paths"]["html"]).resolve():   # --html <out>/index.html: there already

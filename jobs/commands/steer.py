@@ -239,13 +239,21 @@ def run(args: argparse.Namespace) -> int:
     if args.strength is not None and not all(math.isfinite(s) for s in args.strength):
         raise GnomonError(f"--strength must be finite numbers, got {','.join(map(str, args.strength))}")
     directions = resolve_directions(args.refs, args.tracking_uri, args.model)
-    lm = model_for(directions, args.model)
+    from jobs.output import step
+
+    with step(f"load {args.model or directions[0].provenance.model_id}"):
+        lm = model_for(directions, args.model)
     from pipeline.steer import generate
 
-    fluency = fluency_check(lm, directions, args)
+    import contextlib
+
+    measures = args.op == "add" and len(directions) == 1 and not args.no_fluency_check
+    with step("fluency bound (next-token KL on a strength grid)") if measures else contextlib.nullcontext():
+        fluency = fluency_check(lm, directions, args)
     ivs = build_interventions(lm, directions, args)
-    plain = generate(lm, [args.prompt], args.max_new_tokens, chat=args.chat)[0]
-    steered = generate(lm, [args.prompt], args.max_new_tokens, interventions=ivs, chat=args.chat)[0]
+    with step(f"generate {args.max_new_tokens} tokens, unsteered and steered"):
+        plain = generate(lm, [args.prompt], args.max_new_tokens, chat=args.chat)[0]
+        steered = generate(lm, [args.prompt], args.max_new_tokens, interventions=ivs, chat=args.chat)[0]
     settings = {"op": args.op, "strength": args.strength, "unit": args.unit, "positions": args.positions,
                 "max_new_tokens": args.max_new_tokens, "chat": args.chat, "force": args.force}
     if args.json:

@@ -186,6 +186,7 @@ def _ls(found: dict[str, Any], as_json: bool, bad: list[dict[str, str]] | None =
         for r in rows:
             by_model[r["model"]] = by_model.get(r["model"], 0) + r["bytes"]
         print("total: " + ", ".join(f"{m} {_size(b)}" for m, b in sorted(by_model.items())))
+        print("ROWS/LAYER: one row per example and position (last, mean, ...); layout and readers: docs/store.md")
     n = len(found["orphans"]) + len(found["stale_manifests"]) + len(found["temporary"])
     if n:
         print(f"{n} orphaned or temporary file(s): `gnomon store gc` removes them")

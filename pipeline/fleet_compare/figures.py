@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import base64
 import html
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["curves", "heatmap", "html_report"]
+__all__ = ["curves", "curves_figure", "heatmap", "heatmap_figure", "html_report"]
 
 
 def _plt() -> Any:
@@ -29,42 +30,63 @@ def _plt() -> Any:
 def heatmap(matrix: np.ndarray, rows: Sequence[str], cols: Sequence[str], title: str, path: Path,
             vmin: float | None = None, vmax: float | None = None, xlabel: str = "", ylabel: str = "",
             annotate: bool | None = None) -> Path:
-    """A labelled heatmap; cells annotated with their value when the matrix is small."""
+    """A labelled heatmap (:func:`heatmap_figure`) written to ``path``."""
+    return _save(heatmap_figure(matrix, rows, cols, title, vmin, vmax, xlabel, ylabel, annotate), path)
+
+
+def heatmap_figure(matrix: np.ndarray, rows: Sequence[str], cols: Sequence[str], title: str,
+                   vmin: float | None = None, vmax: float | None = None, xlabel: str = "", ylabel: str = "",
+                   annotate: bool | None = None) -> Any:
+    """A labelled heatmap; cells annotated with their value (two decimals, readable size) when
+    the matrix is small; the title wrapped to the figure's width."""
     plt = _plt()
     m = np.asarray(matrix, dtype=np.float64)
     annotate = m.size <= 144 if annotate is None else annotate
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.5 * len(cols) + 2.5), max(3.5, 0.4 * len(rows) + 2)))
+    width = max(5.0, (0.75 if annotate else 0.5) * len(cols) + 3.0)
+    fig, ax = plt.subplots(figsize=(width, max(4.0, (0.55 if annotate else 0.4) * len(rows) + 2.2)))
     try:
         im = ax.imshow(m, vmin=vmin, vmax=vmax, cmap="viridis", aspect="auto")
         fig.colorbar(im, ax=ax)
         step_c, step_r = max(1, len(cols) // 24), max(1, len(rows) // 24)
         ax.set_xticks(range(0, len(cols), step_c), [str(c) for c in cols][::step_c], rotation=60, ha="right",
-                      fontsize=7)
-        ax.set_yticks(range(0, len(rows), step_r), [str(r) for r in rows][::step_r], fontsize=7)
+                      fontsize=8)
+        ax.set_yticks(range(0, len(rows), step_r), [str(r) for r in rows][::step_r], fontsize=8)
         if annotate:
             lo, hi = im.get_clim()
+            cell_font = max(8, min(12, int(90 / max(len(cols), len(rows), 1))))
             for i in range(m.shape[0]):
                 for j in range(m.shape[1]):
                     if np.isfinite(m[i, j]):   # dark text on the light (high) end of viridis
                         light = (m[i, j] - lo) / ((hi - lo) or 1.0) > 0.6
-                        ax.text(j, i, f"{m[i, j]:.3f}", ha="center", va="center", fontsize=6,
+                        ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=cell_font,
                                 color="k" if light else "w")
-        ax.set_title(title, fontsize=9)
+        # wrapped to the figure's width: a long title used to run past the edge ("column: sco")
+        ax.set_title(textwrap.fill(title, max(30, int(width * 10))), fontsize=10)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         fig.tight_layout()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100)
-    finally:
+    except BaseException:
         plt.close(fig)
-    return path
+        raise
+    return fig
 
 
 def curves(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], title: str, path: Path,
            xlabel: str = "step", ylabel: str = "", logx: bool = False, scatter: bool = False,
-           band: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None) -> Path:
+           band: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
+           integer_x: bool = False) -> Path:
+    """Lines or points (:func:`curves_figure`) written to ``path``."""
+    return _save(curves_figure(series, title, xlabel, ylabel, logx, scatter, band, integer_x), path)
+
+
+def curves_figure(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], title: str,
+                  xlabel: str = "step", ylabel: str = "", logx: bool = False, scatter: bool = False,
+                  band: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
+                  integer_x: bool = False) -> Any:
     """Lines (or points, ``scatter``) of ``{name: (x, y)}``; ``band`` shades ``{name: (lo, hi)}``
-    around a line (the spread across seeds)."""
+    around a line (the spread across seeds). ``logx`` is a symmetric log axis (step 0 stays
+    on it) ticked at the steps themselves, in plain numbers; ``integer_x`` ticks integers only
+    (layers)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 3.8))
     try:
@@ -76,7 +98,15 @@ def curves(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], title:
                 if band and name in band:
                     ax.fill_between(x, band[name][0], band[name][1], color=line.get_color(), alpha=0.2, lw=0)
         if logx:
-            ax.set_xscale("symlog")
+            xs = sorted({float(v) for x, _y in series.values() for v in x})
+            ax.set_xscale("symlog", linthresh=1.0)
+            if xs and len(xs) <= 12:
+                ax.set_xticks(xs, [f"{v:g}" for v in xs])
+                ax.minorticks_off()
+        if integer_x:
+            from matplotlib.ticker import MaxNLocator
+
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(title, fontsize=9)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
@@ -84,6 +114,15 @@ def curves(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], title:
         if series:
             ax.legend(fontsize=7)
         fig.tight_layout()
+    except BaseException:
+        plt.close(fig)
+        raise
+    return fig
+
+
+def _save(fig: Any, path: Path) -> Path:
+    plt = _plt()
+    try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=100)
     finally:

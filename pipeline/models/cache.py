@@ -22,7 +22,7 @@ from pathlib import Path
 from pipeline.home import gnomon_home
 from pipeline.models.loading import LoadedModel, ModelSpec, file_stats, load_model
 
-__all__ = ["cached_model", "clear_model_cache", "weights_signature"]
+__all__ = ["cached_model", "clear_model_cache", "is_cached", "weights_signature"]
 
 _CACHE: OrderedDict[tuple[ModelSpec, str, tuple | None], LoadedModel] = OrderedDict()
 _LOCK = threading.Lock()
@@ -68,6 +68,14 @@ def cached_model(spec: ModelSpec | str, home: str | Path | None = None) -> Loade
         if cap:
             _CACHE[key] = lm
         return lm
+
+
+def is_cached(spec: ModelSpec | str, home: str | Path | None = None) -> bool:
+    """Whether :func:`cached_model` would answer from this process's copy (no load)."""
+    spec = ModelSpec(id=spec) if isinstance(spec, str) else spec
+    home_p = gnomon_home(home)
+    with _LOCK:
+        return (spec, str(home_p), weights_signature(spec, home_p)) in _CACHE
 
 
 def clear_model_cache() -> None:
