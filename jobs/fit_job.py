@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from jobs.fit_tasks import FitFailure, FitTask, GroupTask, fit_group, fit_layer, plan_groups
+from pipeline.atomic import write_json
 from pipeline.types import METHODS, GnomonError
 
 __all__ = ["FitSpec", "FitTask", "FitFailure", "GroupTask", "fit_group", "fit_layer", "plan_fit", "run_fit",
@@ -255,14 +256,10 @@ def _write_sweep(home: Path, concept: str, spec: FitSpec, sweeps: dict[tuple[str
     from pipeline.store import model_file_key
 
     path = home / "sweeps" / concept / f"{model_file_key(spec.model, home)}-{spec.revision}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
     doc = {f"{m}/{p}": {"best_layer": s["best"].layer, "select_metric": s["select_metric"],
                         "eligible": s["eligible"], "curve": s["curve"]}
            for (m, p), s in sorted(sweeps.items())}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc, indent=1, allow_nan=True))
-    tmp.replace(path)
-    return path
+    return write_json(path, doc, indent=1, allow_nan=True)
 
 
 def _register(spec: FitSpec, directions: Sequence[Any], sweeps: dict[tuple[str, str], dict[str, Any]],

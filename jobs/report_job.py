@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.atomic import write_json
 from pipeline.types import GnomonError
 
 FORMAT = "gnomon-linearity-report/1"
@@ -266,9 +267,6 @@ def run_report(spec: ReportSpec, executor: Any = None, home: Any = None, out: st
 
         for r, files in zip(results, per_result):
             r["mlflow_run"] = log_report(r, [*files, html], th.to_json(), tracking_uri=tracking_uri, home=home_p)
-    path = out_dir / "report.json"
-    tmp = path.with_name(".report.json.tmp")
-    tmp.write_text(json.dumps(doc, indent=1, allow_nan=True, default=str))
-    tmp.replace(path)
+    path = write_json(out_dir / "report.json", doc, indent=1, allow_nan=True, default=str)
     doc["paths"] = {"json": str(path), "html": str(html), "images": [str(p) for p in images]}
     return doc

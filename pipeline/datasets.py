@@ -29,6 +29,7 @@ from typing import Any, Sequence
 
 import pyarrow as pa
 
+from pipeline.atomic import publish, write_text
 from pipeline.concepts import CONCEPTS, DATA_DIR
 from pipeline.home import gnomon_home
 from pipeline.types import SPLITS, GnomonError, Split
@@ -217,13 +218,7 @@ def register_dataset(path: str | Path, name: str, home: str | Path | None = None
             return existing
         raise GnomonError(f"concept {name!r} is already registered with different content; "
                           "pick another name or pass --overwrite")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{name}.{os.getpid()}.tmp")
-    try:
-        pq.write_table(ds.table, tmp)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+    publish(dest, lambda tmp: pq.write_table(ds.table, tmp))
     if ds.contrast is not None:
         _write_contrast(sidecar, ds.contrast)
     else:
@@ -232,9 +227,7 @@ def register_dataset(path: str | Path, name: str, home: str | Path | None = None
 
 
 def _write_contrast(path: Path, contrast: tuple[str, str]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"positive": contrast[0], "negative": contrast[1]}) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, json.dumps({"positive": contrast[0], "negative": contrast[1]}) + "\n")
 
 
 def list_concepts(home: str | Path | None = None) -> list[ConceptDataset]:

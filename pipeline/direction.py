@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from pipeline.atomic import publish
 from pipeline.types import GnomonError
 
 FORMAT_VERSION = 2
@@ -292,15 +293,11 @@ class Direction:
         """Write ``path`` (``.safetensors``) atomically: a temp file renamed when complete."""
         from safetensors.torch import save_file
 
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {"vector": self.vector.detach().cpu().contiguous()}
         tensors.update({f"extra.{k}": t.detach().cpu().contiguous() for k, t in self.extras.items()})
-        tmp = path.with_name(f".{path.name}.tmp")
         meta = json.dumps(self.metadata())
-        save_file(tensors, str(tmp), metadata={_META_KEY: meta, _SUM_KEY: content_sha256(tensors, meta)})
-        tmp.replace(path)
-        return path
+        return publish(path, lambda tmp: save_file(
+            tensors, str(tmp), metadata={_META_KEY: meta, _SUM_KEY: content_sha256(tensors, meta)}))
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu") -> Direction:

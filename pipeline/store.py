@@ -39,7 +39,6 @@ import json
 import os
 import re
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +49,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.atomic import publish
 from pipeline.store_keys import ModelKey, check_key, resolve_model_key
 from pipeline.store_migrate import LAYOUT, mark_current, migrate, needs_migration
 from pipeline.types import POSITIONS, SPLITS, GnomonError
@@ -232,31 +232,6 @@ def _verified_sha(path: Path) -> str:
     return _VERIFIED[key]
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(target: Path, write: Any) -> None:
-    """Call ``write(tmp_path)``, fsync, then rename over ``target`` (same directory)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
-    try:
-        write(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(target.parent)
-
-
 class ActivationStore:
     """Parquet shards of activations plus examples, under one local root."""
 
@@ -325,7 +300,7 @@ class ActivationStore:
             if not overwrite:
                 raise GnomonError(f"dataset {dataset!r} already has different examples in the store; "
                                   "pick another name or pass overwrite=True")
-        _atomic_write(path, lambda tmp: pq.write_table(new, tmp, compression="zstd"))
+        publish(path, lambda tmp: pq.write_table(new, tmp, compression="zstd"))
         return path
 
     def read_examples(self, dataset: str) -> pa.Table:
@@ -358,7 +333,7 @@ class ActivationStore:
         mpath = self.manifest_path(model, revision, dataset, layer, shard)
         mpath.unlink(missing_ok=True)
         table = table.select(_META_COLUMNS + ["act"]).replace_schema_metadata(None)
-        _atomic_write(path, lambda tmp: pq.write_table(
+        publish(path, lambda tmp: pq.write_table(
             table, tmp, compression={"example_id": "zstd", "position": "zstd", "token_index": "zstd", "act": "none"},
             use_dictionary=["example_id", "position"], write_statistics=_META_COLUMNS,
             row_group_size=65536))
@@ -374,7 +349,7 @@ class ActivationStore:
             "ids_sha256": ids_digest(ids), "ids": ids, "content_sha256": content,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "created_ns": time.time_ns(),
         }
-        _atomic_write(mpath, lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
+        publish(mpath, lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
         mark_current(self.root)
         return ShardRecord(path=path, rows=table.num_rows, bytes=size, sha256=digest)
 

@@ -6,6 +6,8 @@ import argparse
 import json
 from typing import Any
 
+from pipeline.atomic import write_text
+
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -103,9 +105,7 @@ def run(args: argparse.Namespace) -> int:
         if not lines:
             raise GnomonError(f"--neutral {src}: no such file, or no prompt in it (one prompt a line)")
         dest = gnomon_home() / "concepts" / f"{ds.name}_neutral.txt"
-        tmp = dest.with_name(f".{dest.name}.tmp")
-        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        tmp.replace(dest)
+        write_text(dest, "\n".join(lines) + "\n")
         print(f"neutral prompts: {len(lines)} -> {dest}")
     else:
         try:

@@ -17,6 +17,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from pipeline.atomic import write_text
+
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("concept", help="concept whose fits to plot (see `gnomon catalog ls`)")
@@ -107,11 +109,7 @@ chance; see the README's "What best means"); test is reported, never used to cho
 document.getElementById("status").textContent = "images " + ok.length + "/" + document.images.length; }});</script>
 </body></html>
 """
-    path = out / "index.html"
-    tmp = out / ".index.html.tmp"
-    tmp.write_text(doc, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_text(out / "index.html", doc)
 
 
 def _eval_html(ev: dict[str, Any]) -> str:

@@ -13,11 +13,11 @@ composition are reported as *not measured*, with :func:`not_measured` saying how
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.atomic import write_text
 from pipeline.home import gnomon_home
 from pipeline.types import GnomonError
 
@@ -89,10 +89,5 @@ def declare_readout(concept: str, home: Any, positive_words: tuple[str, ...] = (
     bad = [w for w in (*positive_words, *negative_words) if not w.strip()]
     if bad:
         raise GnomonError("readout words must not be empty")
-    path = _file(concept, home)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"positive_words": list(positive_words), "negative_words": list(negative_words),
-                               "scorer": scorer}) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_text(_file(concept, home), json.dumps({
+        "positive_words": list(positive_words), "negative_words": list(negative_words), "scorer": scorer}) + "\n")

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.atomic import write_text
+
 __all__ = ["curves", "heatmap", "html_report"]
 
 
@@ -113,8 +115,4 @@ def html_report(title: str, sections: Sequence[tuple[str, Sequence[Path], Sequen
             parts.append(f"<p><img alt='{html.escape(Path(p).name)}' src='data:image/png;base64,{data}'></p>")
         if rows:
             parts.append(_table(rows))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n".join(parts), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_text(path, "\n".join(parts))

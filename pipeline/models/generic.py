@@ -23,11 +23,11 @@ The probe runs once per model fingerprint: results are kept in memory and in
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
+from pipeline.atomic import write_json
 from pipeline.models.adapters import ADAPTERS, LayerAdapter
 from pipeline.types import GnomonError
 
@@ -156,10 +156,7 @@ def probe_adapter(model: Any, home: Any = None, fingerprint: str | None = None) 
         adapter = LayerAdapter(**{k: _tuples(v) for k, v in doc["adapter"].items() if k in keys})
     else:
         adapter = _probe(model, model_type)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"probe_version": PROBE_VERSION, "model_type": model_type,
-                                   "adapter": asdict(adapter)}, indent=1))
-        tmp.replace(path)
+        write_json(path, {"probe_version": PROBE_VERSION, "model_type": model_type,
+                          "adapter": asdict(adapter)}, indent=1)
     _CACHE[fp] = adapter
     return adapter

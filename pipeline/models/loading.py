@@ -10,12 +10,11 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
-import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from pipeline.atomic import build_dir, write_json
 from pipeline.home import gnomon_home
 from pipeline.models.adapters import LayerAdapter, adapter_for
 from pipeline.types import GnomonError
@@ -214,12 +213,10 @@ def _load_gguf(gguf: Path, spec: ModelSpec, device: str, home: Path) -> tuple[An
         model.hf_quantizer = None  # type: ignore[assignment]
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
-        tmp = cache.with_name(cache.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp, safe_serialization=True)
-        tok.save_pretrained(tmp)
-        shutil.rmtree(cache, ignore_errors=True)
-        os.replace(tmp, cache)
+        def save(tmp: Path) -> None:
+            model.save_pretrained(tmp, safe_serialization=True)
+            tok.save_pretrained(tmp)
+        build_dir(cache, save)
     model, tok = _load_dir(cache, spec, device)
     return model, tok, cache
 
@@ -355,10 +352,7 @@ def _cached_identity(model: Any, adapter: LayerAdapter, path: Path | None,
     fp = str(doc["fingerprint"]) if doc and "fingerprint" in doc else known or fingerprint_model(model)
     ident = ModelIdentity(fp, n_layers, width)
     if doc != {"fingerprint": fp, "num_layers": n_layers, "hidden_size": width}:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"fingerprint": fp, "num_layers": n_layers, "hidden_size": width}))
-        tmp.replace(path)
+        write_json(path, {"fingerprint": fp, "num_layers": n_layers, "hidden_size": width})
     return ident
 
 
