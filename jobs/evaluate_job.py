@@ -158,7 +158,7 @@ def check_inputs(models: tuple[str, ...], concept: str, home: Path) -> None:
 
 def _read_out_metrics(lm: Any, d: Any, spec: EvalSpec, home: str) -> dict[str, float]:
     """Monitor AUROC and the ablation probe on the examples the direction was fitted on."""
-    from pipeline.datasets import render_rows
+    from pipeline.chat import render_rows
     from pipeline.evaluate import ablation_probe, monitor_auroc
     from pipeline.store import ActivationStore
 

@@ -189,7 +189,7 @@ def _live(spec: ReportSpec, model: str, results: list[dict[str, Any]], home: Pat
 def _check_models(spec: ReportSpec, home: Path) -> None:
     """Every model exists and has the requested layers, read from its config without its
     weights: refused before Ray starts or a model loads (issue 21: ``--layers 99``)."""
-    from pipeline.models.loading import check_layers
+    from pipeline.models.layers import check_layers
     from pipeline.models.shape import model_shape
 
     for model in spec.models:
@@ -216,7 +216,7 @@ def run_report(spec: ReportSpec, executor: Any = None, home: Any = None, out: st
     name = check_name(spec.name or "-".join(spec.concepts)[:60], "report name")
     out_dir = Path(out) if out is not None else home_p / "reports" / name
     _check_models(spec, home_p)
-    from jobs.executors import make_executor   # torch and Ray only after the checks
+    from jobs.engine import make_executor   # torch and Ray only after the checks
     from pipeline.linearity import DEFAULT as th
     from pipeline.linearity import probes, render
     from pipeline.linearity.verdict import concept_verdict

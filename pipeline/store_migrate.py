@@ -13,6 +13,7 @@ with nothing left to migrate, so later opens cost one ``stat``.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Callable
@@ -76,8 +77,6 @@ def migrate(root: Path, resolve: Callable[[str], ModelKey]) -> int:
 
 
 def _migrate_one(root: Path, mp: Path, resolve: Callable[[str], ModelKey]) -> bool:
-    from pipeline.store import _load_json
-
     m = _load_json(mp)
     if m is None or m.get("layout") == LAYOUT or not isinstance(m.get("model"), str):
         return False  # current, or unreadable (readers report it where it is)
@@ -111,3 +110,11 @@ def _prune_empty(d: Path, root: Path) -> None:
     while d not in stop and d.is_dir() and not any(d.iterdir()):
         d.rmdir()
         d = d.parent
+
+
+def _load_json(path: Path) -> dict | None:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError):
+        return None
+    return doc if isinstance(doc, dict) else None

@@ -87,30 +87,36 @@ def test_layer_out_of_range_names_the_valid_range(tiny_lm: object) -> None:
         tiny_lm.check_layers([5])  # type: ignore[attr-defined]
 
 
-def _jobs_imports() -> dict[str, set[str]]:
-    """``jobs`` module -> the ``jobs`` modules it imports anywhere (function bodies too),
-    leaving out ``if TYPE_CHECKING:`` blocks, which never run."""
+PACKAGES = ("pipeline", "jobs", "catalog")
+
+
+def _imports() -> dict[str, set[str]]:
+    """Product module -> the product modules it imports anywhere (function bodies too: a
+    lazy import is still an edge of the dependency graph), leaving out ``if TYPE_CHECKING:``
+    blocks, which never run."""
     graph: dict[str, set[str]] = {}
-    for path in (ROOT / "jobs").rglob("*.py"):
-        mod = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
-        tree = ast.parse(path.read_text())
-        skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
-                and "TYPE_CHECKING" in ast.unparse(node.test) for n in ast.walk(node)}
-        deps: set[str] = set()
-        for node in ast.walk(tree):
-            if id(node) in skip:
-                continue
-            if isinstance(node, ast.Import):
-                deps |= {a.name for a in node.names if a.name.startswith("jobs.")}
-            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("jobs"):
-                deps.add(node.module or "")
-                deps |= {f"{node.module}.{a.name}" for a in node.names}
-        graph[mod] = deps
+    for pkg in PACKAGES:
+        for path in (ROOT / pkg).rglob("*.py"):
+            mod = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+            tree = ast.parse(path.read_text())
+            skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                    and "TYPE_CHECKING" in ast.unparse(node.test) for n in ast.walk(node)}
+            deps: set[str] = set()
+            for node in ast.walk(tree):
+                if id(node) in skip:
+                    continue
+                if isinstance(node, ast.Import):
+                    deps |= {a.name for a in node.names}
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    deps.add(node.module)
+                    deps |= {f"{node.module}.{a.name}" for a in node.names}
+            graph[mod] = deps
     return {m: {d for d in deps if d in graph and d != m} for m, deps in graph.items()}
 
 
-def test_jobs_has_no_import_cycle_and_small_modules() -> None:
-    graph = _jobs_imports()
+def test_no_import_cycle_in_any_package() -> None:
+    graph = _imports()
+    assert {"jobs.cli", "pipeline.store", "catalog.store"} <= set(graph)   # the walker sees every package
     state: dict[str, int] = {}
 
     def visit(m: str, path: list[str]) -> None:
@@ -124,8 +130,43 @@ def test_jobs_has_no_import_cycle_and_small_modules() -> None:
     for m in sorted(graph):
         if m not in state:
             visit(m, [])
-    long = {str(p.relative_to(ROOT)): n for p in (ROOT / "jobs").rglob("*.py")
-            if (n := len(p.read_text().splitlines())) > 300}
+
+
+OVERSIZE: dict[str, int] = {}
+"""Product modules still over 300 lines (issue 24, left to split), each capped at its size
+today: they may shrink, never grow, and no other module may join them."""
+
+LONG_FUNCTIONS = {
+    "pipeline/collect.py:collect": 84, "pipeline/fleet/finetune.py:finetune_series": 64,
+    "pipeline/fleet/scratch.py:train_scratch": 64, "pipeline/fleet_compare/drift_stats.py:drift_statistics": 63,
+    "pipeline/linearity/probes.py:train_probes": 80, "pipeline/linearity/verdict.py:concept_verdict": 78,
+    "jobs/commands/catalog.py:run": 77, "jobs/commands/concepts.py:run": 75, "jobs/drift_job.py:run_drift": 91,
+    "jobs/evaluate_job.py:evaluate_checkpoint": 61, "jobs/fit_job.py:fit_collected": 95,
+    "jobs/fleet_compare_job.py:run_fleet_compare": 73, "jobs/fleet_job.py:build_fleet": 86,
+    "jobs/report_job.py:run_report": 72, "jobs/steer_select.py:select_steer": 84,
+}
+"""Functions over 60 lines (issue 24, left to split), capped at their length today."""
+
+
+def test_modules_are_small_in_every_package() -> None:
+    sizes = {str(p.relative_to(ROOT)): len(p.read_text().splitlines())
+             for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")}
+    over = {f: n for f, n in sizes.items() if n > 300}
+    assert {f: n for f, n in over.items() if n > OVERSIZE.get(f, 300)} == {}
+    assert set(OVERSIZE) <= set(sizes)   # a split module leaves the list (or the cap is stale)
+
+
+def test_functions_are_short_or_say_why() -> None:
+    """Over 60 lines needs a reason in the docstring ("... lines: ...") or a cap above."""
+    long = {}
+    for pkg in PACKAGES:
+        for p in (ROOT / pkg).rglob("*.py"):
+            for node in ast.walk(ast.parse(p.read_text())):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    n = (node.end_lineno or node.lineno) - node.lineno + 1
+                    key = f"{p.relative_to(ROOT)}:{node.name}"
+                    if n > LONG_FUNCTIONS.get(key, 60) and " lines" not in (ast.get_docstring(node) or ""):
+                        long[key] = n
     assert long == {}
 
 

@@ -8,7 +8,10 @@ import pytest
 
 from jobs.commands.args import parse_choices, parse_layers, parse_params
 from jobs.spec import load_job
-from pipeline.types import METHODS, GnomonError
+from pipeline.methods import method_names
+from pipeline.types import GnomonError
+
+METHODS = method_names()
 
 
 def test_params_parse_to_typed_values_per_method() -> None:

@@ -12,6 +12,8 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from jobs.commands.args import add_options
+
 if TYPE_CHECKING:
     from catalog import Catalog, DirectionRecord
 
@@ -20,8 +22,7 @@ _TABLE_METRICS = ("val_auroc", "val_accuracy", "test_auroc", "test_accuracy")
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, "
-                   "else sqlite:///<home>/mlflow.db)")
+    add_options(p, "tracking_uri")
     sub = p.add_subparsers(dest="catalog_command", metavar="ACTION", required=True)
 
     ls = sub.add_parser("ls", help="list direction versions")
@@ -29,13 +30,13 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     ls.add_argument("--model", help="only directions fitted on this model id (default: all)")
     ls.add_argument("--method", help="only this fitting method (default: all)")
     ls.add_argument("--layer", type=int, help="only this layer (default: all)")
-    ls.add_argument("--json", action="store_true", help="print a JSON list of records")
+    add_options(ls, json="print a JSON list of records")
 
     scope = "the model a bare CONCEPT@best / @best-monitor / @best-steer resolves against (default: the only one)"
     show = sub.add_parser("show", help="show one version")
     show.add_argument("ref", help="concept@alias, concept/N, or concept (its latest version)")
     show.add_argument("--model", help=scope)
-    show.add_argument("--json", action="store_true", help="print the record as JSON")
+    add_options(show, json="print the record as JSON")
 
     alias = sub.add_parser("alias", help="point an alias at a version (best, best-monitor and best-steer "
                            "are set for the version's model)")
@@ -55,7 +56,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     sel.add_argument("--model", required=True, help="the model whose versions are measured")
     sel.add_argument("--dataset", help="the concept's dataset file, when it was fitted from a file rather than "
                      "a shipped or registered concept (its validation texts and labels)")
-    sel.add_argument("--json", action="store_true", help="print what was measured as JSON")
+    add_options(sel, json="print what was measured as JSON")
 
     sub.add_parser("register-pending", help="retry registrations that failed earlier (each to the tracking "
                    "URI it was meant for; with --tracking-uri, all to that one)")
@@ -85,7 +86,7 @@ def _reader(tracking_uri: str | None) -> Any:
 def run(args: argparse.Namespace) -> int:
     action = args.catalog_command
     if action in ("alias", "export", "rm"):
-        from jobs.commands.args import check_refs
+        from jobs.refs import check_refs
 
         ref = args.ref
         if action == "export" and ref.endswith(".safetensors") and not args.file.endswith(".safetensors"):

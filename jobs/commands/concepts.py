@@ -7,15 +7,16 @@ import json
 from typing import Any
 
 from pipeline.atomic import write_text
+from jobs.commands.args import add_options
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     ls = sub.add_parser("ls", help="list shipped and registered concepts")
-    ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_options(ls, json="print JSON instead of a table")
     show = sub.add_parser("show", help="describe one concept and print its first rows")
     show.add_argument("name", help="concept name or dataset file")
-    show.add_argument("--json", action="store_true", help="print JSON instead of text")
+    add_options(show, json="print JSON instead of text")
     show.add_argument("--head", type=int, default=5, metavar="N", help="rows to print (default 5)")
     add = sub.add_parser("add", help="validate a JSONL/CSV/Parquet file and register it under a name")
     add.add_argument("file", help="dataset file (.jsonl, .csv or .parquet)")
@@ -26,7 +27,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     add.add_argument("--words-positive", metavar="W1,W2", help="behavioural readout: words whose next-token "
                      "probability should rise when the concept is steered toward the positive label")
     add.add_argument("--words-negative", metavar="W1,W2", help="... and toward the negative label")
-    add.add_argument("--scorer", choices=("vader",), help="behavioural readout: a scorer of generated text")
+    from pipeline.concepts.behaviour import scorer_names
+
+    add.add_argument("--scorer", choices=scorer_names(), help="behavioural readout: a scorer of generated text")
     add.add_argument("--neutral", metavar="FILE",
                      help="neutral prompts, one a line, copied to <home>/concepts/<name>_neutral.txt "
                      "(needed to evaluate or steer-select the concept)")

@@ -19,12 +19,13 @@ from typing import Any
 
 from pipeline.atomic import write_text
 
+from jobs.commands.args import add_options
+
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("concept", help="concept whose fits to plot (see `gnomon catalog ls`)")
     p.add_argument("--out", default=None, help="output directory (default: <home>/reports/<concept>)")
-    p.add_argument("--tracking-uri", default=None,
-                   help="catalog for the alias table (default: $MLFLOW_TRACKING_URI, else SQLite in the home)")
+    add_options(p, "tracking_uri")
 
 
 def run(args: argparse.Namespace) -> int:
