@@ -71,3 +71,20 @@ def test_resolved_layers_are_trusted_only_for_the_same_depth() -> None:
         ensure_layers(got, 2, "other")                              # another model's depth: checked
     back = pickle.loads(pickle.dumps(got))                          # travels to Ray workers intact
     assert back == got and back.num_layers == 4
+
+
+def test_a_resolved_spec_is_the_same_cached_model_and_pool(home: Path) -> None:
+    """Carrying the resolved source must not make a second identity: the model cache and
+    the worker pools key a spec the same whether or not its source was resolved."""
+    from jobs.shards import model_pool
+    from pipeline.models import ModelSpec, cached_model, clear_model_cache
+
+    plain = ModelSpec(id="tiny:llama:2x16")
+    resolved = plain.resolved(home)
+    assert resolved.source == "tiny" and plain.source is None
+    clear_model_cache()
+    try:
+        assert cached_model(plain, home) is cached_model(resolved, home)
+    finally:
+        clear_model_cache()
+    assert model_pool(plain, str(home))[0] == model_pool(resolved, str(home))[0]
