@@ -42,38 +42,50 @@ def _summary(ds: Any) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    return {"ls": _ls, "show": _show, "add": _add}[args.action](args)
+
+
+def _ls(args: argparse.Namespace) -> int:
+    from pipeline import datasets
+
+    summaries = [_summary(ds) for ds in datasets.list_concepts()]
+    if args.json:
+        print(json.dumps(summaries, indent=2))
+        return 0
+    header = f"{'name':<16} {'labels (positive first)':<28} {'rows':>5} {'pairs':>5} {'train/val/test':>14}"
+    print(header)
+    for s in summaries:
+        labels = ", ".join(s["default_contrast"] + [x for x in s["labels"] if x not in s["default_contrast"]])
+        splits = "/".join(str(s["splits"][k]) for k in ("train", "val", "test"))
+        print(f"{s['name']:<16} {labels:<28} {s['rows']:>5} {s['pairs']:>5} {splits:>14}")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from pipeline import datasets
+
+    ds = datasets.load_dataset(args.name)
+    summary = _summary(ds)
+    head = ds.table.slice(0, max(args.head, 0)).to_pylist()
+    if args.json:
+        print(json.dumps({**summary, "head": head}, indent=2, ensure_ascii=False))
+        return 0
+    from pipeline.concepts import CONCEPTS
+
+    info = CONCEPTS.get(ds.name)
+    print(f"{ds.name}: {info.description if info else 'registered dataset'}")
+    for key in ("labels", "default_contrast", "rows", "pairs", "label_counts", "splits", "content_hash", "source"):
+        print(f"  {key}: {summary[key]}")
+    for row in head:
+        content = row["text"] if row["text"] is not None else row["messages"]
+        print(f"  [{row['split']:<5}] {row['label']:<10} {row['id']}: {content}")
+    return 0
+
+
+def _add(args: argparse.Namespace) -> int:
     from pipeline import datasets
     from pipeline.types import GnomonError
 
-    if args.action == "ls":
-        summaries = [_summary(ds) for ds in datasets.list_concepts()]
-        if args.json:
-            print(json.dumps(summaries, indent=2))
-            return 0
-        header = f"{'name':<16} {'labels (positive first)':<28} {'rows':>5} {'pairs':>5} {'train/val/test':>14}"
-        print(header)
-        for s in summaries:
-            labels = ", ".join(s["default_contrast"] + [x for x in s["labels"] if x not in s["default_contrast"]])
-            splits = "/".join(str(s["splits"][k]) for k in ("train", "val", "test"))
-            print(f"{s['name']:<16} {labels:<28} {s['rows']:>5} {s['pairs']:>5} {splits:>14}")
-        return 0
-    if args.action == "show":
-        ds = datasets.load_dataset(args.name)
-        summary = _summary(ds)
-        head = ds.table.slice(0, max(args.head, 0)).to_pylist()
-        if args.json:
-            print(json.dumps({**summary, "head": head}, indent=2, ensure_ascii=False))
-            return 0
-        from pipeline.concepts import CONCEPTS
-
-        info = CONCEPTS.get(ds.name)
-        print(f"{ds.name}: {info.description if info else 'registered dataset'}")
-        for key in ("labels", "default_contrast", "rows", "pairs", "label_counts", "splits", "content_hash", "source"):
-            print(f"  {key}: {summary[key]}")
-        for row in head:
-            content = row["text"] if row["text"] is not None else row["messages"]
-            print(f"  [{row['split']:<5}] {row['label']:<10} {row['id']}: {content}")
-        return 0
     words = tuple(tuple(w.strip() for w in (x or "").split(",") if w.strip())
                   for x in (args.words_positive, args.words_negative))
     if (words[0] or words[1] or args.scorer):   # checked before anything is written
