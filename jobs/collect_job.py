@@ -162,7 +162,7 @@ def preflight(spec: CollectSpec, home: Any = None, lm: Any = None) -> tuple[Any,
     loaded here once (converting and caching its weights) rather than racing in every
     worker. A model the caller already loaded is checked, not loaded again. Returns
     (identity, loaded model or None, the layers resolved against the model: the one check
-    of the request's layers; a :class:`~pipeline.models.loading.Layers` the edge resolved
+    of the request's layers; a :class:`~pipeline.models.layers.Layers` the edge resolved
     against this model's depth is trusted)."""
     from pipeline.models import ModelIdentity, model_identity
     from pipeline.models.layers import ensure_layers
