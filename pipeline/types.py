@@ -36,7 +36,7 @@ def parse_layers(spec: str | int | Sequence[int] | None) -> tuple[int, ...] | No
     """The one layer-spec parser (``--layers`` on every command, ``layers =`` in a job spec):
     ``None``/``"all"`` -> None (every layer), ``3``, ``"0,4,8"``, ``"2-6"`` (inclusive),
     ``"0,2-4"`` or a list of ints. Whether a layer exists is the model's to say
-    (``LoadedModel.check_layers``), once, where the request is resolved.
+    (``pipeline.models.layers.check_layers``), once, where the request is resolved.
 
     >>> parse_layers("0,2-4"), parse_layers("all"), parse_layers(3)
     ((0, 2, 3, 4), None, (3,))

@@ -43,18 +43,21 @@ def counts(monkeypatch: pytest.MonkeyPatch) -> collections.Counter[str]:
     return n
 
 
-@pytest.mark.parametrize("layers", ["1-2", "all"])
-def test_one_fit_checks_layers_resolves_the_model_and_loads_the_dataset_once(
+FIT = ["fit", "--positions", "last", "--methods", "mean_diff", "--register", "none"]
+
+
+@pytest.mark.parametrize("argv,layers,files", [(FIT, "1-2", 2), (FIT, "all", 3), (["collect"], "1-2", 2)])
+def test_one_command_checks_layers_resolves_the_model_and_loads_the_dataset_once(
         home: Path, tmp_path: Path, counts: collections.Counter[str], capsys: pytest.CaptureFixture[str],
-        layers: str) -> None:
+        argv: list[str], layers: str, files: int) -> None:
     from jobs.cli import main
 
     data = write_dataset(tmp_path / "toy.jsonl", n_pairs=20)
-    rc = main(["fit", "--model", "tiny:llama:2x16", "--dataset", str(data), "--layers", layers,
-               "--positions", "last", "--methods", "mean_diff", "--executor", "local", "--register", "none",
-               "--json"])
+    rc = main([*argv, "--model", "tiny:llama:2x16", "--dataset", str(data), "--layers", layers,
+               "--executor", "local", "--json"])
     out = json.loads(capsys.readouterr().out)
-    assert rc == 0 and out["collect"]["written_files"] == (2 if layers == "1-2" else 3)
+    written = out["collect"]["written_files"] if argv[0] == "fit" else out["written_files"]
+    assert rc == 0 and written == files
     assert dict(counts) == {"check_layers": 1, "resolve_source": 1, "load_dataset": 1}
 
 
