@@ -151,9 +151,10 @@ def fit_collected(spec: FitSpec, collected: Any, executor: Any, home: Any, catal
     """Fit every (layer, position) group of a finished collection (its ``CollectResult``),
     sweep, register; returns a :class:`jobs.results.FitResult`. ``dataset``: the request's
     dataset when the caller loaded it (with its contrast checked), not loaded again."""
-    from jobs.results import FitResult
     from pipeline.datasets import load_dataset, validate_contrast
     from pipeline.home import gnomon_home
+
+    from jobs.results import FitResult
 
     home_p = gnomon_home(home)
     ds = dataset if dataset is not None else load_dataset(spec.dataset, home=home_p)
@@ -184,8 +185,42 @@ def fit_collected(spec: FitSpec, collected: Any, executor: Any, home: Any, catal
     records = (_register(spec, directions, sweeps, catalog, home_p, collected.num_layers)
                if spec.register != "none" else {})
     t2 = time.perf_counter()
-    aliases, steer, selection = (_select(spec, ds, (positive, negative), collected, directions, groups, sweeps,
-                                         records, catalog, home_p, log) if records else ({}, {}, {}))
+    aliases: dict[str, Any] = {}
+    steer: dict[str, Any] = {}
+    selection: dict[str, Any] = {}
+    if records:
+        if catalog is None:
+            from catalog import Catalog
+
+            catalog = Catalog(home=home_p)
+        from jobs.best_select import alias_targets, select_best
+
+        # the model as the collection resolved it (an absolute path for a relative one): the
+        # identity its directions record, so the aliases are scoped to the same string
+        model = collected.model
+        selection = select_best(spec, ds.name, directions, groups, sweeps, records, catalog,
+                                collected.num_layers, model)
+        if not spec.select_steer:
+            file = f" --dataset {spec.dataset}" if spec.dataset != ds.name else ""
+            steer = {"alias": None, "reason": "deferred (--no-steer-select): run `gnomon catalog select-steer "
+                     f"{ds.name} --model {model}{file}`", "candidates": [], "deferred": True}
+        elif not selection["reliable"]:
+            catalog.point(ds.name, model, "best-steer", None)
+            steer = {"alias": None, "reason": "no reliable direction to steer with (see the selection above)",
+                     "candidates": []}
+        else:
+            from jobs.steer_select import select_steer
+
+            try:
+                from jobs.shards import load_for_spec
+
+                # the model the collection loaded, from this process's cache when it ran here
+                lm = load_for_spec(collect_spec(spec), home_p)
+                steer = select_steer(catalog, ds.name, model, ds, positive, negative, home_p, lm=lm,
+                                     log=log)
+            except GnomonError as e:  # the fit and its registrations stand; only best-steer is missing
+                steer = {"alias": None, "reason": str(e), "candidates": []}
+        aliases = alias_targets(catalog, ds.name, model)
     t_select = time.perf_counter() - t2
     best = []
     for (method, position), s in sorted(sweeps.items()):
@@ -206,47 +241,6 @@ def fit_collected(spec: FitSpec, collected: Any, executor: Any, home: Any, catal
         failed_groups=[f"{m}/{g.position}/layer {g.layer}: {e}" for g, m, e in failures],
         extra={"executor_choice": getattr(executor, "choice", getattr(executor, "name", "?")),
                "aliases": aliases, "selection": selection, "steer_selection": steer})
-
-
-def _select(spec: FitSpec, ds: Any, labels: tuple[str, str], collected: Any, directions: Sequence[Any],
-            groups: Sequence[Any], sweeps: dict[tuple[str, str], dict[str, Any]], records: dict[Any, Any],
-            catalog: Any, home_p: Path, log: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """Set the ``best``/``best-monitor`` aliases from the registered versions and measure
-    ``best-steer`` (or say why not); returns (aliases, steer selection, selection)."""
-    positive, negative = labels
-    if catalog is None:
-        from catalog import Catalog
-
-        catalog = Catalog(home=home_p)
-    from jobs.best_select import alias_targets, select_best
-
-    # the model as the collection resolved it (an absolute path for a relative one): the
-    # identity its directions record, so the aliases are scoped to the same string
-    model = collected.model
-    selection = select_best(spec, ds.name, directions, groups, sweeps, records, catalog,
-                            collected.num_layers, model)
-    if not spec.select_steer:
-        file = f" --dataset {spec.dataset}" if spec.dataset != ds.name else ""
-        steer = {"alias": None, "reason": "deferred (--no-steer-select): run `gnomon catalog select-steer "
-                 f"{ds.name} --model {model}{file}`", "candidates": [], "deferred": True}
-    elif not selection["reliable"]:
-        catalog.point(ds.name, model, "best-steer", None)
-        steer = {"alias": None, "reason": "no reliable direction to steer with (see the selection above)",
-                 "candidates": []}
-    else:
-        from jobs.steer_select import select_steer
-
-        try:
-            from jobs.shards import load_for_spec
-
-            # the model the collection loaded, from this process's cache when it ran here
-            lm = load_for_spec(collect_spec(spec), home_p)
-            steer = select_steer(catalog, ds.name, model, ds, positive, negative, home_p, lm=lm,
-                                 log=log)
-        except GnomonError as e:  # the fit and its registrations stand; only best-steer is missing
-            steer = {"alias": None, "reason": str(e), "candidates": []}
-    aliases = alias_targets(catalog, ds.name, model)
-    return aliases, steer, selection
 
 
 def _write_sweep(home: Path, concept: str, spec: FitSpec, sweeps: dict[tuple[str, str], dict[str, Any]]) -> Path:

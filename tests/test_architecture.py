@@ -141,7 +141,7 @@ LONG_FUNCTIONS = {
     "pipeline/fleet/scratch.py:train_scratch": 64, "pipeline/fleet_compare/drift_stats.py:drift_statistics": 63,
     "pipeline/linearity/probes.py:train_probes": 80, "pipeline/linearity/verdict.py:concept_verdict": 78,
     "jobs/drift_job.py:run_drift": 91,
-    "jobs/evaluate_job.py:evaluate_checkpoint": 61,
+    "jobs/evaluate_job.py:evaluate_checkpoint": 61, "jobs/fit_job.py:fit_collected": 95,
     "jobs/fleet_compare_job.py:run_fleet_compare": 73, "jobs/fleet_job.py:build_fleet": 86,
     "jobs/report_job.py:run_report": 72, "jobs/steer_select.py:select_steer": 84,
 }

@@ -14,8 +14,6 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.atomic import write_text
-
 __all__ = ["curves", "heatmap", "html_report"]
 
 
@@ -115,4 +113,6 @@ def html_report(title: str, sections: Sequence[tuple[str, Sequence[Path], Sequen
             parts.append(f"<p><img alt='{html.escape(Path(p).name)}' src='data:image/png;base64,{data}'></p>")
         if rows:
             parts.append(_table(rows))
+    from pipeline.atomic import write_text
+
     return write_text(path, "\n".join(parts))
