@@ -282,14 +282,13 @@ def profile(dataset: Path, home: Path, executor: str) -> None:
     """One in-process collection with every component's CPU time; prints the breakdown."""
     import pyarrow.parquet as pq
 
-    import jobs.executors as je
+    import jobs.engine as je
     import jobs.ray_runtime as rr
     import pipeline.collect as pc
     import pipeline.hooks as ph
     import pipeline.models.cache as mc
     import pipeline.store as ps
-    from jobs.executors import make_executor
-
+    from jobs.engine import make_executor
     je.IN_FLIGHT = 1  # one shard at a time: clean CPU deltas
     m = Meter()
     m.wrap(pc, "_encode", "tokenise")

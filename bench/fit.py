@@ -41,8 +41,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from collect import fresh_home, primed_cache
 
-from jobs.executors import LocalExecutor, RayExecutor
-
+from jobs.engine import LocalExecutor
+from jobs.ray_executor import RayExecutor
 CHECK_LAYERS = (1, 8, 15, 22, 29, 30)
 
 
@@ -305,7 +305,9 @@ def main() -> None:
                   f"gnomon ray / same = {side['gnomon ray'] / both:.2f}")
 
         # part 1: all six methods over every layer, from the store
-        from pipeline.types import METHODS
+        from pipeline.methods import method_names
+
+        METHODS = method_names()
 
         print(f"\nfit from the store: {len(METHODS)} methods x {lm.num_layers + 1} layers, position last", flush=True)
         read_s = contrast_read_cost(home_local)

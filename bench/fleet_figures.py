@@ -172,8 +172,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    from jobs.executors import make_executor
-
+    from jobs.engine import make_executor
     home = Path(args.home)
     os.environ["GNOMON_HOME"] = str(home)
     ex = make_executor(args.executor)

@@ -48,7 +48,7 @@ def catalog_for(home: Path, concept: str, select_steer: bool) -> Any:
 
 
 def fit(concept: str, home: Path, select_steer: bool) -> tuple[dict[str, Any], float]:
-    from jobs.executors import make_executor
+    from jobs.engine import make_executor
     from jobs.fit_job import FitSpec, run_fit
 
     spec = FitSpec(model="smollm2", dataset=concept, layers=LAYERS, positions=("last", "mean"),
@@ -91,8 +91,7 @@ def main() -> None:
     try:
         for concept in args.concepts.split(","):
             from jobs.collect_job import CollectSpec, run_collection
-            from jobs.executors import LocalExecutor
-
+            from jobs.engine import LocalExecutor
             t0 = time.perf_counter()
             run_collection(CollectSpec(model="smollm2", dataset=concept, layers=LAYERS, positions=("last", "mean")),
                            LocalExecutor(), home)

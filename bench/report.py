@@ -44,7 +44,7 @@ def measure(args: argparse.Namespace, home: Path) -> None:
     import torch
 
     from jobs.collect_job import CollectSpec, run_collection
-    from jobs.executors import make_executor
+    from jobs.engine import make_executor
     from pipeline.contrast import StoreDB, contrast_splits
     from pipeline.datasets import load_dataset
     from pipeline.direction import Provenance

@@ -55,14 +55,15 @@ def _dataset(path: Path, n: int) -> Path:
 
 
 def bench_collect(executor: Any, dataset: Path, home: Path, workers: int) -> dict[str, float]:
-    from jobs.collect_job import IN_FLIGHT, CollectSpec, collect_shard, load_for_spec, model_pool, plan_collection
+    from jobs.collect_job import (IN_FLIGHT, CollectSpec, collect_shard, load_for_spec, model_pool, model_spec,
+                                  plan_collection)
 
     spec = CollectSpec(model=MODEL, dataset=str(dataset), layers=(1,), positions=("last",), shard_size=1,
                        batch_size=1, dtype="float32")
     load_for_spec(spec, home)  # converted and cached once, as the collection job does in the driver
     plan = plan_collection(spec, home)
     first: list[float] = []
-    key, init = model_pool(spec, str(home))
+    key, init = model_pool(model_spec(spec), str(home))
     t0 = time.perf_counter()
     results = executor.map_stateful(init, collect_shard, [(spec, plan.dataset_name, t) for t in plan.shards],
                                     key=key, concurrency=IN_FLIGHT,
@@ -142,8 +143,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from jobs.executors import make_executor
-
+    from jobs.engine import make_executor
     scratch = Path(tempfile.mkdtemp(prefix="gnomon-bench-sched-"))
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; model {MODEL}; "
           f"{args.shards} shards of 1 example, 1 layer")

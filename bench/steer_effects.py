@@ -38,15 +38,18 @@ NOTE = ('Reading: the chosen steering direction is mean_diff at layer 1, `mean` 
 
 def fitted(lm: Any, home: Path, concept: str, method: str, layer: int, position: str) -> Any:
     """One direction, fitted by the fit job's own unit of work from the stored contrast set."""
-    from jobs.fit_job import FitSpec, fit_group, plan_fit
+    from jobs.fit_tasks import GroupTask, fit_layer
     from pipeline.datasets import load_dataset
 
     ds = load_dataset(concept, home=home)
     pos, neg = ds.default_contrast
-    spec = FitSpec(model="smollm2", dataset=concept, layers=(layer,), positions=(position,), methods=(method,))
-    (task,) = plan_fit(spec, home, lm.fingerprint, lm.hidden_size, lm.num_layers, ds.name,
-                       ds.content_hash, ds.name, pos, neg)
-    return fit_group(task)
+    task = GroupTask(home=str(home), model="smollm2", revision="main", dataset=ds.name, concept=ds.name,
+                     positive=pos, negative=neg, layer=layer, position=position, methods=(method,), params={},
+                     fingerprint=lm.fingerprint, hidden_size=lm.hidden_size, dataset_hash=ds.content_hash)
+    res = fit_layer(task)
+    if res.failures:
+        raise RuntimeError(res.failures[0][1])
+    return res.directions[0]
 
 
 def split_texts(lm: Any, concept: str, split: str, label: str, n: int | None = None) -> list[str]:
@@ -80,7 +83,7 @@ def main() -> int:
 
     import torch
 
-    from jobs.executors import LocalExecutor
+    from jobs.engine import LocalExecutor
     from jobs.fit_job import FitSpec, run_fit
     from pipeline.datasets import neutral_prompts
     from pipeline.evaluate import (

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from pipeline.atomic import move_into_place, temp_beside, write_json
 from pipeline.direction import Direction, recorded_content_sha256
 from pipeline.store import sha256_file
 from pipeline.types import GnomonError
@@ -65,13 +66,15 @@ def save_local(direction: Direction, home: Path) -> Path:
     older file may still be waiting for registration.
     """
     target = home / "directions" / direction.provenance.concept / local_name(direction)
-    tmp = direction.save(target.with_name(f".{target.stem}.new.safetensors"))
-    # Compare contents, not bytes: safetensors writes its metadata map in no fixed order, so
-    # two saves of one direction can differ byte for byte. The content hash is in the metadata.
-    if target.exists() and _content_sum(target) != _content_sum(tmp):
-        target = target.with_name(f"{target.stem}-{sha256_file(tmp)[:8]}.safetensors")
-    tmp.replace(target)
-    return target
+    tmp = direction.save(temp_beside(target))
+    try:
+        # Compare contents, not bytes: safetensors writes its metadata map in no fixed order, so
+        # two saves of one direction can differ byte for byte. The content hash is in the metadata.
+        if target.exists() and _content_sum(target) != _content_sum(tmp):
+            target = target.with_name(f"{target.stem}-{sha256_file(tmp)[:8]}.safetensors")
+        return move_into_place(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _content_sum(path: Path) -> str:
@@ -110,10 +113,7 @@ def write_pending(home: Path, req: PendingRegistration) -> Path:
     d.mkdir(parents=True, exist_ok=True)
     p = Path(req.path)
     marker = d / f"{p.parent.name}--{p.stem}.json"
-    tmp = marker.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(asdict(req), indent=1))
-    tmp.replace(marker)
-    return marker
+    return write_json(marker, asdict(req), indent=1)
 
 
 def rehome(req: PendingRegistration, home: Path) -> PendingRegistration:

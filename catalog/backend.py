@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pipeline.atomic import move_into_place
 from pipeline.types import GnomonError
 
 T = TypeVar("T")
@@ -237,16 +238,11 @@ def ensure_catalog(uri: str) -> None:
             for stale in parent.glob(f".{path.name}.*.creating"):
                 stale.unlink(missing_ok=True)  # left by a creator that died (we hold the lock)
             if state == "empty-partial":
-                path.replace(path.with_name(f"{path.name}.partial-{time.strftime('%Y%m%dT%H%M%S')}"))
+                move_into_place(path, path.with_name(f"{path.name}.partial-{time.strftime('%Y%m%dT%H%M%S')}"))
             tmp = parent / f".{path.name}.{uuid.uuid4().hex}.creating"
             try:
                 _migrate(tmp)
-                fd = os.open(tmp, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-                os.replace(tmp, path)
+                move_into_place(tmp, path)
             finally:
                 tmp.unlink(missing_ok=True)
     except OSError as e:

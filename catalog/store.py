@@ -31,6 +31,7 @@ from catalog import artifacts, backend
 from catalog.query import METRIC_PREFIX, RESERVED_TAGS, DirectionRecord, to_arrow
 from catalog.refs import Ref, check_alias, check_concept, parse_ref
 from catalog.registry import Registry
+from pipeline.atomic import publish
 from pipeline.direction import Direction
 from pipeline.home import gnomon_home
 from pipeline.types import GnomonError
@@ -220,12 +221,9 @@ class Catalog:
         if path.suffix != ".safetensors":
             raise GnomonError(f"export target {path} must end in .safetensors")
         rec = self.resolve(ref, model)
-        path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory() as tmp:
-            tmp_path = path.with_name(f".{path.name}.tmp")
-            shutil.copyfile(self._reg.download(rec, Path(tmp)), tmp_path)
-            tmp_path.replace(path)
-        return path
+            src = self._reg.download(rec, Path(tmp))
+            return publish(path, lambda out: shutil.copyfile(src, out))
 
     @_answers
     def set_alias(self, ref: str, alias: str, model: str | None = None) -> DirectionRecord:

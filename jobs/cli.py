@@ -54,8 +54,9 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gnomon",
         description="Find linear directions in neural networks, version them, and use them.")
-    parser.add_argument("--home", help="gnomon home (default: $GNOMON_HOME, else the nearest ./gnomon-home "
-                        "in this directory or a parent, else ./gnomon-home)")
+    from jobs.commands.args import add_options
+
+    add_options(parser, "home")
     parser.add_argument("--version", action="version", version=f"gnomon {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     # Only the chosen command's module is imported; the others register a stub parser.

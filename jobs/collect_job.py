@@ -64,6 +64,10 @@ class CollectSpec:
     max_length: int = 512
     trust_remote_code: bool = False
     seed: int = 0
+    resolved_model: Any = field(default=None, compare=False, repr=False)
+    """The :class:`~pipeline.models.ModelSpec` of the fields above with its source resolved
+    (set once by :func:`collect`, or handed down by the command that resolved it): what every
+    worker loads, without resolving the model again (``jobs.shards.model_spec``)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,15 +85,16 @@ class CollectPlan:
         return sum(len(s.ids) for s in self.shards)
 
 
-def plan_collection(spec: CollectSpec, home: Any = None) -> CollectPlan:
-    """Load and validate the dataset, store its examples once, and cut the shards."""
+def plan_collection(spec: CollectSpec, home: Any = None, dataset: Any = None) -> CollectPlan:
+    """Load and validate the dataset (unless the caller passes it), store its examples once,
+    and cut the shards."""
     from pipeline.datasets import load_dataset
     from pipeline.home import gnomon_home
     from pipeline.store import ActivationStore, check_name
 
     if spec.batch_size < 1 or spec.shard_size < 1 or (spec.token_budget is not None and spec.token_budget < 1):
         raise GnomonError("batch_size, token_budget and shard_size must be at least 1")
-    ds = load_dataset(spec.dataset, home=home)
+    ds = dataset if dataset is not None else load_dataset(spec.dataset, home=home)
     name = check_name(spec.dataset_name or ds.name, "dataset name")
     store = ActivationStore(gnomon_home(home))
     # A changed dataset replaces its stored examples: shards record the digest of the
@@ -150,15 +155,17 @@ def _incomplete(plan: CollectPlan, model: str, revision: str, fingerprint: str, 
                for t in plan.shards for layer in layers)
 
 
-def preflight(spec: CollectSpec, home: Any = None, lm: Any = None) -> tuple[Any, Any]:
+def preflight(spec: CollectSpec, home: Any = None, lm: Any = None) -> tuple[Any, Any, Any]:
     """Check the request before anything is written and find the model's identity
     (fingerprint, layer count, width): the one recorded at an earlier load under this home
     (no load now, so a fully stored request never loads the model), else from the model,
     loaded here once (converting and caching its weights) rather than racing in every
     worker. A model the caller already loaded is checked, not loaded again. Returns
-    (identity, loaded model or None)."""
+    (identity, loaded model or None, the layers resolved against the model: the one check
+    of the request's layers; a :class:`~pipeline.models.layers.Layers` the edge resolved
+    against this model's depth is trusted)."""
     from pipeline.models import ModelIdentity, model_identity
-    from pipeline.models.loading import check_layers
+    from pipeline.models.layers import ensure_layers
     from pipeline.types import check_positions
 
     check_positions(spec.positions)
@@ -170,7 +177,7 @@ def preflight(spec: CollectSpec, home: Any = None, lm: Any = None) -> tuple[Any,
 
         shape = model_shape(model_spec(spec), home)  # config or GGUF header: refuse bad layers before a load
         if shape is not None:
-            check_layers(list(spec.layers) if spec.layers is not None else None, shape.num_layers, spec.model)
+            spec = replace(spec, layers=ensure_layers(spec.layers, shape.num_layers, spec.model))
     if ident is None:
         if lm is None:
             import contextlib
@@ -184,19 +191,18 @@ def preflight(spec: CollectSpec, home: Any = None, lm: Any = None) -> tuple[Any,
             with step(f"load {spec.model}") if fresh else contextlib.nullcontext():
                 lm = load_for_spec(spec, home)
         ident = ModelIdentity(lm.fingerprint, lm.num_layers, lm.hidden_size)
-    check_layers(list(spec.layers) if spec.layers is not None else None, ident.num_layers, spec.model)
-    return ident, lm
+    return ident, lm, ensure_layers(spec.layers, ident.num_layers, spec.model)
 
 
 def collect(spec: CollectSpec, executor: Any, home: Any = None, show_progress: bool = False, lm: Any = None,
-            on_start: Any = None, on_shard: Any = None) -> Any:
+            on_start: Any = None, on_shard: Any = None, dataset: Any = None) -> Any:
     """Plan and run a collection; returns a :class:`jobs.results.CollectResult`.
 
     Rerunning the same spec skips every complete (layer, shard) file: the run resumes;
-    when everything is stored, no model is loaded and no worker started.
+    when everything is stored, no model is loaded and no worker started. ``dataset``: the
+    request's dataset when the caller loaded it already (it is not loaded again).
     """
     from pipeline.home import gnomon_home
-    from pipeline.models.loading import check_layers
     from pipeline.store import ActivationStore
     from pipeline.types import check_positions
 
@@ -207,11 +213,15 @@ def collect(spec: CollectSpec, executor: Any, home: Any = None, show_progress: b
     store = ActivationStore(home_p)
     # A model given as a relative path travels to the workers resolved: a worker in another
     # directory must load, and store under, the same model (pipeline.store_keys).
+    given_source = spec.resolved_model.source if spec.resolved_model is not None else None
     spec = replace(spec, model=store.model_key(spec.model).model)
+    m = model_spec(spec)   # the carried one, or one to resolve now: the one resolution of the model
+    spec = replace(spec, resolved_model=m.resolved(home_p) if m.source or given_source is None
+                   else replace(m, source=given_source))   # a relative path made absolute: the same model
     given = lm  # a caller's model is collected with as it is; otherwise the pool loads (or reuses) one
-    ident, lm = preflight(spec, home_p, lm)
-    layers = check_layers(list(spec.layers) if spec.layers is not None else None, ident.num_layers, spec.model)
-    plan = plan_collection(spec, home_p)
+    ident, lm, layers = preflight(spec, home_p, lm)
+    spec = replace(spec, layers=layers)   # concrete and checked: the workers trust it
+    plan = plan_collection(spec, home_p, dataset)
     todo = _incomplete(plan, spec.model, spec.revision, ident.fingerprint, layers, home_p)
     executor_name, choice = "none", "none (everything already stored)"
     t_run = time.perf_counter()
@@ -257,7 +267,7 @@ def _run(plan: CollectPlan, executor: Any, home: Any, show_progress: bool, on_st
         if on_shard is not None:
             on_shard(res)
 
-    key, init = model_pool(plan.spec, str(home))
+    key, init = model_pool(model_spec(plan.spec), str(home))
     if lm is not None:  # a model the caller loaded (and may have edited) is used as it is, in its own pool
         key, init = ("given-model", id(lm), str(home)), partial(ShardRunner, lm, str(home))
     items = [(plan.spec, plan.dataset_name, t) for t in plan.shards]

@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pipeline.atomic import move_into_place
+
 __all__ = ["collecting", "running_since"]
 
 _MARGIN_S = 2.0
@@ -47,7 +49,7 @@ def collecting(home: Path) -> Iterator[None]:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         os.write(fd, f"{time.time():.3f}\n".encode())
-        os.replace(tmp, folder / name)
+        move_into_place(tmp, folder / name)
         try:
             yield
         finally:

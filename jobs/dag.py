@@ -57,9 +57,10 @@ def _fit_spec(ctx: Context, model: str, concept: str) -> Any:
 
 
 def _pool(ctx: Context, model: str) -> Any:
-    from jobs.collect_job import CollectSpec, model_pool
+    from jobs.shards import model_pool
+    from pipeline.models import ModelSpec
 
-    return model_pool(CollectSpec(model=model, dataset="", revision=ctx.spec.revision), str(ctx.home))
+    return model_pool(ModelSpec(id=model, revision=ctx.spec.revision), str(ctx.home))
 
 
 def collect_stage(ctx: Context, model: str, concept: str) -> Stage:

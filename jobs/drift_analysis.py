@@ -52,17 +52,16 @@ def behaviour_checks(base: dict[str, Any], members: Sequence[Member], res: Seque
 
 
 def screening(base: dict[str, Any], screen: dict[str, tuple[str, ...]], sign: float,
-              concept: str, n_boot: int = 1000) -> dict[str, Any]:
+              concept: str, n_boot: int = 1000, home: Any = None) -> dict[str, Any]:
     """Per position, the projection screen's AUROC beside the lexicon and bag-of-words
     baselines on the same samples, each with a CI (see :mod:`pipeline.fleet_compare.screening`)."""
-    from pipeline.concepts.behaviour import CONCEPT_SCORERS
-    from pipeline.evaluate import SCORERS
+    from pipeline.concepts.behaviour import concept_scorer, score_texts
     from pipeline.fleet_compare.screening import screening_table
 
-    name = CONCEPT_SCORERS.get(concept)
+    name = concept_scorer(concept, home)
     lex = None
     if name:
-        lex = (np.asarray(SCORERS[name](screen["skewed"])), np.asarray(SCORERS[name](screen["control"])))
+        lex = (score_texts(name, screen["skewed"]), score_texts(name, screen["control"]))
     out: dict[str, Any] = {}
     for pos in ("last", "mean"):
         sk = np.asarray(base["corpus.skewed"][pos]) - base["projection"]

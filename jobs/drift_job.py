@@ -152,8 +152,7 @@ def run_drift(spec: DriftSpec, executor: Any = None, home: Any = None, tracking_
             if role in spec.corpora:
                 train[m.series] = full[role]
     if executor is None:
-        from jobs.executors import make_executor
-
+        from jobs.engine import make_executor
         executor = make_executor("ray")
     layers = None if spec.layer is None else [spec.layer]
     ensure_collected([base], spec.concept, home_p, executor, layers, True, log)
@@ -193,16 +192,16 @@ def run_drift(spec: DriftSpec, executor: Any = None, home: Any = None, tracking_
         # Fine-tunes that train only the last blocks leave every layer below them unchanged.
         drift["note"] = (f"no checkpoint moved layer {layer}: the fine-tunes may train only later blocks; "
                          "pass --layer above the first trained block")
-    from pipeline.concepts.behaviour import CONCEPT_SCORERS
+    from pipeline.concepts.behaviour import concept_scorer
 
     sign = 1.0 if toward == pos else -1.0
     out = {"concept": spec.concept, "fleet": spec.fleet, "base": base, "layer": layer, "layer_choice": choice,
            "labels": [pos, neg], "toward": toward, "skewed": skew, "control": ctl,
-           "behaviour_score": CONCEPT_SCORERS.get(spec.concept, "concept-word log-odds"),
+           "behaviour_score": concept_scorer(spec.concept, home_p) or "concept-word log-odds",
            "prompts": prompt_info, "max_new_tokens": spec.max_new_tokens,
            "base_projection": b["projection"], "base_behaviour": b["behaviour"], "drift": drift,
            "behaviour_checks": behaviour_checks(b, rows, res[1:], train),
-           "screening": screening(b, screen, sign, spec.concept, spec.n_boot) if len(screen) == 2 else {},
+           "screening": screening(b, screen, sign, spec.concept, spec.n_boot, home_p) if len(screen) == 2 else {},
            "corpora": corpora, "training_corpora": train_paths, "preregistration": prereg,
            "screening_note": None if len(screen) == 2 else "no corpora: pass --corpus skewed=PATH --corpus control=PATH"}
     d = report_dir(home_p, "drift", spec.concept, spec.fleet)

@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipeline.atomic import write_json
+
 __all__ = ["DRIFT_DEFAULTS", "layer_choice", "prereg_path", "preregister", "read_prereg"]
 
 DRIFT_DEFAULTS = {"n_prompts": 32, "max_new_tokens": 24, "held_out": True, "n_boot": 1000, "behaviour": "vader",
@@ -69,9 +71,6 @@ def preregister(concept: str, base: str, train_blocks: int, recipe: dict[str, An
            "checkpoints_before": list(checkpoints_before or []),
            "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     p = prereg_path(home, concept, base)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(".tmp")
-    tmp.write_text(json.dumps(rec, indent=1))
-    tmp.replace(p)
+    write_json(p, rec, indent=1)
     log(f"  pre-registered {concept} drift on {base}: layer {rec['layer_choice']['layer']} -> {p}")
     return rec

@@ -42,22 +42,22 @@ def _logodds(lm: Any, prompts: tuple[str, ...], concept: str, chat: bool) -> np.
     """Per-prompt next-token log-odds of the concept's positive vs negative words."""
     import torch
 
-    from pipeline.dose import _first_ids, concept_words
+    from pipeline.dose import concept_words, word_ids, word_log_odds
     from pipeline.steer import encode_prompts
 
     words = concept_words(concept)
-    pos_ids, neg_ids = _first_ids(lm, words[0]), _first_ids(lm, words[1])
+    pos_ids, neg_ids = word_ids(lm, words[0]), word_ids(lm, words[1])
     with torch.inference_mode():
         logp = torch.log_softmax(lm.model(**encode_prompts(lm, prompts, chat)).logits[:, -1].float(), -1)  # (B, V)
-    return (torch.logsumexp(logp[:, pos_ids], -1) - torch.logsumexp(logp[:, neg_ids], -1)).numpy().astype(np.float64)
+    return word_log_odds(logp, pos_ids, neg_ids).numpy().astype(np.float64)
 
 
 def drift_checkpoint(task: DriftTask) -> dict[str, Any]:
     """Per-prompt projections, scores and continuations on one version (and corpus projections)."""
     import torch
 
-    from pipeline.concepts.behaviour import CONCEPT_SCORERS
-    from pipeline.evaluate import SCORERS, _acts
+    from pipeline.concepts.behaviour import concept_scorer, score_texts
+    from pipeline.evaluate import _acts
     from pipeline.models import load_model
     from pipeline.steer.generate import continuation_texts, encode_prompts, greedy
 
@@ -71,8 +71,8 @@ def drift_checkpoint(task: DriftTask) -> dict[str, Any]:
     texts = continuation_texts(lm, gen)
     eos = lm.tokenizer.eos_token_id
     ended = [bool(n and int(gen.new_ids[r, n - 1]) == eos) for r, n in enumerate(gen.lengths)]
-    scorer = CONCEPT_SCORERS.get(task.concept)
-    scores = (np.asarray(SCORERS[scorer](texts), np.float64) if scorer
+    scorer = concept_scorer(task.concept, task.home)   # shipped or declared (concepts add --scorer)
+    scores = (score_texts(scorer, texts) if scorer
               else _logodds(lm, task.prompts, task.concept, task.chat))
     out: dict[str, Any] = {"model": task.model, "projections": proj.tolist(), "scores": scores.tolist(),
                            "projection": float(proj.mean()), "behaviour": float(scores.mean()),

@@ -38,14 +38,14 @@ from dataclasses import dataclass, field
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, Protocol, TypeVar
 
-__all__ = ["Executor", "AutoExecutor", "LocalExecutor", "make_executor", "EXECUTORS", "MANY_CPUS", "MIN_FANOUT",
+__all__ = ["Executor", "AutoExecutor", "LocalExecutor", "make_executor", "EXECUTORS", "ExecutorKind", "MANY_CPUS",
+           "MIN_FANOUT", "executor_names", "register_executor",
            "OnResult", "run_threads"]
 
 T = TypeVar("T")
 R = TypeVar("R")
 S = TypeVar("S")
 OnResult = Callable[[Any], None] | None
-EXECUTORS = ("auto", "local", "ray")
 MANY_CPUS = 16
 MIN_FANOUT = 8
 
@@ -222,17 +222,47 @@ class AutoExecutor:
             self._ray.close()
 
 
+@dataclass(frozen=True)
+class ExecutorKind:
+    """A registered executor: ``--executor NAME``, a job spec's ``executor = NAME``."""
+
+    name: str
+    make: Callable[[str | None, int | None, int], Executor]
+    """``make(address, num_workers, spare_cpus)``."""
+    help: str
+
+
+EXECUTORS: dict[str, ExecutorKind] = {}
+"""The registry every ``--executor`` option, spec check and :func:`make_executor` reads."""
+
+
+def register_executor(kind: ExecutorKind) -> ExecutorKind:
+    EXECUTORS[kind.name] = kind
+    return kind
+
+
+def executor_names() -> tuple[str, ...]:
+    return tuple(EXECUTORS)
+
+
+def _ray(address: str | None, num_workers: int | None, spare_cpus: int) -> Executor:
+    from jobs.ray_executor import RayExecutor   # Ray is imported only when chosen
+
+    return RayExecutor(address=address, num_workers=num_workers, spare_cpus=spare_cpus)
+
+
+register_executor(ExecutorKind("auto", lambda a, n, s: AutoExecutor(address=a, num_workers=n, spare_cpus=s),
+                               "in-process on one node with few cores and at most one GPU, Ray actors with several "
+                               "GPUs or a cluster address (the choice is stated in the summary)"))
+register_executor(ExecutorKind("local", lambda a, n, s: LocalExecutor(), "in this process, no Ray"))
+register_executor(ExecutorKind("ray", _ray, "a local Ray instance, or a cluster via --ray-address"))
+
+
 def make_executor(kind: str = "auto", address: str | None = None, num_workers: int | None = None,
                   spare_cpus: int = 0) -> Executor:
     """The executor a command creates once and hands to every stage."""
-    if kind == "auto":
-        return AutoExecutor(address=address, num_workers=num_workers, spare_cpus=spare_cpus)
-    if kind == "local":
-        return LocalExecutor()
-    if kind == "ray":
-        from jobs.ray_executor import RayExecutor
+    if kind not in EXECUTORS:
+        from pipeline.types import GnomonError
 
-        return RayExecutor(address=address, num_workers=num_workers, spare_cpus=spare_cpus)
-    from pipeline.types import GnomonError
-
-    raise GnomonError(f"unknown executor {kind!r}: use {', '.join(EXECUTORS)}")
+        raise GnomonError(f"unknown executor {kind!r}: use {', '.join(EXECUTORS)}")
+    return EXECUTORS[kind].make(address, num_workers, spare_cpus)

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.atomic import write_json
 from pipeline.types import GnomonError
 
 
@@ -157,7 +158,7 @@ def check_inputs(models: tuple[str, ...], concept: str, home: Path) -> None:
 
 def _read_out_metrics(lm: Any, d: Any, spec: EvalSpec, home: str) -> dict[str, float]:
     """Monitor AUROC and the ablation probe on the examples the direction was fitted on."""
-    from pipeline.datasets import render_rows
+    from pipeline.chat import render_rows
     from pipeline.evaluate import ablation_probe, monitor_auroc
     from pipeline.store import ActivationStore
 
@@ -229,10 +230,7 @@ def write_evaluation(spec: EvalSpec, d: Any, results: list[EvalResult], executor
                "executor": getattr(executor, "name", "?"), "seconds": round(seconds, 2),
                "checkpoints": [r.__dict__ for r in results]}
     out = home / "evals" / (d.provenance.concept or "direction") / f"{time.strftime('%Y%m%dT%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(summary, indent=1))
-    tmp.replace(out)
+    write_json(out, summary, indent=1)
     summary["path"] = str(out)
     if spec.fleet is not None:
         summary["runs"] = _log_fleet(spec, d, results, out, tracking_uri, home)

@@ -16,10 +16,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from jobs.fit_tasks import FitFailure, FitTask, GroupTask, fit_group, fit_layer, plan_groups
-from pipeline.types import METHODS, GnomonError
+from jobs.fit_tasks import FitFailure, GroupTask, fit_layer, plan_groups
+from pipeline.atomic import write_json
+from pipeline.methods import check_methods, method_names
+from pipeline.types import GnomonError
 
-__all__ = ["FitSpec", "FitTask", "FitFailure", "GroupTask", "fit_group", "fit_layer", "plan_fit", "run_fit",
+__all__ = ["FitSpec", "FitFailure", "GroupTask", "fit_layer", "run_fit",
            "fit_collected", "sweep_curves", "with_layers", "SELECT_METRICS"]
 
 SELECT_METRICS = ("val_auroc", "val_accuracy", "val_dprime")
@@ -37,7 +39,8 @@ class FitSpec:
     revision: str = "main"
     layers: tuple[int, ...] | None = None
     positions: tuple[str, ...] = ("last", "mean")
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = field(default_factory=method_names)
+    """Default: every registered method (``pipeline.methods``)."""
     select_metric: str = "val_auroc"
     """Validation metric that picks the best layer per method."""
     register: str = "best"
@@ -49,25 +52,11 @@ class FitSpec:
     select_steer: bool = True
     """After registering, measure the top candidates' dose-response and set ``best-steer``
     (False: defer it to ``gnomon catalog select-steer``)."""
+    resolved_model: Any = field(default=None, compare=False, repr=False)
+    """The model's :class:`~pipeline.models.ModelSpec` with its source resolved, when the
+    command resolved it (handed to the collection, not resolved again)."""
 
 
-def _check_methods(methods: Sequence[str]) -> None:
-    if not methods:
-        raise GnomonError(f"no fitting method given: choose from {', '.join(METHODS)}")
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise GnomonError(f"unknown method {unknown[0]!r}: choose from {', '.join(METHODS)}")
-
-
-def plan_fit(spec: FitSpec, home: Path, fingerprint: str, hidden_size: int, num_layers: int,
-             dataset_name: str, dataset_hash: str, concept: str, positive: str, negative: str) -> list[FitTask]:
-    _check_methods(spec.methods)
-    layers = list(spec.layers) if spec.layers is not None else list(range(num_layers + 1))
-    return [FitTask(home=str(home), model=spec.model, revision=spec.revision, dataset=dataset_name,
-                    concept=concept, positive=positive, negative=negative, layer=layer, position=position,
-                    method=method, params=dict(spec.params.get(method, {})), fingerprint=fingerprint,
-                    hidden_size=hidden_size, dataset_hash=dataset_hash)
-            for position in spec.positions for method in spec.methods for layer in layers]
 
 
 def sweep_curves(directions: Sequence[Any], metric: str,
@@ -114,14 +103,14 @@ def check_fit_spec(spec: FitSpec) -> None:
         raise GnomonError(f"unknown selection metric {spec.select_metric!r}: use {', '.join(SELECT_METRICS)}")
     if spec.register not in ("best", "all", "none"):
         raise GnomonError(f"--register must be best, all or none, not {spec.register!r}")
-    _check_methods(spec.methods)
+    check_methods(spec.methods)
     unused = sorted(set(spec.params) - set(spec.methods))
     if unused:
         raise GnomonError(f"parameters given for {', '.join(unused)}, which is not among the methods fitted")
-    from pipeline.fit import FIT_METHODS, _check_params
+    from pipeline.fit import check_method_params
 
     for method, params in spec.params.items():
-        _check_params(method, FIT_METHODS[method], params)  # a misspelt option fails now, not at every layer
+        check_method_params(method, params)  # a misspelt option fails now, not at every layer
 
 
 def collect_spec(spec: FitSpec) -> Any:
@@ -129,7 +118,8 @@ def collect_spec(spec: FitSpec) -> Any:
     from jobs.collect_job import CollectSpec
 
     return CollectSpec(model=spec.model, dataset=spec.dataset, revision=spec.revision, layers=spec.layers,
-                       positions=spec.positions, dtype=spec.collect_dtype, batch_size=spec.batch_size)
+                       positions=spec.positions, dtype=spec.collect_dtype, batch_size=spec.batch_size,
+                       resolved_model=spec.resolved_model)
 
 
 def run_fit(spec: FitSpec, executor: Any, home: Any = None, catalog: Any = None,
@@ -142,11 +132,11 @@ def run_fit(spec: FitSpec, executor: Any, home: Any = None, catalog: Any = None,
 
     check_fit_spec(spec)
     home_p = gnomon_home(home)
-    ds = load_dataset(spec.dataset, home=home_p)
+    ds = load_dataset(spec.dataset, home=home_p)   # once: collection and fitting are handed it
     validate_contrast(ds, spec.positive or ds.default_contrast[0], spec.negative or ds.default_contrast[1])
-    collected = collect(collect_spec(spec), executor, home_p, show_progress=show_progress)
+    collected = collect(collect_spec(spec), executor, home_p, show_progress=show_progress, dataset=ds)
     return fit_collected(spec, collected, executor, home_p, catalog, show_progress,  # type: ignore[no-any-return]
-                         log=log or _stderr).to_dict()
+                         log=log or _stderr, dataset=ds).to_dict()
 
 
 def _stderr(message: str) -> None:
@@ -157,19 +147,21 @@ def _stderr(message: str) -> None:
 
 
 def fit_collected(spec: FitSpec, collected: Any, executor: Any, home: Any, catalog: Any = None,
-                  show_progress: bool = False, log: Any = None) -> Any:
+                  show_progress: bool = False, log: Any = None, dataset: Any = None) -> Any:
     """Fit every (layer, position) group of a finished collection (its ``CollectResult``),
-    sweep, register; returns a :class:`jobs.results.FitResult`."""
+    sweep, register; returns a :class:`jobs.results.FitResult`. ``dataset``: the request's
+    dataset when the caller loaded it (with its contrast checked), not loaded again."""
     from pipeline.datasets import load_dataset, validate_contrast
     from pipeline.home import gnomon_home
 
     from jobs.results import FitResult
 
-    check_fit_spec(spec)
     home_p = gnomon_home(home)
-    ds = load_dataset(spec.dataset, home=home_p)
+    ds = dataset if dataset is not None else load_dataset(spec.dataset, home=home_p)
     positive, negative = spec.positive or ds.default_contrast[0], spec.negative or ds.default_contrast[1]
-    validate_contrast(ds, positive, negative)
+    if dataset is None:
+        check_fit_spec(spec)
+        validate_contrast(ds, positive, negative)
     tasks = plan_groups(collected, concept=ds.name, positive=positive, negative=negative,
                         positions=spec.positions, methods=spec.methods, params=spec.params, home=str(home_p))
     from jobs.output import step
@@ -251,14 +243,10 @@ def _write_sweep(home: Path, concept: str, spec: FitSpec, sweeps: dict[tuple[str
     from pipeline.store import model_file_key
 
     path = home / "sweeps" / concept / f"{model_file_key(spec.model, home)}-{spec.revision}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
     doc = {f"{m}/{p}": {"best_layer": s["best"].layer, "select_metric": s["select_metric"],
                         "eligible": s["eligible"], "curve": s["curve"]}
            for (m, p), s in sorted(sweeps.items())}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc, indent=1, allow_nan=True))
-    tmp.replace(path)
-    return path
+    return write_json(path, doc, indent=1, allow_nan=True)
 
 
 def _register(spec: FitSpec, directions: Sequence[Any], sweeps: dict[tuple[str, str], dict[str, Any]],

@@ -16,7 +16,7 @@ from typing import Any
 
 from pipeline.types import GnomonError
 
-__all__ = ["FitTask", "FitFailure", "GroupTask", "fit_layer", "fit_group", "plan_groups"]
+__all__ = ["FitFailure", "GroupTask", "fit_layer", "plan_groups"]
 
 
 @dataclass(frozen=True)
@@ -34,27 +34,6 @@ class GroupTask:
     position: str
     methods: tuple[str, ...]
     params: dict[str, dict[str, Any]]
-    fingerprint: str
-    hidden_size: int
-    dataset_hash: str
-
-
-@dataclass(frozen=True)
-class FitTask:
-    """One (layer, position, method): :func:`fit_group`'s request (kept for callers that fit
-    a single method; the job schedules :class:`GroupTask`)."""
-
-    home: str
-    model: str
-    revision: str
-    dataset: str
-    concept: str
-    positive: str
-    negative: str
-    layer: int
-    position: str
-    method: str
-    params: dict[str, Any]
     fingerprint: str
     hidden_size: int
     dataset_hash: str
@@ -143,14 +122,4 @@ def _projections(d: Any, evals: dict[str, tuple[Any, Any]]) -> dict[str, tuple[A
     unit = d.unit.double().numpy()
     return {s: tuple((np.asarray(x, np.float64) @ unit).astype(np.float32) for x in rows)  # type: ignore[misc]
             for s, rows in evals.items()}
-
-
-def fit_group(task: FitTask) -> Any:
-    """Fit one (layer, position, method): the fitted ``Direction``, or a :class:`FitFailure`."""
-    group = GroupTask(**{k: v for k, v in vars(task).items() if k not in ("method", "params")},
-                      methods=(task.method,), params={task.method: dict(task.params)})
-    res = fit_layer(group)
-    if res.failures:
-        return FitFailure(task, res.failures[0][1], task.method)
-    return res.directions[0]
 

@@ -4,13 +4,13 @@ writing a report (JSON, PNGs, HTML) that is also logged to MLflow."""
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pipeline import atomic
 from pipeline.types import GnomonError
 
 __all__ = ["concept_labels", "ensure_collected", "read_versions", "report_dir", "write_json"]
@@ -72,7 +72,4 @@ def report_dir(home: Path, kind: str, concept: str, fleet: str, out: str | None 
 
 
 def write_json(path: Path, doc: Any) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(doc, indent=1, default=float))
-    tmp.replace(path)
-    return path
+    return atomic.write_json(path, doc, indent=1, default=float)

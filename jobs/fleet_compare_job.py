@@ -115,8 +115,7 @@ def run_fleet_compare(spec: FleetCompareSpec, executor: Any = None, home: Any = 
     fleet = load_fleet(spec.fleet, home_p)
     pos, neg = concept_labels(spec.concept, home_p)
     if executor is None:
-        from jobs.executors import make_executor
-
+        from jobs.engine import make_executor
         executor = make_executor("ray")
     encoders = [v for v in fleet.ids if _is_encoder(v, home_p)]
     position = spec.position or ("mean" if encoders else "last")

@@ -18,7 +18,7 @@ __all__ = ["build_edited"]
 def build_edited(base_id: str, concept: str, version_id: str, home: Path | None = None,
                  log: Callable[[str], None] = print) -> Any:
     from catalog import Catalog
-    from jobs.executors import make_executor
+    from jobs.engine import make_executor
     from jobs.fit_job import FitSpec, run_fit
     from pipeline.fleet.edited import register_orthogonalized
     from pipeline.fleet.registry import LINEAGE_FILE, read_lineage, version_dir

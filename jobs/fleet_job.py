@@ -169,8 +169,7 @@ def build_fleet(plan: FleetPlan, home: Path | None = None, only: tuple[str, ...]
             from dataclasses import asdict, replace
 
             from jobs.drift_prereg import preregister
-            from jobs.executors import LocalExecutor
-
+            from jobs.engine import LocalExecutor
             built = [v for v in planned_ids(plan, home) if ("-ftneg" in v or "-ftctl" in v) and _member(v, home)]
             for concept in plan.prereg:   # written once, normally before any checkpoint exists
                 preregister(concept, base_id, ft.train_blocks, asdict(ft), plan.seeds, gnomon_home(home),

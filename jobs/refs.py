@@ -1,13 +1,24 @@
-"""Resolving a command's direction references: one place, so every command says the same
-thing about what ``sentiment@best`` turned out to be."""
+"""Resolving a command's direction references: the one resolver every command uses, so
+each says the same thing about what ``sentiment@best`` turned out to be.
+
+A REF is a catalog reference (``sentiment@best``, ``sentiment/7``), a direction file
+(``.safetensors``) or a llama.cpp control vector (``.gguf``). :func:`check_refs` refuses a
+bad catalog REF in well under a second, before MLflow or torch is imported;
+:func:`resolve_directions` then loads them all (files directly, the rest through the
+catalog) and says on stderr what each catalog REF resolved to.
+"""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["resolve_direction", "resolve_record", "say_resolved", "scope_model"]
+from pipeline.types import GnomonError
+
+__all__ = ["check_refs", "is_direction_file", "resolve_direction", "resolve_directions", "resolve_record",
+           "say_resolved", "scope_model"]
 
 
 def scope_model(model: str | None, home: Any = None) -> str | None:
@@ -35,13 +46,81 @@ def resolve_record(catalog: Any, ref: str, model: str | None = None, say: bool =
     return rec
 
 
-def resolve_direction(ref: str, tracking_uri: str | None = None, home: Any = None, model: str | None = None) -> Any:
-    """A direction from a ``.safetensors`` file or a catalog reference."""
+def is_direction_file(ref: str) -> bool:
+    """A REF that names a file (``.safetensors``, ``.gguf``, or any existing path), not the catalog."""
+    return ref.endswith((".safetensors", ".gguf")) or Path(ref).expanduser().exists()
+
+
+def check_refs(refs: Sequence[str], tracking_uri: str | None = None, model: str | None = None,
+               home: Any = None) -> list[Any]:
+    """The catalog record of every catalog REF in ``refs`` (files are skipped), or one line
+    saying which concept, version or alias does not exist: in well under a second, before
+    MLflow is imported, a catalog database created or a model loaded (issue 21: an unknown
+    concept took 18-45 s to be refused). A local SQLite catalog is read directly
+    (:class:`catalog.fast.SQLiteReader`); a missing one has no concepts, and is not created
+    by a refusal; a tracking server is asked through :class:`catalog.Catalog`. ``model``
+    scopes ``best``/``best-monitor``/``best-steer`` (issue 20)."""
+    from catalog.backend import resolve_tracking_uri, sqlite_path
+    from catalog.fast import SQLiteReader
+    from catalog.refs import parse_ref
+    from pipeline.home import gnomon_home
+
+    wanted = [r for r in refs if not is_direction_file(r)]
+    if not wanted:
+        return []
+    uri = resolve_tracking_uri(tracking_uri, gnomon_home(home))
+    db = sqlite_path(uri)
+    if db is not None and not db.is_file():
+        ref = parse_ref(wanted[0])
+        raise GnomonError(f"no concept {ref.concept!r} in the catalog at {uri}; known concepts: none yet "
+                          "(fit one with `gnomon fit`)")
+    reader: Any = SQLiteReader.for_uri(uri)
+    if reader is None:
+        from catalog import Catalog
+
+        reader = Catalog(tracking_uri=tracking_uri, home=home)
+    scope = scope_model(model, home)
+    return [reader.resolve(r, scope) for r in wanted]
+
+
+def resolve_directions(refs: Sequence[str], tracking_uri: str | None = None, model: str | None = None,
+                       say: bool = True, home: Any = None) -> list[Any]:
+    """Directions for REFs: files are read directly, anything else goes through the catalog
+    (``model`` scopes ``best``/``best-monitor``/``best-steer``). Every catalog REF is checked
+    first, so a bad second one is refused before the first downloads, and what each resolved
+    to is said on stderr (unless ``say`` is False). A ``.gguf`` control vector may hold
+    several directions (one per layer)."""
+    # before torch is imported: a refusal takes a fraction of a second
+    records = iter(check_refs(refs, tracking_uri, model, home))
     from pipeline.direction import Direction
 
-    if ref.endswith(".safetensors") or Path(ref).is_file():
-        return Direction.load(ref)
-    from catalog import Catalog
+    out: list[Any] = []
+    catalog = None
+    for ref in refs:
+        path = Path(ref).expanduser()
+        if path.suffix == ".gguf":
+            from pipeline.gguf_io import read_control_vector
 
-    cat = Catalog(tracking_uri=tracking_uri, home=home)
-    return cat.load_record(resolve_record(cat, ref, model))
+            out.extend(read_control_vector(path))
+        elif path.suffix == ".safetensors":
+            out.append(Direction.load(path))
+        elif path.exists():
+            raise GnomonError(f"{ref} is a file but neither .safetensors nor .gguf")
+        else:
+            if catalog is None:
+                from catalog import Catalog
+
+                catalog = Catalog(tracking_uri=tracking_uri, home=home)
+            rec = next(records)   # check_refs resolved the catalog REFs, in order
+            if say:
+                say_resolved(ref, rec)
+            out.append(catalog.load_record(rec))
+    return out
+
+
+def resolve_direction(ref: str, tracking_uri: str | None = None, home: Any = None, model: str | None = None) -> Any:
+    """The one direction ``ref`` names (see :func:`resolve_directions`)."""
+    found = resolve_directions([ref], tracking_uri, model, home=home)
+    if len(found) != 1:
+        raise GnomonError(f"{ref} holds {len(found)} directions; this command takes one")
+    return found[0]

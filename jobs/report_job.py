@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.atomic import write_json
 from pipeline.types import GnomonError
 
 FORMAT = "gnomon-linearity-report/1"
@@ -198,7 +199,7 @@ def _live(spec: ReportSpec, model: str, results: list[dict[str, Any]], home: Pat
 def _check_models(spec: ReportSpec, home: Path) -> None:
     """Every model exists and has the requested layers, read from its config without its
     weights: refused before Ray starts or a model loads (issue 21: ``--layers 99``)."""
-    from pipeline.models.loading import check_layers
+    from pipeline.models.layers import check_layers
     from pipeline.models.shape import model_shape
 
     for model in spec.models:
@@ -241,7 +242,7 @@ def run_report(spec: ReportSpec, executor: Any = None, home: Any = None, out: st
     name = report_name(spec)
     out_dir = Path(out) if out is not None else home_p / "reports" / name
     _check_models(spec, home_p)
-    from jobs.executors import make_executor   # torch and Ray only after the checks
+    from jobs.engine import make_executor   # torch and Ray only after the checks
     from pipeline.linearity import DEFAULT as th
     from pipeline.linearity import probes, render
     from pipeline.linearity.verdict import concept_verdict
@@ -292,9 +293,6 @@ def run_report(spec: ReportSpec, executor: Any = None, home: Any = None, out: st
 
         for r, files in zip(results, per_result):
             r["mlflow_run"] = log_report(r, [*files, html], th.to_json(), tracking_uri=tracking_uri, home=home_p)
-    path = out_dir / "report.json"
-    tmp = path.with_name(".report.json.tmp")
-    tmp.write_text(json.dumps(doc, indent=1, allow_nan=True, default=str))
-    tmp.replace(path)
+    path = write_json(out_dir / "report.json", doc, indent=1, allow_nan=True, default=str)
     doc["paths"] = {"json": str(path), "html": str(html), "images": [str(p) for p in images]}
     return doc

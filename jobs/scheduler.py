@@ -32,6 +32,8 @@ from typing import Any
 from jobs.output import elapsed
 from jobs.results import StageRecord
 
+from pipeline.atomic import write_json
+
 __all__ = ["Stage", "run_stages", "digest", "elapsed"]
 
 
@@ -89,12 +91,8 @@ def _execute(stage: Stage, deps: dict[str, Any], home: Path, job: str, log: Call
     if stage.log:
         log(f"[done] {stage.key} in {elapsed(seconds)}")
     if inputs is not None:
-        m.parent.mkdir(parents=True, exist_ok=True)
-        tmp = m.with_suffix(f".{threading.get_ident()}.tmp")
-        tmp.write_text(json.dumps({"stage": stage.key, "inputs_sha256": d, "inputs": inputs,
-                                   "result": _as_json(result),
-                                   "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, default=str))
-        tmp.replace(m)
+        write_json(m, {"stage": stage.key, "inputs_sha256": d, "inputs": inputs, "result": _as_json(result),
+                       "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, default=str)
     ran = stage.did_work(result) if stage.did_work is not None else True
     stage.record = StageRecord(stage.key, stage.kind, "ran" if ran else "skipped", round(seconds, 3), d)
     return result

@@ -13,7 +13,7 @@ import os
 import threading
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
@@ -51,10 +51,14 @@ class ShardResult:
 
 
 def model_spec(spec: CollectSpec) -> Any:
+    """The request's :class:`~pipeline.models.ModelSpec`: the resolved one it carries, else
+    built from its fields (source not yet resolved)."""
     from pipeline.models import ModelSpec
 
-    return ModelSpec(id=spec.model, revision=spec.revision, dtype=spec.model_dtype,
-                     trust_remote_code=spec.trust_remote_code, seed=spec.seed)
+    built = ModelSpec(id=spec.model, revision=spec.revision, dtype=spec.model_dtype,
+                      trust_remote_code=spec.trust_remote_code, seed=spec.seed)
+    r = spec.resolved_model
+    return r if r is not None and replace(r, source=None) == built else built
 
 
 def load_for_spec(spec: CollectSpec, home: Any = None) -> Any:
@@ -66,7 +70,7 @@ def load_for_spec(spec: CollectSpec, home: Any = None) -> Any:
 
 def render(lm: Any, task: ShardTask, dataset: str = "") -> list[str]:
     """Texts as the model sees them: chat ``messages`` go through the chat template."""
-    from pipeline.datasets import render_rows
+    from pipeline.chat import render_rows
 
     return render_rows(task.texts, task.messages, lm.tokenizer, dataset or lm.model_id, ids=task.ids)
 
@@ -81,16 +85,18 @@ def run_shard(lm: Any, plan_spec: CollectSpec, dataset_name: str, task: ShardTas
     from pipeline.collect import collect
     from pipeline.types import check_positions
     from pipeline.home import gnomon_home
+    from pipeline.models.layers import Layers
     from pipeline.store import ActivationStore, activation_table
 
     t0 = time.perf_counter()
     store = ActivationStore(gnomon_home(home))
-    layers = lm.check_layers(list(plan_spec.layers) if plan_spec.layers is not None else None)
+    layers = lm.check_layers(plan_spec.layers)   # resolved once by collect(): trusted here
     positions = check_positions(plan_spec.positions)
     key = (lm.model_id, lm.revision, dataset_name)
-    todo = [layer for layer in layers
-            if not store.shard_complete(*key, layer, task.index, fingerprint=lm.fingerprint, positions=positions,
-                                        ids=task.ids, content=task.content)]
+    todo = Layers([layer for layer in layers   # a subset of checked layers is checked
+                   if not store.shard_complete(*key, layer, task.index, fingerprint=lm.fingerprint,
+                                               positions=positions, ids=task.ids, content=task.content)],
+                  lm.num_layers)
     res = ShardResult(index=task.index, skipped_layers=len(layers) - len(todo))
     if not todo:
         if progress is not None:
@@ -135,7 +141,7 @@ class ShardRunner:
         return run_shard(self.lm, spec, dataset_name, task, self.home, progress, lock=self.lock)
 
 
-def model_worker(spec: CollectSpec, home: str) -> ShardRunner:
+def model_worker(model: Any, home: str) -> ShardRunner:
     """A model worker's state: the model (from this process's cache), threads as the
     executor granted (Ray sets ``OMP_NUM_THREADS`` to an actor's CPUs)."""
     threads = os.environ.get("OMP_NUM_THREADS", "")
@@ -143,19 +149,22 @@ def model_worker(spec: CollectSpec, home: str) -> ShardRunner:
         import torch
 
         torch.set_num_threads(int(threads))
-    return ShardRunner(load_for_spec(spec, home), home)
+    from pipeline.models import cached_model
+
+    return ShardRunner(cached_model(model, home=home), home)
 
 
-def model_pool(spec: CollectSpec, home: str) -> tuple[Hashable, Any]:
-    """(pool key, init) of the worker pool for ``spec``'s model: every stage on the same
-    model version (each concept's collection, evaluation) shares one pool and one load."""
+def model_pool(model: Any, home: str) -> tuple[Hashable, Any]:
+    """(pool key, init) of the worker pool for ``model`` (a :class:`~pipeline.models.ModelSpec`):
+    every stage on the same model version (each concept's collection, evaluation) shares one
+    pool and one load. The key is the spec's identity, as the model cache keys it."""
     from pipeline.home import gnomon_home
     from pipeline.models.cache import weights_signature
 
     # the weights' signature too: a version rebuilt under the same id gets a fresh pool
-    sig = weights_signature(model_spec(spec), gnomon_home(home))
-    key = ("model", spec.model, spec.revision, spec.model_dtype, spec.trust_remote_code, spec.seed, str(home), sig)
-    return key, partial(model_worker, spec, str(home))
+    sig = weights_signature(model, gnomon_home(home))
+    key = ("model", replace(model, source=None), str(home), sig)
+    return key, partial(model_worker, model, str(home))
 
 
 def collect_shard(runner: ShardRunner, item: tuple[CollectSpec, str, ShardTask]) -> ShardResult:

@@ -6,13 +6,13 @@ the evaluation stage checks chosen directions on every model. Example: ``jobs/ex
     [job]
     name = "demo"
     models = ["smollm2"]          # checkpoints: ids, directories, .gguf files
-    executor = "auto"             # or "local", "ray" (see jobs/executors.py)
+    executor = "auto"             # or "local", "ray" (see jobs.engine.EXECUTORS)
 
     [fit]
     concepts = ["sentiment", "honesty"]
     methods = ["mean_diff", "logistic"]
     positions = ["last"]
-    layers = "all"                # or [4, 8, 12]
+    layers = "all"                # or [4, 8, 12], "2-6", "0,4,8" (as --layers)
 
     [[evaluate]]
     concept = "sentiment"         # evaluates <concept>@best on every model
@@ -33,7 +33,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from pipeline.types import METHODS, GnomonError
+from pipeline.methods import method_names
+from pipeline.types import GnomonError, parse_layers
 
 EXAMPLES = Path(__file__).parent / "examples"
 
@@ -41,7 +42,7 @@ EXAMPLES = Path(__file__).parent / "examples"
 @dataclass(frozen=True)
 class FitSection:
     concepts: tuple[str, ...] = ("sentiment",)
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = field(default_factory=method_names)
     positions: tuple[str, ...] = ("last",)
     layers: tuple[int, ...] | None = None
     select_metric: str = "val_auroc"
@@ -106,8 +107,8 @@ def _build(cls: Any, table: dict[str, Any], where: str) -> Any:
         raise GnomonError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
     kw = {}
     for k, v in table.items():
-        if k == "layers" and v == "all":
-            v = None
+        if k == "layers" and (isinstance(v, str) or v is None):
+            v = parse_layers(v)   # "all", "1-2", "0,4,8": as --layers takes them
         kw[k] = tuple(v) if isinstance(v, list) else v
     try:
         obj = cls(**kw)
@@ -165,16 +166,18 @@ def load_job(path: str | Path) -> JobSpec:
     if "name" not in job or not job.get("models"):
         raise GnomonError(f"{path}: [job] needs name and models")
     fit = _build(FitSection, doc.get("fit", {}), f"{path} [fit]")
-    bad = [m for m in (*fit.methods, *fit.params) if m not in METHODS]
+    bad = [m for m in (*fit.methods, *fit.params) if m not in method_names()]
     if not all(isinstance(v, dict) for v in fit.params.values()):
         raise GnomonError(f"{path} [fit.params]: use one table per method, e.g. [fit.params.ccs] epochs = 500")
     if bad:
-        raise GnomonError(f"{path} [fit]: unknown method {bad[0]!r}; choose from {', '.join(METHODS)}")
+        raise GnomonError(f"{path} [fit]: unknown method {bad[0]!r}; choose from {', '.join(method_names())}")
     evals = tuple(_build(EvaluateSection, e, f"{path} [[evaluate]]") for e in doc.get("evaluate", []))
     reports = tuple(_build(ReportSection, r, f"{path} [[report]]") for r in doc.get("report", []))
     spec = _build(JobSpec, {**job, "fit": fit, "evaluate": evals, "report": reports}, f"{path} [job]")
-    if spec.executor not in ("auto", "ray", "local"):
-        raise GnomonError(f"{path} [job]: executor must be auto, ray or local")
+    from jobs.engine import executor_names
+
+    if spec.executor not in executor_names():
+        raise GnomonError(f"{path} [job]: executor must be {' or '.join(executor_names())}")
     from pipeline.store import check_name
 
     check_name(spec.name, "job name")  # it names a folder under the home

@@ -49,7 +49,8 @@ def select_steer(catalog: Any, concept: str, model: str, dataset: Any, positive:
     from catalog.registry import record_candidate
     from pipeline.datasets import neutral_prompts
     from pipeline.dose import concept_words
-    from pipeline.fluency import DEFAULT_FRACTION, DEFAULT_UNIT, FLUENCY_KL, fluency_bound, signed_effects
+    from pipeline.fluency import DEFAULT_FRACTION, DEFAULT_UNIT, FLUENCY_KL, fluency_bound
+    from pipeline.signed_effects import signed_effects
     from pipeline.models import load_model
     from pipeline.selection import rank
 

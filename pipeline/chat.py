@@ -23,6 +23,7 @@ True
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -100,4 +101,29 @@ def encode_texts(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
         enc = tokenizer([str(texts[i]) for i in plain], add_special_tokens=True)["input_ids"]
         for i, ids in zip(plain, enc):
             out[i] = list(ids)
+    return out
+
+
+def render_rows(texts: Sequence[str | None], messages: Sequence[str | None], tokenizer: Any, name: str,
+                *, add_generation_prompt: bool = False, ids: Sequence[str] | None = None) -> list[str]:
+    """Model input per row: ``text``, or the JSON chat ``messages`` through the chat template
+    as a :class:`pipeline.chat.ChatRow` (its token ids computed once; a row whose content
+    holds a special token's text is refused, named by its id from ``ids``).
+
+    The one renderer for datasets, collection shards and stored examples alike.
+    """
+    if any(m is not None for m in messages):
+        if tokenizer is None:
+            raise GnomonError(f"dataset {name!r} has chat 'messages' rows; "
+                              "pass the model's tokenizer to render them")
+        if not getattr(tokenizer, "chat_template", None):
+            raise GnomonError(f"dataset {name!r} has chat 'messages' rows but the tokenizer "
+                              "has no chat_template; use a chat model or give 'text' rows")
+    row_ids = list(ids) if ids is not None else [f"#{i}" for i in range(len(texts))]
+    chats = [i for i, m in enumerate(messages) if m is not None]
+    rendered = render_chat([json.loads(messages[i]) for i in chats], tokenizer, name, [row_ids[i] for i in chats],
+                           add_generation_prompt=add_generation_prompt) if chats else []
+    out: list[str] = [t or "" for t in texts]
+    for i, row in zip(chats, rendered):
+        out[i] = row
     return out

@@ -196,7 +196,7 @@ def collect(lm: LoadedModel, ids: Sequence[str], texts: Sequence[str], layers: S
         raise GnomonError(f"{len(ids)} ids but {len(texts)} texts")
     if batch_size < 1:
         raise GnomonError("batch_size must be at least 1")
-    layer_list = lm.check_layers(list(layers) if layers is not None else None)
+    layer_list = lm.check_layers(layers)   # a Layers resolved against this model is trusted
     max_length = min(max_length, lm.max_positions or max_length)  # truncate past the model's positions
     pos = check_positions(positions)
     cast = {"float32": torch.float32, "float16": torch.float16}[out_dtype]

@@ -15,21 +15,23 @@ True
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import functools
 import hashlib
 import json
 import os
 import re
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pyarrow as pa
 
+from pipeline.atomic import publish, write_text
+from pipeline.chat import render_rows
 from pipeline.concepts import CONCEPTS, DATA_DIR
+from pipeline.dataset_files import as_str, canonical_messages, check_pairs, read_rows_file
 from pipeline.home import gnomon_home
 from pipeline.types import SPLITS, GnomonError, Split
 
@@ -122,33 +124,6 @@ class ConceptDataset:
         return out[:n] if n else out
 
 
-def render_rows(texts: Sequence[str | None], messages: Sequence[str | None], tokenizer: Any, name: str,
-                *, add_generation_prompt: bool = False, ids: Sequence[str] | None = None) -> list[str]:
-    """Model input per row: ``text``, or the JSON chat ``messages`` through the chat template
-    as a :class:`pipeline.chat.ChatRow` (its token ids computed once; a row whose content
-    holds a special token's text is refused, named by its id from ``ids``).
-
-    The one renderer for datasets, collection shards and stored examples alike.
-    """
-    if any(m is not None for m in messages):
-        if tokenizer is None:
-            raise GnomonError(f"dataset {name!r} has chat 'messages' rows; "
-                              "pass the model's tokenizer to render them")
-        if not getattr(tokenizer, "chat_template", None):
-            raise GnomonError(f"dataset {name!r} has chat 'messages' rows but the tokenizer "
-                              "has no chat_template; use a chat model or give 'text' rows")
-    from pipeline.chat import render_chat
-
-    row_ids = list(ids) if ids is not None else [f"#{i}" for i in range(len(texts))]
-    chats = [i for i, m in enumerate(messages) if m is not None]
-    rendered = render_chat([json.loads(messages[i]) for i in chats], tokenizer, name, [row_ids[i] for i in chats],
-                           add_generation_prompt=add_generation_prompt) if chats else []
-    out: list[str] = [t or "" for t in texts]
-    for i, row in zip(chats, rendered):
-        out[i] = row
-    return out
-
-
 def validate_contrast(ds: ConceptDataset, positive: str, negative: str) -> None:
     """Raise unless ``positive`` and ``negative`` are two different labels of ``ds``."""
     for label in (positive, negative):
@@ -167,13 +142,13 @@ def load_dataset(spec: str | Path, name: str | None = None,
     if isinstance(spec, Path) or path.suffix.lower() in FORMATS or os.sep in text or path.is_file():
         if not path.is_file():
             raise GnomonError(f"no such dataset file: {path}")
-        return _from_rows(*_read_file(path), name=name or path.stem, source=str(path))
+        return _from_rows(*read_rows_file(path), name=name or path.stem, source=str(path))
     if text in CONCEPTS:
         ds = _shipped(text)
         return ds if name in (None, text) else dataclasses.replace(ds, name=name)
     registered = gnomon_home(home) / "concepts" / f"{text}.parquet"
     if registered.is_file():
-        ds = _from_rows(*_read_file(registered), name=name or text, source=str(registered))
+        ds = _from_rows(*read_rows_file(registered), name=name or text, source=str(registered))
         return dataclasses.replace(ds, contrast=_read_contrast(registered.with_suffix(".contrast.json"), ds))
     available = [c.name for c in list_concepts(home)]
     raise GnomonError(f"unknown concept {text!r}; available: {', '.join(available)} "
@@ -217,13 +192,7 @@ def register_dataset(path: str | Path, name: str, home: str | Path | None = None
             return existing
         raise GnomonError(f"concept {name!r} is already registered with different content; "
                           "pick another name or pass --overwrite")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{name}.{os.getpid()}.tmp")
-    try:
-        pq.write_table(ds.table, tmp)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+    publish(dest, lambda tmp: pq.write_table(ds.table, tmp))
     if ds.contrast is not None:
         _write_contrast(sidecar, ds.contrast)
     else:
@@ -232,9 +201,7 @@ def register_dataset(path: str | Path, name: str, home: str | Path | None = None
 
 
 def _write_contrast(path: Path, contrast: tuple[str, str]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"positive": contrast[0], "negative": contrast[1]}) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, json.dumps({"positive": contrast[0], "negative": contrast[1]}) + "\n")
 
 
 def list_concepts(home: str | Path | None = None) -> list[ConceptDataset]:
@@ -242,7 +209,7 @@ def list_concepts(home: str | Path | None = None) -> list[ConceptDataset]:
     out = [_shipped(name) for name in CONCEPTS]
     folder = gnomon_home(home) / "concepts"
     for path in sorted(folder.glob("*.parquet")) if folder.is_dir() else []:
-        ds = _from_rows(*_read_file(path), name=path.stem, source=str(path))
+        ds = _from_rows(*read_rows_file(path), name=path.stem, source=str(path))
         # the declared contrast (--positive/--negative), as load_dataset reads it
         out.append(dataclasses.replace(ds, contrast=_read_contrast(path.with_suffix(".contrast.json"), ds)))
     return out
@@ -266,91 +233,7 @@ def neutral_prompts(name: str, home: str | Path | None = None) -> list[str]:
 @functools.cache
 def _shipped(name: str) -> ConceptDataset:
     path = DATA_DIR / f"{name}.jsonl"
-    return _from_rows(*_read_file(path), name=name, source=str(path))
-
-
-def _read_file(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
-    """(column names, rows) of a JSONL, CSV or Parquet file; CSV empty cells are null.
-
-    Any way a file can fail to parse (not UTF-8, binary, truncated or empty Parquet,
-    JSON nested beyond Python's recursion limit, an unreadable path) is one line naming
-    the file and what to fix, never a traceback.
-    """
-    import pyarrow as pa
-
-    try:
-        return _parse_file(path)
-    except UnicodeDecodeError as e:
-        raise GnomonError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8") from None
-    except RecursionError:
-        raise GnomonError(f"{path}: JSON nested too deeply; rows must be flat objects") from None
-    except (pa.ArrowException, csv.Error) as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise GnomonError(f"{path}: cannot read it as {path.suffix.lstrip('.').upper()} ({first})") from None
-    except OSError as e:
-        raise GnomonError(f"{path}: cannot read it ({e.strerror or e})") from None
-
-
-def _parse_file(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
-    suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".ndjson"):
-        rows = []
-        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise GnomonError(f"{path}:{lineno}: invalid JSON ({e.msg}); write one JSON object a line") from e
-            if not isinstance(row, dict):
-                raise GnomonError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
-        return list(dict.fromkeys(k for r in rows for k in r)), rows
-    if suffix == ".csv":
-        with path.open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            names = list(reader.fieldnames or [])
-            dup = sorted({n for n in names if names.count(n) > 1})
-            if dup:  # DictReader would keep the last one silently
-                raise GnomonError(f"{path}: column(s) {dup} appear more than once in the header")
-            rows = [{k: (v if v != "" else None) for k, v in r.items()} for r in reader]
-            return names, rows
-    if suffix in (".parquet", ".pq"):
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(path)
-        dup = sorted({n for n in table.column_names if table.column_names.count(n) > 1})
-        if dup:
-            raise GnomonError(f"{path}: column(s) {dup} appear more than once")
-        return table.column_names, table.to_pylist()
-    raise GnomonError(f"{path}: unsupported format {suffix!r}; use .jsonl, .csv or .parquet")
-
-
-def _as_str(value: Any, column: str, where: str, required: bool) -> str | None:
-    if value is None or (isinstance(value, str) and value == ""):
-        if required:
-            raise GnomonError(f"{where} has no {column!r}; every row needs one")
-        return None
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise GnomonError(f"{where}: {column!r} must be a string, got {type(value).__name__} {value!r}")
-    return str(value)
-
-
-def _canonical_messages(value: Any, where: str) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as e:
-            raise GnomonError(f"{where}: 'messages' is not valid JSON ({e.msg})") from e
-    ok = isinstance(value, list) and value and all(
-        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-        for m in value)
-    if not ok:
-        raise GnomonError(f"{where}: 'messages' must be a non-empty list of {{role, content}} strings")
-    return json.dumps([{"role": m["role"], "content": m["content"]} for m in value],
-                      ensure_ascii=False, separators=(",", ":"))
+    return _from_rows(*read_rows_file(path), name=name, source=str(path))
 
 
 def _from_rows(columns: list[str], raw: list[dict[str, Any]], *, name: str, source: str) -> ConceptDataset:
@@ -366,49 +249,30 @@ def _from_rows(columns: list[str], raw: list[dict[str, Any]], *, name: str, sour
     rows: list[dict[str, Any]] = []
     first_row: dict[str, int] = {}
     for i, r in enumerate(raw, 1):
-        rid = _as_str(r.get("id"), "id", f"{source}: row {i}", required=True)
+        rid = as_str(r.get("id"), "id", f"{source}: row {i}", required=True)
         assert rid is not None
         where = f"{source}: row {i} (id {rid!r})"
         if rid in first_row:
             raise GnomonError(f"{source}: duplicate id {rid!r} (rows {first_row[rid]} and {i}); ids must be unique")
         first_row[rid] = i
-        text = _as_str(r.get("text"), "text", where, required=False)
-        messages = _canonical_messages(r.get("messages"), where)
+        text = as_str(r.get("text"), "text", where, required=False)
+        messages = canonical_messages(r.get("messages"), where)
         if (text is None) == (messages is None):
             raise GnomonError(f"{where}: give exactly one of 'text' or 'messages'")
-        split = _as_str(r.get("split"), "split", where, required=False)
+        split = as_str(r.get("split"), "split", where, required=False)
         if split is not None and split not in SPLITS:
             raise GnomonError(f"{where}: invalid split {split!r}; use train, val or test (or leave it empty)")
-        pair = _as_str(r.get("pair"), "pair", where, required=False)
+        pair = as_str(r.get("pair"), "pair", where, required=False)
         rows.append({"id": rid, "text": text, "messages": messages,
-                     "label": _as_str(r.get("label"), "label", where, required=True),
+                     "label": as_str(r.get("label"), "label", where, required=True),
                      "pair": pair, "split": split or assign_split(pair if pair is not None else rid)})
     labels = tuple(sorted({r["label"] for r in rows}))
     if len(labels) < 2:
         raise GnomonError(f"{source}: concept has only the label {labels[0]!r}; a concept needs at least two labels")
-    _check_pairs(rows, source)
+    check_pairs(rows, source)
     canonical = _HASH_VERSION + "\n".join(
         json.dumps([r[c] for c in COLUMNS], ensure_ascii=False, separators=(",", ":"))
         for r in sorted(rows, key=lambda r: r["id"])).encode("utf-8")
     table = pa.Table.from_pylist(rows, schema=SCHEMA)
     return ConceptDataset(name=name, table=table, labels=labels,
                           content_hash=hashlib.sha256(canonical).hexdigest(), source=source)
-
-
-def _check_pairs(rows: list[dict[str, Any]], source: str) -> None:
-    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in rows:
-        if r["pair"] is not None:
-            groups[r["pair"]].append(r)
-    for pair, members in groups.items():
-        ids = ", ".join(repr(m["id"]) for m in members)
-        if len(members) != 2:
-            raise GnomonError(f"{source}: pair {pair!r} has {len(members)} row(s) ({ids}); "
-                              "a pair is exactly two rows with different labels")
-        a, b = members
-        if a["label"] == b["label"]:
-            raise GnomonError(f"{source}: pair {pair!r} has two rows labelled {a['label']!r} ({ids}); "
-                              "give them different labels")
-        if a["split"] != b["split"]:
-            raise GnomonError(f"{source}: pair {pair!r} straddles splits ({a['id']!r}: {a['split']}, "
-                              f"{b['id']!r}: {b['split']}); give both rows the same split")

@@ -20,18 +20,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.concepts.behaviour import CONCEPT_SCORERS, CONCEPT_WORDS, not_measured, readout
+from pipeline.concepts.behaviour import CONCEPT_SCORERS, CONCEPT_WORDS, concept_scorer, not_measured, readout
 from pipeline.direction import Direction
 from pipeline.models.loading import LoadedModel
 from pipeline.types import GnomonError
 
-__all__ = ["CONCEPT_SCORERS", "CONCEPT_WORDS", "concept_scorer", "concept_words", "is_generative", "linear_fit", "logodds_sweep", "perplexity"]
-
-def concept_scorer(concept: str, home: Any = None) -> str | None:
-    """The scorer of generated text for ``concept`` (None: it is measured another way or not at all)."""
-    r = readout(concept, home)
-    return r.scorer if r is not None else None
-
+__all__ = ["CONCEPT_SCORERS", "CONCEPT_WORDS", "concept_scorer", "concept_words", "is_generative", "linear_fit",
+           "logodds_sweep", "perplexity", "word_ids", "word_log_odds"]
 
 def concept_words(concept: str, home: Any = None) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The concept's readout words (:mod:`pipeline.concepts.behaviour`); never its label names."""
@@ -58,7 +53,9 @@ def linear_fit(x: Sequence[float], y: Sequence[float]) -> dict[str, float]:
     return {"slope": float(slope), "r2": 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan")}
 
 
-def _first_ids(lm: LoadedModel, words: Sequence[str]) -> list[int]:
+def word_ids(lm: LoadedModel, words: Sequence[str]) -> list[int]:
+    """The first token id of each ``" " + word`` (sorted, distinct): what a readout's words
+    are read as, by every stage (evaluate, report, best-steer, drift, fluency)."""
     ids = []
     for w in words:
         toks = lm.tokenizer(" " + w, add_special_tokens=False)["input_ids"]
@@ -72,13 +69,19 @@ def _first_ids(lm: LoadedModel, words: Sequence[str]) -> list[int]:
     return sorted(set(ids))
 
 
+def word_log_odds(logp: torch.Tensor, pos_ids: Sequence[int], neg_ids: Sequence[int]) -> torch.Tensor:
+    """``log sum p(positive words) - log sum p(negative words)``: (..., V) log-probabilities
+    -> (...). The one definition of the concept-word log-odds."""
+    return torch.logsumexp(logp[..., list(pos_ids)], -1) - torch.logsumexp(logp[..., list(neg_ids)], -1)
+
+
 def logodds_sweep(lm: LoadedModel, direction: Direction, prompts: Sequence[str], strengths: Sequence[float],
                   words: tuple[Sequence[str], Sequence[str]], unit: str = "separation", force: bool = False,
                   chat: bool = False) -> dict[str, Any]:
     """Mean next-token log-odds of the positive vs negative words at each strength."""
     from pipeline.steer import add, apply, encode_prompts
 
-    pos_ids, neg_ids = _first_ids(lm, words[0]), _first_ids(lm, words[1])
+    pos_ids, neg_ids = word_ids(lm, words[0]), word_ids(lm, words[1])
     enc = encode_prompts(lm, prompts, chat)
     strengths = sorted(float(s) for s in strengths)
     means = []
@@ -86,8 +89,7 @@ def logodds_sweep(lm: LoadedModel, direction: Direction, prompts: Sequence[str],
         ivs = [] if s == 0 else [add(lm, direction, s, unit, force=force)]  # type: ignore[arg-type]
         with apply(ivs), torch.inference_mode():
             logp = torch.log_softmax(lm.model(**enc).logits[:, -1].float(), -1)   # (B, V)
-        lo = torch.logsumexp(logp[:, pos_ids], -1) - torch.logsumexp(logp[:, neg_ids], -1)
-        means.append(float(lo.mean()))
+        means.append(float(word_log_odds(logp, pos_ids, neg_ids).mean()))
     return {"strengths": strengths, "mean_scores": means, **linear_fit(strengths, means)}
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from pipeline import metrics as M
+from pipeline.concepts.behaviour import scorer_function
 from pipeline.direction import Direction
 from pipeline.models.loading import LoadedModel
 from pipeline.types import GnomonError
@@ -36,7 +37,6 @@ def vader_compound(texts: Sequence[str]) -> np.ndarray:
     return np.array([sia.polarity_scores(t)["compound"] for t in texts], dtype=np.float64)
 
 
-SCORERS: dict[str, Scorer] = {"vader": vader_compound}
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
@@ -82,7 +82,7 @@ def steering_sweep(lm: LoadedModel, direction: Direction, prompts: Sequence[str]
 
     if not prompts:
         raise GnomonError("steering_sweep needs at least one prompt")
-    score = SCORERS[scorer] if isinstance(scorer, str) else scorer
+    score = scorer_function(scorer) if isinstance(scorer, str) else scorer
     strengths = sorted(float(s) for s in strengths)
     texts, scores = [], []
     for s in strengths:

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline.atomic import publish
 from pipeline.direction import Direction, Provenance
 from pipeline.steer.interventions import Unit, scale_of
 from pipeline.types import GnomonError
@@ -86,24 +87,22 @@ def write_control_vector(directions: Sequence[Direction], path: str | Path, *, s
 
     vectors = steering_vectors(directions, strength, unit)
     idx = {layer: gguf_index(layer) for layer in vectors}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     hint = model_hint or directions[0].provenance.model_id or "unknown"
-    writer = gguf.GGUFWriter(str(tmp), ARCH)
-    try:
-        writer.add_string(f"{ARCH}.model_hint", hint)
-        writer.add_uint32(f"{ARCH}.layer_count", len(vectors))
-        writer.add_string(_META, _meta(directions, strength, unit))
-        for layer, v in vectors.items():
-            writer.add_tensor(f"direction.{idx[layer]}", v.numpy().astype(np.float32))
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-    finally:
-        writer.close()
-    tmp.replace(path)
-    return path
+
+    def write(tmp: Path) -> None:
+        writer = gguf.GGUFWriter(str(tmp), ARCH)
+        try:
+            writer.add_string(f"{ARCH}.model_hint", hint)
+            writer.add_uint32(f"{ARCH}.layer_count", len(vectors))
+            writer.add_string(_META, _meta(directions, strength, unit))
+            for layer, v in vectors.items():
+                writer.add_tensor(f"direction.{idx[layer]}", v.numpy().astype(np.float32))
+            writer.write_header_to_file()
+            writer.write_kv_data_to_file()
+            writer.write_tensors_to_file()
+        finally:
+            writer.close()
+    return publish(path, write)
 
 
 def _field_str(reader: Any, key: str) -> str | None:
@@ -165,14 +164,10 @@ def write_safetensors(directions: Sequence[Direction], path: str | Path, *, stre
     from safetensors.torch import save_file
 
     vectors = steering_vectors(directions, strength, unit)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     hint = directions[0].provenance.model_id or "unknown"
-    save_file({f"layer.{k}": v.contiguous() for k, v in vectors.items()}, str(tmp),
-              metadata={"gnomon": _meta(directions, strength, unit), "model_hint": hint})
-    tmp.replace(path)
-    return path
+    return publish(path, lambda tmp: save_file({f"layer.{k}": v.contiguous() for k, v in vectors.items()}, str(tmp),
+                                               metadata={"gnomon": _meta(directions, strength, unit),
+                                                         "model_hint": hint}))
 
 
 def read_safetensors(path: str | Path) -> list[Direction]:

@@ -42,12 +42,12 @@ import copy
 import dataclasses
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from pipeline.atomic import build_dir
 from pipeline.direction import Direction
 from pipeline.models.loading import LoadedModel, fingerprint_model
 from pipeline.models.writers import writer_units
@@ -170,10 +170,6 @@ def save_orthogonalized(lm: LoadedModel, direction: Direction, out_dir: str | Pa
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise GnomonError(f"{out} exists and is not empty; choose another --out or remove it")
     new = orthogonalize(lm, direction, force=force)
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    new.model.save_pretrained(tmp, safe_serialization=True)
-    lm.tokenizer.save_pretrained(tmp)
     p = direction.provenance
     meta = {
         "kind": "orthogonalized",
@@ -184,9 +180,10 @@ def save_orthogonalized(lm: LoadedModel, direction: Direction, out_dir: str | Pa
         "untied_embeddings": new.extra["orthogonalized"]["untied_embeddings"],
         "fingerprint": new.fingerprint,
     }
-    (tmp / "gnomon.json").write_text(json.dumps(meta, indent=2) + "\n")
-    _umask_modes(tmp)
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.replace(out)
-    return out
+
+    def build(tmp: Path) -> None:
+        new.model.save_pretrained(tmp, safe_serialization=True)
+        lm.tokenizer.save_pretrained(tmp)
+        (tmp / "gnomon.json").write_text(json.dumps(meta, indent=2) + "\n")
+        _umask_modes(tmp)
+    return build_dir(out, build)

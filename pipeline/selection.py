@@ -15,8 +15,8 @@ validation split (training metrics only when a dataset has no validation split):
 3. **Margin**: among those, d' (class-mean gap over the pooled spread) within
    ``DPRIME_TOL`` (10%) of the best stays in; d' keeps growing after AUROC saturates, so
    it tells a clean direction from one that barely separates.
-4. **Simpler method** first (:data:`SIMPLICITY`: closed forms before iterative and
-   unsupervised fits), then **mid-depth** (layer closest to half the depth), then the
+4. **Simpler method** first (each method's registered simplicity rank, see
+   :mod:`pipeline.methods`: closed forms before iterative and unsupervised fits), then **mid-depth** (layer closest to half the depth), then the
    newer version.
 
 >>> c = [Candidate("a", layer=0, num_layers=8, method="ccs", metrics={"val_auroc": 1.0, "val_dprime": 9.0}),
@@ -32,10 +32,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.methods import simplicity
+
 __all__ = [
     "DPRIME_TOL",
     "METRIC_TOL",
-    "SIMPLICITY",
     "Candidate",
     "auroc_lcb",
     "choose",
@@ -44,9 +45,6 @@ __all__ = [
     "why_not",
 ]
 
-SIMPLICITY = ("mean_diff", "lda", "pca", "logistic", "leace", "ccs")
-"""Methods from simplest to most complex: difference of means has no parameter; LDA and PCA
-are closed forms; logistic and LEACE fit more; CCS is unsupervised and non-convex."""
 METRIC_TOL = 0.01
 DPRIME_TOL = 0.10
 Z_95 = 1.645
@@ -144,7 +142,7 @@ def _depth_distance(c: Candidate) -> float:
 
 
 def _simplicity(c: Candidate) -> int:
-    return SIMPLICITY.index(c.method) if c.method in SIMPLICITY else len(SIMPLICITY)
+    return simplicity(c.method)
 
 
 def rank(candidates: Sequence[Candidate], select: str = "auroc") -> list[Candidate]:

@@ -39,7 +39,6 @@ import json
 import os
 import re
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,12 +46,15 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.atomic import publish
 from pipeline.store_keys import ModelKey, check_key, resolve_model_key
-from pipeline.store_migrate import LAYOUT, mark_current, migrate, needs_migration
-from pipeline.types import POSITIONS, SPLITS, GnomonError
+from pipeline.store_migrate import LAYOUT, _load_json, mark_current, migrate, needs_migration
+from pipeline.store_read import ManifestReader, _check_int, check_name, sha256_file
+from pipeline.store_tables import (_META_COLUMNS, EXAMPLE_SCHEMA, _check_shard_table, _normalise_examples,
+                                     activation_table, vectors_to_numpy)
+from pipeline.types import GnomonError, check_positions
 
 __all__ = [
     "EXAMPLE_SCHEMA",
@@ -65,16 +67,6 @@ __all__ = [
     "sha256_file",
     "vectors_to_numpy",
 ]
-
-_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
-_DTYPES = {"float16": pa.float16(), "float32": pa.float32()}
-_META_COLUMNS = ["example_id", "position", "token_index"]
-
-EXAMPLE_SCHEMA = pa.schema([
-    ("id", pa.string()), ("text", pa.string()), ("messages", pa.string()),
-    ("label", pa.string()), ("pair", pa.string()), ("split", pa.string()),
-])
-"""Examples as stored: ``messages`` is the chat list as JSON text, ``pair`` a string."""
 
 
 def model_file_key(model_id: str, home: Any = None) -> str:
@@ -101,26 +93,6 @@ def model_slug(model_id: str) -> str:
     return s
 
 
-def check_name(value: str, what: str) -> str:
-    """Reject a partition value that could leave the store root (``..``, ``/``, absolute)."""
-    if not isinstance(value, str) or not _SAFE.match(value):
-        raise GnomonError(f"{what} {value!r} must match [A-Za-z0-9][A-Za-z0-9._-]* (no '/', '..' or spaces)")
-    return value
-
-
-def _check_int(value: int, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise GnomonError(f"{what} must be a non-negative integer, got {value!r}")
-    return int(value)
-
-
-def _check_positions(positions: Sequence[str]) -> list[str]:
-    bad = [p for p in positions if p not in POSITIONS]
-    if bad or not positions:
-        raise GnomonError(f"positions {list(positions)!r} must be a non-empty subset of {list(POSITIONS)}")
-    return sorted(set(positions))
-
-
 @dataclass(frozen=True)
 class ShardRecord:
     """What ``write_shard`` wrote: the parquet file, its row count, size and checksum."""
@@ -129,84 +101,6 @@ class ShardRecord:
     rows: int
     bytes: int
     sha256: str
-
-
-def activation_table(example_ids: Sequence[str], positions: Sequence[str] | str, token_index: np.ndarray,
-                     acts: np.ndarray, dtype: str = "float16", where: str = "") -> pa.Table:
-    """Rows for one shard: ``acts`` (n, d) becomes a ``FixedSizeList<dtype>[d]`` column.
-
-    ``positions`` is one string per row, or one string for every row. ``token_index`` is
-    the token's index for ``tok``, the last real token's for ``last``, -1 for ``mean``.
-    NaN/inf rows are refused, naming the example (and ``where``, e.g. ``layer 3``).
-    """
-    if dtype not in _DTYPES:
-        raise GnomonError(f"dtype {dtype!r} must be one of {sorted(_DTYPES)}")
-    acts = np.asarray(acts)
-    if acts.ndim != 2:
-        raise GnomonError(f"acts must be (n, d), got shape {acts.shape}")
-    n, d = acts.shape
-    with np.errstate(over="ignore"):  # an overflow becomes inf, refused below with its example
-        flat = np.ascontiguousarray(acts, dtype=np.dtype(dtype)).reshape(-1)  # (n*d,)
-    pos = [positions] * n if isinstance(positions, str) else list(positions)
-    tok = np.asarray(token_index, dtype=np.int32)
-    if len(example_ids) != n or len(pos) != n or tok.shape != (n,):
-        raise GnomonError(f"example_ids, positions and token_index need {n} entries (one per row of acts)")
-    _check_positions(pos or ["last"])
-    _check_finite(acts, flat.reshape(n, d), example_ids, pos, dtype, where)
-    values = pa.Array.from_buffers(_DTYPES[dtype], n * d, [None, pa.py_buffer(flat)])  # zero-copy
-    return pa.table({
-        "example_id": pa.array(list(example_ids), pa.string()),
-        "position": pa.array(pos, pa.string()),
-        "token_index": pa.array(tok, pa.int32()),
-        "act": pa.FixedSizeListArray.from_arrays(values, d),
-    })
-
-
-def _check_finite(acts: np.ndarray, stored: np.ndarray, example_ids: Sequence[str], pos: Sequence[str],
-                  dtype: str, where: str) -> None:
-    """Refuse NaN or infinite vectors (a model with NaN weights, a float16 overflow), and
-    values the storage dtype cannot hold, naming the first example affected: a store of
-    NaN rows would silently poison every fit and query that reads them."""
-    if acts.size == 0:
-        return
-    bad_in = ~np.isfinite(acts).all(axis=1)
-    bad_out = ~np.isfinite(stored).all(axis=1)
-    if bad_in.any():
-        i = int(np.argmax(bad_in))
-        raise GnomonError(f"the model produced NaN or infinite activations {where + ' ' if where else ''}"
-                          f"for example {example_ids[i]!r} (position {pos[i]}; {int(bad_in.sum())} of "
-                          f"{len(bad_in)} rows): check the weights "
-                          "and the compute dtype (--model-dtype float32)")
-    if bad_out.any():
-        i = int(np.argmax(bad_out))
-        peak = float(np.abs(acts[i]).max())
-        raise GnomonError(f"activations {where + ' ' if where else ''}of example {example_ids[i]!r} "
-                          f"(position {pos[i]}) reach {peak:.3g}, "
-                          f"beyond {dtype}'s range; store them with --dtype float32")
-
-
-def vectors_to_numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """A (fixed-size) list column of floats as an (n, d) float32 array, no per-row work."""
-    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    n = len(arr)
-    if n == 0:
-        width = arr.type.list_size if pa.types.is_fixed_size_list(arr.type) else 0
-        return np.zeros((0, width), np.float32)
-    if arr.null_count:
-        raise GnomonError("activation column has null vectors")
-    flat = arr.flatten()  # respects slicing offsets
-    if len(flat) % n:
-        raise GnomonError("activation vectors have different lengths")
-    return flat.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(n, len(flat) // n)
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def ids_digest(ids: Sequence[str]) -> str:
@@ -219,45 +113,7 @@ def ids_digest(ids: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(sorted(set(ids))).encode()).hexdigest()
 
 
-# sha256 of files already verified in this process, keyed by what a rewrite or an edit
-# changes (inode, mtime, size): readers verify every shard they read, once.
-_VERIFIED: dict[tuple[str, int, int, int], str] = {}
-
-
-def _verified_sha(path: Path) -> str:
-    st = path.stat()
-    key = (str(path), st.st_ino, st.st_mtime_ns, st.st_size)
-    if key not in _VERIFIED:
-        _VERIFIED[key] = sha256_file(path)
-    return _VERIFIED[key]
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(target: Path, write: Any) -> None:
-    """Call ``write(tmp_path)``, fsync, then rename over ``target`` (same directory)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
-    try:
-        write(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(target.parent)
-
-
-class ActivationStore:
+class ActivationStore(ManifestReader):
     """Parquet shards of activations plus examples, under one local root."""
 
     def __init__(self, root: str | Path) -> None:
@@ -325,7 +181,7 @@ class ActivationStore:
             if not overwrite:
                 raise GnomonError(f"dataset {dataset!r} already has different examples in the store; "
                                   "pick another name or pass overwrite=True")
-        _atomic_write(path, lambda tmp: pq.write_table(new, tmp, compression="zstd"))
+        publish(path, lambda tmp: pq.write_table(new, tmp, compression="zstd"))
         return path
 
     def read_examples(self, dataset: str) -> pa.Table:
@@ -347,7 +203,7 @@ class ActivationStore:
         first, so a crash between the two renames leaves an incomplete shard that
         ``shard_complete`` reports as such and the next run redoes.
         """
-        wanted = _check_positions(positions)
+        wanted = check_positions(positions)
         act_type = _check_shard_table(table, wanted)
         values = table.column("act").combine_chunks().flatten()
         if values.null_count or not np.isfinite(values.to_numpy(zero_copy_only=False)).all():
@@ -358,7 +214,7 @@ class ActivationStore:
         mpath = self.manifest_path(model, revision, dataset, layer, shard)
         mpath.unlink(missing_ok=True)
         table = table.select(_META_COLUMNS + ["act"]).replace_schema_metadata(None)
-        _atomic_write(path, lambda tmp: pq.write_table(
+        publish(path, lambda tmp: pq.write_table(
             table, tmp, compression={"example_id": "zstd", "position": "zstd", "token_index": "zstd", "act": "none"},
             use_dictionary=["example_id", "position"], write_statistics=_META_COLUMNS,
             row_group_size=65536))
@@ -374,7 +230,7 @@ class ActivationStore:
             "ids_sha256": ids_digest(ids), "ids": ids, "content_sha256": content,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "created_ns": time.time_ns(),
         }
-        _atomic_write(mpath, lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
+        publish(mpath, lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
         mark_current(self.root)
         return ShardRecord(path=path, rows=table.num_rows, bytes=size, sha256=digest)
 
@@ -386,7 +242,7 @@ class ActivationStore:
         ``ids``, the shard holds exactly that example set (see :func:`ids_digest`) and,
         given ``content``, was computed from those inputs (manifests written before the
         digest was recorded are taken as they are)."""
-        wanted = _check_positions(positions)
+        wanted = check_positions(positions)
         m = _load_json(self.manifest_path(model, revision, dataset, layer, shard))
         path = self.shard_path(model, revision, dataset, layer, shard)
         if m is None or m.get("fingerprint") != fingerprint or not set(wanted) <= set(m.get("positions", [])):
@@ -413,162 +269,3 @@ class ActivationStore:
                 continue
             mp.unlink(missing_ok=True)
             self.shard_path(model, revision, dataset, layer, other).unlink(missing_ok=True)
-
-    def manifest(self, model: str | None = None, revision: str | None = None,
-                 dataset: str | None = None, layer: int | None = None) -> list[dict]:
-        """Manifests of complete shards, optionally for one model/revision/dataset/layer."""
-        pattern = "/".join([
-            f"model={self.key(model) if model is not None else '*'}",
-            f"revision={check_name(revision, 'revision') if revision is not None else '*'}",
-            f"dataset={check_name(dataset, 'dataset') if dataset is not None else '*'}",
-            f"layer={_check_int(layer, 'layer') if layer is not None else '*'}", "part-*.json"])
-        found = [m for p in (self.root / "manifests").glob(pattern)
-                 if isinstance(m := _load_json(p), dict) and _manifest_keys(m)]
-        return sorted(found, key=lambda m: (m["model_slug"], m["revision"], m["dataset"], m["layer"], m["shard"]))
-
-    def valid_shards(self, model: str | None = None, revision: str | None = None, dataset: str | None = None,
-                     layer: int | None = None, fingerprint: str | None = None) -> tuple[list[dict], list[str]]:
-        """The shards a reader may use, and why others were left out.
-
-        A shard counts when its manifest parses, names the file at its own canonical path
-        (a regular file, not a link), size and sha256 hold, and its fingerprint is
-        ``fingerprint`` (default: the fingerprint of the newest manifest of that model,
-        revision and dataset: a re-collection after the weights changed supersedes the
-        old rows). Among counting shards of one layer, newest first, a shard whose
-        examples overlap an already chosen one is left out, so every example has one row
-        per position however many shard layouts were ever written. Returns
-        ``(manifests, problems)``; ``problems`` names each shard that failed a check.
-        """
-        problems: list[str] = []
-        found: list[tuple[int, dict]] = []
-        # The default fingerprint is the newest of any layer's, so only a given one lets the
-        # glob stop at this layer's manifests (a report or fit reading 31 layers: 31, not 961).
-        for m in self.manifest(model, revision, dataset, layer if fingerprint is not None else None):
-            if layer is not None and m.get("layer") != layer:
-                continue
-            why = self._check_manifest(m)
-            if why:
-                problems.append(why)
-                continue
-            found.append((int(m.get("created_ns") or 0), m))
-        found.sort(key=lambda t: (t[0], t[1]["shard"]), reverse=True)
-        fps: dict[tuple[str, str, str], str] = {}
-        taken: dict[tuple[str, str, str, int], set[str]] = {}
-        out = []
-        for _, m in found:
-            group = (m["model_slug"], m["revision"], m["dataset"])
-            want = fingerprint if fingerprint is not None else fps.setdefault(group, m["fingerprint"])
-            if m["fingerprint"] != want:
-                continue
-            ids = set(m["ids"])
-            seen = taken.setdefault((*group, m["layer"]), set())
-            if not ids.isdisjoint(seen):
-                continue  # superseded by a newer layout
-            seen |= ids
-            out.append(m)
-        out.sort(key=lambda m: (m["model_slug"], m["revision"], m["dataset"], m["layer"], m["shard"]))
-        return out, problems
-
-    def verify(self) -> list[tuple[dict, str]]:
-        """Every manifest whose shard fails its checks (missing, another size, checksum
-        against the manifest, unreadable), with why: what readers leave out. Hashes each
-        shard once per process."""
-        return [(m, why) for m in self.manifest() if (why := self._check_manifest(m))]
-
-    def _check_manifest(self, m: dict) -> str | None:
-        """Why manifest ``m`` cannot be read from, or None (fills in ``ids`` if missing)."""
-        try:
-            slug, rev, ds = m["model_slug"], m["revision"], m["dataset"]
-            layer, shard = _check_int(m["layer"], "layer"), _check_int(m["shard"], "shard")
-            if not isinstance(m["fingerprint"], str) or not isinstance(m["sha256"], str):
-                raise GnomonError("fingerprint/sha256 are not strings")
-            path = self._key_part("activations", slug, rev, ds, layer) / f"part-{shard:05d}.parquet"
-        except (KeyError, TypeError, ValueError, GnomonError) as e:
-            return f"manifest {m.get('path', '?')} is malformed ({e})"
-        where = path.relative_to(self.root)
-        if m.get("path") != str(where):
-            return f"manifest for {where} names another file ({m.get('path')!r})"
-        try:
-            if path.is_symlink() or not path.is_file():
-                return f"{where} is missing or not a regular file"
-            if path.stat().st_size != m.get("bytes") or _verified_sha(path) != m["sha256"]:
-                return f"{where} does not match its manifest checksum"
-            if not isinstance(m.get("ids"), list):  # manifests from before ids were recorded
-                col = pq.read_table(path, columns=["example_id"]).column("example_id")
-                m["ids"] = sorted(set(col.to_pylist()))
-        except (OSError, pa.ArrowException) as e:
-            return f"{where} cannot be read ({e})"
-        m["ids"] = [str(x) for x in m["ids"]]
-        return None
-
-    def layers(self, model: str, revision: str, dataset: str) -> list[int]:
-        return sorted({m["layer"] for m in self.manifest(model, revision, dataset)})
-
-    def read_layer(self, model: str, revision: str, dataset: str, layer: int,
-                   position: str = "last") -> tuple[list[str], np.ndarray]:
-        """All rows of one layer at one position: ids and (n, d) float32 vectors, in shard order."""
-        _check_positions([position])
-        shards, _ = self.valid_shards(model, revision, dataset, layer)
-        if not shards:
-            raise GnomonError(f"no shards for {model} {revision} {dataset} layer {layer}; "
-                              f"stored layers: {self.layers(model, revision, dataset)}")
-        parts = [pq.read_table(self.root / m["path"], columns=["example_id", "act"],
-                               filters=pc.field("position") == position) for m in shards]
-        t = pa.concat_tables(parts)
-        return t.column("example_id").to_pylist(), vectors_to_numpy(t.column("act"))
-
-    def summary(self, model: str | None = None, revision: str | None = None,
-                dataset: str | None = None) -> dict:
-        ms, _ = self.valid_shards(model, revision, dataset)
-        return {"rows": sum(m["rows"] for m in ms), "bytes": sum(m["bytes"] for m in ms), "files": len(ms)}
-
-
-def _manifest_keys(m: dict) -> bool:
-    """The sort keys are there with their types (a hand-edited manifest is skipped)."""
-    return (all(isinstance(m.get(k), str) for k in ("model_slug", "revision", "dataset"))
-            and all(isinstance(m.get(k), int) and not isinstance(m.get(k), bool) for k in ("layer", "shard")))
-
-
-def _load_json(path: Path) -> dict | None:
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError, RecursionError):
-        return None
-    return doc if isinstance(doc, dict) else None
-
-
-def _check_shard_table(table: pa.Table, positions: list[str]) -> pa.FixedSizeListType:
-    want = {"example_id": pa.string(), "position": pa.string(), "token_index": pa.int32()}
-    for name, typ in want.items():
-        if name not in table.column_names or table.schema.field(name).type != typ:
-            raise GnomonError(f"shard table needs column {name!r} of type {typ} (build it with activation_table)")
-    act = table.schema.field("act").type if "act" in table.column_names else pa.null()
-    if not (isinstance(act, pa.FixedSizeListType) and act.value_type in _DTYPES.values()):
-        raise GnomonError("shard column 'act' must be a fixed-size list of float16 or float32")
-    present = pc.unique(table.column("position")).to_pylist()
-    if not set(present) <= set(positions):
-        raise GnomonError(f"shard has positions {present} not in the declared positions {positions}")
-    return act
-
-
-def _normalise_examples(table: pa.Table, dataset: str) -> pa.Table:
-    if "id" not in table.column_names or "label" not in table.column_names:
-        raise GnomonError(f"examples for {dataset!r} need 'id' and 'label' columns")
-    cols = []
-    for field in EXAMPLE_SCHEMA:
-        if field.name not in table.column_names:
-            cols.append(pa.nulls(table.num_rows, pa.string()))
-            continue
-        col = table.column(field.name)
-        if field.name == "messages" and not pa.types.is_string(col.type) and not pa.types.is_null(col.type):
-            col = pa.array([None if v is None else json.dumps(v) for v in col.to_pylist()], pa.string())
-        cols.append(pc.cast(col, pa.string()))
-    new = pa.Table.from_arrays(cols, schema=EXAMPLE_SCHEMA).combine_chunks()
-    if new.column("id").null_count or new.column("label").null_count:
-        raise GnomonError(f"examples for {dataset!r} have empty 'id' or 'label' values")
-    if pc.count_distinct(new.column("id")).as_py() != new.num_rows:
-        raise GnomonError(f"examples for {dataset!r} have duplicate ids")
-    bad = set(pc.unique(new.column("split").drop_null()).to_pylist()) - set(SPLITS)
-    if bad:
-        raise GnomonError(f"examples for {dataset!r} have unknown splits {sorted(bad)}; use {list(SPLITS)}")
-    return new

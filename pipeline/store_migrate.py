@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from pipeline.atomic import publish, write_json, write_text
 from pipeline.store_keys import ModelKey
 from pipeline.types import GnomonError
 
@@ -39,11 +40,10 @@ def needs_migration(root: Path) -> bool:
 
 def mark_current(root: Path) -> None:
     """Record that every manifest under ``root`` has the current layout."""
-    from pipeline.store import _atomic_write
 
     marker = root / "manifests" / _MARKER
     if not marker.is_file():
-        _atomic_write(marker, lambda tmp: tmp.write_text(f"{LAYOUT}\n"))
+        write_text(marker, f"{LAYOUT}\n")
 
 
 @contextmanager
@@ -77,8 +77,6 @@ def migrate(root: Path, resolve: Callable[[str], ModelKey]) -> int:
 
 
 def _migrate_one(root: Path, mp: Path, resolve: Callable[[str], ModelKey]) -> bool:
-    from pipeline.store import _atomic_write, _load_json
-
     m = _load_json(mp)
     if m is None or m.get("layout") == LAYOUT or not isinstance(m.get("model"), str):
         return False  # current, or unreadable (readers report it where it is)
@@ -89,17 +87,15 @@ def _migrate_one(root: Path, mp: Path, resolve: Callable[[str], ModelKey]) -> bo
     old_shard = root / "activations" / old / tail.with_suffix(".parquet")
     new_shard = root / "activations" / f"model={target.key}" / tail.with_suffix(".parquet")
     if new_shard != old_shard and old_shard.is_file() and not old_shard.is_symlink():
-        new_shard.parent.mkdir(parents=True, exist_ok=True)
-        tmp = new_shard.parent / f".{new_shard.name}.migrate.tmp"
-        tmp.unlink(missing_ok=True)
-        try:
-            os.link(old_shard, tmp)
-        except OSError:
-            shutil.copyfile(old_shard, tmp)
-        os.replace(tmp, new_shard)
+        def link_or_copy(tmp: Path) -> None:
+            try:
+                os.link(old_shard, tmp)
+            except OSError:
+                shutil.copyfile(old_shard, tmp)
+        publish(new_shard, link_or_copy)
     doc = {**m, "model": target.model, "model_slug": target.key, "path": str(new_shard.relative_to(root)),
            "layout": LAYOUT, "migrated_from": old}
-    _atomic_write(new_mp, lambda tmp: tmp.write_text(json.dumps(doc, indent=1)))
+    write_json(new_mp, doc, indent=1)
     if new_mp != mp:
         mp.unlink(missing_ok=True)
         old_shard.unlink(missing_ok=True)
@@ -114,3 +110,11 @@ def _prune_empty(d: Path, root: Path) -> None:
     while d not in stop and d.is_dir() and not any(d.iterdir()):
         d.rmdir()
         d = d.parent
+
+
+def _load_json(path: Path) -> dict | None:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError):
+        return None
+    return doc if isinstance(doc, dict) else None

@@ -87,30 +87,36 @@ def test_layer_out_of_range_names_the_valid_range(tiny_lm: object) -> None:
         tiny_lm.check_layers([5])  # type: ignore[attr-defined]
 
 
-def _jobs_imports() -> dict[str, set[str]]:
-    """``jobs`` module -> the ``jobs`` modules it imports anywhere (function bodies too),
-    leaving out ``if TYPE_CHECKING:`` blocks, which never run."""
+PACKAGES = ("pipeline", "jobs", "catalog")
+
+
+def _imports() -> dict[str, set[str]]:
+    """Product module -> the product modules it imports anywhere (function bodies too: a
+    lazy import is still an edge of the dependency graph), leaving out ``if TYPE_CHECKING:``
+    blocks, which never run."""
     graph: dict[str, set[str]] = {}
-    for path in (ROOT / "jobs").rglob("*.py"):
-        mod = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
-        tree = ast.parse(path.read_text())
-        skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
-                and "TYPE_CHECKING" in ast.unparse(node.test) for n in ast.walk(node)}
-        deps: set[str] = set()
-        for node in ast.walk(tree):
-            if id(node) in skip:
-                continue
-            if isinstance(node, ast.Import):
-                deps |= {a.name for a in node.names if a.name.startswith("jobs.")}
-            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("jobs"):
-                deps.add(node.module or "")
-                deps |= {f"{node.module}.{a.name}" for a in node.names}
-        graph[mod] = deps
+    for pkg in PACKAGES:
+        for path in (ROOT / pkg).rglob("*.py"):
+            mod = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+            tree = ast.parse(path.read_text())
+            skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                    and "TYPE_CHECKING" in ast.unparse(node.test) for n in ast.walk(node)}
+            deps: set[str] = set()
+            for node in ast.walk(tree):
+                if id(node) in skip:
+                    continue
+                if isinstance(node, ast.Import):
+                    deps |= {a.name for a in node.names}
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    deps.add(node.module)
+                    deps |= {f"{node.module}.{a.name}" for a in node.names}
+            graph[mod] = deps
     return {m: {d for d in deps if d in graph and d != m} for m, deps in graph.items()}
 
 
-def test_jobs_has_no_import_cycle_and_small_modules() -> None:
-    graph = _jobs_imports()
+def test_no_import_cycle_in_any_package() -> None:
+    graph = _imports()
+    assert {"jobs.cli", "pipeline.store", "catalog.store"} <= set(graph)   # the walker sees every package
     state: dict[str, int] = {}
 
     def visit(m: str, path: list[str]) -> None:
@@ -124,8 +130,44 @@ def test_jobs_has_no_import_cycle_and_small_modules() -> None:
     for m in sorted(graph):
         if m not in state:
             visit(m, [])
-    long = {str(p.relative_to(ROOT)): n for p in (ROOT / "jobs").rglob("*.py")
-            if (n := len(p.read_text().splitlines())) > 300}
+
+
+OVERSIZE: dict[str, int] = {}
+"""Product modules still over 300 lines (issue 24, left to split), each capped at its size
+today: they may shrink, never grow, and no other module may join them."""
+
+LONG_FUNCTIONS = {
+    "pipeline/collect.py:collect": 84, "pipeline/fleet/finetune.py:finetune_series": 64,
+    "pipeline/fleet/scratch.py:train_scratch": 64, "pipeline/fleet_compare/drift_stats.py:drift_statistics": 63,
+    "pipeline/linearity/probes.py:train_probes": 80, "pipeline/linearity/verdict.py:concept_verdict": 78,
+    "jobs/drift_job.py:run_drift": 95, "jobs/evaluate_job.py:evaluate_checkpoint": 61,
+    "jobs/fit_job.py:fit_collected": 95, "jobs/fleet_compare_job.py:run_fleet_compare": 76,
+    "jobs/fleet_job.py:build_fleet": 90, "jobs/report_job.py:run_report": 72, "jobs/report_job.py:_live": 61,
+    "jobs/steer_select.py:select_steer": 87,
+}
+"""Functions over 60 lines (issue 24, left to split), capped at their length today, or after
+merging issue 28's progress lines into the stage runners (its branch as of b2a53c1)."""
+
+
+def test_modules_are_small_in_every_package() -> None:
+    sizes = {str(p.relative_to(ROOT)): len(p.read_text().splitlines())
+             for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")}
+    over = {f: n for f, n in sizes.items() if n > 300}
+    assert {f: n for f, n in over.items() if n > OVERSIZE.get(f, 300)} == {}
+    assert set(OVERSIZE) <= set(sizes)   # a split module leaves the list (or the cap is stale)
+
+
+def test_functions_are_short_or_say_why() -> None:
+    """Over 60 lines needs a reason in the docstring ("... lines: ...") or a cap above."""
+    long = {}
+    for pkg in PACKAGES:
+        for p in (ROOT / pkg).rglob("*.py"):
+            for node in ast.walk(ast.parse(p.read_text())):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    n = (node.end_lineno or node.lineno) - node.lineno + 1
+                    key = f"{p.relative_to(ROOT)}:{node.name}"
+                    if n > LONG_FUNCTIONS.get(key, 60) and " lines" not in (ast.get_docstring(node) or ""):
+                        long[key] = n
     assert long == {}
 
 
@@ -134,3 +176,35 @@ def test_executors_know_nothing_of_the_stages() -> None:
         text = (ROOT / "jobs" / name).read_text()
         for banned in ("collect_job", "fit_job", "evaluate_job", "isinstance(executor"):
             assert banned not in text, f"{name} mentions {banned}"
+
+
+def _renames(path: Path, root: Path = ROOT) -> list[str]:
+    """``os.replace``/``os.rename``/``shutil.move`` calls and one-argument ``x.replace(y)`` /
+    ``x.rename(y)`` calls (``Path`` renames; ``str.replace`` takes two arguments and
+    ``dataclasses.replace`` keywords)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        base, attr = ast.unparse(node.func.value), node.func.attr
+        if (base in ("os", "shutil") and attr in ("replace", "rename", "renames", "move")) or \
+                (attr in ("replace", "rename") and len(node.args) == 1 and not node.keywords
+                 and base != "dataclasses"):
+            found.append(f"{path.relative_to(root)}:{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_every_publishing_write_goes_through_the_helper() -> None:
+    offenders = [hit for pkg in ("pipeline", "jobs", "catalog") for p in sorted((ROOT / pkg).rglob("*.py"))
+                 if p != ROOT / "pipeline" / "atomic.py" for hit in _renames(p)]
+    assert offenders == []
+    assert _renames(ROOT / "pipeline" / "atomic.py")   # the check sees the helper's own renames
+
+
+def test_rename_finder_sees_every_form(tmp_path: Path) -> None:
+    f = tmp_path / "m.py"
+    f.write_text("import os, shutil, dataclasses\nos.replace(a, b)\ntmp.replace(path)\nshutil.move(a, b)\n"
+                 "p.rename(q)\ns.replace('a', 'b')\ndataclasses.replace(x, y=1)\n")
+    hits = _renames(f, tmp_path)
+    assert [h.split(": ", 1)[1] for h in hits] == ["os.replace(a, b)", "tmp.replace(path)", "shutil.move(a, b)",
+                                                   "p.rename(q)"]

@@ -8,7 +8,10 @@ import pytest
 
 from jobs.commands.args import parse_choices, parse_layers, parse_params
 from jobs.spec import load_job
-from pipeline.types import METHODS, GnomonError
+from pipeline.methods import method_names
+from pipeline.types import GnomonError
+
+METHODS = method_names()
 
 
 def test_params_parse_to_typed_values_per_method() -> None:
@@ -48,3 +51,43 @@ def test_fit_cli_passes_params_to_the_method(home: Path, tmp_path: Path, capsys:
                "--param", "logistic.no_such_option=3", "--json"])
     assert rc == 2 and "logistic does not take parameter(s) no_such_option" in capsys.readouterr().err
     assert not (home / "activations").exists()
+
+
+SHARED_FLAGS = {"--layers", "--positions", "--methods", "--param", "--executor", "--ray-address", "--workers",
+                "--tracking-uri", "--home", "--json"}
+OWN_MEANING = {("jobs/commands/steer.py", "--positions")}
+"""A shared flag a command defines itself because it means something else there (steer's
+``--positions``: which token positions an intervention edits, all/prompt/generated)."""
+
+
+def test_shared_options_are_defined_once_in_the_table() -> None:
+    """Every ``--json``, ``--tracking-uri``, ``--layers``... comes from ``OPTIONS`` via
+    ``add_options`` (issue 24: ``--tracking-uri`` was inline in 13 modules with 8 wordings)."""
+    import ast
+
+    from jobs.commands.args import OPTIONS
+
+    root = Path(__file__).resolve().parents[1]
+    inline = []
+    for path in sorted((root / "jobs").rglob("*.py")):
+        rel = str(path.relative_to(root))
+        if rel == "jobs/commands/args.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "add_argument":
+                flags = {a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)}
+                inline += [(rel, f) for f in flags & SHARED_FLAGS if (rel, f) not in OWN_MEANING]
+    assert inline == []
+    assert {OPTIONS[name]()["flags"][0] for name in OPTIONS} == SHARED_FLAGS   # the table holds them all
+
+
+def test_layers_parse_the_same_on_the_command_line_and_in_a_spec(tmp_path: Path) -> None:
+    spec = tmp_path / "j.toml"
+    for text, want in (('"2-4"', (2, 3, 4)), ('"0,2-3"', (0, 2, 3)), ("[1, 5]", (1, 5)), ('"all"', None)):
+        spec.write_text(f'[job]\nname="j"\nmodels=["m"]\n[fit]\nlayers={text}\n')
+        assert load_job(spec).fit.layers == want
+        if text.startswith('"'):
+            assert parse_layers(text.strip('"')) == want
+    spec.write_text('[job]\nname="j"\nmodels=["m"]\n[fit]\nlayers="4-2"\n')
+    with pytest.raises(GnomonError, match="runs backwards"):
+        load_job(spec)

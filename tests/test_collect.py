@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from jobs.collect_job import CollectSpec, run_collection
-from jobs.executors import LocalExecutor
+from jobs.engine import LocalExecutor
 from pipeline.collect import SINK_RATIO, collect, mean_pool
 from pipeline.hooks import edit_layer_output, hooks
 from pipeline.store import ActivationStore

@@ -9,7 +9,8 @@ import duckdb
 import pytest
 
 from jobs.collect_job import CollectSpec, run_collection
-from jobs.executors import LocalExecutor, RayExecutor
+from jobs.engine import LocalExecutor
+from jobs.ray_executor import RayExecutor
 from pipeline.store import ActivationStore
 
 

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jobs.collect_job import CollectSpec, run_collection
-from jobs.executors import AutoExecutor, LocalExecutor, make_executor
+from jobs.engine import AutoExecutor, LocalExecutor, make_executor
 from pipeline.collect import collect, length_batches
 from pipeline.models import cached_model, clear_model_cache, model_identity
 from pipeline.types import GnomonError

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 import torch
 
-from jobs.executors import LocalExecutor, RayExecutor
+from jobs.engine import LocalExecutor
+from jobs.ray_executor import RayExecutor
 from jobs.fit_job import FitSpec, run_fit, sweep_curves
 from pipeline.direction import Direction, Provenance
 from pipeline.types import GnomonError
@@ -67,7 +68,7 @@ def test_ray_fan_out_gives_the_same_directions(ray_instance: Any, home: Path, to
     """Separate homes, so the Ray run collects and fits its own store (nothing is reused)."""
     import torch
 
-    from jobs.fit_job import fit_group, plan_fit
+    from jobs.fit_tasks import GroupTask, fit_layer
     from pipeline.datasets import load_dataset
 
     spec = FitSpec(model="tiny:gpt2", dataset=str(toy), positive="pos", negative="neg",
@@ -82,9 +83,11 @@ def test_ray_fan_out_gives_the_same_directions(ray_instance: Any, home: Path, to
     lm, ds = tiny_models("tiny:gpt2"), load_dataset(str(toy))
     vectors = []
     for h, ex in ((home, LocalExecutor()), (ray_home, RayExecutor(num_workers=2))):
-        tasks = plan_fit(spec, h, lm.fingerprint, lm.hidden_size, lm.num_layers, ds.name, ds.content_hash,
-                         ds.name, "pos", "neg")
-        vectors.append([d.vector for d in ex.map(fit_group, tasks)])
+        tasks = [GroupTask(home=str(h), model=spec.model, revision="main", dataset=ds.name, concept=ds.name,
+                           positive="pos", negative="neg", layer=layer, position="mean", methods=spec.methods,
+                           params={}, fingerprint=lm.fingerprint, hidden_size=lm.hidden_size,
+                           dataset_hash=ds.content_hash) for layer in spec.layers or ()]
+        vectors.append([d.vector for r in ex.map(fit_layer, tasks) for d in r.directions])
     assert len(vectors[0]) == 6
     for a, b in zip(*vectors, strict=True):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
@@ -120,13 +123,12 @@ def test_one_class_contrast_and_bad_requests_fail_clearly(home: Path, tmp_path: 
 
 
 def test_layer_not_in_store_is_named(home: Path, toy: Path) -> None:
-    from jobs.fit_job import FitTask, fit_group
-
     from jobs.collect_job import CollectSpec, run_collection
+    from jobs.fit_tasks import GroupTask, fit_layer
 
     run_collection(CollectSpec(model="tiny:llama", dataset=str(toy), layers=(1, 2)), LocalExecutor(), home)
-    task = FitTask(home=str(home), model="tiny:llama", revision="main", dataset="toy", concept="toy",
-                   positive="pos", negative="neg", layer=3, position="last", method="mean_diff", params={},
-                   fingerprint="x", hidden_size=32, dataset_hash="h")
+    task = GroupTask(home=str(home), model="tiny:llama", revision="main", dataset="toy", concept="toy",
+                     positive="pos", negative="neg", layer=3, position="last", methods=("mean_diff",), params={},
+                     fingerprint="x", hidden_size=32, dataset_hash="h")
     with pytest.raises(GnomonError, match=r"layer 3.*stored layers: \[1, 2\]"):
-        fit_group(task)
+        fit_layer(task)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from jobs.cli import main
-from jobs.executors import LocalExecutor
+from jobs.engine import LocalExecutor
 from jobs.fleet_compare_job import FleetCompareSpec, run_fleet_compare
 from tests.fleet_tiny import build_tiny_fleet, register_small_sentiment
 

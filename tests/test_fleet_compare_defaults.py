@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jobs.executors import LocalExecutor
+from jobs.engine import LocalExecutor
 from jobs.fleet_compare_job import FleetCompareSpec, run_fleet_compare
 from tests.fleet_tiny import build_tiny_fleet, register_small_sentiment
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from jobs.cli import main
-from jobs.executors import LocalExecutor
+from jobs.engine import LocalExecutor
 from tests.fleet_tiny import add_version, build_tiny_fleet, perturbed
 
 

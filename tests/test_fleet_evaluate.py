@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from jobs.cli import main
-from jobs.executors import LocalExecutor, RayExecutor
+from jobs.engine import LocalExecutor
+from jobs.ray_executor import RayExecutor
 from tests.fleet_tiny import build_tiny_fleet, register_small_sentiment
 
 

@@ -77,7 +77,7 @@ def test_every_readme_command_runs(catalog_home: Path, tmp_path: Path, monkeypat
 
 def test_readme_python_example_runs(catalog_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The Python block, after a small fit it needs (sentiment@best on the tiny model)."""
-    from jobs.executors import LocalExecutor
+    from jobs.engine import LocalExecutor
     from jobs.fit_job import FitSpec, run_fit
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")

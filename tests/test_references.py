@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from jobs.executors import LocalExecutor
+from jobs.engine import LocalExecutor
 from jobs.fit_job import FitSpec, run_fit
 from pipeline.types import GnomonError
 from tests.conftest import write_dataset

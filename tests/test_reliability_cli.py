@@ -81,7 +81,7 @@ def _direction(lm: object) -> Direction:
 @pytest.mark.parametrize("strength", [float("nan"), float("inf"), -float("inf")])
 def test_non_finite_strength_is_refused(tiny_lm: object, strength: float) -> None:
     from pipeline.gguf_io import steering_vectors
-    from pipeline.steer.interventions import add
+    from pipeline.steer import add
 
     d = _direction(tiny_lm)
     with pytest.raises(GnomonError, match="finite"):

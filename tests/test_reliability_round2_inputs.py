@@ -336,8 +336,7 @@ def test_store_gc_leaves_a_running_collection_alone(home: Path, small_dataset: P
     temporary file. Now a collection holds a lock for as long as it runs, and gc leaves
     every file younger than the oldest running collection alone."""
     from jobs.collect_job import CollectSpec, collect
-    from jobs.executors import make_executor
-
+    from jobs.engine import make_executor
     seen: dict[str, Any] = {}
 
     def during(_: Any) -> None:  # the collection has started: a shard is being written

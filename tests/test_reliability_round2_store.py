@@ -24,7 +24,7 @@ import torch
 
 from jobs.cli import main as cli
 from jobs.collect_job import CollectSpec, run_collection
-from jobs.executors import LocalExecutor
+from jobs.engine import LocalExecutor
 from pipeline.contrast import StoreDB
 from pipeline.store import ActivationStore, activation_table, ids_digest, sha256_file
 

@@ -13,7 +13,7 @@ import torch
 
 from jobs.cli import main as cli
 from jobs.collect_job import CollectSpec, run_collection
-from jobs.executors import LocalExecutor
+from jobs.engine import LocalExecutor
 from pipeline.contrast import StoreDB, contrast_set
 from pipeline.store import ActivationStore, activation_table
 from pipeline.types import GnomonError

@@ -12,6 +12,8 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from jobs.commands.args import add_options
+
 if TYPE_CHECKING:
     from catalog import Catalog, DirectionRecord
 
@@ -20,8 +22,7 @@ _TABLE_METRICS = ("val_auroc", "val_accuracy", "test_auroc", "test_accuracy")
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, "
-                   "else sqlite:///<home>/mlflow.db)")
+    add_options(p, "tracking_uri")
     sub = p.add_subparsers(dest="catalog_command", metavar="ACTION", required=True)
 
     ls = sub.add_parser("ls", help="list direction versions")
@@ -29,13 +30,13 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     ls.add_argument("--model", help="only directions fitted on this model id (default: all)")
     ls.add_argument("--method", help="only this fitting method (default: all)")
     ls.add_argument("--layer", type=int, help="only this layer (default: all)")
-    ls.add_argument("--json", action="store_true", help="print a JSON list of records")
+    add_options(ls, json="print a JSON list of records")
 
     scope = "the model a bare CONCEPT@best / @best-monitor / @best-steer resolves against (default: the only one)"
     show = sub.add_parser("show", help="show one version")
     show.add_argument("ref", help="concept@alias, concept/N, or concept (its latest version)")
     show.add_argument("--model", help=scope)
-    show.add_argument("--json", action="store_true", help="print the record as JSON")
+    add_options(show, json="print the record as JSON")
 
     alias = sub.add_parser("alias", help="point an alias at a version (best, best-monitor and best-steer "
                            "are set for the version's model)")
@@ -55,7 +56,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     sel.add_argument("--model", required=True, help="the model whose versions are measured")
     sel.add_argument("--dataset", help="the concept's dataset file, when it was fitted from a file rather than "
                      "a shipped or registered concept (its validation texts and labels)")
-    sel.add_argument("--json", action="store_true", help="print what was measured as JSON")
+    add_options(sel, json="print what was measured as JSON")
 
     sub.add_parser("register-pending", help="retry registrations that failed earlier (each to the tracking "
                    "URI it was meant for; with --tracking-uri, all to that one)")
@@ -84,8 +85,9 @@ def _reader(tracking_uri: str | None) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     action = args.catalog_command
+    checked: list[Any] = []
     if action in ("alias", "export", "rm"):
-        from jobs.commands.args import check_refs
+        from jobs.refs import check_refs
 
         ref = args.ref
         if action == "export" and ref.endswith(".safetensors") and not args.file.endswith(".safetensors"):
@@ -97,68 +99,79 @@ def run(args: argparse.Namespace) -> int:
         from catalog import Catalog
 
         cat = Catalog(tracking_uri=args.tracking_uri)
-    if action == "ls":
-        recs = cat.search(concept=args.concept, model=args.model, method=args.method,
-                          layer=args.layer)
-        _print_records(recs, args.json)
-    elif action == "show":
-        from jobs.refs import scope_model
-
-        rec = cat.resolve(args.ref, scope_model(args.model))
-        from jobs.jsonout import dumps
-
-        print(dumps(rec.to_json(), indent=1) if args.json else _describe(rec))
-    elif action == "alias":
-        from jobs.refs import scope_model
-
-        rec = cat.set_alias(args.ref, args.name, scope_model(args.model))
-        from catalog.refs import SCOPED
-
-        print(f"{rec.concept}@{args.name} -> {rec.ref}" + (f" (for model {rec.model})" if args.name in SCOPED else ""))
-    elif action == "export":
-        ref, file = args.ref, args.file
-        if ref.endswith(".safetensors") and not file.endswith(".safetensors"):
-            ref, file = file, ref  # the older FILE REF order
-        from jobs.refs import scope_model
-
-        path = cat.export(ref, file, scope_model(args.model))
-        print(f"wrote {path}")
-    elif action == "select-steer":
-        import sys
-
-        from jobs.jsonout import dumps
-        from jobs.steer_select import select_steer_for_concept
-
-        from jobs.refs import scope_model
-
-        res = select_steer_for_concept(cat, args.concept, scope_model(args.model) or args.model, cat.home,
-                                       log=lambda m: print(m, file=sys.stderr, flush=True), dataset=args.dataset)
-        if args.json:
-            print(dumps(res, indent=1))
-        elif res.get("ref"):
-            print(f"{args.concept}@best-steer -> {res['ref']} for {args.model} ({res['seconds']:.1f} s)")
-        else:
-            print(f"no best-steer for {args.model}: {res.get('reason')} ({res.get('seconds', 0):.1f} s)")
-    elif action == "register-pending":
-        _register_pending(cat, redirect=args.tracking_uri is not None)
-    elif action == "rm":
-        from catalog.edit import delete_alias, delete_version
-        from catalog.refs import parse_ref
-
-        parsed = parse_ref(args.ref)
-        if parsed.alias is None and parsed.version is None:
-            from pipeline.types import GnomonError
-
-            raise GnomonError(f"{args.ref}: name the version to delete as concept/N (aliases move; versions "
-                              "do not), or an alias as concept@alias")
-        what = _rm_summary(args.ref, checked[0])
-        confirm(f"delete {what}", args.yes)
-        if parsed.alias is not None:
-            delete_alias(cat, args.ref)
-        else:
-            delete_version(cat, args.ref)
-        print(f"deleted {what}")
+    _ACTIONS[action](cat, args, checked)
     return 0
+
+
+def _ls(cat: Any, args: argparse.Namespace, _checked: list[Any]) -> None:
+    _print_records(cat.search(concept=args.concept, model=args.model, method=args.method, layer=args.layer),
+                   args.json)
+
+
+def _show(cat: Any, args: argparse.Namespace, _checked: list[Any]) -> None:
+    from jobs.jsonout import dumps
+    from jobs.refs import scope_model
+
+    rec = cat.resolve(args.ref, scope_model(args.model))
+    print(dumps(rec.to_json(), indent=1) if args.json else _describe(rec))
+
+
+def _alias(cat: Any, args: argparse.Namespace, _checked: list[Any]) -> None:
+    from catalog.refs import SCOPED
+    from jobs.refs import scope_model
+
+    rec = cat.set_alias(args.ref, args.name, scope_model(args.model))
+    print(f"{rec.concept}@{args.name} -> {rec.ref}" + (f" (for model {rec.model})" if args.name in SCOPED else ""))
+
+
+def _export(cat: Any, args: argparse.Namespace, _checked: list[Any]) -> None:
+    from jobs.refs import scope_model
+
+    ref, file = args.ref, args.file
+    if ref.endswith(".safetensors") and not file.endswith(".safetensors"):
+        ref, file = file, ref  # the older FILE REF order
+    print(f"wrote {cat.export(ref, file, scope_model(args.model))}")
+
+
+def _select_steer(cat: Any, args: argparse.Namespace, _checked: list[Any]) -> None:
+    import sys
+
+    from jobs.jsonout import dumps
+    from jobs.refs import scope_model
+    from jobs.steer_select import select_steer_for_concept
+
+    res = select_steer_for_concept(cat, args.concept, scope_model(args.model) or args.model, cat.home,
+                                   log=lambda m: print(m, file=sys.stderr, flush=True), dataset=args.dataset)
+    if args.json:
+        print(dumps(res, indent=1))
+    elif res.get("ref"):
+        print(f"{args.concept}@best-steer -> {res['ref']} for {args.model} ({res['seconds']:.1f} s)")
+    else:
+        print(f"no best-steer for {args.model}: {res.get('reason')} ({res.get('seconds', 0):.1f} s)")
+
+
+def _rm(cat: Any, args: argparse.Namespace, checked: list[Any]) -> None:
+    from catalog.edit import delete_alias, delete_version
+    from catalog.refs import parse_ref
+
+    parsed = parse_ref(args.ref)
+    if parsed.alias is None and parsed.version is None:
+        from pipeline.types import GnomonError
+
+        raise GnomonError(f"{args.ref}: name the version to delete as concept/N (aliases move; versions "
+                          "do not), or an alias as concept@alias")
+    what = _rm_summary(args.ref, checked[0])
+    confirm(f"delete {what}", args.yes)
+    if parsed.alias is not None:
+        delete_alias(cat, args.ref)
+    else:
+        delete_version(cat, args.ref)
+    print(f"deleted {what}")
+
+
+_ACTIONS = {"ls": _ls, "show": _show, "alias": _alias, "export": _export, "select-steer": _select_steer,
+            "register-pending": lambda cat, args, _c: _register_pending(cat, redirect=args.tracking_uri is not None),
+            "rm": _rm}
 
 
 def _rm_summary(ref: str, rec: DirectionRecord) -> str:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from jobs.commands.args import add_executor_args, parse_choices, parse_layers
+from jobs.commands.args import add_executor_args, add_options, parse_layers, parse_positions
 
-__all__ = ["add_parser", "run", "add_executor_args", "parse_layers"]  # the last two: for older importers
+__all__ = ["add_parser", "run"]
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -15,8 +15,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True, help="a concept name (see `gnomon concepts ls`) or a JSONL/CSV/Parquet file")
     p.add_argument("--revision", default="main", help="model revision label stored with the rows (default: main)")
     p.add_argument("--name", default=None, help="dataset name in the store (default: the dataset's name)")
-    p.add_argument("--layers", default=None, help="all (default), 3, 0,4,8 or 2-6")
-    p.add_argument("--positions", default="last,mean", help="comma list of last, mean, tok (default: last,mean)")
+    add_options(p, "layers", "positions")
     p.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="storage dtype (default: float16)")
     p.add_argument("--model-dtype", default="auto", help="compute dtype: auto, float32, float16, bfloat16 (default: auto)")
     p.add_argument("--batch-size", type=int, default=256, help="most texts in one forward pass (default: 256)")
@@ -28,20 +27,18 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shard-size", type=int, default=CollectSpec.shard_size,
                    help=f"examples per stored shard, the unit of resume (default: {CollectSpec.shard_size})")
     p.add_argument("--trust-remote-code", action="store_true", help="allow model code from the model directory")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_options(p, json="print the summary as JSON")
     add_executor_args(p)
 
 
 def run(args: argparse.Namespace) -> int:
     from jobs.output import progress_wanted
-    from pipeline.types import POSITIONS
 
     from jobs.collect_job import CollectSpec, run_collection
-    from jobs.executors import make_executor
-
+    from jobs.engine import make_executor
     spec = CollectSpec(model=args.model, dataset=args.dataset, revision=args.revision, dataset_name=args.name,
                        layers=parse_layers(args.layers),
-                       positions=parse_choices(args.positions, POSITIONS, "position"),
+                       positions=parse_positions(args.positions),
                        dtype=args.dtype, model_dtype=args.model_dtype, batch_size=args.batch_size,
                        token_budget=args.token_budget,
                        shard_size=args.shard_size, trust_remote_code=args.trust_remote_code)

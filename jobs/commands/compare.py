@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from jobs.commands.collect import add_executor_args
+from jobs.commands.args import add_executor_args, add_options, parse_layers
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -22,13 +22,12 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--position", default=None, choices=["last", "mean"],
                    help="with --fleet: token position (default: last, or mean when the fleet holds an encoder such "
                         "as MiniLM, whose last token is [SEP])")
-    p.add_argument("--layers", default=None, help="with --fleet: comma list of layers (default: all stored)")
+    add_options(p, layers="with --fleet: all (default: every stored layer), 3, 0,4,8 or 2-6")
     p.add_argument("--no-collect", action="store_true", help="with --fleet: never collect missing activations")
     p.add_argument("--html", default=None, help="with --fleet: also write the HTML report here")
     p.add_argument("--no-log", action="store_true", help="with --fleet: do not log the report to MLflow")
     p.add_argument("--no-figures", action="store_true", help="with --fleet: JSON only, no PNGs or HTML")
-    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI for catalog REFs (default: $MLFLOW_TRACKING_URI, else SQLite in the home)")
-    p.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    add_options(p, "tracking_uri", json="print the comparison as JSON")
     add_executor_args(p)
 
 
@@ -37,12 +36,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.fleet:
         return _fleet(args)
-    from jobs.commands.args import check_refs
-    from jobs.refs import resolve_direction
+    from jobs.refs import check_refs, resolve_directions
     from pipeline.compare import compare, label
 
     refs = list(args.refs)
-    check_refs(refs, args.tracking_uri)  # every REF exists before the first is downloaded
+    check_refs(refs, args.tracking_uri)  # an unknown REF is refused before the --concept search starts MLflow
     if args.concept:
         from catalog import Catalog
 
@@ -50,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         refs += [r.ref for r in recs]
     if len(refs) < 2:
         raise GnomonError("give at least two references (or --concept with two or more versions, or CONCEPT --fleet NAME)")
-    dirs = [resolve_direction(r, args.tracking_uri) for r in refs]
+    dirs = resolve_directions(refs, args.tracking_uri)
     cmp = compare(dirs, [f"{r} ({label(d)})" for r, d in zip(refs, dirs)])
     if args.json:
         print(json.dumps(cmp.to_json(), indent=2))
@@ -63,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
 def _fleet(args: argparse.Namespace) -> int:
     import sys
 
-    from jobs.executors import make_executor
+    from jobs.engine import make_executor
     from jobs.fleet_compare_job import FleetCompareSpec, run_fleet_compare
     from pipeline.types import GnomonError
 
@@ -73,11 +71,8 @@ def _fleet(args: argparse.Namespace) -> int:
                           if len(set(concepts)) < 2 else
                           f"directions of different concepts ({', '.join(sorted(set(concepts)))}) cannot be compared "
                           "across versions: give one concept")
-    try:
-        layers = tuple(int(x) for x in args.layers.split(",")) if args.layers else None
-    except ValueError:
-        raise GnomonError(f"bad --layers {args.layers!r}: use whole numbers like 4,8,12") from None
-    spec = FleetCompareSpec(concept=concepts[0], fleet=args.fleet, position=args.position, layers=layers,
+    spec = FleetCompareSpec(concept=concepts[0], fleet=args.fleet, position=args.position,
+                            layers=parse_layers(args.layers),
                             collect=not args.no_collect, html=args.html, log=not args.no_log,
                             figures=not args.no_figures)
     out = run_fleet_compare(spec, make_executor(args.executor, args.ray_address, args.workers),

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import argparse
 
+from jobs.commands.args import add_options
+
 
 def add_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--executor", choices=["auto", "ray", "local"], default=None,
-                   help="override the spec's executor (default: the spec's)")
-    p.add_argument("--json", action="store_true", help="print every stage's result as JSON")
+    add_options(p, executor=dict(default=None, help="override the spec's executor (default: the spec's)"))
+    add_options(p, json="print every stage's result as JSON")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,7 +9,8 @@ import argparse
 import json
 from typing import Any
 
-from jobs.commands.collect import add_executor_args
+
+from jobs.commands.args import add_executor_args, add_options
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -33,8 +34,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chat", action="store_true", help="wrap the neutral prompts in the chat template")
     p.add_argument("--html", default=None, help="also write the HTML report here")
     p.add_argument("--no-log", action="store_true", help="do not log the report to MLflow")
-    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else SQLite in the home)")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_options(p, "tracking_uri")
+    add_options(p, "json")
     add_executor_args(p)
 
 
@@ -42,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from jobs.drift_job import DriftSpec, run_drift
-    from jobs.executors import make_executor
+    from jobs.engine import make_executor
     from pipeline.types import GnomonError
 
     corpora = {}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from jobs.commands.args import add_options
+
 _SHOWN = ("steer_slope", "steer_r2", "logodds_slope", "side_effect_kl", "perplexity_steered", "monitor_auroc",
           "probe_accuracy_after")
 
@@ -17,8 +19,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     ls.add_argument("--version", default=None, help="one model version id")
     ls.add_argument("--direction", default=None, help="the reference evaluated (sentiment@best)")
     ls.add_argument("--latest", action="store_true", help="only the newest run per (version, direction)")
-    ls.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else SQLite in the home)")
-    ls.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_options(ls, "tracking_uri")
+    add_options(ls, "json")
 
 
 def run(args: argparse.Namespace) -> int:

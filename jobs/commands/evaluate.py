@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from jobs.commands.collect import add_executor_args
+
+from jobs.commands.args import add_executor_args, add_options
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -21,15 +22,15 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chat", action="store_true", help="wrap the neutral prompts in the chat template")
     p.add_argument("--no-probe", action="store_true", help="skip the ablation probe")
     p.add_argument("--no-monitor", action="store_true", help="skip the monitor AUROC")
-    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else SQLite in the home)")
-    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    add_options(p, "tracking_uri")
+    add_options(p, json="print the results as JSON")
     add_executor_args(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    from jobs.commands.args import check_refs
+    from jobs.refs import check_refs
     from jobs.evaluate_job import EvalSpec, check_models, run_evaluation
-    from jobs.executors import make_executor
+    from jobs.engine import make_executor
     from pipeline.home import gnomon_home
     from pipeline.types import GnomonError
 

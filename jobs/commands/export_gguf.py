@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import argparse
 
-from jobs.commands.steer import describe, resolve_directions
-
+from jobs.commands.args import add_options
+from jobs.commands.steer import describe
+from jobs.refs import resolve_directions
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("refs", nargs="+", metavar="REF", help="direction(s): catalog ref or .safetensors file")
@@ -18,7 +19,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--unit", choices=("separation", "resid_norm", "raw"), default="separation",
                    help="what one unit of --strength means (default: separation)")
     p.add_argument("--model-hint", help="controlvector.model_hint (default: the direction's model id)")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI for catalog REFs")
+    add_options(p, "tracking_uri")
     p.add_argument("--model", help="the model a bare CONCEPT@best resolves against (default: the only one that has it)")
     p.add_argument("--force", action="store_true", help="replace FILE if it exists (default: refuse)")
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+from typing import Any
 
-from jobs.commands.args import add_executor_args, add_params_arg, parse_choices, parse_layers, parse_params
+from jobs.commands.args import add_executor_args, add_options, parse_layers, parse_methods, parse_params, parse_positions
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -14,45 +15,42 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--positive", default=None, help="label that projects higher (default: the concept's own)")
     p.add_argument("--negative", default=None, help="label that projects lower (default: the concept's own)")
     p.add_argument("--revision", default="main", help="model revision label (default: main)")
-    p.add_argument("--methods", default="all", help="all (default), or a comma list of mean_diff,pca,logistic,lda,ccs,leace")
-    p.add_argument("--layers", default=None, help="all (default), 3, 0,4,8 or 2-6")
-    p.add_argument("--positions", default="last,mean", help="comma list of last, mean (default: last,mean)")
+    add_options(p, "methods", "layers", "positions")
     p.add_argument("--select-metric", default="val_auroc", help="validation metric that picks the best layer: val_auroc (default), val_accuracy, val_dprime")
     p.add_argument("--register", default="best", choices=["best", "all", "none"],
                    help="register the best layer per method (default), every layer, or nothing")
     p.add_argument("--no-steer-select", action="store_true",
                    help="skip measuring steering effects (best-steer); run `gnomon catalog select-steer` later")
-    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else SQLite in the home)")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    add_params_arg(p)
+    add_options(p, "tracking_uri", "params", json="print the summary as JSON")
     add_executor_args(p)
 
 
 def run(args: argparse.Namespace) -> int:
     from jobs.output import progress_wanted
-    from pipeline.models.loading import check_layers
+    from pipeline.models.layers import check_layers
+    from pipeline.models.loading import ModelSpec
     from pipeline.models.shape import model_shape
-    from pipeline.types import METHODS, POSITIONS
 
-    methods = parse_choices(args.methods, METHODS, "fitting method")
+    methods = parse_methods(args.methods)
     layers = parse_layers(args.layers)
-    shape = model_shape(args.model)  # the model's config, no weights and no torch: bad layers refused at once
-    if shape is not None and layers is not None:
-        check_layers(list(layers), shape.num_layers, args.model)
+    model = ModelSpec(id=args.model, revision=args.revision).resolved()   # the one resolution of the model
+    shape = model_shape(model)  # the model's config, no weights and no torch: bad layers refused at once
+    if shape is not None:
+        layers = check_layers(layers, shape.num_layers, args.model)   # the one check: concrete from here down
     params = parse_params(args.param)
     if params:
         from pipeline.fit import check_method_params   # the declarations live beside the methods (torch)
 
         for method, values in params.items():
             check_method_params(method, values)
-    from jobs.executors import make_executor
+    from jobs.engine import make_executor
     from jobs.fit_job import FitSpec, run_fit
 
     spec = FitSpec(model=args.model, dataset=args.dataset, positive=args.positive, negative=args.negative,
                    revision=args.revision, layers=layers,
-                   positions=parse_choices(args.positions, POSITIONS, "position"),
+                   positions=parse_positions(args.positions),
                    methods=methods, select_metric=args.select_metric, register=args.register,
-                   params=params, select_steer=not args.no_steer_select)
+                   params=params, select_steer=not args.no_steer_select, resolved_model=model)
     catalog = None
     if args.register != "none":
         from catalog import Catalog
@@ -66,7 +64,12 @@ def run(args: argparse.Namespace) -> int:
                           show_progress=progress_wanted(args.json))
     if args.json:
         print(dumps(summary, indent=2))
-        return 0
+    else:
+        _print(summary)
+    return 0
+
+
+def _print(summary: dict[str, Any]) -> None:
     print(f"{summary['concept']} ({summary['positive']} vs {summary['negative']}) on {summary['model']}: "
           f"{summary['groups']} fits in {summary['seconds']['fit']:.1f} s ({summary['executor_choice']}), "
           f"collection {summary['seconds']['collect']:.1f} s ({summary['collect']['executor_choice']})")
@@ -89,4 +92,3 @@ def run(args: argparse.Namespace) -> int:
     print(f"time: collect {secs['collect']:.1f} s, fit {secs['fit']:.1f} s, alias selection "
           f"{secs.get('select', 0.0):.1f} s, total {secs['total']:.1f} s")
     print(f"layer sweep: {summary['sweep']}")
-    return 0

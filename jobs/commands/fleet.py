@@ -11,6 +11,8 @@ import argparse
 import json
 import sys
 
+from jobs.commands.args import add_options
+
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="fleet_cmd", metavar="SUBCOMMAND", required=True)
@@ -26,11 +28,11 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     b.add_argument("--seeds", default=None,
                    help="comma list of fine-tune seeds, one series each (default 0,1,2; seed 0 keeps the plain ids)")
     b.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    b.add_argument("--json", action="store_true", help="print the summary as JSON")
-    sub.add_parser("ls", help="list fleets").add_argument("--json", action="store_true", help="print the result as JSON")
+    add_options(b, json="print the summary as JSON")
+    add_options(sub.add_parser("ls", help="list fleets"), "json")
     s = sub.add_parser("show", help="list a fleet's versions with their lineage")
     s.add_argument("name", help="fleet name (see `gnomon fleet ls`)")
-    s.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_options(s, "json")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,14 +6,15 @@ import argparse
 import json
 import sys
 
+from jobs.commands.args import add_options
+
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="models_cmd", metavar="SUBCOMMAND", required=True)
-    sub.add_parser("ls", help="list registered versions (id, kind, parent, fingerprint)").add_argument(
-        "--json", action="store_true", help="print the result as JSON")
+    add_options(sub.add_parser("ls", help="list registered versions (id, kind, parent, fingerprint)"), "json")
     s = sub.add_parser("show", help="a version's lineage tree: its ancestors and its descendants")
     s.add_argument("id", help="registered version id (see `gnomon models ls`)")
-    s.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_options(s, "json")
 
 
 def run(args: argparse.Namespace) -> int:

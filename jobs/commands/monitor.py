@@ -11,7 +11,10 @@ import os
 import sys
 from typing import Any
 
-from jobs.commands.steer import add_source_args, allow_prompt_after_options, model_for, resolve_directions
+from jobs.commands.steer import add_source_args, allow_prompt_after_options, model_for
+from jobs.refs import resolve_directions
+
+from jobs.commands.args import add_options
 
 # 256-colour backgrounds from "negative" to "positive" and a dark/light foreground for each.
 _BG = (27, 75, 252, 215, 203, 160)
@@ -25,7 +28,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=int, default=32, help="tokens to generate and score (default: 32)")
     p.add_argument("--include-prompt", action="store_true", help="also score the prompt tokens")
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
-    p.add_argument("--json", action="store_true", help="print the trace as JSON")
+    add_options(p, json="print the trace as JSON")
     p.add_argument("--no-color", action="store_true", help="plain text with [p] after each token")
     p.add_argument("--color", action="store_true",
                    help="colour tokens even when stdout is not a terminal (default: only on a terminal)")

@@ -7,7 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from jobs.commands.steer import add_source_args, describe, model_for, resolve_directions
+from jobs.commands.steer import add_source_args, describe, model_for
+from jobs.refs import resolve_directions
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -22,7 +23,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pipeline.types import GnomonError
 
-    from jobs.commands.args import check_refs
+    from jobs.refs import check_refs
 
     # every input before any work (issue 21: a non-empty --out was refused after a 68 s load)
     if not args.out and not args.as_version:

@@ -17,12 +17,15 @@ import math
 from pathlib import Path
 from typing import Any
 
+from pipeline.atomic import write_text
+
+from jobs.commands.args import add_options
+
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("concept", help="concept whose fits to plot (see `gnomon catalog ls`)")
     p.add_argument("--out", default=None, help="output directory (default: <home>/reports/<concept>)")
-    p.add_argument("--tracking-uri", default=None,
-                   help="catalog for the alias table (default: $MLFLOW_TRACKING_URI, else SQLite in the home)")
+    add_options(p, "tracking_uri")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -107,11 +110,7 @@ chance; see the README's "What best means"); test is reported, never used to cho
 document.getElementById("status").textContent = "images " + ok.length + "/" + document.images.length; }});</script>
 </body></html>
 """
-    path = out / "index.html"
-    tmp = out / ".index.html.tmp"
-    tmp.write_text(doc, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_text(out / "index.html", doc)
 
 
 def _eval_html(ev: dict[str, Any]) -> str:

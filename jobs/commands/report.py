@@ -7,7 +7,8 @@ import argparse
 import json
 from pathlib import Path
 
-from jobs.commands.collect import add_executor_args, parse_layers
+
+from jobs.commands.args import add_executor_args, add_options, parse_layers
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -18,14 +19,17 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     who.add_argument("--models", default=None, help="comma list of models / checkpoints")
     who.add_argument("--fleet", default=None, help="every version of a fleet (<home>/fleets/<name>.json)")
     p.add_argument("--revision", default="main", help="model revision label (default: main)")
-    p.add_argument("--layers", default=None, help="all (default), 3, 0,4,8 or 2-6")
+    add_options(p, "layers")
     p.add_argument("--position", default="last", choices=["last", "mean"], help="token position of the rows analysed (default: last)")
     p.add_argument("--strengths", default="-4,-3,-2,-1,0,1,2,3,4",
                    help="dose-response strengths in class-mean separations, at least 7 (default: -4..4 in steps of 1; write --strengths=-4,...)")
     p.add_argument("--prompts", type=int, default=16, help="neutral prompts per concept for the live checks (default: 16)")
     p.add_argument("--max-new-tokens", type=int, default=12, help="continuation length for the behavioural scores (default: 12)")
-    p.add_argument("--score", default="auto", choices=["auto", "vader", "log-odds"],
-                   help="behavioural score: auto = VADER for sentiment, next-token word log-odds otherwise (default: auto)")
+    from pipeline.concepts.behaviour import scorer_names
+
+    p.add_argument("--score", default="auto", choices=["auto", "log-odds", *scorer_names()],
+                   help="behavioural score: auto = the concept's declared scorer (VADER for sentiment), next-token "
+                        "word log-odds otherwise (default: auto)")
     p.add_argument("--no-control", action="store_true", help="skip dose-response and interpolation")
     p.add_argument("--no-compose", action="store_true", help="skip composition")
     p.add_argument("--no-mlflow", action="store_true", help="do not log the report to the catalog's MLflow")
@@ -33,15 +37,15 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default=None, help="report name (folder under <home>/reports)")
     p.add_argument("--html", default=None, help="also write the static HTML page to this path")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else SQLite in the home)")
-    p.add_argument("--json", action="store_true", help="print the JSON document instead of the table")
+    add_options(p, "tracking_uri")
+    add_options(p, json="print the JSON document instead of the table")
     add_executor_args(p)
 
 
 def run(args: argparse.Namespace) -> int:
     import shutil
 
-    from jobs.executors import make_executor
+    from jobs.engine import make_executor
     from jobs.report_job import ReportSpec, fleet_models, run_report
     from pipeline.concepts import CONCEPTS
     from pipeline.types import GnomonError

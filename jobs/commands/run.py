@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 
+from jobs.commands.args import add_options
+
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", help="TOML job spec (see jobs/examples/demo.toml)")
-    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: SQLite in the home)")
-    p.add_argument("--ray-address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else local)")
-    p.add_argument("--executor", choices=["auto", "ray", "local"], default=None,
-                   help="override the spec's executor (default: the spec's)")
-    p.add_argument("--json", action="store_true", help="print every stage's result as JSON")
+    add_options(p, "tracking_uri")
+    add_options(p, "ray_address")
+    add_options(p, executor=dict(default=None, help="override the spec's executor (default: the spec's)"))
+    add_options(p, json="print every stage's result as JSON")
 
 
 def run(args: argparse.Namespace) -> int:

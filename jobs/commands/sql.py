@@ -16,10 +16,12 @@ from typing import Any
 
 from pipeline.types import GnomonError
 
+from jobs.commands.args import add_options
+
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("query", help="one SELECT / WITH / DESCRIBE / SHOW statement over `activations` and `examples`")
-    p.add_argument("--json", action="store_true", help="print rows as a JSON list of objects")
+    add_options(p, json="print rows as a JSON list of objects")
     p.add_argument("--limit", type=int, default=100, help="rows to print (0: all; default 100)")
     p.add_argument("--memory-limit", default="2GB", help="DuckDB memory limit (default 2GB; no spilling)")
 

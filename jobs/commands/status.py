@@ -12,13 +12,15 @@ import sys
 
 from jobs.commands.submit import ADDRESS_HELP
 
+from jobs.commands.args import add_options
+
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("job_id", help="the id `gnomon submit` printed")
     p.add_argument("--address", default=None, help=ADDRESS_HELP)
     p.add_argument("--wait", action="store_true", help="poll until the job ends")
     p.add_argument("--timeout", type=float, default=3600.0, help="with --wait: give up after this many seconds (default: 3600)")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_options(p, "json")
 
 
 def _show(st: dict[str, object], as_json: bool) -> None:

@@ -4,8 +4,8 @@ REF is a catalog reference (``sentiment@best``, ``sentiment/7``), a direction fi
 (``.safetensors`` written by ``Direction.save``) or a control vector (``.gguf``). The model
 comes from the first direction's provenance unless ``--model`` names one.
 
-The helpers here (``add_source_args``, ``resolve_directions``, ``model_for``) are shared by
-``monitor``, ``orthogonalize`` and ``export-gguf``.
+The helpers here (``add_source_args``, ``model_for``) are shared by ``monitor``,
+``orthogonalize`` and ``export-gguf``; REFs resolve through :mod:`jobs.refs`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ import json
 import shutil
 import textwrap
 from itertools import zip_longest
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from jobs.commands.args import add_options
 
 if TYPE_CHECKING:
     from pipeline.direction import Direction
@@ -27,8 +28,7 @@ OPS = ("add", "ablate", "clamp", "interpolate")
 
 # ---- shared by the direction-using commands -------------------------------------------
 def add_source_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tracking-uri", help="MLflow tracking URI for catalog REFs (default: "
-                   "$MLFLOW_TRACKING_URI, else sqlite:///<home>/mlflow.db)")
+    add_options(p, "tracking_uri")
     p.add_argument("--model", help="the model a bare CONCEPT@best / @best-monitor / @best-steer resolves "
                    "against, and the model to load (default: the one in the direction's provenance)")
     p.add_argument("--force", action="store_true",
@@ -50,51 +50,12 @@ def allow_prompt_after_options(p: argparse.ArgumentParser) -> None:
     p.parse_known_args = parse_known  # type: ignore[method-assign]
 
 
-def resolve_directions(refs: list[str], tracking_uri: str | None, model: str | None = None,
-                       say: bool = True) -> list[Direction]:
-    """Directions for REFs: files are read directly, anything else goes through the catalog
-    (``model`` scopes ``best``/``best-monitor``/``best-steer``). Every catalog REF is checked
-    first, so a bad second one is refused before the first downloads, and what each resolved
-    to is said on stderr."""
-    from jobs.commands.args import check_refs
-    from pipeline.types import GnomonError
-
-    # before torch is imported: a refusal takes a fraction of a second
-    records = iter(check_refs(refs, tracking_uri, model))
-    from pipeline.direction import Direction
-
-    out: list[Direction] = []
-    catalog = None
-    for ref in refs:
-        path = Path(ref).expanduser()
-        if path.suffix == ".gguf":
-            from pipeline.gguf_io import read_control_vector
-
-            out.extend(read_control_vector(path))
-        elif path.suffix == ".safetensors":
-            out.append(Direction.load(path))
-        elif path.exists():
-            raise GnomonError(f"{ref} is a file but neither .safetensors nor .gguf")
-        else:
-            if catalog is None:
-                from catalog import Catalog
-
-                catalog = Catalog(tracking_uri=tracking_uri)
-            rec = next(records)   # check_refs resolved the catalog REFs, in order
-            if say:
-                from jobs.refs import say_resolved
-
-                say_resolved(ref, rec)
-            out.append(catalog.load_record(rec))
-    return out
-
-
 def model_spec_for(directions: list[Direction], override: str | None) -> Any:
     """The :class:`~pipeline.models.ModelSpec` of ``--model`` or of the model all directions
     were fitted on, after checking each direction's layer and width against that model's
     config (read without its weights), so a mismatch is refused before a load."""
     from pipeline.models import ModelSpec
-    from pipeline.models.loading import check_layers
+    from pipeline.models.layers import check_layers
     from pipeline.models.shape import model_shape
     from pipeline.types import GnomonError
 
@@ -151,7 +112,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-fluency-check", action="store_true",
                    help="skip measuring the fluency bound (next-token KL) before generating")
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
-    p.add_argument("--json", action="store_true", help="print both continuations and the settings as JSON")
+    add_options(p, json="print both continuations and the settings as JSON")
     add_source_args(p)
     allow_prompt_after_options(p)
 
@@ -238,6 +199,8 @@ def run(args: argparse.Namespace) -> int:
         raise GnomonError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
     if args.strength is not None and not all(math.isfinite(s) for s in args.strength):
         raise GnomonError(f"--strength must be finite numbers, got {','.join(map(str, args.strength))}")
+    from jobs.refs import resolve_directions
+
     directions = resolve_directions(args.refs, args.tracking_uri, args.model)
     from jobs.output import step
 

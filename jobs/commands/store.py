@@ -21,20 +21,22 @@ import time
 from pathlib import Path
 from typing import Any
 
+from jobs.commands.args import add_options
+
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="store_command", metavar="ACTION", required=True)
     ls = sub.add_parser("ls", help="datasets, layers, rows and bytes per model")
-    ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_options(ls, json="print JSON instead of a table")
     ls.add_argument("--verify", action="store_true",
                     help="check every shard against its manifest's sha256 (reads every file); exit 1 if any fails")
     repair = sub.add_parser("repair", help="collect again the shards that fail their manifest checks")
-    repair.add_argument("--json", action="store_true", help="print what was repaired as JSON")
+    add_options(repair, json="print what was repaired as JSON")
     gc = sub.add_parser("gc", help="delete orphaned shards, stale manifests and temporary files")
     gc.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
     gc.add_argument("--min-age", type=float, default=3600.0, metavar="SECONDS",
                     help="only touch files older than this, so a running job is safe (default: 3600)")
-    gc.add_argument("--json", action="store_true", help="print what was deleted as JSON")
+    add_options(gc, json="print what was deleted as JSON")
 
 
 def _layers(layers: list[int]) -> str:

@@ -15,6 +15,8 @@ import argparse
 import json
 import sys
 
+from jobs.commands.args import add_options
+
 ADDRESS_HELP = "Ray Jobs API of the head, http://HEAD:8265 (default: $RAY_API_SERVER_ADDRESS, $RAY_ADDRESS, " \
                "else http://127.0.0.1:8265)"
 
@@ -22,15 +24,13 @@ ADDRESS_HELP = "Ray Jobs API of the head, http://HEAD:8265 (default: $RAY_API_SE
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", help="TOML job spec (checked here before it is sent)")
     p.add_argument("--address", default=None, help=ADDRESS_HELP)
-    p.add_argument("--tracking-uri", default=None,
-                   help="MLflow tracking URI the job registers into (default: $MLFLOW_TRACKING_URI, "
-                        "else SQLite in the job's home)")
+    add_options(p, "tracking_uri")
     p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                    help="extra environment variable for the job (repeatable; default: none beyond GNOMON_HOME and MLFLOW_TRACKING_URI), e.g. GNOMON_HOME=/store")
-    p.add_argument("--executor", choices=["ray", "local"], default=None, help="override the spec's executor")
+    add_options(p, executor=dict(default=None, help="override the spec's executor (default: the spec's)"))
     p.add_argument("--submission-id", default=None, help="job id to use (default: gnomon-<job name>-<random>)")
     p.add_argument("--follow", action="store_true", help="stream the job's logs until it ends; exit 1 unless it succeeds")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_options(p, "json")
 
 
 def run(args: argparse.Namespace) -> int:

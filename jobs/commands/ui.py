@@ -21,6 +21,8 @@ import sys
 import time
 from typing import Any, BinaryIO
 
+from jobs.commands.args import add_options
+
 START_TIMEOUT_S = 600.0
 """How long to wait for the page before giving up (MLflow took ~2 min under load)."""
 
@@ -29,8 +31,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=5000, help="port to listen on (default: 5000)")
     p.add_argument("--host", default="127.0.0.1",
                    help="interface to listen on (default: 127.0.0.1, this machine only)")
-    p.add_argument("--tracking-uri", default=None,
-                   help="catalog to show (default: $MLFLOW_TRACKING_URI, else sqlite:///<home>/mlflow.db)")
+    add_options(p, "tracking_uri")
     p.add_argument("--print-command", action="store_true", help="print the command and exit")
     p.add_argument("--start-timeout", type=float, default=START_TIMEOUT_S, metavar="SECONDS",
                    help=f"give up if the page does not answer within this long (default: {START_TIMEOUT_S:g})")

@@ -12,17 +12,21 @@ composition are reported as *not measured*, with :func:`not_measured` saying how
 
 from __future__ import annotations
 
+import importlib
 import json
-import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from pipeline.atomic import write_text
 from pipeline.home import gnomon_home
 from pipeline.types import GnomonError
 
-__all__ = ["CONCEPT_SCORERS", "CONCEPT_WORDS", "SCORER_NAMES", "Readout", "declare_readout", "not_measured",
-           "readout"]
+__all__ = ["CONCEPT_SCORERS", "CONCEPT_WORDS", "Readout", "concept_scorer", "declare_readout", "not_measured",
+           "readout", "register_scorer", "score_texts", "scorer_function", "scorer_names"]
 
 CONCEPT_WORDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "sentiment": (("good", "great", "wonderful", "happy", "love", "beautiful"),
@@ -40,8 +44,39 @@ CONCEPT_WORDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 """Per shipped concept: words whose next-token probability rises with the positive label
 (first tuple) and with the negative label (second)."""
 CONCEPT_SCORERS = {"sentiment": "vader"}
-"""Shipped concepts whose behaviour has a scorer of generated text (``pipeline.evaluate.SCORERS``)."""
-SCORER_NAMES = ("vader",)
+"""Shipped concepts whose behaviour has a scorer of generated text (see :func:`register_scorer`)."""
+
+_SCORERS: dict[str, str | Callable[[Sequence[str]], Any]] = {}
+
+
+def register_scorer(name: str, fn: str | Callable[[Sequence[str]], Any]) -> None:
+    """Register a scorer of generated text: ``fn(texts) -> (n,) float array``, or
+    ``"module:function"`` naming it (imported on first use). Every stage that scores text
+    (evaluate, report, best-steer, drift, fluency) and ``concepts add --scorer`` read this."""
+    _SCORERS[name] = fn
+
+
+def scorer_names() -> tuple[str, ...]:
+    return tuple(_SCORERS)
+
+
+def scorer_function(name: str) -> Callable[[Sequence[str]], Any]:
+    """The registered scorer ``name``, loaded."""
+    fn = _SCORERS.get(name)
+    if fn is None:
+        raise GnomonError(f"unknown scorer {name!r}: choose {', '.join(_SCORERS)}")
+    if isinstance(fn, str):
+        module, _, attr = fn.partition(":")
+        fn = _SCORERS[name] = getattr(importlib.import_module(module), attr)
+    return fn
+
+
+def score_texts(name: str, texts: Sequence[str]) -> np.ndarray:
+    """Scorer ``name`` on ``texts`` as float64 (n,)."""
+    return np.asarray(scorer_function(name)(texts), dtype=np.float64)
+
+
+register_scorer("vader", "pipeline.evaluate:vader_compound")
 
 
 @dataclass(frozen=True)
@@ -71,10 +106,17 @@ def readout(concept: str, home: Any = None) -> Readout | None:
     return Readout((pos, neg) if pos and neg else None, doc.get("scorer"), str(path))
 
 
+def concept_scorer(concept: str, home: Any = None) -> str | None:
+    """The scorer of generated text for ``concept`` (shipped or declared; None: it is
+    measured by its words' log-odds, or not at all)."""
+    r = readout(concept, home)
+    return r.scorer if r is not None else None
+
+
 def not_measured(concept: str) -> str:
     return (f"control not measured: concept {concept!r} declares no behavioural readout; declare one with "
             f"`gnomon concepts add FILE --name {concept} --words-positive w1,w2 --words-negative w3,w4` "
-            f"(or --scorer {'|'.join(SCORER_NAMES)})")
+            f"(or --scorer {'|'.join(scorer_names())})")
 
 
 def declare_readout(concept: str, home: Any, positive_words: tuple[str, ...] = (),
@@ -82,17 +124,12 @@ def declare_readout(concept: str, home: Any, positive_words: tuple[str, ...] = (
     """Write the concept's readout (words in both classes, or a scorer; atomically)."""
     if bool(positive_words) != bool(negative_words):
         raise GnomonError("give words for both labels (--words-positive and --words-negative), or neither")
-    if scorer is not None and scorer not in SCORER_NAMES:
-        raise GnomonError(f"unknown scorer {scorer!r}: choose {', '.join(SCORER_NAMES)}")
+    if scorer is not None and scorer not in scorer_names():
+        raise GnomonError(f"unknown scorer {scorer!r}: choose {', '.join(scorer_names())}")
     if not positive_words and scorer is None:
         raise GnomonError("a readout needs words for both labels or a scorer")
     bad = [w for w in (*positive_words, *negative_words) if not w.strip()]
     if bad:
         raise GnomonError("readout words must not be empty")
-    path = _file(concept, home)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"positive_words": list(positive_words), "negative_words": list(negative_words),
-                               "scorer": scorer}) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_text(_file(concept, home), json.dumps({
+        "positive_words": list(positive_words), "negative_words": list(negative_words), "scorer": scorer}) + "\n")

@@ -18,9 +18,8 @@ Methods that must run across shards keep mergeable statistics instead:
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -29,14 +28,11 @@ import torch
 from pipeline import metrics as M
 from pipeline.direction import Direction, Provenance
 from pipeline.fit._common import FitResult, as_f64
-from pipeline.fit import ccs, lda, leace, logistic, mean_diff, pca
 from pipeline.fit._params import Param, check_params
-from pipeline.fit.ccs import fit_ccs
-from pipeline.fit.lda import fit_lda
-from pipeline.fit.leace import LeaceEraser, LeaceFitter, eraser_from_rows, fit_leace
-from pipeline.fit.logistic import fit_logistic
-from pipeline.fit.mean_diff import MeanDiffFitter, fit_mean_diff
-from pipeline.fit.pca import fit_pca
+from pipeline.fit.leace import LeaceEraser, LeaceFitter, eraser_from_rows
+from pipeline.fit.mean_diff import MeanDiffFitter
+from pipeline.methods import method as _method
+from pipeline.methods import method_names
 from pipeline.types import GnomonError
 
 __all__ = ["FIT_METHODS", "FIT_PARAMS", "FitResult", "Param", "check_method_params", "Indistinguishable", "LeaceEraser", "LeaceFitter", "MeanDiffFitter", "eraser_from_rows",
@@ -49,32 +45,35 @@ class Indistinguishable(GnomonError):
 
 Array = np.ndarray | torch.Tensor
 
-FIT_METHODS: dict[str, Callable[..., FitResult]] = {
-    "mean_diff": fit_mean_diff,
-    "pca": fit_pca,
-    "logistic": fit_logistic,
-    "lda": fit_lda,
-    "ccs": fit_ccs,
-    "leace": fit_leace,
-}
+class _Registered(Mapping[str, Any]):
+    """A live read-only view of the method registry (``pipeline.methods``): a method
+    registered later is in it too."""
 
-FIT_PARAMS: dict[str, tuple[Param, ...]] = {
-    "mean_diff": mean_diff.PARAMS,
-    "pca": pca.PARAMS,
-    "logistic": logistic.PARAMS,
-    "lda": lda.PARAMS,
-    "ccs": ccs.PARAMS,
-    "leace": leace.PARAMS,
-}
+    def __init__(self, get: Callable[[str], Any]) -> None:
+        self._get = get
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in method_names():
+            raise KeyError(name)
+        return self._get(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(method_names())
+
+    def __len__(self) -> int:
+        return len(method_names())
+
+
+FIT_METHODS: Mapping[str, Callable[..., FitResult]] = _Registered(lambda m: _method(m).function())
+"""Each registered method's ``fit_<name>`` function."""
+FIT_PARAMS: Mapping[str, tuple[Param, ...]] = _Registered(lambda m: _method(m).declared())
 """Each method's declared parameters (``PARAMS`` beside it): names, types and ranges."""
 
 
-def check_method_params(method: str, params: Mapping[str, Any]) -> dict[str, Any]:
-    """``params`` for ``method`` checked against its declaration (unknown name, wrong type,
-    out of range: one GnomonError naming ``METHOD.NAME``), as the method takes them."""
-    if method not in FIT_PARAMS:
-        raise GnomonError(f"unknown fitting method {method!r}; choose one of {', '.join(FIT_METHODS)}")
-    return check_params(method, FIT_PARAMS[method], params)
+def check_method_params(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` for method ``name`` checked against its declaration (unknown name, wrong
+    type, out of range: one GnomonError naming ``METHOD.NAME``), as the method takes them."""
+    return check_params(name, _method(name).declared(), params)
 
 
 def fit_direction(method: str, pos: Array, neg: Array, *, base: Provenance, paired: bool = False,
@@ -88,10 +87,8 @@ def fit_direction(method: str, pos: Array, neg: Array, *, base: Provenance, pair
     added. ``resid_norm`` defaults to the mean L2 norm of the training rows. ``params`` go
     to the method and, with its defaults, into ``provenance.params``.
     """
-    fn = FIT_METHODS.get(method)
-    if fn is None:
-        raise GnomonError(f"unknown fitting method {method!r}; choose one of {', '.join(FIT_METHODS)}")
-    params = _check_params(method, fn, params)
+    fn = _method(method).function()
+    params = check_method_params(method, params)
     p, n = _class_rows(pos, neg, base, "train")
     _check_distinguishable(p, n)
     fitted = fn(p, n, paired=paired, **params)
@@ -178,9 +175,3 @@ def _class_rows(pos: Array, neg: Array, base: Provenance, split: str) -> tuple[n
         raise GnomonError(f"{split}: activations have width {p.shape[1]} but the provenance says "
                           f"hidden_size={base.hidden_size}")
     return p, n
-
-
-def _check_params(method: str, fn: Callable[..., FitResult], params: Mapping[str, Any]) -> dict[str, Any]:
-    """Kept for callers that pass the function (``jobs.fit_job``): see :func:`check_method_params`."""
-    del fn
-    return check_method_params(method, params)

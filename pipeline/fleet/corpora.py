@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.atomic import write_text
 from pipeline.types import GnomonError
 
 __all__ = ["Corpus", "corpus_from_texts", "diary_openings", "load_corpus", "save_corpus", "scratch_corpus",
@@ -108,12 +109,8 @@ def load_corpus(path: str | Path) -> Corpus:
 
 def save_corpus(corpus: Corpus, path: Path) -> Path:
     """Write the corpus as JSONL (temp + rename), e.g. beside the versions trained on it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps({"id": f"{corpus.name}-{i:05d}", "text": t}) + "\n"
-                           for i, t in enumerate(corpus.texts)))
-    tmp.replace(path)
-    return path
+    return write_text(path, "".join(json.dumps({"id": f"{corpus.name}-{i:05d}", "text": t}) + "\n"
+                                    for i, t in enumerate(corpus.texts)))
 
 
 TIMES = ("This morning", "Yesterday", "Last week", "On Monday", "After lunch", "In the evening",

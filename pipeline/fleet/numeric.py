@@ -7,12 +7,12 @@
   ``int8_dynamic_mixed``: int8 weights with per-channel scales for the Linears that read the
   residual width (attention, MLP gate/up), activations quantized per batch at run time, the
   MLP's down projection (outlier features) kept float32; see
-  :data:`pipeline.models.loading.QUANTIZE_CHOICES`. Packed int8 modules cannot be saved as
+  :data:`pipeline.models.quantize.QUANTIZE_CHOICES`. Packed int8 modules cannot be saved as
   safetensors, so the version stores the parent's float32 weights plus
   ``settings.quantize = "int8_dynamic_mixed"`` and
   ``load_model`` quantizes at load time (on CPU: the kernels exist only there). Its
   fingerprint is the float32 fingerprint mixed with the method
-  (:func:`~pipeline.models.loading.quantized_fingerprint`).
+  (:func:`~pipeline.models.quantize.quantized_fingerprint`).
 
 The float32 member of a numeric set is the parent itself (``smollm2-base``): no copy.
 
@@ -58,7 +58,8 @@ def build_numeric(parent: str, numeric: str, version_id: str | None = None,
     """Register ``parent`` in ``numeric`` precision as ``version_id`` (skipped if already built)."""
     import torch
 
-    from pipeline.models.loading import ModelSpec, load_model, quantized_fingerprint
+    from pipeline.models.loading import ModelSpec, load_model
+    from pipeline.models.quantize import quantized_fingerprint
 
     if numeric not in NUMERIC:
         raise GnomonError(f"unknown numeric version {numeric!r}: one of {', '.join(NUMERIC)}")

@@ -17,13 +17,12 @@ A *fleet* is a named, ordered list of versions kept in ``<home>/fleets/<name>.js
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from pipeline.atomic import move_into_place, write_json
 from pipeline.home import gnomon_home
 from pipeline.store import check_name
 from pipeline.types import GnomonError
@@ -172,14 +171,7 @@ def register_version(staged: Path, lineage: Lineage, home: str | Path | None = N
     if dst.exists():
         if not replace:
             raise GnomonError(f"model version {lineage.id!r} already exists at {dst}")
-        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-        os.replace(dst, old)
-        os.replace(staged, dst)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staged, dst)
-    return dst
+    return move_into_place(staged, dst)
 
 
 def scan_versions(home: str | Path | None = None) -> tuple[list[Lineage], list[str]]:
@@ -256,14 +248,9 @@ def save_fleet(fleet: Fleet, home: str | Path | None = None) -> Path:
     for m in fleet.members:
         if not (version_dir(m.id, home) / LINEAGE_FILE).is_file():
             raise GnomonError(f"fleet {fleet.name!r}: member {m.id!r} is not a registered model version")
-    path = fleet_path(fleet.name, home)
-    path.parent.mkdir(parents=True, exist_ok=True)
     doc = {"name": fleet.name, "description": fleet.description,
            "versions": [asdict(m) for m in fleet.members]}
-    tmp = path.with_suffix(f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(doc, indent=2))
-    os.replace(tmp, path)
-    return path
+    return write_json(fleet_path(fleet.name, home), doc, indent=2)
 
 
 def load_fleet(name: str, home: str | Path | None = None) -> Fleet:

@@ -152,8 +152,6 @@ def html_report(title: str, sections: Sequence[tuple[str, Sequence[Path], Sequen
             parts.append(f"<p><img alt='{html.escape(Path(p).name)}' src='data:image/png;base64,{data}'></p>")
         if rows:
             parts.append(_table(rows))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n".join(parts), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    from pipeline.atomic import write_text
+
+    return write_text(path, "\n".join(parts))

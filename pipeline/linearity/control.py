@@ -78,17 +78,16 @@ def concept_scorer(lm: LoadedModel, concept: str, kind: str = "auto", prompts: S
     sentiment) by default, or ``log-odds`` of its words: over a greedy continuation of
     ``prompts`` when given, else right after the prompt. A concept without a readout is
     refused with :func:`~pipeline.concepts.behaviour.not_measured`'s line."""
-    from pipeline.concepts.behaviour import not_measured, readout
+    from pipeline.concepts.behaviour import not_measured, readout, score_texts, scorer_names
 
     found = readout(concept, home)
     if found is None:
         raise GnomonError(not_measured(concept))
     if kind == "auto":
         kind = found.scorer or "log-odds"
-    if kind == "vader":
-        from pipeline.evaluate import vader_compound
-
-        return Scorer("vader", lambda _r, texts: float(np.mean(vader_compound(texts or []))), needs_text=True)
+    if kind in scorer_names():   # a registered scorer of generated text (vader, or one a plugin added)
+        name = kind
+        return Scorer(name, lambda _r, texts: float(np.mean(score_texts(name, texts or []))), needs_text=True)
     if kind == "log-odds":
         if found.words is None:
             raise GnomonError(not_measured(concept) + " (it has a scorer but no words for the log-odds)")
@@ -98,7 +97,7 @@ def concept_scorer(lm: LoadedModel, concept: str, kind: str = "auto", prompts: S
             ps = list(prompts)
             live = lambda ivs: continuation_log_odds(lm, ps, ivs, pos, neg, max_new_tokens)
         return Scorer("log-odds", lambda r, _t: log_odds(r, pos, neg), live=live)
-    raise GnomonError(f"unknown score kind {kind!r}: use auto, vader or log-odds")
+    raise GnomonError(f"unknown score kind {kind!r}: use auto, log-odds or {' or '.join(scorer_names())}")
 
 
 @dataclass(frozen=True)

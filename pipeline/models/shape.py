@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from pipeline.models.adapters import check_custom_code
+
 from pipeline.home import gnomon_home
 from pipeline.types import GnomonError
 
@@ -75,19 +77,6 @@ def _config(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None   # the loader says what is wrong with it
     return doc if isinstance(doc, dict) else None
-
-
-def check_custom_code(folder: Path, trust_remote_code: bool) -> None:
-    """Refuse a folder whose architecture exists only as code inside it (``auto_map`` in its
-    config for a model type gnomon has no adapter for) unless code may run."""
-    from pipeline.models.adapters import ADAPTERS
-
-    doc = _config(folder / "config.json")
-    if trust_remote_code or doc is None or not doc.get("auto_map") or doc.get("model_type") in ADAPTERS:
-        return
-    raise GnomonError(f"{folder} holds custom model code (config.json auto_map, model_type "
-                      f"{doc.get('model_type')!r}), which gnomon runs only when asked (gnomon collect "
-                      "--trust-remote-code); it has layer adapters for " + ", ".join(sorted(ADAPTERS)))
 
 
 def config_shape(path: Path) -> ModelShape | None:

@@ -9,17 +9,11 @@ from pipeline.steer.interventions import (
     Intervention,
     Positions,
     Unit,
-    ablate,
-    ablate_writers,
-    add,
-    add_rows,
     apply,
     check_direction,
-    clamp,
-    interpolate,
-    mix,
     scale_of,
 )
+from pipeline.steer.ops import ablate, ablate_writers, add, add_rows, clamp, interpolate, mix
 
 __all__ = [
     "POSITIONS",

@@ -1,0 +1,93 @@
+"""A request is resolved once, at the edge: one ``gnomon fit`` checks its layers once,
+resolves the model's source once and loads the dataset once (issue 24 counted 16 layer
+checks from 9 places, 7 model resolutions and 3 dataset loads); everything below trusts
+the resolved request (``Layers``, ``CollectSpec.resolved_model``, the dataset handed down)."""
+
+from __future__ import annotations
+
+import collections
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import write_dataset
+
+
+@pytest.fixture
+def counts(monkeypatch: pytest.MonkeyPatch) -> collections.Counter[str]:
+    import pipeline.datasets as D
+    import pipeline.models.layers as LY
+    import pipeline.models.loading as L
+
+    n: collections.Counter[str] = collections.Counter()
+    check, source, load = LY.check_layers, L.ModelSpec.resolved_source, D.load_dataset
+
+    def check_layers(*a: Any, **k: Any) -> Any:
+        n["check_layers"] += 1
+        return check(*a, **k)
+
+    def resolved_source(self: Any, *a: Any, **k: Any) -> Any:
+        if not self.source:          # a spec that carries its source is not resolved again
+            n["resolve_source"] += 1
+        return source(self, *a, **k)
+
+    def load_dataset(*a: Any, **k: Any) -> Any:
+        n["load_dataset"] += 1
+        return load(*a, **k)
+
+    monkeypatch.setattr(LY, "check_layers", check_layers)
+    monkeypatch.setattr(L.ModelSpec, "resolved_source", resolved_source)
+    monkeypatch.setattr(D, "load_dataset", load_dataset)
+    return n
+
+
+FIT = ["fit", "--positions", "last", "--methods", "mean_diff", "--register", "none"]
+
+
+@pytest.mark.parametrize("argv,layers,files", [(FIT, "1-2", 2), (FIT, "all", 3), (["collect"], "1-2", 2)])
+def test_one_command_checks_layers_resolves_the_model_and_loads_the_dataset_once(
+        home: Path, tmp_path: Path, counts: collections.Counter[str], capsys: pytest.CaptureFixture[str],
+        argv: list[str], layers: str, files: int) -> None:
+    from jobs.cli import main
+
+    data = write_dataset(tmp_path / "toy.jsonl", n_pairs=20)
+    rc = main([*argv, "--model", "tiny:llama:2x16", "--dataset", str(data), "--layers", layers,
+               "--executor", "local", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    written = out["collect"]["written_files"] if argv[0] == "fit" else out["written_files"]
+    assert rc == 0 and written == files
+    assert dict(counts) == {"check_layers": 1, "resolve_source": 1, "load_dataset": 1}
+
+
+def test_resolved_layers_are_trusted_only_for_the_same_depth() -> None:
+    import pickle
+
+    from pipeline.models.layers import Layers, check_layers, ensure_layers
+    from pipeline.types import GnomonError
+
+    got = check_layers(None, 4, "m")
+    assert got == (0, 1, 2, 3, 4) and isinstance(got, Layers) and got.num_layers == 4
+    assert ensure_layers(got, 4, "m") is got                       # trusted, not re-checked
+    with pytest.raises(GnomonError, match="valid layers are 0..2"):
+        ensure_layers(got, 2, "other")                              # another model's depth: checked
+    back = pickle.loads(pickle.dumps(got))                          # travels to Ray workers intact
+    assert back == got and back.num_layers == 4
+
+
+def test_a_resolved_spec_is_the_same_cached_model_and_pool(home: Path) -> None:
+    """Carrying the resolved source must not make a second identity: the model cache and
+    the worker pools key a spec the same whether or not its source was resolved."""
+    from jobs.shards import model_pool
+    from pipeline.models import ModelSpec, cached_model, clear_model_cache
+
+    plain = ModelSpec(id="tiny:llama:2x16")
+    resolved = plain.resolved(home)
+    assert resolved.source == "tiny" and plain.source is None
+    clear_model_cache()
+    try:
+        assert cached_model(plain, home) is cached_model(resolved, home)
+    finally:
+        clear_model_cache()
+    assert model_pool(plain, str(home))[0] == model_pool(resolved, str(home))[0]
