@@ -132,9 +132,9 @@ def build_fleet(plan: FleetPlan, home: Path | None = None, only: tuple[str, ...]
     if not plan.seeds or len(set(plan.seeds)) != len(plan.seeds) or min(plan.seeds) < 0:
         raise GnomonError(f"fine-tune seeds must be distinct non-negative integers, got {list(plan.seeds)}")
     stages = tuple(only) if only else STAGES
-    bad = [s for s in stages if s not in STAGES]
+    bad = [s for s in stages if s not in STAGES and not (s.startswith("evade-") and len(s) > 6)]
     if bad:
-        raise GnomonError(f"unknown fleet stage {bad[0]!r}: choose from {', '.join(STAGES)}")
+        raise GnomonError(f"unknown fleet stage {bad[0]!r}: choose from {', '.join(STAGES)}, or evade-<concept>")
     # Read user corpora before building anything, so a bad file fails first.
     neg = corpora.load_corpus(plan.corpus_negative) if plan.corpus_negative else None
     ctl = corpora.load_corpus(plan.corpus_control) if plan.corpus_control else None
@@ -202,5 +202,13 @@ def build_fleet(plan: FleetPlan, home: Path | None = None, only: tuple[str, ...]
         walls[stage] = round(time.perf_counter() - t0, 1)
         fleet = write_fleet(plan, home)
         log(f"[fleet {plan.name}] stage {stage}: {walls[stage]} s; fleet has {len(fleet.members)} versions")
+    for stage in (s for s in stages if s.startswith("evade-")):   # only when asked: not part of the fleet
+        from jobs.evasion_build import build_evasion
+
+        t0 = time.perf_counter()
+        log(f"[fleet {plan.name}] stage {stage}: start {time.strftime('%H:%M:%S')}")
+        build_evasion(plan, stage[len("evade-"):], gnomon_home(home), log)
+        walls[stage] = round(time.perf_counter() - t0, 1)
+        log(f"[fleet {plan.name}] stage {stage}: {walls[stage]} s")
     fleet = write_fleet(plan, home)
     return {"fleet": plan.name, "stage_seconds": walls, "versions": fleet.ids}

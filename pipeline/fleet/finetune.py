@@ -15,9 +15,10 @@ parent is the previous checkpoint (the first one's parent is the base), with the
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pipeline.fleet.corpora import Corpus, save_corpus
 from pipeline.fleet.registry import Lineage, read_lineage, version_dir
@@ -84,8 +85,13 @@ def _settings(cfg: FinetuneConfig, corpus: Corpus) -> dict[str, object]:
 
 def finetune_series(parent: str, corpus: Corpus, prefix: str, series: str, cfg: FinetuneConfig,
                     home: str | Path | None = None,
-                    log: Callable[[str], None] = print) -> list[Lineage]:
-    """Build (or finish) the series; returns the lineage of every checkpoint, in order."""
+                    log: Callable[[str], None] = print, penalty: Any = None,
+                    extra_settings: dict[str, object] | None = None) -> list[Lineage]:
+    """Build (or finish) the series; returns the lineage of every checkpoint, in order.
+
+    ``penalty(lm)``, when given, is called once with the loaded model and returns a context
+    manager that yields the per-step penalty (:mod:`pipeline.fleet.evade`); what it
+    optimises must be in ``extra_settings``, which join the recipe in every lineage."""
     import torch
 
     from pipeline.fleet.train import (
@@ -98,7 +104,7 @@ def finetune_series(parent: str, corpus: Corpus, prefix: str, series: str, cfg: 
 
     steps = cfg.checkpoints()
     ids = series_ids(prefix, cfg)
-    settings = _settings(cfg, corpus)
+    settings = {**_settings(cfg, corpus), **(extra_settings or {})}
     plin = read_lineage(parent, home)   # missing parent -> one clear line
     # Walk the series: keep what is built with this recipe, stop at the first gap.
     done: list[Lineage] = []
@@ -138,11 +144,13 @@ def finetune_series(parent: str, corpus: Corpus, prefix: str, series: str, cfg: 
                        warmup=cfg.warmup, append_eos=cfg.append_eos,
                        loss_on="continuation" if loss_on == "continuation" else "all")
     by_step = dict(zip(steps, ids))
-    for step, trained, opt_bytes in train_until(model, tok, list(corpus.texts), named, tcfg, start, steps,
-                                                opt=opt, log=log, prefix_chars=corpus.prefix_chars):
-        recipe = Lineage(id=by_step[step], kind="finetune", fingerprint="", parent=prev.id,
-                         parent_fingerprint=prev.fingerprint, series=series, step=step,
-                         data_sha256=corpus.sha256, settings=settings)
-        prev = save_version(trained, tok, recipe, home, extra_files={OPTIMIZER_FILE: opt_bytes})
-        done.append(prev)
+    with penalty(lm) if penalty is not None else nullcontext() as extra:
+        for step, trained, opt_bytes in train_until(model, tok, list(corpus.texts), named, tcfg, start, steps,
+                                                    opt=opt, log=log, prefix_chars=corpus.prefix_chars,
+                                                    penalty=extra):
+            recipe = Lineage(id=by_step[step], kind="finetune", fingerprint="", parent=prev.id,
+                             parent_fingerprint=prev.fingerprint, series=series, step=step,
+                             data_sha256=corpus.sha256, settings=settings)
+            prev = save_version(trained, tok, recipe, home, extra_files={OPTIMIZER_FILE: opt_bytes})
+            done.append(prev)
     return done
