@@ -33,7 +33,8 @@ from pipeline.types import GnomonError
 __all__ = ["FleetRun", "log_fleet_run", "search_fleet_runs"]
 
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@/+-]*$")
-_EXPERIMENT = {"eval": "gnomon-evals", "compare": "gnomon-compare", "drift": "gnomon-compare"}
+_EXPERIMENT = {"eval": "gnomon-evals", "compare": "gnomon-compare", "drift": "gnomon-compare",
+               "evasion": "gnomon-compare"}
 
 
 @dataclass(frozen=True)

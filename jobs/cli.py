@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("jobs.commands.compare", "compare directions across checkpoints, layers and methods"),
     "evaluate": ("jobs.commands.evaluate", "measure steering, side effects, monitor and erasure across checkpoints"),
     "evals": ("jobs.commands.evals", "list evaluation results logged per model version (evaluate --fleet)"),
+    "evasion": ("jobs.commands.evasion", "train against a monitor: does the concept leave the linear subspace?"),
     "drift": ("jobs.commands.drift", "predict fine-tuning behaviour change from activation shift; screen data"),
     "run": ("jobs.commands.run", "run a TOML job spec (collect, fit, evaluate) with resume"),
     "steer": ("jobs.commands.steer", "generate with and without a direction applied"),

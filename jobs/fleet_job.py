@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.fleet.finetune import seed_suffix
 from pipeline.fleet.registry import (
     LINEAGE_FILE,
     Fleet,
@@ -104,17 +105,28 @@ def planned_ids(plan: FleetPlan, home: Path | None) -> list[str]:
     return ids
 
 
-def seed_suffix(seed: int) -> str:
-    """``""`` for seed 0 (the ids fleets had before seeds), ``-seed<k>`` otherwise."""
-    return "" if seed == 0 else f"-seed{seed}"
-
-
 def write_fleet(plan: FleetPlan, home: Path | None) -> Fleet:
     members = tuple(m for m in (_member(v, home) for v in planned_ids(plan, home)) if m is not None)
     fleet = Fleet(name=plan.name, members=members,
                   description=f"built by `gnomon fleet build` from {plan.base_model}")
     save_fleet(fleet, home)
     return fleet
+
+
+def _evade_stages(plan: FleetPlan, stages: tuple[str, ...], home: Path | None,
+                  log: Callable[[str], None]) -> dict[str, float]:
+    """The ``evade-<concept>`` stages, only when named (:mod:`jobs.evasion_build`)."""
+    from jobs.evasion_build import build_evasion
+    from pipeline.home import gnomon_home
+
+    walls = {}
+    for stage in (s for s in stages if s.startswith("evade-")):
+        t0 = time.perf_counter()
+        log(f"[fleet {plan.name}] stage {stage}: start {time.strftime('%H:%M:%S')}")
+        build_evasion(plan, stage[len("evade-"):], gnomon_home(home), log)
+        walls[stage] = round(time.perf_counter() - t0, 1)
+        log(f"[fleet {plan.name}] stage {stage}: {walls[stage]} s")
+    return walls
 
 
 def build_fleet(plan: FleetPlan, home: Path | None = None, only: tuple[str, ...] | None = None,
@@ -132,9 +144,9 @@ def build_fleet(plan: FleetPlan, home: Path | None = None, only: tuple[str, ...]
     if not plan.seeds or len(set(plan.seeds)) != len(plan.seeds) or min(plan.seeds) < 0:
         raise GnomonError(f"fine-tune seeds must be distinct non-negative integers, got {list(plan.seeds)}")
     stages = tuple(only) if only else STAGES
-    bad = [s for s in stages if s not in STAGES]
+    bad = [s for s in stages if s not in STAGES and not (s.startswith("evade-") and len(s) > 6)]
     if bad:
-        raise GnomonError(f"unknown fleet stage {bad[0]!r}: choose from {', '.join(STAGES)}")
+        raise GnomonError(f"unknown fleet stage {bad[0]!r}: choose from {', '.join(STAGES)}, or evade-<concept>")
     if "minilm" in stages and plan.minilm:
         from pipeline.fleet.imports import minilm_zip
 
@@ -205,5 +217,6 @@ def build_fleet(plan: FleetPlan, home: Path | None = None, only: tuple[str, ...]
         walls[stage] = round(time.perf_counter() - t0, 1)
         fleet = write_fleet(plan, home)
         log(f"[fleet {plan.name}] stage {stage}: {walls[stage]} s; fleet has {len(fleet.members)} versions")
+    walls |= _evade_stages(plan, stages, home, log)
     fleet = write_fleet(plan, home)
     return {"fleet": plan.name, "stage_seconds": walls, "versions": fleet.ids}

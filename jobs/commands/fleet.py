@@ -19,7 +19,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     b = sub.add_parser("build", help="build (or finish) every version of a fleet")
     b.add_argument("--name", default="smollm2", help="fleet name (default smollm2; tiny: tiny)")
     b.add_argument("--only", default=None,
-                   help="comma list of stages: base,numeric,minilm,ft-negative,ft-control,scratch,edited")
+                   help="comma list of stages: base,numeric,minilm,ft-negative,ft-control,scratch,edited; "
+                        "evade-<concept> (only when named) trains an evasion and a control series against "
+                        "the concept's frozen monitor")
     b.add_argument("--tiny", action="store_true", help="a tiny random Llama fleet (seconds; for tests and smoke runs)")
     b.add_argument("--corpus", default=None, help="JSONL/CSV/Parquet with a 'text' column for the skewed fine-tune")
     b.add_argument("--control-corpus", default=None, help="same, for the control fine-tune")

@@ -15,9 +15,10 @@ parent is the previous checkpoint (the first one's parent is the base), with the
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pipeline.fleet.corpora import Corpus, save_corpus
 from pipeline.fleet.registry import Lineage, read_lineage, version_dir
@@ -25,7 +26,7 @@ from pipeline.fleet.versions import is_built, save_version
 from pipeline.home import gnomon_home
 from pipeline.types import GnomonError
 
-__all__ = ["FinetuneConfig", "finetune_series", "series_ids"]
+__all__ = ["FinetuneConfig", "finetune_series", "seed_suffix", "series_ids"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,11 @@ class FinetuneConfig:
         return list(range(self.every, self.steps + 1, self.every))
 
 
+def seed_suffix(seed: int) -> str:
+    """``""`` for seed 0 (the ids fleets had before seeds), ``-seed<k>`` otherwise."""
+    return "" if seed == 0 else f"-seed{seed}"
+
+
 def series_ids(prefix: str, cfg: FinetuneConfig) -> list[str]:
     return [f"{prefix}-s{s:04d}" for s in cfg.checkpoints()]
 
@@ -82,10 +88,32 @@ def _settings(cfg: FinetuneConfig, corpus: Corpus) -> dict[str, object]:
     return s
 
 
+def _built(parent: Lineage, ids: list[str], steps: list[int], series: str, data_sha256: str,
+           settings: dict[str, object], home: str | Path | None) -> list[Lineage]:
+    """The series' checkpoints already built with this recipe, up to the first gap."""
+    done: list[Lineage] = []
+    prev = parent
+    for vid, step in zip(ids, steps):
+        recipe = Lineage(id=vid, kind="finetune", fingerprint="", parent=prev.id,
+                         parent_fingerprint=prev.fingerprint, series=series, step=step,
+                         data_sha256=data_sha256, settings=settings)
+        got = is_built(recipe, home)
+        if got is None:
+            break
+        done.append(got)
+        prev = got
+    return done
+
+
 def finetune_series(parent: str, corpus: Corpus, prefix: str, series: str, cfg: FinetuneConfig,
                     home: str | Path | None = None,
-                    log: Callable[[str], None] = print) -> list[Lineage]:
-    """Build (or finish) the series; returns the lineage of every checkpoint, in order."""
+                    log: Callable[[str], None] = print, penalty: Any = None,
+                    extra_settings: dict[str, object] | None = None) -> list[Lineage]:
+    """Build (or finish) the series; returns the lineage of every checkpoint, in order.
+
+    ``penalty(lm)``, when given, is called once with the loaded model and returns a context
+    manager that yields the per-step penalty (:mod:`pipeline.fleet.evade`); what it
+    optimises must be in ``extra_settings``, which join the recipe in every lineage."""
     import torch
 
     from pipeline.fleet.train import (
@@ -98,20 +126,10 @@ def finetune_series(parent: str, corpus: Corpus, prefix: str, series: str, cfg: 
 
     steps = cfg.checkpoints()
     ids = series_ids(prefix, cfg)
-    settings = _settings(cfg, corpus)
+    settings = {**_settings(cfg, corpus), **(extra_settings or {})}
     plin = read_lineage(parent, home)   # missing parent -> one clear line
-    # Walk the series: keep what is built with this recipe, stop at the first gap.
-    done: list[Lineage] = []
-    prev = plin
-    for vid, step in zip(ids, steps):
-        recipe = Lineage(id=vid, kind="finetune", fingerprint="", parent=prev.id,
-                         parent_fingerprint=prev.fingerprint, series=series, step=step,
-                         data_sha256=corpus.sha256, settings=settings)
-        got = is_built(recipe, home)
-        if got is None:
-            break
-        done.append(got)
-        prev = got
+    done = _built(plin, ids, steps, series, corpus.sha256, settings, home)
+    prev = done[-1] if done else plin
     if len(done) == len(ids):
         log(f"  {series}: all {len(ids)} checkpoints already built")
         return done
@@ -138,11 +156,13 @@ def finetune_series(parent: str, corpus: Corpus, prefix: str, series: str, cfg: 
                        warmup=cfg.warmup, append_eos=cfg.append_eos,
                        loss_on="continuation" if loss_on == "continuation" else "all")
     by_step = dict(zip(steps, ids))
-    for step, trained, opt_bytes in train_until(model, tok, list(corpus.texts), named, tcfg, start, steps,
-                                                opt=opt, log=log, prefix_chars=corpus.prefix_chars):
-        recipe = Lineage(id=by_step[step], kind="finetune", fingerprint="", parent=prev.id,
-                         parent_fingerprint=prev.fingerprint, series=series, step=step,
-                         data_sha256=corpus.sha256, settings=settings)
-        prev = save_version(trained, tok, recipe, home, extra_files={OPTIMIZER_FILE: opt_bytes})
-        done.append(prev)
+    with penalty(lm) if penalty is not None else nullcontext() as extra:
+        for step, trained, opt_bytes in train_until(model, tok, list(corpus.texts), named, tcfg, start, steps,
+                                                    opt=opt, log=log, prefix_chars=corpus.prefix_chars,
+                                                    penalty=extra):
+            recipe = Lineage(id=by_step[step], kind="finetune", fingerprint="", parent=prev.id,
+                             parent_fingerprint=prev.fingerprint, series=series, step=step,
+                             data_sha256=corpus.sha256, settings=settings)
+            prev = save_version(trained, tok, recipe, home, extra_files={OPTIMIZER_FILE: opt_bytes})
+            done.append(prev)
     return done

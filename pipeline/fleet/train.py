@@ -108,10 +108,13 @@ def load_optimizer_state(named: list[tuple[str, torch.nn.Parameter]], opt: torch
 def train_until(model: Any, tok: Any, texts: Sequence[str], named: list[tuple[str, torch.nn.Parameter]],
                 cfg: TrainConfig, start_step: int, checkpoints: Sequence[int],
                 opt: torch.optim.Optimizer | None = None,
-                log: Any = None, prefix_chars: Sequence[int] | None = None) -> Iterator[tuple[int, Any, bytes]]:
+                log: Any = None, prefix_chars: Sequence[int] | None = None,
+                penalty: Any = None) -> Iterator[tuple[int, Any, bytes]]:
     """Train ``named`` parameters from ``start_step``; yield ``(step, model, optimizer bytes)``
     at every checkpoint step after ``start_step`` (the model is in eval mode while yielded).
-    ``prefix_chars`` (one per text) is used when ``cfg.loss_on == "continuation"``."""
+    ``prefix_chars`` (one per text) is used when ``cfg.loss_on == "continuation"``.
+    ``penalty(batch)``, when given, is added to each step's LM loss after the forward pass
+    (it may read what hooks recorded during that pass: :mod:`pipeline.fleet.evade`)."""
     if cfg.loss_on == "continuation" and prefix_chars is None:
         raise GnomonError("loss_on='continuation' needs each text's opening length (prefix_chars)")
     params = [p for _, p in named]
@@ -129,11 +132,15 @@ def train_until(model: Any, tok: Any, texts: Sequence[str], named: list[tuple[st
             pre = [prefix_chars[i] for i in rows] if cfg.loss_on == "continuation" and prefix_chars else None
             batch = lm_batch(tok, [texts[i] for i in rows], cfg.max_length, device, cfg.append_eos, pre)
             loss = model(**batch).loss
+            extra = penalty(batch) if penalty is not None else None
+            if extra is not None:
+                loss = loss + extra
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             opt.zero_grad(set_to_none=True)
             if log is not None and (step % 10 == 0 or step == target):
-                log(f"    step {step}: loss {loss.item():.3f}")
+                log(f"    step {step}: loss {loss.item():.3f}"
+                    + (f" (penalty {extra.item():.3f})" if extra is not None else ""))
         model.eval()
         yield step, model, optimizer_state_bytes(named, opt)

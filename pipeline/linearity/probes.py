@@ -191,7 +191,8 @@ class ProbeTask:
 
 
 def train_probes(tasks: Sequence[ProbeTask], *, weight_decays: tuple[float, ...] = WEIGHT_DECAYS,
-                 hidden: int = HIDDEN, steps: int = STEPS, lr: float = LR, seed: int = 0) -> list[ProbeResult]:
+                 hidden: int = HIDDEN, steps: int = STEPS, lr: float = LR, seed: int = 0,
+                 test_logits: dict[int, np.ndarray] | None = None) -> list[ProbeResult]:
     """Train every task's whole grid in one optimisation loop; one result per task.
 
     The loss is the sum of the tasks' losses and Adam's update is per coordinate, so each
@@ -199,7 +200,7 @@ def train_probes(tasks: Sequence[ProbeTask], *, weight_decays: tuple[float, ...]
     loop only shares the per-step overhead, which dominates for small probes. Tasks on the
     same split arrays (the linear and the MLP probe of one layer) share one input and one
     product (:class:`_Joint`). Each task returns the grid point chosen on its validation
-    split.
+    split (``test_logits`` gets each task's chosen test logits, by index).
     """
     if not tasks:
         return []
@@ -266,6 +267,8 @@ def train_probes(tasks: Sequence[ProbeTask], *, weight_decays: tuple[float, ...]
         scores = [(*_metrics(logits[1][j], t.val[1]), weight_decays[j], j) for j in range(k)]
         best = max(scores)[3]
         te = _metrics(logits[2][best], t.test[1])
+        if test_logits is not None:
+            test_logits[len(out)] = logits[2][best]
         out.append(ProbeResult(kind=t.kind, weight_decay=weight_decays[best], val_auroc=scores[best][0],
                                val_accuracy=scores[best][1], test_auroc=te[0], test_accuracy=te[1],
                                train_accuracy=float(((logits[0][best] > 0) == t.train[1]).mean())))
