@@ -106,8 +106,16 @@ def planned_ids(plan: FleetPlan, home: Path | None) -> list[str]:
 
 
 def write_fleet(plan: FleetPlan, home: Path | None) -> Fleet:
-    members = tuple(m for m in (_member(v, home) for v in planned_ids(plan, home)) if m is not None)
-    fleet = Fleet(name=plan.name, members=members,
+    """The plan's registered versions in plan order, then any other registered member the
+    fleet file already had: a build with fewer seeds (``--seeds 0``) or one stage does not
+    drop versions an earlier build added."""
+    from pipeline.fleet.registry import list_fleets, load_fleet
+
+    members = [m for m in (_member(v, home) for v in planned_ids(plan, home)) if m is not None]
+    if plan.name in list_fleets(home):
+        have = {m.id for m in members}
+        members += [m for m in load_fleet(plan.name, home).members if m.id not in have and _member(m.id, home)]
+    fleet = Fleet(name=plan.name, members=tuple(members),
                   description=f"built by `gnomon fleet build` from {plan.base_model}")
     save_fleet(fleet, home)
     return fleet

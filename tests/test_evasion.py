@@ -88,3 +88,14 @@ def test_bad_requests_name_what_to_fix(evasion, tmp_path) -> None:
     with pytest.raises(GnomonError, match="bootstrap >= 100"):
         run_evasion(EvasionSpec("sentiment", "tiny", n_boot=10), home=home)
     assert os.path.isdir(home / "prereg")
+
+
+def test_a_build_with_fewer_seeds_keeps_the_fleets_other_versions(evasion) -> None:
+    from dataclasses import replace
+
+    home, plan, _ = evasion
+    build_fleet(replace(plan, seeds=(0, 1)), home, only=("ft-negative",), log=lambda m: None)
+    both = {m.id for m in load_fleet("tiny", home).members}
+    assert any("-seed1-" in v for v in both)
+    build_fleet(plan, home, only=("evade-sentiment",), log=lambda m: None)   # seeds (0,): rewrites the fleet
+    assert {m.id for m in load_fleet("tiny", home).members} == both
