@@ -63,7 +63,8 @@ def served(tmp_path_factory, mlflow_template, tiny_models):
     got, _p, _t, acts = rows.arrays()
     x = acts[np.argsort([int(i) for i in got])].astype(np.float64)
     cond = _dir(lm, 1, torch.as_tensor(x[:3].mean(0) - x[3:].mean(0), dtype=torch.float32), "yesno")
-    for d in (steer_d, watch, watchm, wide, cond):
+    honesty = _dir(lm, 2, torch.randn(lm.hidden_size, generator=g), "honesty")
+    for d in (steer_d, watch, watchm, wide, cond, honesty):
         cat.register(d, set_best=False)
     thr = fit_threshold(score_texts(lm, cond, YES), score_texts(lm, cond, NO))
     assert thr.f1 == 1.0
@@ -76,6 +77,7 @@ def served(tmp_path_factory, mlflow_template, tiny_models):
     running = start(app, batcher)
     client = openai.OpenAI(base_url=running.url + "/v1", api_key="unused", max_retries=0, timeout=120)
     yield {"lm": lm, "client": client, "url": running.url, "steer": steer_d, "watch": watch, "watchm": watchm,
+           "honesty": honesty,
            "bound": bound, "batcher": batcher}
     running.stop()
     if old is None:
@@ -149,6 +151,7 @@ def test_monitor_readings_equal_gnomon_monitor(served, capsys):
         assert [t["id"] for t in tokens] == trace["token_ids"]
         assert [t["readings"][ref] for t in tokens] == pytest.approx(trace["scores"][name], abs=1e-5)
         assert [t["probs"][ref] for t in tokens] == pytest.approx(trace["probs"][name], abs=1e-5)
+        assert _gnomon(resp.choices[0])["prompt"]["readings"][ref] == pytest.approx(trace["reading"][name], abs=1e-5)
     thr = {"watch/1": 0.5, "watchm/1": 0.9}
     assert all(set(t["alarms"]) == {r for r, p in t["probs"].items() if p >= thr[r]} for t in tokens)
 
@@ -249,3 +252,32 @@ def test_bearer_token(served):
         assert running.url.startswith("http://127.0.0.1:")
     finally:
         running.stop()
+
+
+def test_lie_detector_client_measures_what_the_offline_monitor_measures(served):
+    """docs/lie_detector.py: its precision/recall on the honesty test split equal the ones the
+    offline reading (score_texts + the direction's calibration) gives for the same threshold."""
+    import importlib.util
+    from pathlib import Path
+
+    from pipeline.datasets import load_dataset
+    from pipeline.monitor import gaussian_calibration, score_texts
+
+    path = Path(__file__).resolve().parents[1] / "docs" / "lie_detector.py"
+    spec = importlib.util.spec_from_file_location("lie_detector", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    lm, d = served["lm"], served["honesty"]
+    ds = load_dataset("honesty")
+    pos, neg = ds.split_texts("test", "deceptive"), ds.split_texts("test", "honest")
+    offline = gaussian_calibration(d).prob(score_texts(lm, d, pos + neg))
+    thr = float(np.median(offline))
+    got = mod.precision_recall(served["client"], MODEL, "honesty/1", thr)
+    assert got["n"] == len(pos) + len(neg) and got["n_positive"] == len(pos) > 0
+    assert got["probs"] == pytest.approx(list(offline), abs=1e-5)
+    flags = offline >= thr
+    truth = np.array([True] * len(pos) + [False] * len(neg))
+    assert got["precision"] == pytest.approx((flags & truth).sum() / flags.sum())
+    assert got["recall"] == pytest.approx((flags & truth).sum() / truth.sum())
+    answer = mod.flag_answer(served["client"], MODEL, "honesty/1", "did you break it?", thr, max_tokens=4)
+    assert answer["flag"] == bool(answer["flagged_tokens"]) and isinstance(answer["answer"], str)

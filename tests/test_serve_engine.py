@@ -47,13 +47,15 @@ def test_a_lone_row_generates_what_steer_generates_and_reads_what_monitor_reads(
         (events,) = _run(lm, [row])
         assert lm.tokenizer.decode(row.tokens, skip_special_tokens=True) == \
             generate(lm, [prompt], 8, interventions=[iv])[0]
-        assert events[-1]["done"] and len(events) == len(row.tokens) + 1
+        assert "prompt_readings" in events[0] and events[-1]["done"] and len(events) == len(row.tokens) + 2
         (trace,) = monitor(lm, watched, [prompt], 8, interventions=[iv])
         assert trace.token_ids == row.tokens
         for k, name in enumerate(trace.scores):
-            got = [e["readings"][f"w{k}"] for e in events[:-1]]
+            got = [e["readings"][f"w{k}"] for e in events[1:-1]]
             assert got == pytest.approx(trace.scores[name], abs=1e-5)
-            assert [e["probs"][f"w{k}"] for e in events[:-1]] == pytest.approx(trace.probs[name], abs=1e-5)
+            assert [e["probs"][f"w{k}"] for e in events[1:-1]] == pytest.approx(trace.probs[name], abs=1e-5)
+            assert events[0]["prompt_readings"][f"w{k}"] == pytest.approx(trace.reading[name], abs=1e-5)
+            assert events[0]["prompt_probs"][f"w{k}"] == pytest.approx(trace.reading_prob[name], abs=1e-5)
 
 
 def test_rows_of_a_batch_keep_their_ops_and_budgets(tiny_lm):

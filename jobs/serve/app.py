@@ -6,8 +6,10 @@
   "when": "harmful/3"}]`` (``when`` optional: a condition fitted by ``gnomon condition fit``);
 - request ``monitor``: ``["honesty@best-monitor", {"ref": ..., "threshold": 0.8}]``;
 - each choice's ``gnomon``: per generated token its text, id, each monitor's reading and
-  calibrated probability and the monitors at or past their threshold (``alarms``), and whether
-  each condition fired. Streamed chunks carry the same per token.
+  calibrated probability and the monitors at or past their threshold (``alarms``); whether
+  each condition fired; and ``prompt``, each monitor's reading of the whole prompt (its last
+  token, or the running mean for a ``mean`` direction: the figure the direction's test AUROC
+  describes). Streamed chunks carry the same per token, the last one ``prompt``.
 
 The official ``openai`` client sends the extra fields with ``extra_body=`` and keeps the extra
 response fields (``choice.model_extra["gnomon"]``). Decoding is greedy (temperature 0).
@@ -47,6 +49,7 @@ class _Job:
         self.tokens: list[list[dict[str, Any]]] = [[] for _ in prompts]
         self.conditions: list[dict[str, bool]] = [{} for _ in prompts]
         self.finish: list[str | None] = [None] * len(prompts)
+        self.prompt: list[dict[str, Any]] = [{} for _ in prompts]
         self.alarms: dict[str, int] = {}
 
     def _emitter(self, r: int) -> Any:
@@ -59,10 +62,14 @@ class _Job:
             r, ev = await self.queue.get()
             if "error" in ev:
                 raise RequestError(500, f"generation failed: {ev['error']}")
+            if "prompt_readings" in ev:
+                self.prompt[r] = {"readings": ev["prompt_readings"], "probs": ev["prompt_probs"]}
+                continue
             if ev.get("done"):
                 left -= 1
                 self.finish[r], self.conditions[r] = ev["finish_reason"], ev["conditions"]
-                yield r, {"text": "", "finish_reason": ev["finish_reason"], "gnomon": {"conditions": ev["conditions"]}}
+                yield r, {"text": "", "finish_reason": ev["finish_reason"],
+                          "gnomon": {"conditions": ev["conditions"], "prompt": self.prompt[r]}}
                 continue
             yield r, self._piece(r, ev)
 
@@ -83,7 +90,8 @@ class _Job:
         return {"text": piece, "finish_reason": None, "gnomon": {**token, "conditions": ev["conditions"]}}
 
     def gnomon(self, r: int) -> dict[str, Any]:
-        return {"tokens": self.tokens[r], "conditions": self.conditions[r], "thresholds": self.thresholds}
+        return {"tokens": self.tokens[r], "conditions": self.conditions[r], "thresholds": self.thresholds,
+                "prompt": self.prompt[r]}
 
 
 def create_app(lm: Any, resolver: Resolver, batcher: Batcher, *, model_name: str, token: str | None = None,

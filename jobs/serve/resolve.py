@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -27,16 +28,19 @@ UNITS = ("separation", "resid_norm", "raw")
 class Resolver:
     """Catalog references -> directions (cached per reference), ops and watches for one model.
 
+    A version (``concept/N``) is cached for the server's life; an alias (``concept@best``) is
+    resolved again after ``alias_ttl_s``, so moving an alias reaches a running server.
     ``exclusive(fn)`` runs ``fn`` where nothing else uses the model (the batcher's thread):
     measuring a fluency bound runs forward passes."""
 
     def __init__(self, lm: Any, tracking_uri: str | None, model: str, *, fluency: bool = True,
-                 exclusive: Callable[[Callable[[], Any]], Any] | None = None) -> None:
+                 exclusive: Callable[[Callable[[], Any]], Any] | None = None, alias_ttl_s: float = 60.0) -> None:
         self.lm, self.tracking_uri, self.model = lm, tracking_uri, model
         self.fluency = fluency
         self.exclusive = exclusive or (lambda fn: fn())
         self._lock = threading.Lock()
-        self._dirs: dict[str, tuple[Any, Any]] = {}
+        self._dirs: dict[str, tuple[Any, Any, float]] = {}
+        self.alias_ttl_s = alias_ttl_s
         self._bounds: dict[tuple[str, str], float] = {}
         self._catalog: Any = None
 
@@ -51,8 +55,9 @@ class Resolver:
             raise RequestError(400, f"{what} {ref!r}: the server takes catalog references (concept@alias, "
                                "concept/N), not files")
         with self._lock:
-            if ref in self._dirs:
-                return self._dirs[ref]
+            hit = self._dirs.get(ref)
+            if hit is not None and ("@" not in ref or time.monotonic() - hit[2] < self.alias_ttl_s):
+                return hit[0], hit[1]
             try:
                 (rec,) = check_refs([ref], self.tracking_uri, self.model)
             except GnomonError as e:
@@ -68,7 +73,7 @@ class Resolver:
                 check_direction(self.lm, d)
             except GnomonError as e:
                 raise RequestError(400, f"{what} {ref!r} ({rec.ref}): {_line(e)}") from None
-            self._dirs[ref] = (rec, d)
+            self._dirs[ref] = (rec, d, time.monotonic())
             return rec, d
 
     # ---- steering -------------------------------------------------------------------------

@@ -50,7 +50,8 @@ class Row:
     ops: Sequence[Op] = ()
     monitors: Sequence[Watch] = ()
     emit: Callable[[dict[str, Any]], None] = lambda event: None
-    """Called with ``{"token_id", "readings", "probs"}`` per token, then ``{"done": ...}``."""
+    """Called with ``{"prompt_readings", "prompt_probs"}`` once the prompt is read, then
+    ``{"token_id", "readings", "probs", "conditions"}`` per token, then ``{"done": ...}``."""
     tokens: list[int] = field(default_factory=list)
 
 
@@ -137,7 +138,9 @@ def run_batch(lm: LoadedModel, rows: Sequence[Row]) -> None:
         cache = _out_cache(out)
         for t in range(width):                                                  # the prompt, for mean readings
             content = [bool(mask[r, t]) and int(ids[r, t]) not in special for r in range(len(rows))]
-            read(t, [], content)
+            prompt_read = read(t, [], content)
+        for r, row in enumerate(rows):          # the whole prompt's reading: what the test AUROC describes
+            row.emit({"prompt_readings": prompt_read[r], "prompt_probs": _probs(row, prompt_read[r])})
         step_mask, step_pos = mask, pos[:, -1:]
         for i in range(budget):
             nxt = out.logits[:, -1].argmax(-1)                                  # (B,)
@@ -158,15 +161,18 @@ def run_batch(lm: LoadedModel, rows: Sequence[Row]) -> None:
             readings = read(0, [], content)
             for r, row in enumerate(rows):
                 if fresh[r]:
-                    probs = {w.name: float(w.calibration.prob([readings[r][w.name]])[0])
-                             for w in row.monitors if w.calibration is not None}
-                    row.emit({"token_id": row.tokens[-1], "readings": readings[r], "probs": probs,
+                    row.emit({"token_id": row.tokens[-1], "readings": readings[r], "probs": _probs(row, readings[r]),
                               "conditions": _conditions(row, r, state)})
             if all(done):
                 break
     for r, row in enumerate(rows):
         reason = "stop" if row.tokens and row.tokens[-1] == eos else "length"
         row.emit({"done": True, "finish_reason": reason, "conditions": _conditions(row, r, state)})
+
+
+def _probs(row: Row, readings: dict[str, float]) -> dict[str, float]:
+    return {w.name: float(w.calibration.prob([readings[w.name]])[0]) for w in row.monitors
+            if w.calibration is not None}
 
 
 def _conditions(row: Row, r: int, state: Any) -> dict[str, bool]:
