@@ -28,7 +28,7 @@ def threshold_tags(thr: Any, *, dataset: str, dataset_hash: str, split: str, pos
         "n_pos": thr.n_pos, "n_neg": thr.n_neg, "split": split, "position": position,
         "dataset": dataset, "dataset_hash": dataset_hash, "model": model, "fingerprint": fingerprint,
         "code_version": code_version(),
-        "fitted_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "fitted_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }.items()}
 
 

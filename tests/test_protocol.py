@@ -10,7 +10,17 @@ import torch
 
 from pipeline.direction import Direction, Provenance
 from pipeline.models import load_model
-from pipeline.steer import ablate, add, apply, clamp, encode_prompts, generate, greedy, interpolate, mix
+from pipeline.steer import (
+    ablate,
+    add,
+    apply,
+    clamp,
+    encode_prompts,
+    generate,
+    greedy,
+    interpolate,
+    mix,
+)
 from pipeline.steer.conditional import Conditional, fit_threshold
 from pipeline.steer.protocol import Add, generate_rows, ops_of, steering
 from pipeline.types import GnomonError
@@ -82,9 +92,9 @@ def test_ops_compose_in_order_and_hooks_are_removed(lm):
 
 def test_a_raising_forward_leaves_no_hook(lm):
     enc = encode_prompts(lm, PROMPTS)
-    with pytest.raises(GnomonError, match="set up for 2 rows"):
-        with steering(lm, [[Add(2, torch.ones(lm.hidden_size))]] * 2):
-            greedy(lm, enc, 2)
+    with pytest.raises(GnomonError, match="set up for 2 rows"), \
+            steering(lm, [[Add(2, torch.ones(lm.hidden_size))]] * 2):
+        greedy(lm, enc, 2)
     assert not lm.adapter.layer_module(lm.model, 2)._forward_hooks
 
 

@@ -20,8 +20,8 @@ openai = pytest.importorskip("openai")
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-from pipeline.direction import Direction, Provenance  # noqa: E402
-from pipeline.steer import add, generate  # noqa: E402
+from pipeline.direction import Direction, Provenance
+from pipeline.steer import add, generate
 
 MODEL = "tiny:llama"
 N = 8

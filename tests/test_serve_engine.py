@@ -9,7 +9,7 @@ import torch
 from pipeline.direction import Direction, Provenance
 from pipeline.monitor import gaussian_calibration, monitor
 from pipeline.serve import Row, Watch, run_batch
-from pipeline.steer import add, ablate, generate
+from pipeline.steer import ablate, add, generate
 from pipeline.steer.protocol import generate_rows, ops_of
 
 PROMPTS = ["the cat sat on the mat", "hi", "a much longer prompt than the others"]

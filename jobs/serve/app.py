@@ -24,7 +24,9 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import Request  # at module level: FastAPI resolves the handlers' string annotations here
+from fastapi import (
+    Request,  # at module level: FastAPI resolves the handlers' string annotations here
+)
 
 from jobs.serve.resolve import RequestError, Resolver
 from jobs.serve.worker import Batcher, Metrics

@@ -147,7 +147,7 @@ class Resolver:
             ref, thr = (item, 0.5) if not isinstance(item, dict) else (item.get("ref"), item.get("threshold", 0.5))
             if isinstance(thr, bool) or not isinstance(thr, (int, float)) or not 0.0 < thr < 1.0:
                 raise RequestError(400, f"monitor[{i}].threshold must be a probability strictly between 0 and 1")
-            rec, d = self.direction(ref, f"monitor[{i}]")
+            _rec, d = self.direction(ref, f"monitor[{i}]")
             if ref in names:
                 continue
             names.add(ref)

@@ -122,8 +122,8 @@ class Metrics:
                       "# TYPE gnomon_request_latency_seconds summary",
                       f"gnomon_request_latency_seconds_sum {self.latency_sum:.6f}",
                       f"gnomon_request_latency_seconds_count {self.latency_n}",
-                      "# HELP gnomon_monitor_alarms_total Generated tokens whose monitor probability reached "
-                      "the request's threshold.", "# TYPE gnomon_monitor_alarms_total counter"]
+                      ("# HELP gnomon_monitor_alarms_total Generated tokens whose monitor probability reached "
+                      "the request's threshold."), "# TYPE gnomon_monitor_alarms_total counter"]
             lines += [f'gnomon_monitor_alarms_total{{monitor="{_esc(k)}"}} {v}' for k, v in sorted(self.alarms.items())]
             if batcher is not None:
                 lines += ["# TYPE gnomon_batches_total counter", f"gnomon_batches_total {batcher.batches}",
