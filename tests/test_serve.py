@@ -281,3 +281,34 @@ def test_lie_detector_client_measures_what_the_offline_monitor_measures(served):
     assert got["recall"] == pytest.approx((flags & truth).sum() / truth.sum())
     answer = mod.flag_answer(served["client"], MODEL, "honesty/1", "did you break it?", thr, max_tokens=4)
     assert answer["flag"] == bool(answer["flagged_tokens"]) and isinstance(answer["answer"], str)
+
+
+def test_random_bodies_never_get_a_5xx(served):
+    """Bodies with every field of a wrong type or value (seeded): each gets a 4xx or a 200,
+    never a 5xx, and the server still answers afterwards."""
+    import random
+    import urllib.error
+    import urllib.request
+
+    rng = random.Random(0)
+    junk = [None, True, -1, 0, 2.5, 1e308, "", "x", [], [1], {}, {"ref": 3}, [{"ref": "sent/1"}],
+            [{"ref": "sent/1", "strength": float("inf")}], ["watch/1", 7], "sent/1", "nope@best"]
+    fields = ["model", "prompt", "max_tokens", "stream", "steer", "monitor", "temperature", "n", "messages"]
+    statuses = []
+    for _ in range(60):
+        body = {"model": MODEL, "prompt": "hi", "max_tokens": 1}
+        for f in rng.sample(fields, rng.randint(1, 3)):
+            body[f] = rng.choice(junk)
+        raw = json.dumps(body, allow_nan=True).encode()
+        path = rng.choice(["/v1/completions", "/v1/chat/completions"])
+        req = urllib.request.Request(served["url"] + path, data=raw, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req) as r:
+                statuses.append(r.status)
+                r.read()
+        except urllib.error.HTTPError as e:
+            statuses.append(e.code)
+            assert json.loads(e.read())["error"]["message"], raw
+    assert all(s == 200 or 400 <= s < 500 for s in statuses), statuses
+    assert sum(400 <= s < 500 for s in statuses) > 30
+    assert served["client"].completions.create(model=MODEL, prompt="hi", max_tokens=1).choices[0].text is not None

@@ -32,6 +32,8 @@ from jobs.serve.resolve import RequestError, Resolver
 from jobs.serve.worker import Batcher, Metrics
 
 MAX_TOKENS_DEFAULT = 16
+MAX_PROMPTS = 64
+"""Prompts in one completions request (they are generated as one batch)."""
 
 
 class _Job:
@@ -222,6 +224,8 @@ def create_app(lm: Any, resolver: Resolver, batcher: Batcher, *, model_name: str
             texts = [prompt] if isinstance(prompt, str) else prompt
             if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
                 raise RequestError(400, "prompt must be a string or a non-empty list of strings")
+            if len(texts) > MAX_PROMPTS:
+                raise RequestError(400, f"at most {MAX_PROMPTS} prompts per request, got {len(texts)}: split them")
             prompts = [lm.tokenizer(check_text(t, "prompt"))["input_ids"] for t in texts]
             job = await prepare(body, prompts)
             return await respond(job, body, False, sum(map(len, prompts)))
