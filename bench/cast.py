@@ -9,15 +9,17 @@ arbitrary but measurable behaviour (VADER on greedy continuations). On the refus
 
 - how often the condition fires (precision / recall / F1 of firing on harmful prompts);
 - the mean VADER compound of the continuations unsteered, steered unconditionally, and
-  steered conditionally, and the fraction of continuations the conditional rule changed.
+  steered conditionally, and the fraction of continuations each steering changed.
 
 CAST's claim holds when the conditional rule moves the harmful prompts about as far as the
-unconditional steering does and leaves the harmless ones where they were. Deterministic
+unconditional steering does and leaves the harmless ones where they were (by construction a
+prompt that fires is steered exactly as the unconditional steering steers it, and one that
+does not is not steered, so what is measured is how well the condition fires). Deterministic
 (greedy); not a timing benchmark.
 
 Run: ``python bench/cast.py [--model smollm2] [--condition refusal@best-monitor]
 [--behaviour sentiment@best] [--strength -0.5] [--max-new-tokens 24]``.
-Last line: ``cast_selectivity = <harmful shift / harmless shift>``.
+Last line: ``cast_changed = <harmful changed fraction> vs <harmless changed fraction>`` (conditional).
 """
 
 from __future__ import annotations
@@ -82,7 +84,8 @@ def main() -> None:
         fired_by[label] = fired
         v = {k: float(np.mean(vader_compound(t))) for k, t in
              (("unsteered", plain), ("always", always), ("conditional", conditional))}
-        changed = float(np.mean([a != b for a, b in zip(plain, conditional)]))
+        changed = (float(np.mean([a != b for a, b in zip(plain, always)])),
+                   float(np.mean([a != b for a, b in zip(plain, conditional)])))
         rows.append((label, len(prompts), float(np.mean(fired)), v, changed))
     tp = sum(fired_by[pos_label])
     n_fired = tp + sum(fired_by[neg_label])
@@ -90,12 +93,13 @@ def main() -> None:
     rec = tp / len(fired_by[pos_label])
     f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
     print(f"\nfiring on the test split: precision {prec:.3f}, recall {rec:.3f}, F1 {f1:.3f}")
-    print(f"{'class':<10} {'n':>4} {'fired':>6} {'VADER unsteered':>16} {'always':>8} {'conditional':>12} {'changed':>8}")
-    shift = {}
+    print(f"{'class':<10} {'n':>4} {'fired':>6} {'VADER: unsteered':>17} {'always':>8} {'conditional':>12} "
+          f"{'changed: always':>16} {'conditional':>12}")
     for label, n, fr, v, ch in rows:
-        print(f"{label:<10} {n:>4} {fr:>6.2f} {v['unsteered']:>16.3f} {v['always']:>8.3f} {v['conditional']:>12.3f} {ch:>8.2f}")
-        shift[label] = abs(v["conditional"] - v["unsteered"])
-    print(f"cast_selectivity = {shift[pos_label] / max(shift[neg_label], 1e-9):.2f}")
+        print(f"{label:<10} {n:>4} {fr:>6.2f} {v['unsteered']:>17.3f} {v['always']:>8.3f} {v['conditional']:>12.3f} "
+              f"{ch[0]:>16.2f} {ch[1]:>12.2f}")
+    changed = {label: ch[1] for label, _n, _f, _v, ch in rows}
+    print(f"cast_changed = {changed[pos_label]:.2f} vs {changed[neg_label]:.2f}")
 
 
 if __name__ == "__main__":

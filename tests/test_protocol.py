@@ -145,14 +145,24 @@ def test_conditional_fires_on_positive_prompts_and_steers_exactly_those(lm, posi
     assert steered[0] != plain[0]
 
 
-def test_a_condition_read_after_the_behaviour_layer_steers_from_the_first_new_token(lm):
+def test_a_condition_read_after_the_behaviour_layer_is_decided_before_the_prompt_pass(lm):
     d, thr, pos, neg = _condition(lm, 3)
-    late = add(lm, make_dir(lm, layer=1, seed=5), 3.0, positions="generated")
-    rule = Conditional(d.layer, d.unit, thr.threshold, thr.comparison, ops_of(add(lm, make_dir(lm, layer=1, seed=5), 3.0)))
-    prompts = [pos[2], neg[2]]
-    got, state = generate_rows(lm, prompts, [[rule]] * 2, N)
-    assert rule.fired(state) == [True, False]
-    assert got == [generate(lm, prompts, N, interventions=[late])[0], generate(lm, prompts, N)[1]]
+    behaviour = add(lm, make_dir(lm, layer=1, seed=5), 3.0)
+    rule = Conditional(d.layer, d.unit, thr.threshold, thr.comparison, ops_of(behaviour))
+    prompts = [pos[2], neg[2], neg[3], pos[3]]
+    got, state = generate_rows(lm, prompts, [[rule]] * 4, N)
+    assert rule.fired(state) == [True, False, False, True]
+    steered, plain = generate(lm, prompts, N, interventions=[behaviour]), generate(lm, prompts, N)
+    assert got == [steered[0], plain[1], plain[2], steered[3]]
+    # without the decision pass the behaviour could only start at the first generated token
+    late = generate(lm, prompts, N, interventions=[add(lm, make_dir(lm, layer=1, seed=5), 3.0, positions="generated")])
+    enc = encode_prompts(lm, prompts)
+    with steering(lm, [[rule]] * 4) as bare:
+        gen = greedy(lm, enc, N)
+    from pipeline.steer import continuation_texts
+
+    assert rule.fired(bare) == [True, False, False, True]
+    assert continuation_texts(lm, gen) == [late[0], plain[1], plain[2], late[3]]
 
 
 def test_conditional_refuses_bad_rules(lm):

@@ -72,3 +72,19 @@ def test_rows_of_a_batch_keep_their_ops_and_budgets(tiny_lm):
     assert [len(r.tokens) for r in short] == [2, 8, 5]
     assert short[0].tokens == rows[0].tokens[:2]
     assert generate(lm, PROMPTS, 8)[1] == got[1]
+
+
+def test_a_late_condition_is_decided_before_the_prompt_pass(tiny_lm):
+    from pipeline.steer.conditional import Conditional
+
+    lm = tiny_lm
+    cond = make_dir(lm, layer=3, seed=6)
+    behaviour = add(lm, make_dir(lm, layer=1, seed=7), 3.0)
+    fires = Conditional(3, cond.unit, -1e9, ">", ops_of(behaviour), name="always")
+    never = Conditional(3, cond.unit, 1e9, ">", ops_of(behaviour), name="never")
+    rows = [Row(_ids(lm, PROMPTS[0]), 6, ops=[fires]), Row(_ids(lm, PROMPTS[0]), 6, ops=[never])]
+    events = _run(lm, rows)
+    assert events[0][-1]["conditions"] == {"always": True} and events[1][-1]["conditions"] == {"never": False}
+    got = [lm.tokenizer.decode(r.tokens, skip_special_tokens=True) for r in rows]
+    assert got == [generate(lm, PROMPTS[:1], 6, interventions=[behaviour])[0], generate(lm, PROMPTS[:1], 6)[0]]
+    assert got[0] != got[1]

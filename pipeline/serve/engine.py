@@ -22,7 +22,7 @@ import torch
 
 from pipeline.hooks import _hidden, hooks
 from pipeline.models.loading import LoadedModel
-from pipeline.steer.protocol import Op, mean_weights, steering
+from pipeline.steer.protocol import Op, decide, mean_weights, steering
 from pipeline.types import GnomonError
 
 
@@ -134,6 +134,7 @@ def run_batch(lm: LoadedModel, rows: Sequence[Row]) -> None:
     done = [False] * len(rows)
     with torch.inference_mode(), steering(lm, [list(r.ops) for r in rows],
                                           weights=mean_weights(lm, ids, mask)) as state, hooks(register):
+        decide(lm, [list(r.ops) for r in rows], state, ids, mask)             # conditions read late
         out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
         cache = _out_cache(out)
         for t in range(width):                                                  # the prompt, for mean readings

@@ -4,11 +4,15 @@ a *behaviour* only to the rows whose reading crosses a threshold.
 
 The condition is read the way the direction was fitted (as the monitor reads it): ``last``
 reads ``h @ u`` at the prompt's last token, ``mean`` the mean of ``h @ u`` over its content
-tokens by collection's pooling rule, at the condition's layer, on the prompt pass. The
-decision is made once per row and kept for the whole generation. The behaviour ops then act
-on the rows that fired: in the same prompt pass when their layer is at or after the
-condition's layer (so a fired row generates exactly what the unconditional behaviour
-generates), otherwise from the first decode step on.
+tokens by collection's pooling rule, at the condition's layer, on the prompt. The decision is
+made once per row and kept for the whole generation, and the behaviour ops act on the rows that
+fired at every position, prompt included, so a fired row generates exactly what the
+unconditional behaviour generates and one that did not fire generates the unsteered text.
+When the behaviour edits a layer before the condition's, the prompt pass would reach it before
+the decision: :func:`pipeline.steer.protocol.decide` then reads the condition in a partial
+prompt pass first (stopped after the condition's layer). Without that pass (a bare
+:func:`~pipeline.steer.protocol.steering` context) such a behaviour starts at the first
+generated token.
 
 Where CAST compares a cosine similarity against a hand-picked threshold, gnomon picks the
 threshold and the comparison from data: :func:`fit_threshold` takes the readings of the
@@ -117,6 +121,12 @@ class Conditional(Op, _Cast):
     @property
     def layers(self) -> tuple[int, ...]:  # type: ignore[override]
         return tuple(sorted({self.layer, *(layer for o in self.then for layer in o.layers)}))
+
+    @property
+    def decide_layer(self) -> int:
+        """Where the prompt is read (:func:`pipeline.steer.protocol.decide` reads it first
+        when that is after a layer the behaviour edits)."""
+        return self.layer
 
     def _read(self, hidden: torch.Tensor, state: State) -> torch.Tensor:
         """(b,) the prompt's reading per row."""

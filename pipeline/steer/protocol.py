@@ -58,6 +58,8 @@ class State:
     for ops that read a ``mean``-position direction on the prompt; see :func:`mean_weights`."""
     memory: dict[int, torch.Tensor] = field(default_factory=dict)
     """Per-op memory across passes, keyed by ``id(op)`` (a conditional's per-row decisions)."""
+    deciding: bool = False
+    """True during :func:`decide`'s partial prompt pass."""
 
     def row_index(self, device: torch.device) -> torch.Tensor:
         return self.rows if self.rows is not None else torch.arange(self.batch, device=device)
@@ -208,6 +210,9 @@ def steering(lm: LoadedModel, rows: Sequence[Sequence[Op]], weights: torch.Tenso
     groups = _groups(rows, lm.device)
 
     def pre(_mod: Any, _args: Any, kwargs: dict[str, Any]) -> None:
+        if state.deciding:
+            state.prompt = True
+            return
         n = _cache_length(kwargs)
         ids = kwargs.get("input_ids")
         state.prompt = (n == 0) if n is not None else (ids.shape[1] > 1 if ids is not None else None)
@@ -247,6 +252,28 @@ def steering(lm: LoadedModel, rows: Sequence[Sequence[Op]], weights: torch.Tenso
         yield state
 
 
+def decide(lm: LoadedModel, rows: Sequence[Sequence[Op]], state: State, ids: torch.Tensor,
+           mask: torch.Tensor) -> None:
+    """Let the ops that read the prompt (conditions) decide before the prompt pass, when one of
+    them reads a layer after one it edits: a partial forward pass of the prompt, stopped after
+    the deepest such layer. Then the prompt pass itself is steered for the rows that fired,
+    so a fired row generates exactly what the unconditional steering generates. Call inside
+    :func:`steering`; nothing to do (no pass) when every condition reads before it edits."""
+    from pipeline.hooks import record_layers, run_until
+
+    late = [o.decide_layer for ops in rows for o in ops
+            if getattr(o, "decide_layer", None) is not None and o.decide_layer > min(o.layers)]
+    if not late:
+        return
+    pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    state.deciding = True
+    try:
+        with record_layers(lm.model, lm.adapter, [max(late)], stop_after=True):
+            run_until(lm.model, input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False)
+    finally:
+        state.deciding = False
+
+
 def mean_weights(lm: LoadedModel, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """(B, T) weights whose sum of ``w * score`` is the ``mean`` reading of each prompt: its
     content tokens (real, not special), leaving out the first when there are two or more
@@ -272,5 +299,6 @@ def generate_rows(lm: LoadedModel, prompts: Sequence[str], rows: Sequence[Sequen
     enc = encode_prompts(lm, prompts, chat)
     w = mean_weights(lm, enc["input_ids"], enc["attention_mask"])
     with steering(lm, rows, weights=w) as state:
+        decide(lm, rows, state, enc["input_ids"], enc["attention_mask"])
         gen = greedy(lm, enc, max_new_tokens)
     return continuation_texts(lm, gen), state
