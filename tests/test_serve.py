@@ -312,3 +312,53 @@ def test_random_bodies_never_get_a_5xx(served):
     assert all(s == 200 or 400 <= s < 500 for s in statuses), statuses
     assert sum(400 <= s < 500 for s in statuses) > 30
     assert served["client"].completions.create(model=MODEL, prompt="hi", max_tokens=1).choices[0].text is not None
+
+
+def test_gnomon_serve_command_starts_on_loopback_and_stops(tmp_path):
+    """The CLI itself: `gnomon serve --model tiny:llama --port P` answers /health and a
+    completion on 127.0.0.1, and stops on SIGTERM."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+    from pathlib import Path
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "GNOMON_HOME": str(tmp_path), "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "jobs.cli", "serve", "--model", MODEL, "--port", str(port)],
+                            cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                    assert json.loads(r.read())["model"] == MODEL
+                    break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.stdout else ""
+                time.sleep(0.3)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
+        assert client.completions.create(model=MODEL, prompt="hi", max_tokens=2).usage.completion_tokens >= 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    assert f"on http://127.0.0.1:{port}/v1" in out
+
+
+def test_the_load_test_of_bench_serve_counts_statuses(served):
+    """bench/serve.py's load test (a few hundred requests instead of 10,000; no timing): every
+    invalid body a 4xx, every valid one a 200, the server healthy at the end."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "serve.py"
+    spec = importlib.util.spec_from_file_location("bench_serve", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    res = mod.load_test(served["url"], MODEL, 120, "sent/1", served["bound"] / 2)
+    assert res["wrong_status"] == 0, res["examples"]
+    assert res["healthy"] and res["requests"] == 120
