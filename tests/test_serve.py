@@ -362,3 +362,31 @@ def test_the_load_test_of_bench_serve_counts_statuses(served):
     res = mod.load_test(served["url"], MODEL, 120, "sent/1", served["bound"] / 2)
     assert res["wrong_status"] == 0, res["examples"]
     assert res["healthy"] and res["requests"] == 120
+
+
+def test_streamed_pieces_hold_back_a_character_split_across_tokens():
+    """A byte-level tokenizer can end a prefix inside a character (decoded as U+FFFD): that
+    piece waits for the next token, and the pieces add up to the final text."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from jobs.serve.app import _Job
+
+    table = {(5,): "a", (5, 6): "a\ufffd", (5, 6, 7): "aé", (5, 6, 7, 8): "aéb"}
+
+    class Tok:
+        eos_token_id = 2
+
+        def decode(self, ids, skip_special_tokens=False):
+            return table.get(tuple(ids), "?")
+
+    async def go():
+        job = _Job(SimpleNamespace(tokenizer=Tok()), [[1]], 4, [], [])
+        for t in (5, 6, 7, 8):
+            job.rows[0].tokens.append(t)
+            job.rows[0].emit({"token_id": t, "readings": {}, "probs": {}, "conditions": {}})
+        job.rows[0].emit({"done": True, "finish_reason": "length", "conditions": {}})
+        return [p["text"] async for _r, p in job.events()]
+
+    pieces = asyncio.run(go())
+    assert pieces == ["a", "", "é", "b", ""] and "".join(pieces) == "aéb"

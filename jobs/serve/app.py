@@ -72,18 +72,26 @@ class _Job:
             if ev.get("done"):
                 left -= 1
                 self.finish[r], self.conditions[r] = ev["finish_reason"], ev["conditions"]
-                yield r, {"text": "", "finish_reason": ev["finish_reason"],
+                rest = self._text(r, len(self.rows[r].tokens))           # what a held-back piece left
+                piece, self.texts[r] = rest[len(self.texts[r]):], rest
+                yield r, {"text": piece, "finish_reason": ev["finish_reason"],
                           "gnomon": {"conditions": ev["conditions"], "prompt": self.prompt[r]}}
                 continue
             yield r, self._piece(r, ev)
 
+    def _text(self, r: int, n: int) -> str:
+        """The first ``n`` generated tokens of row ``r`` as text (without the EOS)."""
+        ids = self.rows[r].tokens[:n]
+        if ids and ids[-1] == self.lm.tokenizer.eos_token_id:
+            ids = ids[:-1]
+        return str(self.lm.tokenizer.decode(ids, skip_special_tokens=True))
+
     def _piece(self, r: int, ev: dict[str, Any]) -> dict[str, Any]:
         tok = self.lm.tokenizer
-        ids = self.rows[r].tokens[:len(self.tokens[r]) + 1]
-        if ids and ids[-1] == tok.eos_token_id:
-            ids = ids[:-1]
-        text = tok.decode(ids, skip_special_tokens=True)
-        piece, self.texts[r] = text[len(self.texts[r]):], text
+        text = self._text(r, len(self.tokens[r]) + 1)
+        piece = ""
+        if not text.endswith("\ufffd"):        # a character split across tokens: wait for the rest
+            piece, self.texts[r] = text[len(self.texts[r]):], text
         alarms = [n for n, p in ev["probs"].items() if p >= self.thresholds[n]]
         for n in alarms:
             self.alarms[n] = self.alarms.get(n, 0) + 1
