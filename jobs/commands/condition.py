@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Literal
 
 from jobs.commands.steer import add_source_args, model_for
 
@@ -68,7 +69,7 @@ def _fit(args: argparse.Namespace) -> int:
     if not pos or not neg:
         raise GnomonError(f"the {args.split} split of {ds.name} has {len(pos)} {positive!r} and {len(neg)} "
                           f"{negative!r} prompts; both are needed (choose another --split)")
-    position = prov.position if prov.position in ("last", "mean") else "last"
+    position: Literal["last", "mean"] = "mean" if prov.position == "mean" else "last"
     with step(f"read {rec.ref} on {len(pos) + len(neg)} {args.split} prompts"):
         sp = score_texts(lm, d, pos, position, force=args.force)
         sn = score_texts(lm, d, neg, position, force=args.force)

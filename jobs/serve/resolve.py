@@ -148,6 +148,7 @@ class Resolver:
             if isinstance(thr, bool) or not isinstance(thr, (int, float)) or not 0.0 < thr < 1.0:
                 raise RequestError(400, f"monitor[{i}].threshold must be a probability strictly between 0 and 1")
             _rec, d = self.direction(ref, f"monitor[{i}]")
+            assert isinstance(ref, str)             # direction() refused anything else
             if ref in names:
                 continue
             names.add(ref)

@@ -123,7 +123,7 @@ class Conditional(Op, _Cast):
         return tuple(sorted({self.layer, *(layer for o in self.then for layer in o.layers)}))
 
     @property
-    def decide_layer(self) -> int:
+    def decide_layer(self) -> int:  # type: ignore[override]
         """Where the prompt is read (:func:`pipeline.steer.protocol.decide` reads it first
         when that is after a layer the behaviour edits)."""
         return self.layer

@@ -70,6 +70,8 @@ class Op:
 
     layers: tuple[int, ...] = ()
     positions: Positions = "all"
+    decide_layer: int | None = None
+    """Where an op reads the prompt to decide something (a condition), else None."""
 
     def active(self, state: State) -> bool:
         """Whether the op edits this pass (``prompt``: the prompt pass; ``generated``: decode steps)."""
@@ -262,7 +264,7 @@ def decide(lm: LoadedModel, rows: Sequence[Sequence[Op]], state: State, ids: tor
     from pipeline.hooks import record_layers, run_until
 
     late = [o.decide_layer for ops in rows for o in ops
-            if getattr(o, "decide_layer", None) is not None and o.decide_layer > min(o.layers)]
+            if o.decide_layer is not None and o.decide_layer > min(o.layers)]
     if not late:
         return
     pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
