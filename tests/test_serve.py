@@ -11,6 +11,7 @@ import os
 import shutil
 import threading
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -209,6 +210,7 @@ def test_requests_with_different_directions_share_a_batch(served):
     prompts = ["the cat sat", "hi", "a dog ran off", "yes"]
     bodies = [{"steer": [{"ref": "sent/1", "strength": s}]}, {}, {"steer": [{"ref": "sent/1", "strength": -s}]},
               {"monitor": ["watch/1"]}]
+    client.completions.create(model=MODEL, prompt="x", max_tokens=1, extra_body=bodies[0])  # measures the bound
     gate = threading.Event()
     hold = threading.Thread(target=batcher.exclusive, args=(lambda: gate.wait(30),))
     hold.start()
@@ -223,7 +225,7 @@ def test_requests_with_different_directions_share_a_batch(served):
     for t in threads:
         t.start()
     deadline = time.monotonic() + 60
-    while batcher._q.qsize() < 4 and time.monotonic() < deadline:
+    while sum(k == "rows" for k, _ in list(batcher._q.queue)) < 4 and time.monotonic() < deadline:
         time.sleep(0.02)
     gate.set()
     for t in threads + [hold]:
@@ -390,3 +392,39 @@ def test_streamed_pieces_hold_back_a_character_split_across_tokens():
 
     pieces = asyncio.run(go())
     assert pieces == ["a", "", "é", "b", ""] and "".join(pieces) == "aéb"
+
+
+def test_a_request_joins_a_running_generation_instead_of_waiting_for_it(served):
+    """Continuous batching: a short request sent while a long one generates joins it and
+    finishes first; both texts equal their offline generations. The long generation is paused
+    between two steps (work queued on the model's thread runs there) while the short one is
+    queued, so the order does not depend on the machine's speed."""
+    lm, client, batcher = served["lm"], served["client"], served["batcher"]
+    done: dict[str, float] = {}
+    out: dict[str, Any] = {}
+
+    def ask(name: str, prompt: str, n: int) -> None:
+        out[name] = client.completions.create(model=MODEL, prompt=prompt, max_tokens=n)
+        done[name] = time.monotonic()
+
+    rows_before = batcher.rows
+    long = threading.Thread(target=ask, args=("long", "the cat", 120))
+    long.start()
+    deadline = time.monotonic() + 60
+    while batcher.rows == rows_before and time.monotonic() < deadline:
+        time.sleep(0.005)
+    paused, gate = threading.Event(), threading.Event()
+    hold = threading.Thread(target=batcher.exclusive, args=(lambda: (paused.set(), gate.wait(30)),))
+    hold.start()
+    assert paused.wait(60)                       # the long generation is between two steps
+    short = threading.Thread(target=ask, args=("short", "a dog", 2))
+    short.start()
+    while not any(k == "rows" for k, _ in list(batcher._q.queue)) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    gate.set()
+    for t in (short, long, hold):
+        t.join(timeout=300)
+    assert out["long"].usage.completion_tokens > 20          # it was still generating when short ran
+    assert done["short"] < done["long"]
+    assert out["long"].choices[0].text == generate(lm, ["the cat"], 120)[0]
+    assert out["short"].choices[0].text == generate(lm, ["a dog"], 2)[0]

@@ -1,8 +1,9 @@
-"""One thread owns the model: it takes the requests waiting when it is free and runs them as
-one batch (each request's rows with their own ops and monitors, :func:`pipeline.serve.run_batch`),
-so requests steering with different directions share forward passes. Batches are formed
-between generations (static batching): a request that arrives mid-batch waits for the next.
-Other work on the model (measuring a fluency bound) runs on the same thread between batches.
+"""One thread owns the model and runs continuous batching over it
+(:func:`pipeline.serve.continuous.run_continuous`): before every decode step, the requests that
+arrived join the running batch (each request's rows with their own ops, conditions and
+monitors) and finished rows leave it, so requests steering with different directions share
+forward passes and none waits for another's end. Other work on the model (measuring a fluency
+bound) runs on the same thread between two steps.
 
 :class:`Metrics` counts what Prometheus scrapes at ``/metrics``.
 """
@@ -21,9 +22,10 @@ class Batcher:
     def __init__(self, lm: Any, max_batch: int = 16) -> None:
         self.lm, self.max_batch = lm, max(1, int(max_batch))
         self._q: queue.Queue[Any] = queue.Queue()
-        self._held: list[Any] = []
         self._thread = threading.Thread(target=self._loop, name="gnomon-batcher", daemon=True)
         self._stop = False
+        self._waiting: list[list[Any]] = []
+        self._handed: list[Any] = []
         self.batches = 0
         self.rows = 0
         self._thread.start()
@@ -45,46 +47,59 @@ class Batcher:
         self._q.put(("stop", None))
         self._thread.join(timeout=30)
 
-    def _fits(self, rows: list[Any], more: list[Any]) -> bool:
-        every = rows + more
-        if len(every) > self.max_batch:
-            return False
-        limit = self.lm.max_positions
-        return limit is None or max(len(r.ids) for r in every) + max(r.max_new_tokens for r in every) <= limit
+    def _run_call(self, item: Any) -> None:
+        fn, fut = item
+        try:
+            fut.set_result(fn())
+        except BaseException as e:  # noqa: BLE001 (handed to the waiting request)
+            fut.set_exception(e)
+
+    def _take(self, free: int) -> list[Any]:
+        """Called between decode steps: model work queued meanwhile runs now; the requests
+        waiting join while there is room (a request's rows join together; one larger than the
+        batch joins an empty batch alone)."""
+        while True:
+            try:
+                kind, item = self._q.get_nowait()
+            except queue.Empty:
+                break
+            if kind == "call":
+                self._run_call(item)
+            elif kind == "rows":
+                self._waiting.append(list(item))
+            else:
+                self._stop = True
+        out: list[Any] = []
+        while self._waiting and (len(out) + len(self._waiting[0]) <= free or (not out and free == self.max_batch)):
+            out += self._waiting.pop(0)
+        if out:
+            self.batches += 1
+            self.rows += len(out)
+            self._handed.extend(out)
+        return out
 
     def _loop(self) -> None:
-        from pipeline.serve import run_batch
+        from pipeline.serve.continuous import run_continuous
 
         while not self._stop:
-            kind, item = self._held.pop(0) if self._held else self._q.get()
-            if kind == "stop":
-                return
-            if kind == "call":
-                fn, fut = item
-                try:
-                    fut.set_result(fn())
-                except BaseException as e:  # noqa: BLE001 (handed to the waiting request)
-                    fut.set_exception(e)
-                continue
-            rows = list(item)
-            while True:                      # take what else is waiting, while it fits
-                try:
-                    nxt = self._q.get_nowait()
-                except queue.Empty:
+            if not self._waiting:
+                kind, item = self._q.get()
+                if kind == "stop":
                     break
-                if nxt[0] == "rows" and self._fits(rows, nxt[1]):
-                    rows.extend(nxt[1])
-                else:
-                    self._held.append(nxt)
-                    break
-            self.batches += 1
-            self.rows += len(rows)
+                if kind == "call":
+                    self._run_call(item)
+                    continue
+                self._waiting.append(list(item))
+            self._handed = []
             try:
-                run_batch(self.lm, rows)
-            except Exception as e:  # noqa: BLE001 (every waiting request hears about it)
+                run_continuous(self.lm, self._take, self.max_batch)
+            except Exception as e:  # noqa: BLE001 (every request in flight hears about it; the rest go on)
                 msg = (str(e).strip().splitlines() or [type(e).__name__])[-1]
-                for r in rows:
+                for r in self._handed:
                     r.emit({"error": msg})
+        for rows in self._waiting:
+            for r in rows:
+                r.emit({"error": "the server is shutting down"})
 
 
 class Metrics:
