@@ -141,7 +141,9 @@ class Metrics:
                       "the request's threshold."), "# TYPE gnomon_monitor_alarms_total counter"]
             lines += [f'gnomon_monitor_alarms_total{{monitor="{_esc(k)}"}} {v}' for k, v in sorted(self.alarms.items())]
             if batcher is not None:
-                lines += ["# TYPE gnomon_batches_total counter", f"gnomon_batches_total {batcher.batches}",
+                lines += ["# HELP gnomon_batches_total Groups of requests that joined the running batch together.",
+                          "# TYPE gnomon_batches_total counter", f"gnomon_batches_total {batcher.batches}",
+                          "# HELP gnomon_batched_rows_total Rows (prompts) that joined the running batch.",
                           "# TYPE gnomon_batched_rows_total counter", f"gnomon_batched_rows_total {batcher.rows}"]
             lines += ["# TYPE gnomon_uptime_seconds gauge", f"gnomon_uptime_seconds {time.time() - self.started:.1f}"]
         return "\n".join(lines) + "\n"
