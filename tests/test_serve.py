@@ -178,6 +178,7 @@ def test_conditional_rule_fires_on_condition_positive_prompts_only(served):
     ({"monitor": ["/etc/passwd"]}, 400, "not files"),
     ({"temperature": 0.7}, 400, "greedy"),
     ({"max_tokens": 0}, 400, "max_tokens"),
+    ({"stop": ["\n"]}, 400, "stop is not supported"),
 ])
 def test_bad_requests_get_a_4xx_with_one_message_and_serving_goes_on(served, body, status, words):
     client = served["client"]

@@ -159,6 +159,9 @@ def create_app(lm: Any, resolver: Resolver, batcher: Batcher, *, model_name: str
             raise RequestError(404, f"model {model!r} is not served here; this server serves {model_name!r}")
         if body.get("temperature") not in (None, 0, 0.0):
             raise RequestError(400, "only greedy decoding is served: leave temperature out or set it to 0")
+        for name in ("stop", "logprobs", "top_logprobs", "tools", "response_format"):
+            if body.get(name) not in (None, False, [], {}):
+                raise RequestError(400, f"{name} is not supported by gnomon serve (greedy text only); leave it out")
         if body.get("n") not in (None, 1):
             raise RequestError(400, "n must be 1 (greedy decoding gives one continuation per prompt)")
         mt = body.get("max_tokens", body.get("max_completion_tokens", MAX_TOKENS_DEFAULT))
