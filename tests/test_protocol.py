@@ -21,7 +21,7 @@ from pipeline.steer import (
     interpolate,
     mix,
 )
-from pipeline.steer.conditional import Conditional, fit_threshold
+from pipeline.steer.conditional import Conditional, fit_threshold, when
 from pipeline.steer.protocol import Add, generate_rows, ops_of, steering
 from pipeline.types import GnomonError
 
@@ -135,7 +135,9 @@ def test_conditional_fires_on_positive_prompts_and_steers_exactly_those(lm, posi
     d, thr, pos, neg = _condition(lm, 1, position)
     assert thr.f1 == 1.0
     behaviour = add(lm, make_dir(lm, layer=2, seed=5), 3.0)
-    rule = Conditional(d.layer, d.unit, thr.threshold, thr.comparison, ops_of(behaviour), position=position)
+    rule = when(lm, d, thr, [behaviour])
+    assert (rule.layer, rule.threshold, rule.comparison, rule.position) == (d.layer, thr.threshold, thr.comparison,
+                                                                             position)
     prompts = [pos[0], neg[0], pos[1], neg[1]]
     got, state = generate_rows(lm, prompts, [[rule]] * 4, N)
     assert rule.fired(state) == [True, False, True, False]

@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -178,3 +178,22 @@ class Conditional(Op, _Cast):
         """Per row, the prompt's reading on the condition (None before it was read)."""
         got = state.memory.get(-id(self))
         return None if got is None else [float(x) for x in got.tolist()]
+
+
+def when(lm: Any, condition: Any, rule: Threshold | tuple[float, Comparison], then: Sequence[Any], *,
+         force: bool = False, name: str = "") -> Conditional:
+    """The rule "apply ``then`` (interventions or ops) when ``condition`` (a Direction) fires",
+    checked against ``lm``; ``rule`` is a :func:`fit_threshold` result or ``(threshold, ">")``.
+
+    >>> rule = when(lm, harmful, fit_threshold(pos, neg), [add(lm, refusal, 2.0)])   # doctest: +SKIP
+    >>> texts, state = generate_rows(lm, prompts, [[rule]] * len(prompts))            # doctest: +SKIP
+    """
+    from pipeline.steer.interventions import Intervention, check_direction
+    from pipeline.steer.protocol import ops_of
+
+    check_direction(lm, condition, force)
+    threshold, comparison = (rule.threshold, rule.comparison) if isinstance(rule, Threshold) else rule
+    ops = [o for t in then for o in (ops_of(t) if isinstance(t, Intervention) else [t])]
+    pos = condition.provenance.position
+    return Conditional(condition.layer, condition.unit, float(threshold), comparison, ops,
+                       position="mean" if pos == "mean" else "last", name=name or condition.provenance.concept)
