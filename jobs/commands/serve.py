@@ -33,6 +33,11 @@ def run(args: argparse.Namespace) -> int:
         raise GnomonError(f"--port must be 0-65535, got {args.port}")
     if args.max_batch < 1:
         raise GnomonError(f"--max-batch must be at least 1, got {args.max_batch}")
+    import importlib.util
+
+    missing = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise GnomonError(f"gnomon serve needs {' and '.join(missing)}: pip install 'gnomon[serve]'")
     token = args.token or os.environ.get("GNOMON_SERVE_TOKEN") or None
     from jobs.output import step
     from pipeline.models import load_model
