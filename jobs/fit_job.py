@@ -117,9 +117,11 @@ def collect_spec(spec: FitSpec) -> Any:
     """The collection a fit needs (complete shards are reused)."""
     from jobs.collect_job import CollectSpec
 
-    return CollectSpec(model=spec.model, dataset=spec.dataset, revision=spec.revision, layers=spec.layers,
-                       positions=spec.positions, dtype=spec.collect_dtype, batch_size=spec.batch_size,
-                       resolved_model=spec.resolved_model)
+    from pipeline.models.spec import ModelSpec
+
+    model = spec.resolved_model or ModelSpec(id=spec.model, revision=spec.revision)
+    return CollectSpec(model=model, dataset=spec.dataset, layers=spec.layers, positions=spec.positions,
+                       dtype=spec.collect_dtype, batch_size=spec.batch_size)
 
 
 def run_fit(spec: FitSpec, executor: Any, home: Any = None, catalog: Any = None,

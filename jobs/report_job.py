@@ -98,7 +98,7 @@ def _layers(spec: ReportSpec, model: str, concept: str, executor: Any, home: Pat
     ds = load_dataset(concept, home=home)
     positive, negative = ds.default_contrast
     t0 = time.perf_counter()
-    got = run_collection(CollectSpec(model=model, dataset=concept, revision=spec.revision, layers=spec.layers,
+    got = run_collection(CollectSpec.of(model, concept, revision=spec.revision, layers=spec.layers,
                                      positions=("last", "mean")), executor, home)
     t_collect = time.perf_counter() - t0
     layers = list(spec.layers) if spec.layers is not None else list(range(got["num_layers"] + 1))

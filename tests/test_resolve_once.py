@@ -1,7 +1,7 @@
 """A request is resolved once, at the edge: one ``gnomon fit`` checks its layers once,
 resolves the model's source once and loads the dataset once (issue 24 counted 16 layer
 checks from 9 places, 7 model resolutions and 3 dataset loads); everything below trusts
-the resolved request (``Layers``, ``CollectSpec.resolved_model``, the dataset handed down)."""
+the resolved request (``Layers``, ``CollectSpec.model`` with its source, the dataset handed down)."""
 
 from __future__ import annotations
 
@@ -91,3 +91,24 @@ def test_a_resolved_spec_is_the_same_cached_model_and_pool(home: Path) -> None:
     finally:
         clear_model_cache()
     assert model_pool(plain, str(home))[0] == model_pool(resolved, str(home))[0]
+
+
+def test_a_collect_spec_states_its_model_once(home: Path) -> None:
+    """``CollectSpec.model`` is the one statement of the model: a plain id becomes a
+    ``ModelSpec``, the loose command-line fields go into it, and the cache answers for the
+    resolved and the unresolved spec alike (``is_cached`` once keyed them apart)."""
+    from jobs.collect_job import CollectSpec
+    from pipeline.models import ModelSpec, cached_model, clear_model_cache
+    from pipeline.models.cache import is_cached
+
+    assert CollectSpec("tiny:llama:2x16", "d").model == ModelSpec(id="tiny:llama:2x16")
+    spec = CollectSpec.of("tiny:llama:2x16", "d", revision="v2", model_dtype="float32", seed=3, layers=(1,))
+    assert spec.model == ModelSpec(id="tiny:llama:2x16", revision="v2", dtype="float32", seed=3)
+    assert spec.layers == (1,) and not hasattr(spec, "revision") and not hasattr(spec, "resolved_model")
+    clear_model_cache()
+    try:
+        cached_model(spec.model, home)
+        assert is_cached(spec.model, home) and is_cached(spec.model.resolved(home), home)
+        assert not is_cached(ModelSpec(id="tiny:llama:2x16", seed=4), home)
+    finally:
+        clear_model_cache()
