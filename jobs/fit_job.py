@@ -39,6 +39,9 @@ class FitSpec:
     revision: str = "main"
     layers: tuple[int, ...] | None = None
     positions: tuple[str, ...] = ("last", "mean")
+    """The one default for every fit: ``gnomon fit --positions`` and a job spec's ``[fit]``
+    read it (``jobs.spec.FitSection``). Both: selection ranks per position and a concept
+    may read better at the mean (mean-pooled encoders); ``last`` alone halves the work."""
     methods: tuple[str, ...] = field(default_factory=method_names)
     """Default: every registered method (``pipeline.methods``)."""
     select_metric: str = "val_auroc"
