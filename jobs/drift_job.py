@@ -129,10 +129,9 @@ def run_drift(spec: DriftSpec, executor: Any = None, home: Any = None, tracking_
     from pipeline.concepts.record import concept_record
     from pipeline.fleet_compare import first_moved_layer, mean_diff
     from pipeline.home import gnomon_home
+    from pipeline.models import ModelSpec
 
-    if spec.n_prompts < 3 or spec.n_boot < 100:
-        raise GnomonError(f"drift needs --prompts >= 3 and --bootstrap >= 100 (a CI from fewer replicates is not "
-                          f"one); got {spec.n_prompts} and {spec.n_boot}")
+    _check(spec)
     home_p = gnomon_home(home)
     base, series, skew, ctl = plan_series(spec, home_p)
     known = concept_record(spec.concept, home_p)   # labels, prompts, scorer, words: read once
@@ -144,7 +143,8 @@ def run_drift(spec: DriftSpec, executor: Any = None, home: Any = None, tracking_
     corpora, train_paths, screen, train = _corpora(spec, series, skew, ctl, home_p)
     executor = executor if executor is not None else make_executor("ray")
     layers = None if spec.layer is None else [spec.layer]
-    ensure_collected([base], spec.concept, home_p, executor, layers, True, log)
+    versions = {v: ModelSpec(id=v).resolved(home_p) for v in [base, *[m.id for m in members]]}   # once each
+    ensure_collected([versions[base]], spec.concept, home_p, executor, layers, True, log)
     per = read_versions([base], spec.concept, home_p, pos, neg, "last", layers)[base]
     if spec.layer is not None and spec.layer not in per:
         raise GnomonError(f"layer {spec.layer} is not stored for {base}; stored: {sorted(per)}")
@@ -155,20 +155,18 @@ def run_drift(spec: DriftSpec, executor: Any = None, home: Any = None, tracking_
     v = mean_diff(per[layer])
     unit = tuple(float(x) for x in v / np.linalg.norm(v))
     prompts, prompt_info = _prompts(spec, known, train)
-    tasks = [DriftTask(model=vid, home=str(home_p), concept=known, layer=layer, unit=unit, prompts=prompts,
+    tasks = [DriftTask(model=versions[vid], home=str(home_p), concept=known, layer=layer, unit=unit, prompts=prompts,
                        max_new_tokens=spec.max_new_tokens, chat=spec.chat,
                        corpus=screen if vid == base and len(screen) == 2 else {})
-             for vid in [base, *[m.id for m in members]]]
+             for vid in versions]
     with step(f"drift of {spec.concept}: {len(tasks)} versions at layer {layer} ({len(prompts)} prompts each)",
               total=len(tasks), unit="versions", bar=False) as progress:
         res = executor.map(drift_checkpoint, tasks, on_result=lambda _r: progress.update(1))
     b = res[0]
     rows = [(m.id, name, sd, int(m.step or 0), str(m.series)) for name in (skew, ctl) for m, sd in series[name]]
     drift = analyse(b, rows, res[1:], skew, ctl, spec.n_boot)
-    if all(abs(r["projection"] - b["projection"]) < 1e-6 for r in res[1:]):
-        # Fine-tunes that train only the last blocks leave every layer below them unchanged.
-        drift["note"] = (f"no checkpoint moved layer {layer}: the fine-tunes may train only later blocks; "
-                         "pass --layer above the first trained block")
+    if all(abs(r["projection"] - b["projection"]) < 1e-6 for r in res[1:]):   # only later blocks trained
+        drift["note"] = f"no checkpoint moved layer {layer}: {UNMOVED}"
     sign = 1.0 if toward == pos else -1.0
     out = {"concept": spec.concept, "fleet": spec.fleet, "base": base, "layer": layer, "layer_choice": choice,
            "labels": [pos, neg], "toward": toward, "skewed": skew, "control": ctl,
@@ -180,6 +178,17 @@ def run_drift(spec: DriftSpec, executor: Any = None, home: Any = None, tracking_
            "corpora": corpora, "training_corpora": train_paths, "preregistration": prereg,
            "screening_note": None if len(screen) == 2 else "no corpora: pass --corpus skewed=PATH --corpus control=PATH"}
     return _publish(out, spec, tracking_uri, home_p)
+
+
+UNMOVED = "the fine-tunes may train only later blocks; pass --layer above the first trained block"
+"""Said when no checkpoint moved the layer read: fine-tunes that train only the last blocks
+leave every layer below them unchanged."""
+
+
+def _check(spec: DriftSpec) -> None:
+    if spec.n_prompts < 3 or spec.n_boot < 100:
+        raise GnomonError(f"drift needs --prompts >= 3 and --bootstrap >= 100 (a CI from fewer replicates is not "
+                          f"one); got {spec.n_prompts} and {spec.n_boot}")
 
 
 def _corpora(spec: DriftSpec, series: dict[str, Any], skew: str, ctl: str, home: Path

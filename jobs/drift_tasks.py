@@ -27,7 +27,8 @@ _CORPUS_KEYS = ("corpus_path", "corpus", "data_path", "data", "dataset_path")
 
 @dataclass(frozen=True)
 class DriftTask:
-    model: str
+    model: Any
+    """A version id, or its :class:`~pipeline.models.ModelSpec` resolved by the drift job."""
     home: str
     concept: Any
     """The :class:`~pipeline.concepts.record.Concept` the drift job read once (its scorer,
@@ -65,9 +66,10 @@ def drift_checkpoint(task: DriftTask) -> dict[str, Any]:
     from pipeline.steer.generate import continuation_texts, encode_prompts, greedy
 
     lm = load_model(task.model, home=task.home)
+    name = getattr(task.model, "id", task.model)
     u = np.asarray(task.unit, np.float64)
     if lm.hidden_size != u.size:
-        raise GnomonError(f"{task.model} has hidden size {lm.hidden_size}, the base direction {u.size}")
+        raise GnomonError(f"{name} has hidden size {lm.hidden_size}, the base direction {u.size}")
     torch.manual_seed(0)
     proj = np.asarray(_acts(lm, task.prompts, task.layer, "last") @ u, np.float64)
     gen = greedy(lm, encode_prompts(lm, task.prompts, task.chat), task.max_new_tokens)
@@ -77,7 +79,7 @@ def drift_checkpoint(task: DriftTask) -> dict[str, Any]:
     known = task.concept if isinstance(task.concept, Concept) else concept_record(task.concept, task.home)
     scores = (score_texts(known.scorer, texts) if known.scorer   # shipped or declared (concepts add --scorer)
               else _logodds(lm, task.prompts, known, task.chat))
-    out: dict[str, Any] = {"model": task.model, "projections": proj.tolist(), "scores": scores.tolist(),
+    out: dict[str, Any] = {"model": name, "projections": proj.tolist(), "scores": scores.tolist(),
                            "projection": float(proj.mean()), "behaviour": float(scores.mean()),
                            "behaviour_se": float(scores.std(ddof=1) / np.sqrt(scores.size)) if scores.size > 1 else None,
                            "texts": texts, "n_tokens": [int(n) for n in gen.lengths], "ended_eos": ended}

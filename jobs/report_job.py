@@ -175,10 +175,8 @@ def _live(spec: ReportSpec, rm: Any, results: list[dict[str, Any]], known: dict[
     names = [c for c in usable if known[c].neutral_prompts and known[c].words is not None]
     if len(names) < 2:
         return None
-    prompts: list[str] = []
     per = max(2, spec.n_prompts // len(names))
-    for c in names:
-        prompts += known[c].prompts(per)
+    prompts = [p for c in names for p in known[c].prompts(per)]
     readers = {"score": {c: concept_scorer(lm, known[c], "log-odds") for c in names},
                "monitor": {c: monitor_scorer(c) for c in names}}
     with step(f"composition of {', '.join(names)}", emit=log):

@@ -157,7 +157,8 @@ def test_a_collect_spec_states_its_model_once(home: Path) -> None:
     from pipeline.models import ModelSpec, cached_model, clear_model_cache
     from pipeline.models.cache import is_cached
 
-    assert CollectSpec("tiny:llama:2x16", "d").model == ModelSpec(id="tiny:llama:2x16")
+    plain: Any = "tiny:llama:2x16"   # a plain id is coerced (the field's type is ModelSpec)
+    assert CollectSpec(plain, "d").model == ModelSpec(id="tiny:llama:2x16")
     spec = CollectSpec.of("tiny:llama:2x16", "d", revision="v2", model_dtype="float32", seed=3, layers=(1,))
     assert spec.model == ModelSpec(id="tiny:llama:2x16", revision="v2", dtype="float32", seed=3)
     assert spec.layers == (1,) and not hasattr(spec, "revision") and not hasattr(spec, "resolved_model")
@@ -168,3 +169,31 @@ def test_a_collect_spec_states_its_model_once(home: Path) -> None:
         assert not is_cached(ModelSpec(id="tiny:llama:2x16", seed=4), home)
     finally:
         clear_model_cache()
+
+
+def test_drift_resolves_each_version_once(catalog_home: Path, counts: collections.Counter[str],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """``gnomon drift`` over a base and two 3-checkpoint series: each of the 7 versions is
+    resolved once (before: 15, the base's collection and every load resolving again), the
+    concept's record (labels, prompts, scorer) read once, its dataset loaded once (by the
+    base's collection). Its layer is checked per version as each one reads it (other models)."""
+    import pipeline.models.loading as L
+    from jobs.drift_job import DriftSpec, run_drift
+    from jobs.engine import LocalExecutor
+    from tests.test_fleet_drift import _ft_fleet
+
+    _ft_fleet(catalog_home)
+    counts.clear()
+    ids: collections.Counter[str] = collections.Counter()
+    counting = L.ModelSpec.resolved_source
+
+    def by_id(self: Any, *a: Any, **k: Any) -> Any:
+        ids[self.id] += not self.source
+        return counting(self, *a, **k)
+
+    monkeypatch.setattr(L.ModelSpec, "resolved_source", by_id)
+    out = run_drift(DriftSpec("sentiment", "ft", layer=1, n_prompts=4, max_new_tokens=4, screen_samples=40,
+                              n_boot=100, log=False), LocalExecutor(), catalog_home, log=lambda m: None)
+    assert out["layer"] == 1 and out["behaviour_score"] == "vader" and len(out["drift"]["series"]) == 2
+    assert set(ids.values()) == {1} and len(ids) == 7 and counts["resolve_source"] == 7
+    assert counts["neutral_prompts"] == 1 and counts["load_dataset"] == 1

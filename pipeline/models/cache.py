@@ -60,8 +60,8 @@ def _key(spec: ModelSpec, home: Path) -> tuple[ModelSpec, str, tuple | None]:
 
 def cached_model(spec: ModelSpec | str, home: str | Path | None = None) -> LoadedModel:
     """``load_model(spec, home)``, reusing this process's copy when there is one."""
-    spec = ModelSpec(id=spec) if isinstance(spec, str) else spec
     home_p = gnomon_home(home)
+    spec = (ModelSpec(id=spec) if isinstance(spec, str) else spec).resolved(home_p)   # once, for the key and the load
     key = _key(spec, home_p)
     cap = _capacity()
     with _LOCK:  # one load at a time: two threads asking for the same model share it
