@@ -55,7 +55,7 @@ def _dataset(path: Path, n: int) -> Path:
 
 
 def bench_collect(executor: Any, dataset: Path, home: Path, workers: int) -> dict[str, float]:
-    from jobs.collect_job import (IN_FLIGHT, CollectSpec, collect_shard, load_for_spec, model_pool, model_spec,
+    from jobs.collect_job import (IN_FLIGHT, CollectSpec, collect_shard, load_for_spec, model_pool,
                                   plan_collection)
 
     spec = CollectSpec(model=MODEL, dataset=str(dataset), layers=(1,), positions=("last",), shard_size=1,
@@ -63,7 +63,7 @@ def bench_collect(executor: Any, dataset: Path, home: Path, workers: int) -> dic
     load_for_spec(spec, home)  # converted and cached once, as the collection job does in the driver
     plan = plan_collection(spec, home)
     first: list[float] = []
-    key, init = model_pool(model_spec(spec), str(home))
+    key, init = model_pool(spec.model, str(home))
     t0 = time.perf_counter()
     results = executor.map_stateful(init, collect_shard, [(spec, plan.dataset_name, t) for t in plan.shards],
                                     key=key, concurrency=IN_FLIGHT,

@@ -23,13 +23,13 @@ from functools import partial
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Sequence
 
+from pipeline.models.spec import ModelSpec
 from pipeline.types import GnomonError
 
-from jobs.shards import (ShardResult, ShardRunner, ShardTask, collect_shard, load_for_spec, model_pool, model_spec,
-                         render, run_shard)
+from jobs.shards import ShardResult, ShardRunner, ShardTask, collect_shard, load_for_spec, model_pool, render, run_shard
 
 __all__ = ["CollectSpec", "CollectPlan", "ShardTask", "ShardResult", "ShardRunner", "plan_collection", "collect",
-           "run_collection", "run_shard", "collect_shard", "model_pool", "load_for_spec", "model_spec", "render"]
+           "run_collection", "run_shard", "collect_shard", "model_pool", "load_for_spec", "render"]
 
 IN_FLIGHT = 2
 """Shards in flight per model worker: one in the forward pass, one being written."""
@@ -37,13 +37,21 @@ IN_FLIGHT = 2
 
 @dataclass(frozen=True)
 class CollectSpec:
-    """A collection request (also loadable from a TOML job spec, ``[collect]`` table)."""
+    """A collection request: one model, one dataset, the layers and positions to store.
 
-    model: str
-    """``smollm2``, ``tiny:<family>``, a HF directory, a ``.gguf`` file or a registered id."""
+    >>> CollectSpec("tiny:llama", "sentiment").model        # doctest: +SKIP
+    ModelSpec(id='tiny:llama', revision='main', ...)
+    >>> CollectSpec.of("smollm2", "sentiment", revision="v2", model_dtype="float32")  # doctest: +SKIP
+    """
+
+    model: ModelSpec
+    """What to load, the one statement of it (id, revision, dtype, seed, trust_remote_code):
+    :func:`collect` resolves its source once (unless the command resolved it already) and
+    every worker, the model cache and the worker pool key on exactly this. A plain id
+    (``"tiny:llama"``) is taken as ``ModelSpec(id)``; :meth:`of` takes the loose fields a
+    command line gives."""
     dataset: str
     """A shipped or registered concept name, or a dataset file (JSONL, CSV, Parquet)."""
-    revision: str = "main"
     dataset_name: str | None = None
     """Name in the store (default: the dataset's own name)."""
     layers: tuple[int, ...] | None = None
@@ -51,7 +59,6 @@ class CollectSpec:
     positions: tuple[str, ...] = ("last", "mean")
     dtype: str = "float16"
     """Storage dtype of the vectors (``float16`` halves the bytes; ``float32`` on request)."""
-    model_dtype: str = "auto"
     batch_size: int = 256
     """Most rows in one forward pass (the token budget usually binds first)."""
     token_budget: int | None = None
@@ -62,12 +69,17 @@ class CollectSpec:
     one file plus manifest per layer; on 2,400 short texts, 2 CPU cores, all 31 layers,
     shards of 128 took 101 s and shards of 512 took 72 s (``bench/RESULTS.md``, collect)."""
     max_length: int = 512
-    trust_remote_code: bool = False
-    seed: int = 0
-    resolved_model: Any = field(default=None, compare=False, repr=False)
-    """The :class:`~pipeline.models.ModelSpec` of the fields above with its source resolved
-    (set once by :func:`collect`, or handed down by the command that resolved it): what every
-    worker loads, without resolving the model again (``jobs.shards.model_spec``)."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.model, str):
+            object.__setattr__(self, "model", ModelSpec(id=self.model))
+
+    @classmethod
+    def of(cls, model: str, dataset: str, *, revision: str = "main", model_dtype: str = "auto",
+           trust_remote_code: bool = False, seed: int = 0, **kw: Any) -> CollectSpec:
+        """From the loose model fields of a command line or a job spec."""
+        return cls(ModelSpec(id=model, revision=revision, dtype=model_dtype, trust_remote_code=trust_remote_code,
+                             seed=seed), dataset, **kw)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -171,13 +183,13 @@ def preflight(spec: CollectSpec, home: Any = None, lm: Any = None) -> tuple[Any,
     check_positions(spec.positions)
     if spec.dtype not in ("float16", "float32"):
         raise GnomonError(f"unknown storage dtype {spec.dtype!r}: use float16 or float32")
-    ident = model_identity(model_spec(spec), home) if lm is None else None
+    ident = model_identity(spec.model, home) if lm is None else None
     if ident is None and lm is None:
         from pipeline.models.shape import model_shape
 
-        shape = model_shape(model_spec(spec), home)  # config or GGUF header: refuse bad layers before a load
+        shape = model_shape(spec.model, home)  # config or GGUF header: refuse bad layers before a load
         if shape is not None:
-            spec = replace(spec, layers=ensure_layers(spec.layers, shape.num_layers, spec.model))
+            spec = replace(spec, layers=ensure_layers(spec.layers, shape.num_layers, spec.model.id))
     if ident is None:
         if lm is None:
             import contextlib
@@ -187,11 +199,11 @@ def preflight(spec: CollectSpec, home: Any = None, lm: Any = None) -> tuple[Any,
             from jobs.output import step
 
             # a GGUF's first load converts and caches its weights: minutes, so say it
-            fresh = not is_cached(model_spec(spec), home)
-            with step(f"load {spec.model}") if fresh else contextlib.nullcontext():
+            fresh = not is_cached(spec.model, home)
+            with step(f"load {spec.model.id}") if fresh else contextlib.nullcontext():
                 lm = load_for_spec(spec, home)
         ident = ModelIdentity(lm.fingerprint, lm.num_layers, lm.hidden_size)
-    return ident, lm, ensure_layers(spec.layers, ident.num_layers, spec.model)
+    return ident, lm, ensure_layers(spec.layers, ident.num_layers, spec.model.id)
 
 
 def collect(spec: CollectSpec, executor: Any, home: Any = None, show_progress: bool = False, lm: Any = None,
@@ -213,16 +225,15 @@ def collect(spec: CollectSpec, executor: Any, home: Any = None, show_progress: b
     store = ActivationStore(home_p)
     # A model given as a relative path travels to the workers resolved: a worker in another
     # directory must load, and store under, the same model (pipeline.store_keys).
-    given_source = spec.resolved_model.source if spec.resolved_model is not None else None
-    spec = replace(spec, model=store.model_key(spec.model).model)
-    m = model_spec(spec)   # the carried one, or one to resolve now: the one resolution of the model
-    spec = replace(spec, resolved_model=m.resolved(home_p) if m.source or given_source is None
-                   else replace(m, source=given_source))   # a relative path made absolute: the same model
+    # (a resolved source is kept: a relative path made absolute names the same model). The
+    # source resolved here, unless the command resolved it, is the one resolution of the model.
+    spec = replace(spec, model=replace(spec.model, id=store.model_key(spec.model.id).model).resolved(home_p))
+    model, revision = spec.model.id, spec.model.revision
     given = lm  # a caller's model is collected with as it is; otherwise the pool loads (or reuses) one
     ident, lm, layers = preflight(spec, home_p, lm)
     spec = replace(spec, layers=layers)   # concrete and checked: the workers trust it
     plan = plan_collection(spec, home_p, dataset)
-    todo = _incomplete(plan, spec.model, spec.revision, ident.fingerprint, layers, home_p)
+    todo = _incomplete(plan, model, revision, ident.fingerprint, layers, home_p)
     executor_name, choice = "none", "none (everything already stored)"
     t_run = time.perf_counter()
     if todo:
@@ -234,15 +245,15 @@ def collect(spec: CollectSpec, executor: Any, home: Any = None, show_progress: b
         choice = getattr(executor, "choice", executor_name)
     else:
         results = [ShardResult(index=t.index, skipped_layers=len(layers)) for t in plan.shards]
-    where = (home_p / "activations" / f"model={store.key(spec.model)}" / f"revision={spec.revision}"
+    where = (home_p / "activations" / f"model={store.key(model)}" / f"revision={revision}"
              / f"dataset={plan.dataset_name}")
     return CollectResult(
-        model=spec.model, revision=spec.revision, dataset=plan.dataset_name, dataset_hash=plan.dataset_hash,
+        model=model, revision=revision, dataset=plan.dataset_name, dataset_hash=plan.dataset_hash,
         fingerprint=ident.fingerprint, hidden_size=ident.hidden_size, num_layers=ident.num_layers,
         layers=tuple(layers), positions=tuple(check_positions(spec.positions)), **summarize(results),
         seconds=round(time.perf_counter() - t0, 3), collect_seconds=round(time.perf_counter() - t_run, 3),
         executor=executor_name, executor_choice=choice,
-        store=str(where), stored=store.summary(spec.model, spec.revision, plan.dataset_name))
+        store=str(where), stored=store.summary(model, revision, plan.dataset_name))
 
 
 def run_collection(spec: CollectSpec, executor: Any, home: Any = None, show_progress: bool = False,
@@ -267,11 +278,11 @@ def _run(plan: CollectPlan, executor: Any, home: Any, show_progress: bool, on_st
         if on_shard is not None:
             on_shard(res)
 
-    key, init = model_pool(model_spec(plan.spec), str(home))
+    key, init = model_pool(plan.spec.model, str(home))
     if lm is not None:  # a model the caller loaded (and may have edited) is used as it is, in its own pool
         key, init = ("given-model", id(lm), str(home)), partial(ShardRunner, lm, str(home))
     items = [(plan.spec, plan.dataset_name, t) for t in plan.shards]
-    with step(f"collect {plan.dataset_name} on {plan.spec.model}", total=plan.n_examples, unit="ex",
+    with step(f"collect {plan.dataset_name} on {plan.spec.model.id}", total=plan.n_examples, unit="ex",
               bar=show_progress) as progress:
         results = executor.map_stateful(init, collect_shard, items, key=key, concurrency=IN_FLIGHT,
                                         on_result=done, on_start=on_start)

@@ -110,7 +110,7 @@ def evaluate_stage(ctx: Context, ev: EvaluateSection, index: int) -> Stage:
         t0 = time.perf_counter()
         results = []
         for task in tasks:  # each on its model's worker pool (loaded once for collection too)
-            key, init = _pool(ctx, task.model)
+            key, init = _pool(ctx, task.model.id)
             results += ctx.executor.map_stateful(init, evaluate_on_worker, [task], key=key)
         return write_evaluation(es, d, results + skipped, ctx.executor, time.perf_counter() - t0, ctx.home,
                                 ctx.tracking_uri)

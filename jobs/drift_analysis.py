@@ -52,13 +52,14 @@ def behaviour_checks(base: dict[str, Any], members: Sequence[Member], res: Seque
 
 
 def screening(base: dict[str, Any], screen: dict[str, tuple[str, ...]], sign: float,
-              concept: str, n_boot: int = 1000, home: Any = None) -> dict[str, Any]:
+              concept: Any, n_boot: int = 1000, home: Any = None) -> dict[str, Any]:
     """Per position, the projection screen's AUROC beside the lexicon and bag-of-words
-    baselines on the same samples, each with a CI (see :mod:`pipeline.fleet_compare.screening`)."""
+    baselines on the same samples, each with a CI (see :mod:`pipeline.fleet_compare.screening`).
+    ``concept``: its :class:`~pipeline.concepts.record.Concept` (the scorer is the lexicon), or a name."""
     from pipeline.concepts.behaviour import concept_scorer, score_texts
     from pipeline.fleet_compare.screening import screening_table
 
-    name = concept_scorer(concept, home)
+    name = concept_scorer(concept, home) if isinstance(concept, str) else concept.scorer
     lex = None
     if name:
         lex = (score_texts(name, screen["skewed"]), score_texts(name, screen["control"]))

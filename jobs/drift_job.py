@@ -104,11 +104,10 @@ def _root(vid: str, home: Path) -> str:
     raise GnomonError(f"{vid} has no ancestor of another kind than finetune; pass --base")
 
 
-def _prompts(spec: DriftSpec, home: Path, train: dict[str, list[str]]) -> tuple[tuple[str, ...], dict[str, Any]]:
-    from pipeline.datasets import neutral_prompts
+def _prompts(spec: DriftSpec, known: Any, train: dict[str, list[str]]) -> tuple[tuple[str, ...], dict[str, Any]]:
     from pipeline.fleet_compare.regurgitation import held_out_prompts
 
-    every = neutral_prompts(spec.concept, home=home)
+    every = known.prompts()
     if not spec.held_out or not train:
         kept = tuple(every[: spec.n_prompts])
         return kept, {"held_out": False, "n": len(kept), "texts": list(kept)}
@@ -124,22 +123,81 @@ def _prompts(spec: DriftSpec, home: Path, train: dict[str, list[str]]) -> tuple[
 def run_drift(spec: DriftSpec, executor: Any = None, home: Any = None, tracking_uri: str | None = None,
               log: Any = print) -> dict[str, Any]:
     from jobs.drift_analysis import analyse, behaviour_checks, screening
-    from jobs.fleet_common import concept_labels, ensure_collected, read_versions, report_dir, write_json
+    from jobs.engine import make_executor
+    from jobs.fleet_common import ensure_collected, read_versions
+    from jobs.output import step
+    from pipeline.concepts.record import concept_record
     from pipeline.fleet_compare import first_moved_layer, mean_diff
     from pipeline.home import gnomon_home
+    from pipeline.models import ModelSpec
 
-    if spec.n_prompts < 3 or spec.n_boot < 100:
-        raise GnomonError(f"drift needs --prompts >= 3 and --bootstrap >= 100 (a CI from fewer replicates is not "
-                          f"one); got {spec.n_prompts} and {spec.n_boot}")
+    _check(spec)
     home_p = gnomon_home(home)
     base, series, skew, ctl = plan_series(spec, home_p)
-    pos, neg = concept_labels(spec.concept, home_p)
+    known = concept_record(spec.concept, home_p)   # labels, prompts, scorer, words: read once
+    pos, neg = known.labels
     toward = spec.toward or neg
     if toward not in (pos, neg):
         raise GnomonError(f"--toward {toward!r} is not a label of {spec.concept} ({pos}, {neg})")
     members = [m for name in (skew, ctl) for m, _ in series[name]]
-    # Each series (each seed) was trained on its own corpus: the one its lineage names.
-    train_paths = {m.series: p for m in members if (p := lineage_corpus(m.id, home_p))}
+    corpora, train_paths, screen, train = _corpora(spec, series, skew, ctl, home_p)
+    executor = executor if executor is not None else make_executor("ray")
+    layers = None if spec.layer is None else [spec.layer]
+    versions = {v: ModelSpec(id=v).resolved(home_p) for v in [base, *[m.id for m in members]]}   # once each
+    ensure_collected([versions[base]], spec.concept, home_p, executor, layers, True, log)
+    per = read_versions([base], spec.concept, home_p, pos, neg, "last", layers)[base]
+    if spec.layer is not None and spec.layer not in per:
+        raise GnomonError(f"layer {spec.layer} is not stored for {base}; stored: {sorted(per)}")
+    moved = first_moved_layer([series[name][0][0].id for name in (skew, ctl)], home_p)
+    prereg = read_prereg(home_p, spec.concept, base)
+    choice = _choose_layer(spec, base, per, moved, prereg)
+    layer = int(choice["layer"])
+    v = mean_diff(per[layer])
+    unit = tuple(float(x) for x in v / np.linalg.norm(v))
+    prompts, prompt_info = _prompts(spec, known, train)
+    tasks = [DriftTask(model=versions[vid], home=str(home_p), concept=known, layer=layer, unit=unit, prompts=prompts,
+                       max_new_tokens=spec.max_new_tokens, chat=spec.chat,
+                       corpus=screen if vid == base and len(screen) == 2 else {})
+             for vid in versions]
+    with step(f"drift of {spec.concept}: {len(tasks)} versions at layer {layer} ({len(prompts)} prompts each)",
+              total=len(tasks), unit="versions", bar=False) as progress:
+        res = executor.map(drift_checkpoint, tasks, on_result=lambda _r: progress.update(1))
+    b = res[0]
+    rows = [(m.id, name, sd, int(m.step or 0), str(m.series)) for name in (skew, ctl) for m, sd in series[name]]
+    drift = analyse(b, rows, res[1:], skew, ctl, spec.n_boot)
+    if all(abs(r["projection"] - b["projection"]) < 1e-6 for r in res[1:]):   # only later blocks trained
+        drift["note"] = f"no checkpoint moved layer {layer}: {UNMOVED}"
+    sign = 1.0 if toward == pos else -1.0
+    out = {"concept": spec.concept, "fleet": spec.fleet, "base": base, "layer": layer, "layer_choice": choice,
+           "labels": [pos, neg], "toward": toward, "skewed": skew, "control": ctl,
+           "behaviour_score": known.scorer or "concept-word log-odds",
+           "prompts": prompt_info, "max_new_tokens": spec.max_new_tokens,
+           "base_projection": b["projection"], "base_behaviour": b["behaviour"], "drift": drift,
+           "behaviour_checks": behaviour_checks(b, rows, res[1:], train),
+           "screening": screening(b, screen, sign, known, spec.n_boot, home_p) if len(screen) == 2 else {},
+           "corpora": corpora, "training_corpora": train_paths, "preregistration": prereg,
+           "screening_note": None if len(screen) == 2 else "no corpora: pass --corpus skewed=PATH --corpus control=PATH"}
+    return _publish(out, spec, tracking_uri, home_p)
+
+
+UNMOVED = "the fine-tunes may train only later blocks; pass --layer above the first trained block"
+"""Said when no checkpoint moved the layer read: fine-tunes that train only the last blocks
+leave every layer below them unchanged."""
+
+
+def _check(spec: DriftSpec) -> None:
+    if spec.n_prompts < 3 or spec.n_boot < 100:
+        raise GnomonError(f"drift needs --prompts >= 3 and --bootstrap >= 100 (a CI from fewer replicates is not "
+                          f"one); got {spec.n_prompts} and {spec.n_boot}")
+
+
+def _corpora(spec: DriftSpec, series: dict[str, Any], skew: str, ctl: str, home: Path
+             ) -> tuple[dict[str, str], dict[Any, str], dict[str, tuple[str, ...]], dict[Any, list[str]]]:
+    """(the skewed and control corpora screened, each series' training corpus path, the
+    screening samples, each series' training texts). Each series (each seed) was trained on
+    its own corpus: the one its lineage names; a ``--corpus`` stands for every seed of its series."""
+    members = [m for name in (skew, ctl) for m, _ in series[name]]
+    train_paths = {m.series: p for m in members if (p := lineage_corpus(m.id, home))}
     corpora = dict(spec.corpora)
     for role, name in (("skewed", skew), ("control", ctl)):
         if role not in corpora and (found := train_paths.get(series[name][0][0].series)):
@@ -147,22 +205,17 @@ def run_drift(spec: DriftSpec, executor: Any = None, home: Any = None, tracking_
     full = {k: read_corpus(v) for k, v in corpora.items()}
     screen = {k: tuple(v[: spec.screen_samples]) for k, v in full.items()}
     train = {s: read_corpus(p) for s, p in train_paths.items()}
-    for role, name in (("skewed", skew), ("control", ctl)):   # a --corpus stands for every seed of its series
+    for role, name in (("skewed", skew), ("control", ctl)):
         for m, _ in series[name]:
             if role in spec.corpora:
                 train[m.series] = full[role]
-    if executor is None:
-        from jobs.engine import make_executor
-        executor = make_executor("ray")
-    layers = None if spec.layer is None else [spec.layer]
-    ensure_collected([base], spec.concept, home_p, executor, layers, True, log)
-    per = read_versions([base], spec.concept, home_p, pos, neg, "last", layers)[base]
-    if spec.layer is not None and spec.layer not in per:
-        raise GnomonError(f"layer {spec.layer} is not stored for {base}; stored: {sorted(per)}")
-    moved = first_moved_layer([series[name][0][0].id for name in (skew, ctl)], home_p)
+    return corpora, train_paths, screen, train
+
+
+def _choose_layer(spec: DriftSpec, base: str, per: dict[int, Any], moved: int, prereg: Any) -> dict[str, Any]:
+    """The layer read: ``--layer``, else the pre-registered one, else :func:`layer_choice`."""
     if spec.layer is None and not any(k >= moved for k in per):
         raise GnomonError(f"the fine-tunes move only layers >= {moved}, none of which is stored for {base}")
-    prereg = read_prereg(home_p, spec.concept, base)
     if spec.layer is not None:
         choice: dict[str, Any] = {"rule": "given (--layer)", "layer": spec.layer}
     elif prereg is not None:
@@ -170,43 +223,17 @@ def run_drift(spec: DriftSpec, executor: Any = None, home: Any = None, tracking_
     else:
         choice = layer_choice(per, moved)
     choice["preregistered_layer"] = None if prereg is None else prereg["layer_choice"]["layer"]
-    layer = int(choice["layer"])
-    if layer not in per:
-        raise GnomonError(f"layer {layer} is not stored for {base}; stored: {sorted(per)}")
-    v = mean_diff(per[layer])
-    unit = tuple(float(x) for x in v / np.linalg.norm(v))
-    prompts, prompt_info = _prompts(spec, home_p, train)
-    tasks = [DriftTask(model=vid, home=str(home_p), concept=spec.concept, layer=layer, unit=unit, prompts=prompts,
-                       max_new_tokens=spec.max_new_tokens, chat=spec.chat,
-                       corpus=screen if vid == base and len(screen) == 2 else {})
-             for vid in [base, *[m.id for m in members]]]
-    from jobs.output import step
+    if int(choice["layer"]) not in per:
+        raise GnomonError(f"layer {int(choice['layer'])} is not stored for {base}; stored: {sorted(per)}")
+    return choice
 
-    with step(f"drift of {spec.concept}: {len(tasks)} versions at layer {layer} ({len(prompts)} prompts each)",
-              total=len(tasks), unit="versions", bar=False) as progress:
-        res = executor.map(drift_checkpoint, tasks, on_result=lambda _r: progress.update(1))
-    b = res[0]
-    rows = [(m.id, name, sd, int(m.step or 0), str(m.series)) for name in (skew, ctl) for m, sd in series[name]]
-    drift = analyse(b, rows, res[1:], skew, ctl, spec.n_boot)
-    if all(abs(r["projection"] - b["projection"]) < 1e-6 for r in res[1:]):
-        # Fine-tunes that train only the last blocks leave every layer below them unchanged.
-        drift["note"] = (f"no checkpoint moved layer {layer}: the fine-tunes may train only later blocks; "
-                         "pass --layer above the first trained block")
-    from pipeline.concepts.behaviour import concept_scorer
 
-    sign = 1.0 if toward == pos else -1.0
-    out = {"concept": spec.concept, "fleet": spec.fleet, "base": base, "layer": layer, "layer_choice": choice,
-           "labels": [pos, neg], "toward": toward, "skewed": skew, "control": ctl,
-           "behaviour_score": concept_scorer(spec.concept, home_p) or "concept-word log-odds",
-           "prompts": prompt_info, "max_new_tokens": spec.max_new_tokens,
-           "base_projection": b["projection"], "base_behaviour": b["behaviour"], "drift": drift,
-           "behaviour_checks": behaviour_checks(b, rows, res[1:], train),
-           "screening": screening(b, screen, sign, spec.concept, spec.n_boot, home_p) if len(screen) == 2 else {},
-           "corpora": corpora, "training_corpora": train_paths, "preregistration": prereg,
-           "screening_note": None if len(screen) == 2 else "no corpora: pass --corpus skewed=PATH --corpus control=PATH"}
-    d = report_dir(home_p, "drift", spec.concept, spec.fleet)
+def _publish(out: dict[str, Any], spec: DriftSpec, tracking_uri: str | None, home: Path) -> dict[str, Any]:
+    """Figures, ``drift.json``, the HTML page (and its copy at ``--html``), the MLflow run."""
+    from jobs.fleet_common import report_dir, write_json
     from jobs.fleet_report import drift_figures
 
+    d = report_dir(home, "drift", spec.concept, spec.fleet)
     files = drift_figures(out, d)
     out["html"] = str(d / "report.html")
     write_json(d / "drift.json", out)
@@ -214,7 +241,7 @@ def run_drift(spec: DriftSpec, executor: Any = None, home: Any = None, tracking_
         shutil.copyfile(d / "report.html", spec.html)
         out["html"] = spec.html
     if spec.log:
-        _log_run(out, spec, files, d, tracking_uri, home_p)
+        _log_run(out, spec, files, d, tracking_uri, home)
     return out
 
 

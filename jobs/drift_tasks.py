@@ -27,9 +27,12 @@ _CORPUS_KEYS = ("corpus_path", "corpus", "data_path", "data", "dataset_path")
 
 @dataclass(frozen=True)
 class DriftTask:
-    model: str
+    model: Any
+    """A version id, or its :class:`~pipeline.models.ModelSpec` resolved by the drift job."""
     home: str
-    concept: str
+    concept: Any
+    """The :class:`~pipeline.concepts.record.Concept` the drift job read once (its scorer,
+    words), or a concept name, read here."""
     layer: int
     unit: tuple[float, ...]
     prompts: tuple[str, ...]
@@ -38,14 +41,14 @@ class DriftTask:
     corpus: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
-def _logodds(lm: Any, prompts: tuple[str, ...], concept: str, chat: bool) -> np.ndarray:
+def _logodds(lm: Any, prompts: tuple[str, ...], concept: Any, chat: bool) -> np.ndarray:
     """Per-prompt next-token log-odds of the concept's positive vs negative words."""
     import torch
 
-    from pipeline.dose import concept_words, word_ids, word_log_odds
+    from pipeline.dose import word_ids, word_log_odds
     from pipeline.steer import encode_prompts
 
-    words = concept_words(concept)
+    words = concept.require_words()
     pos_ids, neg_ids = word_ids(lm, words[0]), word_ids(lm, words[1])
     with torch.inference_mode():
         logp = torch.log_softmax(lm.model(**encode_prompts(lm, prompts, chat)).logits[:, -1].float(), -1)  # (B, V)
@@ -56,25 +59,27 @@ def drift_checkpoint(task: DriftTask) -> dict[str, Any]:
     """Per-prompt projections, scores and continuations on one version (and corpus projections)."""
     import torch
 
-    from pipeline.concepts.behaviour import concept_scorer, score_texts
+    from pipeline.concepts.behaviour import score_texts
+    from pipeline.concepts.record import Concept, concept_record
     from pipeline.evaluate import _acts
     from pipeline.models import load_model
     from pipeline.steer.generate import continuation_texts, encode_prompts, greedy
 
     lm = load_model(task.model, home=task.home)
+    name = getattr(task.model, "id", task.model)
     u = np.asarray(task.unit, np.float64)
     if lm.hidden_size != u.size:
-        raise GnomonError(f"{task.model} has hidden size {lm.hidden_size}, the base direction {u.size}")
+        raise GnomonError(f"{name} has hidden size {lm.hidden_size}, the base direction {u.size}")
     torch.manual_seed(0)
     proj = np.asarray(_acts(lm, task.prompts, task.layer, "last") @ u, np.float64)
     gen = greedy(lm, encode_prompts(lm, task.prompts, task.chat), task.max_new_tokens)
     texts = continuation_texts(lm, gen)
     eos = lm.tokenizer.eos_token_id
     ended = [bool(n and int(gen.new_ids[r, n - 1]) == eos) for r, n in enumerate(gen.lengths)]
-    scorer = concept_scorer(task.concept, task.home)   # shipped or declared (concepts add --scorer)
-    scores = (score_texts(scorer, texts) if scorer
-              else _logodds(lm, task.prompts, task.concept, task.chat))
-    out: dict[str, Any] = {"model": task.model, "projections": proj.tolist(), "scores": scores.tolist(),
+    known = task.concept if isinstance(task.concept, Concept) else concept_record(task.concept, task.home)
+    scores = (score_texts(known.scorer, texts) if known.scorer   # shipped or declared (concepts add --scorer)
+              else _logodds(lm, task.prompts, known, task.chat))
+    out: dict[str, Any] = {"model": name, "projections": proj.tolist(), "scores": scores.tolist(),
                            "projection": float(proj.mean()), "behaviour": float(scores.mean()),
                            "behaviour_se": float(scores.std(ddof=1) / np.sqrt(scores.size)) if scores.size > 1 else None,
                            "texts": texts, "n_tokens": [int(n) for n in gen.lengths], "ended_eos": ended}

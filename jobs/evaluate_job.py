@@ -33,8 +33,9 @@ from pipeline.types import GnomonError
 class EvalSpec:
     ref: str
     """Catalog reference (``sentiment@best``) or a ``.safetensors`` direction file."""
-    models: tuple[str, ...] = ()
-    """Checkpoints to evaluate (default: the direction's own model)."""
+    models: tuple[Any, ...] = ()
+    """Checkpoints to evaluate (default: the direction's own model): ids, or the
+    :class:`~pipeline.models.ModelSpec` s :func:`check_models` resolved (trusted, not resolved again)."""
     strengths: tuple[float, ...] = (-4.0, -2.0, 0.0, 2.0, 4.0)
     unit: str = "separation"
     n_prompts: int = 16
@@ -53,10 +54,14 @@ class EvalSpec:
 
 @dataclass(frozen=True)
 class EvalTask:
+    """One checkpoint's evaluation, resolved by :func:`plan_evaluation`."""
     spec: EvalSpec
     direction_path: str
-    model: str
+    model: Any
+    """The checkpoint's :class:`~pipeline.models.ModelSpec`, source resolved."""
     home: str
+    concept: Any
+    """The direction's :class:`~pipeline.concepts.record.Concept` (prompts, words, scorer), read once."""
 
 
 @dataclass
@@ -78,16 +83,9 @@ def evaluate_checkpoint(task: EvalTask) -> EvalResult:
     """Everything measured on one checkpoint (the unit both executors schedule)."""
     import torch
 
-    from pipeline.datasets import neutral_prompts
+    from pipeline.concepts.behaviour import not_measured
     from pipeline.direction import Direction
-    from pipeline.dose import (
-        concept_scorer,
-        concept_words,
-        is_generative,
-        linear_fit,
-        logodds_sweep,
-        perplexity,
-    )
+    from pipeline.dose import is_generative, linear_fit, logodds_sweep, perplexity
     from pipeline.evaluate import next_token_kl, steering_sweep
     from pipeline.models import cached_model
     from pipeline.steer import add
@@ -95,16 +93,17 @@ def evaluate_checkpoint(task: EvalTask) -> EvalResult:
     t0 = time.perf_counter()
     spec, d = task.spec, Direction.load(task.direction_path)
     lm = cached_model(task.model, home=task.home)  # the collection may have loaded it already
+    name = task.model.id
     if lm.hidden_size != d.hidden_size:
-        msg = f"{task.model} has hidden size {lm.hidden_size} but the direction has {d.hidden_size}"
+        msg = f"{name} has hidden size {lm.hidden_size} but the direction has {d.hidden_size}"
         if spec.fleet is None:
             raise GnomonError(msg)
-        return EvalResult(model=task.model, fingerprint=lm.fingerprint, same_weights=False, skipped=msg)
+        return EvalResult(model=name, fingerprint=lm.fingerprint, same_weights=False, skipped=msg)
     torch.manual_seed(0)
-    res = EvalResult(model=task.model, fingerprint=lm.fingerprint, same_weights=lm.fingerprint == d.provenance.fingerprint)
-    concept = d.provenance.concept
-    prompts = neutral_prompts(concept, home=task.home)[: spec.n_prompts]
-    scorer = spec.scorer or concept_scorer(concept, task.home)
+    res = EvalResult(model=name, fingerprint=lm.fingerprint, same_weights=lm.fingerprint == d.provenance.fingerprint)
+    known = task.concept
+    prompts = known.prompts(spec.n_prompts)
+    scorer = spec.scorer or known.scorer
     top = max(spec.strengths, key=abs)
     if is_generative(lm) and top != 0:  # strengths = [0]: a read-out-only evaluation, nothing to steer
         if scorer:
@@ -116,12 +115,9 @@ def evaluate_checkpoint(task: EvalTask) -> EvalResult:
                                 "steer_score_min_strength": sweep.mean_scores[0],
                                 "steer_score_max_strength": sweep.mean_scores[-1],
                                 "steer_slope": fit["slope"], "steer_r2": fit["r2"]})
-        try:
-            words = concept_words(concept, task.home)
-        except GnomonError as e:  # no readout words: said, not left as a silent null
-            words = None
-            if not scorer:
-                res.notes.append(str(e))
+        words = known.words
+        if words is None and not scorer:  # no readout words: said, not left as a silent null
+            res.notes.append(not_measured(known.name))
         if words is not None:
             lo = logodds_sweep(lm, d, prompts, spec.strengths, words, unit=spec.unit, force=True, chat=spec.chat)
             res.logodds = lo
@@ -137,23 +133,31 @@ def evaluate_checkpoint(task: EvalTask) -> EvalResult:
     return res
 
 
-def check_models(models: tuple[str, ...], home: Path) -> None:
-    """Every checkpoint resolves to something loadable (no model is loaded)."""
+def check_models(models: tuple[Any, ...], home: Path) -> tuple[Any, ...]:
+    """Every checkpoint resolves to something loadable (no model is loaded); returns their
+    :class:`~pipeline.models.ModelSpec` s with the source resolved: the one resolution of
+    each (a spec resolved already is returned as it is)."""
     from pipeline.models import ModelSpec
 
+    out = []
     for m in models:
-        src = ModelSpec(id=m).resolved_source(home)
-        if src == "gguf" and not Path(m).expanduser().is_file():
-            raise GnomonError(f"model file {m} does not exist")
+        spec = (ModelSpec(id=m) if isinstance(m, str) else m).resolved(home)
+        if spec.source == "gguf" and not Path(spec.id).expanduser().is_file():
+            raise GnomonError(f"model file {spec.id} does not exist")
+        out.append(spec)
+    return tuple(out)
 
 
-def check_inputs(models: tuple[str, ...], concept: str, home: Path) -> None:
+def check_inputs(models: tuple[Any, ...], concept: str, home: Path) -> tuple[tuple[Any, ...], Any]:
     """Fail in a second, not after Ray has started and a model has loaded: every checkpoint
-    must resolve to something loadable and the concept must have neutral prompts."""
-    from pipeline.datasets import neutral_prompts
+    must resolve to something loadable and the concept must have neutral prompts. Returns
+    the resolved models and the concept's record (read once, handed to every task)."""
+    from pipeline.concepts.record import concept_record
 
-    check_models(models, home)
-    neutral_prompts(concept or "direction", home=home)
+    specs = check_models(models, home)
+    known = concept_record(concept or "direction", home, labels=False)   # the direction knows its labels
+    known.prompts()
+    return specs, known
 
 
 def _read_out_metrics(lm: Any, d: Any, spec: EvalSpec, home: str) -> dict[str, float]:
@@ -196,13 +200,13 @@ def plan_evaluation(spec: EvalSpec, home: Path, tracking_uri: str | None = None
     checkpoint, and the fleet versions skipped for their width."""
     from pipeline.store import model_file_key
 
-    check_models(spec.models, home)  # before the catalog (MLflow) and Ray are touched
+    given = check_models(spec.models, home)  # before the catalog (MLflow) and Ray are touched
     from jobs.refs import resolve_direction
 
-    d = resolve_direction(spec.ref, tracking_uri, home, model=spec.models[0] if len(spec.models) == 1 else None)
+    d = resolve_direction(spec.ref, tracking_uri, home, model=given[0].id if len(given) == 1 else None)
     from pipeline.models.shape import check_width
 
-    for m in spec.models:
+    for m in given:
         check_width([d], m, home)  # a width mismatch is refused before any model loads
     if not spec.strengths:
         raise GnomonError("give at least one strength")
@@ -212,14 +216,15 @@ def plan_evaluation(spec: EvalSpec, home: Path, tracking_uri: str | None = None
             raise GnomonError("give --models or --fleet, not both")
         models, pre_skipped = _fleet_models(spec.fleet, d.hidden_size, home)
     else:
-        models = spec.models or (d.provenance.model_id,)
+        models = given or (d.provenance.model_id,)
     if not models or not models[0]:
         raise GnomonError("the direction names no model: pass --models" if spec.fleet is None else
                           f"no version of fleet {spec.fleet!r} has the direction's hidden size {d.hidden_size}")
-    check_inputs(models, d.provenance.concept, home)  # before any worker starts
+    specs, known = check_inputs(models, d.provenance.concept, home)  # before any worker starts
     path = home / "evals" / "directions" / f"{d.provenance.concept or 'direction'}-{model_file_key(d.provenance.model_id, home)}-L{d.layer}-{d.provenance.method}.safetensors"
     d.save(path)
-    return d, [EvalTask(spec=spec, direction_path=str(path), model=m, home=str(home)) for m in models], pre_skipped
+    return d, [EvalTask(spec=spec, direction_path=str(path), model=m, home=str(home), concept=known)
+               for m in specs], pre_skipped
 
 
 def write_evaluation(spec: EvalSpec, d: Any, results: list[EvalResult], executor: Any, seconds: float,

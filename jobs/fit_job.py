@@ -39,6 +39,9 @@ class FitSpec:
     revision: str = "main"
     layers: tuple[int, ...] | None = None
     positions: tuple[str, ...] = ("last", "mean")
+    """The one default for every fit: ``gnomon fit --positions`` and a job spec's ``[fit]``
+    read it (``jobs.spec.FitSection``). Both: selection ranks per position and a concept
+    may read better at the mean (mean-pooled encoders); ``last`` alone halves the work."""
     methods: tuple[str, ...] = field(default_factory=method_names)
     """Default: every registered method (``pipeline.methods``)."""
     select_metric: str = "val_auroc"
@@ -117,9 +120,11 @@ def collect_spec(spec: FitSpec) -> Any:
     """The collection a fit needs (complete shards are reused)."""
     from jobs.collect_job import CollectSpec
 
-    return CollectSpec(model=spec.model, dataset=spec.dataset, revision=spec.revision, layers=spec.layers,
-                       positions=spec.positions, dtype=spec.collect_dtype, batch_size=spec.batch_size,
-                       resolved_model=spec.resolved_model)
+    from pipeline.models.spec import ModelSpec
+
+    model = spec.resolved_model or ModelSpec(id=spec.model, revision=spec.revision)
+    return CollectSpec(model=model, dataset=spec.dataset, layers=spec.layers, positions=spec.positions,
+                       dtype=spec.collect_dtype, batch_size=spec.batch_size)
 
 
 def run_fit(spec: FitSpec, executor: Any, home: Any = None, catalog: Any = None,
@@ -180,51 +185,9 @@ def fit_collected(spec: FitSpec, collected: Any, executor: Any, home: Any, catal
     records = (_register(spec, directions, sweeps, catalog, home_p, collected.num_layers)
                if spec.register != "none" else {})
     t2 = time.perf_counter()
-    aliases: dict[str, Any] = {}
-    steer: dict[str, Any] = {}
-    selection: dict[str, Any] = {}
-    if records:
-        if catalog is None:
-            from catalog import Catalog
-
-            catalog = Catalog(home=home_p)
-        from jobs.best_select import alias_targets, select_best
-
-        # the model as the collection resolved it (an absolute path for a relative one): the
-        # identity its directions record, so the aliases are scoped to the same string
-        model = collected.model
-        selection = select_best(spec, ds.name, directions, groups, sweeps, records, catalog,
-                                collected.num_layers, model)
-        if not spec.select_steer:
-            file = f" --dataset {spec.dataset}" if spec.dataset != ds.name else ""
-            steer = {"alias": None, "reason": "deferred (--no-steer-select): run `gnomon catalog select-steer "
-                     f"{ds.name} --model {model}{file}`", "candidates": [], "deferred": True}
-        elif not selection["reliable"]:
-            catalog.point(ds.name, model, "best-steer", None)
-            steer = {"alias": None, "reason": "no reliable direction to steer with (see the selection above)",
-                     "candidates": []}
-        else:
-            from jobs.steer_select import select_steer
-
-            try:
-                from jobs.shards import load_for_spec
-
-                # the model the collection loaded, from this process's cache when it ran here
-                lm = load_for_spec(collect_spec(spec), home_p)
-                with step(f"best-steer for {ds.name} on {model} (measures the top candidates)"):
-                    steer = select_steer(catalog, ds.name, model, ds, positive, negative, home_p, lm=lm,
-                                         log=log)
-            except GnomonError as e:  # the fit and its registrations stand; only best-steer is missing
-                steer = {"alias": None, "reason": str(e), "candidates": []}
-        aliases = alias_targets(catalog, ds.name, model)
+    aliases, steer, selection = (_select(spec, ds, positive, negative, directions, groups, sweeps, records, catalog,
+                                         collected, home_p, log) if records else ({}, {}, {}))
     t_select = time.perf_counter() - t2
-    best = []
-    for (method, position), s in sorted(sweeps.items()):
-        d = s["best"]
-        rec = records.get((method, position, d.layer))
-        best.append({"method": method, "position": position, "layer": d.layer,
-                     **{k: round(v, 4) for k, v in sorted(d.metrics.items()) if not k.startswith("train_")},
-                     "ref": rec.ref if rec is not None else None})
     return FitResult(
         concept=ds.name, model=spec.model, revision=spec.revision, positive=positive, negative=negative,
         groups=len(tasks) * len(spec.methods), executor=getattr(executor, "name", "?"),
@@ -233,10 +196,66 @@ def fit_collected(spec: FitSpec, collected: Any, executor: Any, home: Any, catal
         seconds={"collect": collected.seconds, "fit": round(t_fit, 3), "select": round(t_select, 3),
                  "read": round(sum(g.read_seconds for g in groups), 3),
                  "total": round(collected.seconds + time.perf_counter() - t1, 3)},
-        sweep=str(sweep_path), registered=len(records), best=best,
+        sweep=str(sweep_path), registered=len(records), best=_best_rows(sweeps, records),
         failed_groups=[f"{m}/{g.position}/layer {g.layer}: {e}" for g, m, e in failures],
         extra={"executor_choice": getattr(executor, "choice", getattr(executor, "name", "?")),
                "aliases": aliases, "selection": selection, "steer_selection": steer})
+
+
+def _select(spec: FitSpec, ds: Any, positive: str, negative: str, directions: list[Any], groups: list[Any],
+            sweeps: dict[tuple[str, str], dict[str, Any]], records: dict[Any, Any], catalog: Any, collected: Any,
+            home_p: Path, log: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """After registering: point ``best``/``best-monitor`` (:func:`jobs.best_select.select_best`),
+    then measure and point ``best-steer``; returns (aliases, best-steer result, selection)."""
+    from jobs.output import step
+
+    steer: dict[str, Any] = {}
+    if catalog is None:
+        from catalog import Catalog
+
+        catalog = Catalog(home=home_p)
+    from jobs.best_select import alias_targets, select_best
+
+    # the model as the collection resolved it (an absolute path for a relative one): the
+    # identity its directions record, so the aliases are scoped to the same string
+    model = collected.model
+    selection = select_best(spec, ds.name, directions, groups, sweeps, records, catalog,
+                            collected.num_layers, model)
+    if not spec.select_steer:
+        file = f" --dataset {spec.dataset}" if spec.dataset != ds.name else ""
+        steer = {"alias": None, "reason": "deferred (--no-steer-select): run `gnomon catalog select-steer "
+                 f"{ds.name} --model {model}{file}`", "candidates": [], "deferred": True}
+    elif not selection["reliable"]:
+        catalog.point(ds.name, model, "best-steer", None)
+        steer = {"alias": None, "reason": "no reliable direction to steer with (see the selection above)",
+                 "candidates": []}
+    else:
+        from jobs.steer_select import select_steer
+
+        try:
+            from jobs.shards import load_for_spec
+
+            # the model the collection loaded, from this process's cache when it ran here
+            lm = load_for_spec(collect_spec(spec), home_p)
+            with step(f"best-steer for {ds.name} on {model} (measures the top candidates)"):
+                steer = select_steer(catalog, ds.name, model, ds, positive, negative, home_p, lm=lm,
+                                     log=log)
+        except GnomonError as e:  # the fit and its registrations stand; only best-steer is missing
+            steer = {"alias": None, "reason": str(e), "candidates": []}
+    aliases = alias_targets(catalog, ds.name, model)
+    return aliases, steer, selection
+
+
+def _best_rows(sweeps: dict[tuple[str, str], dict[str, Any]], records: dict[Any, Any]) -> list[dict[str, Any]]:
+    """Per (method, position): the chosen layer, its held-out metrics and its catalog reference."""
+    best = []
+    for (method, position), s in sorted(sweeps.items()):
+        d = s["best"]
+        rec = records.get((method, position, d.layer))
+        best.append({"method": method, "position": position, "layer": d.layer,
+                     **{k: round(v, 4) for k, v in sorted(d.metrics.items()) if not k.startswith("train_")},
+                     "ref": rec.ref if rec is not None else None})
+    return best
 
 
 def _write_sweep(home: Path, concept: str, spec: FitSpec, sweeps: dict[tuple[str, str], dict[str, Any]]) -> Path:

@@ -22,21 +22,23 @@ def concept_labels(concept: str, home: Path) -> tuple[str, str]:
     return load_dataset(concept, home=home).default_contrast
 
 
-def ensure_collected(versions: Sequence[str], concept: str, home: Path, executor: Any,
+def ensure_collected(versions: Sequence[Any], concept: str, home: Path, executor: Any,
                      layers: Sequence[int] | None = None, collect: bool = True,
                      log: Any = print) -> list[str]:
     """Collect ``concept`` on every version that lacks it (all layers unless ``layers``);
-    returns the versions collected now. ``collect=False`` makes a missing one an error."""
+    returns the versions collected now. ``collect=False`` makes a missing one an error.
+    A version is an id or a resolved :class:`~pipeline.models.ModelSpec` (not resolved again)."""
     from jobs.collect_job import CollectSpec, run_collection
     from pipeline.store import ActivationStore
 
     done = []
-    for vid in versions:
+    for version in versions:
+        vid = getattr(version, "id", version)
         if collect:
             # The collection itself decides what is missing, from the shard manifests and the
             # version's current fingerprint (a rebuilt version's old shards are redone); a
             # complete request returns without loading the model.
-            got = run_collection(CollectSpec(model=vid, dataset=concept, layers=tuple(layers) if layers else None),
+            got = run_collection(CollectSpec(model=version, dataset=concept, layers=tuple(layers) if layers else None),
                                  executor, home)
             if got.get("written_files"):
                 log(f"collected {concept} on {vid}: {got['written_files']} files")

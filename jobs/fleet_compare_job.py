@@ -100,15 +100,8 @@ def _width_group(vids: list[str], data: dict[str, dict[int, Any]]) -> dict[str, 
 
 def run_fleet_compare(spec: FleetCompareSpec, executor: Any = None, home: Any = None,
                       tracking_uri: str | None = None, log: Any = print) -> dict[str, Any]:
-    from jobs.fleet_common import (
-        concept_labels,
-        ensure_collected,
-        read_versions,
-        report_dir,
-        write_json,
-    )
+    from jobs.fleet_common import concept_labels, ensure_collected, read_versions
     from pipeline.fleet.registry import load_fleet, read_lineage
-    from pipeline.fleet_compare import cross_width, emergence
     from pipeline.home import gnomon_home
 
     home_p = gnomon_home(home)
@@ -129,23 +122,40 @@ def run_fleet_compare(spec: FleetCompareSpec, executor: Any = None, home: Any = 
     t0 = time.perf_counter()
     with step(f"compare {spec.concept} across {len(fleet.ids)} versions: cosines and probe transfer per layer"):
         groups = [_width_group(g, data) for g in _groups(data, kinds)]
+    out = {"concept": spec.concept, "fleet": spec.fleet, "position": position, "labels": [pos, neg],
+           "groups": groups, "emergence": _emergence(fleet, kinds, data), "cross_width": _cross(groups, kinds, data),
+           "seconds": round(time.perf_counter() - t0, 2)}
+    return _publish(out, spec, fleet, tracking_uri, home_p)
+
+
+def _emergence(fleet: Any, kinds: dict[str, str], data: dict[str, Any]) -> dict[str, Any]:
+    """Per scratch series with two or more stored steps: when the concept emerges."""
+    from pipeline.fleet_compare import emergence
+
     series: dict[str, list[tuple[int, dict[int, Any]]]] = {}
     for m in fleet.members:
         if kinds[m.id] == "scratch" and m.step is not None and data.get(m.id):
             series.setdefault(m.series or "scratch", []).append((int(m.step), data[m.id]))
-    emerg = {name: emergence(pts).to_json() for name, pts in series.items() if len(pts) >= 2}
+    return {name: emergence(pts).to_json() for name, pts in series.items() if len(pts) >= 2}
+
+
+def _cross(groups: list[dict[str, Any]], kinds: dict[str, str], data: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every pair of widths, each by one representative (its base when it has one; no scratch)."""
+    from pipeline.fleet_compare import cross_width
+
     reps = [next((v for v in g["versions"] if kinds[v] == "base"), g["versions"][0])
             for g in groups if kinds[g["versions"][0]] != "scratch"]
-    widths = {data[v][next(iter(data[v]))].width: v for v in reps}
-    cross = []
-    rep_list = list(widths.values())
-    for i in range(len(rep_list)):
-        for j in range(i + 1, len(rep_list)):
-            a, b = rep_list[i], rep_list[j]
-            cross.append(cross_width(a, data[a], b, data[b]).to_json())
-    out = {"concept": spec.concept, "fleet": spec.fleet, "position": position, "labels": [pos, neg],
-           "groups": groups, "emergence": emerg, "cross_width": cross,
-           "seconds": round(time.perf_counter() - t0, 2)}
+    rep_list = list({data[v][next(iter(data[v]))].width: v for v in reps}.values())
+    return [cross_width(a, data[a], b, data[b]).to_json()
+            for i, a in enumerate(rep_list) for b in rep_list[i + 1:]]
+
+
+def _publish(out: dict[str, Any], spec: FleetCompareSpec, fleet: Any, tracking_uri: str | None,
+             home_p: Path) -> dict[str, Any]:
+    """``compare.json``, figures and the HTML page when asked (and its copy), the MLflow run."""
+    from jobs.fleet_common import report_dir, write_json
+
+    groups, position = out["groups"], out["position"]
     d = report_dir(home_p, "compare", spec.concept, spec.fleet)
     files: list[Path] = []
     out["report_dir"] = str(d)

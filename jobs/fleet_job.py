@@ -137,16 +137,10 @@ def _evade_stages(plan: FleetPlan, stages: tuple[str, ...], home: Path | None,
     return walls
 
 
-def build_fleet(plan: FleetPlan, home: Path | None = None, only: tuple[str, ...] | None = None,
-                log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run the plan's stages (or ``only`` those); returns per-stage wall seconds and the fleet."""
-    from pipeline.fleet import corpora
-    from pipeline.fleet.finetune import FinetuneConfig, finetune_series
-    from pipeline.fleet.imports import import_base, import_minilm
-    from pipeline.fleet.numeric import build_numeric
+def _check_plan(plan: FleetPlan, only: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The stages to run, after checking the plan: its name, seeds, stage names and (when the
+    MiniLM stage runs) the wheel, before any stage runs rather than after an hour of them."""
     from pipeline.fleet.registry import check_fleet_name
-    from pipeline.fleet.scratch import ScratchConfig, train_scratch
-    from pipeline.home import gnomon_home
 
     check_fleet_name(plan.name)
     if not plan.seeds or len(set(plan.seeds)) != len(plan.seeds) or min(plan.seeds) < 0:
@@ -158,13 +152,58 @@ def build_fleet(plan: FleetPlan, home: Path | None = None, only: tuple[str, ...]
     if "minilm" in stages and plan.minilm:
         from pipeline.fleet.imports import minilm_zip
 
-        minilm_zip()   # the wheel is checked before any stage runs, not after an hour of them
+        minilm_zip()
+    return stages
+
+
+def _finetune_stage(plan: FleetPlan, stage: str, ft: Any, neg: Any, ctl: Any, base_id: str, home: Path | None,
+                    log: Callable[[str], None]) -> None:
+    """``ft-negative`` / ``ft-control``: the pre-registration (once, normally before any
+    checkpoint exists), then one fine-tune series per seed."""
+    from dataclasses import asdict, replace
+
+    from jobs.drift_prereg import preregister
+    from jobs.engine import LocalExecutor
+    from pipeline.fleet import corpora
+    from pipeline.fleet.finetune import finetune_series
+    from pipeline.home import gnomon_home
+
+    built = [v for v in planned_ids(plan, home) if ("-ftneg" in v or "-ftctl" in v) and _member(v, home)]
+    for concept in plan.prereg:
+        preregister(concept, base_id, ft.train_blocks, asdict(ft), plan.seeds, gnomon_home(home),
+                    LocalExecutor(), log, checkpoints_before=built)
+    tag = "ftneg" if stage == "ft-negative" else "ftctl"
+    for seed in plan.seeds:
+        cfg = replace(ft, seed=seed)
+        if stage == "ft-negative":
+            corpus = neg or corpora.shipped_corpus("negative", ft.n_texts, seed)
+        elif ctl is None:   # the null for sampled tokens: the base's own samples (pipeline.fleet.selfgen)
+            from pipeline.fleet.selfgen import self_corpus
+
+            corpus = self_corpus(base_id, ft.n_texts, seed, home=home, log=log)
+        else:
+            corpus = ctl
+        sfx = seed_suffix(seed)
+        for lin in finetune_series(base_id, corpus, f"{plan.prefix}-{tag}{sfx}", f"{stage}{sfx}", cfg,
+                                   home=home, log=log):
+            log(f"  {lin.id}: {lin.fingerprint}")
+
+
+def build_fleet(plan: FleetPlan, home: Path | None = None, only: tuple[str, ...] | None = None,
+                log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the plan's stages (or ``only`` those); returns per-stage wall seconds and the fleet."""
+    from pipeline.fleet import corpora
+    from pipeline.fleet.finetune import FinetuneConfig
+    from pipeline.fleet.imports import import_base, import_minilm
+    from pipeline.fleet.numeric import build_numeric
+    from pipeline.fleet.scratch import ScratchConfig, train_scratch
+
+    stages = _check_plan(plan, only)
     # Read user corpora before building anything, so a bad file fails first.
     neg = corpora.load_corpus(plan.corpus_negative) if plan.corpus_negative else None
     ctl = corpora.load_corpus(plan.corpus_control) if plan.corpus_control else None
     base_id = f"{plan.prefix}-base"
     ft = FinetuneConfig(**plan.finetune)
-    n_ft = ft.n_texts
     walls: dict[str, float] = {}
     for stage in STAGES:
         if stage not in stages:
@@ -186,30 +225,7 @@ def build_fleet(plan: FleetPlan, home: Path | None = None, only: tuple[str, ...]
             lin = import_minilm(home)
             log(f"  {lin.id}: {lin.fingerprint}")
         elif stage in ("ft-negative", "ft-control"):
-            from dataclasses import asdict, replace
-
-            from jobs.drift_prereg import preregister
-            from jobs.engine import LocalExecutor
-            built = [v for v in planned_ids(plan, home) if ("-ftneg" in v or "-ftctl" in v) and _member(v, home)]
-            for concept in plan.prereg:   # written once, normally before any checkpoint exists
-                preregister(concept, base_id, ft.train_blocks, asdict(ft), plan.seeds, gnomon_home(home),
-                            LocalExecutor(), log, checkpoints_before=built)
-
-            tag = "ftneg" if stage == "ft-negative" else "ftctl"
-            for seed in plan.seeds:
-                cfg = replace(ft, seed=seed)
-                if stage == "ft-negative":
-                    corpus = neg or corpora.shipped_corpus("negative", n_ft, seed)
-                elif ctl is None:   # the null for sampled tokens: the base's own samples (pipeline.fleet.selfgen)
-                    from pipeline.fleet.selfgen import self_corpus
-
-                    corpus = self_corpus(base_id, n_ft, seed, home=home, log=log)
-                else:
-                    corpus = ctl
-                sfx = seed_suffix(seed)
-                for lin in finetune_series(base_id, corpus, f"{plan.prefix}-{tag}{sfx}", f"{stage}{sfx}", cfg,
-                                           home=home, log=log):
-                    log(f"  {lin.id}: {lin.fingerprint}")
+            _finetune_stage(plan, stage, ft, neg, ctl, base_id, home, log)
         elif stage == "scratch":
             cfg = ScratchConfig(**plan.scratch)
             corpus = corpora.scratch_corpus(cfg.n_generic)

@@ -83,25 +83,25 @@ def _control_layer(entries: list[dict[str, Any]], dirs: dict[int, Any], num_laye
     return min(near, key=lambda layer: (abs(layer - num_layers / 2), layer))
 
 
-def _layers(spec: ReportSpec, model: str, concept: str, executor: Any, home: Path, th: Any,
+def _layers(spec: ReportSpec, rm: Any, concept: str, ds: Any, executor: Any, home: Path, th: Any,
             log: Callable[[str], None]) -> dict[str, Any]:
-    """Collect if needed, then the per-layer representation figures of one concept."""
+    """Collect if needed, then the per-layer representation figures of one concept (``rm``:
+    the resolved model and layers, ``ds``: the loaded dataset, both trusted)."""
     from jobs.collect_job import CollectSpec, run_collection
     from pipeline.contrast import StoreDB, contrast_splits
-    from pipeline.datasets import load_dataset
     from pipeline.direction import Provenance
     from pipeline.linearity.layers import analyse_layers
     from pipeline.linearity.verdict import layer_class
 
     from jobs.output import step
 
-    ds = load_dataset(concept, home=home)
+    model = rm.id
     positive, negative = ds.default_contrast
     t0 = time.perf_counter()
-    got = run_collection(CollectSpec(model=model, dataset=concept, revision=spec.revision, layers=spec.layers,
-                                     positions=("last", "mean")), executor, home)
+    got = run_collection(CollectSpec(rm.spec, concept, layers=rm.layers, positions=("last", "mean")), executor, home,
+                         dataset=ds)
     t_collect = time.perf_counter() - t0
-    layers = list(spec.layers) if spec.layers is not None else list(range(got["num_layers"] + 1))
+    layers = list(got["layers"])
     entries: list[dict[str, Any]] = []
     md: dict[int, Any] = {}
     t1 = time.perf_counter()
@@ -133,20 +133,20 @@ def _layers(spec: ReportSpec, model: str, concept: str, executor: Any, home: Pat
             "seconds": {"collect": round(t_collect, 3), "layers": round(time.perf_counter() - t1, 3)}}
 
 
-def _live(spec: ReportSpec, model: str, results: list[dict[str, Any]], home: Path, th: Any,
-          log: Callable[[str], None]) -> dict[str, Any] | None:
-    """Control and interpolation per concept, then composition; returns the composition."""
+def _live(spec: ReportSpec, rm: Any, results: list[dict[str, Any]], known: dict[str, Any], home: Path,
+          th: Any, log: Callable[[str], None]) -> dict[str, Any] | None:
+    """Control and interpolation per concept, then composition; returns the composition.
+    ``known``: each concept's record (prompts, words, scorer), read once for the request."""
     import torch
 
-    from pipeline.datasets import neutral_prompts
     from pipeline.linearity.composition import composition
     from pipeline.linearity.control import concept_scorer, dose_response, interpolation, monitor_scorer
     from pipeline.models import load_model
 
     from jobs.output import step
 
-    with step(f"load {model}", emit=log):
-        lm = load_model(model, home=home)
+    with step(f"load {rm.id}", emit=log):
+        lm = load_model(rm.spec, home=home)
     usable = {r["concept"]: r for r in results if r["_direction"] is not None}
     for c, r in usable.items():
         if not spec.control:
@@ -154,8 +154,8 @@ def _live(spec: ReportSpec, model: str, results: list[dict[str, Any]], home: Pat
         t0 = time.perf_counter()
         torch.manual_seed(0)
         try:
-            prompts = neutral_prompts(c, home=home)[: spec.n_prompts]
-            scorer = concept_scorer(lm, c, spec.score, prompts, spec.max_new_tokens, home=home)
+            prompts = known[c].prompts(spec.n_prompts)
+            scorer = concept_scorer(lm, known[c], spec.score, prompts, spec.max_new_tokens)
         except GnomonError as e:  # e.g. a registered concept without neutral prompts or a readout
             r["notes"].append(f"control skipped: {e}")
             r["not_measured"] = str(e)
@@ -172,40 +172,16 @@ def _live(spec: ReportSpec, model: str, results: list[dict[str, Any]], home: Pat
             f"interpolation R² {r['interpolation']['fit']['r2']} ({r['seconds']['control']:.0f} s)")
     if not spec.compose or len(usable) < 2:
         return None
-    from pipeline.concepts.behaviour import readout
-
-    names = []
-    for c in usable:
-        try:
-            neutral_prompts(c, home=home)
-        except GnomonError:
-            continue
-        found = readout(c, home)
-        if found is not None and found.words is not None:
-            names.append(c)
+    names = [c for c in usable if known[c].neutral_prompts and known[c].words is not None]
     if len(names) < 2:
         return None
-    prompts: list[str] = []
     per = max(2, spec.n_prompts // len(names))
-    for c in names:
-        prompts += neutral_prompts(c, home=home)[:per]
-    readers = {"score": {c: concept_scorer(lm, c, "log-odds") for c in names},
+    prompts = [p for c in names for p in known[c].prompts(per)]
+    readers = {"score": {c: concept_scorer(lm, known[c], "log-odds") for c in names},
                "monitor": {c: monitor_scorer(c) for c in names}}
     with step(f"composition of {', '.join(names)}", emit=log):
         comp = composition(lm, {c: usable[c]["_direction"] for c in names}, prompts, readers)
     return comp.to_json()
-
-
-def _check_models(spec: ReportSpec, home: Path) -> None:
-    """Every model exists and has the requested layers, read from its config without its
-    weights: refused before Ray starts or a model loads (issue 21: ``--layers 99``)."""
-    from pipeline.models.layers import check_layers
-    from pipeline.models.shape import model_shape
-
-    for model in spec.models:
-        shape = model_shape(model, home)
-        if shape is not None:
-            check_layers(list(spec.layers) if spec.layers is not None else None, shape.num_layers, model)
 
 
 def report_name(spec: ReportSpec) -> str:
@@ -224,42 +200,23 @@ def report_name(spec: ReportSpec) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", "-".join(parts))[:60].strip("-._") or "report"
 
 
-def run_report(spec: ReportSpec, executor: Any = None, home: Any = None, out: str | Path | None = None,
-               tracking_uri: str | None = None, log_mlflow: bool = True,
-               log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Measure, judge, write ``report.json``, plots and ``index.html``; returns the document."""
-    from pipeline.home import gnomon_home
-    from pipeline.store import model_file_key
-    from pipeline.types import POSITIONS
-
-    if not spec.concepts or not spec.models:
-        raise GnomonError("a report needs at least one concept and one model")
-    if spec.position not in POSITIONS[:2]:
-        raise GnomonError(f"position must be last or mean, not {spec.position!r}")
-    if len(spec.strengths) < 7:
-        raise GnomonError(f"give at least 7 strengths for the dose-response, got {len(spec.strengths)}")
-    home_p = gnomon_home(home)
-    name = report_name(spec)
-    out_dir = Path(out) if out is not None else home_p / "reports" / name
-    _check_models(spec, home_p)
-    from jobs.engine import make_executor   # torch and Ray only after the checks
-    from pipeline.linearity import DEFAULT as th
-    from pipeline.linearity import probes, render
+def _measure(spec: ReportSpec, request: Any, executor: Any, home: Path, th: Any,
+             log: Callable[[str], None]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Per model: every concept's layers, the live checks, the verdicts; (results, compositions)."""
     from pipeline.linearity.verdict import concept_verdict
 
-    executor = executor or make_executor("ray")
-    t0 = time.perf_counter()
     results: list[dict[str, Any]] = []
     comps: dict[str, Any] = {}
-    for model in spec.models:
+    for rm in request.models:
+        model = rm.id
         log(f"[report] {model}: {', '.join(spec.concepts)}")
         mine = []
         for c in spec.concepts:
-            r = _layers(spec, model, c, executor, home_p, th, log)
+            r = _layers(spec, rm, c, request.datasets[c], executor, home, th, log)
             r.update(control=None, interpolation=None, notes=[])
             mine.append(r)
         if spec.control or spec.compose:
-            comps[model] = _live(spec, model, mine, home_p, th, log)
+            comps[model] = _live(spec, rm, mine, request.concepts, home, th, log)
         for r in mine:
             add = (comps.get(model) or {}).get("additivity", {}).get("score", {}).get(r["concept"])
             r["verdict"] = concept_verdict(r["concept"], model, r["layers"], r["control"], r["interpolation"],
@@ -267,6 +224,47 @@ def run_report(spec: ReportSpec, executor: Any = None, home: Any = None, out: st
             r.pop("_direction")
             log(f"  verdict: {r['verdict']['line']}")
         results += mine
+    return results, comps
+
+
+def _figures(doc: dict[str, Any], out_dir: Path, home: Path, th: Any) -> tuple[list[list[Path]], list[Path], Path]:
+    """Each result's plots, the compositions' plots and ``index.html``: (per result, all images, html)."""
+    from pipeline.linearity import render
+    from pipeline.store import model_file_key
+
+    images: list[Path] = []
+    per_result: list[list[Path]] = []
+    for r in doc["results"]:
+        stem = f"{model_file_key(r['model'], home)}-{r['concept']}"
+        files = [render.plot_probes(r, out_dir / f"probes-{stem}.png", th.decodable)]
+        ctl = render.plot_control(r, out_dir / f"control-{stem}.png")
+        files += [ctl] if ctl else []
+        per_result.append(files)
+        images += files
+    for model, comp in doc["composition"].items():
+        if comp:
+            images.append(render.plot_composition(model, comp, out_dir / f"composition-{model_file_key(model, home)}.png"))
+    return per_result, images, render.write_html(doc, images, out_dir / "index.html")
+
+
+def run_report(spec: ReportSpec, executor: Any = None, home: Any = None, out: str | Path | None = None,
+               tracking_uri: str | None = None, log_mlflow: bool = True,
+               log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Measure, judge, write ``report.json``, plots and ``index.html``; returns the document."""
+    from pipeline.home import gnomon_home
+
+    from jobs.report_request import resolve_report
+
+    home_p = gnomon_home(home)
+    out_dir = Path(out) if out is not None else home_p / "reports" / report_name(spec)
+    request = resolve_report(spec, home_p)   # checked, and models, layers, datasets, concepts resolved once
+    from jobs.engine import make_executor   # torch and Ray only after the checks
+    from pipeline.linearity import DEFAULT as th
+    from pipeline.linearity import probes
+
+    executor = executor or make_executor("ray")
+    t0 = time.perf_counter()
+    results, comps = _measure(spec, request, executor, home_p, th, log)
     doc: dict[str, Any] = {
         "format": FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "concepts": list(spec.concepts), "models": list(spec.models), "revision": spec.revision,
@@ -275,19 +273,7 @@ def run_report(spec: ReportSpec, executor: Any = None, home: Any = None, out: st
                          "steps": probes.STEPS, "lr": probes.LR, "select": "val_auroc"},
         "spec": asdict(spec), "results": results, "composition": comps,
         "seconds": round(time.perf_counter() - t0, 3)}
-    images: list[Path] = []
-    per_result: list[list[Path]] = []
-    for r in results:
-        stem = f"{model_file_key(r['model'], home_p)}-{r['concept']}"
-        files = [render.plot_probes(r, out_dir / f"probes-{stem}.png", th.decodable)]
-        ctl = render.plot_control(r, out_dir / f"control-{stem}.png")
-        files += [ctl] if ctl else []
-        per_result.append(files)
-        images += files
-    for model, comp in comps.items():
-        if comp:
-            images.append(render.plot_composition(model, comp, out_dir / f"composition-{model_file_key(model, home_p)}.png"))
-    html = render.write_html(doc, images, out_dir / "index.html")
+    per_result, images, html = _figures(doc, out_dir, home_p, th)
     if log_mlflow:
         from catalog.reports import log_report
 

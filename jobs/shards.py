@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from jobs.collect_job import CollectSpec
 
-__all__ = ["ShardTask", "ShardResult", "ShardRunner", "run_shard", "collect_shard", "model_pool", "model_spec",
+__all__ = ["ShardTask", "ShardResult", "ShardRunner", "run_shard", "collect_shard", "model_pool",
            "load_for_spec", "render"]
 
 
@@ -50,22 +50,11 @@ class ShardResult:
     seconds: float = 0.0
 
 
-def model_spec(spec: CollectSpec) -> Any:
-    """The request's :class:`~pipeline.models.ModelSpec`: the resolved one it carries, else
-    built from its fields (source not yet resolved)."""
-    from pipeline.models import ModelSpec
-
-    built = ModelSpec(id=spec.model, revision=spec.revision, dtype=spec.model_dtype,
-                      trust_remote_code=spec.trust_remote_code, seed=spec.seed)
-    r = spec.resolved_model
-    return r if r is not None and replace(r, source=None) == built else built
-
-
 def load_for_spec(spec: CollectSpec, home: Any = None) -> Any:
     """The model for ``spec``, from this process's model cache when it is already loaded."""
     from pipeline.models import cached_model
 
-    return cached_model(model_spec(spec), home=home)
+    return cached_model(spec.model, home=home)
 
 
 def render(lm: Any, task: ShardTask, dataset: str = "") -> list[str]:
@@ -114,7 +103,7 @@ def run_shard(lm: Any, plan_spec: CollectSpec, dataset_name: str, task: ShardTas
         rows = collect(lm, list(task.ids), render(lm, task, dataset_name), layers=todo, positions=positions,
                        batch_size=plan_spec.batch_size, token_budget=plan_spec.token_budget,
                        max_length=plan_spec.max_length, progress=tick,
-                       out_dtype=plan_spec.dtype, autocast=False if plan_spec.model_dtype == "float32" else None)
+                       out_dtype=plan_spec.dtype, autocast=False if plan_spec.model.dtype == "float32" else None)
     for layer in todo:
         ex, pos, ti, acts = rows.pop(layer).arrays()
         table = activation_table(ex, pos, ti, acts, dtype=plan_spec.dtype, where=f"at layer {layer}")

@@ -11,7 +11,7 @@ the evaluation stage checks chosen directions on every model. Example: ``jobs/ex
     [fit]
     concepts = ["sentiment", "honesty"]
     methods = ["mean_diff", "logistic"]
-    positions = ["last"]
+    positions = ["last", "mean"]  # the default, as FitSpec and --positions
     layers = "all"                # or [4, 8, 12], "2-6", "0,4,8" (as --layers)
 
     [[evaluate]]
@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from jobs.fit_job import FitSpec
 from pipeline.methods import method_names
 from pipeline.types import GnomonError, parse_layers
 
@@ -41,12 +42,21 @@ EXAMPLES = Path(__file__).parent / "examples"
 
 @dataclass(frozen=True)
 class FitSection:
+    """The ``[fit]`` table: a :class:`jobs.fit_job.FitSpec` per (model, concept).
+
+    Its defaults are ``FitSpec``'s, read from it, so ``gnomon run`` and ``gnomon fit`` fit
+    the same thing when neither says otherwise. Positions default to ``last`` *and*
+    ``mean`` (as ``--positions``): selection picks per position, and some models read
+    a concept better at the mean (sentence encoders such as ``minilm`` are pooled so);
+    the price is twice the fit groups, and a spec can say ``positions = ["last"]``.
+    """
+
     concepts: tuple[str, ...] = ("sentiment",)
     methods: tuple[str, ...] = field(default_factory=method_names)
-    positions: tuple[str, ...] = ("last",)
-    layers: tuple[int, ...] | None = None
-    select_metric: str = "val_auroc"
-    register: str = "best"
+    positions: tuple[str, ...] = FitSpec.positions
+    layers: tuple[int, ...] | None = FitSpec.layers
+    select_metric: str = FitSpec.select_metric
+    register: str = FitSpec.register
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per-method parameters: ``[fit.params.ccs]`` then ``epochs = 500`` (as ``--param ccs.epochs=500``)."""
 

@@ -47,10 +47,7 @@ def select_steer(catalog: Any, concept: str, model: str, dataset: Any, positive:
     """Measure the top candidates, point ``model``'s ``best-steer`` at the qualifying one with
     the largest effect (or remove it); returns what was measured (also when nothing qualified)."""
     from catalog.registry import record_candidate
-    from pipeline.datasets import neutral_prompts
-    from pipeline.dose import concept_words
-    from pipeline.fluency import DEFAULT_FRACTION, DEFAULT_UNIT, FLUENCY_KL, fluency_bound
-    from pipeline.signed_effects import signed_effects
+    from pipeline.concepts.record import concept_record
     from pipeline.models import load_model
     from pipeline.selection import rank
 
@@ -66,47 +63,16 @@ def select_steer(catalog: Any, concept: str, model: str, dataset: Any, positive:
     if not pairs[0] or not pairs[1]:
         pairs = (dataset.split_texts("train", positive, tok, N_PAIRS),
                  dataset.split_texts("train", negative, tok, N_PAIRS))
-    try:
-        prompts = neutral_prompts(concept, home=home)[:N_PROMPTS]
-    except GnomonError:
-        prompts = []
-    prompts = prompts or [t[:200] for t in pairs[1][:N_PROMPTS]]
-    try:
-        words = concept_words(concept, home)
-    except GnomonError:
-        words = None   # no readout words: the likelihood preference of the validation texts
+    known = concept_record(concept, home, dataset=dataset)
+    prompts = list(known.neutral_prompts[:N_PROMPTS]) or [t[:200] for t in pairs[1][:N_PROMPTS]]
+    words = known.words   # None: no readout words, the likelihood preference of the validation texts
     scorer = "log-odds" if words is not None else None
     from pipeline.evaluate import next_token_logp
 
     base = next_token_logp(lm, prompts)   # unsteered, once for every candidate (bound and effects)
-    measured = []
-    for i, rec in enumerate(ranked, 1):
-        entry: dict[str, Any] = {"ref": rec.ref, "layer": rec.layer, "method": rec.method,
-                                 "position": rec.position, "unit": DEFAULT_UNIT}
-        t1 = time.perf_counter()
-        try:
-            d = catalog.load_record(rec)
-        except Exception as e:  # noqa: BLE001 - a version whose artifact is gone must not sink the others
-            measured.append({**entry, "error": str(e).splitlines()[0][:200]})
-            continue
-        fb = fluency_bound(lm, d, prompts[:N_FLUENCY], DEFAULT_UNIT, force=True, base=base[:N_FLUENCY],
-                           top_first=True)
-        entry["fluency_bound"] = fb.bound
-        if fb.bound > 0:
-            eff = signed_effects(lm, d, prompts, pairs, DEFAULT_FRACTION * fb.bound, DEFAULT_UNIT,
-                                 force=True, words=words, base=base)
-            entry.update(eff.to_json())
-            why = eff.why_not() or (f"KL {eff.kl:.2f} at s is past the fluency bound" if eff.kl > FLUENCY_KL else None)
-        else:
-            why = "no strength on the grid keeps the text fluent"
-        entry["qualifies"], entry["why_not"] = why is None, why
-        entry["seconds"] = round(time.perf_counter() - t1, 2)
-        measured.append(entry)
-        if log:
-            verdict = "qualifies" if why is None else f"no: {why}"
-            log(f"  best-steer candidate {i}/{len(ranked)} {rec.ref} (L{rec.layer} {rec.method}/{rec.position}): "
-                f"bound {fb.bound:g} {DEFAULT_UNIT}, +s {entry.get('plus', float('nan')):+.3f}, "
-                f"-s {entry.get('minus', float('nan')):+.3f} ({entry['seconds']:.1f} s): {verdict}")
+    measured = [_measure(catalog, lm, rec, prompts, pairs, words, base,
+                         log and (lambda line, i=i: log(f"  best-steer candidate {i}/{len(ranked)} {line}")))
+                for i, rec in enumerate(ranked, 1)]
     fit = [m for m in measured if m.get("qualifies")]
     top = max(fit, key=lambda m: m["effect"]) if fit else None
     result: dict[str, Any] = {"alias": STEER_ALIAS if top else None, "ref": top["ref"] if top else None,
@@ -115,8 +81,45 @@ def select_steer(catalog: Any, concept: str, model: str, dataset: Any, positive:
     if top is None:
         result["reason"] = ("no candidate moved the concept toward its positive label at both signs with "
                             "95% intervals clear of zero, within the fluency bound")
-    # the evidence run first, so the winning version can name it (params, per-candidate metrics
-    # with step = rank, the whole measurement as evidence/select-steer.json)
+    return {**result, "evidence_run": _point(catalog, concept, model, result, top)}
+
+
+def _measure(catalog: Any, lm: Any, rec: Any, prompts: list[str], pairs: Any, words: Any, base: Any,
+             log: Any) -> dict[str, Any]:
+    """One candidate: its fluency bound, then the signed effects at a fraction of it."""
+    from pipeline.fluency import DEFAULT_FRACTION, DEFAULT_UNIT, FLUENCY_KL, fluency_bound
+    from pipeline.signed_effects import signed_effects
+
+    entry: dict[str, Any] = {"ref": rec.ref, "layer": rec.layer, "method": rec.method,
+                             "position": rec.position, "unit": DEFAULT_UNIT}
+    t1 = time.perf_counter()
+    try:
+        d = catalog.load_record(rec)
+    except Exception as e:  # noqa: BLE001 - a version whose artifact is gone must not sink the others
+        return {**entry, "error": str(e).splitlines()[0][:200]}
+    fb = fluency_bound(lm, d, prompts[:N_FLUENCY], DEFAULT_UNIT, force=True, base=base[:N_FLUENCY], top_first=True)
+    entry["fluency_bound"] = fb.bound
+    if fb.bound > 0:
+        eff = signed_effects(lm, d, prompts, pairs, DEFAULT_FRACTION * fb.bound, DEFAULT_UNIT,
+                             force=True, words=words, base=base)
+        entry.update(eff.to_json())
+        why = eff.why_not() or (f"KL {eff.kl:.2f} at s is past the fluency bound" if eff.kl > FLUENCY_KL else None)
+    else:
+        why = "no strength on the grid keeps the text fluent"
+    entry["qualifies"], entry["why_not"] = why is None, why
+    entry["seconds"] = round(time.perf_counter() - t1, 2)
+    if log:
+        verdict = "qualifies" if why is None else f"no: {why}"
+        log(f"{rec.ref} (L{rec.layer} {rec.method}/{rec.position}): "
+            f"bound {fb.bound:g} {DEFAULT_UNIT}, +s {entry.get('plus', float('nan')):+.3f}, "
+            f"-s {entry.get('minus', float('nan')):+.3f} ({entry['seconds']:.1f} s): {verdict}")
+    return entry
+
+
+def _point(catalog: Any, concept: str, model: str, result: dict[str, Any], top: dict[str, Any] | None) -> Any:
+    """Log the evidence run first, so the winning version can name it (params, per-candidate
+    metrics with step = rank, the whole measurement as evidence/select-steer.json), then point
+    ``best-steer`` at the winner (or remove it); returns the evidence run's id."""
     run_id = catalog.log_evidence(concept, "select-steer", {"model": model, **result})
     tags = {} if top is None else {
         "steer.evidence_run": run_id, "steer.fluency_bound": f"{top['fluency_bound']:.4g} {top['unit']}",
@@ -127,7 +130,7 @@ def select_steer(catalog: Any, concept: str, model: str, dataset: Any, positive:
         "steer.items": str(top["items"])}
     version = int(top["ref"].rsplit("/", 1)[1]) if top else None
     catalog.point(concept, model, STEER_ALIAS, version, tags)
-    return {**result, "evidence_run": run_id}
+    return run_id
 
 
 def select_steer_for_concept(catalog: Any, concept: str, model: str, home: Any, log: Any = None,

@@ -76,7 +76,7 @@ def _repair_one(store: Any, m: dict[str, Any], home: Path) -> None:
         raise GnomonError("its manifest does not record its example ids")
     if store.key(m["model"]) != m["model_slug"]:
         raise GnomonError(f"model {m['model']!r} now names another model in this directory")
-    spec = CollectSpec(model=m["model"], dataset=m["dataset"], revision=m["revision"], layers=(int(m["layer"]),),
+    spec = CollectSpec.of(m["model"], m["dataset"], revision=m["revision"], layers=(int(m["layer"]),),
                        positions=tuple(m["positions"]), dtype=str(m.get("dtype", "float16")))
     examples = {r["id"]: r for r in store.read_examples(m["dataset"]).to_pylist()}
     missing = [i for i in ids if i not in examples]

@@ -201,7 +201,14 @@ def register_dataset(path: str | Path, name: str, home: str | Path | None = None
 
 
 def _write_contrast(path: Path, contrast: tuple[str, str]) -> None:
-    write_text(path, json.dumps({"positive": contrast[0], "negative": contrast[1]}) + "\n")
+    """The labels into the dataset's metadata file, keeping what else it declares (readout
+    words, a scorer: ``pipeline.concepts.behaviour.readout``)."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, ValueError):
+        doc = {}
+    doc = doc if isinstance(doc, dict) else {}
+    write_text(path, json.dumps({**doc, "positive": contrast[0], "negative": contrast[1]}) + "\n")
 
 
 def list_concepts(home: str | Path | None = None) -> list[ConceptDataset]:

@@ -91,3 +91,23 @@ def test_layers_parse_the_same_on_the_command_line_and_in_a_spec(tmp_path: Path)
     spec.write_text('[job]\nname="j"\nmodels=["m"]\n[fit]\nlayers="4-2"\n')
     with pytest.raises(GnomonError, match="runs backwards"):
         load_job(spec)
+
+
+def test_a_job_specs_fit_defaults_are_gnomon_fits(tmp_path: Path) -> None:
+    """One default per fit setting: a ``[fit]`` table that says nothing fits what ``gnomon
+    fit`` with no flags fits (they once differed: ``last`` vs ``last,mean``)."""
+    from dataclasses import fields
+
+    from jobs.commands.args import OPTIONS, parse_positions
+    from jobs.fit_job import FitSpec
+    from jobs.spec import FitSection
+
+    p = tmp_path / "j.toml"
+    p.write_text('[job]\nname = "j"\nmodels = ["tiny:llama"]\n[fit]\nconcepts = ["sentiment"]\n')
+    section, spec = load_job(p).fit, FitSpec(model="m", dataset="d")
+    shared = {f.name for f in fields(FitSection)} & {f.name for f in fields(FitSpec)}
+    assert shared >= {"methods", "positions", "layers", "select_metric", "register", "params"}
+    for name in shared:
+        assert getattr(section, name) == getattr(spec, name), name
+    assert section.positions == ("last", "mean")
+    assert parse_positions(OPTIONS["positions"]()["default"]) == spec.positions   # --positions' default

@@ -36,12 +36,11 @@ def run(args: argparse.Namespace) -> int:
 
     from jobs.collect_job import CollectSpec, run_collection
     from jobs.engine import make_executor
-    spec = CollectSpec(model=args.model, dataset=args.dataset, revision=args.revision, dataset_name=args.name,
-                       layers=parse_layers(args.layers),
-                       positions=parse_positions(args.positions),
-                       dtype=args.dtype, model_dtype=args.model_dtype, batch_size=args.batch_size,
-                       token_budget=args.token_budget,
-                       shard_size=args.shard_size, trust_remote_code=args.trust_remote_code)
+    spec = CollectSpec.of(args.model, args.dataset, revision=args.revision, model_dtype=args.model_dtype,
+                          trust_remote_code=args.trust_remote_code, dataset_name=args.name,
+                          layers=parse_layers(args.layers), positions=parse_positions(args.positions),
+                          dtype=args.dtype, batch_size=args.batch_size, token_budget=args.token_budget,
+                          shard_size=args.shard_size)
     summary = run_collection(spec, make_executor(args.executor, args.ray_address, args.workers),
                              show_progress=progress_wanted(args.json))
     if args.json:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 
 
 from jobs.commands.args import add_executor_args, add_options
@@ -42,9 +43,10 @@ def run(args: argparse.Namespace) -> int:
                     strengths=strengths, unit=args.unit, n_prompts=args.prompts,
                     max_new_tokens=args.max_new_tokens, probe=not args.no_probe, monitor=not args.no_monitor,
                     chat=args.chat, fleet=args.fleet)
-    check_models(spec.models, gnomon_home())        # a missing checkpoint is named first,
+    # a missing checkpoint is named first (each model resolved here, once: the request trusts it),
+    spec = replace(spec, models=check_models(spec.models, gnomon_home()))
     # then an unknown concept or version (``@best`` scoped to the one checkpoint given): before any work
-    check_refs([args.ref], args.tracking_uri, spec.models[0] if len(spec.models) == 1 else None)
+    check_refs([args.ref], args.tracking_uri, spec.models[0].id if len(spec.models) == 1 else None)
     out = run_evaluation(spec, make_executor(args.executor, args.ray_address, args.workers),
                          tracking_uri=args.tracking_uri)
     if args.json:

@@ -5,7 +5,9 @@ token, the report's and ``evaluate``'s log-odds; the first token of each word wi
 space) or a **scorer** of generated text (``vader`` for sentiment). Shipped concepts have
 theirs here (:data:`CONCEPT_WORDS`, :data:`CONCEPT_SCORERS`: the one table every stage
 reads); a registered concept declares its own at ``gnomon concepts add`` (``--words-positive``,
-``--words-negative``, ``--scorer``), kept in ``<home>/concepts/<name>.readout.json``. A
+``--words-negative``, ``--scorer``), kept in ``<home>/concepts/<name>.readout.json``, or in its
+dataset metadata (``<name>.contrast.json``, beside the positive/negative labels: the keys
+``positive_words``, ``negative_words``, ``scorer``; a readout file, when there is one, is the readout). A
 concept without one is never scored on its label names: control, interpolation and
 composition are reported as *not measured*, with :func:`not_measured` saying how to declare one.
 """
@@ -26,7 +28,7 @@ from pipeline.home import gnomon_home
 from pipeline.types import GnomonError
 
 __all__ = ["CONCEPT_SCORERS", "CONCEPT_WORDS", "Readout", "concept_scorer", "declare_readout", "not_measured",
-           "readout", "register_scorer", "score_texts", "scorer_function", "scorer_names"]
+           "metadata", "readout", "register_scorer", "score_texts", "scorer_function", "scorer_names"]
 
 CONCEPT_WORDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "sentiment": (("good", "great", "wonderful", "happy", "love", "beautiful"),
@@ -91,19 +93,32 @@ def _file(concept: str, home: Any) -> Path:
     return gnomon_home(home) / "concepts" / f"{concept}.readout.json"
 
 
+def _read(path: Path, concept: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError) as e:
+        raise GnomonError(f"the readout of concept {concept!r} ({path}) is unreadable: {e}") from e
+    return doc if isinstance(doc, dict) else {}
+
+
+def metadata(concept: str, home: Any = None) -> dict[str, Any]:
+    """A registered concept's dataset metadata (``<home>/concepts/<name>.contrast.json``:
+    its labels, and optionally readout words and a scorer); empty when it has none."""
+    return _read(gnomon_home(home) / "concepts" / f"{concept}.contrast.json", concept)
+
+
 def readout(concept: str, home: Any = None) -> Readout | None:
-    """The concept's declared readout, or None when it has none."""
+    """The concept's declared readout, or None when it has none: the shipped table, else
+    ``<name>.readout.json``, else the words/scorer in its dataset metadata."""
     if concept in CONCEPT_WORDS or concept in CONCEPT_SCORERS:
         return Readout(CONCEPT_WORDS.get(concept), CONCEPT_SCORERS.get(concept), "shipped")
-    try:
-        path = _file(concept, home)
-        doc = json.loads(path.read_text()) if path.is_file() else None
-    except (OSError, ValueError) as e:
-        raise GnomonError(f"the readout of concept {concept!r} ({_file(concept, home)}) is unreadable: {e}") from e
-    if not doc:
-        return None
-    pos, neg = tuple(doc.get("positive_words") or ()), tuple(doc.get("negative_words") or ())
-    return Readout((pos, neg) if pos and neg else None, doc.get("scorer"), str(path))
+    for path in (_file(concept, home), gnomon_home(home) / "concepts" / f"{concept}.contrast.json"):
+        doc = _read(path, concept)
+        pos, neg = tuple(doc.get("positive_words") or ()), tuple(doc.get("negative_words") or ())
+        words, scorer = ((pos, neg) if pos and neg else None), doc.get("scorer")
+        if words is not None or scorer:
+            return Readout(words, scorer, str(path))
+    return None
 
 
 def concept_scorer(concept: str, home: Any = None) -> str | None:

@@ -157,20 +157,9 @@ def drift_statistics(base_behaviour: np.ndarray, base_projection: np.ndarray, ck
         raise GnomonError("every checkpoint must be scored on the base model's prompts")
     step, skew = _design(cks, skewed)
     point = _stats(proj.mean(1) - bp.mean(), beh.mean(1) - bb.mean(), step, skew)
-    rng = np.random.default_rng(seed)
     seeds = {s: sorted({c.seed for c in cks if c.series == s}) for s in (skewed, control)}
-    rows = {(s, sd): [i for i, c in enumerate(cks) if c.series == s and c.seed == sd] for s in seeds for sd in seeds[s]}
-    reps: dict[str, list[float]] = {k: [] for k in point}
+    ci = _bootstrap_ci(cks, seeds, (bp, proj), (bb, beh), step, skew, n_boot, np.random.default_rng(seed), point)
     p = bb.size
-    for _ in range(n_boot):
-        pi = rng.integers(0, p, size=p)
-        keep = [i for s, sds in seeds.items() for sd in (rng.choice(sds, size=len(sds)) if len(sds) > 1 else sds)
-                for i in rows[(s, int(sd))]]
-        a = proj[keep][:, pi].mean(1) - bp[pi].mean()
-        b = beh[keep][:, pi].mean(1) - bb[pi].mean()
-        for k, v in _stats(a, b, step[keep], skew[keep]).items():
-            reps[k].append(v)
-    ci = {k: _ci(np.asarray(v)) for k, v in reps.items()}
 
     def est(k: str) -> dict[str, object]:
         return {"value": point[k], "ci": ci[k]}
@@ -201,6 +190,27 @@ def drift_statistics(base_behaviour: np.ndarray, base_projection: np.ndarray, ck
                                                  default=0.0)},
         "by_step": seed_spread(per),
     }
+
+
+def _bootstrap_ci(cks: Sequence[CheckpointScores], seeds: dict[str, list[int]], projections: tuple[np.ndarray, np.ndarray],
+                  behaviours: tuple[np.ndarray, np.ndarray], step: np.ndarray, skew: np.ndarray, n_boot: int,
+                  rng: np.random.Generator, keys: Sequence[str]) -> dict[str, object]:
+    """The CI of every statistic of :func:`_stats`: prompts drawn with replacement (one draw
+    for the base (P,) and every checkpoint (C, P), so shifts stay paired) and, where a series
+    has several seeds, whole seeds with replacement within each series."""
+    (bp, proj), (bb, beh) = projections, behaviours
+    rows = {(s, sd): [i for i, c in enumerate(cks) if c.series == s and c.seed == sd] for s in seeds for sd in seeds[s]}
+    reps: dict[str, list[float]] = {k: [] for k in keys}
+    p = bb.size
+    for _ in range(n_boot):
+        pi = rng.integers(0, p, size=p)
+        keep = [i for s, sds in seeds.items() for sd in (rng.choice(sds, size=len(sds)) if len(sds) > 1 else sds)
+                for i in rows[(s, int(sd))]]
+        a = proj[keep][:, pi].mean(1) - bp[pi].mean()
+        b = beh[keep][:, pi].mean(1) - bb[pi].mean()
+        for k, v in _stats(a, b, step[keep], skew[keep]).items():
+            reps[k].append(v)
+    return {k: _ci(np.asarray(v)) for k, v in reps.items()}
 
 
 def seed_spread(per: Sequence[dict[str, object]]) -> dict[str, dict[str, dict[str, object]]]:

@@ -72,15 +72,18 @@ def monitor_scorer(name: str) -> Scorer:
     return Scorer(f"monitor:{name}", lambda r, _t: float(np.mean(r.monitors[name])))
 
 
-def concept_scorer(lm: LoadedModel, concept: str, kind: str = "auto", prompts: Sequence[str] | None = None,
+def concept_scorer(lm: LoadedModel, concept: Any, kind: str = "auto", prompts: Sequence[str] | None = None,
                    max_new_tokens: int = 12, home: Any = None) -> Scorer:
     """The concept's readout (:mod:`pipeline.concepts.behaviour`): its scorer (``vader`` for
     sentiment) by default, or ``log-odds`` of its words: over a greedy continuation of
     ``prompts`` when given, else right after the prompt. A concept without a readout is
-    refused with :func:`~pipeline.concepts.behaviour.not_measured`'s line."""
+    refused with :func:`~pipeline.concepts.behaviour.not_measured`'s line. ``concept``: a
+    name, or the :class:`~pipeline.concepts.record.Concept` the caller read already."""
     from pipeline.concepts.behaviour import not_measured, readout, score_texts, scorer_names
 
-    found = readout(concept, home)
+    found = readout(concept, home) if isinstance(concept, str) else (
+        concept if concept.words is not None or concept.scorer else None)
+    concept = concept if isinstance(concept, str) else concept.name
     if found is None:
         raise GnomonError(not_measured(concept))
     if kind == "auto":

@@ -94,19 +94,7 @@ def concept_verdict(concept: str, model: str, layers: Sequence[Mapping[str, Any]
               f"erased MLP {figures['erased_mlp']:.2f} (layer {focus['layer']})")]
     if figures["agreement"] is not None:
         parts.append(f"methods cos {figures['agreement']:.2f}")
-    control_ok = None
-    if control is not None:
-        fit = control["fit"]
-        moves = control["effect"] >= th.min_effect
-        control_ok = bool(_ok(fit["r2"], th.control_r2)) and moves
-        lo, hi = control["fluent_range"]
-        sat = [f"{v:+g}" for v in control["saturation"].values() if v is not None]
-        figures.update(control_r2=fit["r2"], control_slope=fit["slope"], fluent_range=[lo, hi],
-                       control_effect=control["effect"])
-        r2 = "n/a" if fit["r2"] is None or not math.isfinite(fit["r2"]) else f"{fit['r2']:.2f}"
-        parts.append(f"control R² {r2} ({control['score']}, slope {fit['slope']:+.3g}/unit, KL<{th.kl_bound:g} "
-                     f"for {lo:+g}..{hi:+g}{', saturates at ' + '/'.join(sat) if sat else ''}"
-                     f"{'' if moves else ', barely moves'})")
+    control_ok = _control(control, th, figures, parts) if control is not None else None
     interp_ok = None
     if interpolation is not None:
         r2 = interpolation["fit"]["r2"]
@@ -121,20 +109,38 @@ def concept_verdict(concept: str, model: str, layers: Sequence[Mapping[str, Any]
     if not_measured:
         parts.append("control, interpolation and composition not measured (no behavioural readout declared)"
                      if "declares no behavioural readout" in not_measured else f"control not measured ({not_measured})")
-    word = rep
+    word = _word(rep, focus, figures, th, {"controllable": control_ok, "interpolable": interp_ok,
+                                            "additive": additive_ok})
+    head = f"{concept} on {model}: {word}" + (f" at layers {layer_ranges(where, analysed)}" if where else "")
+    return {"word": word, "representation": rep, "layers": by_class, "figures": figures,
+            "line": head + ": " + ", ".join(parts)}
+
+
+def _control(control: Mapping[str, Any], th: Thresholds, figures: dict[str, Any], parts: list[str]) -> bool:
+    """The dose-response's figures and its part of the line; whether it passes (R² and effect)."""
+    fit = control["fit"]
+    moves = control["effect"] >= th.min_effect
+    lo, hi = control["fluent_range"]
+    sat = [f"{v:+g}" for v in control["saturation"].values() if v is not None]
+    figures.update(control_r2=fit["r2"], control_slope=fit["slope"], fluent_range=[lo, hi],
+                   control_effect=control["effect"])
+    r2 = "n/a" if fit["r2"] is None or not math.isfinite(fit["r2"]) else f"{fit['r2']:.2f}"
+    parts.append(f"control R² {r2} ({control['score']}, slope {fit['slope']:+.3g}/unit, KL<{th.kl_bound:g} "
+                 f"for {lo:+g}..{hi:+g}{', saturates at ' + '/'.join(sat) if sat else ''}"
+                 f"{'' if moves else ', barely moves'})")
+    return bool(_ok(fit["r2"], th.control_r2)) and moves
+
+
+def _word(rep: str, focus: Mapping[str, Any], figures: Mapping[str, Any], th: Thresholds,
+          checks: Mapping[str, bool | None]) -> str:
+    """The verdict's word: the representation, with why "partly linear", or which live check
+    a linear concept failed (a check not run is not a failure)."""
     if rep == "partly linear":
         why = []
         if focus["probes"]["mlp"]["test_accuracy"] - focus["probes"]["linear"]["test_accuracy"] > th.mlp_gap:
             why.append("the MLP reads more than the linear probe")
         if figures["erased_mlp"] > 0.5 + th.chance_margin:
             why.append(f"an MLP still reads it after LEACE ({figures['erased_mlp']:.2f})")
-        if why:
-            word = f"partly linear ({'; '.join(why)})"
-    if rep == "linear":
-        failed = [name for name, ok in (("controllable", control_ok), ("interpolable", interp_ok),
-                                        ("additive", additive_ok)) if ok is False]
-        if failed:
-            word = "linearly readable, not " + "/".join(failed)
-    head = f"{concept} on {model}: {word}" + (f" at layers {layer_ranges(where, analysed)}" if where else "")
-    return {"word": word, "representation": rep, "layers": by_class, "figures": figures,
-            "line": head + ": " + ", ".join(parts)}
+        return f"partly linear ({'; '.join(why)})" if why else rep
+    failed = [name for name, ok in checks.items() if ok is False] if rep == "linear" else []
+    return "linearly readable, not " + "/".join(failed) if failed else rep

@@ -52,12 +52,17 @@ def _capacity() -> int:
         return 1
 
 
+def _key(spec: ModelSpec, home: Path) -> tuple[ModelSpec, str, tuple | None]:
+    """One identity for a spec whether or not its source was resolved yet (as the worker
+    pools key it), and the weights it would load."""
+    return replace(spec, source=None), str(home), weights_signature(spec, home)
+
+
 def cached_model(spec: ModelSpec | str, home: str | Path | None = None) -> LoadedModel:
     """``load_model(spec, home)``, reusing this process's copy when there is one."""
-    spec = ModelSpec(id=spec) if isinstance(spec, str) else spec
     home_p = gnomon_home(home)
-    # one identity for a spec whether or not its source was resolved yet (as the pools key it)
-    key = (replace(spec, source=None), str(home_p), weights_signature(spec, home_p))
+    spec = (ModelSpec(id=spec) if isinstance(spec, str) else spec).resolved(home_p)   # once, for the key and the load
+    key = _key(spec, home_p)
     cap = _capacity()
     with _LOCK:  # one load at a time: two threads asking for the same model share it
         lm = _CACHE.get(key) if cap else None
@@ -77,7 +82,7 @@ def is_cached(spec: ModelSpec | str, home: str | Path | None = None) -> bool:
     spec = ModelSpec(id=spec) if isinstance(spec, str) else spec
     home_p = gnomon_home(home)
     with _LOCK:
-        return (spec, str(home_p), weights_signature(spec, home_p)) in _CACHE
+        return _key(spec, home_p) in _CACHE
 
 
 def clear_model_cache() -> None:

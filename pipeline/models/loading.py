@@ -149,9 +149,9 @@ def _load_gguf(gguf: Path, spec: ModelSpec, device: str, home: Path) -> tuple[An
 
 def load_model(spec: ModelSpec | str, home: str | Path | None = None) -> LoadedModel:
     """Load a model and tokenizer, pick the device, and compute the fingerprint."""
-    spec = ModelSpec(id=spec) if isinstance(spec, str) else spec
     home_p = gnomon_home(home)
-    source = spec.resolved_source(home_p)
+    spec = (ModelSpec(id=spec) if isinstance(spec, str) else spec).resolved(home_p)   # once: below trusts it
+    source = spec.source
     device = spec.device or default_device()
     extra: dict[str, Any] = {"source": source}
     if source == "tiny":

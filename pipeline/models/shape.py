@@ -148,10 +148,15 @@ def _gguf_value(f: BinaryIO, kind: int) -> Any:
     raise ValueError(f"unknown GGUF value type {kind}")
 
 
-def check_width(directions: Any, model_id: str, home: str | Path | None = None) -> None:
-    """Refuse directions whose hidden size differs from ``model_id``'s, before it loads (no
-    ``--force`` can apply a vector of another width)."""
-    shape = model_shape(model_id, home)
+def check_width(directions: Any, model: Any, home: str | Path | None = None) -> None:
+    """Refuse directions whose hidden size differs from ``model``'s (an id or a
+    :class:`~pipeline.models.ModelSpec`), before it loads (no ``--force`` can apply a vector
+    of another width), and directions read at a layer the model does not have: the one
+    check of each direction's layer against this model, from its config."""
+    from pipeline.models.layers import check_layers
+
+    shape = model_shape(model, home)
+    model_id = getattr(model, "id", model)
     if shape is None:
         return
     for d in directions:
@@ -161,3 +166,4 @@ def check_width(directions: Any, model_id: str, home: str | Path | None = None) 
                               f"size {p.hidden_size}, but {model_id} has {shape.hidden_size}: use a direction fitted "
                               f"on {model_id} (e.g. CONCEPT@best --model {model_id}) or a model of width "
                               f"{p.hidden_size}")
+        check_layers([d.layer], shape.num_layers, model_id)
