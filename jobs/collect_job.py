@@ -230,6 +230,10 @@ def collect(spec: CollectSpec, executor: Any, home: Any = None, show_progress: b
     spec = replace(spec, model=replace(spec.model, id=store.model_key(spec.model.id).model).resolved(home_p))
     model, revision = spec.model.id, spec.model.revision
     given = lm  # a caller's model is collected with as it is; otherwise the pool loads (or reuses) one
+    if dataset is None:   # a bad dataset is refused before the model loads (refusals before work)
+        from pipeline.datasets import load_dataset
+
+        dataset = load_dataset(spec.dataset, home=home_p)
     ident, lm, layers = preflight(spec, home_p, lm)
     spec = replace(spec, layers=layers)   # concrete and checked: the workers trust it
     plan = plan_collection(spec, home_p, dataset)

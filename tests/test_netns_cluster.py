@@ -90,3 +90,5 @@ def test_hosts_share_the_network_and_the_services_but_no_files(tmp_path: Path) -
     assert pids and not [n for n, pid in pids.items() if Path(f"/proc/{pid}").exists()]
     left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert not [h for h in tb.hosts if tb.ns(h) in left]
+    current = Path("/tmp/ray/ray_current_cluster")   # no stale address for the next local Ray
+    assert not (current.is_file() and current.read_text().strip() == ep["ray"])

@@ -41,6 +41,7 @@ from pathlib import Path
 
 __all__ = ["Testbed", "available"]
 
+REPO = Path(__file__).resolve().parents[2]
 PG_BIN = ("/usr/local/bin", "/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin")
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
@@ -217,6 +218,12 @@ class Testbed:
             _sh("ip", "netns", "del", self.ns(host), check=False)
         _sh("ip", "link", "del", self.bridge, check=False)
         shutil.rmtree(self.pg_dir, ignore_errors=True)
+        # `ray start --head` records its address for `ray.init("auto")` in the machine's
+        # /tmp/ray; killed, it leaves it behind, and any later local Ray would try to join a
+        # cluster that is gone.
+        current = Path("/tmp/ray/ray_current_cluster")
+        if current.is_file() and current.read_text().strip() == self.endpoints["ray"]:
+            current.unlink(missing_ok=True)
         self.pids.clear()
         rec.unlink(missing_ok=True)
 
@@ -242,9 +249,7 @@ class Testbed:
         namespace with empty tmpfs on /tmp and the gnomon home), logging to ``logs/<name>.log``."""
         cmd = ["ip", "netns", "exec", self.ns(host)]
         if private:
-            script = (f'mount -t tmpfs tmpfs /tmp && mkdir -p "{self.home}" && mount -t tmpfs tmpfs "{self.home}" '
-                      '&& exec "$@"')
-            cmd += ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh"]
+            cmd += self._private()
         if user:
             cmd += ["runuser", "-u", user, "--"]
         log = self.root / "logs" / f"{name}.log"
@@ -253,6 +258,21 @@ class Testbed:
         self.pids[name] = proc.pid
         (self.root / "pids.json").write_text(json.dumps(self.pids))   # before waiting: down() finds it
         return proc
+
+    def _private(self) -> list[str]:
+        """A command prefix: a mount namespace of its own where /tmp and the gnomon home are
+        empty tmpfs. The interpreter's prefix and the checkout are bound back in when they sit
+        under /tmp (a clone in /tmp must still run its own virtualenv there)."""
+        keep = sorted({str(Path(p).resolve()) for p in (sys.prefix, REPO) if str(Path(p).resolve()).startswith("/tmp/")})
+        stage = "/run/gnomon-testbed-keep"
+        lines = ["set -e", f'mkdir -p {stage}', f'mount -t tmpfs tmpfs {stage}']
+        for i, p in enumerate(keep):
+            lines += [f'mkdir -p {stage}/{i}', f'mount --bind "{p}" {stage}/{i}']
+        lines.append("mount -t tmpfs tmpfs /tmp")
+        for i, p in enumerate(keep):
+            lines += [f'mkdir -p "{p}"', f'mount --bind {stage}/{i} "{p}"']
+        lines += [f'mkdir -p "{self.home}"', f'mount -t tmpfs tmpfs "{self.home}"', 'exec "$@"']
+        return ["unshare", "--mount", "--propagation", "private", "sh", "-c", "\n".join(lines), "sh"]
 
     def _postgres(self) -> None:
         data, sock = self.pg_dir / "data", self.pg_dir / "sock"
@@ -336,9 +356,7 @@ class Testbed:
         """Run a command on ``host`` to completion (a client on that machine)."""
         cmd = ["ip", "netns", "exec", self.ns(host)]
         if private:
-            cmd += ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                    f'mount -t tmpfs tmpfs /tmp && mkdir -p "{self.home}" && mount -t tmpfs tmpfs "{self.home}" '
-                    '&& exec "$@"', "sh"]
+            cmd += self._private()
         return subprocess.run([*cmd, *argv], capture_output=True, text=True, timeout=timeout,
                               env={**os.environ, **CREDENTIALS, **self.ray_env, **(env or {})})
 

@@ -87,6 +87,12 @@ def model_for(directions: list[Direction], override: str | None) -> LoadedModel:
     return load_model(model_spec_for(directions, override))
 
 
+def load_spec(spec: Any) -> LoadedModel:
+    from pipeline.models import load_model
+
+    return load_model(spec)
+
+
 def describe(d: Direction) -> str:
     p = d.provenance
     return f"{p.concept or p.method or 'direction'}@L{p.layer}"
@@ -211,8 +217,9 @@ def run(args: argparse.Namespace) -> int:
         when = resolve_condition(args.when, args.tracking_uri, args.model)
     from jobs.output import step
 
-    with step(f"load {args.model or directions[0].provenance.model_id}"):
-        lm = model_for(directions, args.model)
+    spec = model_spec_for(directions, args.model)   # layers and width checked before the load starts
+    with step(f"load {spec.id}"):
+        lm = load_spec(spec)
     from pipeline.steer import generate
 
     import contextlib

@@ -161,6 +161,13 @@ def probe_adapter(model: Any, home: Any = None, fingerprint: str | None = None) 
     return adapter
 
 
+def encoder_decoder_error(model_type: Any) -> GnomonError:
+    """The one refusal of an encoder-decoder (from its config, before a load, or its model)."""
+    return GnomonError(f"unsupported architecture {model_type!r}: it is an encoder-decoder, which has two "
+                       "residual streams (encoder and decoder); gnomon reads the single stream of a decoder "
+                       f"or an encoder ({', '.join(sorted(ADAPTERS))}, or a verified decoder)")
+
+
 def adapter_for(model: Any, home: Any = None, fingerprint: str | None = None) -> LayerAdapter:
     """The adapter for ``model``'s architecture: from the table, or, for a decoder whose
     ``model_type`` is not in it, one found and verified against ``output_hidden_states``
@@ -171,9 +178,7 @@ def adapter_for(model: Any, home: Any = None, fingerprint: str | None = None) ->
     if model_type in ADAPTERS:
         return ADAPTERS[model_type]
     if getattr(config, "is_encoder_decoder", False):
-        raise GnomonError(f"unsupported architecture {model_type!r}: it is an encoder-decoder, which has two "
-                          "residual streams (encoder and decoder); gnomon reads the single stream of a decoder "
-                          f"or an encoder ({', '.join(sorted(ADAPTERS))}, or a verified decoder)")
+        raise encoder_decoder_error(model_type)
     if not hasattr(model, "base_model") or not hasattr(config, "to_dict"):
         raise GnomonError(f"unsupported architecture {model_type!r}: not a transformers model, and gnomon has "
                           f"layer adapters for {', '.join(sorted(ADAPTERS))}")

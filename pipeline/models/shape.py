@@ -68,7 +68,22 @@ def model_shape(spec: Any, home: str | Path | None = None) -> ModelShape | None:
     cached = _gguf_cache_dir(gguf, home_p) / "config.json" if gguf.is_file() else None
     if cached is not None and cached.is_file():
         return config_shape(cached)
-    return gguf_shape(gguf) if gguf.is_file() else None
+    if not gguf.is_file():
+        return None
+    check_gguf_header(gguf)   # a file that is not a GGUF is refused before any load starts
+    return gguf_shape(gguf)
+
+
+def check_gguf_header(path: Path) -> None:
+    """Refuse a file whose first bytes are not a GGUF v2/v3 header, in one line."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head[:4] != b"GGUF":
+        raise GnomonError(f"{path} is not a GGUF model transformers can load (no GGUF magic at its start)")
+    (version,) = struct.unpack("<I", head[4:8]) if len(head) == 8 else (0,)
+    if version not in (2, 3):
+        raise GnomonError(f"{path} is not a GGUF model transformers can load (GGUF v{version}; "
+                          "this reader handles v2 and v3)")
 
 
 def _config(path: Path) -> dict[str, Any] | None:
@@ -84,6 +99,10 @@ def config_shape(path: Path) -> ModelShape | None:
     doc = _config(path)
     if doc is None:
         return None
+    if doc.get("is_encoder_decoder"):   # refused here, before a load, as the adapter would after one
+        from pipeline.models.generic import encoder_decoder_error
+
+        raise encoder_decoder_error(doc.get("model_type"))
     layers = next((doc[k] for k in _LAYER_KEYS if isinstance(doc.get(k), int)), None)
     width = next((doc[k] for k in _WIDTH_KEYS if isinstance(doc.get(k), int)), None)
     return ModelShape(layers, width) if layers is not None and width is not None else None
