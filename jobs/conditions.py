@@ -66,7 +66,9 @@ def resolve_condition(ref: str, tracking_uri: str | None, model: str | None) -> 
         raise GnomonError(f"--when {ref}: a condition is a catalog REF with a fitted threshold, not a file")
     if PREFIX + "threshold" not in (rec.tags or {}):
         raise GnomonError(f"--when {ref}: {rec.ref} has no fitted condition; run `gnomon condition fit {rec.ref}` first")
-    print(f"--when {ref} -> {describe_rule(rec)}", file=sys.stderr, flush=True)
+    rule = describe_rule(rec)[len(rec.ref) + 1:]   # "fires when its reading > t (validation F1 f)"
+    print(f"--when {ref} -> {rec.ref} (model {rec.model}, layer {rec.layer}, {rec.method} on {rec.position}): {rule}",
+          file=sys.stderr, flush=True)
     from catalog import Catalog
 
     return rec, Catalog(tracking_uri=tracking_uri).load_record(rec)
