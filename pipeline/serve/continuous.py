@@ -20,9 +20,9 @@ from typing import Any
 
 import torch
 
-from pipeline.hooks import _hidden, hooks
+from pipeline.hooks import hooks
 from pipeline.models.loading import LoadedModel
-from pipeline.serve.engine import Row, _conditions, _probs, _Running
+from pipeline.serve.engine import Row, _conditions, _probs, _Running, monitor_hooks
 from pipeline.steer.protocol import decide, mean_weights, steering
 from pipeline.types import GnomonError
 
@@ -63,27 +63,6 @@ def _crop(cache: Any, mask: torch.Tensor) -> torch.Tensor:
     for layer in cache.layers:
         layer.keys, layer.values = layer.keys[:, :, start:], layer.values[:, :, start:]
     return mask[:, start:]
-
-
-def _read_hooks(lm: LoadedModel, flights: Sequence[_Flight]) -> tuple[Any, dict[int, torch.Tensor],
-                                                                       dict[int, list[tuple[int, int]]]]:
-    cols: dict[int, list[tuple[int, int]]] = {}
-    for r, f in enumerate(flights):
-        for k, w in enumerate(f.row.monitors):
-            cols.setdefault(w.layer, []).append((r, k))
-    units = {layer: torch.stack([flights[r].row.monitors[k].unit.float() for r, k in rc], 1).to(lm.device)
-             for layer, rc in cols.items()}                                     # (D, K)
-    seen: dict[int, torch.Tensor] = {}
-
-    def make(layer: int) -> Any:
-        def hook(_m: Any, _a: Any, output: Any) -> None:
-            seen[layer] = (_hidden(output).float() @ units[layer]).cpu()        # (B, T, K)
-        return hook
-
-    def register() -> list[Any]:
-        return [lm.adapter.layer_module(lm.model, layer).register_forward_hook(make(layer)) for layer in cols]
-
-    return register, seen, cols
 
 
 def _read(flights: Sequence[_Flight], seen: dict[int, torch.Tensor], cols: dict[int, list[tuple[int, int]]],
@@ -134,7 +113,7 @@ def run_continuous(lm: LoadedModel, take: Callable[[int], list[Row]], max_rows: 
                 return
             nxt = torch.tensor([f.row.tokens[-1] for f in flights], device=dev)
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            register, seen, cols = _read_hooks(lm, flights)
+            register, seen, cols = monitor_hooks(lm, [f.row for f in flights])
             with steering(lm, [list(f.row.ops) for f in flights]) as state, hooks(register):
                 state.memory.update(_memory(flights, dev))
                 out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos, use_cache=True,
@@ -181,7 +160,7 @@ def _prefill(lm: LoadedModel, rows: Sequence[Row], special: set[int]) -> tuple[l
     ids, mask = ids.to(dev), mask.to(dev)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     flights = [_Flight(row, {}) for row in rows]
-    register, seen, cols = _read_hooks(lm, flights)
+    register, seen, cols = monitor_hooks(lm, [f.row for f in flights])
     ops = [list(r.ops) for r in rows]
     with steering(lm, ops, weights=mean_weights(lm, ids, mask)) as state, hooks(register):
         decide(lm, ops, state, ids, mask)

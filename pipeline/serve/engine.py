@@ -74,8 +74,32 @@ class _Running:
         return self.first if self.first is not None else value
 
 
+def monitor_hooks(lm: LoadedModel, rows: Sequence[Row]) -> tuple[Any, dict[int, torch.Tensor],
+                                                                   dict[int, list[tuple[int, int]]]]:
+    """Hooks that read every row's monitors: per layer one (D, K) matrix of the watches' unit
+    vectors; ``seen[layer]`` gets the (B, T, K) readings of the last forward, ``cols[layer]``
+    says which (row, watch) each column is. Returns (register, seen, cols)."""
+    cols: dict[int, list[tuple[int, int]]] = {}                                 # layer -> [(row, watch)]
+    for r, row in enumerate(rows):
+        for k, w in enumerate(row.monitors):
+            cols.setdefault(w.layer, []).append((r, k))
+    units = {layer: torch.stack([rows[r].monitors[k].unit.float() for r, k in rc], 1).to(lm.device)
+             for layer, rc in cols.items()}                                     # (D, K)
+    seen: dict[int, torch.Tensor] = {}
+
+    def make(layer: int) -> Any:
+        def hook(_m: Any, _a: Any, output: Any) -> None:
+            seen[layer] = (_hidden(output).float() @ units[layer]).cpu()        # (B, T, K)
+        return hook
+
+    def register() -> list[Any]:
+        return [lm.adapter.layer_module(lm.model, layer).register_forward_hook(make(layer)) for layer in cols]
+
+    return register, seen, cols
+
+
 def run_batch(lm: LoadedModel, rows: Sequence[Row]) -> None:
-    """Generate every row to its budget or its EOS, calling each row's ``emit``. 95 lines: one
+    """Generate every row to its budget or its EOS, calling each row's ``emit``. 81 lines: one
     prefill and one decode loop sharing the per-row cache and readings; left to split."""
     if not rows:
         return
@@ -99,22 +123,7 @@ def run_batch(lm: LoadedModel, rows: Sequence[Row]) -> None:
     ids, mask = ids.to(dev), mask.to(dev)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)                                    # (B, T)
 
-    # monitors: one matrix of unit vectors per layer over every row's watches
-    cols: dict[int, list[tuple[int, int]]] = {}                                 # layer -> [(row, watch)]
-    for r, row in enumerate(rows):
-        for k, w in enumerate(row.monitors):
-            cols.setdefault(w.layer, []).append((r, k))
-    units = {layer: torch.stack([rows[r].monitors[k].unit.float() for r, k in rc], 1).to(dev)
-             for layer, rc in cols.items()}                                     # (D, K)
-    seen: dict[int, torch.Tensor] = {}
-
-    def make(layer: int) -> Any:
-        def hook(_m: Any, _a: Any, output: Any) -> None:
-            seen[layer] = (_hidden(output).float() @ units[layer]).cpu()        # (B, T, K)
-        return hook
-
-    def register() -> list[Any]:
-        return [lm.adapter.layer_module(model, layer).register_forward_hook(make(layer)) for layer in cols]
+    register, seen, cols = monitor_hooks(lm, rows)   # every row's watches, one matrix per layer
 
     running = [[_Running() for _ in row.monitors] for row in rows]
 
