@@ -18,7 +18,7 @@ from typing import Any
 
 from pipeline.atomic import write_json
 
-__all__ = ["DRIFT_DEFAULTS", "layer_choice", "prereg_path", "preregister", "read_prereg"]
+__all__ = ["DRIFT_DEFAULTS", "base_candidates", "layer_choice", "prereg_path", "preregister", "read_prereg"]
 
 DRIFT_DEFAULTS = {"n_prompts": 32, "max_new_tokens": 24, "held_out": True, "n_boot": 1000, "behaviour": "vader",
                   "position": "last"}
@@ -41,6 +41,22 @@ def layer_choice(per: dict[int, Any], moved: int) -> dict[str, Any]:
             "candidates_from": moved, "val_accuracy": val, "tied": tied, "layer": tied[0]}
 
 
+def base_candidates(concept: str, base: str, train_blocks: int, home: Path, executor: Any, log: Any,
+                    position: str) -> tuple[Any, int, tuple[str, str], dict[int, Any]]:
+    """What a pre-registration chooses from, on the base: its lineage, the first layer a
+    fine-tune of the last ``train_blocks`` blocks moves, the concept's labels, and the
+    concept's rows per layer at ``position`` (collected first when missing)."""
+    from jobs.fleet_common import concept_labels, ensure_collected, read_versions
+    from pipeline.fleet.registry import read_lineage
+
+    lin = read_lineage(base, home)
+    n = lin.num_layers or 0
+    moved = n - train_blocks + 1 if 0 < train_blocks <= n else 1
+    labels = concept_labels(concept, home)
+    ensure_collected([base], concept, home, executor, None, True, log)
+    return lin, moved, labels, read_versions([base], concept, home, *labels, position)[base]
+
+
 def prereg_path(home: Path, concept: str, base: str) -> Path:
     return home / "prereg" / f"drift-{concept}-{base}.json"
 
@@ -55,17 +71,9 @@ def preregister(concept: str, base: str, train_blocks: int, recipe: dict[str, An
     """Write (once) the pre-registration of ``concept``'s drift on fine-tunes of ``base``;
     ``checkpoints_before`` names fine-tuned checkpoints that already existed (a record
     written after them is not a pre-registration, and says so)."""
-    from jobs.fleet_common import concept_labels, ensure_collected, read_versions
-    from pipeline.fleet.registry import read_lineage
-
     if (got := read_prereg(home, concept, base)) is not None:
         return got
-    lin = read_lineage(base, home)
-    n = lin.num_layers or 0
-    moved = n - train_blocks + 1 if 0 < train_blocks <= n else 1
-    pos, neg = concept_labels(concept, home)
-    ensure_collected([base], concept, home, executor, None, True, log)
-    per = read_versions([base], concept, home, pos, neg, "last")[base]
+    lin, moved, _labels, per = base_candidates(concept, base, train_blocks, home, executor, log, "last")
     rec = {"concept": concept, "base": base, "base_fingerprint": lin.fingerprint, "layer_choice": layer_choice(per, moved),
            "finetune": recipe, "seeds": list(seeds), "drift": DRIFT_DEFAULTS,
            "checkpoints_before": list(checkpoints_before or []),

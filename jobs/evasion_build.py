@@ -42,21 +42,14 @@ def _prereg_path(home: Path, concept: str, base: str) -> Path:
 def evasion_prereg(concept: str, base: str, train_blocks: int, recipe: dict[str, Any], seeds: tuple[int, ...],
                    home: Path, executor: Any, log: Any = print) -> dict[str, Any]:
     """Write (once) and return the frozen monitor of ``concept`` on ``base``."""
-    from jobs.drift_prereg import layer_choice
-    from jobs.fleet_common import concept_labels, ensure_collected, read_versions
+    from jobs.drift_prereg import base_candidates, layer_choice
     from pipeline.atomic import write_text
     from pipeline.evasion.figures import monitor_from_base
-    from pipeline.fleet.registry import read_lineage
 
     p = _prereg_path(home, concept, base)
     if p.is_file():
         return json.loads(p.read_text())
-    lin = read_lineage(base, home)
-    n = lin.num_layers or 0
-    moved = n - train_blocks + 1 if 0 < train_blocks <= n else 1
-    pos, neg = concept_labels(concept, home)
-    ensure_collected([base], concept, home, executor, None, True, log)
-    per = read_versions([base], concept, home, pos, neg, "mean")[base]
+    lin, moved, (pos, neg), per = base_candidates(concept, base, train_blocks, home, executor, log, "mean")
     choice = layer_choice(per, moved)
     d = per[choice["layer"]]
     splits = {s: d.part(s) for s in ("train", "val", "test")}
