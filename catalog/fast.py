@@ -17,8 +17,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import SimpleNamespace
 
+from catalog.listing import ListingReader
 from catalog.query import KIND_TAG, DirectionRecord, record_from_version
-from catalog.refs import REGISTRY_PREFIX, Ref, concept_of, parse_ref, registered_name
+from catalog.refs import REGISTRY_PREFIX, concept_of, registered_name
 from catalog.reroot import reroot_artifacts
 from pipeline.types import GnomonError
 
@@ -34,7 +35,7 @@ _DELETED = "Deleted_Internal"
 """MLflow's stage for a deleted version still in the table."""
 
 
-class SQLiteReader:
+class SQLiteReader(ListingReader):
     """The catalog's listing queries on an MLflow SQLite file (see the module doc)."""
 
     def __init__(self, path: Path, tracking_uri: str) -> None:
@@ -72,8 +73,10 @@ class SQLiteReader:
         con = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5.0)
         return con
 
-    def records(self, concept: str | None = None) -> list[DirectionRecord]:
-        """gnomon's live versions (of ``concept`` if given), ordered by concept and version."""
+    def records(self, concept: str | None = None, tags: Mapping[str, str] | None = None
+                ) -> list[DirectionRecord]:
+        """gnomon's live versions (of ``concept`` if given), ordered by concept and version
+        (``tags`` is not pushed down: one file read is cheap)."""
         where, params = "", ()
         if concept is not None:
             where, params = " AND v.name = ?", (registered_name(concept),)
@@ -108,21 +111,4 @@ class SQLiteReader:
                                (KIND_TAG,)).fetchall()
         return sorted(concept_of(r[0]) for r in rows)
 
-    def search(self, *, concept: str | None = None, model: str | None = None, revision: str | None = None,
-               layer: int | None = None, method: str | None = None, position: str | None = None,
-               min_metrics: Mapping[str, float] | None = None) -> list[DirectionRecord]:
-        """Same answer as :meth:`catalog.Catalog.search`."""
-        return [r for r in self.records(concept)
-                if r.matches(concept=concept, model=model, revision=revision, layer=layer, method=method,
-                             position=position, min_metrics=min_metrics)]
 
-    def resolve(self, ref: str, model: str | None = None) -> DirectionRecord:
-        """Same answer (and errors) as :meth:`catalog.Catalog.resolve`."""
-        parsed = parse_ref(ref)
-        return self._pick(parsed.concept, parsed, model)
-
-    def _pick(self, concept: str, ref: Ref, model: str | None = None) -> DirectionRecord:
-        from catalog.refs import pick_record
-
-        return pick_record(self.records(concept), ref, self.tracking_uri, self.concepts(),  # type: ignore[no-any-return]
-                           model=model)

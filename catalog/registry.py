@@ -20,7 +20,12 @@ from catalog.query import (
     DirectionRecord,
     record_from_version,
 )
-from catalog.refs import REGISTRY_PREFIX, check_concept, concept_of, registered_name, scoped_alias
+from catalog.refs import (
+    REGISTRY_PREFIX,
+    concept_of,
+    registered_name,
+    scoped_alias,
+)
 from catalog.reroot import reroot_artifacts
 from pipeline.direction import Direction
 from pipeline.fleet.registry import lineage_tags
@@ -182,10 +187,26 @@ class Registry:
             tags |= {METRIC_PREFIX + k: repr(float(v)) for k, v in direction.metrics.items()}
             mv = self.call("create_model_version", registered_name(concept), source=source, run_id=run_id,
                            tags=tags)
-            version = int(mv.version)
+            version = self._settle(concept, ident, int(mv.version), run_id)
         if req.set_best:
             self.update_best(concept, prov.model_id, req.best_metric)
         return version
+
+    def _settle(self, concept: str, ident: str, mine: int, run_id: str) -> int:
+        """The version that stands for ``ident`` once ``mine`` was created. On one SQLite file
+        the write lock already serialised the check and the creation; on a tracking server
+        two workers can both find nothing and both create. The server numbers versions in
+        creation order, so the lowest version of an identity never changes once it exists:
+        every writer keeps that one and deletes its own if it is higher (version and run),
+        so no version is lost and none is left twice, with no lock outside the server."""
+        if backend.sqlite_path(self.tracking_uri) is not None:
+            return mine
+        same = sorted(r.version for r in self.records(concept, {IDENTITY_TAG: ident}))
+        keep = same[0] if same else mine
+        if keep < mine:
+            self.call("delete_model_version", registered_name(concept), str(mine))
+            self.call("delete_run", run_id)
+        return keep
 
     def update_best(self, concept: str, model: str, metric: str) -> None:
         """Only for ``register(set_best=True)`` by callers that hold no held-out scores: point

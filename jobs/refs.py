@@ -58,10 +58,10 @@ def check_refs(refs: Sequence[str], tracking_uri: str | None = None, model: str 
     MLflow is imported, a catalog database created or a model loaded (issue 21: an unknown
     concept took 18-45 s to be refused). A local SQLite catalog is read directly
     (:class:`catalog.fast.SQLiteReader`); a missing one has no concepts, and is not created
-    by a refusal; a tracking server is asked through :class:`catalog.Catalog`. ``model``
+    by a refusal; a tracking server is asked through its REST search API (:mod:`catalog.rest`). ``model``
     scopes ``best``/``best-monitor``/``best-steer`` (issue 20)."""
     from catalog.backend import resolve_tracking_uri, sqlite_path
-    from catalog.fast import SQLiteReader
+    from catalog.readers import reader_for
     from catalog.refs import parse_ref
     from pipeline.home import gnomon_home
 
@@ -74,7 +74,7 @@ def check_refs(refs: Sequence[str], tracking_uri: str | None = None, model: str 
         ref = parse_ref(wanted[0])
         raise GnomonError(f"no concept {ref.concept!r} in the catalog at {uri}; known concepts: none yet "
                           "(fit one with `gnomon fit`)")
-    reader: Any = SQLiteReader.for_uri(uri)
+    reader: Any = reader_for(uri)
     if reader is None:
         from catalog import Catalog
 

@@ -70,12 +70,12 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 
 def _reader(tracking_uri: str | None) -> Any:
-    """The local SQLite catalog read without MLflow (fast), else a :class:`Catalog`."""
+    """The SQLite catalog or a tracking server read without MLflow (fast), else a :class:`Catalog`."""
     from catalog.backend import resolve_tracking_uri
-    from catalog.fast import SQLiteReader
+    from catalog.readers import reader_for
     from pipeline.home import gnomon_home
 
-    fast = SQLiteReader.for_uri(resolve_tracking_uri(tracking_uri, gnomon_home()))
+    fast = reader_for(resolve_tracking_uri(tracking_uri, gnomon_home()))
     if fast is not None:
         return fast
     from catalog import Catalog
