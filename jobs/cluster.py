@@ -47,7 +47,7 @@ from typing import Any
 from pipeline.types import GnomonError
 
 __all__ = ["CONNECT_TIMEOUT_S", "DEFAULT_ADDRESS", "FORWARDED_ENV", "READ_TIMEOUT_S", "TERMINAL", "WRITE_TIMEOUT_S",
-           "build_job", "check_address", "follow_logs", "job_env", "job_logs", "job_status", "resolve_address",
+           "build_job", "check_address", "check_services", "follow_logs", "job_env", "job_logs", "job_status", "resolve_address",
            "submit", "wait"]
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
@@ -180,6 +180,7 @@ def submit(spec_path: str | Path, address: str | None = None, env: Mapping[str, 
 
     name = load_job(spec_path).name
     env = dict(env) if env is not None else job_env()
+    check_services(env)
     client = _client(address)
     workdir = Path(tempfile.mkdtemp(prefix="gnomon-submit-"))
     try:
@@ -200,6 +201,24 @@ def submit(spec_path: str | Path, address: str | None = None, env: Mapping[str, 
                           ) from e
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def check_services(env: Mapping[str, str]) -> None:
+    """Refuse a submission whose tracking server is not answering, before anything is sent:
+    the job would otherwise start, collect for minutes and fail at its first registration
+    (which leaves the directions pending, not lost, but the run failed)."""
+    import urllib.request
+
+    from catalog.backend import short_error
+
+    uri = env.get("MLFLOW_TRACKING_URI", "")
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=CONNECT_TIMEOUT_S):
+                pass
+        except OSError as e:
+            raise GnomonError(f"the tracking server at {uri} is not answering ({short_error(e)}): start it or fix "
+                              "--tracking-uri / MLFLOW_TRACKING_URI; nothing was submitted") from None
 
 
 def _ask(fn: Callable[[], Any], job_id: str, client: Any) -> Any:

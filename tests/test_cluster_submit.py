@@ -75,3 +75,18 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip().splitlines()
         assert err[-1].startswith(f"gnomon {argv[0]}: error: no Ray Jobs API at {addr}"), err
+
+
+def test_a_tracking_server_that_is_down_refuses_the_submission(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """Checked before the Jobs API is asked (the address here answers nothing either: the
+    tracking server's line comes first, so the job was never sent)."""
+    spec = tmp_path / "ok.toml"
+    spec.write_text(SPEC)
+    tracking = f"http://127.0.0.1:{_closed_port()}"
+    addr = f"http://127.0.0.1:{_closed_port()}"
+    assert main(["submit", str(spec), "--address", addr, "--tracking-uri", tracking, "--env", "GNOMON_HOME=/x"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"gnomon submit: error: the tracking server at {tracking} is not "
+                                               "answering"), err
+    assert "nothing was submitted" in err[0]
