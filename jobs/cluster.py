@@ -44,6 +44,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from jobs.job_files import dataset_files, ship_datasets
 from pipeline.types import GnomonError
 
 __all__ = ["CONNECT_TIMEOUT_S", "DEFAULT_ADDRESS", "FORWARDED_ENV", "READ_TIMEOUT_S", "TERMINAL", "WRITE_TIMEOUT_S",
@@ -161,12 +162,14 @@ def job_env(extra: Sequence[str] = (), tracking_uri: str | None = None,
 
 def build_job(spec_path: str | Path, workdir: Path, env: Mapping[str, str],
               executor: str | None = None) -> tuple[str, dict[str, Any]]:
-    """Check the spec here, copy it into ``workdir``; return (entrypoint, runtime_env)."""
+    """Check the spec here, copy it and the concept files it names into ``workdir``; return
+    (entrypoint, runtime_env)."""
     from jobs.spec import load_job
 
     spec_path = Path(spec_path)
-    load_job(spec_path)  # a bad spec fails here, not minutes later on the cluster
-    shutil.copyfile(spec_path, workdir / spec_path.name)
+    job = load_job(spec_path)  # a bad spec fails here, not minutes later on the cluster
+    text = ship_datasets(spec_path.read_text(), dataset_files(job, spec_path.parent), workdir)
+    (workdir / spec_path.name).write_text(text)
     cmd = ["gnomon", "run", spec_path.name]
     if executor:
         cmd += ["--executor", executor]

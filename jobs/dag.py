@@ -56,6 +56,16 @@ def _fit_spec(ctx: Context, model: str, concept: str) -> Any:
                    methods=f.methods, select_metric=f.select_metric, register=f.register, params=f.params)
 
 
+def concept_label(concept: str) -> str:
+    """A concept's name in stage keys: a concept file's stem (the concept it registers as), so
+    a spec whose files moved, or travelled with a submitted job (``jobs.cluster``), keeps its
+    keys; the file's content is keyed by its hash in the stage inputs."""
+    from pipeline.datasets import FORMATS
+
+    path = Path(concept)
+    return path.stem if path.suffix.lower() in FORMATS else concept
+
+
 def _pool(ctx: Context, model: str) -> Any:
     from jobs.shards import model_pool
     from pipeline.models import ModelSpec
@@ -68,7 +78,8 @@ def collect_stage(ctx: Context, model: str, concept: str) -> Stage:
     from jobs.fit_job import collect_spec
 
     cs = collect_spec(_fit_spec(ctx, model, concept))
-    return Stage(key=f"collect/{model}/{ctx.spec.revision}/{concept}", kind="collect", report=False, log=False,
+    return Stage(key=f"collect/{model}/{ctx.spec.revision}/{concept_label(concept)}", kind="collect", report=False,
+                 log=False,
                  pools=(_pool(ctx, model)[0],), did_work=lambda r: r.written_files > 0,
                  run=lambda _deps: collect(cs, ctx.executor, ctx.home, show_progress=ctx.show_progress))
 
@@ -77,18 +88,20 @@ def fit_stage(ctx: Context, model: str, concept: str) -> Stage:
     from jobs.fit_job import fit_collected
 
     fs = _fit_spec(ctx, model, concept)
-    dep = f"collect/{model}/{ctx.spec.revision}/{concept}"
+    dep = f"collect/{model}/{ctx.spec.revision}/{concept_label(concept)}"
 
     def inputs(deps: dict[str, Any]) -> dict[str, Any]:
         c = deps[dep]
-        return {**asdict(fs), "tracking": ctx.cat.tracking_uri, "dataset_hash": c.dataset_hash,
+        return {**asdict(fs), "dataset": concept_label(concept), "tracking": ctx.cat.tracking_uri,
+                "dataset_hash": c.dataset_hash,
                 "fingerprint": c.fingerprint, "layers": list(c.layers)}
 
     def run(deps: dict[str, Any]) -> dict[str, Any]:
         return fit_collected(fs, deps[dep], ctx.executor, ctx.home, catalog=ctx.cat,  # type: ignore[no-any-return]
                              show_progress=ctx.show_progress).to_dict()
 
-    return Stage(key=f"fit/{model}/{ctx.spec.revision}/{concept}", kind="fit", deps=(dep,), inputs=inputs, run=run)
+    return Stage(key=f"fit/{model}/{ctx.spec.revision}/{concept_label(concept)}", kind="fit", deps=(dep,),
+                 inputs=inputs, run=run)
 
 
 def evaluate_stage(ctx: Context, ev: EvaluateSection, index: int) -> Stage:
@@ -130,13 +143,20 @@ def report_stage(ctx: Context, rep: Any, after: tuple[str, ...]) -> Stage:
         doc = run_report(rs, ctx.executor, ctx.home, tracking_uri=ctx.tracking_uri, log=ctx.log)
         return {"verdicts": [r["verdict"]["line"] for r in doc["results"]], "paths": doc["paths"]}
 
-    return Stage(key=f"report/{rs.name or '-'.join(rs.concepts)}", kind="report", deps=after, run=run,
+    return Stage(key=f"report/{rs.name or '-'.join(map(concept_label, rs.concepts))}", kind="report", deps=after, run=run,
                  inputs=lambda _deps: {**asdict(rs), "tracking": ctx.cat.tracking_uri})
 
 
 def build_stages(ctx: Context) -> list[Stage]:
     """Every stage of the job, in the order they are preferred (a model's concepts together)."""
     spec, stages = ctx.spec, []
+    labels = [concept_label(c) for c in spec.fit.concepts]
+    if len(set(labels)) < len(labels):
+        from pipeline.types import GnomonError
+
+        twice = sorted({x for x in labels if labels.count(x) > 1})
+        raise GnomonError(f"[fit] concepts: two entries are the concept {', '.join(twice)} (a file's name is its "
+                          "concept); rename one")
     for model in spec.models:
         stages += [collect_stage(ctx, model, concept) for concept in spec.fit.concepts]
         stages += [fit_stage(ctx, model, concept) for concept in spec.fit.concepts]

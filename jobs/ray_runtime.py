@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import Any
 
 DEFAULT_OBJECT_STORE = 512 * 1024 * 1024
@@ -11,14 +12,24 @@ DEFAULT_OBJECT_STORE = 512 * 1024 * 1024
 files, not the object store, so a small one is enough."""
 
 
+_INIT = threading.Lock()
+"""The DAG runs stages in threads: two fit stages whose collection was already stored both
+reached ``ray.init`` first, and the second failed ("called ray.init twice")."""
+
+
 def ensure_ray(address: str | None = None, num_cpus: int | None = None,
                object_store_memory: int = DEFAULT_OBJECT_STORE) -> Any:
     """Initialise Ray once per process: a cluster when ``address``/``RAY_ADDRESS`` is set,
-    else a local instance sized to this machine."""
+    else a local instance sized to this machine. Thread-safe."""
     import ray
 
-    if ray.is_initialized():
-        return ray
+    with _INIT:
+        if not ray.is_initialized():
+            _init(ray, address, num_cpus, object_store_memory)
+    return ray
+
+
+def _init(ray: Any, address: str | None, num_cpus: int | None, object_store_memory: int) -> None:
     address = address or os.environ.get("RAY_ADDRESS")
     env = {"env_vars": _worker_env()}
     # Ray's own INFO/WARNING lines ("Started a local Ray instance", token-auth notes) are not
@@ -29,7 +40,6 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None,
     else:
         ray.init(num_cpus=num_cpus or os.cpu_count() or 1, object_store_memory=object_store_memory,
                  include_dashboard=False, runtime_env=env, log_to_driver=True, **quiet)
-    return ray
 
 
 WORKER_ENV = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}

@@ -61,6 +61,28 @@ def test_build_job_ships_only_the_checked_spec(tmp_path: Path) -> None:
         cluster.build_job(bad, work, {})
 
 
+def test_build_job_ships_the_concept_files_the_spec_names(tmp_path: Path) -> None:
+    """The driver runs on the head, which may not see this disk: every concept file the
+    spec names (relative to it or absolute) travels in the job's folder and the shipped spec
+    points at the copy; a concept that is a shipped name (no file) stays as it is."""
+    from jobs.spec import load_job
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "mood.jsonl").write_text('{"text": "a", "label": "x"}\n')
+    (tmp_path / "tone.jsonl").write_text('{"text": "b", "label": "y"}\n')
+    spec = tmp_path / "fleet.toml"
+    spec.write_text(SPEC.replace('concepts = ["sentiment"]',
+                                 f'concepts = ["sentiment", "data/mood.jsonl", "{tmp_path / "tone.jsonl"}"]'))
+    work = tmp_path / "work"
+    work.mkdir()
+    cluster.build_job(spec, work, {})
+    shipped = load_job(work / "fleet.toml").fit.concepts
+    assert shipped[0] == "sentiment" and all(not Path(c).is_absolute() for c in shipped)
+    assert sorted(Path(c).stem for c in shipped[1:]) == ["mood", "tone"]    # the stem names the concept
+    assert sorted((work / c).read_text() for c in shipped[1:]) == sorted(
+        [(tmp_path / "data" / "mood.jsonl").read_text(), (tmp_path / "tone.jsonl").read_text()])
+
+
 def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[job]\nname = \"x\"\nmodels = [\"tiny:llama\"]\n[fit]\nmethods = [\"nope\"]\n")

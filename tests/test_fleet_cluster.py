@@ -217,3 +217,21 @@ def test_fleet_on_ray_head_and_mlflow_server(tmp_path: Path, services: dict[str,
     assert logs.stdout.count("[skip]") == MODELS * len(CONCEPTS) and "[run ]" not in logs.stdout
     assert _shards(home) == shards
     assert sum(len(v) for v in _versions(url, tmp_path / "client").values()) == MODELS * len(CONCEPTS)
+
+    # 4. The stage markers lost (a RayJob's fresh cluster keeps none): the job redoes the fits,
+    # which fan out as Ray tasks from concurrent stages (they raced into `ray.init` before
+    # jobs.ray_runtime locked it), and registers nothing twice nor writes a shard again.
+    shutil.rmtree(home / "jobs")
+    sub = _gnomon(["submit", str(spec), "--address", services["jobs"], "--tracking-uri", url,
+                   "--env", f"GNOMON_HOME={home}", "--json"], env)
+    job_id = json.loads(sub.stdout.strip().splitlines()[-1])["job_id"]
+    status = subprocess.run([sys.executable, "-m", "jobs.cli", "status", job_id, "--address", services["jobs"],
+                             "--wait", "--timeout", "240"], check=False, cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=270)
+    logs = subprocess.run([sys.executable, "-m", "jobs.cli", "logs", job_id, "--address", services["jobs"]],
+                          check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0, f"{status.stdout}\n{status.stderr}\n--- job logs ---\n{logs.stdout[-4000:]}"
+    assert logs.stdout.count("[run ] fit/") == MODELS * len(CONCEPTS)
+    assert _shards(home) == shards
+    assert {c: [r.version for r in v] for c, v in _versions(url, tmp_path / "client").items()} == \
+        {c: [r.version for r in v] for c, v in versions.items()}

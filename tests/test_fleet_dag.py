@@ -59,7 +59,7 @@ def test_fleet_dag_runs_once_reruns_nothing_and_redoes_only_a_changed_concept(
         return run_job(load_job(spec), home=catalog_home, show_progress=False, log=logs.append)
 
     out = run()
-    assert sorted(out) == sorted(f"fit/{m}/main/{c}" for m in MODELS for c in (mood, tone))
+    assert sorted(out) == sorted(f"fit/{m}/main/{Path(c).stem}" for m in MODELS for c in (mood, tone))
     m = _last_job_run(catalog_home, job)
     assert (m["collect_ran"], m["fit_ran"], m["stages_skipped"]) == (6, 6, 0)
     first = _shards(catalog_home)
@@ -89,4 +89,4 @@ def test_fleet_dag_runs_once_reruns_nothing_and_redoes_only_a_changed_concept(
     after = {c: len(cat.versions(c)) for c in ("mood", "tone")}
     assert after["mood"] == versions["mood"] and after["tone"] > versions["tone"]  # only tone was refitted
     ran = [line.split()[2] for line in logs if line.startswith("[run ]")]
-    assert sorted(ran) == sorted(f"fit/{m}/main/{tone}" for m in MODELS)
+    assert sorted(ran) == sorted(f"fit/{m}/main/{Path(tone).stem}" for m in MODELS)

@@ -18,8 +18,10 @@ yaml = pytest.importorskip("yaml")
 
 ROOT = Path(__file__).resolve().parents[1]
 INFRA = ROOT / "infra"
-LIBRARY_ENV = {"HF_HUB_OFFLINE", "TOKENIZERS_PARALLELISM", "TRANSFORMERS_NO_ADVISORY_WARNINGS"}
-"""Variables read by libraries gnomon uses rather than by gnomon itself."""
+LIBRARY_ENV = {"HF_HUB_OFFLINE", "TOKENIZERS_PARALLELISM", "TRANSFORMERS_NO_ADVISORY_WARNINGS",
+               "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+"""Variables read by libraries gnomon uses rather than by gnomon itself (the S3 client's)."""
+CREDENTIALS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
 
 
 def _read_env_names() -> set[str]:
@@ -75,12 +77,16 @@ def _check_ray_cluster_spec(spec: dict[str, Any], store_path: str, where: str) -
     pods = [head["template"]] + [w["template"] for w in workers]
     images = {c["image"] for p in pods for c in _containers(p)}
     assert len(images) == 1, f"{where}: head and workers must run one image (one gnomon version): {images}"
+    assert store_path.startswith("s3://"), f"{where}: the store must be object storage, not {store_path}"
     for p in pods:
         vols = {v["name"]: v for v in p["spec"].get("volumes", [])}
+        assert not [v for v in vols.values() if "persistentVolumeClaim" in v], f"{where}: no shared disk"
         for c in _containers(p):
-            name = _mounts(c).get(store_path)
-            assert name, f"{where}: {c['name']} does not mount the store at {store_path}"
-            assert vols[name]["persistentVolumeClaim"]["claimName"] == "gnomon-store"
+            secret = {e["name"] for e in c.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})}
+            secret |= {"*" for e in c.get("envFrom", []) if e.get("secretRef", {}).get("name") == "gnomon-s3"}
+            assert CREDENTIALS <= secret or "*" in secret, f"{where}: {c['name']} has no S3 credentials from a Secret"
+            cache = _mounts(c).get("/cache")
+            assert cache and "emptyDir" in vols[cache], f"{where}: {c['name']} has no node-local model cache"
     gpu = [w for w in workers
            if any(int(c.get("resources", {}).get("limits", {}).get("nvidia.com/gpu", 0)) >= 1
                   for c in _containers(w["template"]))]
@@ -142,8 +148,6 @@ def test_rayjob_runs_gnomon_run_on_a_mounted_spec() -> None:
     head = _containers(cluster["headGroupSpec"]["template"])[0]
     assert any(args.spec.startswith(m.rstrip("/") + "/") for m in _mounts(head)), \
         f"{args.spec} is not under a volume mounted on the head"
-    pvc = _one(path, "PersistentVolumeClaim")
-    assert pvc["metadata"]["name"] == "gnomon-store" and "ReadWriteMany" in pvc["spec"]["accessModes"]
 
 
 def test_cronjob_submits_to_the_raycluster() -> None:
@@ -186,8 +190,12 @@ def test_crontab_line_parses() -> None:
     for ln in lines:
         cmd = ln.split(None, 5)[5]
         words = shlex.split(cmd.split("&&", 1)[1].split(">>", 1)[0])
-        env = [w for w in words if re.fullmatch(r"[A-Z_]+=.*", w)]
-        assert {w.split("=", 1)[0] for w in env} <= _read_env_names()
-        argv = [w for w in words if w not in env]
+        lead = next(i for i, w in enumerate(words) if not re.fullmatch(r"[A-Z_]+=.*", w))
+        env = words[:lead]   # the assignments before the command
+        assert {w.split("=", 1)[0] for w in env} <= _read_env_names() | LIBRARY_ENV
+        argv = words[lead:]
         assert argv[0].endswith("/gnomon")
-        assert _parse_cli(["gnomon", *argv[1:]]).command == "run"
+        args = _parse_cli(["gnomon", *argv[1:]])
+        assert args.command in ("run", "submit")
+        if args.command == "submit":   # a cluster has no shared disk: the store is a bucket
+            assert dict(e.split("=", 1) for e in args.env)["GNOMON_HOME"].startswith("s3://") and args.follow
