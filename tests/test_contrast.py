@@ -210,7 +210,6 @@ def test_dtypes_are_exact(tmp_path: Path) -> None:
 
 def test_shard_rewritten_while_reading_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A collection rerun replaces a shard (same ids, new vectors) between the query and the read."""
-
     store = _half_store(tmp_path)
     path = store.shard_path(M, R, "half", 2, 0)
     real = pq.read_table
