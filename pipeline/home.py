@@ -1,9 +1,56 @@
-"""Where gnomon keeps its state: ``GNOMON_HOME`` (default ``./gnomon-home``)."""
+"""Where gnomon keeps its state: ``GNOMON_HOME`` (default ``./gnomon-home``), a local
+folder or a URI on object storage (``s3://bucket/prefix``, see :mod:`pipeline.storage`)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
-from pathlib import Path
+from pathlib import Path, PosixPath
+from typing import Any
+
+__all__ = ["RemoteHome", "gnomon_home", "home_uri"]
+
+
+class RemoteHome(PosixPath):
+    """A home on object storage, seen from one node: as a path it is this node's own
+    folder for what is node-local (converted-weight caches, locks, a default SQLite
+    catalog), and ``uri`` is where the shared data lives (the activation store: every
+    ``ActivationStore(home)`` opens the URI).
+
+    ``str()`` gives the URI, so a home handed to workers as text (the executors do) comes
+    back as the same home on every node through :func:`gnomon_home`, while ``os.fspath``
+    gives the local folder to file calls. Paths built under it (``home / "models"``) are
+    plain node-local paths."""
+
+    uri: str | None = None
+
+    def __str__(self) -> str:
+        return self.uri or super().__str__()
+
+    def __fspath__(self) -> str:
+        return super().__str__()
+
+    def __reduce__(self) -> Any:
+        return (gnomon_home, (self.uri,)) if self.uri else super().__reduce__()
+
+
+def _remote_home(uri: str) -> RemoteHome:
+    """The node-local folder of a remote home: ``$GNOMON_CACHE/homes/<prefix>-<hash>``
+    (``GNOMON_CACHE`` defaults to ``~/.cache/gnomon``)."""
+    from pipeline.storage import split_uri
+
+    scheme, rest = split_uri(uri)
+    uri = f"{scheme}://{rest.strip('/')}"
+    cache = Path(os.environ.get("GNOMON_CACHE") or Path.home() / ".cache" / "gnomon").expanduser()
+    name = rest.strip("/").replace("/", "-")[-60:] or "root"
+    home = RemoteHome(cache.resolve() / "homes" / f"{name}-{hashlib.sha256(uri.encode()).hexdigest()[:10]}")
+    home.uri = uri
+    return home
+
+
+def home_uri(home: Any = None) -> str:
+    """The home as users name it: its URI on object storage, else the local path."""
+    return str(gnomon_home(home))
 
 
 def gnomon_home(home: str | Path | None = None) -> Path:
@@ -12,16 +59,21 @@ def gnomon_home(home: str | Path | None = None) -> Path:
     ``.git``), else ``./gnomon-home`` (created on first write).
 
     So a command run from a subdirectory of a project uses the project's home instead of
-    starting an empty one; ``--home`` / ``GNOMON_HOME`` pin it explicitly.
+    starting an empty one; ``--home`` / ``GNOMON_HOME`` pin it explicitly. A URI
+    (``s3://bucket/prefix``) gives a :class:`RemoteHome`.
 
     Layout: ``activations/``, ``examples/``, ``manifests/`` (the activation store),
     ``concepts/`` (registered datasets), ``models/`` (cached converted weights),
     ``mlflow.db`` and ``mlartifacts/`` (the default catalog), ``directions/`` (fitted
     directions kept on disk before and after registration).
     """
+    if isinstance(home, RemoteHome) and home.uri:
+        return home
     chosen = home or os.environ.get("GNOMON_HOME")
+    if chosen and "://" in str(chosen) and not str(chosen).startswith("file://"):
+        return _remote_home(str(chosen))
     if chosen:
-        path = Path(chosen).expanduser().resolve()
+        path = Path(str(chosen).removeprefix("file://")).expanduser().resolve()
     else:
         here = Path.cwd().resolve()
         path = next((d / "gnomon-home" for d in (here, *here.parents) if (d / "gnomon-home").is_dir()),

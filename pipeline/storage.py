@@ -96,6 +96,7 @@ class Storage:
         """The storage at ``location`` (nothing is created; a remote bucket is checked once)."""
         import pyarrow.fs as pafs
 
+        location = getattr(location, "uri", None) or location  # a pipeline.home.RemoteHome
         scheme, rest = split_uri(location)
         if scheme in ("", "file"):
             root = Path(rest).expanduser().resolve()
