@@ -269,6 +269,10 @@ class Storage:
         if self.local is not None:
             (self.local / rel).unlink(missing_ok=True)
             return
+        # HEAD first: pyarrow's S3 delete leaves an empty "folder/" marker object behind
+        # (even for a missing key), so a fresh shard's write costs no DELETE and no marker
+        if not self.is_file(rel):
+            return
         try:
             self._call(lambda: self.fs.delete_file(self.path(rel)))
         except FileNotFoundError:
