@@ -223,6 +223,18 @@ class Storage:
                 out.append(rel)
         return sorted(out)
 
+    def list_files(self, prefix: str) -> list[str]:
+        """Relative paths of every file under the folder ``prefix`` (recursively), sorted."""
+        if self.local is not None:
+            top = self.local / prefix
+            return sorted(str(p.relative_to(self.local)) for p in top.rglob("*") if p.is_file()) \
+                if top.is_dir() else []
+        import pyarrow.fs as pafs
+
+        sel = pafs.FileSelector(self.path(prefix.rstrip("/")), recursive=True, allow_not_found=True)
+        return sorted(i.path[len(self.base) + 1:] for i in self._call(lambda: self.fs.get_file_info(sel))
+                      if i.is_file)
+
     def read_parquet(self, rel: str, **kwargs: Any) -> Any:
         """``pyarrow.parquet.read_table`` of ``rel`` (``columns=``, ``filters=``...)."""
         import pyarrow.parquet as pq

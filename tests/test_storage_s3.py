@@ -270,3 +270,30 @@ def test_collect_then_fit_on_an_s3_home(s3: str, tmp_path: Path) -> None:
                   "--methods", "mean_diff", "--executor", "local", "--no-steer-select")
     assert fit.returncode == 0, fit.stderr
     assert "sentiment/1" in fit.stdout and "everything already stored" in fit.stdout
+
+
+def test_model_versions_are_fetched_once_per_node(s3: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A version registered on an s3:// home is uploaded (lineage last); another node (its
+    own GNOMON_CACHE) downloads it once into a cache keyed by the fingerprint and loads it."""
+    from pipeline.fleet.registry import list_versions
+    from pipeline.home import gnomon_home
+    from pipeline.models import load_model
+    from pipeline.models.tiny import tiny_model
+    from tests.fleet_tiny import add_version
+
+    model, tok = tiny_model("tiny:llama:2x32", seed=0)
+    add_version(gnomon_home(s3), "t-base", model, tok, "base")
+    uploaded = _keys(s3, "models/t-base/")
+    assert any(k.endswith("/config.json") for k in uploaded) and any(k.endswith("/lineage.json") for k in uploaded)
+    monkeypatch.setenv("GNOMON_CACHE", str(tmp_path / "node2"))   # another node: nothing local
+    local = gnomon_home(s3) / "models" / "t-base"
+    assert not local.exists()
+    lm = load_model("t-base", home=s3)
+    cached = tmp_path / "node2" / "models" / lm.fingerprint / "t-base"
+    assert local.resolve() == cached.resolve() and (cached / "config.json").is_file()
+    weights = next(cached.glob("*.safetensors"))
+    before = weights.stat().st_mtime_ns
+    again = load_model("t-base", home=s3)
+    assert again.fingerprint == lm.fingerprint and weights.stat().st_mtime_ns == before   # not downloaded again
+    assert [v.id for v in list_versions(s3)] == ["t-base"]
+    assert ActivationStore(s3).key("t-base") == "t-base"                # a registered name keeps its key

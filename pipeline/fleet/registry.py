@@ -139,7 +139,10 @@ def version_dir(version_id: str, home: str | Path | None = None) -> Path:
 
 
 def read_lineage(version_id: str, home: str | Path | None = None) -> Lineage:
+    from pipeline.models.remote import fetch_version
+
     d = version_dir(version_id, home)
+    fetch_version(version_id, home)   # a home on object storage: this node's copy (pipeline.models.remote)
     f = d / LINEAGE_FILE
     if not f.is_file():
         raise GnomonError(f"model version {version_id!r} has no {LINEAGE_FILE} under {d}: "
@@ -159,8 +162,11 @@ def register_version(staged: Path, lineage: Lineage, home: str | Path | None = N
     ``staged`` must sit on the same filesystem as the home (build it under
     ``<home>/models/.staging/``) so the final step is one ``rename``.
     """
+    from pipeline.models.remote import fetch_version, remote_lineage, upload_version
+
     dst = version_dir(lineage.id, home)
-    if lineage.parent is not None and not (version_dir(lineage.parent, home) / LINEAGE_FILE).is_file():
+    if lineage.parent is not None and not (version_dir(lineage.parent, home) / LINEAGE_FILE).is_file() \
+            and fetch_version(lineage.parent, home) is None:
         raise GnomonError(f"parent version {lineage.parent!r} of {lineage.id!r} is not registered; "
                           "build or register the parent first")
     if not (staged / "config.json").is_file():
@@ -168,15 +174,21 @@ def register_version(staged: Path, lineage: Lineage, home: str | Path | None = N
     doc = lineage.to_json()
     doc["created"] = doc["created"] or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     (staged / LINEAGE_FILE).write_text(json.dumps(doc, indent=2, sort_keys=True))
-    if dst.exists():
+    if dst.exists() or remote_lineage(lineage.id, home) is not None:
         if not replace:
             raise GnomonError(f"model version {lineage.id!r} already exists at {dst}")
-    return move_into_place(staged, dst)
+    out = move_into_place(staged, dst)
+    upload_version(out, lineage.id, home)   # a home on object storage: lineage.json uploaded last
+    return out
 
 
 def scan_versions(home: str | Path | None = None) -> tuple[list[Lineage], list[str]]:
     """Every registered version with a valid lineage file, sorted by id, and one line per
     lineage file that is not valid (skipped: one corrupt file must not hide the others)."""
+    from pipeline.models.remote import fetch_version, remote_versions
+
+    for vid in remote_versions(home):   # a home on object storage: every version, on this node
+        fetch_version(vid, home)
     root = gnomon_home(home) / "models"
     if not root.is_dir():
         return [], []
