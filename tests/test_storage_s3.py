@@ -19,7 +19,8 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -123,7 +124,7 @@ def _fill(root: str | Path, layers: tuple[int, ...] = (1, 2), positions: tuple[s
 def _gnomon(home: str, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "GNOMON_HOME": home}
     return subprocess.run([sys.executable, "-m", "jobs.cli", *args], capture_output=True, text=True, env=env,
-                          timeout=300, cwd=ROOT)
+                          timeout=300, cwd=ROOT, check=False)
 
 
 def test_shards_round_trip_with_checksums(s3: str) -> None:
@@ -174,7 +175,7 @@ def test_shard_without_manifest_is_invisible_and_rerun_writes_once(s3: str, monk
 
 
 def test_corrupted_object_is_refused(s3: str) -> None:
-    store, _ = _fill(s3, layers=(2,), positions=("last",), shards=2)
+    _fill(s3, layers=(2,), positions=("last",), shards=2)
     key = _keys(s3, "activations/")[0]
     bucket = s3.removeprefix("s3://").split("/")[0]
     body = bytearray(_client().get_object(Bucket=bucket, Key=key)["Body"].read())
@@ -193,8 +194,8 @@ def test_corrupted_object_is_refused(s3: str) -> None:
 def test_contrast_set_on_s3_equals_local(s3: str, tmp_path: Path) -> None:
     _fill(tmp_path / "local")
     _fill(s3)
-    kw: dict[str, Any] = dict(model=M, revision=R, dataset=D, layer=2, position="last", positive="yes",
-                              negative="no", split=None)
+    kw: dict[str, Any] = {"model": M, "revision": R, "dataset": D, "layer": 2, "position": "last",
+                          "positive": "yes", "negative": "no", "split": None}
     with StoreDB(s3, threads=2) as db:
         remote = contrast_set(db, **kw)
         n = db.query("SELECT count(*) AS n FROM activations a JOIN examples e "

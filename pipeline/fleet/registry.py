@@ -26,6 +26,7 @@ from pipeline.atomic import move_into_place, write_json
 from pipeline.home import gnomon_home
 from pipeline.store import check_name
 from pipeline.types import GnomonError
+from pipeline.version_cache import fetch_all, fetch_version, is_registered, remote_lineage, upload_version
 
 __all__ = [
     "LINEAGE_FILE",
@@ -139,10 +140,8 @@ def version_dir(version_id: str, home: str | Path | None = None) -> Path:
 
 
 def read_lineage(version_id: str, home: str | Path | None = None) -> Lineage:
-    from pipeline.models.remote import fetch_version
-
     d = version_dir(version_id, home)
-    fetch_version(version_id, home)   # a home on object storage: this node's copy (pipeline.models.remote)
+    fetch_version(version_id, home)   # a home on object storage: this node's copy (pipeline.version_cache)
     f = d / LINEAGE_FILE
     if not f.is_file():
         raise GnomonError(f"model version {version_id!r} has no {LINEAGE_FILE} under {d}: "
@@ -162,11 +161,8 @@ def register_version(staged: Path, lineage: Lineage, home: str | Path | None = N
     ``staged`` must sit on the same filesystem as the home (build it under
     ``<home>/models/.staging/``) so the final step is one ``rename``.
     """
-    from pipeline.models.remote import fetch_version, remote_lineage, upload_version
-
     dst = version_dir(lineage.id, home)
-    if lineage.parent is not None and not (version_dir(lineage.parent, home) / LINEAGE_FILE).is_file() \
-            and fetch_version(lineage.parent, home) is None:
+    if lineage.parent is not None and not is_registered(lineage.parent, home):
         raise GnomonError(f"parent version {lineage.parent!r} of {lineage.id!r} is not registered; "
                           "build or register the parent first")
     if not (staged / "config.json").is_file():
@@ -174,21 +170,15 @@ def register_version(staged: Path, lineage: Lineage, home: str | Path | None = N
     doc = lineage.to_json()
     doc["created"] = doc["created"] or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     (staged / LINEAGE_FILE).write_text(json.dumps(doc, indent=2, sort_keys=True))
-    if dst.exists() or remote_lineage(lineage.id, home) is not None:
-        if not replace:
-            raise GnomonError(f"model version {lineage.id!r} already exists at {dst}")
-    out = move_into_place(staged, dst)
-    upload_version(out, lineage.id, home)   # a home on object storage: lineage.json uploaded last
-    return out
+    if (dst.exists() or remote_lineage(lineage.id, home) is not None) and not replace:
+        raise GnomonError(f"model version {lineage.id!r} already exists at {dst}")
+    return upload_version(move_into_place(staged, dst), lineage.id, home)   # object storage: lineage last
 
 
 def scan_versions(home: str | Path | None = None) -> tuple[list[Lineage], list[str]]:
     """Every registered version with a valid lineage file, sorted by id, and one line per
     lineage file that is not valid (skipped: one corrupt file must not hide the others)."""
-    from pipeline.models.remote import fetch_version, remote_versions
-
-    for vid in remote_versions(home):   # a home on object storage: every version, on this node
-        fetch_version(vid, home)
+    fetch_all(home)   # a home on object storage: every version, on this node
     root = gnomon_home(home) / "models"
     if not root.is_dir():
         return [], []

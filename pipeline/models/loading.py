@@ -166,7 +166,7 @@ def load_model(spec: ModelSpec | str, home: str | Path | None = None) -> LoadedM
         extra["cache_dir"] = str(cache)
         extra["hf_name"] = BUNDLED_HF_NAME if source == "bundled" else gguf.stem
     elif source == "registered":
-        from pipeline.models.remote import fetch_version
+        from pipeline.version_cache import fetch_version
 
         vdir = fetch_version(spec.id, home_p) or home_p / "models" / spec.id   # once per node on object storage
         settings = _version_settings(vdir)

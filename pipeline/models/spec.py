@@ -57,7 +57,7 @@ class ModelSpec:
             return "hf_dir"
         if (gnomon_home(home) / "models" / self.id / "config.json").is_file():
             return "registered"
-        from pipeline.models.remote import fetch_version
+        from pipeline.version_cache import fetch_version
 
         if fetch_version(self.id, home) is not None:   # registered on a home on object storage
             return "registered"

@@ -24,7 +24,7 @@ from typing import Any
 from pipeline.home import RemoteHome, gnomon_home
 from pipeline.store_keys import KEY
 
-__all__ = ["fetch_version", "models_cache", "remote_lineage", "remote_versions", "upload_version"]
+__all__ = ["fetch_all", "fetch_version", "is_registered", "models_cache", "remote_lineage", "remote_versions", "upload_version"]
 
 _LINEAGE = "lineage.json"
 
@@ -60,17 +60,32 @@ def remote_versions(home: Any = None) -> list[str]:
     return [rel.split("/")[1] for rel in found[1].glob(f"models/*/{_LINEAGE}")]
 
 
-def upload_version(folder: Path, version_id: str, home: Any = None) -> None:
+def fetch_all(home: Any = None) -> None:
+    """Every version of a remote home on this node (nothing for a local home)."""
+    for vid in remote_versions(home):
+        fetch_version(vid, home)
+
+
+def is_registered(version_id: str, home: Any = None) -> bool:
+    """``version_id`` has a lineage file in the home (on object storage: fetched to this node)."""
+    from pipeline.store_read import check_name
+
+    local = gnomon_home(home) / "models" / check_name(version_id, "model version id") / _LINEAGE
+    return local.is_file() or fetch_version(version_id, home) is not None
+
+
+def upload_version(folder: Path, version_id: str, home: Any = None) -> Path:
     """Upload a registered version's folder to a remote home (nothing for a local home):
-    the lineage file last, so a reader never sees a half-uploaded version."""
+    the lineage file last, so a reader never sees a half-uploaded version. Returns ``folder``."""
     found = _remote(home)
     if found is None:
-        return
+        return folder
     _, storage = found
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     for p in sorted(files, key=lambda p: p.name == _LINEAGE):
         rel = p.relative_to(folder).as_posix()
         storage.write_bytes(f"models/{version_id}/{rel}", p.read_bytes())
+    return folder
 
 
 def fetch_version(version_id: str, home: Any = None) -> Path | None:
