@@ -5,8 +5,8 @@ What is checked: shards round-trip with their checksums; a shard object without 
 manifest (a crash between the two writes) is invisible and a rerun does not duplicate
 rows; a corrupted object is refused; contrast sets and ``gnomon sql`` count rows on S3
 exactly; ``gnomon sql`` cannot read outside the store's bucket/prefix; bad locations
-(unknown scheme, unreachable endpoint, missing bucket) are one-line errors. Not checked:
-wrong credentials (moto accepts any).
+(unknown scheme, unreachable endpoint, missing bucket, wrong credentials: a second moto
+server with signature checks on) are one-line errors.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +44,13 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A moto S3 server on loopback, stopped by its process id."""
+@contextmanager
+def _moto(log: Path, **env: str) -> Iterator[str]:
+    """A moto S3 server on loopback (a subprocess), stopped by its process id."""
     port = _free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                stdout=out, stderr=subprocess.STDOUT)
+                                stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env})
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -69,6 +69,12 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with _moto(tmp_path_factory.mktemp("moto") / "moto.log") as url:
+        yield url
 
 
 def _aws_env(endpoint: str) -> dict[str, str]:
@@ -207,7 +213,8 @@ def test_contrast_set_on_s3_equals_local(s3: str, tmp_path: Path) -> None:
     assert np.array_equal(remote.neg, local.neg)
 
 
-def test_gnomon_sql_counts_and_stays_in_the_store(s3: str) -> None:
+def test_gnomon_sql_counts_and_stays_in_the_store(s3: str, capsys: pytest.CaptureFixture[str],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     _fill(s3)
     bucket = s3.removeprefix("s3://").split("/")[0]
     _client().put_object(Bucket=bucket, Key="elsewhere/secret.parquet", Body=b"PAR1")
@@ -222,10 +229,14 @@ def test_gnomon_sql_counts_and_stays_in_the_store(s3: str) -> None:
                f"SELECT * FROM read_parquet('s3://{bucket}/elsewhere/secret.parquet')",
                "SELECT * FROM read_text('/etc/passwd')",
                "COPY (SELECT 1) TO 'gnomon-store://x/y.csv'"]
-    for sql in escapes:
-        out = _gnomon(s3, "sql", sql)
-        assert out.returncode != 0 and out.stdout == "", (sql, out.stdout)
-        assert len(out.stderr.strip().splitlines()) == 1 and "error" in out.stderr, (sql, out.stderr)
+    from jobs.cli import main
+
+    monkeypatch.setenv("GNOMON_HOME", s3)   # main() sets it from --home; restored after the test
+    for sql in escapes:   # in this process (the CLI's own error path), one line each
+        capsys.readouterr()
+        assert main(["sql", sql]) != 0, sql
+        got = capsys.readouterr()
+        assert got.out == "" and len(got.err.strip().splitlines()) == 1 and "error" in got.err, (sql, got)
     out = _gnomon(s3, "store", "ls", "--verify", "--json")
     assert out.returncode == 0, out.stderr
     (row,) = json.loads(out.stdout)["datasets"]
@@ -298,3 +309,17 @@ def test_model_versions_are_fetched_once_per_node(s3: str, tmp_path: Path, monke
     assert again.fingerprint == lm.fingerprint and weights.stat().st_mtime_ns == before   # not downloaded again
     assert [v.id for v in list_versions(s3)] == ["t-base"]
     assert ActivationStore(s3).key("t-base") == "t-base"                # a registered name keeps its key
+
+
+def test_wrong_credentials_are_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """moto checks signatures only when asked (INITIAL_NO_AUTH_ACTION_COUNT): keys it never
+    issued are refused, and the error names the variables to fix."""
+    with _moto(tmp_path / "moto-auth.log", INITIAL_NO_AUTH_ACTION_COUNT="0") as url:
+        for k, v in {**_aws_env(url), "AWS_ACCESS_KEY_ID": "AKIAWRONG", "AWS_SECRET_ACCESS_KEY": "wrong"}.items():
+            monkeypatch.setenv(k, v)
+        monkeypatch.setenv("GNOMON_CACHE", str(tmp_path / "cache"))
+        with pytest.raises(GnomonError, match="access denied: check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"):
+            ActivationStore("s3://bucket/home")
+        out = _gnomon("s3://bucket/home", "store", "ls")
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "AWS_SECRET_ACCESS_KEY" in out.stderr
