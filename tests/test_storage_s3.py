@@ -323,3 +323,22 @@ def test_wrong_credentials_are_one_line(tmp_path: Path, monkeypatch: pytest.Monk
         out = _gnomon("s3://bucket/home", "store", "ls")
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert "AWS_SECRET_ACCESS_KEY" in out.stderr
+
+
+def test_stage_markers_are_shared_by_every_node(s3: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job's completion markers live in the bucket: a rerun on another node (its own
+    GNOMON_CACHE) skips a stage any node finished with the same inputs."""
+    from jobs.engine import LocalExecutor
+    from jobs.scheduler import Stage, run_stages
+    from pipeline.home import gnomon_home
+
+    calls: list[str] = []
+
+    def stage() -> Stage:
+        return Stage("fit/x", "fit", run=lambda deps: calls.append("ran") or {"n": 1}, inputs=lambda deps: {"a": 1})
+
+    for node in ("a", "b"):
+        monkeypatch.setenv("GNOMON_CACHE", str(tmp_path / node))
+        out = run_stages([stage()], LocalExecutor(), gnomon_home(s3), "job", log=lambda _: None)
+        assert out["fit/x"] == {"n": 1}
+    assert calls == ["ran"] and len(_keys(s3, "jobs/job/")) == 1
