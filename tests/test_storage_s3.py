@@ -171,6 +171,10 @@ def test_shard_without_manifest_is_invisible_and_rerun_writes_once(s3: str, monk
     assert not store.shard_complete(M, R, D, 2, 0, fingerprint="fp", positions=["last"])
     with StoreDB(s3, threads=1) as db:
         assert db.query("SELECT count(*) AS n FROM activations WHERE layer = 2").column("n")[0].as_py() == 0
+    from jobs.commands.store import scan
+
+    (orphan,) = scan(s3)["orphans"]                     # `gnomon store gc` would delete it
+    assert str(orphan) == f"{s3}/activations/model={store.key(M)}/revision={R}/dataset={D}/layer=2/part-00000.parquet"
     for _ in range(2):   # the rerun overwrites the orphan; a second rerun replaces, never appends
         store.write_shard(M, R, D, 2, 0, t, fingerprint="fp", positions=["last"])
     assert len(_keys(s3, "activations/")) == 2 and len(_keys(s3, "manifests/")) == 2
@@ -282,6 +286,16 @@ def test_collect_then_fit_on_an_s3_home(s3: str, tmp_path: Path) -> None:
                   "--methods", "mean_diff", "--executor", "local", "--no-steer-select")
     assert fit.returncode == 0, fit.stderr
     assert "sentiment/1" in fit.stdout and "everything already stored" in fit.stdout
+    bucket = s3.removeprefix("s3://").split("/")[0]
+    key = _keys(s3, "activations/")[0]                    # bit rot in the bucket: repaired in place
+    body = bytearray(_client().get_object(Bucket=bucket, Key=key)["Body"].read())
+    body[-100] ^= 0xFF
+    _client().put_object(Bucket=bucket, Key=key, Body=bytes(body))
+    assert _gnomon(s3, "store", "ls", "--verify").returncode == 1
+    repair = _gnomon(s3, "store", "repair")
+    assert repair.returncode == 0 and "repaired 1 of 1" in repair.stdout, repair.stderr
+    out = _gnomon(s3, "sql", "--json", "SELECT count(*) AS n, count(DISTINCT example_id) AS k FROM activations")
+    assert json.loads(out.stdout) == [{"n": 480 * 2 * 2, "k": 480}]
 
 
 def test_model_versions_are_fetched_once_per_node(s3: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
