@@ -8,7 +8,7 @@ import os
 from pathlib import Path, PosixPath
 from typing import Any
 
-__all__ = ["RemoteHome", "gnomon_home", "home_uri"]
+__all__ = ["RemoteHome", "gnomon_home", "home_uri", "pull_shared", "push_shared"]
 
 
 class RemoteHome(PosixPath):
@@ -46,6 +46,34 @@ def _remote_home(uri: str) -> RemoteHome:
     home = RemoteHome(cache.resolve() / "homes" / f"{name}-{hashlib.sha256(uri.encode()).hexdigest()[:10]}")
     home.uri = uri
     return home
+
+
+def pull_shared(folder: str, home: Any = None) -> Path:
+    """The home's ``folder`` (``fleets``, ``concepts``), with, on a home on object storage,
+    every file the bucket holds there brought to this node first (small files: each is read
+    and rewritten locally only when it differs). Returns the local folder."""
+    h = gnomon_home(home)
+    if isinstance(h, RemoteHome) and h.uri:
+        from pipeline.atomic import write_bytes
+        from pipeline.storage import Storage
+
+        storage = Storage.open(h.uri)
+        for rel in storage.list_files(folder):
+            data, local = storage.read_bytes(rel), h / rel
+            if not local.is_file() or local.read_bytes() != data:
+                write_bytes(local, data)
+    return h / folder
+
+
+def push_shared(path: Path, home: Any = None) -> Path:
+    """Upload ``path`` (a file just written under the home) to a home on object storage,
+    where every node's :func:`pull_shared` finds it; nothing for a local home."""
+    h = gnomon_home(home)
+    if isinstance(h, RemoteHome) and h.uri:
+        from pipeline.storage import Storage
+
+        Storage.open(h.uri).write_bytes(Path(path).relative_to(h).as_posix(), Path(path).read_bytes())
+    return path
 
 
 def home_uri(home: Any = None) -> str:

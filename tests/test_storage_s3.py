@@ -356,3 +356,31 @@ def test_stage_markers_are_shared_by_every_node(s3: str, tmp_path: Path, monkeyp
         out = run_stages([stage()], LocalExecutor(), gnomon_home(s3), "job", log=lambda _: None)
         assert out["fit/x"] == {"n": 1}
     assert calls == ["ran"] and len(_keys(s3, "jobs/job/")) == 1
+
+
+def test_fleets_and_concepts_are_shared_through_the_bucket(s3: str, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fleet file and a registered concept saved on one node are found on another."""
+    from pipeline.datasets import list_concepts, load_dataset, register_dataset
+    from pipeline.fleet.registry import (
+        Fleet,
+        FleetMember,
+        list_fleets,
+        load_fleet,
+        save_fleet,
+    )
+    from pipeline.home import gnomon_home
+    from pipeline.models.tiny import tiny_model
+    from tests.conftest import write_dataset
+    from tests.fleet_tiny import add_version
+
+    monkeypatch.setenv("GNOMON_CACHE", str(tmp_path / "node-a"))
+    model, tok = tiny_model("tiny:llama:2x32", seed=0)
+    add_version(gnomon_home(s3), "t-base", model, tok, "base")
+    save_fleet(Fleet(name="tiny", members=(FleetMember("t-base", kind="base"),)), s3)
+    register_dataset(write_dataset(tmp_path / "mood.jsonl", labels=("hi", "lo")), "mood", s3, positive="hi")
+    monkeypatch.setenv("GNOMON_CACHE", str(tmp_path / "node-b"))   # another node
+    assert list_fleets(s3) == ["tiny"] and load_fleet("tiny", s3).ids == ["t-base"]
+    ds = load_dataset("mood", home=s3)
+    assert ds.contrast == ("hi", "lo") and ds.table.num_rows == 24
+    assert "mood" in [c.name for c in list_concepts(s3)]

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pipeline.atomic import move_into_place, write_json
-from pipeline.home import gnomon_home
+from pipeline.home import gnomon_home, pull_shared, push_shared
 from pipeline.store import check_name
 from pipeline.types import GnomonError
 from pipeline.version_cache import fetch_all, fetch_version, is_registered, remote_lineage, upload_version
@@ -250,12 +250,12 @@ def save_fleet(fleet: Fleet, home: str | Path | None = None) -> Path:
     for m in fleet.members:
         if not (version_dir(m.id, home) / LINEAGE_FILE).is_file():
             raise GnomonError(f"fleet {fleet.name!r}: member {m.id!r} is not a registered model version")
-    doc = {"name": fleet.name, "description": fleet.description,
-           "versions": [asdict(m) for m in fleet.members]}
-    return write_json(fleet_path(fleet.name, home), doc, indent=2)
+    doc = {"name": fleet.name, "description": fleet.description, "versions": [asdict(m) for m in fleet.members]}
+    return push_shared(write_json(fleet_path(fleet.name, home), doc, indent=2), home)   # object storage: shared
 
 
 def load_fleet(name: str, home: str | Path | None = None) -> Fleet:
+    pull_shared("fleets", home)   # a home on object storage: the fleets any node saved
     path = fleet_path(name, home)
     if not path.is_file():
         known = ", ".join(list_fleets(home)) or "none yet"
@@ -270,7 +270,7 @@ def load_fleet(name: str, home: str | Path | None = None) -> Fleet:
 
 
 def list_fleets(home: str | Path | None = None) -> list[str]:
-    root = gnomon_home(home) / "fleets"
+    root = pull_shared("fleets", home)
     return sorted(p.stem for p in root.glob("*.json")) if root.is_dir() else []
 
 
