@@ -8,7 +8,7 @@ import os
 from pathlib import Path, PosixPath
 from typing import Any
 
-__all__ = ["RemoteHome", "gnomon_home", "home_uri", "pull_shared", "push_shared"]
+__all__ = ["RemoteHome", "gnomon_home", "home_uri", "pull_shared", "push_shared", "shared_copy"]
 
 
 class RemoteHome(PosixPath):
@@ -74,6 +74,22 @@ def push_shared(path: Path, home: Any = None) -> Path:
 
         Storage.open(h.uri).write_bytes(Path(path).relative_to(h).as_posix(), Path(path).read_bytes())
     return path
+
+
+def shared_copy(path: str | Path, home: Any = None) -> Path:
+    """This node's copy of ``path``, a file another node wrote under its own view of the
+    home and uploaded with :func:`push_shared` (a direction a driver hands to workers).
+    ``path`` itself when the home is local. The two nodes' folders share their last part
+    (``<prefix>-<hash of the URI>``), which locates the file in the home; it is read from
+    the bucket every time (a local file of that name may be an older one)."""
+    p, h = Path(path), gnomon_home(home)
+    if not (isinstance(h, RemoteHome) and h.uri) or h.name not in p.parts:
+        return p
+    from pipeline.atomic import write_bytes
+    from pipeline.storage import Storage
+
+    rel = "/".join(p.parts[len(p.parts) - p.parts[::-1].index(h.name):])
+    return write_bytes(h / rel, Storage.open(h.uri).read_bytes(rel))
 
 
 def home_uri(home: Any = None) -> str:

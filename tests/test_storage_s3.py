@@ -384,3 +384,18 @@ def test_fleets_and_concepts_are_shared_through_the_bucket(s3: str, tmp_path: Pa
     ds = load_dataset("mood", home=s3)
     assert ds.contrast == ("hi", "lo") and ds.table.num_rows == 24
     assert "mood" in [c.name for c in list_concepts(s3)]
+
+
+def test_a_file_the_driver_shares_is_read_by_another_node(s3: str, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """What evaluation hands its workers (a direction file under the driver's view of the
+    home) reaches a node with its own cache through the bucket."""
+    from pipeline.atomic import write_bytes
+    from pipeline.home import gnomon_home, push_shared, shared_copy
+
+    monkeypatch.setenv("GNOMON_CACHE", str(tmp_path / "driver"))
+    sent = push_shared(write_bytes(gnomon_home(s3) / "evals" / "directions" / "d.safetensors", b"v1"), s3)
+    monkeypatch.setenv("GNOMON_CACHE", str(tmp_path / "worker"))
+    got = shared_copy(str(sent), s3)
+    assert got != sent and got.read_bytes() == b"v1" and got.is_relative_to(tmp_path / "worker")
+    assert shared_copy(tmp_path / "elsewhere.txt", tmp_path / "local-home") == tmp_path / "elsewhere.txt"
