@@ -8,7 +8,7 @@ import os
 from pathlib import Path, PosixPath
 from typing import Any
 
-__all__ = ["RemoteHome", "gnomon_home", "home_uri", "pull_shared", "push_shared", "shared_copy"]
+__all__ = ["RemoteHome", "gnomon_home", "home_uri", "pull_shared", "push_shared", "push_tree", "shared_copy"]
 
 
 class RemoteHome(PosixPath):
@@ -74,6 +74,16 @@ def push_shared(path: Path, home: Any = None) -> Path:
 
         Storage.open(h.uri).write_bytes(Path(path).relative_to(h).as_posix(), Path(path).read_bytes())
     return path
+
+
+def push_tree(folder: Path, home: Any = None) -> Path:
+    """:func:`push_shared` for every file under ``folder`` (a report), when it lies under
+    the home."""
+    h = gnomon_home(home)
+    if isinstance(h, RemoteHome) and h.uri and Path(folder).is_relative_to(h):
+        for f in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+            push_shared(f, h)
+    return folder
 
 
 def shared_copy(path: str | Path, home: Any = None) -> Path:
