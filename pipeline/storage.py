@@ -251,15 +251,17 @@ class Storage:
         return self._call(lambda: pq.read_schema(self.path(rel), filesystem=self.fs))
 
     # ----------------------------------------------------------------- writes
-    def publish(self, rel: str, write: Callable[[Path], object]) -> None:
+    def publish(self, rel: str, write: Callable[[Path], object], digest: bool = False) -> tuple[int, str] | None:
         """Publish the file ``write(tmp)`` creates as ``rel``, whole or not at all: locally
         by rename (:func:`pipeline.atomic.publish`); remotely the finished local file is
-        uploaded in one request, so no reader sees a partial object."""
+        uploaded in one request, so no reader sees a partial object. With ``digest``,
+        returns the published file's (size, sha256): remotely of the bytes sent, so a
+        shard's manifest never records what a faulty upload left (and costs no read-back)."""
         if self.local is not None:
             from pipeline.atomic import publish
 
             publish(self.local / rel, write)
-            return
+            return ((self.local / rel).stat().st_size, self.sha256(rel)) if digest else None
         with tempfile.TemporaryDirectory(prefix="gnomon-up-") as d:
             tmp = Path(d) / Path(rel).name
             write(tmp)
@@ -269,6 +271,7 @@ class Storage:
                 with self.fs.open_output_stream(self.path(rel)) as f:
                     f.write(data)
             self._call(put)
+        return (len(data), hashlib.sha256(data).hexdigest()) if digest else None
 
     def write_bytes(self, rel: str, data: bytes) -> None:
         self.publish(rel, lambda tmp: tmp.write_bytes(data))

@@ -240,11 +240,10 @@ class ActivationStore(ManifestReader):
         mrel = self._manifest_rel(model, revision, dataset, layer, shard)
         self.storage.delete(mrel)
         table = table.select(_META_COLUMNS + ["act"]).replace_schema_metadata(None)
-        self.storage.publish(rel, lambda tmp: pq.write_table(
+        size, digest = self.storage.publish(rel, lambda tmp: pq.write_table(
             table, tmp, compression={"example_id": "zstd", "position": "zstd", "token_index": "zstd", "act": "none"},
             use_dictionary=["example_id", "position"], write_statistics=_META_COLUMNS,
-            row_group_size=65536))
-        size, digest = self.storage.size(rel), self.storage.sha256(rel)
+            row_group_size=65536), digest=True) or (0, "")
         ids = sorted(set(table.column("example_id").to_pylist()))
         self._drop_overlapping(model, revision, dataset, layer, shard, set(ids))
         record = {
@@ -259,7 +258,7 @@ class ActivationStore(ManifestReader):
         self.storage.publish(mrel, lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
         if self.storage.local is not None:
             mark_current(self.root)
-        return ShardRecord(path=self._where(rel), rows=table.num_rows, bytes=int(size or 0), sha256=digest)
+        return ShardRecord(path=self._where(rel), rows=table.num_rows, bytes=size, sha256=digest)
 
     def shard_complete(self, model: str, revision: str, dataset: str, layer: int, shard: int, *,
                        fingerprint: str, positions: Sequence[str], verify: bool = True,

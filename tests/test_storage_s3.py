@@ -11,6 +11,7 @@ server with signature checks on) are one-line errors.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -141,6 +142,10 @@ def test_shards_round_trip_with_checksums(s3: str) -> None:
     assert all(m["path"].startswith("activations/model=") for m in shards)
     objects = _keys(s3, "activations/")
     assert len(objects) == 4 and not any(".tmp" in k for k in objects)   # no temporary objects
+    bucket, _, base = s3.removeprefix("s3://").partition("/")
+    for m in shards:   # the manifest holds the size and sha256 of the object as stored
+        body = _client().get_object(Bucket=bucket, Key=f"{base}/{m['path']}")["Body"].read()
+        assert (len(body), hashlib.sha256(body).hexdigest()) == (m["bytes"], m["sha256"])
     ids, x = store.read_layer(M, R, D, 2, "mean")
     assert sorted(ids) == sorted(f"x{i}" for i in range(N))
     assert np.array_equal(x, np.stack([written[(2, "mean", i)] for i in ids]))
@@ -156,10 +161,10 @@ def test_shard_without_manifest_is_invisible_and_rerun_writes_once(s3: str, monk
     store, _ = _fill(s3, layers=(1,), positions=("last",), shards=1)
     real = Storage.publish
 
-    def crash_before_manifest(self: Storage, rel: str, write: Any) -> None:
+    def crash_before_manifest(self: Storage, rel: str, write: Any, **kw: Any) -> Any:
         if rel.startswith("manifests/"):
             raise OSError("killed between the shard and its manifest")
-        real(self, rel, write)
+        return real(self, rel, write, **kw)
 
     monkeypatch.setattr(Storage, "publish", crash_before_manifest)
     t = activation_table([f"x{i}" for i in range(N)], "last", np.full(N, 3), np.ones((N, W)))
