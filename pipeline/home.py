@@ -8,7 +8,7 @@ import os
 from pathlib import Path, PosixPath
 from typing import Any
 
-__all__ = ["RemoteHome", "gnomon_home", "home_uri", "pull_shared", "push_shared", "push_tree", "shared_copy"]
+__all__ = ["RemoteHome", "gnomon_home", "pull_shared", "push_shared", "push_tree", "shared_copy"]
 
 
 class RemoteHome(PosixPath):
@@ -100,11 +100,6 @@ def shared_copy(path: str | Path, home: Any = None) -> Path:
 
     rel = "/".join(p.parts[len(p.parts) - p.parts[::-1].index(h.name):])
     return write_bytes(h / rel, Storage.open(h.uri).read_bytes(rel))
-
-
-def home_uri(home: Any = None) -> str:
-    """The home as users name it: its URI on object storage, else the local path."""
-    return str(gnomon_home(home))
 
 
 def gnomon_home(home: str | Path | None = None) -> Path:

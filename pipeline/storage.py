@@ -32,7 +32,7 @@ from typing import Any
 
 from pipeline.types import GnomonError
 
-__all__ = ["SCHEMES", "Storage", "is_remote", "split_uri"]
+__all__ = ["SCHEMES", "Storage", "split_uri"]
 
 # sha256 of files already verified in this process (readers verify every shard they read, once)
 _VERIFIED: dict[tuple, str] = {}
@@ -52,11 +52,6 @@ def split_uri(location: str | Path) -> tuple[str, str]:
         raise GnomonError(f"{text!r}: unknown storage scheme {scheme + '://'!r}; use a local path or one of "
                           + ", ".join(s + "://" for s in SCHEMES))
     return scheme.lower(), rest
-
-
-def is_remote(location: str | Path) -> bool:
-    """True for a location on object storage (anything but a path or ``file://``)."""
-    return split_uri(location)[0] not in ("", "file")
 
 
 def _one_line(e: BaseException) -> str:

@@ -24,7 +24,8 @@ from typing import Any
 from pipeline.home import RemoteHome, gnomon_home
 from pipeline.store_keys import KEY
 
-__all__ = ["fetch_all", "fetch_version", "is_registered", "models_cache", "remote_lineage", "remote_versions", "upload_version"]
+__all__ = ["fetch_all", "fetch_version", "is_registered", "models_cache", "remote_lineage", "remote_versions",
+           "upload_version"]
 
 _LINEAGE = "lineage.json"
 
