@@ -287,6 +287,7 @@ def profile(dataset: Path, home: Path, executor: str) -> None:
     import pipeline.collect as pc
     import pipeline.hooks as ph
     import pipeline.models.cache as mc
+    import pipeline.storage as pst
     import pipeline.store as ps
     from jobs.engine import make_executor
     je.IN_FLIGHT = 1  # one shard at a time: clean CPU deltas
@@ -298,7 +299,7 @@ def profile(dataset: Path, home: Path, executor: str) -> None:
     m.wrap(pc, "_pad_left", "pad batches")
     m.wrap(ps, "activation_table", "float16 + table build")
     m.wrap(pq, "write_table", "parquet write")
-    m.wrap(ps, "sha256_file", "sha256 (writes + completeness checks)")
+    m.wrap(pst.Storage, "sha256", "sha256 (writes + completeness checks)")   # the store hashes through its storage
     m.wrap(os, "fsync", "fsync")
     m.wrap(mc, "load_model", "model load")
     m.wrap(rr, "ensure_ray", "ray start")

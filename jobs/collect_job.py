@@ -249,8 +249,8 @@ def collect(spec: CollectSpec, executor: Any, home: Any = None, show_progress: b
         choice = getattr(executor, "choice", executor_name)
     else:
         results = [ShardResult(index=t.index, skipped_layers=len(layers)) for t in plan.shards]
-    where = (home_p / "activations" / f"model={store.key(model)}" / f"revision={revision}"
-             / f"dataset={plan.dataset_name}")
+    # str(home_p): a home on object storage reads as its URI (pipeline.home.RemoteHome)
+    where = f"{home_p}/activations/model={store.key(model)}/revision={revision}/dataset={plan.dataset_name}"
     return CollectResult(
         model=model, revision=revision, dataset=plan.dataset_name, dataset_hash=plan.dataset_hash,
         fingerprint=ident.fingerprint, hidden_size=ident.hidden_size, num_layers=ident.num_layers,

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.atomic import write_json
+from pipeline.home import push_shared, shared_copy
 from pipeline.types import GnomonError
 
 
@@ -91,7 +92,7 @@ def evaluate_checkpoint(task: EvalTask) -> EvalResult:
     from pipeline.steer import add
 
     t0 = time.perf_counter()
-    spec, d = task.spec, Direction.load(task.direction_path)
+    spec, d = task.spec, Direction.load(shared_copy(task.direction_path, task.home))   # object storage: any node
     lm = cached_model(task.model, home=task.home)  # the collection may have loaded it already
     name = task.model.id
     if lm.hidden_size != d.hidden_size:
@@ -222,7 +223,7 @@ def plan_evaluation(spec: EvalSpec, home: Path, tracking_uri: str | None = None
                           f"no version of fleet {spec.fleet!r} has the direction's hidden size {d.hidden_size}")
     specs, known = check_inputs(models, d.provenance.concept, home)  # before any worker starts
     path = home / "evals" / "directions" / f"{d.provenance.concept or 'direction'}-{model_file_key(d.provenance.model_id, home)}-L{d.layer}-{d.provenance.method}.safetensors"
-    d.save(path)
+    push_shared(d.save(path), home)   # on a home on object storage, for workers on other nodes
     return d, [EvalTask(spec=spec, direction_path=str(path), model=m, home=str(home), concept=known)
                for m in specs], pre_skipped
 

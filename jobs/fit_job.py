@@ -265,7 +265,9 @@ def _write_sweep(home: Path, concept: str, spec: FitSpec, sweeps: dict[tuple[str
     doc = {f"{m}/{p}": {"best_layer": s["best"].layer, "select_metric": s["select_metric"],
                         "eligible": s["eligible"], "curve": s["curve"]}
            for (m, p), s in sorted(sweeps.items())}
-    return write_json(path, doc, indent=1, allow_nan=True)
+    from pipeline.home import push_shared
+
+    return push_shared(write_json(path, doc, indent=1, allow_nan=True), home)   # object storage: in the bucket
 
 
 def _register(spec: FitSpec, directions: Sequence[Any], sweeps: dict[tuple[str, str], dict[str, Any]],

@@ -251,7 +251,7 @@ def run_report(spec: ReportSpec, executor: Any = None, home: Any = None, out: st
                tracking_uri: str | None = None, log_mlflow: bool = True,
                log: Callable[[str], None] = print) -> dict[str, Any]:
     """Measure, judge, write ``report.json``, plots and ``index.html``; returns the document."""
-    from pipeline.home import gnomon_home
+    from pipeline.home import gnomon_home, push_tree
 
     from jobs.report_request import resolve_report
 
@@ -280,5 +280,6 @@ def run_report(spec: ReportSpec, executor: Any = None, home: Any = None, out: st
         for r, files in zip(results, per_result):
             r["mlflow_run"] = log_report(r, [*files, html], th.to_json(), tracking_uri=tracking_uri, home=home_p)
     path = write_json(out_dir / "report.json", doc, indent=1, allow_nan=True, default=str)
+    push_tree(out_dir, home_p)   # a home on object storage: the report lands in the bucket too
     doc["paths"] = {"json": str(path), "html": str(html), "images": [str(p) for p in images]}
     return doc

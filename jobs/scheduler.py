@@ -68,6 +68,32 @@ def _marker(home: Path, job: str, key: str) -> Path:
     return home / "jobs" / job / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
 
 
+def _shared(home: Path, marker: Path) -> tuple[Any, str] | None:
+    """On a home on object storage, the marker's storage and key there: completion markers
+    are shared by every node, so a rerun submitted anywhere skips what any node finished."""
+    uri = getattr(home, "uri", None)
+    if not uri:
+        return None
+    from pipeline.storage import Storage
+
+    return Storage.open(uri), marker.relative_to(home).as_posix()
+
+
+def _read_marker(home: Path, m: Path) -> dict | None:
+    remote = _shared(home, m)
+    if remote is not None:
+        return remote[0].read_json(remote[1])  # type: ignore[no-any-return]
+    return json.loads(m.read_text()) if m.is_file() else None  # type: ignore[no-any-return]
+
+
+def _write_marker(home: Path, m: Path, doc: dict) -> None:
+    remote = _shared(home, m)
+    if remote is not None:
+        remote[0].write_json(remote[1], doc, default=str)
+    else:
+        write_json(m, doc, default=str)
+
+
 def _as_json(result: Any) -> Any:
     return result.to_dict() if hasattr(result, "to_dict") else result
 
@@ -77,13 +103,12 @@ def _execute(stage: Stage, deps: dict[str, Any], home: Path, job: str, log: Call
     inputs = stage.inputs(deps) if stage.inputs is not None else None
     d = digest(inputs) if inputs is not None else ""
     m = _marker(home, job, stage.key)
-    if inputs is not None and m.is_file():
-        doc = json.loads(m.read_text())
-        if doc.get("inputs_sha256") == d:
-            if stage.log:
-                log(f"[skip] {stage.key} (done {doc['finished']})")
-            stage.record = StageRecord(stage.key, stage.kind, "skipped", 0.0, d)
-            return doc["result"]
+    doc = _read_marker(home, m) if inputs is not None else None
+    if doc is not None and doc.get("inputs_sha256") == d:
+        if stage.log:
+            log(f"[skip] {stage.key} (done {doc['finished']})")
+        stage.record = StageRecord(stage.key, stage.kind, "skipped", 0.0, d)
+        return doc["result"]
     if stage.log:
         log(f"[run ] {stage.key}")
     result = stage.run(deps)
@@ -91,8 +116,8 @@ def _execute(stage: Stage, deps: dict[str, Any], home: Path, job: str, log: Call
     if stage.log:
         log(f"[done] {stage.key} in {elapsed(seconds)}")
     if inputs is not None:
-        write_json(m, {"stage": stage.key, "inputs_sha256": d, "inputs": inputs, "result": _as_json(result),
-                       "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, default=str)
+        _write_marker(home, m, {"stage": stage.key, "inputs_sha256": d, "inputs": inputs, "result": _as_json(result),
+                                "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     ran = stage.did_work(result) if stage.did_work is not None else True
     stage.record = StageRecord(stage.key, stage.kind, "ran" if ran else "skipped", round(seconds, 3), d)
     return result

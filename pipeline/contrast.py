@@ -32,15 +32,13 @@ import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from pipeline.store import ActivationStore, check_name
-from pipeline.store_db import _PROTO, StoreDB
+from pipeline.store_db import StoreDB
 from pipeline.types import POSITIONS, GnomonError
 
 __all__ = ["ContrastSet", "StoreDB", "contrast_set", "contrast_splits"]
@@ -94,11 +92,11 @@ def _q(db: StoreDB, sql: str, params: dict) -> pa.Table:
     return db.query(sql, {k: v for k, v in params.items() if k in used})
 
 
-def _shards(db: StoreDB, p: dict, fingerprint: str | None) -> list[Path]:
-    """The layer's verified shard files (manifest, checksum and fingerprint hold; one
+def _shards(db: StoreDB, p: dict, fingerprint: str | None) -> list[str]:
+    """The layer's verified shard files, relative to the root (manifest, checksum and fingerprint hold; one
     shard layout: see ``ActivationStore.valid_shards``). A shard that fails its checks
     is an error, not a silently smaller contrast set."""
-    store = ActivationStore(db.root)
+    store = ActivationStore(db.storage.local or db.root)
     found, problems = store.valid_shards(p["model"], p["revision"], p["dataset"], p["layer"], fingerprint)
     if problems:
         raise GnomonError(f"{problems[0]}; run `gnomon store repair` to collect it again")
@@ -109,12 +107,12 @@ def _shards(db: StoreDB, p: dict, fingerprint: str | None) -> list[Path]:
         note = f" (from other weights: fingerprint {other[0]['fingerprint']}, not {fingerprint})" if other else ""
         raise GnomonError(f"nothing in the store {db.root} for model {p['model']} revision {p['revision']} dataset "
                           f"{p['dataset']} layer {p['layer']}; stored layers: {stored or 'none'}{note}")
-    return [store.root / m["path"] for m in found]
+    return [m["path"] for m in found]
 
 
-def _stamp(files: list[Path]) -> list[tuple[int, int, int]]:
+def _stamp(db: StoreDB, files: list[str]) -> list[tuple]:
     """What changes when a shard is rewritten (atomic rename: a new inode) or edited."""
-    return [(s.st_ino, s.st_mtime_ns, s.st_size) for s in (f.stat() for f in files)]
+    return [db.storage.stamp(f) for f in files]
 
 
 def _plan(db: StoreDB, sel: str, p: dict, counts: dict, paired: bool | None,
@@ -141,7 +139,7 @@ def _plan(db: StoreDB, sel: str, p: dict, counts: dict, paired: bool | None,
     return plan, use_pairs, n_pos + n_neg - plan.num_rows
 
 
-def _gather(db: StoreDB, files: list[Path], plan: pa.Table, dtype: str | None) -> np.ndarray:
+def _gather(db: StoreDB, files: list[str], plan: pa.Table, dtype: str | None) -> np.ndarray:
     """Vectors at ``plan``'s (file index, row) coordinates, (n, d), in plan order.
 
     Only the ``act`` column is read, each file once, in parallel threads (pyarrow's
@@ -153,7 +151,7 @@ def _gather(db: StoreDB, files: list[Path], plan: pa.Table, dtype: str | None) -
 
     which = plan.column("fi").to_numpy()
     rows = plan.column("r").to_numpy()
-    act = pq.read_schema(files[0]).field("act").type
+    act = db.storage.parquet_schema(files[0]).field("act").type
     width, stored = act.list_size, act.value_type.to_pandas_dtype()
     out = np.empty((plan.num_rows, width), np.dtype(dtype) if dtype else stored)
     order = np.argsort(which, kind="stable")
@@ -163,13 +161,13 @@ def _gather(db: StoreDB, files: list[Path], plan: pa.Table, dtype: str | None) -
         dest = order[bounds[j]:bounds[j + 1]]  # plan positions of this file's rows
         if len(dest) == 0:
             return
-        col = pq.read_table(files[j], columns=["act"], use_threads=False).column("act").combine_chunks()
+        col = db.storage.read_parquet(files[j], columns=["act"], use_threads=False).column("act").combine_chunks()
         if col.type.list_size != width or col.null_count:
-            raise GnomonError(f"{files[j]} holds {col.type} vectors (nulls: {col.null_count}), other shards {act}")
+            raise GnomonError(f"{db.storage.uri_of(files[j])} holds {col.type} vectors (nulls: {col.null_count}), other shards {act}")
         x = col.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)  # (rows in file, d), no copy
         src = rows[dest]
         if src.max() >= len(x):
-            raise GnomonError(f"{files[j]} changed while the contrast set was read; run it again")
+            raise GnomonError(f"{db.storage.uri_of(files[j])} changed while the contrast set was read; run it again")
         out[dest] = x[src]  # (rows, d), widened in the same copy if asked
 
     with ThreadPoolExecutor(max_workers=db.threads) as pool:
@@ -224,13 +222,13 @@ def contrast_splits(db: StoreDB, *, model: str, revision: str, dataset: str, lay
         raise GnomonError(f"dtype {dtype!r} must be 'float32', 'float16' or None (as stored)")
     p = _params(model, revision, dataset, layer, position, positive, negative, seed)
     files = _shards(db, p, fingerprint)
-    before = _stamp(files)
+    before = _stamp(db, files)
     named = [s for s in splits if s is not None]
-    sel = _q(db, _SEL, {**p, "files": [f"{_PROTO}://{f}" for f in files], "all_rows": len(named) < len(splits),
+    sel = _q(db, _SEL, {**p, "files": [db.file_uri(f) for f in files], "all_rows": len(named) < len(splits),
                         "splits": named})
     if sel.num_rows == 0:
         stored = _q(db, "SELECT DISTINCT position FROM read_parquet($files) ORDER BY 1",
-                    {"files": [f"{_PROTO}://{f}" for f in files]}).column(0).to_pylist()
+                    {"files": [db.file_uri(f) for f in files]}).column(0).to_pylist()
         if position not in stored:
             raise GnomonError(f"layer {layer} of {dataset} has no {position!r} rows; stored: {stored}")
     counts: dict[tuple[str | None, bool], int] = {}
@@ -249,7 +247,7 @@ def contrast_splits(db: StoreDB, *, model: str, revision: str, dataset: str, lay
         db.con.unregister(name)
     plan = pa.concat_tables([pl for _, pl, _, _ in plans]) if plans else None
     vectors = _gather(db, files, plan, dtype) if plan is not None and plan.num_rows else np.zeros((0, 0))
-    if _stamp(files) != before:
+    if _stamp(db, files) != before:
         raise GnomonError(f"shards of {dataset} layer {layer} changed while the contrast set was read; run it again")
     out: dict[str | None, ContrastSet] = {}
     start = 0

@@ -32,7 +32,7 @@ from pipeline.atomic import publish, write_text
 from pipeline.chat import render_rows
 from pipeline.concepts import CONCEPTS, DATA_DIR
 from pipeline.dataset_files import as_str, canonical_messages, check_pairs, read_rows_file
-from pipeline.home import gnomon_home
+from pipeline.home import pull_shared, push_shared
 from pipeline.types import SPLITS, GnomonError, Split
 
 COLUMNS = ("id", "text", "messages", "label", "pair", "split")
@@ -146,7 +146,7 @@ def load_dataset(spec: str | Path, name: str | None = None,
     if text in CONCEPTS:
         ds = _shipped(text)
         return ds if name in (None, text) else dataclasses.replace(ds, name=name)
-    registered = gnomon_home(home) / "concepts" / f"{text}.parquet"
+    registered = pull_shared("concepts", home) / f"{text}.parquet"   # object storage: any node's registrations
     if registered.is_file():
         ds = _from_rows(*read_rows_file(registered), name=name or text, source=str(registered))
         return dataclasses.replace(ds, contrast=_read_contrast(registered.with_suffix(".contrast.json"), ds))
@@ -181,7 +181,7 @@ def register_dataset(path: str | Path, name: str, home: str | Path | None = None
         neg = negative or next((x for x in ds.labels if x != pos), "")
         validate_contrast(ds, pos, neg)
         ds = dataclasses.replace(ds, contrast=(pos, neg))
-    dest = gnomon_home(home) / "concepts" / f"{name}.parquet"
+    dest = pull_shared("concepts", home) / f"{name}.parquet"
     sidecar = dest.with_suffix(".contrast.json")
     if dest.exists() and not overwrite:
         existing = load_dataset(name, home=home)
@@ -194,13 +194,14 @@ def register_dataset(path: str | Path, name: str, home: str | Path | None = None
                           "pick another name or pass --overwrite")
     publish(dest, lambda tmp: pq.write_table(ds.table, tmp))
     if ds.contrast is not None:
-        _write_contrast(sidecar, ds.contrast)
+        push_shared(_write_contrast(sidecar, ds.contrast), home)
     else:
         sidecar.unlink(missing_ok=True)
+    push_shared(dest, home)   # a home on object storage: the data last, so a reader never sees it without its labels
     return dataclasses.replace(ds, source=str(dest))
 
 
-def _write_contrast(path: Path, contrast: tuple[str, str]) -> None:
+def _write_contrast(path: Path, contrast: tuple[str, str]) -> Path:
     """The labels into the dataset's metadata file, keeping what else it declares (readout
     words, a scorer: ``pipeline.concepts.behaviour.readout``)."""
     try:
@@ -208,13 +209,13 @@ def _write_contrast(path: Path, contrast: tuple[str, str]) -> None:
     except (OSError, ValueError):
         doc = {}
     doc = doc if isinstance(doc, dict) else {}
-    write_text(path, json.dumps({**doc, "positive": contrast[0], "negative": contrast[1]}) + "\n")
+    return write_text(path, json.dumps({**doc, "positive": contrast[0], "negative": contrast[1]}) + "\n")
 
 
 def list_concepts(home: str | Path | None = None) -> list[ConceptDataset]:
     """Shipped concepts (in metadata order), then registered ones (by name)."""
     out = [_shipped(name) for name in CONCEPTS]
-    folder = gnomon_home(home) / "concepts"
+    folder = pull_shared("concepts", home)
     for path in sorted(folder.glob("*.parquet")) if folder.is_dir() else []:
         ds = _from_rows(*read_rows_file(path), name=path.stem, source=str(path))
         # the declared contrast (--positive/--negative), as load_dataset reads it
@@ -229,7 +230,7 @@ def neutral_prompts(name: str, home: str | Path | None = None) -> list[str]:
     ``<home>/concepts/<name>_neutral.txt``. One prompt a line; blank lines are skipped.
     """
     path = DATA_DIR / f"{name}_neutral.txt" if name in CONCEPTS else (
-        gnomon_home(home) / "concepts" / f"{name}_neutral.txt" if _SLUG.match(name) else None)
+        pull_shared("concepts", home) / f"{name}_neutral.txt" if _SLUG.match(name) else None)
     if path is None or not path.is_file():
         raise GnomonError(f"no neutral prompts for concept {name!r}; shipped concepts have them "
                           f"({', '.join(CONCEPTS)}); for a registered one write "

@@ -14,16 +14,28 @@ the older cleaned-name folders is migrated when it is first opened
 Why this shape: the hive partitions let DuckDB (``pipeline.contrast``) prune to one
 model/layer from the path alone; one shard per (layer, shard) file lets independent
 workers write without coordination; and the manifest, written only after the shard is
-renamed into place, is the completion marker a resumed job checks (datatrove's per-rank
+in place, is the completion marker a resumed job checks (datatrove's per-rank
 markers), so a crash never leaves a half shard that counts, and a rerun overwrites the
 shard under the same name instead of adding rows.
+
+The root is a local path or a URI (``s3://bucket/prefix``; every file goes through
+:mod:`pipeline.storage`). The commit protocol is the same on both, in three steps:
+(1) the shard's old manifest is deleted, (2) the shard is published whole under its
+canonical name (locally temp + fsync + rename; on object storage one PUT of the finished
+file, which has no rename but makes a whole object visible at once), (3) the manifest,
+holding the shard's row count, byte size and sha256, is published last. Readers list
+*manifests*, never shard files, and take a shard only when its size and sha256 match its
+manifest (hashed once per version of the file per process), so a shard without a
+manifest (a crash between 2 and 3) does not exist for any reader, and a corrupted or
+swapped object is refused. A rerun finds no complete manifest, writes the shard again
+under the same key (overwriting the orphan) and then its manifest: exactly once.
+Object-storage stores are always in the current layout (no migration, no marker file).
 
 The vector column ``act`` is a ``FixedSizeList<float16|float32>`` built from numpy
 without copying (not Ray's tensor extension, which DuckDB cannot read). It is written
 PLAIN and uncompressed, without statistics or dictionary: activations barely compress,
 min/max of list elements are useless, and DuckDB 2.0 cannot read float16
-BYTE_STREAM_SPLIT. Only local roots are supported (``file://`` URIs are accepted): the
-atomic rename and fsync the resume logic relies on do not exist on object stores.
+BYTE_STREAM_SPLIT.
 
 >>> store = ActivationStore(tmp)                                   # doctest: +SKIP
 >>> t = activation_table(["a", "b"], "last", np.array([3, 5]), np.ones((2, 8)))
@@ -48,9 +60,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.atomic import publish
+from pipeline.storage import Storage
 from pipeline.store_keys import ModelKey, check_key, resolve_model_key
-from pipeline.store_migrate import LAYOUT, _load_json, mark_current, migrate, needs_migration
+from pipeline.store_migrate import LAYOUT, mark_current, migrate, needs_migration
 from pipeline.store_read import ManifestReader, _check_int, check_name, sha256_file
 from pipeline.store_tables import (_META_COLUMNS, EXAMPLE_SCHEMA, _check_shard_table, _normalise_examples,
                                      activation_table, vectors_to_numpy)
@@ -97,7 +109,8 @@ def model_slug(model_id: str) -> str:
 class ShardRecord:
     """What ``write_shard`` wrote: the parquet file, its row count, size and checksum."""
 
-    path: Path
+    path: Path | str
+    """The shard's local path, or its URI on object storage."""
     rows: int
     bytes: int
     sha256: str
@@ -114,18 +127,16 @@ def ids_digest(ids: Sequence[str]) -> str:
 
 
 class ActivationStore(ManifestReader):
-    """Parquet shards of activations plus examples, under one local root."""
+    """Parquet shards of activations plus examples, under one root: a local path or a URI.
+
+    ``root`` is the local :class:`~pathlib.Path`, or the URI text on object storage;
+    ``storage`` reads and writes either (paths in manifests are relative to the root)."""
 
     def __init__(self, root: str | Path) -> None:
-        text = str(root)
-        if "://" in text:
-            scheme, _, rest = text.partition("://")
-            if scheme != "file":
-                raise GnomonError(f"store root {text!r}: only local paths (or file://) are supported")
-            text = rest
-        self.root: Path = Path(text).expanduser().resolve()
+        self.storage = Storage.open(root)
+        self.root: Any = self.storage.local if self.storage.local is not None else self.storage.uri
         self._keys: dict[tuple[str, str], ModelKey] = {}
-        if needs_migration(self.root):
+        if self.storage.local is not None and needs_migration(self.root):
             migrate(self.root, self.model_key)
 
     # ----------------------------------------------------------------- paths
@@ -134,35 +145,49 @@ class ActivationStore(ManifestReader):
         :mod:`pipeline.store_keys`; relative paths resolve against the current directory)."""
         cache = (str(model), os.getcwd())
         if cache not in self._keys:
-            self._keys[cache] = resolve_model_key(model, self.root)
+            self._keys[cache] = resolve_model_key(model, self.storage.local or self.storage)
         return self._keys[cache]
 
     def key(self, model: str) -> str:
         """The ``model=`` partition value of ``model`` (what `gnomon sql` shows as ``model``)."""
         return self.model_key(model).key
 
-    def _part(self, kind: str, model: str, revision: str, dataset: str, layer: int | None = None) -> Path:
+    def _part(self, kind: str, model: str, revision: str, dataset: str, layer: int | None = None) -> str:
         return self._key_part(kind, self.key(model), revision, dataset, layer)
 
-    def _key_part(self, kind: str, key: str, revision: str, dataset: str, layer: int | None = None) -> Path:
-        p = (self.root / kind / f"model={check_key(key)}" / f"revision={check_name(revision, 'revision')}"
-             / f"dataset={check_name(dataset, 'dataset')}")
-        return p if layer is None else p / f"layer={_check_int(layer, 'layer')}"
+    def _key_part(self, kind: str, key: str, revision: str, dataset: str, layer: int | None = None) -> str:
+        """The folder, relative to the root, of one partition."""
+        p = (f"{kind}/model={check_key(key)}/revision={check_name(revision, 'revision')}"
+             f"/dataset={check_name(dataset, 'dataset')}")
+        return p if layer is None else f"{p}/layer={_check_int(layer, 'layer')}"
 
-    def shard_path(self, model: str, revision: str, dataset: str, layer: int, shard: int) -> Path:
-        return self._part("activations", model, revision, dataset, layer) / f"part-{_check_int(shard, 'shard'):05d}.parquet"
+    def _shard_rel(self, model: str, revision: str, dataset: str, layer: int, shard: int) -> str:
+        return f"{self._part('activations', model, revision, dataset, layer)}/part-{_check_int(shard, 'shard'):05d}.parquet"
 
-    def manifest_path(self, model: str, revision: str, dataset: str, layer: int, shard: int) -> Path:
-        return self._part("manifests", model, revision, dataset, layer) / f"part-{_check_int(shard, 'shard'):05d}.json"
+    def _manifest_rel(self, model: str, revision: str, dataset: str, layer: int, shard: int) -> str:
+        return f"{self._part('manifests', model, revision, dataset, layer)}/part-{_check_int(shard, 'shard'):05d}.json"
 
-    def manifest_file(self, m: dict) -> Path:
+    def _where(self, rel: str) -> Any:
+        """``rel`` as a local Path, or its URI on object storage."""
+        return self.root / rel if self.storage.local is not None else self.storage.uri_of(rel)
+
+    def shard_path(self, model: str, revision: str, dataset: str, layer: int, shard: int) -> Any:
+        return self._where(self._shard_rel(model, revision, dataset, layer, shard))
+
+    def manifest_path(self, model: str, revision: str, dataset: str, layer: int, shard: int) -> Any:
+        return self._where(self._manifest_rel(model, revision, dataset, layer, shard))
+
+    def manifest_file(self, m: dict) -> Any:
         """Where manifest ``m`` (as :meth:`manifest` returns it) lies: under its own key,
         which a relative model id read from another directory might not give back."""
-        return (self._key_part("manifests", m["model_slug"], m["revision"], m["dataset"], m["layer"])
-                / f"part-{_check_int(m['shard'], 'shard'):05d}.json")
+        return self._where(f"{self._key_part('manifests', m['model_slug'], m['revision'], m['dataset'], m['layer'])}"
+                           f"/part-{_check_int(m['shard'], 'shard'):05d}.json")
 
-    def examples_path(self, dataset: str) -> Path:
-        return self.root / "examples" / f"dataset={check_name(dataset, 'dataset')}" / "examples.parquet"
+    def _examples_rel(self, dataset: str) -> str:
+        return f"examples/dataset={check_name(dataset, 'dataset')}/examples.parquet"
+
+    def examples_path(self, dataset: str) -> Any:
+        return self._where(self._examples_rel(dataset))
 
     # -------------------------------------------------------------- examples
     def write_examples(self, dataset: str, table: pa.Table, overwrite: bool = False) -> Path:
@@ -172,28 +197,29 @@ class ActivationStore(ManifestReader):
         null, a non-string ``messages`` becomes JSON text, other columns are dropped), so
         every dataset shares one schema in the DuckDB ``examples`` view.
         """
-        path = self.examples_path(dataset)
+        rel = self._examples_rel(dataset)
         new = _normalise_examples(table, dataset)
-        if path.exists():
-            old = pq.read_table(path).replace_schema_metadata(None)
+        if self.storage.exists(rel):
+            old = self.storage.read_parquet(rel).replace_schema_metadata(None)
             if old.equals(new):
-                return path
+                return self._where(rel)
             if not overwrite:
                 raise GnomonError(f"dataset {dataset!r} already has different examples in the store; "
                                   "pick another name or pass overwrite=True")
-        publish(path, lambda tmp: pq.write_table(new, tmp, compression="zstd"))
-        return path
+        self.storage.publish(rel, lambda tmp: pq.write_table(new, tmp, compression="zstd"))
+        return self._where(rel)
 
     def read_examples(self, dataset: str) -> pa.Table:
-        path = self.examples_path(dataset)
-        if not path.exists():
+        rel = self._examples_rel(dataset)
+        if not self.storage.exists(rel):
             raise GnomonError(f"no examples stored for dataset {dataset!r} under {self.root}")
-        return pq.read_table(path).replace_schema_metadata(None)
+        return self.storage.read_parquet(rel).replace_schema_metadata(None)
 
     # ---------------------------------------------------------------- shards
     def write_shard(self, model: str, revision: str, dataset: str, layer: int, shard: int, table: pa.Table,
                     *, fingerprint: str, positions: Sequence[str], content: str | None = None) -> ShardRecord:
-        """Write one shard atomically (temp + fsync + rename), then its manifest.
+        """Write one shard whole (locally temp + fsync + rename, remotely one PUT), then
+        its manifest (the commit protocol in the module doc).
 
         ``content`` is a digest of the inputs the rows were computed from (the examples'
         texts), recorded so a rerun after the dataset's texts changed under the same ids
@@ -210,29 +236,29 @@ class ActivationStore(ManifestReader):
             raise GnomonError(f"{dataset} layer {layer} shard {shard}: activations contain NaN, infinite or "
                               "missing values; refusing to store them")
         mkey = self.model_key(model)
-        path = self.shard_path(model, revision, dataset, layer, shard)
-        mpath = self.manifest_path(model, revision, dataset, layer, shard)
-        mpath.unlink(missing_ok=True)
+        rel = self._shard_rel(model, revision, dataset, layer, shard)
+        mrel = self._manifest_rel(model, revision, dataset, layer, shard)
+        self.storage.delete(mrel)
         table = table.select(_META_COLUMNS + ["act"]).replace_schema_metadata(None)
-        publish(path, lambda tmp: pq.write_table(
+        size, digest = self.storage.publish(rel, lambda tmp: pq.write_table(
             table, tmp, compression={"example_id": "zstd", "position": "zstd", "token_index": "zstd", "act": "none"},
             use_dictionary=["example_id", "position"], write_statistics=_META_COLUMNS,
-            row_group_size=65536))
-        size, digest = path.stat().st_size, sha256_file(path)
+            row_group_size=65536), digest=True) or (0, "")
         ids = sorted(set(table.column("example_id").to_pylist()))
         self._drop_overlapping(model, revision, dataset, layer, shard, set(ids))
         record = {
             "model": mkey.model, "model_slug": mkey.key, "layout": LAYOUT, "revision": revision, "dataset": dataset,
-            "layer": int(layer), "shard": int(shard), "path": str(path.relative_to(self.root)),
+            "layer": int(layer), "shard": int(shard), "path": rel,
             "rows": table.num_rows, "bytes": size, "sha256": digest, "fingerprint": fingerprint,
             "positions": wanted, "dtype": "float16" if act_type.value_type == pa.float16() else "float32",
             "hidden_size": act_type.list_size,
             "ids_sha256": ids_digest(ids), "ids": ids, "content_sha256": content,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "created_ns": time.time_ns(),
         }
-        publish(mpath, lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
-        mark_current(self.root)
-        return ShardRecord(path=path, rows=table.num_rows, bytes=size, sha256=digest)
+        self.storage.publish(mrel, lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
+        if self.storage.local is not None:
+            mark_current(self.root)
+        return ShardRecord(path=self._where(rel), rows=table.num_rows, bytes=size, sha256=digest)
 
     def shard_complete(self, model: str, revision: str, dataset: str, layer: int, shard: int, *,
                        fingerprint: str, positions: Sequence[str], verify: bool = True,
@@ -243,29 +269,29 @@ class ActivationStore(ManifestReader):
         given ``content``, was computed from those inputs (manifests written before the
         digest was recorded are taken as they are)."""
         wanted = check_positions(positions)
-        m = _load_json(self.manifest_path(model, revision, dataset, layer, shard))
-        path = self.shard_path(model, revision, dataset, layer, shard)
+        m = self.storage.read_json(self._manifest_rel(model, revision, dataset, layer, shard))
+        rel = self._shard_rel(model, revision, dataset, layer, shard)
         if m is None or m.get("fingerprint") != fingerprint or not set(wanted) <= set(m.get("positions", [])):
             return False
         if ids is not None and m.get("ids_sha256") != ids_digest(ids):
             return False
         if content is not None and m.get("content_sha256") not in (None, content):
             return False
-        if path.is_symlink() or not path.is_file() or path.stat().st_size != m.get("bytes"):
+        if not self.storage.is_file(rel) or self.storage.size(rel) != m.get("bytes"):
             return False
-        return not verify or sha256_file(path) == m.get("sha256")
+        return not verify or self.storage.sha256(rel) == m.get("sha256")
 
     def _drop_overlapping(self, model: str, revision: str, dataset: str, layer: int, shard: int,
                           ids: set[str]) -> None:
         """Remove the layer's other shards that hold any of ``ids`` (left by a run with
         another shard size): manifest first, so a crash in between leaves no counted shard."""
-        for mp in self._part("manifests", model, revision, dataset, layer).glob("part-*.json"):
-            m = _load_json(mp)
+        for mp in self.storage.glob(f"{self._part('manifests', model, revision, dataset, layer)}/part-*.json"):
+            m = self.storage.read_json(mp)
             other = m.get("shard") if isinstance(m, dict) else None
             if other == shard or not isinstance(other, int) or isinstance(other, bool):
                 continue
             held = m.get("ids")
             if isinstance(held, list) and ids.isdisjoint(map(str, held)):
                 continue
-            mp.unlink(missing_ok=True)
-            self.shard_path(model, revision, dataset, layer, other).unlink(missing_ok=True)
+            self.storage.delete(mp)
+            self.storage.delete(self._shard_rel(model, revision, dataset, layer, other))

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from pipeline.storage import Storage
 from pipeline.store import ActivationStore
 from pipeline.types import GnomonError
 
@@ -95,13 +95,59 @@ def _read_only_fs(root: Path) -> Any:
     return ReadOnlyStoreFS()
 
 
-def _unreadable_examples(path: Path) -> str | None:
+def _read_only_object_fs(storage: Storage) -> Any:
+    """The object-storage twin of :func:`_read_only_fs`: an fsspec wrapper of the store's
+    ``pyarrow.fs`` filesystem that lists and opens, for reading, only keys under the
+    store's ``bucket/prefix``. Another bucket, another prefix, ``..`` and every write are
+    refused (and DuckDB's local filesystem is off, so local files cannot be named either)."""
+    from fsspec.implementations.arrow import ArrowFSWrapper
+
+    base = storage.base
+
+    def inside(path: str) -> bool:
+        if ".." in path.split("/"):
+            return False
+        wild = _GLOB.search(path)
+        lit = path if wild is None else path[:wild.start()].rpartition("/")[0]
+        return lit == base or lit.startswith(base + "/")
+
+    class ReadOnlyObjectFS(ArrowFSWrapper):
+        protocol = (_PROTO,)  # type: ignore[assignment]
+        root_marker = ""
+        refused: str | None = None
+
+        @classmethod
+        def _strip_protocol(cls, path: Any) -> Any:
+            text = str(path)
+            stripped = (text[len(_PROTO) + 3:] if text.startswith(_PROTO + "://") else text).strip("/")
+            if not inside(stripped):
+                cls.refused = f"{text} is outside the gnomon store {storage.uri}: only objects under it can be read"
+                raise PermissionError(cls.refused)
+            return stripped
+
+        def _open(self, path: Any, mode: str = "rb", **kwargs: Any) -> Any:
+            if mode != "rb":
+                type(self).refused = f"the gnomon store is read-only ({mode} {path})"
+                raise PermissionError(type(self).refused)
+            return super()._open(self._strip_protocol(path), mode, **kwargs)
+
+        def _refuse(self, *args: Any, **kwargs: Any) -> None:
+            type(self).refused = "the gnomon store is read-only here"
+            raise PermissionError(type(self).refused)
+
+        mkdir = makedirs = rm = rm_file = mv = cp_file = touch = rmdir = _refuse  # type: ignore[assignment]
+
+    return ReadOnlyObjectFS(storage.fs)
+
+
+def _unreadable_examples(storage: Storage, rel: str) -> str | None:
     """Why an ``examples.parquet`` cannot back the ``examples`` view, or None."""
+    path = storage.uri_of(rel)
     try:
-        if path.is_symlink() or not path.is_file():
+        if not storage.is_file(rel):
             return f"{path} is not a regular file"
-        names = set(pq.read_schema(path).names)
-    except (OSError, pa.ArrowException) as e:
+        names = set(storage.parquet_schema(rel).names)
+    except (OSError, pa.ArrowException, GnomonError) as e:
         return f"{path} is not readable Parquet ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
     missing = {"id", "label", "pair", "split", "text", "messages"} - names
     return f"{path} lacks columns {sorted(missing)}" if missing else None
@@ -123,7 +169,10 @@ class StoreDB:
     def __init__(self, root: str | Path, memory_limit: str = "2GB", threads: int | None = None) -> None:
         import duckdb
 
-        self.root = Path(str(root).removeprefix("file://")).expanduser().resolve()
+        store = ActivationStore(root)
+        self.storage = store.storage
+        self.root: Any = store.root
+        """The store's root: a local Path, or its URI on object storage."""
         self.memory_limit = memory_limit
         self._tmp = tempfile.mkdtemp(prefix="gnomon-duckdb-")
         config: dict[str, Any] = {"memory_limit": memory_limit, "temp_directory": self._tmp,
@@ -136,23 +185,22 @@ class StoreDB:
             shutil.rmtree(self._tmp, ignore_errors=True)
             raise GnomonError(f"cannot open DuckDB with memory_limit={memory_limit!r}, threads={self.threads} "
                               f"({str(e).splitlines()[0]}); give a size such as 2GB") from None
-        self.fs = _read_only_fs(self.root)
+        self.fs = _read_only_fs(self.root) if self.storage.local is not None else _read_only_object_fs(self.storage)
         self.con.register_filesystem(self.fs)
-        shards, self.skipped = ActivationStore(self.root).valid_shards()
+        shards, self.skipped = store.valid_shards()
         self.skipped_shards = len(self.skipped)
         """Shards left out of ``activations`` because they fail their checks (``skipped``
         then lists why, followed by any unreadable ``examples`` files)."""
-        base = f"{_PROTO}://{self.root}"
         examples = []
-        for f in sorted((self.root / "examples").glob("*/examples.parquet")):
-            why = _unreadable_examples(f)
+        for f in self.storage.glob("examples/*/examples.parquet"):
+            why = _unreadable_examples(self.storage, f)
             if why:
                 self.skipped.append(why)
             else:
-                examples.append(f"{_PROTO}://{f}")
+                examples.append(self.file_uri(f))
         # Paths are bound (as variables), never pasted into SQL: a home path may hold a quote.
         self.con.execute("SET VARIABLE gnomon_shards = $files",
-                         {"files": [f"{base}/{m['path']}" for m in shards]})
+                         {"files": [self.file_uri(m["path"]) for m in shards]})
         self.con.execute("SET VARIABLE gnomon_examples = $files", {"files": examples})
         if shards:
             acts = ("SELECT * FROM read_parquet(getvariable('gnomon_shards'), hive_partitioning=true, "
@@ -191,6 +239,10 @@ class StoreDB:
             raise GnomonError(f"DuckDB needed a file outside the read-only store: the statement writes "
                               f"(refused), or it needs more than memory_limit={self.memory_limit} (spilling "
                               f"to disk is off on this connection). {str(e).splitlines()[0]}") from None
+
+    def file_uri(self, rel: str) -> str:
+        """How this connection names the store's file ``rel`` (a path relative to the root)."""
+        return f"{_PROTO}://{self.storage.path(rel)}"
 
     def local_path(self, filename: str) -> Path:
         """The local path of a ``filename`` from the ``activations`` view (inside the root)."""

@@ -28,6 +28,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pipeline.types import GnomonError
 
@@ -91,9 +92,17 @@ def _pathlike(model_id: str) -> bool:
     return model_id.startswith(("/", "./", "../", "~")) or model_id in (".", "..")
 
 
-def resolve_model_key(model_id: str, root: Path) -> ModelKey:
+def _has(root: Any, rel: str, folder: bool) -> bool:
+    """A file (or, with ``folder``, a folder) ``rel`` is under ``root``: a local Path, or a
+    :class:`pipeline.storage.Storage` (on object storage a folder is a prefix with objects)."""
+    if isinstance(root, Path):
+        return (root / rel).is_dir() if folder else (root / rel).is_file()
+    return bool(root.exists(rel)) if folder else bool(root.is_file(rel))
+
+
+def resolve_model_key(model_id: str, root: Any) -> ModelKey:
     """The key of ``model_id`` in the store at ``root`` (also the gnomon home, where
-    registered models live). The source is decided in the order
+    registered models live; a local Path, or the store's ``Storage`` on object storage). The source is decided in the order
     :meth:`pipeline.models.ModelSpec.resolved_source` loads it: bundled, ``tiny:``,
     ``.gguf`` file, directory, registered id; then an existing key, then a path whose
     rows are stored, then a plain name."""
@@ -106,11 +115,11 @@ def resolve_model_key(model_id: str, root: Path) -> ModelKey:
     try:
         if path.suffix == ".gguf" or path.is_dir():
             return _path_key(path)
-        if KEY.fullmatch(mid.replace("/", "--")) and (root / "models" / mid / "config.json").is_file():
+        if KEY.fullmatch(mid.replace("/", "--")) and _has(root, f"models/{mid}/config.json", False):
             return _name_key(mid)  # a registered version
-        if KEY.fullmatch(mid) and (root / "manifests" / f"model={mid}").is_dir():
+        if KEY.fullmatch(mid) and _has(root, f"manifests/model={mid}", True):
             return ModelKey(mid, mid)  # a key, passed back
-        if _pathlike(mid) or (root / "manifests" / f"model={_path_key(path).key}").is_dir():
+        if _pathlike(mid) or _has(root, f"manifests/model={_path_key(path).key}", True):
             return _path_key(path)
     except (OSError, ValueError):  # not usable as a path (too long, a NUL byte): a name
         pass

@@ -11,9 +11,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from pipeline.store_migrate import _load_json
+from pipeline.storage import Storage
 from pipeline.store_tables import vectors_to_numpy
 from pipeline.types import GnomonError, check_positions
 
@@ -44,19 +43,6 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-# sha256 of files already verified in this process, keyed by what a rewrite or an edit
-# changes (inode, mtime, size): readers verify every shard they read, once.
-_VERIFIED: dict[tuple[str, int, int, int], str] = {}
-
-
-def _verified_sha(path: Path) -> str:
-    st = path.stat()
-    key = (str(path), st.st_ino, st.st_mtime_ns, st.st_size)
-    if key not in _VERIFIED:
-        _VERIFIED[key] = sha256_file(path)
-    return _VERIFIED[key]
-
-
 def _manifest_keys(m: dict) -> bool:
     """The sort keys are there with their types (a hand-edited manifest is skipped)."""
     return (all(isinstance(m.get(k), str) for k in ("model_slug", "revision", "dataset"))
@@ -64,15 +50,16 @@ def _manifest_keys(m: dict) -> bool:
 
 
 class ManifestReader:
-    """The read side of the store (``ActivationStore`` provides ``root``, ``key`` and
-    ``_key_part``)."""
+    """The read side of the store (``ActivationStore`` provides ``root``, ``storage``,
+    ``key`` and ``_key_part``)."""
 
-    root: Path
+    root: Path | str
+    storage: Storage
 
     def key(self, model: str) -> str:   # pragma: no cover - ActivationStore's
         raise NotImplementedError
 
-    def _key_part(self, kind: str, key: str, revision: str, dataset: str, layer: int | None = None) -> Path:
+    def _key_part(self, kind: str, key: str, revision: str, dataset: str, layer: int | None = None) -> str:
         raise NotImplementedError   # pragma: no cover - ActivationStore's
 
     def manifest(self, model: str | None = None, revision: str | None = None,
@@ -83,8 +70,8 @@ class ManifestReader:
             f"revision={check_name(revision, 'revision') if revision is not None else '*'}",
             f"dataset={check_name(dataset, 'dataset') if dataset is not None else '*'}",
             f"layer={_check_int(layer, 'layer') if layer is not None else '*'}", "part-*.json"])
-        found = [m for p in (self.root / "manifests").glob(pattern)
-                 if isinstance(m := _load_json(p), dict) and _manifest_keys(m)]
+        found = [m for p in self.storage.glob(f"manifests/{pattern}")
+                 if isinstance(m := self.storage.read_json(p), dict) and _manifest_keys(m)]
         return sorted(found, key=lambda m: (m["model_slug"], m["revision"], m["dataset"], m["layer"], m["shard"]))
 
     def valid_shards(self, model: str | None = None, revision: str | None = None, dataset: str | None = None,
@@ -143,19 +130,19 @@ class ManifestReader:
             layer, shard = _check_int(m["layer"], "layer"), _check_int(m["shard"], "shard")
             if not isinstance(m["fingerprint"], str) or not isinstance(m["sha256"], str):
                 raise GnomonError("fingerprint/sha256 are not strings")
-            path = self._key_part("activations", slug, rev, ds, layer) / f"part-{shard:05d}.parquet"
+            where = f"{self._key_part('activations', slug, rev, ds, layer)}/part-{shard:05d}.parquet"
         except (KeyError, TypeError, ValueError, GnomonError) as e:
             return f"manifest {m.get('path', '?')} is malformed ({e})"
-        where = path.relative_to(self.root)
-        if m.get("path") != str(where):
+        if m.get("path") != where:
             return f"manifest for {where} names another file ({m.get('path')!r})"
+        st = self.storage
         try:
-            if path.is_symlink() or not path.is_file():
+            if not st.is_file(where):
                 return f"{where} is missing or not a regular file"
-            if path.stat().st_size != m.get("bytes") or _verified_sha(path) != m["sha256"]:
+            if st.size(where) != m.get("bytes") or st.verified_sha256(where, m["sha256"]) != m["sha256"]:
                 return f"{where} does not match its manifest checksum"
             if not isinstance(m.get("ids"), list):  # manifests from before ids were recorded
-                col = pq.read_table(path, columns=["example_id"]).column("example_id")
+                col = st.read_parquet(where, columns=["example_id"]).column("example_id")
                 m["ids"] = sorted(set(col.to_pylist()))
         except (OSError, pa.ArrowException) as e:
             return f"{where} cannot be read ({e})"
@@ -173,8 +160,8 @@ class ManifestReader:
         if not shards:
             raise GnomonError(f"no shards for {model} {revision} {dataset} layer {layer}; "
                               f"stored layers: {self.layers(model, revision, dataset)}")
-        parts = [pq.read_table(self.root / m["path"], columns=["example_id", "act"],
-                               filters=pc.field("position") == position) for m in shards]
+        parts = [self.storage.read_parquet(m["path"], columns=["example_id", "act"],
+                                           filters=pc.field("position") == position) for m in shards]
         t = pa.concat_tables(parts)
         return t.column("example_id").to_pylist(), vectors_to_numpy(t.column("act"))
 

@@ -210,8 +210,6 @@ def test_dtypes_are_exact(tmp_path: Path) -> None:
 
 def test_shard_rewritten_while_reading_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A collection rerun replaces a shard (same ids, new vectors) between the query and the read."""
-    import pipeline.contrast as contrast
-
     store = _half_store(tmp_path)
     path = store.shard_path(M, R, "half", 2, 0)
     real = pq.read_table
@@ -226,7 +224,7 @@ def test_shard_rewritten_while_reading_is_refused(tmp_path: Path, monkeypatch: p
             rewritten.append(True)
         return real(source, *args, **kwargs)
 
-    monkeypatch.setattr(contrast.pq, "read_table", read_after_rewrite)
+    monkeypatch.setattr(pq, "read_table", read_after_rewrite)  # the store reads shards through pyarrow.parquet
     with StoreDB(store.root, threads=1) as db:
         with pytest.raises(GnomonError, match="changed while"):
             contrast_set(db, dataset="half", split=None, **KW)

@@ -18,7 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from jobs.commands.args import add_options
@@ -59,6 +61,43 @@ def _size(n: float) -> str:
     return f"{n:.1f} GiB"
 
 
+@dataclass(frozen=True)
+class _Object:
+    """A file of a store on object storage, with the few Path methods ``gc`` uses."""
+
+    storage: Any
+    rel: str
+
+    def exists(self) -> bool:
+        return bool(self.storage.exists(self.rel))
+
+    def stat(self) -> Any:
+        info = self.storage.info(self.rel)
+        return SimpleNamespace(st_mtime=info.mtime_ns / 1e9, st_size=info.size)
+
+    def unlink(self, missing_ok: bool = False) -> None:
+        self.storage.delete(self.rel)
+
+    def relative_to(self, root: Any) -> str:
+        return self.rel
+
+    def __str__(self) -> str:
+        return str(self.storage.uri_of(self.rel))
+
+
+def _orphans(store: Any, referenced: set) -> tuple[list, list]:
+    """Shard files no manifest points at, and temporary files (none on object storage:
+    an object is published in one request)."""
+    if store.storage.local is None:
+        found = store.storage.glob("activations/model=*/revision=*/dataset=*/layer=*/*.parquet")
+        return [_Object(store.storage, f) for f in found if f not in referenced], []
+    acts = store.root / "activations"
+    orphans = [p for p in acts.rglob("*.parquet") if p.resolve() not in referenced] if acts.is_dir() else []
+    temps = [p for kind in ("activations", "manifests") if (store.root / kind).is_dir()
+             for p in (store.root / kind).rglob(".*.tmp")]
+    return orphans, temps
+
+
 def scan(root: Path) -> dict[str, Any]:
     """Manifests grouped by (model, revision, dataset), and the files no manifest explains."""
     from pipeline.store import ActivationStore
@@ -66,14 +105,16 @@ def scan(root: Path) -> dict[str, Any]:
     store = ActivationStore(root)
     manifests = store.manifest()
     groups: dict[tuple[str, str, str], dict[str, Any]] = {}
-    referenced = set()
+    referenced: set = set()
     stale = []
+    local = store.storage.local is not None
     for m in manifests:
-        path = store.root / m["path"]
-        if not path.is_file() or path.stat().st_size != m.get("bytes"):
+        path = store.root / m["path"] if local else m["path"]
+        if (not path.is_file() or path.stat().st_size != m.get("bytes")) if local \
+                else store.storage.size(path) != m.get("bytes"):
             stale.append(_manifest_file(store, m))
             continue
-        referenced.add(path.resolve())
+        referenced.add(path.resolve() if local else path)
         g = groups.setdefault((m["model_slug"], m["revision"], m["dataset"]),
                               {"model": m["model"], "revision": m["revision"], "dataset": m["dataset"],
                                "layers": set(), "rows": 0, "bytes": 0, "files": 0, "dtype": set(),
@@ -83,10 +124,7 @@ def scan(root: Path) -> dict[str, Any]:
         g["bytes"] += m["bytes"]
         g["files"] += 1
         g["dtype"].add(m.get("dtype", "?"))
-    acts = store.root / "activations"
-    orphans = [p for p in acts.rglob("*.parquet") if p.resolve() not in referenced] if acts.is_dir() else []
-    temps = [p for kind in ("activations", "manifests") if (store.root / kind).is_dir()
-             for p in (store.root / kind).rglob(".*.tmp")]
+    orphans, temps = _orphans(store, referenced)
     rows = []
     for g in groups.values():
         layers = sorted(g["layers"])
@@ -97,7 +135,9 @@ def scan(root: Path) -> dict[str, Any]:
             "temporary": temps}
 
 
-def _manifest_file(store: Any, m: dict[str, Any]) -> Path:
+def _manifest_file(store: Any, m: dict[str, Any]) -> Any:
+    if store.storage.local is None:
+        return _Object(store.storage, str(store.manifest_file(m))[len(store.storage.uri) + 1:])
     return Path(store.manifest_file(m))
 
 

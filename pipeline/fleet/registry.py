@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pipeline.atomic import move_into_place, write_json
-from pipeline.home import gnomon_home
+from pipeline.home import gnomon_home, pull_shared, push_shared
 from pipeline.store import check_name
 from pipeline.types import GnomonError
+from pipeline.version_cache import fetch_all, fetch_version, is_registered, remote_lineage, upload_version
 
 __all__ = [
     "LINEAGE_FILE",
@@ -140,6 +141,7 @@ def version_dir(version_id: str, home: str | Path | None = None) -> Path:
 
 def read_lineage(version_id: str, home: str | Path | None = None) -> Lineage:
     d = version_dir(version_id, home)
+    fetch_version(version_id, home)   # a home on object storage: this node's copy (pipeline.version_cache)
     f = d / LINEAGE_FILE
     if not f.is_file():
         raise GnomonError(f"model version {version_id!r} has no {LINEAGE_FILE} under {d}: "
@@ -160,7 +162,7 @@ def register_version(staged: Path, lineage: Lineage, home: str | Path | None = N
     ``<home>/models/.staging/``) so the final step is one ``rename``.
     """
     dst = version_dir(lineage.id, home)
-    if lineage.parent is not None and not (version_dir(lineage.parent, home) / LINEAGE_FILE).is_file():
+    if lineage.parent is not None and not is_registered(lineage.parent, home):
         raise GnomonError(f"parent version {lineage.parent!r} of {lineage.id!r} is not registered; "
                           "build or register the parent first")
     if not (staged / "config.json").is_file():
@@ -168,15 +170,15 @@ def register_version(staged: Path, lineage: Lineage, home: str | Path | None = N
     doc = lineage.to_json()
     doc["created"] = doc["created"] or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     (staged / LINEAGE_FILE).write_text(json.dumps(doc, indent=2, sort_keys=True))
-    if dst.exists():
-        if not replace:
-            raise GnomonError(f"model version {lineage.id!r} already exists at {dst}")
-    return move_into_place(staged, dst)
+    if (dst.exists() or remote_lineage(lineage.id, home) is not None) and not replace:
+        raise GnomonError(f"model version {lineage.id!r} already exists at {dst}")
+    return upload_version(move_into_place(staged, dst), lineage.id, home)   # object storage: lineage last
 
 
 def scan_versions(home: str | Path | None = None) -> tuple[list[Lineage], list[str]]:
     """Every registered version with a valid lineage file, sorted by id, and one line per
     lineage file that is not valid (skipped: one corrupt file must not hide the others)."""
+    fetch_all(home)   # a home on object storage: every version, on this node
     root = gnomon_home(home) / "models"
     if not root.is_dir():
         return [], []
@@ -248,12 +250,12 @@ def save_fleet(fleet: Fleet, home: str | Path | None = None) -> Path:
     for m in fleet.members:
         if not (version_dir(m.id, home) / LINEAGE_FILE).is_file():
             raise GnomonError(f"fleet {fleet.name!r}: member {m.id!r} is not a registered model version")
-    doc = {"name": fleet.name, "description": fleet.description,
-           "versions": [asdict(m) for m in fleet.members]}
-    return write_json(fleet_path(fleet.name, home), doc, indent=2)
+    doc = {"name": fleet.name, "description": fleet.description, "versions": [asdict(m) for m in fleet.members]}
+    return push_shared(write_json(fleet_path(fleet.name, home), doc, indent=2), home)   # object storage: shared
 
 
 def load_fleet(name: str, home: str | Path | None = None) -> Fleet:
+    pull_shared("fleets", home)   # a home on object storage: the fleets any node saved
     path = fleet_path(name, home)
     if not path.is_file():
         known = ", ".join(list_fleets(home)) or "none yet"
@@ -268,7 +270,7 @@ def load_fleet(name: str, home: str | Path | None = None) -> Fleet:
 
 
 def list_fleets(home: str | Path | None = None) -> list[str]:
-    root = gnomon_home(home) / "fleets"
+    root = pull_shared("fleets", home)
     return sorted(p.stem for p in root.glob("*.json")) if root.is_dir() else []
 
 

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.fleet.registry import (
-    LINEAGE_FILE,
     Lineage,
     read_lineage,
     register_version,
@@ -57,7 +56,9 @@ def is_built(recipe: Lineage, home: str | Path | None = None) -> Lineage | None:
     A version registered under that id with a *different* recipe is an error (a rerun must
     not silently keep stale weights, nor overwrite someone's version).
     """
-    if not (version_dir(recipe.id, home) / LINEAGE_FILE).is_file():
+    from pipeline.version_cache import is_registered
+
+    if not is_registered(recipe.id, home):
         return None
     old = read_lineage(recipe.id, home)
     if not recipe_matches(old, recipe):
@@ -79,7 +80,9 @@ def save_version(model: Any, tokenizer: Any, lineage: Lineage, home: str | Path 
 
     from pipeline.models.loading import fingerprint_model
 
-    if lineage.parent is not None and not (version_dir(lineage.parent, home) / LINEAGE_FILE).is_file():
+    from pipeline.version_cache import is_registered
+
+    if lineage.parent is not None and not is_registered(lineage.parent, home):
         raise GnomonError(f"parent version {lineage.parent!r} of {lineage.id!r} is not registered; "
                           "build or register the parent first")
     fp = fingerprint or fingerprint_model(model)

@@ -166,7 +166,9 @@ def load_model(spec: ModelSpec | str, home: str | Path | None = None) -> LoadedM
         extra["cache_dir"] = str(cache)
         extra["hf_name"] = BUNDLED_HF_NAME if source == "bundled" else gguf.stem
     elif source == "registered":
-        vdir = home_p / "models" / spec.id
+        from pipeline.version_cache import fetch_version
+
+        vdir = fetch_version(spec.id, home_p) or home_p / "models" / spec.id   # once per node on object storage
         settings = _version_settings(vdir)
         if spec.dtype == "auto" and settings.get("dtype") in ("float16", "bfloat16"):
             spec = replace(spec, dtype=str(settings["dtype"]))   # run a numeric version in its dtype

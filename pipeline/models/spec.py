@@ -57,6 +57,10 @@ class ModelSpec:
             return "hf_dir"
         if (gnomon_home(home) / "models" / self.id / "config.json").is_file():
             return "registered"
+        from pipeline.version_cache import fetch_version
+
+        if fetch_version(self.id, home) is not None:   # registered on a home on object storage
+            return "registered"
         raise GnomonError(
             f"unknown model {self.id!r}: not a directory, a .gguf file, 'smollm2', 'tiny:<family>' "
             f"or a model registered under {gnomon_home(home) / 'models'}")
