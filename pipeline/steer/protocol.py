@@ -153,7 +153,6 @@ def _install(lm: LoadedModel, ops: Sequence[Op], groups: Groups, state: State, p
     so readers registered later see the edited stream) and the phase pre-hook; all removed in
     ``finally``, also when the forward pass raises."""
     targets = list(dict.fromkeys(t for o in ops for t in o.layers))
-    lm.check_layers([t for t in targets if isinstance(t, int)])
 
     def pre(_mod: Any, _args: Any, kwargs: dict[str, Any]) -> None:
         if state.deciding:
@@ -193,12 +192,14 @@ def steering(lm: LoadedModel, rows: Sequence[Sequence[Op]], weights: torch.Tenso
     pass inside the block; yields the :class:`State`. ``weights``: the prompt's ``mean``
     pooling weights (:func:`mean_weights`), needed only by ops that read a ``mean`` direction."""
     state = State(batch=len(rows), weights=weights)
+    lm.check_layers(sorted({t for ops in rows for o in ops for t in o.layers if isinstance(t, int)}))
     return _install(lm, [o for ops in rows for o in ops], _groups(rows, lm.device), state, per_row=True)
 
 
 def applying(lm: LoadedModel, ops: Sequence[Op]) -> Any:
     """Context manager: apply ``ops`` in order to every row of every forward pass inside the
-    block, whatever the batch size; yields the :class:`State`."""
+    block, whatever the batch size; yields the :class:`State`. The ops' layers are not checked
+    again here: the constructors (:mod:`pipeline.steer.ops`) check them once."""
     ops = list(ops)
     return _install(lm, ops, [(ops, None)] if ops else [], State(batch=0), per_row=False)
 
