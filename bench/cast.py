@@ -51,8 +51,7 @@ def main() -> None:
     from pipeline.datasets import load_dataset
     from pipeline.evaluate import vader_compound
     from pipeline.models import load_model
-    from pipeline.steer import add, generate
-    from pipeline.steer.protocol import generate_rows, ops_of
+    from pipeline.steer import add, generate, generate_rows
 
     cat = Catalog()
     crec = resolve_record(cat, args.condition, args.model)
@@ -75,7 +74,7 @@ def main() -> None:
         plain, always, conditional, fired = [], [], [], []
         for i in range(0, len(prompts), args.batch):
             chunk = prompts[i:i + args.batch]
-            rule = rule_of(crec, cond, ops_of(steer))
+            rule = rule_of(crec, cond, steer.ops)
             texts, state = generate_rows(lm, chunk, [[rule]] * len(chunk), args.max_new_tokens)
             conditional += texts
             fired += rule.fired(state) or []

@@ -1,22 +1,36 @@
-"""``gnomon serve`` under load: throughput with 1/4/16 concurrent clients, steered vs unsteered,
-batched vs sequential, then a load test of many mixed valid/invalid requests.
+"""``gnomon serve`` under load: latency and throughput with 1/4/16 concurrent clients (unsteered,
+steered with a different direction per request, steered + 2 monitors), batching against one
+request at a time, then a load test of many mixed valid/invalid requests.
 
-The server runs in-process on loopback (:func:`jobs.serve.server.start`) over the model given
+The servers run in-process on loopback (:func:`jobs.serve.server.start`) over one loaded model
 (default: the bundled SmolLM2; ``tiny:llama`` for a smoke run) and the catalog in the home.
 
-1. **Throughput.** For each client count C in 1, 4, 16: C threads each send R completions
-   (``max_tokens`` new tokens, greedy); tokens per second over the wall time, unsteered and
-   steered (``--steer-ref`` at half its fluency bound, a different sign per client so rows of
-   one batch carry different directions). Reported: steered / unsteered per C (the issue asks
-   >= 0.9) and C=16 / C=1 unsteered (batching against one request at a time; asks >= 2).
-2. **Load test.** ``--load`` requests (default 10,000) from 8 threads, one in three invalid
-   (broken JSON, unknown reference, bad strength, past the fluency bound, max_tokens 0,
-   wrong types): every invalid body must get a 4xx, every valid one a 200, the server must
-   answer ``/health`` at the end, and its resident memory may grow at most 10% between the
-   end of a warm-up (the first 10%) and the end.
+1. **Throughput.** For each client count C in ``--clients`` (1, 4, 16): C threads each send
+   ``--per-client`` completions (``--max-tokens`` new tokens, greedy) in three modes: (a)
+   unsteered; (b) steered, each request with the next of ``--steer-refs`` (different
+   directions, at different layers, in one batch) at half its fluency bound, the sign
+   alternating; (c) as (b) plus ``--monitors`` (two monitors read on every token). Reported per
+   (C, mode): generated tokens per second over the phase's wall time, p50 and p99 request
+   latency, and the 1-minute load average when the phase ended (``os.getloadavg``; the figures
+   mean little when it is well above 0 before the run). (d) one request at a time: a second
+   server with ``--max-batch 1`` and max(C) clients, unsteered. Ratios: (c) / (a) at max(C)
+   (the issue asks >= 0.9) and (a) / (d) at max(C), the batching gain (asks >= 2).
+2. **Load test.** ``--load`` requests (default 10,000) from ``--load-threads`` threads (32), one in three invalid
+   (broken JSON, not an object, wrong types, unknown reference, non-numeric strength, past the
+   fluency bound, ``max_tokens`` 0, a monitor that is not a list); valid ones ask for one token
+   (plain, steered or monitored). Every invalid body must get a 4xx, every valid one a 200, the
+   server must answer ``/health`` at the end, and the process's resident memory may grow at
+   most 10% between the end of a warm-up (the first 10%) and the end.
 
-Run: ``python bench/serve.py [--model smollm2] [--steer-ref sentiment@best-steer]``. A timing
-benchmark: run it on a quiet machine. Last line: ``serve_batching_gain = <ratio>``.
+Fluency bounds are the server's own: a request past any bound gets a 400 that names it, and the
+bench reads it from there (so nothing is measured twice). Prints a markdown block for
+``bench/RESULTS.md`` (``--markdown FILE`` also writes it there). Last line:
+``serve_batching_gain = <ratio>``. A timing benchmark: run it alone on a quiet machine.
+
+Run (about 6-10 minutes on 2 CPU cores with SmolLM2, most of it the load test)::
+
+    python bench/serve.py --model smollm2 --steer-refs sentiment@best,honesty@best,refusal@best \\
+        --monitors honesty@best-monitor,refusal@best-monitor
 """
 
 from __future__ import annotations
@@ -24,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -34,6 +49,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+PROMPT = "Request {i} from client {c}: I went to the market and"
+
 
 def post(url: str, body: bytes) -> tuple[int, dict]:
     req = urllib.request.Request(url + "/v1/completions", data=body, headers={"Content-Type": "application/json"})
@@ -41,23 +58,57 @@ def post(url: str, body: bytes) -> tuple[int, dict]:
         with urllib.request.urlopen(req, timeout=600) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"{}")
+        raw = e.read() or b"{}"
+        try:
+            return e.code, json.loads(raw)
+        except ValueError:
+            return e.code, {"raw": raw[:200].decode(errors="replace")}
 
 
-def throughput(url: str, model: str, clients: int, per_client: int, max_tokens: int,
-               steer: tuple[str, float] | None) -> float:
-    """Generated tokens per second with ``clients`` concurrent senders."""
+def fluency_bound(url: str, model: str, ref: str) -> float:
+    """The server's fluency bound for ``ref`` (separation units), read from its 400 message."""
+    status, out = post(url, json.dumps({"model": model, "prompt": "x", "max_tokens": 1,
+                                        "steer": [{"ref": ref, "strength": 1e9}]}).encode())
+    msg = out.get("error", {}).get("message", "")
+    found = re.search(r"\|strength\| <= ([0-9.eE+-]+)", msg)
+    if status != 400 or not found:
+        raise SystemExit(f"could not read {ref}'s fluency bound from the server ({status}: {msg or out})")
+    return float(found.group(1))
+
+
+def body_of(model: str, c: int, i: int, max_tokens: int, steer: list[tuple[str, float]] | None,
+            monitors: list[str] | None) -> dict:
+    body: dict = {"model": model, "prompt": PROMPT.format(i=i, c=c), "max_tokens": max_tokens}
+    if steer:
+        ref, s = steer[(c + i) % len(steer)]
+        body["steer"] = [{"ref": ref, "strength": s if (c + i) // len(steer) % 2 == 0 else -s}]
+    if monitors:
+        body["monitor"] = list(monitors)
+    return body
+
+
+def phase(url: str, model: str, clients: int, per_client: int, max_tokens: int,
+          steer: list[tuple[str, float]] | None = None, monitors: list[str] | None = None) -> dict:
+    """``clients`` threads each send ``per_client`` requests; tokens/s, latencies, load."""
+    import numpy as np
+
     tokens = [0] * clients
+    lat: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
 
     def client(c: int) -> None:
         for i in range(per_client):
-            body: dict = {"model": model, "prompt": f"Request {i} from client {c}: I went to the market and",
-                          "max_tokens": max_tokens}
-            if steer:
-                body["steer"] = [{"ref": steer[0], "strength": steer[1] * (1 if c % 2 == 0 else -1)}]
-            status, out = post(url, json.dumps(body).encode())
-            assert status == 200, out
-            tokens[c] += out["usage"]["completion_tokens"]
+            body = json.dumps(body_of(model, c, i, max_tokens, steer, monitors)).encode()
+            t0 = time.perf_counter()
+            status, out = post(url, body)
+            dt = time.perf_counter() - t0
+            with lock:
+                if status != 200:
+                    errors.append(f"{status}: {out}")
+                    continue
+                lat.append(dt)
+                tokens[c] += out["usage"]["completion_tokens"]
 
     threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
     t0 = time.perf_counter()
@@ -65,7 +116,12 @@ def throughput(url: str, model: str, clients: int, per_client: int, max_tokens: 
         t.start()
     for t in threads:
         t.join()
-    return sum(tokens) / (time.perf_counter() - t0)
+    wall = time.perf_counter() - t0
+    if errors:
+        raise SystemExit(f"{len(errors)} requests failed, e.g. {errors[0]}")
+    return {"clients": clients, "requests": len(lat), "tokens": sum(tokens), "wall_s": wall,
+            "tok_s": sum(tokens) / wall, "p50_s": float(np.percentile(lat, 50)),
+            "p99_s": float(np.percentile(lat, 99)), "load1": os.getloadavg()[0]}
 
 
 def rss_bytes() -> int:
@@ -73,9 +129,11 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def load_test(url: str, model: str, n: int, steer_ref: str, strength: float) -> dict:
+def load_test(url: str, model: str, n: int, steer_ref: str, strength: float, threads: int = 8) -> dict:
+    """``n`` mixed bodies; counts wrong statuses (a 5xx or a 200 for an invalid body, a non-200
+    for a valid one) and the resident memory growth after the first tenth."""
     valid = [{"model": model, "prompt": "hello", "max_tokens": 1},
-             {"model": model, "prompt": "hi", "max_tokens": 2, "steer": [{"ref": steer_ref, "strength": strength}]},
+             {"model": model, "prompt": "hi", "max_tokens": 1, "steer": [{"ref": steer_ref, "strength": strength}]},
              {"model": model, "prompt": "so", "max_tokens": 1, "monitor": [steer_ref]}]
     invalid = [b"{broken", b"[]", json.dumps({"prompt": 5}).encode(),
                json.dumps({"prompt": "x", "steer": [{"ref": "no-such-concept@best", "strength": 1}]}).encode(),
@@ -86,71 +144,133 @@ def load_test(url: str, model: str, n: int, steer_ref: str, strength: float) -> 
     bodies = [(json.dumps(valid[i % 3]).encode(), True) if i % 3 else (invalid[(i // 3) % len(invalid)], False)
               for i in range(n)]
     bad: list[str] = []
+    statuses: dict[str, int] = {}
     lock = threading.Lock()
     done = [0]
     marks: dict[str, int] = {}
 
     def worker(k: int) -> None:
-        for i in range(k, n, 8):
+        for i in range(k, n, threads):
             body, ok = bodies[i]
             status, out = post(url, body)
-            if (ok and status != 200) or (not ok and not 400 <= status < 500):
-                with lock:
-                    bad.append(f"{status} for {body[:80]!r}: {out}")
             with lock:
+                statuses[f"{status // 100}xx"] = statuses.get(f"{status // 100}xx", 0) + 1
+                if (ok and status != 200) or (not ok and not 400 <= status < 500):
+                    bad.append(f"{status} for {body[:80]!r}: {out}")
                 done[0] += 1
-                if done[0] == n // 10:
+                if done[0] == max(1, n // 10):
                     marks["warm"] = rss_bytes()
 
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
-    for t in threads:
+    pool = [threading.Thread(target=worker, args=(k,)) for k in range(threads)]
+    t0 = time.perf_counter()
+    for t in pool:
         t.start()
-    for t in threads:
+    for t in pool:
         t.join()
+    wall = time.perf_counter() - t0
     with urllib.request.urlopen(url + "/health") as r:
         healthy = r.status == 200
     end = rss_bytes()
     return {"requests": n, "wrong_status": len(bad), "examples": bad[:5], "healthy": healthy,
+            "statuses": dict(sorted(statuses.items())), "wall_s": wall,
+            "rss_warm_mib": marks.get("warm", end) / 2**20, "rss_end_mib": end / 2**20,
             "rss_growth": end / marks.get("warm", end) - 1.0}
+
+
+def markdown(args: argparse.Namespace, rows: list[dict], ratios: dict[str, float], load: dict | None,
+             started_load: tuple[float, float, float]) -> str:
+    head = (f"`python bench/serve.py --model {args.model} --steer-refs {args.steer_refs} --monitors {args.monitors} "
+            f"--per-client {args.per_client} --max-tokens {args.max_tokens} --load {args.load} "
+            f"--load-threads {args.load_threads}` ({os.cpu_count()} CPUs, "
+            f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}; load average before the run "
+            f"{started_load[0]:.2f} / {started_load[1]:.2f} / {started_load[2]:.2f})")
+    out = [head, "",
+           "| clients | mode | requests | tok/s | p50 latency (s) | p99 latency (s) | load (1 min) |",
+           "| ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+    out += [f"| {r['clients']} | {r['mode']} | {r['requests']} | {r['tok_s']:.1f} | {r['p50_s']:.2f} | "
+            f"{r['p99_s']:.2f} | {r['load1']:.2f} |" for r in rows]
+    out += [""] + [f"- {k}: **{v:.2f}**" for k, v in ratios.items()]
+    if load:
+        out.append(f"- load test: {load['requests']:,} requests in {load['wall_s']:.0f} s, statuses {load['statuses']}, "
+                   f"{load['wrong_status']} with the wrong status, healthy at the end: {load['healthy']}, resident "
+                   f"memory {load['rss_warm_mib']:.0f} MiB after warm-up -> {load['rss_end_mib']:.0f} MiB "
+                   f"({load['rss_growth']:+.1%})")
+    return "\n".join(out)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2")
-    ap.add_argument("--steer-ref", default="sentiment@best-steer")
-    ap.add_argument("--per-client", type=int, default=8, help="requests per client (default 8)")
-    ap.add_argument("--max-tokens", type=int, default=32)
+    ap.add_argument("--steer-refs", default="sentiment@best-steer,honesty@best,refusal@best",
+                    help="comma-separated references the steered requests take in turn")
+    ap.add_argument("--monitors", default="honesty@best-monitor,refusal@best-monitor",
+                    help="comma-separated references every request of mode (c) monitors")
+    ap.add_argument("--clients", default="1,4,16", help="concurrent client counts (default 1,4,16)")
+    ap.add_argument("--per-client", type=int, default=4, help="requests per client per phase (default 4)")
+    ap.add_argument("--max-tokens", type=int, default=16)
+    ap.add_argument("--max-batch", type=int, default=16, help="the batched server's --max-batch (default 16)")
     ap.add_argument("--load", type=int, default=10_000, help="load-test requests (default 10,000; 0 skips it)")
+    ap.add_argument("--load-threads", type=int, default=32, help="load-test client threads (default 32)")
+    ap.add_argument("--markdown", type=Path, help="also write the markdown block to this file")
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
-    from jobs.serve.resolve import Resolver, fluency_bound_of
+    started_load = os.getloadavg()
+    t_start = time.perf_counter()
     from jobs.serve.server import build, start
     from pipeline.models import load_model
 
+    refs = [r.strip() for r in args.steer_refs.split(",") if r.strip()]
+    monitors = [r.strip() for r in args.monitors.split(",") if r.strip()]
+    counts = [int(c) for c in args.clients.split(",")]
     lm = load_model(args.model)
-    app, batcher = build(lm, args.model)
-    running = start(app, batcher)
-    _rec, d = Resolver(lm, None, args.model, fluency=False).direction(args.steer_ref)
-    strength = 0.5 * fluency_bound_of(lm, d, "separation")
-    print(f"model {args.model}; steering with {args.steer_ref} at +-{strength:.3g} separations (half its bound)")
-    rates = {}
+    batched = start(*build(lm, args.model, max_batch=args.max_batch))
+    single = start(*build(lm, args.model, max_batch=1, fluency=False))
+    print(f"model {args.model}; load average before the run {started_load[0]:.2f} {started_load[1]:.2f} "
+          f"{started_load[2]:.2f}", flush=True)
+    rows: list[dict] = []
+    ratios: dict[str, float] = {}
+    load = None
     try:
-        for clients in (1, 4, 16):
-            plain = throughput(running.url, args.model, clients, args.per_client, args.max_tokens, None)
-            steered = throughput(running.url, args.model, clients, args.per_client, args.max_tokens,
-                                 (args.steer_ref, strength))
-            rates[clients] = plain
-            print(f"clients={clients:2d}: unsteered {plain:8.1f} tok/s, steered {steered:8.1f} tok/s, "
-                  f"steered/unsteered = {steered / plain:.2f}")
+        steer = [(ref, 0.5 * fluency_bound(batched.url, args.model, ref)) for ref in refs]
+        print("steering at half each fluency bound: " + ", ".join(f"{r} +-{s:.3g}" for r, s in steer), flush=True)
+        for url in (batched.url, single.url):                 # warm-up: references resolved and cached
+            phase(url, args.model, 1, len(steer), 2, steer if url == batched.url else None,
+                  monitors if url == batched.url else None)
+        modes = {"unsteered": (None, None), "steered": (steer, None), "steered+2 monitors": (steer, monitors)}
+        for clients in counts:
+            for mode, (st, mon) in modes.items():
+                r = phase(batched.url, args.model, clients, args.per_client, args.max_tokens, st, mon)
+                rows.append({"mode": mode, **r})
+                print(f"clients={clients:2d} {mode:19s} {r['tok_s']:8.1f} tok/s  p50 {r['p50_s']:6.2f} s  "
+                      f"p99 {r['p99_s']:6.2f} s  ({r['requests']} requests, load {r['load1']:.2f})", flush=True)
+        top = max(counts)
+        r = phase(single.url, args.model, top, args.per_client, args.max_tokens)
+        rows.append({"mode": "one at a time (max batch 1)", **r})
+        print(f"clients={top:2d} {'one at a time':19s} {r['tok_s']:8.1f} tok/s  p50 {r['p50_s']:6.2f} s  "
+              f"p99 {r['p99_s']:6.2f} s  ({r['requests']} requests, load {r['load1']:.2f})", flush=True)
+        at = {(x["clients"], x["mode"]): x["tok_s"] for x in rows}
+        ratios[f"steered / unsteered at {top} clients"] = at[(top, "steered")] / at[(top, "unsteered")]
+        ratios[f"steered+2 monitors / unsteered at {top} clients"] = \
+            at[(top, "steered+2 monitors")] / at[(top, "unsteered")]
+        ratios[f"batching gain (unsteered, batched / one at a time) at {top} clients"] = \
+            at[(top, "unsteered")] / r["tok_s"]
         if args.load:
-            res = load_test(running.url, args.model, args.load, args.steer_ref, strength)
-            print(f"load test: {res['requests']} requests, {res['wrong_status']} with the wrong status, healthy "
-                  f"{res['healthy']}, resident memory growth after warm-up {res['rss_growth']:+.1%}")
-            for e in res["examples"]:
+            load = load_test(batched.url, args.model, args.load, steer[0][0], steer[0][1], args.load_threads)
+            print(f"load test: {load['requests']} requests in {load['wall_s']:.0f} s, statuses {load['statuses']}, "
+                  f"{load['wrong_status']} with the wrong status, healthy {load['healthy']}, resident memory growth "
+                  f"after warm-up {load['rss_growth']:+.1%} (load {os.getloadavg()[0]:.2f})", flush=True)
+            for e in load["examples"]:
                 print("  ", e)
     finally:
-        running.stop()
-    print(f"serve_batching_gain = {rates[16] / rates[1]:.2f}")
+        batched.stop()
+        single.stop()
+    block = markdown(args, rows, ratios, load, started_load)
+    print("\n----- markdown for bench/RESULTS.md -----\n" + block + "\n-----")
+    if args.markdown:
+        args.markdown.write_text(block + "\n")
+    print(f"wall time {time.perf_counter() - t_start:.0f} s; load average now "
+          + " ".join(f"{x:.2f}" for x in os.getloadavg()))
+    print(f"serve_batching_gain = {ratios[next(k for k in ratios if k.startswith('batching'))]:.2f}")
 
 
 if __name__ == "__main__":

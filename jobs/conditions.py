@@ -77,12 +77,11 @@ def resolve_condition(ref: str, tracking_uri: str | None, model: str | None) -> 
 def conditional_generate(lm: Any, when: tuple[Any, Any], interventions: list[Any],
                          args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     """The prompt continued with ``interventions`` applied only if the condition fires."""
-    from pipeline.steer import check_direction
-    from pipeline.steer.protocol import generate_rows, ops_of
+    from pipeline.steer import check_direction, flatten, generate_rows
 
     rec, d = when
     check_direction(lm, d, args.force)
-    rule = rule_of(rec, d, [op for iv in interventions for op in ops_of(iv)])
+    rule = rule_of(rec, d, flatten(interventions))
     (text,), state = generate_rows(lm, [args.prompt], [[rule]], args.max_new_tokens, chat=args.chat)
     fired, reading = rule.fired(state), rule.readings(state)
     t = rec.tags

@@ -2,6 +2,8 @@
 
 ``record_layers`` stores the residual stream at chosen layers and, when asked, stops the
 forward pass right after the last of them (no later blocks, no final norm, no LM head).
+Hooks here only read; every edit of the residual stream is a protocol op installed by
+:mod:`pipeline.steer.protocol` (through :func:`register_edit_hook`).
 """
 
 from __future__ import annotations
@@ -80,18 +82,6 @@ def register_edit_hook(module: Any, hook: Callable[..., Any]) -> Any:
     for key in reversed(earlier):     # private OrderedDict: the order torch runs the hooks in
         module._forward_hooks.move_to_end(key, last=False)
     return handle
-
-
-def edit_layer_output(model: Any, adapter: LayerAdapter, layer: int,
-                      fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
-    """Register a hook replacing the residual stream at ``layer`` by ``fn(hidden)``.
-
-    Returns the handle; callers use it inside :func:`hooks` so it is always removed.
-    """
-    def hook(_mod: Any, _args: Any, output: Any) -> Any:
-        return _replace_hidden(output, fn(_hidden(output)))
-
-    return register_edit_hook(adapter.layer_module(model, layer), hook)
 
 
 def run_until(model: Any, **inputs: Any) -> None:

@@ -14,7 +14,7 @@ import torch
 from jobs.collect_job import CollectSpec, run_collection
 from jobs.engine import LocalExecutor
 from pipeline.collect import SINK_RATIO, collect, mean_pool
-from pipeline.hooks import edit_layer_output, hooks
+from pipeline.steer import Op, applying
 from pipeline.store import ActivationStore
 
 FAMILIES = ["tiny:llama", "tiny:gpt2", "tiny:gpt_neox", "tiny:bert"]
@@ -185,12 +185,15 @@ def test_collected_mean_leaves_out_a_sink_first_token(tiny_lm: Any) -> None:
     texts = ["abcdef", "uvwxyz", "qrstuv"]                   # same length: no padding, BOS at 0
     ids = ["a", "b", "c"]
 
-    def sink(h: torch.Tensor) -> torch.Tensor:
-        h = h.clone()
-        h[:, 1] *= 100.0                                      # index 1: first token after BOS
-        return h
+    class Sink(Op):
+        layers = (2,)
 
-    with hooks(lambda: [edit_layer_output(tiny_lm.model, tiny_lm.adapter, 2, sink)]):
+        def __call__(self, h: torch.Tensor, state: Any) -> torch.Tensor:
+            h = h.clone()
+            h[:, 1] *= 100.0                                  # index 1: first token after BOS
+            return h
+
+    with applying(tiny_lm, [Sink()]):
         batched = collect(tiny_lm, ids, texts, layers=[2], positions=["mean"], batch_size=3)
         single = collect(tiny_lm, ids, texts, layers=[2], positions=["mean"], batch_size=1)
     for rows in (batched, single):

@@ -238,7 +238,7 @@ def test_leace_fitter_streaming_matches_one_shot() -> None:
 def test_leace_eraser_from_rows_matches_the_fitter() -> None:
     """Fewer rows than columns: the Gram-matrix path gives the fitter's eraser (same map on
     rows it was not fitted on, same rank); more rows than columns: it is the fitter's."""
-    from pipeline.fit import eraser_from_rows
+    from pipeline.fit import LeaceEraser
 
     rng = np.random.default_rng(12)
     for n, d in ((60, 150), (300, 40)):
@@ -246,7 +246,7 @@ def test_leace_eraser_from_rows_matches_the_fitter() -> None:
         z = (rng.random(n) < 0.4).astype(np.float64)
         x[z == 1] += 0.7 * unit(rng.normal(size=d))
         a = LeaceFitter().update(x, z).eraser(dtype=torch.float64)
-        b = eraser_from_rows(x, z, dtype=torch.float64)
+        b = LeaceEraser.fit(x, z, dtype=torch.float64)
         assert a.rank == b.rank == 1
         other = torch.as_tensor(rng.normal(size=(25, d)) * 3, dtype=torch.float64)
         for probe in (torch.as_tensor(x), other):

@@ -11,18 +11,20 @@ import torch
 from pipeline.direction import Direction, Provenance
 from pipeline.models import load_model
 from pipeline.steer import (
+    Add,
     ablate,
     add,
     apply,
     clamp,
     encode_prompts,
     generate,
+    generate_rows,
     greedy,
     interpolate,
     mix,
+    steering,
 )
 from pipeline.steer.conditional import Conditional, fit_threshold, when
-from pipeline.steer.protocol import Add, generate_rows, ops_of, steering
 from pipeline.types import GnomonError
 
 PROMPTS = ["the cat sat on the mat", "hi", "a much longer prompt than the others"]
@@ -65,13 +67,13 @@ def test_ops_generate_exactly_what_the_interventions_generate(lm, build):
     plain = generate(lm, PROMPTS, N)
     want = generate(lm, PROMPTS, N, interventions=[iv])
     assert want != plain                                   # the intervention changes something
-    got, _ = generate_rows(lm, PROMPTS, [ops_of(iv)] * len(PROMPTS), N)
+    got, _ = generate_rows(lm, PROMPTS, [iv.ops] * len(PROMPTS), N)
     assert got == want
 
 
 def test_rows_of_one_batch_carry_different_ops(lm):
     a, b = add(lm, make_dir(lm, seed=1), 3.0), ablate(lm, make_dir(lm, layer=3, seed=2))
-    rows = [ops_of(a), [], ops_of(b)]
+    rows = [a.ops, [], b.ops]
     got, _ = generate_rows(lm, PROMPTS, rows, N)
     assert got[0] == generate(lm, PROMPTS, N, interventions=[a])[0]
     assert got[1] == generate(lm, PROMPTS, N)[1]
@@ -83,7 +85,7 @@ def test_ops_compose_in_order_and_hooks_are_removed(lm):
     a, b = add(lm, make_dir(lm, seed=1), 3.0), clamp(lm, make_dir(lm, seed=2), 1.0)
     with apply(a, b):
         want = generate(lm, PROMPTS, N)
-    got, _ = generate_rows(lm, PROMPTS, [ops_of(a) + ops_of(b)] * 3, N)
+    got, _ = generate_rows(lm, PROMPTS, [a.ops + b.ops] * 3, N)
     assert got == want
     for layer in range(lm.num_layers + 1):
         assert not lm.adapter.layer_module(lm.model, layer)._forward_hooks
@@ -150,7 +152,7 @@ def test_conditional_fires_on_positive_prompts_and_steers_exactly_those(lm, posi
 def test_a_condition_read_after_the_behaviour_layer_is_decided_before_the_prompt_pass(lm):
     d, thr, pos, neg = _condition(lm, 3)
     behaviour = add(lm, make_dir(lm, layer=1, seed=5), 3.0)
-    rule = Conditional(d.layer, d.unit, thr.threshold, thr.comparison, ops_of(behaviour))
+    rule = Conditional(d.layer, d.unit, thr.threshold, thr.comparison, behaviour.ops)
     prompts = [pos[2], neg[2], neg[3], pos[3]]
     got, state = generate_rows(lm, prompts, [[rule]] * 4, N)
     assert rule.fired(state) == [True, False, False, True]

@@ -13,7 +13,7 @@ from pipeline.serve import Row, Watch
 from pipeline.serve.continuous import run_continuous
 from pipeline.steer import ablate, add, generate
 from pipeline.steer.conditional import Conditional
-from pipeline.steer.protocol import ops_of
+
 
 PROMPTS = ["the cat sat on the mat", "hi", "a much longer prompt than the others", "ok then"]
 
@@ -34,11 +34,11 @@ def test_rows_joining_and_leaving_generate_what_they_generate_alone(tiny_lm):
     watch = make_dir(lm, layer=2, seed=5, position="mean")
     w = Watch("w", watch.layer, watch.unit, "mean", gaussian_calibration(watch))
     specs = [  # (prompt, budget, ops, joins at step)
-        (PROMPTS[0], 9, ops_of(a), 0),
+        (PROMPTS[0], 9, a.ops, 0),
         (PROMPTS[1], 3, [], 0),
-        (PROMPTS[2], 6, ops_of(b), 2),
-        (PROMPTS[3], 7, [Conditional(3, cond.unit, -1e9, ">", ops_of(late), name="c")], 4),
-        (PROMPTS[1], 5, [Conditional(3, cond.unit, 1e9, ">", ops_of(late), name="c")], 4),
+        (PROMPTS[2], 6, b.ops, 2),
+        (PROMPTS[3], 7, [Conditional(3, cond.unit, -1e9, ">", late.ops, name="c")], 4),
+        (PROMPTS[1], 5, [Conditional(3, cond.unit, 1e9, ">", late.ops, name="c")], 4),
     ]
     events: list[list[dict]] = [[] for _ in specs]
     rows = [Row(lm.tokenizer(p)["input_ids"], n, ops=o, monitors=[w], emit=events[i].append)

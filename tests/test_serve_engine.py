@@ -10,7 +10,7 @@ from pipeline.direction import Direction, Provenance
 from pipeline.monitor import gaussian_calibration, monitor
 from pipeline.serve import Row, Watch, run_batch
 from pipeline.steer import ablate, add, generate
-from pipeline.steer.protocol import generate_rows, ops_of
+from pipeline.steer import generate_rows
 
 PROMPTS = ["the cat sat on the mat", "hi", "a much longer prompt than the others"]
 
@@ -41,7 +41,7 @@ def test_a_lone_row_generates_what_steer_generates_and_reads_what_monitor_reads(
     watched = [make_dir(lm, layer=1, seed=2), make_dir(lm, layer=3, seed=3, position="mean")]
     iv = add(lm, steer_dir, 3.0)
     for prompt in PROMPTS:
-        row = Row(_ids(lm, prompt), 8, ops=ops_of(iv),
+        row = Row(_ids(lm, prompt), 8, ops=iv.ops,
                   monitors=[Watch(f"w{k}", d.layer, d.unit, d.provenance.position, gaussian_calibration(d))
                             for k, d in enumerate(watched)])
         (events,) = _run(lm, [row])
@@ -61,7 +61,7 @@ def test_a_lone_row_generates_what_steer_generates_and_reads_what_monitor_reads(
 def test_rows_of_a_batch_keep_their_ops_and_budgets(tiny_lm):
     lm = tiny_lm
     a, b = add(lm, make_dir(lm, seed=4), 3.0), ablate(lm, make_dir(lm, layer=3, seed=5))
-    ops = [ops_of(a), [], ops_of(b)]
+    ops = [a.ops, [], b.ops]
     want, _ = generate_rows(lm, PROMPTS, ops, 8)
     rows = [Row(_ids(lm, p), 8, ops=o) for p, o in zip(PROMPTS, ops)]
     _run(lm, rows)
@@ -80,8 +80,8 @@ def test_a_late_condition_is_decided_before_the_prompt_pass(tiny_lm):
     lm = tiny_lm
     cond = make_dir(lm, layer=3, seed=6)
     behaviour = add(lm, make_dir(lm, layer=1, seed=7), 3.0)
-    fires = Conditional(3, cond.unit, -1e9, ">", ops_of(behaviour), name="always")
-    never = Conditional(3, cond.unit, 1e9, ">", ops_of(behaviour), name="never")
+    fires = Conditional(3, cond.unit, -1e9, ">", behaviour.ops, name="always")
+    never = Conditional(3, cond.unit, 1e9, ">", behaviour.ops, name="never")
     rows = [Row(_ids(lm, PROMPTS[0]), 6, ops=[fires]), Row(_ids(lm, PROMPTS[0]), 6, ops=[never])]
     events = _run(lm, rows)
     assert events[0][-1]["conditions"] == {"always": True} and events[1][-1]["conditions"] == {"never": False}

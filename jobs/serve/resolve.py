@@ -85,7 +85,6 @@ class Resolver:
         if not isinstance(items, list):
             raise RequestError(400, "steer must be a list of {\"ref\": ..., \"strength\": ...} objects")
         from pipeline.steer import add
-        from pipeline.steer.protocol import ops_of
 
         ops: list[Any] = []
         for i, item in enumerate(items):
@@ -103,7 +102,7 @@ class Resolver:
             rec, d = self.direction(item["ref"], f"{where}.ref")
             self._check_bound(rec, d, float(s), unit, where)
             try:
-                step = ops_of(add(self.lm, d, float(s), unit))
+                step = add(self.lm, d, float(s), unit).ops
             except GnomonError as e:
                 raise RequestError(400, f"{where}: {_line(e)}") from None
             if item.get("when") is not None:

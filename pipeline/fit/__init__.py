@@ -29,13 +29,13 @@ from pipeline import metrics as M
 from pipeline.direction import Direction, Provenance
 from pipeline.fit._common import FitResult, as_f64
 from pipeline.fit._params import Param, check_params
-from pipeline.fit.leace import LeaceEraser, LeaceFitter, eraser_from_rows
+from pipeline.fit.leace import LeaceEraser, LeaceFitter
 from pipeline.fit.mean_diff import MeanDiffFitter
 from pipeline.methods import method as _method
 from pipeline.methods import method_names
 from pipeline.types import GnomonError
 
-__all__ = ["FIT_METHODS", "FIT_PARAMS", "FitResult", "Param", "check_method_params", "Indistinguishable", "LeaceEraser", "LeaceFitter", "MeanDiffFitter", "eraser_from_rows",
+__all__ = ["FIT_METHODS", "FIT_PARAMS", "FitResult", "Param", "check_method_params", "Indistinguishable", "LeaceEraser", "LeaceFitter", "MeanDiffFitter",
            "fit_direction"]
 
 

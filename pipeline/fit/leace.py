@@ -20,8 +20,17 @@ with ``v . u = 1``. The direction it erases is ``u``, which is proportional to
 ``Sigma_xz = p(1 - p)(mu+ - mu-)``: the same direction as ``mean_diff`` (the Direction's
 vector is ``mu+ - mu-``). What LEACE adds is ``v``, the covariance-aware functional it
 reads the concept with; ``fit_leace`` stores ``u``, ``v`` and ``mean`` in
-``Direction.extras`` as ``leace_u``, ``leace_v``, ``leace_mean`` (each (d,), float32), so
-the erasure at use time is ``x - leace_u * ((x - leace_mean) @ leace_v)``.
+``Direction.extras`` as ``leace_u``, ``leace_v``, ``leace_mean`` (each (d,), float32; saved
+with the Direction as safetensors plus its JSON metadata), so the erasure at use time is
+``x - leace_u * ((x - leace_mean) @ leace_v)``.
+
+:class:`LeaceEraser` is the one eraser object: fitted here (``LeaceEraser.fit(x, z)``, or
+:class:`LeaceFitter` for streams), stored in a Direction (``extras()`` / ``from_extras``),
+applied by the steering op :class:`pipeline.steer.edits.Erase` and by the linearity report's
+erasure (:mod:`pipeline.linearity.erasure`), to tensors or arrays.
+
+>>> eraser = LeaceEraser.fit(x, z)                 # doctest: +SKIP
+>>> x_erased = eraser(x)                           # doctest: +SKIP
 
 Statistics stream: ``LeaceFitter.update(x, z)`` keeps float64 means and co-moments with
 Chan et al.'s pairwise update, and fitters from separate shards ``merge``.
@@ -29,7 +38,9 @@ Chan et al.'s pairwise update, and fitters from separate shards ``merge``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import overload
 
 import numpy as np
 import torch
@@ -37,6 +48,9 @@ import torch
 from pipeline.fit._common import FitResult, as_f64, check_paired, gram_eigh, orient
 from pipeline.fit._params import Param
 from pipeline.types import GnomonError
+
+EXTRAS = ("leace_u", "leace_v", "leace_mean")
+"""The Direction extras a rank-1 eraser is stored as (proj_left[:, 0], proj_right[0], bias)."""
 
 
 @dataclass(frozen=True)
@@ -50,8 +64,53 @@ class LeaceEraser:
     bias: torch.Tensor
     """(d,) mean of ``x`` on the fitting data."""
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """(..., d) -> (..., d) erased, in ``x``'s dtype (computed in at least float32)."""
+    @classmethod
+    def fit(cls, x: np.ndarray | torch.Tensor, z: np.ndarray | torch.Tensor, rtol: float = 1e-10,
+            dtype: torch.dtype = torch.float32) -> LeaceEraser:
+        """The eraser of ``z`` ((n,) or (n, k)) from rows ``x`` (n, d): ``LeaceFitter().update(x,
+        z).eraser(rtol, dtype)``, computed from the rows.
+
+        With fewer rows than columns (hundreds of examples, d >= 576) the covariance has rank
+        below n and its eigenvectors on the support come from the (n, n) Gram matrix of the
+        centred rows: ``Xc Xc^T = U L U^T`` gives eigenvalues ``L / n`` and eigenvectors
+        ``Xc^T U L^{-1/2}``, an eigendecomposition of size n instead of d (a third of the time
+        at n ~ d / 2). The eigenvectors off the support are not needed: the eraser weights them
+        by zero. Same threshold (``rtol`` of the largest eigenvalue).
+        """
+        fitter = LeaceFitter().update(x, z)
+        xa = as_f64(x, "batch")
+        if xa.shape[0] >= xa.shape[1]:
+            return fitter.eraser(rtol, dtype)
+        lam, evecs = gram_eigh(xa - fitter.mean_x, rtol)      # n * the eigenvalues of cov_xx on its support
+        return fitter._eraser(lam / xa.shape[0], evecs, rtol, dtype)
+
+    @classmethod
+    def from_extras(cls, extras: Mapping[str, torch.Tensor]) -> LeaceEraser | None:
+        """The rank-1 eraser a Direction stores (extras ``leace_u``, ``leace_v``, ``leace_mean``),
+        or None when it has none."""
+        if not all(k in extras for k in EXTRAS):
+            return None
+        u, v, mean = (extras[k].detach().float() for k in EXTRAS)
+        return cls(proj_left=u[:, None], proj_right=v[None, :], bias=mean)
+
+    def extras(self) -> dict[str, torch.Tensor]:
+        """The Direction extras of a rank-1 eraser (what :meth:`from_extras` reads)."""
+        if self.rank != 1:
+            raise GnomonError(f"leace: a Direction stores a rank-1 eraser; this one has rank {self.rank}")
+        return {"leace_u": self.proj_left[:, 0].contiguous(), "leace_v": self.proj_right[0].contiguous(),
+                "leace_mean": self.bias.contiguous()}
+
+    @overload
+    def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
+    @overload
+    def __call__(self, x: np.ndarray) -> np.ndarray: ...
+
+    def __call__(self, x: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+        """(..., d) -> (..., d) erased, in ``x``'s dtype (computed in at least float32); an
+        array in, an array out."""
+        if isinstance(x, np.ndarray):
+            with torch.no_grad():
+                return self(torch.as_tensor(x)).numpy()
         work = x.to(torch.promote_types(x.dtype, torch.float32))
         left, right, bias = (t.to(work.device, work.dtype)
                              for t in (self.proj_left, self.proj_right, self.bias))
@@ -156,25 +215,6 @@ class LeaceFitter:
                            bias=mk(self.mean_x))
 
 
-def eraser_from_rows(x: np.ndarray, z: np.ndarray, rtol: float = 1e-10,
-                     dtype: torch.dtype = torch.float32) -> LeaceEraser:
-    """``LeaceFitter().update(x, z).eraser(rtol, dtype)``, computed from the rows.
-
-    With fewer rows than columns (hundreds of examples, d >= 576) the covariance has rank
-    below n and its eigenvectors on the support come from the (n, n) Gram matrix of the
-    centred rows: ``Xc Xc^T = U L U^T`` gives eigenvalues ``L / n`` and eigenvectors
-    ``Xc^T U L^{-1/2}``, an eigendecomposition of size n instead of d (a third of the time at
-    n ~ d / 2). The eigenvectors off the support are not needed: the eraser weights them
-    by zero. Same threshold (``rtol`` of the largest eigenvalue).
-    """
-    fitter = LeaceFitter().update(x, z)
-    xa = as_f64(x, "batch")
-    if xa.shape[0] >= xa.shape[1]:
-        return fitter.eraser(rtol, dtype)
-    lam, evecs = gram_eigh(xa - fitter.mean_x, rtol)      # n * the eigenvalues of cov_xx on its support
-    return fitter._eraser(lam / xa.shape[0], evecs, rtol, dtype)
-
-
 PARAMS: tuple[Param, ...] = ()
 """leace takes no parameters."""
 
@@ -189,7 +229,4 @@ def fit_leace(pos: np.ndarray, neg: np.ndarray, *, paired: bool = False) -> FitR
         raise GnomonError("leace: the classes have identical means, there is nothing to erase")
     var_z = float(fitter.mean_z[0] * (1.0 - fitter.mean_z[0]))  # type: ignore[index]
     vector = fitter.cov_xz[:, 0] / var_z  # = mu+ - mu-
-    extras = {"leace_u": eraser.proj_left[:, 0].contiguous(),
-              "leace_v": eraser.proj_right[0].contiguous(),
-              "leace_mean": eraser.bias.contiguous()}
-    return FitResult(vector=orient(vector, pos, neg), params={}, extras=extras)
+    return FitResult(vector=orient(vector, pos, neg), params={}, extras=eraser.extras())

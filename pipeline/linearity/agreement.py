@@ -7,7 +7,8 @@ the catalog's own (:func:`pipeline.fit.fit_direction`), fitted on the training s
 
 LEACE's Direction vector is ``mu+ - mu-`` (the direction it *writes*), identical to
 mean_diff by construction, so its row would say nothing; the agreement matrix uses the
-eraser's reading functional ``leace_v`` (``Sigma^+ (mu+ - mu-)``, covariance-aware, like
+eraser's reading functional (:class:`~pipeline.fit.leace.LeaceEraser`'s ``proj_right``,
+stored as ``leace_v``: ``Sigma^+ (mu+ - mu-)``, covariance-aware, like
 LDA's) for ``leace`` instead.
 """
 
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.direction import Direction, Provenance
-from pipeline.fit import fit_direction
+from pipeline.fit import LeaceEraser, fit_direction
 from pipeline.types import GnomonError
 
 __all__ = ["AGREEMENT_METHODS", "Agreement", "method_agreement"]
@@ -47,7 +48,8 @@ class Agreement:
 
 
 def _reading_vector(d: Direction) -> np.ndarray:
-    v = d.extras["leace_v"] if d.provenance.method == "leace" and "leace_v" in d.extras else d.vector
+    eraser = LeaceEraser.from_extras(d.extras) if d.provenance.method == "leace" else None
+    v = eraser.proj_right[0] if eraser is not None else d.vector               # (d,) the reading functional
     arr = v.detach().cpu().double().numpy()
     return arr / np.linalg.norm(arr)
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.fit import eraser_from_rows
+from pipeline.fit import LeaceEraser
 from pipeline.linearity.probes import ProbeResult, Split, compare_probes
 
 __all__ = ["ErasureResult", "erase_splits", "erasure_probes"]
@@ -41,12 +41,8 @@ class ErasureResult:
 def erase_splits(train: Split, *others: Split) -> tuple[list[Split], int]:
     """LEACE fitted on ``train`` (z = the label), applied to ``train`` and every other split."""
     x, y = train
-    eraser = eraser_from_rows(x, y.astype(np.float64), dtype=torch.float64)   # n < d: from the Gram matrix
-    out = []
-    for xs, ys in (train, *others):
-        with torch.no_grad():
-            erased = eraser(torch.as_tensor(np.asarray(xs, np.float64))).numpy()  # float64: outlier dims
-        out.append((erased, ys))
+    eraser = LeaceEraser.fit(x, y.astype(np.float64), dtype=torch.float64)   # n < d: from the Gram matrix
+    out = [(eraser(np.asarray(xs, np.float64)), ys) for xs, ys in (train, *others)]  # float64: outlier dims
     return out, eraser.rank
 
 

@@ -19,7 +19,7 @@ threshold and the comparison from data: :func:`fit_threshold` takes the readings
 condition's positive and negative validation prompts and returns the cut with the best F1
 (positive prompts should fire), which ``gnomon condition fit`` stores in the catalog.
 
->>> rule = Conditional(d.layer, d.unit, 0.3, ">", ops_of(add(lm, b, 2.0)))   # doctest: +SKIP
+>>> rule = Conditional(d.layer, d.unit, 0.3, ">", add(lm, b, 2.0).ops)        # doctest: +SKIP
 >>> texts, state = generate_rows(lm, prompts, [[rule]] * len(prompts))        # doctest: +SKIP
 >>> rule.fired(state)                                                          # doctest: +SKIP
 [True, False]
@@ -35,7 +35,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from pipeline.steer.protocol import Op, State, _Cast
+from pipeline.steer.protocol import Op, State, Target, _Cast
 from pipeline.types import GnomonError
 
 Comparison = Literal[">", "<"]
@@ -119,8 +119,8 @@ class Conditional(Op, _Cast):
             raise GnomonError(f"a condition reads the prompt at 'last' or 'mean', not {self.position!r}")
 
     @property
-    def layers(self) -> tuple[int, ...]:  # type: ignore[override]
-        return tuple(sorted({self.layer, *(layer for o in self.then for layer in o.layers)}))
+    def layers(self) -> tuple[Target, ...]:  # type: ignore[override]
+        return tuple(dict.fromkeys([self.layer, *(t for o in self.then for t in o.layers)]))
 
     @property
     def decide_layer(self) -> int:  # type: ignore[override]
@@ -188,12 +188,11 @@ def when(lm: Any, condition: Any, rule: Threshold | tuple[float, Comparison], th
     >>> rule = when(lm, harmful, fit_threshold(pos, neg), [add(lm, refusal, 2.0)])   # doctest: +SKIP
     >>> texts, state = generate_rows(lm, prompts, [[rule]] * len(prompts))            # doctest: +SKIP
     """
-    from pipeline.steer import Intervention, check_direction
-    from pipeline.steer.protocol import ops_of
+    from pipeline.steer import check_direction, flatten
 
     check_direction(lm, condition, force)
     threshold, comparison = (rule.threshold, rule.comparison) if isinstance(rule, Threshold) else rule
-    ops = [o for t in then for o in (ops_of(t) if isinstance(t, Intervention) else [t])]
+    ops = flatten(then)
     pos = condition.provenance.position
     return Conditional(condition.layer, condition.unit, float(threshold), comparison, ops,
                        position="mean" if pos == "mean" else "last", name=name or condition.provenance.concept)

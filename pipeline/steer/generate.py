@@ -23,6 +23,7 @@ import torch
 
 from pipeline.models.loading import LoadedModel
 from pipeline.steer.interventions import Intervention, apply
+from pipeline.steer.protocol import Op, State, decide, mean_weights, steering
 from pipeline.types import GnomonError
 
 
@@ -140,3 +141,17 @@ def generate(lm: LoadedModel, prompts: Sequence[str], max_new_tokens: int = 32,
     with apply(list(interventions)):
         gen = greedy(lm, enc, max_new_tokens)
     return continuation_texts(lm, gen)
+
+
+def generate_rows(lm: LoadedModel, prompts: Sequence[str], rows: Sequence[Sequence[Op]],
+                  max_new_tokens: int = 32, chat: bool = False) -> tuple[list[str], State]:
+    """Greedy continuations with ``rows[i]`` (protocol ops) applied to prompt ``i``; also the
+    final state (e.g. which conditions fired: :meth:`Conditional.fired`)."""
+    if len(rows) != len(prompts):
+        raise GnomonError(f"{len(rows)} op lists for {len(prompts)} prompts: give one list per prompt")
+    enc = encode_prompts(lm, prompts, chat)
+    w = mean_weights(lm, enc["input_ids"], enc["attention_mask"])
+    with steering(lm, rows, weights=w) as state:
+        decide(lm, rows, state, enc["input_ids"], enc["attention_mask"])
+        gen = greedy(lm, enc, max_new_tokens)
+    return continuation_texts(lm, gen), state

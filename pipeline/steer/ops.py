@@ -1,5 +1,7 @@
 """The intervention constructors: ``add``, ``add_rows``, ``ablate``, ``ablate_writers``,
-``clamp``, ``interpolate`` and ``mix`` (the maths is in :mod:`pipeline.steer.interventions`).
+``clamp``, ``interpolate`` and ``mix``; each checks the direction against the model, turns its
+strength into residual-stream units and returns an :class:`Intervention` holding protocol ops
+(the maths is in :mod:`pipeline.steer.edits`).
 
 >>> with add(lm, d, 4.0):                       # doctest: +SKIP
 ...     out = lm.model(**batch)                 # steered towards d's positive class
@@ -13,8 +15,16 @@ from collections.abc import Sequence
 import torch
 
 from pipeline.direction import Direction
+from pipeline.fit.leace import LeaceEraser
 from pipeline.models.loading import LoadedModel
-from pipeline.steer.interventions import Edit, Intervention, Positions, Unit, check_direction, scale_of
+from pipeline.steer.edits import Ablate, Add, Clamp, Erase
+from pipeline.steer.interventions import (
+    Intervention,
+    Positions,
+    Unit,
+    check_direction,
+    scale_of,
+)
 from pipeline.types import GnomonError
 
 __all__ = ["ablate", "ablate_writers", "add", "add_rows", "clamp", "interpolate", "mix"]
@@ -30,7 +40,7 @@ def add(lm: LoadedModel, direction: Direction, strength: float, unit: Unit = "se
     if not math.isfinite(coef):
         raise GnomonError(f"steering strength {strength} x the {unit} unit of {_name(direction)} is not a finite "
                           "number; give a finite --strength")
-    return Intervention(lm, {direction.layer: [Edit("add", direction.unit * coef)]}, positions,
+    return Intervention(lm, [Add(direction.layer, direction.unit * coef, positions)], positions,
                         f"add({_name(direction)}, {strength} {unit})")
 
 
@@ -45,7 +55,7 @@ def add_rows(lm: LoadedModel, direction: Direction, strengths: Sequence[float], 
         raise GnomonError(f"steering strengths {list(strengths)} x the {unit} unit of {_name(direction)} must be "
                           "a non-empty list of finite numbers")
     vec = coefs[:, None, None] * direction.unit.float()[None, None, :]           # (rows, 1, D)
-    return Intervention(lm, {direction.layer: [Edit("add", vec)]}, positions,
+    return Intervention(lm, [Add(direction.layer, vec, positions)], positions,
                         f"add({_name(direction)}, {len(coefs)} row strengths, {unit})")
 
 
@@ -57,12 +67,10 @@ def ablate(lm: LoadedModel, direction: Direction, *, layers: Sequence[int] | Non
     (e.g. every layer, which equals :func:`pipeline.orthogonalize.orthogonalize`)."""
     check_direction(lm, direction, force)
     targets = lm.check_layers(list(layers)) if layers is not None else [direction.layer]
-    ex = direction.extras
-    if all(k in ex for k in ("leace_u", "leace_v", "leace_mean")):
-        edit = Edit("leace", ex["leace_u"], leace_v=ex["leace_v"], leace_mean=ex["leace_mean"])
-    else:
-        edit = Edit("ablate", direction.unit)
-    return Intervention(lm, {layer: [edit] for layer in targets}, positions, f"ablate({_name(direction)})")
+    eraser = LeaceEraser.from_extras(direction.extras)
+    ops = [Erase(layer, eraser, positions) if eraser is not None else Ablate(layer, direction.unit, positions)
+           for layer in targets]
+    return Intervention(lm, ops, positions, f"ablate({_name(direction)})")
 
 
 def ablate_writers(lm: LoadedModel, direction: Direction, *, positions: Positions = "all",
@@ -83,7 +91,7 @@ def ablate_writers(lm: LoadedModel, direction: Direction, *, positions: Position
     units = writer_units(lm.adapter, lm.model, direction.unit)
     if not units:
         raise GnomonError(f"the {lm.adapter.family} adapter lists no residual writers")
-    return Intervention(lm, {name: [Edit("ablate", v.float())] for _layer, name, _m, v in units}, positions,
+    return Intervention(lm, [Ablate(name, v.float(), positions) for _layer, name, _m, v in units], positions,
                         f"ablate_writers({_name(direction)})")
 
 
@@ -93,7 +101,7 @@ def clamp(lm: LoadedModel, direction: Direction, value: float, *, positions: Pos
     check_direction(lm, direction, force)
     if not math.isfinite(value):
         raise GnomonError(f"clamp value must be finite, got {value}")
-    return Intervention(lm, {direction.layer: [Edit("clamp", direction.unit, value)]}, positions,
+    return Intervention(lm, [Clamp(direction.layer, direction.unit, value, positions)], positions,
                         f"clamp({_name(direction)}, {value:g})")
 
 
@@ -121,7 +129,7 @@ def mix(lm: LoadedModel, weighted: Sequence[tuple[Direction, float]], unit: Unit
         v = d.unit * (float(w) * scale_of(d, unit))
         per_layer[d.layer] = per_layer[d.layer] + v if d.layer in per_layer else v
     label = "mix(" + ", ".join(f"{_name(d)}x{w:g}" for d, w in weighted) + ")"
-    return Intervention(lm, {layer: [Edit("add", v)] for layer, v in per_layer.items()}, positions, label)
+    return Intervention(lm, [Add(layer, v, positions) for layer, v in per_layer.items()], positions, label)
 
 
 def _name(d: Direction) -> str:

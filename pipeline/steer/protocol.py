@@ -1,21 +1,25 @@
-"""Interventions as an open protocol: one small object per operation, ``(hidden, state) -> hidden``.
+"""Interventions as an open protocol: one small object per operation, ``(hidden, state) -> hidden``,
+and the one hook installer every caller goes through.
 
-An :class:`Op` declares its layer(s) and edits the residual stream ``h`` (b, T, D) of the rows
-it was given; :func:`steering` installs one forward hook per layer and hands each op only the
-rows that carry it, so one batch holds a different list of ops per row (the server batches
-requests that steer with different directions); ops on a row compose in order (as
-steering-vectors keeps one operator per hook). The rank-one edits of
-:mod:`pipeline.steer.interventions`, same maths (``u`` the unit vector, ``s = h @ u``):
-:class:`Add` h + v (v = strength x unit x u); :class:`Ablate` h - s u; :class:`Clamp`
-h + (value - s) u; :class:`Erase` h - u_L ((h - mean) @ v_L) (LEACE, arXiv:2306.03819);
-:class:`pipeline.steer.conditional.Conditional` applies another op per row only when a
-condition read on the prompt crosses a threshold (CAST, Lee et al. 2024).
-:func:`ops_of` turns any :class:`~pipeline.steer.interventions.Intervention` (``add``,
-``ablate``, ``clamp``, ``interpolate``, ``mix``) into ops, so checks and units are shared and
-a row steered through ops generates exactly what the context-manager path generates (tested
-token for token).
+An :class:`Op` declares its target(s) (a layer's output, or a residual writer module named by
+the adapter) and edits the residual stream ``h`` (b, T, D) of the rows it was given. The rank-one
+edits are in :mod:`pipeline.steer.edits` (add, ablate, clamp, LEACE erase), the conditional one
+in :mod:`pipeline.steer.conditional` (CAST); the constructors of :mod:`pipeline.steer.ops` build
+them from directions, with checks and units.
 
->>> rows = [ops_of(add(lm, d, 2.0)), []]              # doctest: +SKIP
+Two ways to install ops, one installer (:func:`_install`: one forward hook per target, removed
+in ``finally``, plus a pre-hook on the base model that tells the prompt pass from decode steps):
+
+- :func:`steering` ``(lm, rows)``: ``rows[i]`` is the op list of batch row ``i``, so one batch
+  holds a different list per row (the server batches requests with different directions); rows
+  with the same list share one call per op, others are indexed;
+- :func:`applying` ``(lm, ops)``: the same ops on every row of any batch (what an
+  :class:`~pipeline.steer.interventions.Intervention` enters; ``gnomon steer``, evaluate,
+  monitor and the linearity report use it).
+
+Ops on a row compose in order, as steering-vectors keeps one operator per hook.
+
+>>> rows = [add(lm, d, 2.0).ops, []]                   # doctest: +SKIP
 >>> generate_rows(lm, ["I went", "I went"], rows, 16)  # row 0 steered, row 1 not
 """
 
@@ -33,16 +37,19 @@ from pipeline.models.loading import LoadedModel
 from pipeline.types import GnomonError
 
 Positions = Literal["all", "prompt", "generated"]
+POSITIONS: tuple[Positions, ...] = ("all", "prompt", "generated")
+Target = int | str
+"""A layer's output (int, numbered as ``hidden_states``) or a residual writer (``adapter.writers`` name)."""
 
 
 @dataclass
 class State:
-    """What the ops of one generation share; one per :func:`steering` context."""
+    """What the ops of one generation share; one per installed context."""
 
     batch: int
-    """Rows in the batch."""
-    layer: int = -1
-    """The layer whose output is being edited."""
+    """Rows in the batch (with :func:`applying`: the batch of the pass being edited)."""
+    layer: Target = -1
+    """The target whose output is being edited."""
     rows: torch.Tensor | None = None
     """(b,) batch rows of the ``hidden`` an op is called with (None: every row, in order)."""
     prompt: bool | None = None
@@ -60,9 +67,9 @@ class State:
 
 
 class Op:
-    """Base of the protocol: ``layers`` and ``positions`` fields, ``__call__(hidden, state)``."""
+    """Base of the protocol: ``layers`` (targets) and ``positions`` fields, ``__call__(hidden, state)``."""
 
-    layers: tuple[int, ...] = ()
+    layers: tuple[Target, ...] = ()
     positions: Positions = "all"
     decide_layer: int | None = None
     """Where an op reads the prompt to decide something (a condition), else None."""
@@ -86,94 +93,11 @@ class _Cast:
         return cache[key]
 
 
-@dataclass(eq=False)
-class Add(Op, _Cast):
-    layer: int
-    vector: torch.Tensor
-    """(D,) or (b, 1, D): what is added (strength and unit already applied)."""
-    positions: Positions = "all"
-
-    @property
-    def layers(self) -> tuple[int, ...]:  # type: ignore[override]
-        return (self.layer,)
-
-    def __call__(self, hidden: torch.Tensor, state: State) -> torch.Tensor:
-        return hidden + self._t(hidden, v=self.vector)["v"]
+# ---- the installer ------------------------------------------------------------------------
+Groups = list[tuple[list[Op], torch.Tensor | None]]
 
 
-@dataclass(eq=False)
-class Ablate(Op, _Cast):
-    layer: int
-    unit: torch.Tensor
-    positions: Positions = "all"
-
-    @property
-    def layers(self) -> tuple[int, ...]:  # type: ignore[override]
-        return (self.layer,)
-
-    def __call__(self, hidden: torch.Tensor, state: State) -> torch.Tensor:
-        u = self._t(hidden, u=self.unit)["u"]
-        return hidden - (hidden @ u).unsqueeze(-1) * u                         # (b, T, D)
-
-
-@dataclass(eq=False)
-class Clamp(Op, _Cast):
-    layer: int
-    unit: torch.Tensor
-    value: float
-    positions: Positions = "all"
-
-    @property
-    def layers(self) -> tuple[int, ...]:  # type: ignore[override]
-        return (self.layer,)
-
-    def __call__(self, hidden: torch.Tensor, state: State) -> torch.Tensor:
-        u = self._t(hidden, u=self.unit)["u"]
-        return hidden + (self.value - (hidden @ u).unsqueeze(-1)) * u
-
-
-@dataclass(eq=False)
-class Erase(Op, _Cast):
-    """The LEACE eraser of a direction (extras ``leace_u``, ``leace_v``, ``leace_mean``)."""
-
-    layer: int
-    u: torch.Tensor
-    v: torch.Tensor
-    mean: torch.Tensor
-    positions: Positions = "all"
-
-    @property
-    def layers(self) -> tuple[int, ...]:  # type: ignore[override]
-        return (self.layer,)
-
-    def __call__(self, hidden: torch.Tensor, state: State) -> torch.Tensor:
-        t = self._t(hidden, u=self.u, v=self.v, mean=self.mean)
-        return hidden - ((hidden - t["mean"]) @ t["v"]).unsqueeze(-1) * t["u"]
-
-
-def ops_of(intervention: Any) -> list[Op]:
-    """The ops an :class:`~pipeline.steer.interventions.Intervention` applies, in its order."""
-    out: list[Op] = []
-    pos = intervention.positions
-    for target, edits in intervention.edits.items():
-        if not isinstance(target, int):
-            raise GnomonError(f"{intervention.label} edits residual writers ({target}); per-row ops act on "
-                              "layer outputs only: use the context manager for it")
-        for e in edits:
-            b = e._base
-            if e.kind == "add":
-                out.append(Add(target, b["u"], pos))
-            elif e.kind == "ablate":
-                out.append(Ablate(target, b["u"], pos))
-            elif e.kind == "clamp":
-                out.append(Clamp(target, b["u"], e.value, pos))
-            else:
-                out.append(Erase(target, b["u"], b["v"], b["mean"], pos))
-    return out
-
-
-# ---- the runner ---------------------------------------------------------------------------
-def _groups(rows: Sequence[Sequence[Op]], device: torch.device) -> list[tuple[list[Op], torch.Tensor | None]]:
+def _groups(rows: Sequence[Sequence[Op]], device: torch.device) -> Groups:
     """Rows with the same op list share one call per op; ``None`` indexes every row."""
     by_key: dict[tuple[int, ...], list[int]] = {}
     first: dict[tuple[int, ...], list[Op]] = {}
@@ -187,23 +111,48 @@ def _groups(rows: Sequence[Sequence[Op]], device: torch.device) -> list[tuple[li
 
 
 def _cache_length(kwargs: dict[str, Any]) -> int | None:
-    for key in ("cache", "past_key_values"):
+    for key in ("cache", "past_key_values"):          # transformers 5 renamed it to ``cache``
         c = kwargs.get(key)
         if c is not None and hasattr(c, "get_seq_length"):
             return int(c.get_seq_length())
     return None
 
 
+def _module(lm: LoadedModel, target: Target) -> Any:
+    if isinstance(target, int):
+        return lm.adapter.layer_module(lm.model, target)
+    for _layer, name, module in lm.adapter.writers(lm.model):
+        if name == target:
+            return module
+    raise GnomonError(f"{lm.model_id} has no residual writer named {target!r}")
+
+
+def _edit(groups: Groups, target: Target, state: State, h: torch.Tensor) -> torch.Tensor:
+    """Each group's ops that act on ``target`` this pass, applied to the group's rows of ``h``."""
+    state.layer, out = target, h
+    for ops, idx in groups:
+        mine = [o for o in ops if target in o.layers and o.active(state)]
+        if not mine:
+            continue
+        state.rows = idx
+        sub = out if idx is None else out[idx]
+        for o in mine:
+            sub = o(sub, state)
+        if idx is None:
+            out = sub
+        else:
+            out = out.clone() if out is h else out
+            out[idx] = sub
+    state.rows = None
+    return out
+
+
 @contextmanager
-def steering(lm: LoadedModel, rows: Sequence[Sequence[Op]], weights: torch.Tensor | None = None
-             ) -> Iterator[State]:
-    """Apply ``rows[i]`` (a list of ops) to batch row ``i`` of every forward pass inside the
-    block; hooks are removed in ``finally``. ``weights``: the prompt's ``mean`` pooling weights
-    (:func:`mean_weights`), needed only by ops that read a ``mean`` direction."""
-    state = State(batch=len(rows), weights=weights)
-    layers = sorted({layer for ops in rows for o in ops for layer in o.layers})
-    lm.check_layers(layers)
-    groups = _groups(rows, lm.device)
+def _install(lm: LoadedModel, ops: Sequence[Op], groups: Groups, state: State, per_row: bool) -> Iterator[State]:
+    """The one hook installer: an edit hook per target of ``ops`` (:func:`register_edit_hook`,
+    so readers registered later see the edited stream) and the phase pre-hook; all removed in
+    ``finally``, also when the forward pass raises."""
+    targets = list(dict.fromkeys(t for o in ops for t in o.layers))
 
     def pre(_mod: Any, _args: Any, kwargs: dict[str, Any]) -> None:
         if state.deciding:
@@ -213,39 +162,46 @@ def steering(lm: LoadedModel, rows: Sequence[Sequence[Op]], weights: torch.Tenso
         ids = kwargs.get("input_ids")
         state.prompt = (n == 0) if n is not None else (ids.shape[1] > 1 if ids is not None else None)
 
-    def make(layer: int) -> Any:
+    def make(target: Target) -> Any:
         def hook(_mod: Any, _args: Any, output: Any) -> Any:
             h = _hidden(output)
-            if h.shape[0] != state.batch:
+            if not per_row:
+                state.batch = h.shape[0]
+            elif h.shape[0] != state.batch:
                 raise GnomonError(f"per-row steering was set up for {state.batch} rows but the batch has {h.shape[0]}")
-            state.layer, out = layer, h
             if state.prompt is None:                          # no cache object: a long pass is the prompt
                 state.prompt = h.shape[1] > 1
-            for ops, idx in groups:
-                mine = [o for o in ops if layer in o.layers and o.active(state)]
-                if not mine:
-                    continue
-                state.rows = idx
-                sub = out if idx is None else out[idx]
-                for o in mine:
-                    sub = o(sub, state)
-                if idx is None:
-                    out = sub
-                else:
-                    out = out.clone() if out is h else out
-                    out[idx] = sub
-            state.rows = None
+            out = _edit(groups, target, state, h)
             return None if out is h else _replace_hidden(output, out)
         return hook
 
     with ExitStack() as stack:
-        if layers:
+        modules = [(t, _module(lm, t)) for t in targets]
+        if targets:
             handle = lm.model.base_model.register_forward_pre_hook(pre, with_kwargs=True)
             stack.callback(handle.remove)
-        for layer in layers:
-            handle = register_edit_hook(lm.adapter.layer_module(lm.model, layer), make(layer))
+        for target, module in modules:
+            handle = register_edit_hook(module, make(target))
             stack.callback(handle.remove)
         yield state
+
+
+def steering(lm: LoadedModel, rows: Sequence[Sequence[Op]], weights: torch.Tensor | None = None
+             ) -> Any:
+    """Context manager: apply ``rows[i]`` (a list of ops) to batch row ``i`` of every forward
+    pass inside the block; yields the :class:`State`. ``weights``: the prompt's ``mean``
+    pooling weights (:func:`mean_weights`), needed only by ops that read a ``mean`` direction."""
+    state = State(batch=len(rows), weights=weights)
+    lm.check_layers(sorted({t for ops in rows for o in ops for t in o.layers if isinstance(t, int)}))
+    return _install(lm, [o for ops in rows for o in ops], _groups(rows, lm.device), state, per_row=True)
+
+
+def applying(lm: LoadedModel, ops: Sequence[Op]) -> Any:
+    """Context manager: apply ``ops`` in order to every row of every forward pass inside the
+    block, whatever the batch size; yields the :class:`State`. The ops' layers are not checked
+    again here: the constructors (:mod:`pipeline.steer.ops`) check them once."""
+    ops = list(ops)
+    return _install(lm, ops, [(ops, None)] if ops else [], State(batch=0), per_row=False)
 
 
 def decide(lm: LoadedModel, rows: Sequence[Sequence[Op]], state: State, ids: torch.Tensor,
@@ -257,8 +213,8 @@ def decide(lm: LoadedModel, rows: Sequence[Sequence[Op]], state: State, ids: tor
     :func:`steering`; nothing to do (no pass) when every condition reads before it edits."""
     from pipeline.hooks import record_layers, run_until
 
-    late = [o.decide_layer for ops in rows for o in ops
-            if o.decide_layer is not None and o.decide_layer > min(o.layers)]
+    late = [o.decide_layer for ops in rows for o in ops if o.decide_layer is not None
+            and any(not isinstance(t, int) or o.decide_layer > t for t in o.layers)]
     if not late:
         return
     pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
@@ -282,19 +238,3 @@ def mean_weights(lm: LoadedModel, ids: torch.Tensor, mask: torch.Tensor) -> torc
     keep = content & ~first
     w = torch.where(keep.sum(1, keepdim=True) > 0, keep, first).float()
     return w / w.sum(1, keepdim=True).clamp(min=1.0)
-
-
-def generate_rows(lm: LoadedModel, prompts: Sequence[str], rows: Sequence[Sequence[Op]],
-                  max_new_tokens: int = 32, chat: bool = False) -> tuple[list[str], State]:
-    """Greedy continuations with ``rows[i]`` applied to prompt ``i``; also the final state
-    (e.g. which conditions fired: :meth:`Conditional.fired`)."""
-    from pipeline.steer.generate import continuation_texts, encode_prompts, greedy
-
-    if len(rows) != len(prompts):
-        raise GnomonError(f"{len(rows)} op lists for {len(prompts)} prompts: give one list per prompt")
-    enc = encode_prompts(lm, prompts, chat)
-    w = mean_weights(lm, enc["input_ids"], enc["attention_mask"])
-    with steering(lm, rows, weights=w) as state:
-        decide(lm, rows, state, enc["input_ids"], enc["attention_mask"])
-        gen = greedy(lm, enc, max_new_tokens)
-    return continuation_texts(lm, gen), state
