@@ -41,7 +41,7 @@ STAGES = ("best_select", "collect_job", "collect_lock", "conditions", "drift_ana
           "evasion_tasks", "fit_job", "fit_tasks", "fleet_common", "fleet_compare_job", "fleet_edited",
           "fleet_job", "fleet_report", "refs", "report_job", "report_request", "shards", "steer_select",
           "store_repair")
-RUNTIME = ("cluster", "dag", "engine", "output", "ray_executor", "ray_runtime", "results", "scheduler", "spec")
+RUNTIME = ("cluster", "dag", "engine", "job_files", "output", "ray_executor", "ray_runtime", "results", "scheduler", "spec")
 
 MOVES: dict[str, str] = {
     **{f"jobs/{m}.py": f"jobs/stages/{m}.py" for m in STAGES},
