@@ -45,8 +45,8 @@ def main() -> None:
     import numpy as np
 
     from catalog import Catalog
-    from jobs.conditions import describe_rule, rule_of
-    from jobs.refs import resolve_record, scope_model
+    from jobs.stages.conditions import describe_rule, rule_of
+    from jobs.stages.refs import resolve_record, scope_model
     from jobs.serve.resolve import fluency_bound_of
     from pipeline.datasets import load_dataset
     from pipeline.evaluate import vader_compound

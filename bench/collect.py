@@ -183,7 +183,7 @@ def run_floor(model: Any, tok: Any, texts: list[str]) -> float:
     through the model body alone, nothing kept."""
     import torch
 
-    from jobs.collect_job import CollectSpec
+    from jobs.stages.collect_job import CollectSpec
     from pipeline.collect import _pad_left, default_token_budget, length_batches
 
     body = model.get_decoder() if hasattr(model, "get_decoder") else model.base_model
@@ -282,14 +282,14 @@ def profile(dataset: Path, home: Path, executor: str) -> None:
     """One in-process collection with every component's CPU time; prints the breakdown."""
     import pyarrow.parquet as pq
 
-    import jobs.engine as je
-    import jobs.ray_runtime as rr
+    import jobs.runtime.engine as je
+    import jobs.runtime.ray_runtime as rr
     import pipeline.collect as pc
     import pipeline.hooks as ph
     import pipeline.models.cache as mc
     import pipeline.storage as pst
     import pipeline.store as ps
-    from jobs.engine import make_executor
+    from jobs.runtime.engine import make_executor
     je.IN_FLIGHT = 1  # one shard at a time: clean CPU deltas
     m = Meter()
     m.wrap(pc, "_encode", "tokenise")
@@ -304,7 +304,7 @@ def profile(dataset: Path, home: Path, executor: str) -> None:
     m.wrap(mc, "load_model", "model load")
     m.wrap(rr, "ensure_ray", "ray start")
     m.wrap(pc, "collect", "collect() total")
-    from jobs.collect_job import CollectSpec, run_collection
+    from jobs.stages.collect_job import CollectSpec, run_collection
 
     c0, w0 = time.process_time(), time.perf_counter()
     first: list[float] = []

@@ -41,8 +41,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from collect import fresh_home, primed_cache
 
-from jobs.engine import LocalExecutor
-from jobs.ray_executor import RayExecutor
+from jobs.runtime.engine import LocalExecutor
+from jobs.runtime.ray_executor import RayExecutor
 CHECK_LAYERS = (1, 8, 15, 22, 29, 30)
 
 
@@ -111,7 +111,7 @@ def sentiment_pairs() -> list[tuple[str, str]]:
 
 
 def gnomon_run(executor: Any, home: Path, methods: tuple[str, ...]) -> tuple[float, dict[str, Any]]:
-    from jobs.fit_job import FitSpec, run_fit
+    from jobs.stages.fit_job import FitSpec, run_fit
 
     spec = FitSpec(model="smollm2", dataset="sentiment", positions=("last",), methods=methods, register="none")
     t0 = time.perf_counter()
@@ -163,7 +163,7 @@ def baselines(lm: Any, pairs: list[tuple[str, str]]) -> tuple[dict[str, float], 
 
 def padding(lm: Any, pairs: list[tuple[str, str]], home: Path) -> None:
     """Real vs padded tokens each tool's batching feeds the model (explains forward-time gaps)."""
-    from jobs.collect_job import CollectSpec, plan_collection
+    from jobs.stages.collect_job import CollectSpec, plan_collection
 
     def padded(batches: list[list[str]]) -> int:
         return sum(len(b) * max(len(x) for x in lm.tokenizer(b)["input_ids"]) for b in batches)
@@ -252,7 +252,7 @@ def main() -> None:
     import ray
     import torch
 
-    from jobs.ray_runtime import ensure_ray
+    from jobs.runtime.ray_runtime import ensure_ray
     from pipeline.models import load_model
 
     work = Path(tempfile.mkdtemp(prefix="gnomon-bench-fit-"))
@@ -279,7 +279,7 @@ def main() -> None:
         home_local, home_ray = fresh_home(work, cache, "local"), fresh_home(work, cache, "ray")
         side: dict[str, float] = {}
         if args.fit_only:
-            from jobs.collect_job import CollectSpec, run_collection
+            from jobs.stages.collect_job import CollectSpec, run_collection
 
             run_collection(CollectSpec(model="smollm2", dataset="sentiment", positions=("last",)),
                            LocalExecutor(), home_local)

@@ -53,7 +53,7 @@ def _versions(home: Path) -> dict[str, Any]:
 
 
 def numeric(home: Path, ex: Any, concept: str = "sentiment") -> dict[str, Any]:
-    from jobs.fleet_compare_job import FleetCompareSpec, run_fleet_compare
+    from jobs.stages.fleet_compare_job import FleetCompareSpec, run_fleet_compare
 
     ids = [v for v in ("smollm2-base", "smollm2-bf16", "smollm2-fp16", "smollm2-int8") if v in _versions(home)]
     _fleet("fa-numeric", ids, home)
@@ -73,7 +73,7 @@ def numeric(home: Path, ex: Any, concept: str = "sentiment") -> dict[str, Any]:
 
 
 def widths(home: Path, ex: Any, concepts: tuple[str, ...] = CONCEPTS) -> dict[str, Any]:
-    from jobs.fleet_compare_job import FleetCompareSpec, run_fleet_compare
+    from jobs.stages.fleet_compare_job import FleetCompareSpec, run_fleet_compare
 
     _fleet("fa-widths", ["smollm2-base", "minilm"], home)
     res = {}
@@ -90,14 +90,14 @@ def widths(home: Path, ex: Any, concepts: tuple[str, ...] = CONCEPTS) -> dict[st
 
 
 def drift(home: Path, ex: Any, quick: bool = False) -> dict[str, Any]:
-    from jobs.drift_job import DriftSpec, run_drift
+    from jobs.stages.drift_job import DriftSpec, run_drift
 
     vs = _versions(home)
     ft = sorted((v for v in vs.values() if v.kind == "finetune"), key=lambda v: (v.series or "", v.step or 0))
     _fleet("fa-drift", ["smollm2-base", *[v.id for v in ft]], home)
     size = {"n_prompts": 12, "max_new_tokens": 16, "screen_samples": 80} if quick else {"n_prompts": 32, "max_new_tokens": 24}
     out = run_drift(DriftSpec("sentiment", "fa-drift", **size), ex, home)  # type: ignore[arg-type]
-    from jobs.commands.drift import print_drift
+    from jobs.cli.commands.drift import print_drift
 
     print_drift(out)   # every checkpoint paired with its CI, the r's with CIs, the baselines, screening
     return out
@@ -105,8 +105,8 @@ def drift(home: Path, ex: Any, quick: bool = False) -> dict[str, Any]:
 
 def evaluate(home: Path, ex: Any, concept: str = "sentiment", quick: bool = False) -> dict[str, Any]:
     from catalog.fleet_runs import search_fleet_runs
-    from jobs.evaluate_job import EvalSpec, run_evaluation
-    from jobs.fleet_common import ensure_collected, read_versions
+    from jobs.stages.evaluate_job import EvalSpec, run_evaluation
+    from jobs.stages.fleet_common import ensure_collected, read_versions
     from pipeline.direction import Provenance
     from pipeline.fit import fit_direction
     from pipeline.fleet.registry import read_lineage
@@ -172,7 +172,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    from jobs.engine import make_executor
+    from jobs.runtime.engine import make_executor
     home = Path(args.home)
     os.environ["GNOMON_HOME"] = str(home)
     ex = make_executor(args.executor)
@@ -258,7 +258,7 @@ def drift_at_layer(home: Path, drift_json: str, layer: int) -> dict[str, Any]:
     reused): the fine-tunes train only the last blocks, so layers below them do not move."""
     import numpy as np
 
-    from jobs.drift_job import read_corpus
+    from jobs.stages.drift_job import read_corpus
     from pipeline.datasets import neutral_prompts
     from pipeline.evaluate import _acts
     from pipeline.fleet_compare import (

@@ -48,8 +48,8 @@ def catalog_for(home: Path, concept: str, select_steer: bool) -> Any:
 
 
 def fit(concept: str, home: Path, select_steer: bool) -> tuple[dict[str, Any], float]:
-    from jobs.engine import make_executor
-    from jobs.fit_job import FitSpec, run_fit
+    from jobs.runtime.engine import make_executor
+    from jobs.stages.fit_job import FitSpec, run_fit
 
     spec = FitSpec(model="smollm2", dataset=concept, layers=LAYERS, positions=("last", "mean"),
                    select_steer=select_steer)
@@ -90,8 +90,8 @@ def main() -> None:
     print(f"load average at start: {os.getloadavg()}", flush=True)
     try:
         for concept in args.concepts.split(","):
-            from jobs.collect_job import CollectSpec, run_collection
-            from jobs.engine import LocalExecutor
+            from jobs.stages.collect_job import CollectSpec, run_collection
+            from jobs.runtime.engine import LocalExecutor
             t0 = time.perf_counter()
             run_collection(CollectSpec(model="smollm2", dataset=concept, layers=LAYERS, positions=("last", "mean")),
                            LocalExecutor(), home)

@@ -43,8 +43,8 @@ def main() -> None:
 def measure(args: argparse.Namespace, home: Path) -> None:
     import torch
 
-    from jobs.collect_job import CollectSpec, run_collection
-    from jobs.engine import make_executor
+    from jobs.stages.collect_job import CollectSpec, run_collection
+    from jobs.runtime.engine import make_executor
     from pipeline.contrast import StoreDB, contrast_splits
     from pipeline.datasets import load_dataset
     from pipeline.direction import Provenance

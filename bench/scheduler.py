@@ -55,7 +55,7 @@ def _dataset(path: Path, n: int) -> Path:
 
 
 def bench_collect(executor: Any, dataset: Path, home: Path, workers: int) -> dict[str, float]:
-    from jobs.collect_job import (IN_FLIGHT, CollectSpec, collect_shard, load_for_spec, model_pool,
+    from jobs.stages.collect_job import (IN_FLIGHT, CollectSpec, collect_shard, load_for_spec, model_pool,
                                   plan_collection)
 
     spec = CollectSpec(model=MODEL, dataset=str(dataset), layers=(1,), positions=("last",), shard_size=1,
@@ -143,7 +143,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from jobs.engine import make_executor
+    from jobs.runtime.engine import make_executor
     scratch = Path(tempfile.mkdtemp(prefix="gnomon-bench-sched-"))
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; model {MODEL}; "
           f"{args.shards} shards of 1 example, 1 layer")
@@ -153,7 +153,7 @@ def main() -> None:
         for kind in [k.strip() for k in args.executors.split(",") if k.strip()]:
             home = scratch / f"home-{kind}"
             if kind == "ray":
-                from jobs.ray_runtime import ensure_ray
+                from jobs.runtime.ray_runtime import ensure_ray
 
                 ensure_ray(num_cpus=args.ray_workers, object_store_memory=256 * 1024 * 1024)
                 executor = make_executor("ray", num_workers=args.ray_workers)

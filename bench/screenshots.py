@@ -50,8 +50,8 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, str(ROOT))
     from jobs.cli import main as gnomon
-    from jobs.engine import LocalExecutor
-    from jobs.fleet_compare_job import FleetCompareSpec, run_fleet_compare
+    from jobs.runtime.engine import LocalExecutor
+    from jobs.stages.fleet_compare_job import FleetCompareSpec, run_fleet_compare
     from tests.fleet_tiny import build_tiny_fleet, register_small_sentiment
 
     with tempfile.TemporaryDirectory() as tmp:

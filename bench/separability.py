@@ -44,8 +44,8 @@ class LayerScore:
 
 def collect_concepts(home: Path, concepts: Sequence[str], executor: str = "local") -> dict[str, Any]:
     """Collect every concept (resuming) and return its run summaries."""
-    from jobs.collect_job import CollectSpec, run_collection
-    from jobs.engine import make_executor
+    from jobs.stages.collect_job import CollectSpec, run_collection
+    from jobs.runtime.engine import make_executor
     out = {}
     ex = make_executor(executor)
     for c in concepts:

@@ -38,7 +38,7 @@ NOTE = ('Reading: the chosen steering direction is mean_diff at layer 1, `mean` 
 
 def fitted(lm: Any, home: Path, concept: str, method: str, layer: int, position: str) -> Any:
     """One direction, fitted by the fit job's own unit of work from the stored contrast set."""
-    from jobs.fit_tasks import GroupTask, fit_layer
+    from jobs.stages.fit_tasks import GroupTask, fit_layer
     from pipeline.datasets import load_dataset
 
     ds = load_dataset(concept, home=home)
@@ -83,8 +83,8 @@ def main() -> int:
 
     import torch
 
-    from jobs.engine import LocalExecutor
-    from jobs.fit_job import FitSpec, run_fit
+    from jobs.runtime.engine import LocalExecutor
+    from jobs.stages.fit_job import FitSpec, run_fit
     from pipeline.datasets import neutral_prompts
     from pipeline.evaluate import (
         ablation_probe,

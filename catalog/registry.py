@@ -72,7 +72,7 @@ class Registry:
             from mlflow import MlflowClient
 
             # migration notes are MLflow's; set after its import, which configures its loggers
-            # (the CLI also sets MLFLOW_LOGGING_LEVEL, see jobs.output.quiet_libraries)
+            # (the CLI also sets MLFLOW_LOGGING_LEVEL, see jobs.runtime.output.quiet_libraries)
             if not os.environ.get("GNOMON_VERBOSE"):
                 for name in ("mlflow", "alembic"):
                     logging.getLogger(name).setLevel(logging.WARNING)

@@ -62,7 +62,7 @@ def small_dataset(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def ray_instance() -> Iterator[Any]:
     """One real local Ray instance for the whole test session (starting one costs ~3 s)."""
-    from jobs.ray_runtime import ensure_ray
+    from jobs.runtime.ray_runtime import ensure_ray
 
     ray = ensure_ray(num_cpus=2, object_store_memory=256 * 1024 * 1024)
     yield ray

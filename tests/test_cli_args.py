@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs.commands.args import parse_choices, parse_layers, parse_params
-from jobs.spec import load_job
+from jobs.cli.commands.args import parse_choices, parse_layers, parse_params
+from jobs.runtime.spec import load_job
 from pipeline.methods import method_names
 from pipeline.types import GnomonError
 
@@ -55,7 +55,7 @@ def test_fit_cli_passes_params_to_the_method(home: Path, tmp_path: Path, capsys:
 
 SHARED_FLAGS = {"--layers", "--positions", "--methods", "--param", "--executor", "--ray-address", "--workers",
                 "--tracking-uri", "--home", "--json"}
-OWN_MEANING = {("jobs/commands/steer.py", "--positions")}
+OWN_MEANING = {("jobs/cli/commands/steer.py", "--positions")}
 """A shared flag a command defines itself because it means something else there (steer's
 ``--positions``: which token positions an intervention edits, all/prompt/generated)."""
 
@@ -65,13 +65,13 @@ def test_shared_options_are_defined_once_in_the_table() -> None:
     ``add_options`` (issue 24: ``--tracking-uri`` was inline in 13 modules with 8 wordings)."""
     import ast
 
-    from jobs.commands.args import OPTIONS
+    from jobs.cli.commands.args import OPTIONS
 
     root = Path(__file__).resolve().parents[1]
     inline = []
     for path in sorted((root / "jobs").rglob("*.py")):
         rel = str(path.relative_to(root))
-        if rel == "jobs/commands/args.py":
+        if rel == "jobs/cli/commands/args.py":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "add_argument":
@@ -98,9 +98,9 @@ def test_a_job_specs_fit_defaults_are_gnomon_fits(tmp_path: Path) -> None:
     fit`` with no flags fits (they once differed: ``last`` vs ``last,mean``)."""
     from dataclasses import fields
 
-    from jobs.commands.args import OPTIONS, parse_positions
-    from jobs.fit_job import FitSpec
-    from jobs.spec import FitSection
+    from jobs.cli.commands.args import OPTIONS, parse_positions
+    from jobs.stages.fit_job import FitSpec
+    from jobs.runtime.spec import FitSection
 
     p = tmp_path / "j.toml"
     p.write_text('[job]\nname = "j"\nmodels = ["tiny:llama"]\n[fit]\nconcepts = ["sentiment"]\n')

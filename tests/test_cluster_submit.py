@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs import cluster
+from jobs.runtime import cluster
 from jobs.cli import main
 from pipeline.types import GnomonError
 
@@ -65,7 +65,7 @@ def test_build_job_ships_the_concept_files_the_spec_names(tmp_path: Path) -> Non
     """The driver runs on the head, which may not see this disk: every concept file the
     spec names (relative to it or absolute) travels in the job's folder and the shipped spec
     points at the copy; a concept that is a shipped name (no file) stays as it is."""
-    from jobs.spec import load_job
+    from jobs.runtime.spec import load_job
 
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "mood.jsonl").write_text('{"text": "a", "label": "x"}\n')

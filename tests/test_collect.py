@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from jobs.collect_job import CollectSpec, run_collection
-from jobs.engine import LocalExecutor
+from jobs.stages.collect_job import CollectSpec, run_collection
+from jobs.runtime.engine import LocalExecutor
 from pipeline.collect import SINK_RATIO, collect, mean_pool
 from pipeline.steer import Op, applying
 from pipeline.store import ActivationStore

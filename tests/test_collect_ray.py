@@ -8,9 +8,9 @@ from typing import Any
 import duckdb
 import pytest
 
-from jobs.collect_job import CollectSpec, run_collection
-from jobs.engine import LocalExecutor
-from jobs.ray_executor import RayExecutor
+from jobs.stages.collect_job import CollectSpec, run_collection
+from jobs.runtime.engine import LocalExecutor
+from jobs.runtime.ray_executor import RayExecutor
 from pipeline.store import ActivationStore
 
 

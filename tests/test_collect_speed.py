@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jobs.collect_job import CollectSpec, run_collection
-from jobs.engine import AutoExecutor, LocalExecutor, make_executor
+from jobs.stages.collect_job import CollectSpec, run_collection
+from jobs.runtime.engine import AutoExecutor, LocalExecutor, make_executor
 from pipeline.collect import collect, length_batches
 from pipeline.models import cached_model, clear_model_cache, model_identity
 from pipeline.types import GnomonError
@@ -95,8 +95,8 @@ def test_fully_stored_collect_loads_no_model_and_imports_no_torch(home: Path, sm
     assert ident is not None and ident.fingerprint == first["fingerprint"] and ident.num_layers == first["num_layers"]
     script = (
         "import json, sys\n"
-        "from jobs.collect_job import CollectSpec, run_collection\n"
-        "from jobs.engine import make_executor\n"
+        "from jobs.stages.collect_job import CollectSpec, run_collection\n"
+        "from jobs.runtime.engine import make_executor\n"
         f"s = run_collection(CollectSpec(model={str(model_dir)!r}, dataset={str(small_dataset)!r}, layers=(1, 2), "
         "shard_size=10), make_executor('auto'))\n"
         "print(json.dumps({**s, 'torch': 'torch' in sys.modules, 'ray': 'ray' in sys.modules}))\n")
@@ -136,7 +136,7 @@ def test_auto_executor_choices(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     assert make_executor().__class__ is AutoExecutor
     assert AutoExecutor(address="ray://head:10001").pool_choice()[0] == "ray"
-    import jobs.engine as je
+    import jobs.runtime.engine as je
 
     monkeypatch.setattr(je, "_gpu_count", lambda: 2)
     assert AutoExecutor().pool_choice() == ("ray", "2 GPUs, one actor each")
@@ -156,7 +156,7 @@ def test_auto_executor_choices(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_auto_collect_runs_in_process_here_and_says_so(home: Path, small_dataset: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    import jobs.engine as je
+    import jobs.runtime.engine as je
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setattr(je, "_gpu_count", lambda: 0)

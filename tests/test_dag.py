@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs.dag import run_job
-from jobs.spec import EXAMPLES, load_job
+from jobs.runtime.dag import run_job
+from jobs.runtime.spec import EXAMPLES, load_job
 from pipeline.types import GnomonError
 
 SPEC = """

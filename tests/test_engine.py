@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from jobs.engine import LocalExecutor
-from jobs.ray_executor import RayExecutor
+from jobs.runtime.engine import LocalExecutor
+from jobs.runtime.ray_executor import RayExecutor
 
 INITS: list[str] = []
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from jobs.evasion_build import evasion_fleet, read_monitor
-from jobs.evasion_job import EvasionSpec, run_evasion
-from jobs.fleet_job import build_fleet, plan_for
+from jobs.stages.evasion_build import evasion_fleet, read_monitor
+from jobs.stages.evasion_job import EvasionSpec, run_evasion
+from jobs.stages.fleet_job import build_fleet, plan_for
 from pipeline.fleet.registry import load_fleet, read_lineage
 from pipeline.types import GnomonError
 

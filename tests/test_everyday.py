@@ -179,21 +179,21 @@ def test_ui_starts_and_answers_on_loopback(catalog_home: Path, tmp_path: Path) -
 
 def test_evaluate_refuses_a_missing_model_before_catalog_or_ray(home: Path, capsys: pytest.CaptureFixture[str],
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    import jobs.ray_runtime
+    import jobs.runtime.ray_runtime
 
     def no_ray(*_a: object, **_k: object) -> None:
         raise AssertionError("Ray was started before the model check")
 
     # another test of the session may have started Ray already: catch any use of it instead
-    monkeypatch.setattr(jobs.ray_runtime, "ensure_ray", no_ray)
+    monkeypatch.setattr(jobs.runtime.ray_runtime, "ensure_ray", no_ray)
     # the reference does not exist either: the model check must come first, so that is never read
     assert main(["evaluate", "nothing/1", "--models", "/no/such/model.gguf", "--executor", "ray"]) == 2
     assert "/no/such/model.gguf does not exist" in capsys.readouterr().err
 
 
 def test_run_checks_neutral_prompts_before_any_stage(home: Path, tmp_path: Path) -> None:
-    from jobs.dag import run_job
-    from jobs.spec import load_job
+    from jobs.runtime.dag import run_job
+    from jobs.runtime.spec import load_job
     from pipeline.types import GnomonError
     from tests.conftest import write_dataset
 

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import torch
 
-from jobs.engine import LocalExecutor
-from jobs.ray_executor import RayExecutor
-from jobs.fit_job import FitSpec, run_fit, sweep_curves
+from jobs.runtime.engine import LocalExecutor
+from jobs.runtime.ray_executor import RayExecutor
+from jobs.stages.fit_job import FitSpec, run_fit, sweep_curves
 from pipeline.direction import Direction, Provenance
 from pipeline.types import GnomonError
 from tests.conftest import write_dataset
@@ -68,7 +68,7 @@ def test_ray_fan_out_gives_the_same_directions(ray_instance: Any, home: Path, to
     """Separate homes, so the Ray run collects and fits its own store (nothing is reused)."""
     import torch
 
-    from jobs.fit_tasks import GroupTask, fit_layer
+    from jobs.stages.fit_tasks import GroupTask, fit_layer
     from pipeline.datasets import load_dataset
 
     spec = FitSpec(model="tiny:gpt2", dataset=str(toy), positive="pos", negative="neg",
@@ -123,8 +123,8 @@ def test_one_class_contrast_and_bad_requests_fail_clearly(home: Path, tmp_path: 
 
 
 def test_layer_not_in_store_is_named(home: Path, toy: Path) -> None:
-    from jobs.collect_job import CollectSpec, run_collection
-    from jobs.fit_tasks import GroupTask, fit_layer
+    from jobs.stages.collect_job import CollectSpec, run_collection
+    from jobs.stages.fit_tasks import GroupTask, fit_layer
 
     run_collection(CollectSpec(model="tiny:llama", dataset=str(toy), layers=(1, 2)), LocalExecutor(), home)
     task = GroupTask(home=str(home), model="tiny:llama", revision="main", dataset="toy", concept="toy",

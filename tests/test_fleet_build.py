@@ -55,8 +55,8 @@ def _scratch_corpus() -> Any:
 
 def test_scratch_series_of_three_checkpoints_each_fitted(catalog_home: Path, tmp_path: Path) -> None:
     from catalog import Catalog
-    from jobs.engine import LocalExecutor
-    from jobs.fit_job import FitSpec, run_fit
+    from jobs.runtime.engine import LocalExecutor
+    from jobs.stages.fit_job import FitSpec, run_fit
 
     lins = train_scratch(_scratch_corpus(), "tiny-scratch", SCRATCH, tokenizer_from="tiny",
                          home=catalog_home, log=lambda _s: None)

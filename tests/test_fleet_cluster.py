@@ -220,7 +220,7 @@ def test_fleet_on_ray_head_and_mlflow_server(tmp_path: Path, services: dict[str,
 
     # 4. The stage markers lost (a RayJob's fresh cluster keeps none): the job redoes the fits,
     # which fan out as Ray tasks from concurrent stages (they raced into `ray.init` before
-    # jobs.ray_runtime locked it), and registers nothing twice nor writes a shard again.
+    # jobs.runtime.ray_runtime locked it), and registers nothing twice nor writes a shard again.
     shutil.rmtree(home / "jobs")
     sub = _gnomon(["submit", str(spec), "--address", services["jobs"], "--tracking-uri", url,
                    "--env", f"GNOMON_HOME={home}", "--json"], env)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from jobs.cli import main
-from jobs.engine import LocalExecutor
-from jobs.fleet_compare_job import FleetCompareSpec, run_fleet_compare
+from jobs.runtime.engine import LocalExecutor
+from jobs.stages.fleet_compare_job import FleetCompareSpec, run_fleet_compare
 from tests.fleet_tiny import build_tiny_fleet, register_small_sentiment
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jobs.engine import LocalExecutor
-from jobs.fleet_compare_job import FleetCompareSpec, run_fleet_compare
+from jobs.runtime.engine import LocalExecutor
+from jobs.stages.fleet_compare_job import FleetCompareSpec, run_fleet_compare
 from tests.fleet_tiny import build_tiny_fleet, register_small_sentiment
 
 
 def test_two_groups_of_one_width_keep_their_figures(tmp_path: Path) -> None:
-    from jobs.fleet_report import compare_figures
+    from jobs.stages.fleet_report import compare_figures
 
     def group(vs: list[str], c: float) -> dict:
         return {"width": 32, "best_layer": 2, "versions": vs, "layers": [1, 2], "min_cosine": [c, c],

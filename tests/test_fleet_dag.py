@@ -43,8 +43,8 @@ def _last_job_run(home: Path, job: str) -> dict[str, float]:
 def test_fleet_dag_runs_once_reruns_nothing_and_redoes_only_a_changed_concept(
         executor: str, catalog_home: Path, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     from catalog import Catalog
-    from jobs.dag import run_job
-    from jobs.spec import load_job
+    from jobs.runtime.dag import run_job
+    from jobs.runtime.spec import load_job
 
     if executor == "ray":
         request.getfixturevalue("ray_instance")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from jobs.cli import main
-from jobs.engine import LocalExecutor
+from jobs.runtime.engine import LocalExecutor
 from tests.fleet_tiny import add_version, build_tiny_fleet, perturbed
 
 
@@ -50,7 +50,7 @@ def _ft_fleet(home: Path) -> dict[str, Path]:
 
 def test_drift_over_two_series(catalog_home: Path) -> None:
     from catalog.fleet_runs import search_fleet_runs
-    from jobs.drift_job import DriftSpec, run_drift
+    from jobs.stages.drift_job import DriftSpec, run_drift
     from pipeline.datasets import neutral_prompts
     from pipeline.evaluate import _acts
     from pipeline.models import load_model
@@ -123,7 +123,7 @@ def test_drift_errors(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
 def test_drift_json_over_three_seeds_of_a_built_fleet(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`gnomon fleet build --tiny` (3 seeds per series, openings masked) then `gnomon drift
     --json`: every statistic of issue 22's item 1 with a CI, seeds read together."""
-    from jobs.fleet_job import build_fleet, plan_for
+    from jobs.stages.fleet_job import build_fleet, plan_for
 
     build_fleet(plan_for(tiny=True), home, only=("base", "ft-negative", "ft-control"), log=lambda _s: None)
     assert main(["drift", "sentiment", "--fleet", "tiny", "--executor", "local", "--no-log", "--json", "--prompts", "6",
@@ -162,7 +162,7 @@ def test_drift_task_without_a_text_scorer_reads_per_prompt_logodds(home: Path) -
     words, now per prompt: their mean is the old single reading (logodds_sweep at 0)."""
     import torch
 
-    from jobs.drift_tasks import DriftTask, drift_checkpoint
+    from jobs.stages.drift_tasks import DriftTask, drift_checkpoint
     from pipeline.direction import Direction, Provenance
     from pipeline.dose import concept_words, logodds_sweep
     from pipeline.models import load_model

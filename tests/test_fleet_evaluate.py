@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 
 from jobs.cli import main
-from jobs.engine import LocalExecutor
-from jobs.ray_executor import RayExecutor
+from jobs.runtime.engine import LocalExecutor
+from jobs.runtime.ray_executor import RayExecutor
 from tests.fleet_tiny import build_tiny_fleet, register_small_sentiment
 
 
 def _direction(home: Path) -> Path:
     """A sentiment mean-difference direction of t-base at layer 1, fitted from its stored rows."""
-    from jobs.fleet_common import ensure_collected
+    from jobs.stages.fleet_common import ensure_collected
     from pipeline.direction import Provenance
     from pipeline.fit import fit_direction
     from pipeline.fleet_compare import read_layer_data
@@ -36,7 +36,7 @@ def _direction(home: Path) -> Path:
 def test_evaluate_over_a_fleet_as_ray_tasks_then_catalog_query(catalog_home: Path, ray_instance: object,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     from catalog.fleet_runs import search_fleet_runs
-    from jobs.evaluate_job import EvalSpec, run_evaluation
+    from jobs.stages.evaluate_job import EvalSpec, run_evaluation
 
     build_tiny_fleet(catalog_home, bert=True)
     register_small_sentiment(catalog_home, 24)
@@ -85,7 +85,7 @@ def test_evaluate_fleet_errors(catalog_home: Path, capsys: pytest.CaptureFixture
 
 
 def test_job_spec_evaluate_section_takes_a_fleet(tmp_path: Path) -> None:
-    from jobs.spec import load_job
+    from jobs.runtime.spec import load_job
 
     p = tmp_path / "job.toml"
     p.write_text('[job]\nname = "f"\nmodels = ["smollm2"]\n\n[[evaluate]]\nconcept = "sentiment"\nfleet = "smollm2"\n')
@@ -98,7 +98,7 @@ def test_a_rebuilt_version_is_collected_again(home: Path) -> None:
     not the new version's: the fleet commands collect them again instead of reading them."""
     import shutil
 
-    from jobs.fleet_common import ensure_collected
+    from jobs.stages.fleet_common import ensure_collected
     from pipeline.fleet_compare import read_layer_data
     from tests.fleet_tiny import add_version, perturbed
 
@@ -119,7 +119,7 @@ def test_read_out_only_evaluation_reports_no_steering_figures(catalog_home: Path
     """``strengths = [0]`` (the demo's lie detector) asks only for the read-out: no sweep, no
     log-odds and no next-token KL at a "max strength" of 0, which would read 0.000 and look
     like a direction that moves nothing."""
-    from jobs.evaluate_job import EvalSpec, run_evaluation
+    from jobs.stages.evaluate_job import EvalSpec, run_evaluation
 
     build_tiny_fleet(catalog_home)
     register_small_sentiment(catalog_home, 24)

@@ -42,8 +42,8 @@ def test_masking_needs_openings() -> None:
 
 
 def test_seeds_plan_and_group(home: Path) -> None:
-    from jobs.drift_job import series_group
-    from jobs.fleet_job import build_fleet, plan_for, planned_ids
+    from jobs.stages.drift_job import series_group
+    from jobs.stages.fleet_job import build_fleet, plan_for, planned_ids
 
     plan = plan_for(tiny=True, seeds=(0, 1), finetune={"steps": 2, "every": 2, "batch_size": 2, "max_length": 48,
                                                        "train_blocks": 1, "n_texts": 6})

@@ -145,7 +145,7 @@ _TOML = st.lists(st.tuples(st.sampled_from(["[job]", "[fit]", "[[evaluate]]", "[
 @FUZZ
 @given(sections=_TOML, junk=st.binary(max_size=40))
 def test_fuzz_job_specs(fuzz_home: Path, tmp_path: Path, sections: list, junk: bytes) -> None:
-    from jobs.spec import load_job
+    from jobs.runtime.spec import load_job
 
     CASES["job specs"] += 1
     text = "\n".join(h + "\n" + "\n".join(f"{k} = {v}" for k, v in kv) for h, kv in sections)

@@ -26,7 +26,7 @@ CREDENTIALS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
 
 def _read_env_names() -> set[str]:
     """Environment variables gnomon's own code reads."""
-    from jobs import cluster
+    from jobs.runtime import cluster
 
     pat = re.compile(r"""(?:environ\.get\(|environ\[|getenv\()\s*["']([A-Z][A-Z0-9_]*)["']""")
     names = {m for pkg in ("jobs", "pipeline", "catalog") for f in (ROOT / pkg).rglob("*.py")

@@ -260,7 +260,7 @@ def test_verdict_names_failed_control_and_additivity() -> None:
 
 # ---- the job and the command --------------------------------------------------------------
 def test_fleet_models_reads_the_fleet_file(home: Path) -> None:
-    from jobs.report_job import fleet_models
+    from jobs.stages.report_job import fleet_models
     from pipeline.types import GnomonError
 
     (home / "fleets").mkdir()
@@ -329,7 +329,7 @@ def test_report_html_path_checked_first_and_may_be_the_reports_own_page(catalog_
 
 
 def test_report_stage_in_job_specs(tmp_path: Path) -> None:
-    from jobs.spec import load_job
+    from jobs.runtime.spec import load_job
     from pipeline.types import GnomonError
 
     p = tmp_path / "job.toml"

@@ -55,8 +55,8 @@ def median_diff(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str
 
 def test_a_registered_method_is_offered_validated_and_ranked(median_diff: str, tmp_path: Path) -> None:
     from jobs.cli import build_parser
-    from jobs.commands.args import parse_methods, parse_params
-    from jobs.spec import load_job
+    from jobs.cli.commands.args import parse_methods, parse_params
+    from jobs.runtime.spec import load_job
     from pipeline.fit import FIT_METHODS, check_method_params
     from pipeline.selection import Candidate, choose
     from pipeline.types import GnomonError

@@ -14,7 +14,7 @@ from tests.conftest import write_dataset
 
 
 def test_report_name_comes_from_the_file_stem() -> None:
-    from jobs.report_job import ReportSpec, report_name
+    from jobs.stages.report_job import ReportSpec, report_name
 
     def name(*concepts: str, given: str | None = None) -> str:
         return report_name(ReportSpec(concepts=concepts, models=("m",), name=given))

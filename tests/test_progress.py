@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.output import step
+from jobs.runtime.output import step
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -93,7 +93,7 @@ def test_step_prints_start_end_and_failure() -> None:
 def test_a_piped_line_arrives_when_it_is_printed(tmp_path: Path) -> None:
     """The child prints one line, then waits for input: the line must be readable before the
     child exits (with block buffering it would sit in the child's buffer until then)."""
-    code = ("import sys; from jobs.output import line_buffered; line_buffered(); "
+    code = ("import sys; from jobs.runtime.output import line_buffered; line_buffered(); "
             "print('[start] long step'); sys.stdin.read()")
     p = subprocess.Popen([sys.executable, "-c", code], env=env(tmp_path / "h"), stdin=subprocess.PIPE,
                          stdout=subprocess.PIPE, text=True)

@@ -77,8 +77,8 @@ def test_every_readme_command_runs(catalog_home: Path, tmp_path: Path, monkeypat
 
 def test_readme_python_example_runs(catalog_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The Python block, after a small fit it needs (sentiment@best on the tiny model)."""
-    from jobs.engine import LocalExecutor
-    from jobs.fit_job import FitSpec, run_fit
+    from jobs.runtime.engine import LocalExecutor
+    from jobs.stages.fit_job import FitSpec, run_fit
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     out = run_fit(FitSpec(model="tiny:llama", dataset="sentiment", layers=(1, 2, 3),

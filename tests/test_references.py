@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from jobs.engine import LocalExecutor
-from jobs.fit_job import FitSpec, run_fit
+from jobs.runtime.engine import LocalExecutor
+from jobs.stages.fit_job import FitSpec, run_fit
 from pipeline.types import GnomonError
 from tests.conftest import write_dataset
 

@@ -152,8 +152,8 @@ def test_bad_parameters_are_refused_before_work(home: Path, small_dataset: Path,
 def test_job_spec_parameters_are_checked_before_any_stage(home: Path, small_dataset: Path) -> None:
     """A job spec's ``[fit.params.ccs] epochs = "abc"`` is refused before the collection stage.
     Failed before: refused only in the fit stage, after the collection had run."""
-    from jobs.dag import run_job
-    from jobs.spec import load_job
+    from jobs.runtime.dag import run_job
+    from jobs.runtime.spec import load_job
 
     spec = home.parent / "job.toml"
     spec.write_text(f'[job]\nname = "j"\nmodels = ["tiny:llama"]\nexecutor = "local"\n[fit]\n'
@@ -189,7 +189,7 @@ def _write_lineage(home: Path, vid: str, **doc: Any) -> None:
 
 def test_corrupt_lineage_is_reported_and_skipped(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Failed before: a ``lineage.json`` whose fingerprint was not a string made ``models ls``
-    an internal error (``jobs/commands/models.py`` sliced it), ``"step": "x"`` and an ``id``
+    an internal error (``jobs/cli/commands/models.py`` sliced it), ``"step": "x"`` and an ``id``
     that differs from its folder were accepted, and one corrupt file made ``models ls`` and
     ``fleet show`` fail for every version. Now lineage files are checked against a schema;
     a bad one is reported on stderr (file and field) and skipped."""
@@ -335,8 +335,8 @@ def test_store_gc_leaves_a_running_collection_alone(home: Path, small_dataset: P
     """Failed before: ``store gc --min-age 0`` during a collection deleted its in-flight
     temporary file. Now a collection holds a lock for as long as it runs, and gc leaves
     every file younger than the oldest running collection alone."""
-    from jobs.collect_job import CollectSpec, collect
-    from jobs.engine import make_executor
+    from jobs.stages.collect_job import CollectSpec, collect
+    from jobs.runtime.engine import make_executor
     seen: dict[str, Any] = {}
 
     def during(_: Any) -> None:  # the collection has started: a shard is being written

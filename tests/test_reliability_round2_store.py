@@ -23,8 +23,8 @@ import pytest
 import torch
 
 from jobs.cli import main as cli
-from jobs.collect_job import CollectSpec, run_collection
-from jobs.engine import LocalExecutor
+from jobs.stages.collect_job import CollectSpec, run_collection
+from jobs.runtime.engine import LocalExecutor
 from pipeline.contrast import StoreDB
 from pipeline.store import ActivationStore, activation_table, ids_digest, sha256_file
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from jobs.cli import main as cli
-from jobs.collect_job import CollectSpec, run_collection
-from jobs.engine import LocalExecutor
+from jobs.stages.collect_job import CollectSpec, run_collection
+from jobs.runtime.engine import LocalExecutor
 from pipeline.contrast import StoreDB, contrast_set
 from pipeline.store import ActivationStore, activation_table
 from pipeline.types import GnomonError

@@ -1,6 +1,6 @@
 """Issue 10: changing one concept's data redoes only that concept. Two things make it work:
 
-1. ``jobs/dag.py`` keys the fit stage on the dataset's content hash and the model
+1. ``jobs/runtime/dag.py`` keys the fit stage on the dataset's content hash and the model
    fingerprint (with the settings and the catalog), so after an edit the rerun refits the
    edited concept and skips the other;
 2. the collection replaces the stored examples of an edited dataset, and each shard's
@@ -17,8 +17,8 @@ from tests.conftest import write_dataset
 
 def test_changing_one_concept_redoes_only_that_concept(catalog_home: Path, tmp_path: Path) -> None:
     from catalog import Catalog
-    from jobs.dag import run_job
-    from jobs.spec import load_job
+    from jobs.runtime.dag import run_job
+    from jobs.runtime.spec import load_job
 
     mood = write_dataset(tmp_path / "mood.jsonl", labels=("mood_hi", "mood_lo"))
     tone = write_dataset(tmp_path / "tone.jsonl", labels=("tone_hi", "tone_lo"))

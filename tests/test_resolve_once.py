@@ -135,7 +135,7 @@ def test_resolved_layers_are_trusted_only_for_the_same_depth() -> None:
 def test_a_resolved_spec_is_the_same_cached_model_and_pool(home: Path) -> None:
     """Carrying the resolved source must not make a second identity: the model cache and
     the worker pools key a spec the same whether or not its source was resolved."""
-    from jobs.shards import model_pool
+    from jobs.stages.shards import model_pool
     from pipeline.models import ModelSpec, cached_model, clear_model_cache
 
     plain = ModelSpec(id="tiny:llama:2x16")
@@ -153,7 +153,7 @@ def test_a_collect_spec_states_its_model_once(home: Path) -> None:
     """``CollectSpec.model`` is the one statement of the model: a plain id becomes a
     ``ModelSpec``, the loose command-line fields go into it, and the cache answers for the
     resolved and the unresolved spec alike (``is_cached`` once keyed them apart)."""
-    from jobs.collect_job import CollectSpec
+    from jobs.stages.collect_job import CollectSpec
     from pipeline.models import ModelSpec, cached_model, clear_model_cache
     from pipeline.models.cache import is_cached
 
@@ -178,8 +178,8 @@ def test_drift_resolves_each_version_once(catalog_home: Path, counts: collection
     concept's record (labels, prompts, scorer) read once, its dataset loaded once (by the
     base's collection). Its layer is checked per version as each one reads it (other models)."""
     import pipeline.models.loading as L
-    from jobs.drift_job import DriftSpec, run_drift
-    from jobs.engine import LocalExecutor
+    from jobs.stages.drift_job import DriftSpec, run_drift
+    from jobs.runtime.engine import LocalExecutor
     from tests.test_fleet_drift import _ft_fleet
 
     _ft_fleet(catalog_home)

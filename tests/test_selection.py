@@ -70,7 +70,7 @@ def _layered(rng: np.random.Generator, n: int, layers: int, d: int = 16) -> dict
 
 
 def test_sweep_on_saturated_synthetic_activations_picks_a_mid_layer() -> None:
-    from jobs.fit_job import sweep_curves
+    from jobs.stages.fit_job import sweep_curves
     from pipeline.fit import fit_direction
 
     rng = np.random.default_rng(0)
@@ -121,7 +121,7 @@ def test_best_steer_is_not_set_for_directions_that_do_not_steer(catalog_home: Pa
     positive change (this test's earlier form asserted exactly that); now neither qualifies,
     the alias is not set, and each candidate says why."""
     from catalog import Catalog
-    from jobs.steer_select import select_steer
+    from jobs.stages.steer_select import select_steer
     from pipeline.datasets import load_dataset
     from pipeline.evaluate import _acts
     from tests.conftest import write_dataset
@@ -148,7 +148,7 @@ def test_best_steer_picks_a_planted_steering_direction(catalog_home: Path, tiny_
     in every validation couple. It must be chosen, with both intervals clear of zero; its
     negation moves the score the wrong way at both signs and must not qualify."""
     from catalog import Catalog
-    from jobs.steer_select import select_steer
+    from jobs.stages.steer_select import select_steer
     from pipeline.datasets import load_dataset
     from tests.conftest import write_dataset
 

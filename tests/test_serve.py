@@ -40,7 +40,7 @@ def _dir(lm, layer, vector, concept, position="last", hidden=None):
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, mlflow_template, tiny_models):
     from catalog import Catalog
-    from jobs.conditions import threshold_tags
+    from jobs.stages.conditions import threshold_tags
     from jobs.serve.resolve import fluency_bound_of
     from jobs.serve.server import build, start
     from pipeline.monitor import score_texts

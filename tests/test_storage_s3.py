@@ -176,7 +176,7 @@ def test_shard_without_manifest_is_invisible_and_rerun_writes_once(s3: str, monk
     assert not store.shard_complete(M, R, D, 2, 0, fingerprint="fp", positions=["last"])
     with StoreDB(s3, threads=1) as db:
         assert db.query("SELECT count(*) AS n FROM activations WHERE layer = 2").column("n")[0].as_py() == 0
-    from jobs.commands.store import scan
+    from jobs.cli.commands.store import scan
 
     (orphan,) = scan(s3)["orphans"]                     # `gnomon store gc` would delete it
     assert str(orphan) == f"{s3}/activations/model={store.key(M)}/revision={R}/dataset={D}/layer=2/part-00000.parquet"
@@ -347,8 +347,8 @@ def test_wrong_credentials_are_one_line(tmp_path: Path, monkeypatch: pytest.Monk
 def test_stage_markers_are_shared_by_every_node(s3: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A job's completion markers live in the bucket: a rerun on another node (its own
     GNOMON_CACHE) skips a stage any node finished with the same inputs."""
-    from jobs.engine import LocalExecutor
-    from jobs.scheduler import Stage, run_stages
+    from jobs.runtime.engine import LocalExecutor
+    from jobs.runtime.scheduler import Stage, run_stages
     from pipeline.home import gnomon_home
 
     calls: list[str] = []

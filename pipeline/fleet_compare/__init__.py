@@ -1,8 +1,8 @@
 """Comparing one concept across the versions of a fleet: direction cosines, probe transfer,
 emergence over training, cross-width CKA, drift under fine-tuning, and their pictures.
 
-Plain functions over arrays read from the activation store; ``jobs.fleet_compare_job``
-and ``jobs.drift_job`` collect what is missing and run them over a fleet.
+Plain functions over arrays read from the activation store; ``jobs.stages.fleet_compare_job``
+and ``jobs.stages.drift_job`` collect what is missing and run them over a fleet.
 """
 
 from pipeline.fleet_compare.crosswidth import CrossWidth, cross_width

@@ -11,7 +11,7 @@
 - :mod:`~pipeline.linearity.layers`: one layer's representation figures from its splits;
 - :mod:`~pipeline.linearity.render`: terminal table, PNG plots, the static HTML page.
 
-Nothing here imports ray or mlflow; ``jobs/report_job.py`` orchestrates.
+Nothing here imports ray or mlflow; ``jobs/stages/report_job.py`` orchestrates.
 """
 
 from pipeline.linearity.thresholds import DEFAULT, Thresholds
