@@ -97,7 +97,7 @@ def write_spec(path: Path, models: list[str], concepts: tuple[str, ...], executo
 def old_tree(work: Path, rev: str) -> Path:
     """The sequential implementation, as committed at ``rev``."""
     dest = work / f"old-{rev}"
-    if not (dest / "jobs" / "cli.py").is_file():
+    if not (dest / "pyproject.toml").is_file():
         dest.mkdir(parents=True, exist_ok=True)
         archive = subprocess.run(["git", "archive", rev], cwd=ROOT, capture_output=True, check=True).stdout
         subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)

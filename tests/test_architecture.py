@@ -172,9 +172,28 @@ def test_functions_are_short_or_say_why() -> None:
 
 def test_executors_know_nothing_of_the_stages() -> None:
     for name in ("engine.py", "ray_executor.py", "scheduler.py"):
-        text = (ROOT / "jobs" / name).read_text()
-        for banned in ("collect_job", "fit_job", "evaluate_job", "isinstance(executor"):
+        text = (ROOT / "jobs" / "runtime" / name).read_text()
+        for banned in ("jobs.stages", "collect_job", "fit_job", "evaluate_job", "isinstance(executor"):
             assert banned not in text, f"{name} mentions {banned}"
+
+
+JOBS_ROOMS = {"stages", "runtime", "cli", "serve", "examples"}
+"""``jobs/`` has rooms (issue 24): ``stages/`` (what a job does), ``runtime/`` (how it is
+scheduled: executors, DAG, specs, scheduler, cluster), ``cli/`` (the ``gnomon`` command line,
+``cli/commands/`` one module per command), ``serve/`` (the server) and ``examples/`` (specs)."""
+
+
+def test_jobs_has_rooms_and_no_module_at_its_top() -> None:
+    top = {p.name for p in (ROOT / "jobs").iterdir() if p.name != "__pycache__"}
+    assert top == {"__init__.py"} | JOBS_ROOMS
+
+
+def test_rooms_import_downwards_only() -> None:
+    """The CLI and the server use stages and the runtime; neither of those knows a front end."""
+    front = ("jobs.cli", "jobs.serve")
+    wrong = {m: sorted(d for d in deps if d.startswith(front)) for m, deps in _imports().items()
+             if m.startswith(("jobs.stages", "jobs.runtime"))}
+    assert {m: d for m, d in wrong.items() if d} == {}
 
 
 def _renames(path: Path, root: Path = ROOT) -> list[str]:

@@ -117,6 +117,3 @@ def main(argv: list[str] | None = None) -> int:
               "(set GNOMON_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -37,7 +37,7 @@ from jobs.stages.fit_job import FitSpec
 from pipeline.methods import method_names
 from pipeline.types import GnomonError, parse_layers
 
-EXAMPLES = Path(__file__).parent / "examples"
+EXAMPLES = Path(__file__).parents[1] / "examples"
 
 
 @dataclass(frozen=True)
