@@ -226,3 +226,15 @@ def test_rename_finder_sees_every_form(tmp_path: Path) -> None:
     hits = _renames(f, tmp_path)
     assert [h.split(": ", 1)[1] for h in hits] == ["os.replace(a, b)", "tmp.replace(path)", "shutil.move(a, b)",
                                                    "p.rename(q)"]
+
+
+def test_imports_are_at_the_top_or_say_why() -> None:
+    """An import inside a function is one ``tools/hoist_imports.py`` must leave there (heavy,
+    patched by tests, a clash, an optional dependency), named in the module's ``# lazy:``
+    comment; run the tool to move the others and refresh the comments."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import hoist_imports
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    assert hoist_imports.pending() == []
