@@ -9,6 +9,7 @@ killed process loses nothing: ``gnomon catalog register-pending`` finishes the j
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -18,6 +19,7 @@ from typing import Any
 
 from pipeline.atomic import move_into_place, temp_beside, write_json
 from pipeline.direction import Direction, recorded_content_sha256
+from pipeline.plots import curve_figure
 from pipeline.store import sha256_file
 from pipeline.types import GnomonError
 
@@ -38,8 +40,6 @@ def identity(direction: Direction) -> str:
     position, method and parameters, dataset hash, code version...). A refit of the same
     identity may differ in the last bits (float summation order), so registration and
     pending markers dedupe on this, not only on the file's sha256."""
-    import hashlib
-
     text = json.dumps(direction.provenance.to_json(), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
@@ -168,8 +168,6 @@ def write_curve(curve: Mapping[str, Sequence[float]], out_dir: Path, title: str,
                 selected_layer: int | None = None) -> list[Path]:
     """Write ``curve.json`` and ``curve.png`` (:func:`pipeline.plots.curve_figure`: AUROC,
     accuracy and d' on separate axes, the selected layer marked)."""
-    from pipeline.plots import curve_figure
-
     series = check_curve(curve)
     out_dir.mkdir(parents=True, exist_ok=True)
     js = out_dir / "curve.json"

@@ -10,6 +10,7 @@ user exported for one of those variables wins over ours.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import sqlite3
@@ -22,6 +23,8 @@ from typing import Any, TypeVar
 
 from pipeline.atomic import move_into_place
 from pipeline.types import GnomonError
+
+# lazy: mlflow, requests, sqlalchemy (heavy; imported where used)
 
 T = TypeVar("T")
 
@@ -174,8 +177,6 @@ class _FileLock:
         self.path, self.wait_s, self.fd = path, wait_s, -1
 
     def __enter__(self) -> _FileLock:
-        import fcntl
-
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         deadline = time.monotonic() + self.wait_s
         while True:
@@ -190,8 +191,6 @@ class _FileLock:
                 time.sleep(0.05)
 
     def __exit__(self, *exc: object) -> None:
-        import fcntl
-
         fcntl.flock(self.fd, fcntl.LOCK_UN)
         os.close(self.fd)
 

@@ -30,6 +30,8 @@ from catalog.runs import experiment
 from pipeline.home import gnomon_home
 from pipeline.types import GnomonError
 
+# lazy: mlflow (heavy; imported where used)
+
 __all__ = ["FleetRun", "log_fleet_run", "search_fleet_runs"]
 
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@/+-]*$")

@@ -21,6 +21,8 @@ from catalog.query import KIND_TAG
 from catalog.registry import Registry
 from catalog.runs import experiment
 
+# lazy: mlflow (heavy; imported where used)
+
 __all__ = ["start_job_run", "end_job_run"]
 
 _MAX_PARAM = 6000

@@ -14,6 +14,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from catalog.refs import concept_of
+
+# lazy: pyarrow (heavy; imported where used)
+
 if TYPE_CHECKING:
     import pyarrow as pa
 
@@ -83,7 +87,6 @@ def record_from_version(mv: Any, aliases: Mapping[str, int]) -> DirectionRecord:
                for k, v in tags.items() if k.startswith(METRIC_PREFIX)}
     rest = {k: v for k, v in tags.items()
             if not k.startswith(METRIC_PREFIX) and k not in RESERVED_TAGS}
-    from catalog.refs import concept_of
 
     concept = concept_of(mv.name)
     return DirectionRecord(

@@ -8,6 +8,8 @@ which raises :class:`backend.Unreachable` when the store does not answer.
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,10 @@ from catalog.refs import (
 from catalog.reroot import reroot_artifacts
 from pipeline.direction import Direction
 from pipeline.fleet.registry import lineage_tags
+from pipeline.selection import Candidate, choose
 from pipeline.types import GnomonError
+
+# lazy: mlflow (heavy; imported where used)
 
 MONITOR_ALIAS = "best-monitor"
 """The version to read a concept with (monitor, probe): the selection rule's winner."""
@@ -39,8 +44,6 @@ STEER_ALIAS = "best-steer"
 
 def record_candidate(r: DirectionRecord) -> Any:
     """A catalog record as :mod:`pipeline.selection` sees it (sizes and depth from its tags)."""
-    from pipeline.selection import Candidate
-
     def tag_int(name: str) -> int | None:
         v = r.tags.get(name, "")
         return int(v) if v.isdigit() else None
@@ -66,9 +69,6 @@ class Registry:
     @property
     def client(self) -> Any:
         if self._client is None:
-            import logging
-            import os
-
             from mlflow import MlflowClient
 
             # migration notes are MLflow's; set after its import, which configures its loggers
@@ -213,8 +213,6 @@ class Registry:
         ``best`` and ``best-monitor`` of ``model`` at the rule's pick among its versions
         (:mod:`pipeline.selection`: never layer 0, never at chance), or remove them. A fit
         sets them through :meth:`point` instead, after its search-corrected selection."""
-        from pipeline.selection import choose
-
         recs = [r for r in self.records(concept, {"model": model}) if r.model == model]
         if not recs:
             return

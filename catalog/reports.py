@@ -23,6 +23,8 @@ from catalog import backend, runs
 from catalog.query import KIND_TAG
 from catalog.store import Catalog, _answers
 
+# lazy: mlflow (heavy; imported where used)
+
 __all__ = ["log_report"]
 
 

@@ -18,6 +18,8 @@ from catalog.artifacts import PendingRegistration, curve_steps, write_curve
 from catalog.query import KIND_TAG
 from pipeline.direction import Direction
 
+# lazy: mlflow (heavy; imported where used); PIL (optional dependency)
+
 Call = Callable[..., Any]
 _MAX_PARAM = 6000  # MLflow's limit on a param value
 

@@ -27,14 +27,16 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from catalog import artifacts, backend
+from catalog import artifacts, backend, runs
 from catalog.query import METRIC_PREFIX, RESERVED_TAGS, DirectionRecord, to_arrow
-from catalog.refs import Ref, check_alias, check_concept, parse_ref
+from catalog.refs import SCOPED, Ref, check_alias, check_concept, parse_ref, pick_record, registered_name, scoped_alias
 from catalog.registry import Registry
 from pipeline.atomic import publish
 from pipeline.direction import Direction
 from pipeline.home import gnomon_home
 from pipeline.types import GnomonError
+
+# lazy: mlflow (heavy; imported where used)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -192,7 +194,6 @@ class Catalog:
 
     def _pick(self, concept: str, ref: Ref, reg: Registry | None = None, model: str | None = None) -> DirectionRecord:
         reg = reg or self._reg
-        from catalog.refs import pick_record
 
         return pick_record(reg.records(concept), ref, reg.tracking_uri, sorted(reg.concept_aliases()),  # type: ignore[no-any-return]
                            model=model)
@@ -229,8 +230,6 @@ class Catalog:
     def set_alias(self, ref: str, alias: str, model: str | None = None) -> DirectionRecord:
         """Point ``alias`` at the version ``ref`` resolves to (moving it if it existed). A
         per-model alias (``best``, ``best-monitor``, ``best-steer``) is set for the version's model."""
-        from catalog.refs import SCOPED, registered_name, scoped_alias
-
         rec = self.resolve(ref, model)
         stored = scoped_alias(alias, rec.model) if alias in SCOPED else check_alias(alias)
         self._reg.call("set_registered_model_alias", registered_name(rec.concept), stored, str(rec.version))
@@ -248,8 +247,6 @@ class Catalog:
     def log_evidence(self, concept: str, name: str, doc: Mapping[str, Any]) -> str:
         """Log what a selection measured (e.g. ``select-steer``) as an MLflow run of the
         concept's experiment; returns the run id."""
-        from catalog import runs
-
         root = backend.local_artifact_root(self.tracking_uri, self.home)
         return runs.log_evidence(self._reg.call, check_concept(concept), name, dict(doc), root)
 
@@ -259,6 +256,5 @@ class Catalog:
         if key in RESERVED_TAGS or key.startswith(METRIC_PREFIX):
             raise GnomonError(f"tag {key!r} is set by the catalog and cannot be changed")
         rec = self.resolve(ref)
-        from catalog.refs import registered_name
 
         self._reg.call("set_model_version_tag", registered_name(rec.concept), str(rec.version), key, str(value))

@@ -37,6 +37,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from pipeline.chat import ChatRow, special_token_ids
 from pipeline.hooks import record_layers, run_until
 from pipeline.models.loading import LoadedModel
 from pipeline.types import MEAN_RULE, POSITIONS, GnomonError, check_positions
@@ -83,8 +84,6 @@ def _encode(lm: LoadedModel, texts: Sequence[str], max_length: int) -> tuple[lis
     plain texts). A chat row (:class:`pipeline.chat.ChatRow`) brings its ids, tokenised once
     from the template's output: tokenising its text again would add a second BOS; its
     special tokens (BOS, turn markers) are masked so ``mean`` leaves them out."""
-    from pipeline.chat import ChatRow, special_token_ids
-
     plain = [i for i, t in enumerate(texts) if not isinstance(t, ChatRow)]
     ids: list[list[int]] = [[] for _ in texts]
     special: list[list[int]] = [[] for _ in texts]

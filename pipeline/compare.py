@@ -13,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
+from pipeline import metrics as M
 from pipeline.direction import Direction
 from pipeline.types import GnomonError
 
@@ -61,8 +62,6 @@ def transfer_accuracy(direction: Direction, pos: np.ndarray, neg: np.ndarray) ->
     """Score another checkpoint's activations (pos/neg rows at the same layer) with
     ``direction`` as fitted: AUROC, and accuracy at a threshold re-centred on the new data
     (the midpoint of the new class-mean projections), since a checkpoint may shift the offset."""
-    from pipeline import metrics as M
-
     if pos.shape[1] != direction.hidden_size:
         raise GnomonError(f"activations have width {pos.shape[1]}, the direction {direction.hidden_size}")
     u = direction.unit.cpu().double().numpy()

@@ -31,6 +31,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -147,8 +148,6 @@ def _gather(db: StoreDB, files: list[str], plan: pa.Table, dtype: str | None) ->
     zero-copy view of its values and written, converted if asked, into their slots of
     one preallocated array: the float16 -> float32 widening is fused into that copy.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     which = plan.column("fi").to_numpy()
     rows = plan.column("r").to_numpy()
     act = db.storage.parquet_schema(files[0]).field("act").type

@@ -12,6 +12,8 @@ from typing import Any
 
 from pipeline.types import GnomonError
 
+# lazy: pyarrow (heavy; imported where used)
+
 __all__ = ["as_str", "canonical_messages", "check_pairs", "read_rows_file"]
 
 

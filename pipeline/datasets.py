@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pipeline.atomic import publish, write_text
 from pipeline.chat import render_rows
@@ -169,8 +170,6 @@ def register_dataset(path: str | Path, name: str, home: str | Path | None = None
     """Validate ``path`` and store it as ``<home>/concepts/<name>.parquet`` (atomically);
     ``positive``/``negative`` (the label that should project higher, and the other) are
     kept beside it in ``<name>.contrast.json`` and become the dataset's default contrast."""
-    import pyarrow.parquet as pq
-
     if not _SLUG.match(name):
         raise GnomonError(f"concept name {name!r} is not a slug; use lowercase letters, digits, '-' or '_'")
     if name in CONCEPTS:

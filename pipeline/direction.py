@@ -39,6 +39,8 @@ from pipeline.provenance import (
 )
 from pipeline.types import GnomonError
 
+# lazy: safetensors (heavy; imported where used)
+
 __all__ = ["FORMAT_VERSION", "Direction", "Provenance", "code_version", "content_sha256", "recorded_content_sha256"]
 
 @dataclass(frozen=True)

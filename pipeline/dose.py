@@ -23,6 +23,7 @@ import torch
 from pipeline.concepts.behaviour import CONCEPT_SCORERS, CONCEPT_WORDS, concept_scorer, not_measured, readout
 from pipeline.direction import Direction
 from pipeline.models.loading import LoadedModel
+from pipeline.steer import add, apply, encode_prompts
 from pipeline.types import GnomonError
 
 __all__ = ["CONCEPT_SCORERS", "CONCEPT_WORDS", "concept_scorer", "concept_words", "is_generative", "linear_fit",
@@ -79,8 +80,6 @@ def logodds_sweep(lm: LoadedModel, direction: Direction, prompts: Sequence[str],
                   words: tuple[Sequence[str], Sequence[str]], unit: str = "separation", force: bool = False,
                   chat: bool = False) -> dict[str, Any]:
     """Mean next-token log-odds of the positive vs negative words at each strength."""
-    from pipeline.steer import add, apply, encode_prompts
-
     pos_ids, neg_ids = word_ids(lm, words[0]), word_ids(lm, words[1])
     enc = encode_prompts(lm, prompts, chat)
     strengths = sorted(float(s) for s in strengths)
@@ -95,8 +94,6 @@ def logodds_sweep(lm: LoadedModel, direction: Direction, prompts: Sequence[str],
 
 def perplexity(lm: LoadedModel, texts: Sequence[str], interventions: Sequence[Any] = ()) -> float:
     """Token-level perplexity of ``texts`` (one at a time: no padding to get wrong)."""
-    from pipeline.steer import apply
-
     nll, count = 0.0, 0
     with apply(list(interventions)), torch.inference_mode():
         for t in texts:

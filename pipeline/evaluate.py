@@ -14,6 +14,8 @@ remove it, does the monitor separate the classes, and what does it cost elsewher
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Sequence
 
@@ -22,9 +24,14 @@ import torch
 
 from pipeline import metrics as M
 from pipeline.concepts.behaviour import scorer_function
-from pipeline.direction import Direction
+from pipeline.direction import Direction, Provenance
+from pipeline.fit import Indistinguishable, fit_direction
 from pipeline.models.loading import LoadedModel
+from pipeline.monitor import gaussian_calibration, monitor
+from pipeline.steer import ablate, add, apply, encode_prompts, generate
 from pipeline.types import GnomonError
+
+# lazy: vaderSentiment (heavy; imported where used); pipeline.collect (tests patch it at the source)
 
 Scorer = Callable[[Sequence[str]], np.ndarray]
 
@@ -78,8 +85,6 @@ def steering_sweep(lm: LoadedModel, direction: Direction, prompts: Sequence[str]
                    scorer: Scorer | str = "vader", unit: str = "separation", max_new_tokens: int = 24,
                    positions: str = "all", force: bool = False, chat: bool = False) -> SteeringSweep:
     """Greedy continuations at each strength (0 = unsteered), scored by ``scorer``."""
-    from pipeline.steer import add, generate
-
     if not prompts:
         raise GnomonError("steering_sweep needs at least one prompt")
     score = scorer_function(scorer) if isinstance(scorer, str) else scorer
@@ -101,7 +106,6 @@ def _acts(lm: LoadedModel, texts: Sequence[str], layer: int, position: str,
     """(n, d) activations at ``layer`` in text order, read after any interventions (the
     intervention hooks are registered first, so the recording hook sees their output)."""
     from pipeline.collect import collect
-    from pipeline.steer import apply
 
     ids = [str(i) for i in range(len(texts))]
     with apply(list(interventions)):
@@ -118,10 +122,6 @@ def ablation_probe(lm: LoadedModel, direction: Direction, train: tuple[Sequence[
     ``train``/``test`` are (positive texts, negative texts). The probe is trained from
     scratch on each condition, so it can use any remaining linear trace of the concept.
     """
-    from pipeline.direction import Provenance
-    from pipeline.fit import Indistinguishable, fit_direction
-    from pipeline.steer import ablate
-
     pos_name = position or direction.provenance.position
     layer = direction.layer
     out = {}
@@ -145,10 +145,6 @@ def monitor_auroc(lm: LoadedModel, direction: Direction, pos_texts: Sequence[str
     and read at its last token (:attr:`pipeline.monitor.MonitorTrace.reading`, the direction's
     own position rule); AUROC, accuracy at the calibrated threshold (p >= 0.5) and ECE of the
     calibrated probabilities. ``position`` overrides the direction's (read as collection does)."""
-    import dataclasses
-
-    from pipeline.monitor import gaussian_calibration, monitor
-
     d = direction
     if position is not None and position != direction.provenance.position:
         d = dataclasses.replace(direction, provenance=dataclasses.replace(direction.provenance, position=position))
@@ -171,10 +167,6 @@ def next_token_logp(lm: LoadedModel, prompts: Sequence[str], interventions: Sequ
     column), under ``interventions``. Only the last position goes through the LM head when
     the model's forward takes ``logits_to_keep`` (a 49k-word head over every prompt token
     would cost more than the blocks)."""
-    import inspect
-
-    from pipeline.steer import apply, encode_prompts
-
     enc = encode_prompts(lm, prompts, chat)
     kw = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(lm.model.forward).parameters else {}
     with torch.inference_mode(), apply(list(interventions)):

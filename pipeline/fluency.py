@@ -33,8 +33,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline.chat import encode_texts
+from pipeline.concepts.behaviour import score_texts
 from pipeline.direction import Direction
+from pipeline.evaluate import next_token_logp
 from pipeline.models.loading import LoadedModel
+from pipeline.steer import add_rows, apply, generate
 
 __all__ = [
     "DEFAULT_FRACTION",
@@ -91,8 +95,6 @@ def fluency_bound(lm: LoadedModel, direction: Direction, prompts: Sequence[str],
     ``top_first``: measure the grid's largest strength first, and stop there when it is
     within the bound (the same answer under the same monotonicity; one measurement instead
     of four when a direction is gentle, five instead of four otherwise)."""
-    from pipeline.evaluate import next_token_logp
-
     if base is None:
         base = next_token_logp(lm, prompts, (), chat)   # the unsteered reference, once for the whole walk
 
@@ -131,9 +133,6 @@ def measure_kl(lm: LoadedModel, direction: Direction, prompts: Sequence[str], st
 def _signed_kls(lm: LoadedModel, direction: Direction, prompts: Sequence[str], strength: float, unit: str,
                 chat: bool, force: bool, base: Any = None) -> tuple[float, float]:
     """(KL at +strength, KL at -strength), from one forward pass over the prompts twice."""
-    from pipeline.evaluate import next_token_logp
-    from pipeline.steer import add_rows
-
     n = len(prompts)
     base = next_token_logp(lm, prompts, (), chat) if base is None else base
     iv = add_rows(lm, direction, [strength] * n + [-strength] * n, unit, force=force)  # type: ignore[arg-type]
@@ -158,9 +157,6 @@ def likelihood_preference(lm: LoadedModel, pos_texts: Sequence[str], neg_texts: 
 def text_loglik(lm: LoadedModel, texts: Sequence[str], interventions: Sequence[Any] = ()) -> np.ndarray:
     """(len(texts),) mean per-token log-likelihood of each text, in one forward pass (explicit
     ``position_ids`` from the mask, so a row's value does not depend on its batch's padding)."""
-    from pipeline.chat import encode_texts
-    from pipeline.steer import apply
-
     rows = encode_texts(lm.tokenizer, texts)   # a chat row's own ids: no second BOS
     width = max(len(r) for r in rows)
     pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
@@ -209,8 +205,6 @@ def dose_response(lm: LoadedModel, direction: Direction, prompts: Sequence[str],
                   scorer: str | None = None, max_new_tokens: int = 12, chat: bool = False,
                   force: bool = False) -> DoseResponse:
     """Behavioural score at ``-strength`` and ``+strength`` (see the module doc)."""
-    from pipeline.concepts.behaviour import score_texts
-    from pipeline.steer import add_rows, generate
 
     # -strength and +strength as one batch (the prompts twice, one strength per row)
     kl_pos, kl_neg = _signed_kls(lm, direction, prompts, strength, unit, chat, force)

@@ -38,6 +38,8 @@ from pipeline.direction import Direction, Provenance
 from pipeline.steer.interventions import Unit, scale_of
 from pipeline.types import GnomonError
 
+# lazy: gguf, safetensors (heavy; imported where used)
+
 ARCH = "controlvector"
 _META = "gnomon.meta"
 

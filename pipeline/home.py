@@ -8,6 +8,10 @@ import os
 from pathlib import Path, PosixPath
 from typing import Any
 
+from pipeline.atomic import write_bytes
+from pipeline.storage import Storage, split_uri
+from pipeline.types import GnomonError
+
 __all__ = ["RemoteHome", "gnomon_home", "pull_shared", "push_shared", "push_tree", "shared_copy"]
 
 
@@ -37,8 +41,6 @@ class RemoteHome(PosixPath):
 def _remote_home(uri: str) -> RemoteHome:
     """The node-local folder of a remote home: ``$GNOMON_CACHE/homes/<prefix>-<hash>``
     (``GNOMON_CACHE`` defaults to ``~/.cache/gnomon``)."""
-    from pipeline.storage import split_uri
-
     scheme, rest = split_uri(uri)
     uri = f"{scheme}://{rest.strip('/')}"
     cache = Path(os.environ.get("GNOMON_CACHE") or Path.home() / ".cache" / "gnomon").expanduser()
@@ -54,9 +56,6 @@ def pull_shared(folder: str, home: Any = None) -> Path:
     and rewritten locally only when it differs). Returns the local folder."""
     h = gnomon_home(home)
     if isinstance(h, RemoteHome) and h.uri:
-        from pipeline.atomic import write_bytes
-        from pipeline.storage import Storage
-
         storage = Storage.open(h.uri)
         for rel in storage.list_files(folder):
             data, local = storage.read_bytes(rel), h / rel
@@ -70,8 +69,6 @@ def push_shared(path: Path, home: Any = None) -> Path:
     where every node's :func:`pull_shared` finds it; nothing for a local home."""
     h = gnomon_home(home)
     if isinstance(h, RemoteHome) and h.uri:
-        from pipeline.storage import Storage
-
         Storage.open(h.uri).write_bytes(Path(path).relative_to(h).as_posix(), Path(path).read_bytes())
     return path
 
@@ -95,9 +92,6 @@ def shared_copy(path: str | Path, home: Any = None) -> Path:
     p, h = Path(path), gnomon_home(home)
     if not (isinstance(h, RemoteHome) and h.uri) or h.name not in p.parts:
         return p
-    from pipeline.atomic import write_bytes
-    from pipeline.storage import Storage
-
     rel = "/".join(p.parts[len(p.parts) - p.parts[::-1].index(h.name):])
     return write_bytes(h / rel, Storage.open(h.uri).read_bytes(rel))
 
@@ -128,7 +122,5 @@ def gnomon_home(home: str | Path | None = None) -> Path:
         path = next((d / "gnomon-home" for d in (here, *here.parents) if (d / "gnomon-home").is_dir()),
                     here / "gnomon-home")
     if path.exists() and not path.is_dir():
-        from pipeline.types import GnomonError
-
         raise GnomonError(f"the gnomon home {path} is not a directory; point --home or GNOMON_HOME at a directory")
     return path

@@ -47,6 +47,8 @@ from pipeline.steer.generate import encode_prompts, greedy
 from pipeline.steer.interventions import Intervention, apply, check_direction
 from pipeline.types import GnomonError
 
+# lazy: pipeline.collect (tests patch it at the source)
+
 
 @dataclass(frozen=True)
 class Calibration:

@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+# lazy: matplotlib, numpy (heavy; imported where used)
+
 __all__ = ["PANELS", "curve_figure", "sweep_figure", "sweep_plot"]
 
 PANELS = (("auroc", "AUROC", (0.4, 1.02)), ("accuracy", "accuracy", (0.4, 1.02)), ("dprime", "d′ (separation / spread)", None))

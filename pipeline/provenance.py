@@ -5,6 +5,7 @@ reads and writes the files)."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -14,6 +15,8 @@ from typing import Any
 import torch
 
 from pipeline.types import GnomonError
+
+# lazy: safetensors (heavy; imported where used); importlib.metadata (optional dependency)
 
 __all__ = ["FORMAT_VERSION", "Provenance", "code_version", "content_sha256", "recorded_content_sha256"]
 
@@ -29,8 +32,6 @@ def content_sha256(tensors: Mapping[str, torch.Tensor], meta_json: str) -> str:
     """sha256 of the metadata text and of every tensor (name, dtype, shape, bytes), in name
     order: what a direction file must still hold when it is loaded. Any flipped byte,
     edited value or header field changes it."""
-    import hashlib
-
     h = hashlib.sha256(meta_json.encode())
     for name in sorted(tensors):
         t = tensors[name].detach().cpu().contiguous()

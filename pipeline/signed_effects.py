@@ -13,9 +13,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline.concepts.behaviour import score_texts
 from pipeline.direction import Direction
+from pipeline.dose import word_ids, word_log_odds
+from pipeline.evaluate import next_token_logp
 from pipeline.fluency import DEFAULT_UNIT, _kl_rows, _signed_kls, text_loglik
 from pipeline.models.loading import LoadedModel
+from pipeline.steer import add_rows, generate
 
 __all__ = ["BOOTSTRAP", "SignedEffects", "signed_effects"]
 
@@ -91,15 +95,9 @@ def signed_effects(lm: LoadedModel, direction: Direction, prompts: Sequence[str]
     per-token log-likelihoods (the i-th of each class: contrast pairs when the dataset lists
     them in pair order; for independent texts, resampling couples still gives the variance of
     a difference of means). With unequal class counts each text is its own item, signed."""
-    from pipeline.concepts.behaviour import score_texts
-    from pipeline.steer import add_rows, generate
-
     rng = np.random.default_rng(seed)
     if words is not None:
         # one pass at -s and +s: the same next-token distributions give the KL and the log-odds
-        from pipeline.dose import word_ids, word_log_odds
-        from pipeline.evaluate import next_token_logp
-
         n = len(prompts)
         base = next_token_logp(lm, prompts, (), chat) if base is None else base           # (n, V)
         rows = add_rows(lm, direction, [-strength] * n + [strength] * n, unit, force=force)  # type: ignore[arg-type]

@@ -32,6 +32,8 @@ from typing import Any
 
 from pipeline.types import GnomonError
 
+# lazy: pyarrow (heavy; imported where used); pipeline.atomic (tests patch it at the source)
+
 __all__ = ["SCHEMES", "Storage", "split_uri"]
 
 # sha256 of files already verified in this process (readers verify every shard they read, once)

@@ -60,12 +60,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.home import gnomon_home
 from pipeline.storage import Storage
 from pipeline.store_keys import ModelKey, check_key, resolve_model_key
 from pipeline.store_migrate import LAYOUT, mark_current, migrate, needs_migration
 from pipeline.store_read import ManifestReader, _check_int, check_name, sha256_file
-from pipeline.store_tables import (_META_COLUMNS, EXAMPLE_SCHEMA, _check_shard_table, _normalise_examples,
-                                     activation_table, vectors_to_numpy)
+from pipeline.store_tables import (
+    _META_COLUMNS,
+    EXAMPLE_SCHEMA,
+    _check_shard_table,
+    _normalise_examples,
+    activation_table,
+    vectors_to_numpy,
+)
 from pipeline.types import GnomonError, check_positions
 
 __all__ = [
@@ -85,9 +92,6 @@ def model_file_key(model_id: str, home: Any = None) -> str:
     """The name under which a model's own files are kept (sweeps, evaluations, report figures):
     its store key (:mod:`pipeline.store_keys`), so two models never share one, as they shared
     :func:`model_slug` (``./tiny_llama`` and ``tiny:llama``)."""
-    from pipeline.home import gnomon_home
-    from pipeline.store_keys import resolve_model_key
-
     return resolve_model_key(model_id, gnomon_home(home)).key
 
 

@@ -22,6 +22,8 @@ from pipeline.storage import Storage
 from pipeline.store import ActivationStore
 from pipeline.types import GnomonError
 
+# lazy: duckdb, fsspec (heavy; imported where used)
+
 __all__ = ["StoreDB"]
 
 _PROTO = "gnomon-store"

@@ -13,6 +13,7 @@ with nothing left to migrate, so later opens cost one ``stat``.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -48,8 +49,6 @@ def mark_current(root: Path) -> None:
 
 @contextmanager
 def _locked(root: Path) -> Iterator[None]:
-    import fcntl
-
     fd = os.open(root / "manifests" / ".migrate.lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)

@@ -22,7 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.home import RemoteHome, gnomon_home
+from pipeline.storage import Storage
 from pipeline.store_keys import KEY
+
+# lazy: numpy, pyarrow (heavy; imported where used); pipeline.atomic (tests patch it at the source)
 
 __all__ = ["fetch_all", "fetch_version", "is_registered", "models_cache", "remote_lineage", "remote_versions",
            "upload_version"]
@@ -39,7 +42,6 @@ def _remote(home: Any) -> tuple[RemoteHome, Any] | None:
     h = gnomon_home(home)
     if not isinstance(h, RemoteHome) or not h.uri:
         return None
-    from pipeline.storage import Storage
 
     return h, Storage.open(h.uri)
 

@@ -11,6 +11,11 @@ import argparse
 import importlib
 import os
 import sys
+from importlib.metadata import PackageNotFoundError, version
+
+from jobs.cli.commands.args import add_options
+from jobs.runtime.output import line_buffered, plain_environment, quiet_libraries
+from pipeline.types import GnomonError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -45,8 +50,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version("gnomon")
     except PackageNotFoundError:
@@ -57,7 +60,6 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gnomon",
         description="Find linear directions in neural networks, version them, and use them.")
-    from jobs.cli.commands.args import add_options
 
     add_options(parser, "home")
     parser.add_argument("--version", action="version", version=f"gnomon {_version()}")
@@ -84,12 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if args.command is None else 2
     if args.home:
         os.environ["GNOMON_HOME"] = args.home
-    from jobs.runtime.output import line_buffered, plain_environment, quiet_libraries
 
     line_buffered()   # a pipe or log file gets each line as it is printed
     plain_environment()
     quiet_libraries()
-    from pipeline.types import GnomonError
 
     try:
         return int(args._run(args) or 0)

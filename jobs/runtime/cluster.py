@@ -37,15 +37,21 @@ import os
 import secrets
 import shlex
 import shutil
+import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from catalog.backend import short_error
 from jobs.runtime.job_files import dataset_files, ship_datasets
+from jobs.runtime.spec import load_job
 from pipeline.types import GnomonError
+
+# lazy: ray, requests (heavy; imported where used)
 
 __all__ = ["CONNECT_TIMEOUT_S", "DEFAULT_ADDRESS", "FORWARDED_ENV", "READ_TIMEOUT_S", "TERMINAL", "WRITE_TIMEOUT_S",
            "build_job", "check_address", "check_services", "follow_logs", "job_env", "job_logs", "job_status", "resolve_address",
@@ -164,8 +170,6 @@ def build_job(spec_path: str | Path, workdir: Path, env: Mapping[str, str],
               executor: str | None = None) -> tuple[str, dict[str, Any]]:
     """Check the spec here, copy it and the concept files it names into ``workdir``; return
     (entrypoint, runtime_env)."""
-    from jobs.runtime.spec import load_job
-
     spec_path = Path(spec_path)
     job = load_job(spec_path)  # a bad spec fails here, not minutes later on the cluster
     text = ship_datasets(spec_path.read_text(), dataset_files(job, spec_path.parent), workdir)
@@ -179,8 +183,6 @@ def build_job(spec_path: str | Path, workdir: Path, env: Mapping[str, str],
 def submit(spec_path: str | Path, address: str | None = None, env: Mapping[str, str] | None = None,
            executor: str | None = None, submission_id: str | None = None) -> str:
     """Submit ``gnomon run SPEC`` as a Ray Job; returns its submission id."""
-    from jobs.runtime.spec import load_job
-
     name = load_job(spec_path).name
     env = dict(env) if env is not None else job_env()
     check_services(env)
@@ -210,10 +212,6 @@ def check_services(env: Mapping[str, str]) -> None:
     """Refuse a submission whose tracking server is not answering, before anything is sent:
     the job would otherwise start, collect for minutes and fail at its first registration
     (which leaves the directions pending, not lost, but the run failed)."""
-    import urllib.request
-
-    from catalog.backend import short_error
-
     uri = env.get("MLFLOW_TRACKING_URI", "")
     if uri.startswith(("http://", "https://")):
         try:
@@ -277,8 +275,6 @@ def follow_logs(job_id: str, address: str | None = None, write: Callable[[str], 
     each request bounded by the timeouts: a head that stops answering ends the command
     with a one-line error, where Ray's websocket tail would wait without limit.
     """
-    import sys
-
     client = _client(address)
     write = write or (lambda s: (sys.stdout.write(s), sys.stdout.flush()))
     shown = ""

@@ -29,8 +29,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from jobs.runtime.engine import make_executor
 from jobs.runtime.scheduler import Stage, elapsed, run_stages
 from jobs.runtime.spec import EvaluateSection, JobSpec
+from jobs.stages.fit_job import FitSpec, collect_spec, fit_collected
+from jobs.stages.report_job import ReportSpec, run_report
+from jobs.stages.shards import model_pool
+from pipeline.home import gnomon_home
+from pipeline.models import ModelSpec
+from pipeline.selection import choose
+from pipeline.types import GnomonError
+
+# lazy: numpy, pyarrow, torch (heavy; imported where used); jobs.stages.collect_job (tests patch it at the source)
 
 __all__ = ["run_job", "build_stages"]
 
@@ -49,8 +59,6 @@ class Context:
 
 
 def _fit_spec(ctx: Context, model: str, concept: str) -> Any:
-    from jobs.stages.fit_job import FitSpec
-
     f = ctx.spec.fit
     return FitSpec(model=model, dataset=concept, revision=ctx.spec.revision, layers=f.layers, positions=f.positions,
                    methods=f.methods, select_metric=f.select_metric, register=f.register, params=f.params)
@@ -67,15 +75,11 @@ def concept_label(concept: str) -> str:
 
 
 def _pool(ctx: Context, model: str) -> Any:
-    from jobs.stages.shards import model_pool
-    from pipeline.models import ModelSpec
-
     return model_pool(ModelSpec(id=model, revision=ctx.spec.revision), str(ctx.home))
 
 
 def collect_stage(ctx: Context, model: str, concept: str) -> Stage:
     from jobs.stages.collect_job import collect
-    from jobs.stages.fit_job import collect_spec
 
     cs = collect_spec(_fit_spec(ctx, model, concept))
     return Stage(key=f"collect/{model}/{ctx.spec.revision}/{concept_label(concept)}", kind="collect", report=False,
@@ -85,8 +89,6 @@ def collect_stage(ctx: Context, model: str, concept: str) -> Stage:
 
 
 def fit_stage(ctx: Context, model: str, concept: str) -> Stage:
-    from jobs.stages.fit_job import fit_collected
-
     fs = _fit_spec(ctx, model, concept)
     dep = f"collect/{model}/{ctx.spec.revision}/{concept_label(concept)}"
 
@@ -135,8 +137,6 @@ def evaluate_stage(ctx: Context, ev: EvaluateSection, index: int) -> Stage:
 
 
 def report_stage(ctx: Context, rep: Any, after: tuple[str, ...]) -> Stage:
-    from jobs.stages.report_job import ReportSpec, run_report
-
     rs = ReportSpec(models=ctx.spec.models, revision=ctx.spec.revision, **asdict(rep))
 
     def run(_deps: dict[str, Any]) -> dict[str, Any]:
@@ -152,8 +152,6 @@ def build_stages(ctx: Context) -> list[Stage]:
     spec, stages = ctx.spec, []
     labels = [concept_label(c) for c in spec.fit.concepts]
     if len(set(labels)) < len(labels):
-        from pipeline.types import GnomonError
-
         twice = sorted({x for x in labels if labels.count(x) > 1})
         raise GnomonError(f"[fit] concepts: two entries are the concept {', '.join(twice)} (a file's name is its "
                           "concept); rename one")
@@ -168,7 +166,6 @@ def build_stages(ctx: Context) -> list[Stage]:
 def _eval_ref(cat: Any, ev: EvaluateSection, model: str) -> str:
     if ev.ref:
         return ev.ref
-    from pipeline.types import GnomonError
 
     recs = cat.search(concept=ev.concept, model=model, method=ev.method, position=ev.position)
     if not recs:
@@ -176,7 +173,6 @@ def _eval_ref(cat: Any, ev: EvaluateSection, model: str) -> str:
                           f"{' with method ' + ev.method if ev.method else ''}"
                           f"{' at position ' + ev.position if ev.position else ''}: fit it first")
     from catalog.registry import record_candidate
-    from pipeline.selection import choose
 
     top = choose([record_candidate(r) for r in recs])  # the rule behind @best (pipeline/selection.py)
     if top is not None:
@@ -206,9 +202,6 @@ def run_job(spec: JobSpec, home: Any = None, tracking_uri: str | None = None, sh
     """Run every stage of ``spec``; returns {stage key: result summary} for fits and evaluations."""
     from catalog import Catalog
     from catalog.job_runs import end_job_run, start_job_run
-    from pipeline.home import gnomon_home
-
-    from jobs.runtime.engine import make_executor
 
     t_job = time.perf_counter()
     home_p = gnomon_home(home)

@@ -33,10 +33,15 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from collections.abc import Callable, Hashable, Sequence
 from typing import Any, Protocol, TypeVar
+
+from jobs.runtime.ray_executor import RayExecutor
+from pipeline.types import GnomonError
+
+# lazy: torch (heavy; imported where used)
 
 __all__ = ["Executor", "AutoExecutor", "LocalExecutor", "make_executor", "EXECUTORS", "ExecutorKind", "MANY_CPUS",
            "MIN_FANOUT", "executor_names", "register_executor",
@@ -178,8 +183,6 @@ class AutoExecutor:
         if kind == "local":
             return self._local
         if self._ray is None:
-            from jobs.runtime.ray_executor import RayExecutor
-
             self._ray = RayExecutor(address=self.address, num_workers=self.num_workers, spare_cpus=self.spare_cpus)
         return self._ray
 
@@ -246,8 +249,6 @@ def executor_names() -> tuple[str, ...]:
 
 
 def _ray(address: str | None, num_workers: int | None, spare_cpus: int) -> Executor:
-    from jobs.runtime.ray_executor import RayExecutor   # Ray is imported only when chosen
-
     return RayExecutor(address=address, num_workers=num_workers, spare_cpus=spare_cpus)
 
 
@@ -262,7 +263,5 @@ def make_executor(kind: str = "auto", address: str | None = None, num_workers: i
                   spare_cpus: int = 0) -> Executor:
     """The executor a command creates once and hands to every stage."""
     if kind not in EXECUTORS:
-        from pipeline.types import GnomonError
-
         raise GnomonError(f"unknown executor {kind!r}: use {', '.join(EXECUTORS)}")
     return EXECUTORS[kind].make(address, num_workers, spare_cpus)

@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+# lazy: tqdm (heavy; imported where used)
+
 __all__ = ["Step", "elapsed", "is_terminal", "line_buffered", "plain_environment", "progress_wanted",
            "quiet_libraries", "step"]
 

@@ -17,6 +17,10 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from jobs.runtime.ray_runtime import cluster_cpus, cluster_gpus
+
+# lazy: ray (heavy; imported where used); jobs.runtime.ray_runtime (tests patch it at the source)
+
 __all__ = ["RayExecutor"]
 
 T = TypeVar("T")
@@ -64,7 +68,6 @@ class RayExecutor:
 
     def _make_pool(self, init: Callable[[], Any], n_items: int, concurrency: int) -> list[Any]:
         ray = self._ray()
-        from jobs.runtime.ray_runtime import cluster_cpus, cluster_gpus
 
         gpus, cpus = cluster_gpus(), cluster_cpus()
         free = max(1, cpus - self.spare_cpus)
@@ -76,8 +79,6 @@ class RayExecutor:
 
     def _acquire(self, key: Hashable, init: Callable[[], Any], n_items: int, concurrency: int) -> list[Any]:
         """The pool for ``key``, started (after stopping idle pools over the limit) when missing."""
-        from jobs.runtime.ray_runtime import cluster_gpus
-
         with self._cond:
             while True:
                 if key in self._pools:

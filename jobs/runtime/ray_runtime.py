@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
 from typing import Any
+
+# lazy: ray (heavy; imported where used)
 
 DEFAULT_OBJECT_STORE = 512 * 1024 * 1024
 """Ray's default object store takes ~30% of RAM; activations travel through Parquet
@@ -49,8 +52,6 @@ def _worker_env() -> dict[str, str]:
     """``WORKER_ENV`` less what a submitted job's runtime environment already sets: inside a
     Ray Job (``gnomon submit``, a KubeRay ``RayJob``) Ray refuses to start a driver whose
     ``ray.init`` names a variable the job also names, even with the same value."""
-    import json
-
     job = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
     try:
         taken = set((json.loads(job).get("runtime_env") or {}).get("env_vars") or {}) if job else set()

@@ -31,8 +31,8 @@ from typing import Any
 
 from jobs.runtime.output import elapsed
 from jobs.runtime.results import StageRecord
-
 from pipeline.atomic import write_json
+from pipeline.storage import Storage
 
 __all__ = ["Stage", "run_stages", "digest", "elapsed"]
 
@@ -74,7 +74,6 @@ def _shared(home: Path, marker: Path) -> tuple[Any, str] | None:
     uri = getattr(home, "uri", None)
     if not uri:
         return None
-    from pipeline.storage import Storage
 
     return Storage.open(uri), marker.relative_to(home).as_posix()
 

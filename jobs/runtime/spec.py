@@ -33,9 +33,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from jobs.runtime.engine import executor_names
 from jobs.stages.fit_job import FitSpec
 from pipeline.methods import method_names
 from pipeline.types import GnomonError, parse_layers
+
+# lazy: numpy, pyarrow (heavy; imported where used)
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
 
@@ -184,7 +187,6 @@ def load_job(path: str | Path) -> JobSpec:
     evals = tuple(_build(EvaluateSection, e, f"{path} [[evaluate]]") for e in doc.get("evaluate", []))
     reports = tuple(_build(ReportSection, r, f"{path} [[report]]") for r in doc.get("report", []))
     spec = _build(JobSpec, {**job, "fit": fit, "evaluate": evals, "report": reports}, f"{path} [job]")
-    from jobs.runtime.engine import executor_names
 
     if spec.executor not in executor_names():
         raise GnomonError(f"{path} [job]: executor must be {' or '.join(executor_names())}")

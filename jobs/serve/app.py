@@ -25,11 +25,15 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import (
+    FastAPI,
     Request,  # at module level: FastAPI resolves the handlers' string annotations here
 )
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 from jobs.serve.resolve import RequestError, Resolver
 from jobs.serve.worker import Batcher, Metrics
+
+# lazy: numpy, starlette, torch (heavy; imported where used)
 
 MAX_TOKENS_DEFAULT = 16
 MAX_PROMPTS = 64
@@ -110,8 +114,6 @@ def create_app(lm: Any, resolver: Resolver, batcher: Batcher, *, model_name: str
                max_tokens_limit: int = 1024) -> Any:
     """The FastAPI app. 160 lines: its routes are closures over this one app's model, resolver,
     batcher and metrics (FastAPI's factory idiom); splitting them out is left for later."""
-    from fastapi import FastAPI
-    from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
     from starlette.concurrency import run_in_threadpool
 
     app = FastAPI(title="gnomon serve", docs_url=None, redoc_url=None, openapi_url=None)

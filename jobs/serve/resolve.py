@@ -11,7 +11,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from jobs.stages.conditions import rule_of
+from jobs.stages.refs import check_refs, is_direction_file
 from pipeline.types import GnomonError
+
+# lazy: numpy, pyarrow, torch (heavy; imported where used)
 
 
 class RequestError(Exception):
@@ -49,7 +53,6 @@ class Resolver:
         """(catalog record, Direction) for a reference, checked against the served model."""
         if not isinstance(ref, str) or not ref.strip():
             raise RequestError(400, f"{what} must be a catalog reference string such as 'sentiment@best', got {ref!r}")
-        from jobs.stages.refs import check_refs, is_direction_file
 
         if is_direction_file(ref) or ref.startswith(("/", ".", "~")):
             raise RequestError(400, f"{what} {ref!r}: the server takes catalog references (concept@alias, "
@@ -107,7 +110,6 @@ class Resolver:
                 raise RequestError(400, f"{where}: {_line(e)}") from None
             if item.get("when") is not None:
                 crec, cd = self.direction(item["when"], f"{where}.when")
-                from jobs.stages.conditions import rule_of
 
                 try:
                     step = [rule_of(crec, cd, step, name=str(item["when"]))]

@@ -8,7 +8,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from jobs.serve.resolve import Resolver
+from jobs.serve.worker import Batcher
 from pipeline.types import GnomonError
+
+# lazy: fastapi, uvicorn (heavy; imported where used)
 
 
 @dataclass
@@ -30,9 +34,6 @@ def build(lm: Any, model_name: str, *, tracking_uri: str | None = None, token: s
           max_batch: int = 16, fluency: bool = True) -> tuple[Any, Any]:
     """The FastAPI app and its batcher for a loaded model."""
     from jobs.serve.app import create_app
-    from jobs.serve.resolve import Resolver
-    from jobs.serve.worker import Batcher
-
     batcher = Batcher(lm, max_batch)
     resolver = Resolver(lm, tracking_uri, model_name, fluency=fluency, exclusive=batcher.exclusive)
     return create_app(lm, resolver, batcher, model_name=model_name, token=token), batcher

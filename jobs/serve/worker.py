@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any
 
+# lazy: numpy, torch (heavy; imported where used)
+
 
 class Batcher:
     def __init__(self, lm: Any, max_batch: int = 16) -> None:

@@ -6,13 +6,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from catalog.refs import scoped_alias
+from pipeline.selection import Candidate, choose
+
+# lazy: numpy (heavy; imported where used)
+
 __all__ = ["alias_targets", "candidate", "select_best"]
 
 
 def candidate(d: Any, num_layers: int | None) -> Any:
     """A fitted direction as :mod:`pipeline.selection` sees it (validation rows split evenly)."""
-    from pipeline.selection import Candidate
-
     n = int(d.provenance.split_sizes.get("val", 0)) // 2 or None
     return Candidate(key=d, layer=d.layer, num_layers=num_layers, method=d.provenance.method,
                      metrics=dict(d.metrics), n_pos=n, n_neg=n)
@@ -20,8 +23,6 @@ def candidate(d: Any, num_layers: int | None) -> Any:
 
 def alias_targets(catalog: Any, concept: str, model: str) -> dict[str, Any]:
     """``{alias: {ref, layer, method, position}}`` for ``model``'s per-model aliases (absent: not set)."""
-    from catalog.refs import scoped_alias
-
     wanted = {scoped_alias(a, model): a for a in ("best", "best-monitor", "best-steer")}
     out: dict[str, Any] = {}
     for rec in catalog.versions(concept):
@@ -45,7 +46,6 @@ def select_best(spec: Any, concept: str, directions: Sequence[Any], groups: Sequ
     position (the last token, or the running mean of the tokens so far), which is what the
     validation and test figures measure."""
     from pipeline.confirm import confirm_selection
-    from pipeline.selection import choose
 
     scores = {(g.position, g.layer, m): sc for g in groups for m, sc in g.scores.items()}
     keyed = [((d.provenance.method, d.provenance.position, d.layer), d) for d in directions if d.layer >= 1]

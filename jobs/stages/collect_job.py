@@ -16,17 +16,36 @@ executor.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
-from functools import partial
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from typing import Any, Sequence
 
+from jobs.runtime.output import step
+from jobs.runtime.results import CollectResult
+from jobs.stages.collect_lock import collecting
+from jobs.stages.shards import (
+    ShardResult,
+    ShardRunner,
+    ShardTask,
+    collect_shard,
+    load_for_spec,
+    model_pool,
+    render,
+    run_shard,
+)
+from pipeline.home import gnomon_home
+from pipeline.models import ModelIdentity, model_identity
+from pipeline.models.cache import is_cached
+from pipeline.models.layers import ensure_layers
+from pipeline.models.shape import model_shape
 from pipeline.models.spec import ModelSpec
-from pipeline.types import GnomonError
+from pipeline.types import MEAN_RULE, GnomonError, check_positions
 
-from jobs.stages.shards import ShardResult, ShardRunner, ShardTask, collect_shard, load_for_spec, model_pool, render, run_shard
+# lazy: numpy, pyarrow (heavy; imported where used)
 
 __all__ = ["CollectSpec", "CollectPlan", "ShardTask", "ShardResult", "ShardRunner", "plan_collection", "collect",
            "run_collection", "run_shard", "collect_shard", "model_pool", "load_for_spec", "render"]
@@ -101,7 +120,6 @@ def plan_collection(spec: CollectSpec, home: Any = None, dataset: Any = None) ->
     """Load and validate the dataset (unless the caller passes it), store its examples once,
     and cut the shards."""
     from pipeline.datasets import load_dataset
-    from pipeline.home import gnomon_home
     from pipeline.store import ActivationStore, check_name
 
     if spec.batch_size < 1 or spec.shard_size < 1 or (spec.token_budget is not None and spec.token_budget < 1):
@@ -134,8 +152,6 @@ chat shard stored before is collected again rather than mixed with new ones. Sha
 
 
 def _content_digest(ids: Sequence[str], texts: Sequence[str | None], messages: Sequence[Any]) -> str:
-    from pipeline.types import MEAN_RULE
-
     rows = sorted(zip(ids, (t or "" for t in texts), (str(m or "") for m in messages)))
     # the pooling rule (and, for chat rows, their encoding) is part of what the rows were
     # computed from: a change re-collects rather than mixing rows of two rules
@@ -156,7 +172,6 @@ def _incomplete(plan: CollectPlan, model: str, revision: str, fingerprint: str, 
                 home: Any) -> int:
     """How many (layer, shard) files still need collecting (checked in the driver, so a
     fully stored request starts no workers)."""
-    from pipeline.types import check_positions
     from pipeline.store import ActivationStore
 
     store = ActivationStore(home)
@@ -176,27 +191,16 @@ def preflight(spec: CollectSpec, home: Any = None, lm: Any = None) -> tuple[Any,
     (identity, loaded model or None, the layers resolved against the model: the one check
     of the request's layers; a :class:`~pipeline.models.layers.Layers` the edge resolved
     against this model's depth is trusted)."""
-    from pipeline.models import ModelIdentity, model_identity
-    from pipeline.models.layers import ensure_layers
-    from pipeline.types import check_positions
-
     check_positions(spec.positions)
     if spec.dtype not in ("float16", "float32"):
         raise GnomonError(f"unknown storage dtype {spec.dtype!r}: use float16 or float32")
     ident = model_identity(spec.model, home) if lm is None else None
     if ident is None and lm is None:
-        from pipeline.models.shape import model_shape
-
         shape = model_shape(spec.model, home)  # config or GGUF header: refuse bad layers before a load
         if shape is not None:
             spec = replace(spec, layers=ensure_layers(spec.layers, shape.num_layers, spec.model.id))
     if ident is None:
         if lm is None:
-            import contextlib
-
-            from pipeline.models.cache import is_cached
-
-            from jobs.runtime.output import step
 
             # a GGUF's first load converts and caches its weights: minutes, so say it
             fresh = not is_cached(spec.model, home)
@@ -214,11 +218,7 @@ def collect(spec: CollectSpec, executor: Any, home: Any = None, show_progress: b
     when everything is stored, no model is loaded and no worker started. ``dataset``: the
     request's dataset when the caller loaded it already (it is not loaded again).
     """
-    from pipeline.home import gnomon_home
     from pipeline.store import ActivationStore
-    from pipeline.types import check_positions
-
-    from jobs.runtime.results import CollectResult
 
     home_p = gnomon_home(home)
     t0 = time.perf_counter()
@@ -241,8 +241,6 @@ def collect(spec: CollectSpec, executor: Any, home: Any = None, show_progress: b
     executor_name, choice = "none", "none (everything already stored)"
     t_run = time.perf_counter()
     if todo:
-        from jobs.stages.collect_lock import collecting
-
         with collecting(home_p):  # `store gc` leaves this collection's files alone
             results = _run(plan, executor, home_p, show_progress, on_start, on_shard, given)
         executor_name = getattr(executor, "name", "?")
@@ -268,8 +266,6 @@ def run_collection(spec: CollectSpec, executor: Any, home: Any = None, show_prog
 
 def _run(plan: CollectPlan, executor: Any, home: Any, show_progress: bool, on_start: Any,
          on_shard: Any, lm: Any = None) -> list[ShardResult]:
-    from jobs.runtime.output import step
-
     tokens = [0]
     t0 = time.perf_counter()
     progress: Any = None

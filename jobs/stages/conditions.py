@@ -5,11 +5,15 @@ Shared by ``condition``, ``steer --when`` and ``serve``."""
 from __future__ import annotations
 
 import argparse
+import datetime
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from jobs.stages.refs import check_refs
 from pipeline.types import GnomonError
+
+# lazy: numpy, pyarrow, torch (heavy; imported where used)
 
 PREFIX = "condition."
 """Tag prefix on the condition direction's version."""
@@ -18,8 +22,6 @@ PREFIX = "condition."
 def threshold_tags(thr: Any, *, dataset: str, dataset_hash: str, split: str, position: str,
                    model: str, fingerprint: str) -> dict[str, str]:
     """The tags that register a fitted :class:`pipeline.steer.conditional.Threshold`."""
-    import datetime
-
     from pipeline.direction import code_version
 
     return {PREFIX + k: str(v) for k, v in {
@@ -59,8 +61,6 @@ def describe_rule(record: Any) -> str:
 # ---- used by `gnomon steer --when` ------------------------------------------------------
 def resolve_condition(ref: str, tracking_uri: str | None, model: str | None) -> tuple[Any, Any]:
     """The catalog record and direction of a ``--when`` condition (refused without a fitted rule)."""
-    from jobs.stages.refs import check_refs
-
     (rec,) = check_refs([ref], tracking_uri, model) or [None]
     if rec is None:
         raise GnomonError(f"--when {ref}: a condition is a catalog REF with a fitted threshold, not a file")

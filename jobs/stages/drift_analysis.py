@@ -13,6 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.concepts.behaviour import concept_scorer, score_texts
+
+# lazy: pyarrow (heavy; imported where used)
+
 __all__ = ["Member", "analyse", "behaviour_checks", "screening"]
 
 Member = tuple[str, str, int, int, str]
@@ -27,7 +31,7 @@ def behaviour_checks(base: dict[str, Any], members: Sequence[Member], res: Seque
     the paired shift of continuation length and of the EOS rate (a fine-tune on texts
     without EOS teaches a model to run on; this measures it as its own effect)."""
     from pipeline.fleet_compare.drift_stats import paired_shift
-    from pipeline.fleet_compare.regurgitation import MIN_CHARS, fragments, copied
+    from pipeline.fleet_compare.regurgitation import MIN_CHARS, copied, fragments
 
     frags = {s: fragments(texts, MIN_CHARS) for s, texts in train.items()}
     out = []
@@ -56,7 +60,6 @@ def screening(base: dict[str, Any], screen: dict[str, tuple[str, ...]], sign: fl
     """Per position, the projection screen's AUROC beside the lexicon and bag-of-words
     baselines on the same samples, each with a CI (see :mod:`pipeline.fleet_compare.screening`).
     ``concept``: its :class:`~pipeline.concepts.record.Concept` (the scorer is the lexicon), or a name."""
-    from pipeline.concepts.behaviour import concept_scorer, score_texts
     from pipeline.fleet_compare.screening import screening_table
 
     name = concept_scorer(concept, home) if isinstance(concept, str) else concept.scorer

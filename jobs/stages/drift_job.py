@@ -22,9 +22,19 @@ from typing import Any
 
 import numpy as np
 
+from jobs.runtime.engine import make_executor
+from jobs.runtime.output import step
+from jobs.stages.drift_analysis import analyse, behaviour_checks, screening
 from jobs.stages.drift_prereg import layer_choice, read_prereg
 from jobs.stages.drift_tasks import DriftTask, drift_checkpoint, lineage_corpus, read_corpus
+from jobs.stages.fleet_common import ensure_collected, read_versions, report_dir, write_json
+from jobs.stages.fleet_report import drift_figures
+from pipeline.concepts.record import concept_record
+from pipeline.home import gnomon_home
+from pipeline.models import ModelSpec
 from pipeline.types import GnomonError
+
+# lazy: pyarrow, torch (heavy; imported where used)
 
 __all__ = ["DriftSpec", "DriftTask", "drift_checkpoint", "plan_series", "read_corpus", "run_drift", "series_group"]
 
@@ -122,15 +132,7 @@ def _prompts(spec: DriftSpec, known: Any, train: dict[str, list[str]]) -> tuple[
 
 def run_drift(spec: DriftSpec, executor: Any = None, home: Any = None, tracking_uri: str | None = None,
               log: Any = print) -> dict[str, Any]:
-    from jobs.stages.drift_analysis import analyse, behaviour_checks, screening
-    from jobs.runtime.engine import make_executor
-    from jobs.stages.fleet_common import ensure_collected, read_versions
-    from jobs.runtime.output import step
-    from pipeline.concepts.record import concept_record
     from pipeline.fleet_compare import first_moved_layer, mean_diff
-    from pipeline.home import gnomon_home
-    from pipeline.models import ModelSpec
-
     _check(spec)
     home_p = gnomon_home(home)
     base, series, skew, ctl = plan_series(spec, home_p)
@@ -230,9 +232,6 @@ def _choose_layer(spec: DriftSpec, base: str, per: dict[int, Any], moved: int, p
 
 def _publish(out: dict[str, Any], spec: DriftSpec, tracking_uri: str | None, home: Path) -> dict[str, Any]:
     """Figures, ``drift.json``, the HTML page (and its copy at ``--html``), the MLflow run."""
-    from jobs.stages.fleet_common import report_dir, write_json
-    from jobs.stages.fleet_report import drift_figures
-
     d = report_dir(home, "drift", spec.concept, spec.fleet)
     files = drift_figures(out, d)
     out["html"] = str(d / "report.html")

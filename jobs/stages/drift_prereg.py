@@ -16,7 +16,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from jobs.stages.fleet_common import concept_labels, ensure_collected, read_versions
 from pipeline.atomic import write_json
+from pipeline.types import GnomonError
+
+# lazy: numpy, pyarrow (heavy; imported where used)
 
 __all__ = ["DRIFT_DEFAULTS", "base_candidates", "layer_choice", "prereg_path", "preregister", "read_prereg"]
 
@@ -29,7 +33,6 @@ def layer_choice(per: dict[int, Any], moved: int) -> dict[str, Any]:
     """Val accuracy of each candidate layer's own direction, and which layers tie at the top:
     the rule (earliest of the tied) is fixed before any checkpoint is scored."""
     from pipeline.fleet_compare import mean_diff, score
-    from pipeline.types import GnomonError
 
     val = {k: score(mean_diff(d), d, "val" if (d.split == "val").any() else "test")["accuracy"]
            for k, d in sorted(per.items()) if k >= moved}
@@ -46,7 +49,6 @@ def base_candidates(concept: str, base: str, train_blocks: int, home: Path, exec
     """What a pre-registration chooses from, on the base: its lineage, the first layer a
     fine-tune of the last ``train_blocks`` blocks moves, the concept's labels, and the
     concept's rows per layer at ``position`` (collected first when missing)."""
-    from jobs.stages.fleet_common import concept_labels, ensure_collected, read_versions
     from pipeline.fleet.registry import read_lineage
 
     lin = read_lineage(base, home)

@@ -18,7 +18,12 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.concepts.behaviour import score_texts
+from pipeline.concepts.record import Concept, concept_record
+from pipeline.models import load_model
 from pipeline.types import GnomonError
+
+# lazy: pyarrow, torch (heavy; imported where used)
 
 __all__ = ["DriftTask", "drift_checkpoint", "lineage_corpus", "read_corpus"]
 
@@ -59,10 +64,7 @@ def drift_checkpoint(task: DriftTask) -> dict[str, Any]:
     """Per-prompt projections, scores and continuations on one version (and corpus projections)."""
     import torch
 
-    from pipeline.concepts.behaviour import score_texts
-    from pipeline.concepts.record import Concept, concept_record
     from pipeline.evaluate import _acts
-    from pipeline.models import load_model
     from pipeline.steer.generate import continuation_texts, encode_prompts, greedy
 
     lm = load_model(task.model, home=task.home)

@@ -25,9 +25,18 @@ from typing import Any
 
 import numpy as np
 
+from jobs.runtime.output import step
+from jobs.stages.refs import resolve_direction
 from pipeline.atomic import write_json
-from pipeline.home import push_shared, shared_copy
+from pipeline.chat import render_rows
+from pipeline.concepts.behaviour import not_measured
+from pipeline.concepts.record import concept_record
+from pipeline.home import gnomon_home, push_shared, shared_copy
+from pipeline.models import ModelSpec, cached_model
+from pipeline.models.shape import check_width
 from pipeline.types import GnomonError
+
+# lazy: pyarrow, torch (heavy; imported where used)
 
 
 @dataclass(frozen=True)
@@ -84,11 +93,9 @@ def evaluate_checkpoint(task: EvalTask) -> EvalResult:
     """Everything measured on one checkpoint (the unit both executors schedule)."""
     import torch
 
-    from pipeline.concepts.behaviour import not_measured
     from pipeline.direction import Direction
     from pipeline.dose import is_generative, linear_fit, logodds_sweep, perplexity
     from pipeline.evaluate import next_token_kl, steering_sweep
-    from pipeline.models import cached_model
     from pipeline.steer import add
 
     t0 = time.perf_counter()
@@ -138,8 +145,6 @@ def check_models(models: tuple[Any, ...], home: Path) -> tuple[Any, ...]:
     """Every checkpoint resolves to something loadable (no model is loaded); returns their
     :class:`~pipeline.models.ModelSpec` s with the source resolved: the one resolution of
     each (a spec resolved already is returned as it is)."""
-    from pipeline.models import ModelSpec
-
     out = []
     for m in models:
         spec = (ModelSpec(id=m) if isinstance(m, str) else m).resolved(home)
@@ -153,8 +158,6 @@ def check_inputs(models: tuple[Any, ...], concept: str, home: Path) -> tuple[tup
     """Fail in a second, not after Ray has started and a model has loaded: every checkpoint
     must resolve to something loadable and the concept must have neutral prompts. Returns
     the resolved models and the concept's record (read once, handed to every task)."""
-    from pipeline.concepts.record import concept_record
-
     specs = check_models(models, home)
     known = concept_record(concept or "direction", home, labels=False)   # the direction knows its labels
     known.prompts()
@@ -163,7 +166,6 @@ def check_inputs(models: tuple[Any, ...], concept: str, home: Path) -> tuple[tup
 
 def _read_out_metrics(lm: Any, d: Any, spec: EvalSpec, home: str) -> dict[str, float]:
     """Monitor AUROC and the ablation probe on the examples the direction was fitted on."""
-    from pipeline.chat import render_rows
     from pipeline.evaluate import ablation_probe, monitor_auroc
     from pipeline.store import ActivationStore
 
@@ -202,10 +204,8 @@ def plan_evaluation(spec: EvalSpec, home: Path, tracking_uri: str | None = None
     from pipeline.store import model_file_key
 
     given = check_models(spec.models, home)  # before the catalog (MLflow) and Ray are touched
-    from jobs.stages.refs import resolve_direction
 
     d = resolve_direction(spec.ref, tracking_uri, home, model=given[0].id if len(given) == 1 else None)
-    from pipeline.models.shape import check_width
 
     for m in given:
         check_width([d], m, home)  # a width mismatch is refused before any model loads
@@ -246,11 +246,8 @@ def write_evaluation(spec: EvalSpec, d: Any, results: list[EvalResult], executor
 def run_evaluation(spec: EvalSpec, executor: Any, home: Any = None, tracking_uri: str | None = None,
                    show_progress: bool = False) -> dict[str, Any]:
     """Evaluate ``spec.ref`` on every checkpoint; writes ``<home>/evals/...json``."""
-    from pipeline.home import gnomon_home
-
     home_p = gnomon_home(home)
     d, tasks, skipped = plan_evaluation(spec, home_p, tracking_uri)
-    from jobs.runtime.output import step
 
     t0 = time.perf_counter()
     with step(f"evaluate {spec.ref} on {len(tasks)} model version(s)", total=len(tasks), unit="versions",

@@ -21,7 +21,13 @@ from typing import Any
 
 import numpy as np
 
+from jobs.runtime.engine import LocalExecutor
+from jobs.stages.drift_prereg import base_candidates, layer_choice
+from pipeline.atomic import write_text
+from pipeline.evasion.figures import monitor_from_base
 from pipeline.types import GnomonError
+
+# lazy: pyarrow (heavy; imported where used)
 
 __all__ = ["EVADE_RECIPE", "EVADE_WEIGHT", "build_evasion", "evasion_fleet", "evasion_prereg", "read_monitor"]
 
@@ -42,10 +48,6 @@ def _prereg_path(home: Path, concept: str, base: str) -> Path:
 def evasion_prereg(concept: str, base: str, train_blocks: int, recipe: dict[str, Any], seeds: tuple[int, ...],
                    home: Path, executor: Any, log: Any = print) -> dict[str, Any]:
     """Write (once) and return the frozen monitor of ``concept`` on ``base``."""
-    from jobs.stages.drift_prereg import base_candidates, layer_choice
-    from pipeline.atomic import write_text
-    from pipeline.evasion.figures import monitor_from_base
-
     p = _prereg_path(home, concept, base)
     if p.is_file():
         return json.loads(p.read_text())
@@ -83,7 +85,6 @@ def evasion_fleet(fleet: str, concept: str) -> str:
 def build_evasion(plan: Any, concept: str, home: Path, log: Any = print) -> list[str]:
     """Pre-register the monitor, train both series for every seed, write the evasion fleet;
     returns the built version ids."""
-    from jobs.runtime.engine import LocalExecutor
     from pipeline.datasets import load_dataset
     from pipeline.fleet.evade import MonitorSpec, concept_corpus, evade_series
     from pipeline.fleet.finetune import FinetuneConfig, seed_suffix

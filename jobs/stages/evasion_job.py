@@ -21,7 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from jobs.runtime.engine import make_executor
+from jobs.stages.fleet_common import ensure_collected, report_dir, write_json
+from pipeline.home import gnomon_home
 from pipeline.types import GnomonError
+
+# lazy: numpy, pyarrow, torch (heavy; imported where used)
 
 __all__ = ["EvasionSpec", "run_evasion"]
 
@@ -63,10 +68,8 @@ def run_evasion(spec: EvasionSpec, executor: Any = None, home: Any = None, track
                 log: Any = print) -> dict[str, Any]:
     from jobs.stages.evasion_build import read_monitor
     from jobs.stages.evasion_tasks import EvasionTask, evasion_checkpoint
-    from jobs.stages.fleet_common import ensure_collected, report_dir, write_json
     from pipeline.concepts.behaviour import CONCEPT_SCORERS
     from pipeline.datasets import neutral_prompts
-    from pipeline.home import gnomon_home
     from pipeline.store import ActivationStore
 
     if spec.n_boot < 100:
@@ -75,8 +78,6 @@ def run_evasion(spec: EvasionSpec, executor: Any = None, home: Any = None, track
     base, members, fleet = _members(spec, home_p)
     rec = read_monitor(home_p, spec.concept, base)
     if executor is None:
-        from jobs.runtime.engine import make_executor
-
         executor = make_executor("local")
     versions = [base, *[m.id for m in members]]
     ensure_collected(versions, spec.concept, home_p, executor, None, True, log)

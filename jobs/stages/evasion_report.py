@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+# lazy: pyarrow (heavy; imported where used)
+
 __all__ = ["evasion_figures", "evasion_rows", "print_evasion"]
 
 KINDS = (("frozen", "(a) frozen monitor"), ("linear", "(b) linear, retrained"), ("mlp", "(c) MLP, retrained"),

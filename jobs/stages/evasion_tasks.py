@@ -16,6 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from jobs.stages.drift_tasks import DriftTask, drift_checkpoint
+from pipeline.evasion.figures import Monitor, checkpoint_figures
+
+# lazy: pyarrow (heavy; imported where used)
+
 __all__ = ["EvasionTask", "evasion_checkpoint"]
 
 
@@ -43,9 +48,6 @@ def _splits(home: str, model: str, concept: str, labels: tuple[str, str], layer:
 
 def evasion_checkpoint(task: EvasionTask) -> dict[str, Any]:
     """``{"model", "layers": {layer: figures}, "scores": [per prompt], "behaviour"}``."""
-    from jobs.stages.drift_tasks import DriftTask, drift_checkpoint
-    from pipeline.evasion.figures import Monitor, checkpoint_figures
-
     m = task.monitor
     monitor = Monitor(layer=int(m["layer"]), unit=np.asarray(m["unit"], np.float64), threshold=float(m["threshold"]))
     originals = {}

@@ -11,15 +11,27 @@ the whole curve, and registers the chosen directions in the catalog.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
+from jobs.runtime.output import step
+from jobs.runtime.results import FitResult
+from jobs.stages.best_select import alias_targets, candidate, select_best
+from jobs.stages.collect_job import CollectSpec
 from jobs.stages.fit_tasks import FitFailure, GroupTask, fit_layer, plan_groups
+from jobs.stages.shards import load_for_spec
+from jobs.stages.steer_select import select_steer
 from pipeline.atomic import write_json
+from pipeline.home import gnomon_home, push_shared
 from pipeline.methods import check_methods, method_names
+from pipeline.models.spec import ModelSpec
+from pipeline.selection import rank
 from pipeline.types import GnomonError
+
+# lazy: numpy, pyarrow, torch (heavy; imported where used); jobs.stages.collect_job (tests patch it at the source)
 
 __all__ = ["FitSpec", "FitFailure", "GroupTask", "fit_layer", "run_fit",
            "fit_collected", "sweep_curves", "with_layers", "SELECT_METRICS"]
@@ -70,9 +82,6 @@ def sweep_curves(directions: Sequence[Any], metric: str,
     ties on the validation metric's confidence bound go to the larger d', then mid-depth).
     ``eligible`` is False when no layer passes: ``best`` is then the plain arg-max, kept for
     the record, and the catalog never points an alias at it."""
-    from jobs.stages.best_select import candidate
-    from pipeline.selection import rank
-
     groups: dict[tuple[str, str], list[Any]] = {}
     for d in directions:
         groups.setdefault((d.provenance.method, d.provenance.position), []).append(d)
@@ -118,10 +127,6 @@ def check_fit_spec(spec: FitSpec) -> None:
 
 def collect_spec(spec: FitSpec) -> Any:
     """The collection a fit needs (complete shards are reused)."""
-    from jobs.stages.collect_job import CollectSpec
-
-    from pipeline.models.spec import ModelSpec
-
     model = spec.resolved_model or ModelSpec(id=spec.model, revision=spec.revision)
     return CollectSpec(model=model, dataset=spec.dataset, layers=spec.layers, positions=spec.positions,
                        dtype=spec.collect_dtype, batch_size=spec.batch_size)
@@ -130,10 +135,8 @@ def collect_spec(spec: FitSpec) -> Any:
 def run_fit(spec: FitSpec, executor: Any, home: Any = None, catalog: Any = None,
             show_progress: bool = False, log: Any = None) -> dict[str, Any]:
     """Collect what is missing, fit every group, sweep layers, register; returns a summary."""
-    from pipeline.datasets import load_dataset, validate_contrast
-    from pipeline.home import gnomon_home
-
     from jobs.stages.collect_job import collect
+    from pipeline.datasets import load_dataset, validate_contrast
 
     check_fit_spec(spec)
     home_p = gnomon_home(home)
@@ -146,8 +149,6 @@ def run_fit(spec: FitSpec, executor: Any, home: Any = None, catalog: Any = None,
 
 def _stderr(message: str) -> None:
     """Progress lines go to stderr, piped or not (stdout may carry JSON)."""
-    import sys
-
     print(message, file=sys.stderr, flush=True)
 
 
@@ -157,9 +158,6 @@ def fit_collected(spec: FitSpec, collected: Any, executor: Any, home: Any, catal
     sweep, register; returns a :class:`jobs.runtime.results.FitResult`. ``dataset``: the request's
     dataset when the caller loaded it (with its contrast checked), not loaded again."""
     from pipeline.datasets import load_dataset, validate_contrast
-    from pipeline.home import gnomon_home
-
-    from jobs.runtime.results import FitResult
 
     home_p = gnomon_home(home)
     ds = dataset if dataset is not None else load_dataset(spec.dataset, home=home_p)
@@ -169,7 +167,6 @@ def fit_collected(spec: FitSpec, collected: Any, executor: Any, home: Any, catal
         validate_contrast(ds, positive, negative)
     tasks = plan_groups(collected, concept=ds.name, positive=positive, negative=negative,
                         positions=spec.positions, methods=spec.methods, params=spec.params, home=str(home_p))
-    from jobs.runtime.output import step
 
     t1 = time.perf_counter()
     with step(f"fit {ds.name} on {collected.model}: {', '.join(spec.methods)}", total=len(tasks),
@@ -207,14 +204,11 @@ def _select(spec: FitSpec, ds: Any, positive: str, negative: str, directions: li
             home_p: Path, log: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """After registering: point ``best``/``best-monitor`` (:func:`jobs.stages.best_select.select_best`),
     then measure and point ``best-steer``; returns (aliases, best-steer result, selection)."""
-    from jobs.runtime.output import step
-
     steer: dict[str, Any] = {}
     if catalog is None:
         from catalog import Catalog
 
         catalog = Catalog(home=home_p)
-    from jobs.stages.best_select import alias_targets, select_best
 
     # the model as the collection resolved it (an absolute path for a relative one): the
     # identity its directions record, so the aliases are scoped to the same string
@@ -230,10 +224,7 @@ def _select(spec: FitSpec, ds: Any, positive: str, negative: str, directions: li
         steer = {"alias": None, "reason": "no reliable direction to steer with (see the selection above)",
                  "candidates": []}
     else:
-        from jobs.stages.steer_select import select_steer
-
         try:
-            from jobs.stages.shards import load_for_spec
 
             # the model the collection loaded, from this process's cache when it ran here
             lm = load_for_spec(collect_spec(spec), home_p)
@@ -265,7 +256,6 @@ def _write_sweep(home: Path, concept: str, spec: FitSpec, sweeps: dict[tuple[str
     doc = {f"{m}/{p}": {"best_layer": s["best"].layer, "select_metric": s["select_metric"],
                         "eligible": s["eligible"], "curve": s["curve"]}
            for (m, p), s in sorted(sweeps.items())}
-    from pipeline.home import push_shared
 
     return push_shared(write_json(path, doc, indent=1, allow_nan=True), home)   # object storage: in the bucket
 

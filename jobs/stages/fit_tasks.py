@@ -14,7 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from jobs.runtime.results import GroupResult
 from pipeline.types import GnomonError
+
+# lazy: numpy, pyarrow, threadpoolctl, torch (heavy; imported where used)
 
 __all__ = ["FitFailure", "GroupTask", "fit_layer", "plan_groups"]
 
@@ -84,7 +87,6 @@ def _fit_layer(task: GroupTask) -> Any:
     from pipeline.direction import Provenance
     from pipeline.fit import fit_direction
 
-    from jobs.runtime.results import GroupResult
 
     t0 = time.perf_counter()
     with StoreDB(task.home, memory_limit="1GB", threads=1) as db:

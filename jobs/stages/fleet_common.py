@@ -10,8 +10,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from jobs.stages.collect_job import CollectSpec, run_collection
 from pipeline import atomic
 from pipeline.types import GnomonError
+
+# lazy: numpy, pyarrow (heavy; imported where used)
 
 __all__ = ["concept_labels", "ensure_collected", "read_versions", "report_dir", "write_json"]
 
@@ -28,7 +31,6 @@ def ensure_collected(versions: Sequence[Any], concept: str, home: Path, executor
     """Collect ``concept`` on every version that lacks it (all layers unless ``layers``);
     returns the versions collected now. ``collect=False`` makes a missing one an error.
     A version is an id or a resolved :class:`~pipeline.models.ModelSpec` (not resolved again)."""
-    from jobs.stages.collect_job import CollectSpec, run_collection
     from pipeline.store import ActivationStore
 
     done = []

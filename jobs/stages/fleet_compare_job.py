@@ -12,6 +12,7 @@ under ``<home>/reports/compare/``, and logs them as one MLflow run.
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from dataclasses import dataclass
@@ -20,7 +21,14 @@ from typing import Any
 
 import numpy as np
 
+from jobs.runtime.engine import make_executor
+from jobs.runtime.output import step
+from jobs.stages.fleet_common import concept_labels, ensure_collected, read_versions, report_dir, write_json
+from jobs.stages.fleet_report import compare_figures
+from pipeline.home import gnomon_home
 from pipeline.types import GnomonError
+
+# lazy: pyarrow, torch (heavy; imported where used)
 
 
 @dataclass(frozen=True)
@@ -45,8 +53,6 @@ class FleetCompareSpec:
 def _is_encoder(vid: str, home: Path) -> bool:
     """Whether a registered version is an encoder (no causal-LM head), from its config.json
     the way the loader decides which class to load."""
-    import json
-
     from pipeline.fleet.registry import version_dir
 
     cfg_path = version_dir(vid, home) / "config.json"
@@ -100,21 +106,17 @@ def _width_group(vids: list[str], data: dict[str, dict[int, Any]]) -> dict[str, 
 
 def run_fleet_compare(spec: FleetCompareSpec, executor: Any = None, home: Any = None,
                       tracking_uri: str | None = None, log: Any = print) -> dict[str, Any]:
-    from jobs.stages.fleet_common import concept_labels, ensure_collected, read_versions
     from pipeline.fleet.registry import load_fleet, read_lineage
-    from pipeline.home import gnomon_home
 
     home_p = gnomon_home(home)
     fleet = load_fleet(spec.fleet, home_p)
     pos, neg = concept_labels(spec.concept, home_p)
     if executor is None:
-        from jobs.runtime.engine import make_executor
         executor = make_executor("ray")
     encoders = [v for v in fleet.ids if _is_encoder(v, home_p)]
     position = spec.position or ("mean" if encoders else "last")
     if spec.position is None and encoders:
         log(f"position mean: {', '.join(encoders)} is an encoder, whose last token is [SEP] (--position to choose)")
-    from jobs.runtime.output import step
 
     ensure_collected(fleet.ids, spec.concept, home_p, executor, spec.layers, spec.collect, log)
     data = read_versions(fleet.ids, spec.concept, home_p, pos, neg, position, spec.layers)
@@ -153,16 +155,12 @@ def _cross(groups: list[dict[str, Any]], kinds: dict[str, str], data: dict[str, 
 def _publish(out: dict[str, Any], spec: FleetCompareSpec, fleet: Any, tracking_uri: str | None,
              home_p: Path) -> dict[str, Any]:
     """``compare.json``, figures and the HTML page when asked (and its copy), the MLflow run."""
-    from jobs.stages.fleet_common import report_dir, write_json
-
     groups, position = out["groups"], out["position"]
     d = report_dir(home_p, "compare", spec.concept, spec.fleet)
     files: list[Path] = []
     out["report_dir"] = str(d)
     out["html"] = None
     if spec.figures or spec.html:
-        from jobs.stages.fleet_report import compare_figures
-
         files = compare_figures(out, d)
         out["html"] = str(d / "report.html")
     write_json(d / "compare.json", out)

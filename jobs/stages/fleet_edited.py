@@ -12,17 +12,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from jobs.runtime.engine import make_executor
+from jobs.stages.fit_job import FitSpec, run_fit
+from pipeline.models.loading import load_model
+
+# lazy: numpy, pyarrow, torch (heavy; imported where used)
+
 __all__ = ["build_edited"]
 
 
 def build_edited(base_id: str, concept: str, version_id: str, home: Path | None = None,
                  log: Callable[[str], None] = print) -> Any:
     from catalog import Catalog
-    from jobs.runtime.engine import make_executor
-    from jobs.stages.fit_job import FitSpec, run_fit
     from pipeline.fleet.edited import register_orthogonalized
     from pipeline.fleet.registry import LINEAGE_FILE, read_lineage, version_dir
-    from pipeline.models.loading import load_model
 
     if (version_dir(version_id, home) / LINEAGE_FILE).is_file():
         return read_lineage(version_id, home)   # built before (its recipe names the direction used)

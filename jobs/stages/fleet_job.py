@@ -14,19 +14,32 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from pipeline.fleet.finetune import seed_suffix
+from jobs.runtime.engine import LocalExecutor
+from jobs.stages.drift_prereg import preregister
+from jobs.stages.evasion_build import build_evasion
+from jobs.stages.fleet_edited import build_edited
+from pipeline.fleet import corpora
+from pipeline.fleet.finetune import FinetuneConfig, finetune_series, seed_suffix, series_ids
+from pipeline.fleet.imports import import_base, import_minilm, import_model, minilm_zip
+from pipeline.fleet.numeric import build_numeric, numeric_id
 from pipeline.fleet.registry import (
     LINEAGE_FILE,
     Fleet,
     FleetMember,
+    check_fleet_name,
+    list_fleets,
+    load_fleet,
     read_lineage,
     save_fleet,
     version_dir,
 )
+from pipeline.fleet.scratch import ScratchConfig, scratch_ids, train_scratch
+from pipeline.fleet.selfgen import self_corpus
+from pipeline.home import gnomon_home
 from pipeline.types import GnomonError
 
 __all__ = ["STAGES", "FleetPlan", "build_fleet", "plan_for"]
@@ -90,10 +103,6 @@ def _member(vid: str, home: Path | None) -> FleetMember | None:
 
 def planned_ids(plan: FleetPlan, home: Path | None) -> list[str]:
     """Every version id the plan makes, in fleet order."""
-    from pipeline.fleet.finetune import FinetuneConfig, series_ids
-    from pipeline.fleet.numeric import numeric_id
-    from pipeline.fleet.scratch import ScratchConfig, scratch_ids
-
     ft = FinetuneConfig(**plan.finetune)
     ids = [f"{plan.prefix}-base"] + [numeric_id(plan.prefix, n) for n in plan.numeric]
     ids += ["minilm"] if plan.minilm else []
@@ -109,8 +118,6 @@ def write_fleet(plan: FleetPlan, home: Path | None) -> Fleet:
     """The plan's registered versions in plan order, then any other registered member the
     fleet file already had: a build with fewer seeds (``--seeds 0``) or one stage does not
     drop versions an earlier build added."""
-    from pipeline.fleet.registry import list_fleets, load_fleet
-
     members = [m for m in (_member(v, home) for v in planned_ids(plan, home)) if m is not None]
     if plan.name in list_fleets(home):
         have = {m.id for m in members}
@@ -124,9 +131,6 @@ def write_fleet(plan: FleetPlan, home: Path | None) -> Fleet:
 def _evade_stages(plan: FleetPlan, stages: tuple[str, ...], home: Path | None,
                   log: Callable[[str], None]) -> dict[str, float]:
     """The ``evade-<concept>`` stages, only when named (:mod:`jobs.stages.evasion_build`)."""
-    from jobs.stages.evasion_build import build_evasion
-    from pipeline.home import gnomon_home
-
     walls = {}
     for stage in (s for s in stages if s.startswith("evade-")):
         t0 = time.perf_counter()
@@ -140,8 +144,6 @@ def _evade_stages(plan: FleetPlan, stages: tuple[str, ...], home: Path | None,
 def _check_plan(plan: FleetPlan, only: tuple[str, ...] | None) -> tuple[str, ...]:
     """The stages to run, after checking the plan: its name, seeds, stage names and (when the
     MiniLM stage runs) the wheel, before any stage runs rather than after an hour of them."""
-    from pipeline.fleet.registry import check_fleet_name
-
     check_fleet_name(plan.name)
     if not plan.seeds or len(set(plan.seeds)) != len(plan.seeds) or min(plan.seeds) < 0:
         raise GnomonError(f"fine-tune seeds must be distinct non-negative integers, got {list(plan.seeds)}")
@@ -150,8 +152,6 @@ def _check_plan(plan: FleetPlan, only: tuple[str, ...] | None) -> tuple[str, ...
     if bad:
         raise GnomonError(f"unknown fleet stage {bad[0]!r}: choose from {', '.join(STAGES)}, or evade-<concept>")
     if "minilm" in stages and plan.minilm:
-        from pipeline.fleet.imports import minilm_zip
-
         minilm_zip()
     return stages
 
@@ -160,14 +160,6 @@ def _finetune_stage(plan: FleetPlan, stage: str, ft: Any, neg: Any, ctl: Any, ba
                     log: Callable[[str], None]) -> None:
     """``ft-negative`` / ``ft-control``: the pre-registration (once, normally before any
     checkpoint exists), then one fine-tune series per seed."""
-    from dataclasses import asdict, replace
-
-    from jobs.stages.drift_prereg import preregister
-    from jobs.runtime.engine import LocalExecutor
-    from pipeline.fleet import corpora
-    from pipeline.fleet.finetune import finetune_series
-    from pipeline.home import gnomon_home
-
     built = [v for v in planned_ids(plan, home) if ("-ftneg" in v or "-ftctl" in v) and _member(v, home)]
     for concept in plan.prereg:
         preregister(concept, base_id, ft.train_blocks, asdict(ft), plan.seeds, gnomon_home(home),
@@ -178,8 +170,6 @@ def _finetune_stage(plan: FleetPlan, stage: str, ft: Any, neg: Any, ctl: Any, ba
         if stage == "ft-negative":
             corpus = neg or corpora.shipped_corpus("negative", ft.n_texts, seed)
         elif ctl is None:   # the null for sampled tokens: the base's own samples (pipeline.fleet.selfgen)
-            from pipeline.fleet.selfgen import self_corpus
-
             corpus = self_corpus(base_id, ft.n_texts, seed, home=home, log=log)
         else:
             corpus = ctl
@@ -192,12 +182,6 @@ def _finetune_stage(plan: FleetPlan, stage: str, ft: Any, neg: Any, ctl: Any, ba
 def build_fleet(plan: FleetPlan, home: Path | None = None, only: tuple[str, ...] | None = None,
                 log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the plan's stages (or ``only`` those); returns per-stage wall seconds and the fleet."""
-    from pipeline.fleet import corpora
-    from pipeline.fleet.finetune import FinetuneConfig
-    from pipeline.fleet.imports import import_base, import_minilm
-    from pipeline.fleet.numeric import build_numeric
-    from pipeline.fleet.scratch import ScratchConfig, train_scratch
-
     stages = _check_plan(plan, only)
     # Read user corpora before building anything, so a bad file fails first.
     neg = corpora.load_corpus(plan.corpus_negative) if plan.corpus_negative else None
@@ -214,8 +198,6 @@ def build_fleet(plan: FleetPlan, home: Path | None = None, only: tuple[str, ...]
             if plan.base_model == "smollm2":
                 import_base(home, base_id)
             else:
-                from pipeline.fleet.imports import import_model
-
                 import_model(plan.base_model, base_id, home)
         elif stage == "numeric":
             for n in plan.numeric:
@@ -233,8 +215,6 @@ def build_fleet(plan: FleetPlan, home: Path | None = None, only: tuple[str, ...]
             for lin in train_scratch(corpus, plan.scratch_prefix, cfg, tokenizer_from=tok_from, home=home, log=log):
                 log(f"  {lin.id}: {lin.fingerprint}")
         elif stage == "edited":
-            from jobs.stages.fleet_edited import build_edited
-
             for concept in plan.edited:
                 lin = build_edited(base_id, concept, f"{plan.prefix}-orth-{concept}", home=home, log=log)
                 log(f"  {lin.id}: {lin.fingerprint}")

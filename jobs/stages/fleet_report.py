@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+# lazy: pyarrow (heavy; imported where used)
+
 __all__ = ["compare_figures", "drift_figures"]
 
 

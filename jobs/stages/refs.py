@@ -15,7 +15,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from catalog.backend import resolve_tracking_uri, sqlite_path
+from catalog.readers import reader_for
+from catalog.refs import parse_ref
+from pipeline.home import gnomon_home
+from pipeline.store_keys import resolve_model_key
 from pipeline.types import GnomonError
+
+# lazy: numpy, pyarrow, torch (heavy; imported where used)
 
 __all__ = ["check_refs", "is_direction_file", "resolve_direction", "resolve_directions", "resolve_record",
            "say_resolved", "scope_model"]
@@ -26,9 +33,6 @@ def scope_model(model: str | None, home: Any = None) -> str | None:
     so ``sentiment@best --model ckpt`` finds the aliases a fit of ``ckpt`` set."""
     if model is None:
         return None
-    from pipeline.home import gnomon_home
-    from pipeline.store_keys import resolve_model_key
-
     return resolve_model_key(model, gnomon_home(home)).model
 
 
@@ -60,11 +64,6 @@ def check_refs(refs: Sequence[str], tracking_uri: str | None = None, model: str 
     (:class:`catalog.fast.SQLiteReader`); a missing one has no concepts, and is not created
     by a refusal; a tracking server is asked through its REST search API (:mod:`catalog.rest`). ``model``
     scopes ``best``/``best-monitor``/``best-steer`` (issue 20)."""
-    from catalog.backend import resolve_tracking_uri, sqlite_path
-    from catalog.readers import reader_for
-    from catalog.refs import parse_ref
-    from pipeline.home import gnomon_home
-
     wanted = [r for r in refs if not is_direction_file(r)]
     if not wanted:
         return []

@@ -18,14 +18,27 @@ Output, under ``<home>/reports/<name>/`` (or ``out``): ``report.json`` (format
 from __future__ import annotations
 
 import json
+import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from jobs.runtime.engine import make_executor
+from jobs.runtime.output import step
+from jobs.stages.collect_job import CollectSpec, run_collection
+from jobs.stages.report_request import resolve_report
 from pipeline.atomic import write_json
+from pipeline.home import gnomon_home, push_tree
+from pipeline.linearity import DEFAULT as th
+from pipeline.linearity import render
+from pipeline.linearity.verdict import concept_verdict, layer_class
+from pipeline.models import load_model
 from pipeline.types import GnomonError
+
+# lazy: numpy, pyarrow, torch (heavy; imported where used)
 
 FORMAT = "gnomon-linearity-report/1"
 
@@ -57,7 +70,6 @@ class ReportSpec:
 def fleet_models(fleet: str, home: Any = None) -> tuple[str, ...]:
     """Model ids of every version of fleet ``fleet``: ``<home>/fleets/<fleet>.json``,
     whose ``versions`` list holds objects with an ``id`` (registered model ids)."""
-    from pipeline.home import gnomon_home
     from pipeline.store import check_name
 
     path = gnomon_home(home) / "fleets" / f"{check_name(fleet, 'fleet name')}.json"
@@ -87,13 +99,9 @@ def _layers(spec: ReportSpec, rm: Any, concept: str, ds: Any, executor: Any, hom
             log: Callable[[str], None]) -> dict[str, Any]:
     """Collect if needed, then the per-layer representation figures of one concept (``rm``:
     the resolved model and layers, ``ds``: the loaded dataset, both trusted)."""
-    from jobs.stages.collect_job import CollectSpec, run_collection
     from pipeline.contrast import StoreDB, contrast_splits
     from pipeline.direction import Provenance
     from pipeline.linearity.layers import analyse_layers
-    from pipeline.linearity.verdict import layer_class
-
-    from jobs.runtime.output import step
 
     model = rm.id
     positive, negative = ds.default_contrast
@@ -141,9 +149,6 @@ def _live(spec: ReportSpec, rm: Any, results: list[dict[str, Any]], known: dict[
 
     from pipeline.linearity.composition import composition
     from pipeline.linearity.control import concept_scorer, dose_response, interpolation, monitor_scorer
-    from pipeline.models import load_model
-
-    from jobs.runtime.output import step
 
     with step(f"load {rm.id}", emit=log):
         lm = load_model(rm.spec, home=home)
@@ -187,9 +192,6 @@ def _live(spec: ReportSpec, rm: Any, results: list[dict[str, Any]], known: dict[
 def report_name(spec: ReportSpec) -> str:
     """``--name``, checked; else the concepts joined, a dataset file by its stem
     (``gnomon report data/My Reviews.jsonl`` -> ``My-Reviews``), cut to what a folder name allows."""
-    import os
-    import re
-
     from pipeline.datasets import FORMATS
     from pipeline.store import check_name
 
@@ -203,8 +205,6 @@ def report_name(spec: ReportSpec) -> str:
 def _measure(spec: ReportSpec, request: Any, executor: Any, home: Path, th: Any,
              log: Callable[[str], None]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Per model: every concept's layers, the live checks, the verdicts; (results, compositions)."""
-    from pipeline.linearity.verdict import concept_verdict
-
     results: list[dict[str, Any]] = []
     comps: dict[str, Any] = {}
     for rm in request.models:
@@ -229,7 +229,6 @@ def _measure(spec: ReportSpec, request: Any, executor: Any, home: Path, th: Any,
 
 def _figures(doc: dict[str, Any], out_dir: Path, home: Path, th: Any) -> tuple[list[list[Path]], list[Path], Path]:
     """Each result's plots, the compositions' plots and ``index.html``: (per result, all images, html)."""
-    from pipeline.linearity import render
     from pipeline.store import model_file_key
 
     images: list[Path] = []
@@ -251,15 +250,9 @@ def run_report(spec: ReportSpec, executor: Any = None, home: Any = None, out: st
                tracking_uri: str | None = None, log_mlflow: bool = True,
                log: Callable[[str], None] = print) -> dict[str, Any]:
     """Measure, judge, write ``report.json``, plots and ``index.html``; returns the document."""
-    from pipeline.home import gnomon_home, push_tree
-
-    from jobs.stages.report_request import resolve_report
-
     home_p = gnomon_home(home)
     out_dir = Path(out) if out is not None else home_p / "reports" / report_name(spec)
     request = resolve_report(spec, home_p)   # checked, and models, layers, datasets, concepts resolved once
-    from jobs.runtime.engine import make_executor   # torch and Ray only after the checks
-    from pipeline.linearity import DEFAULT as th
     from pipeline.linearity import probes
 
     executor = executor or make_executor("ray")

@@ -11,6 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.concepts.record import concept_record
+from pipeline.models import ModelSpec
+from pipeline.models.shape import model_shape
+from pipeline.types import POSITIONS, GnomonError
+
+# lazy: pyarrow (heavy; imported where used); pipeline.models.layers (tests patch it at the source)
+
 __all__ = ["ReportModel", "ReportRequest", "resolve_report"]
 
 
@@ -40,13 +47,8 @@ def resolve_report(spec: Any, home: Path) -> ReportRequest:
     """The request checked (concepts, models, position, strengths), every model exists and
     has the requested layers, read from its config without its weights (refused before Ray
     starts or a model loads; issue 21: ``--layers 99``); every concept's dataset loads."""
-    from pipeline.concepts.record import concept_record
     from pipeline.datasets import load_dataset
-    from pipeline.models import ModelSpec
     from pipeline.models.layers import check_layers
-    from pipeline.models.shape import model_shape
-    from pipeline.types import POSITIONS, GnomonError
-
     if not spec.concepts or not spec.models:
         raise GnomonError("a report needs at least one concept and one model")
     if spec.position not in POSITIONS[:2]:

@@ -12,11 +12,20 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Hashable
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from functools import partial
-from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
+
+from pipeline.chat import render_rows
+from pipeline.home import gnomon_home
+from pipeline.models import cached_model
+from pipeline.models.cache import weights_signature
+from pipeline.models.layers import Layers
+from pipeline.types import check_positions
+
+# lazy: numpy, pyarrow, torch (heavy; imported where used)
 
 if TYPE_CHECKING:
     from jobs.stages.collect_job import CollectSpec
@@ -52,15 +61,11 @@ class ShardResult:
 
 def load_for_spec(spec: CollectSpec, home: Any = None) -> Any:
     """The model for ``spec``, from this process's model cache when it is already loaded."""
-    from pipeline.models import cached_model
-
     return cached_model(spec.model, home=home)
 
 
 def render(lm: Any, task: ShardTask, dataset: str = "") -> list[str]:
     """Texts as the model sees them: chat ``messages`` go through the chat template."""
-    from pipeline.chat import render_rows
-
     return render_rows(task.texts, task.messages, lm.tokenizer, dataset or lm.model_id, ids=task.ids)
 
 
@@ -72,9 +77,6 @@ def run_shard(lm: Any, plan_spec: CollectSpec, dataset_name: str, task: ShardTas
     tokenizer are not thread-safe); the store checks and the writes run outside it.
     """
     from pipeline.collect import collect
-    from pipeline.types import check_positions
-    from pipeline.home import gnomon_home
-    from pipeline.models.layers import Layers
     from pipeline.store import ActivationStore, activation_table
 
     t0 = time.perf_counter()
@@ -138,7 +140,6 @@ def model_worker(model: Any, home: str) -> ShardRunner:
         import torch
 
         torch.set_num_threads(int(threads))
-    from pipeline.models import cached_model
 
     return ShardRunner(cached_model(model, home=home), home)
 
@@ -147,8 +148,6 @@ def model_pool(model: Any, home: str) -> tuple[Hashable, Any]:
     """(pool key, init) of the worker pool for ``model`` (a :class:`~pipeline.models.ModelSpec`):
     every stage on the same model version (each concept's collection, evaluation) shares one
     pool and one load. The key is the spec's identity, as the model cache keys it."""
-    from pipeline.home import gnomon_home
-    from pipeline.models.cache import weights_signature
 
     # the weights' signature too: a version rebuilt under the same id gets a fresh pool
     sig = weights_signature(model, gnomon_home(home))

@@ -26,7 +26,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from pipeline.concepts.record import concept_record
+from pipeline.models import load_model
+from pipeline.selection import rank
 from pipeline.types import GnomonError
+
+# lazy: numpy, pyarrow, torch (heavy; imported where used)
 
 __all__ = ["STEER_ALIAS", "select_steer", "select_steer_for_concept"]
 
@@ -47,10 +52,6 @@ def select_steer(catalog: Any, concept: str, model: str, dataset: Any, positive:
     """Measure the top candidates, point ``model``'s ``best-steer`` at the qualifying one with
     the largest effect (or remove it); returns what was measured (also when nothing qualified)."""
     from catalog.registry import record_candidate
-    from pipeline.concepts.record import concept_record
-    from pipeline.models import load_model
-    from pipeline.selection import rank
-
     t0 = time.perf_counter()
     recs = catalog.search(concept=concept, model=model)
     ranked = [c.key for c in rank([record_candidate(r) for r in recs])][:max_candidates]

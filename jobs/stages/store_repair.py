@@ -18,7 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from jobs.stages.collect_job import CollectSpec, _content_digest
+from jobs.stages.shards import ShardTask, load_for_spec, run_shard
 from pipeline.types import GnomonError
+
+# lazy: numpy, pyarrow (heavy; imported where used)
 
 __all__ = ["Repair", "collect_command", "repair_store"]
 
@@ -68,9 +72,6 @@ def repair_store(home: Path, log: Callable[[str], Any] = print) -> list[Repair]:
 
 
 def _repair_one(store: Any, m: dict[str, Any], home: Path) -> None:
-    from jobs.stages.collect_job import CollectSpec, _content_digest
-    from jobs.stages.shards import ShardTask, load_for_spec, run_shard
-
     ids = m.get("ids")
     if not isinstance(ids, list) or not ids:
         raise GnomonError("its manifest does not record its example ids")

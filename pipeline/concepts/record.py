@@ -23,7 +23,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.concepts import CONCEPTS
 from pipeline.types import GnomonError
+
+# lazy: numpy, pyarrow (heavy; imported where used)
 
 __all__ = ["Concept", "concept_record"]
 
@@ -82,8 +85,6 @@ def concept_record(name: str, home: Any = None, *, dataset: Any = None, labels: 
 def _labels(name: str, home: Any, dataset: Any) -> tuple[str, str]:
     """The dataset's default contrast (declared at registration, else the shipped metadata's,
     else its first two labels); a shipped concept's comes from its metadata, no load."""
-    from pipeline.concepts import CONCEPTS
-
     if dataset is None and name in CONCEPTS:
         return CONCEPTS[name].positive, CONCEPTS[name].negative
     if dataset is None:

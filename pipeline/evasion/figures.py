@@ -29,6 +29,8 @@ import numpy as np
 from pipeline import metrics as M
 from pipeline.types import GnomonError
 
+# lazy: torch (heavy; imported where used)
+
 __all__ = ["Monitor", "Splits", "auroc_se", "checkpoint_figures", "monitor_from_base"]
 
 Splits = Mapping[str, tuple[np.ndarray, np.ndarray]]

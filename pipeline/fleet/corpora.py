@@ -30,8 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+
 from pipeline.atomic import write_text
+from pipeline.concepts import CONCEPTS
 from pipeline.types import GnomonError
+
+# lazy: pipeline.datasets (tests patch it at the source)
 
 __all__ = ["Corpus", "corpus_from_texts", "diary_openings", "load_corpus", "save_corpus", "scratch_corpus",
            "shipped_corpus"]
@@ -87,9 +93,6 @@ def load_corpus(path: str | Path) -> Corpus:
         columns = set().union(*(r.keys() for r in rows)) if rows else set()
         values = [r.get("text") for r in rows]
     elif suffix in (".parquet", ".pq", ".csv"):
-        import pyarrow.csv as pcsv
-        import pyarrow.parquet as pq
-
         try:
             table = pq.read_table(p) if suffix != ".csv" else pcsv.read_csv(p)
         except Exception as e:  # noqa: BLE001 - pyarrow raises several types for bad files
@@ -190,7 +193,6 @@ def shipped_corpus(kind: str, n: int = 320, seed: int = 0) -> Corpus:
 
 def scratch_corpus(n_generic: int = 2000, seed: int = 0) -> Corpus:
     """Every shipped concept dataset's texts (messages flattened) plus neutral diary text."""
-    from pipeline.concepts import CONCEPTS
     from pipeline.datasets import load_dataset
 
     texts: list[str] = []

@@ -9,6 +9,7 @@ whose settings still name the source model and its fingerprint).
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from pipeline.fleet.registry import (
 )
 from pipeline.fleet.versions import FINGERPRINT_FILE, is_built, staging_dir
 from pipeline.types import GnomonError
+
+# lazy: torch (heavy; imported where used)
 
 __all__ = ["edited_recipe", "register_orthogonalized", "source_version"]
 
@@ -67,7 +70,6 @@ def register_orthogonalized(lm: Any, direction: Any, version_id: str, ref: str =
     staged = staging_dir(version_id, home)
     try:
         out = save_orthogonalized(lm, direction, staged / "model", ref=ref, force=force)
-        import json
 
         fp = json.loads((out / "gnomon.json").read_text())["fingerprint"]
         (out / FINGERPRINT_FILE).write_text(json.dumps({"fingerprint": fp}))

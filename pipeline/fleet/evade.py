@@ -29,7 +29,10 @@ from typing import Any
 import numpy as np
 
 from pipeline.fleet.corpora import Corpus, corpus_from_texts
+from pipeline.fleet.finetune import finetune_series
 from pipeline.types import GnomonError
+
+# lazy: torch (heavy; imported where used); pipeline.datasets (tests patch it at the source)
 
 __all__ = ["MonitorSpec", "concept_corpus", "evade_series", "monitor_penalty"]
 
@@ -106,8 +109,6 @@ def monitor_penalty(monitor: MonitorSpec, weight: float) -> Callable[[Any], Any]
 def evade_series(base_id: str, corpus: Corpus, monitor: MonitorSpec, weight: float, cfg: Any, prefix: str,
                  series: str, home: str | Path | None = None, log: Callable[[str], None] = print) -> list[Any]:
     """One series (``weight`` > 0: evasion; 0: the matched control) of ``cfg``'s recipe."""
-    from pipeline.fleet.finetune import finetune_series
-
     if weight < 0:
         raise GnomonError(f"the evasion weight must be >= 0, got {weight}")
     extra = {"objective": "lm loss on the concept's positive train texts"

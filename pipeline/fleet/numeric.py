@@ -38,7 +38,11 @@ from pipeline.fleet.versions import (
     save_version,
     staging_dir,
 )
+from pipeline.models.loading import ModelSpec, load_model
+from pipeline.models.quantize import quantized_fingerprint
 from pipeline.types import GnomonError
+
+# lazy: torch (heavy; imported where used)
 
 __all__ = ["NUMERIC", "Numeric", "build_numeric", "numeric_id"]
 
@@ -57,9 +61,6 @@ def build_numeric(parent: str, numeric: str, version_id: str | None = None,
                   home: str | Path | None = None) -> Lineage:
     """Register ``parent`` in ``numeric`` precision as ``version_id`` (skipped if already built)."""
     import torch
-
-    from pipeline.models.loading import ModelSpec, load_model
-    from pipeline.models.quantize import quantized_fingerprint
 
     if numeric not in NUMERIC:
         raise GnomonError(f"unknown numeric version {numeric!r}: one of {', '.join(NUMERIC)}")

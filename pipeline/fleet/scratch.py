@@ -21,7 +21,11 @@ from pipeline.fleet.corpora import Corpus, save_corpus
 from pipeline.fleet.registry import Lineage, version_dir
 from pipeline.fleet.versions import is_built, save_version
 from pipeline.home import gnomon_home
+from pipeline.models.loading import ModelSpec, default_device, load_model
+from pipeline.models.tiny import tiny_tokenizer
 from pipeline.types import GnomonError
+
+# lazy: torch, transformers (heavy; imported where used)
 
 __all__ = ["ScratchConfig", "scratch_ids", "train_scratch"]
 
@@ -61,8 +65,6 @@ def scratch_ids(prefix: str, cfg: ScratchConfig) -> list[str]:
 
 def _tokenizer(source: str, home: str | Path | None) -> Any:
     if source == "tiny":
-        from pipeline.models.tiny import tiny_tokenizer
-
         return tiny_tokenizer()
     from transformers import AutoTokenizer
 
@@ -98,7 +100,6 @@ def train_scratch(corpus: Corpus, prefix: str, cfg: ScratchConfig, tokenizer_fro
         load_optimizer_state,
         train_until,
     )
-    from pipeline.models.loading import ModelSpec, default_device, load_model
 
     steps = cfg.steps()
     ids = scratch_ids(prefix, cfg)

@@ -32,7 +32,11 @@ from pipeline.fleet.corpora import (
     load_corpus,
     save_corpus,
 )
+from pipeline.fleet.registry import read_lineage
 from pipeline.home import gnomon_home
+from pipeline.models.loading import ModelSpec, load_model
+
+# lazy: torch (heavy; imported where used)
 
 __all__ = ["self_corpus"]
 
@@ -54,9 +58,6 @@ def _sample(lm, openings: list[str], max_new_tokens: int, seed: int, batch_size:
 def self_corpus(parent: str, n: int, seed: int = 0, max_new_tokens: int = 32, home: str | Path | None = None,
                 batch_size: int = 32, log: Callable[[str], None] = print) -> Corpus:
     """``n`` texts: each shared opening followed by ``parent``'s own sample (temperature 1)."""
-    from pipeline.fleet.registry import read_lineage
-    from pipeline.models.loading import ModelSpec, load_model
-
     lin = read_lineage(parent, home)   # missing parent -> one clear line
     source = f"self:{parent}@{lin.fingerprint[:12]}:{n}:{seed}:{max_new_tokens}"
     kept = gnomon_home(home) / "corpora" / f"self-{lin.fingerprint[:12]}-n{n}-s{seed}-t{max_new_tokens}.jsonl"

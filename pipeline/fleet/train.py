@@ -21,6 +21,8 @@ import torch
 
 from pipeline.types import GnomonError
 
+# lazy: safetensors (heavy; imported where used)
+
 __all__ = ["OPTIMIZER_FILE", "TrainConfig", "load_optimizer_state", "optimizer_state_bytes", "train_until"]
 
 OPTIMIZER_FILE = "optimizer.safetensors"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,9 @@ from pipeline.fleet.registry import (
     version_dir,
 )
 from pipeline.home import gnomon_home
+from pipeline.models.loading import fingerprint_model
 from pipeline.types import GnomonError
+from pipeline.version_cache import is_registered
 
 __all__ = ["FINGERPRINT_FILE", "is_built", "recipe_matches", "save_version", "staging_dir"]
 
@@ -56,8 +59,6 @@ def is_built(recipe: Lineage, home: str | Path | None = None) -> Lineage | None:
     A version registered under that id with a *different* recipe is an error (a rerun must
     not silently keep stale weights, nor overwrite someone's version).
     """
-    from pipeline.version_cache import is_registered
-
     if not is_registered(recipe.id, home):
         return None
     old = read_lineage(recipe.id, home)
@@ -76,12 +77,6 @@ def save_version(model: Any, tokenizer: Any, lineage: Lineage, home: str | Path 
     differently from its stored weights (int8 quantized at load time). Returns the lineage
     as registered (with the fingerprint filled in).
     """
-    from dataclasses import replace
-
-    from pipeline.models.loading import fingerprint_model
-
-    from pipeline.version_cache import is_registered
-
     if lineage.parent is not None and not is_registered(lineage.parent, home):
         raise GnomonError(f"parent version {lineage.parent!r} of {lineage.id!r} is not registered; "
                           "build or register the parent first")

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from pipeline import metrics as M
+from pipeline.fleet.registry import read_lineage
 from pipeline.fleet_compare.similarity import pearson
 from pipeline.types import GnomonError
 
@@ -85,8 +86,6 @@ def first_moved_layer(first_checkpoints: list[str], home: Any) -> int:
     first trained one are frozen, so their outputs, and every direction read there, stay
     exactly the base model's (``train_blocks`` in the series' lineage settings; 1 when a
     series does not say, i.e. anything above the embeddings may move)."""
-    from pipeline.fleet.registry import read_lineage
-
     lowest = None
     for vid in first_checkpoints:
         lin = read_lineage(vid, home)

@@ -15,6 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.atomic import write_text
+
+# lazy: matplotlib (heavy; imported where used); matplotlib.ticker (optional dependency)
+
 __all__ = ["curves", "curves_figure", "heatmap", "heatmap_figure", "html_report"]
 
 
@@ -152,6 +156,5 @@ def html_report(title: str, sections: Sequence[tuple[str, Sequence[Path], Sequen
             parts.append(f"<p><img alt='{html.escape(Path(p).name)}' src='data:image/png;base64,{data}'></p>")
         if rows:
             parts.append(_table(rows))
-    from pipeline.atomic import write_text
 
     return write_text(path, "\n".join(parts))

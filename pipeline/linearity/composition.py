@@ -30,6 +30,7 @@ from pipeline.direction import Direction
 from pipeline.linearity.control import Scorer
 from pipeline.linearity.readout import encode, read
 from pipeline.models.loading import LoadedModel
+from pipeline.steer import add, mix
 from pipeline.types import GnomonError
 
 __all__ = ["COMPOSE_STRENGTH", "Composition", "additivity_error", "composition"]
@@ -70,8 +71,6 @@ def composition(lm: LoadedModel, directions: Mapping[str, Direction], prompts: S
 
     ``readers``: reader kind -> concept -> scorer (readout-only scorers: no generation).
     """
-    from pipeline.steer import add, mix
-
     names = list(directions)
     if len(names) < 2:
         raise GnomonError("composition needs at least two concepts")

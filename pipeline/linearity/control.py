@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.concepts.behaviour import not_measured, readout, score_texts, scorer_names
 from pipeline.direction import Direction
 from pipeline.linearity.readout import (
     Readout,
@@ -33,6 +34,7 @@ from pipeline.linearity.readout import (
 from pipeline.linearity.stats import LineFit, fluent_range, linear_fit, saturation
 from pipeline.linearity.thresholds import DEFAULT, Thresholds
 from pipeline.models.loading import LoadedModel
+from pipeline.steer import add, generate, interpolate
 from pipeline.types import GnomonError
 
 __all__ = [
@@ -79,8 +81,6 @@ def concept_scorer(lm: LoadedModel, concept: Any, kind: str = "auto", prompts: S
     ``prompts`` when given, else right after the prompt. A concept without a readout is
     refused with :func:`~pipeline.concepts.behaviour.not_measured`'s line. ``concept``: a
     name, or the :class:`~pipeline.concepts.record.Concept` the caller read already."""
-    from pipeline.concepts.behaviour import not_measured, readout, score_texts, scorer_names
-
     found = readout(concept, home) if isinstance(concept, str) else (
         concept if concept.words is not None or concept.scorer else None)
     concept = concept if isinstance(concept, str) else concept.name
@@ -147,8 +147,6 @@ def analyse_dose(strengths: Sequence[float], scores: Sequence[float], kl: Sequen
 def _conditions(lm: LoadedModel, prompts: Sequence[str], ivs_per_point: Sequence[list[Any]], scorer: Scorer,
                 monitors: dict[str, Direction], max_new_tokens: int) -> tuple[list[float], list[float]]:
     """(scores, KL vs unsteered) per condition."""
-    from pipeline.steer import generate
-
     enc = encode(lm, prompts)
     base = read(lm, enc, [], monitors)
     scores, kls = [], []
@@ -167,8 +165,6 @@ def dose_response(lm: LoadedModel, direction: Direction, prompts: Sequence[str],
                   strengths: Sequence[float] = STRENGTHS, *, unit: str = "separation", th: Thresholds = DEFAULT,
                   monitors: dict[str, Direction] | None = None, max_new_tokens: int = 24) -> DoseResponse:
     """Steer with ``add`` at each strength (0 = unsteered) and analyse the curve."""
-    from pipeline.steer import add
-
     ivs = [[] if s == 0 else [add(lm, direction, s, unit, force=True)] for s in strengths]  # type: ignore[arg-type]
     scores, kls = _conditions(lm, prompts, ivs, scorer, monitors or {}, max_new_tokens)
     return analyse_dose(strengths, scores, kls, unit=unit, score=scorer.name, th=th)
@@ -190,8 +186,6 @@ def interpolation(lm: LoadedModel, direction: Direction, prompts: Sequence[str],
                   ts: Sequence[float] = TS, *, monitors: dict[str, Direction] | None = None,
                   max_new_tokens: int = 24) -> Interpolation:
     """Clamp the component between the class means (t=0: negative, t=1: positive)."""
-    from pipeline.steer import interpolate
-
     ivs = [[interpolate(lm, direction, float(t), force=True)] for t in ts]
     scores, kls = _conditions(lm, prompts, ivs, scorer, monitors or {}, max_new_tokens)
     return Interpolation(ts=[float(t) for t in ts], scores=scores, kl=kls, fit=linear_fit(ts, scores),

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import torch
 
 from pipeline.direction import Direction, Provenance
 from pipeline.linearity.agreement import method_agreement
@@ -73,8 +74,6 @@ def analyse_layers(items: Sequence[tuple[Sets, Provenance]], *, agreement: bool 
         dirs: dict[str, Direction] = {}
         t1 = time.perf_counter()
         if agreement:
-            import torch
-
             torch.manual_seed(0)   # each layer's methods (CCS's init) as if it were analysed alone
             entry["agreement"], dirs = _agreement(sets, base)
         entry["seconds"] = round(per + time.perf_counter() - t1, 3)

@@ -30,7 +30,7 @@ from pipeline.direction import Direction
 from pipeline.dose import word_ids, word_log_odds
 from pipeline.hooks import record_layers
 from pipeline.models.loading import LoadedModel
-from pipeline.steer import Intervention, apply, encode_prompts
+from pipeline.steer import Intervention, apply, encode_prompts, greedy
 
 __all__ = [
     "CONCEPT_WORDS",
@@ -106,8 +106,6 @@ def continuation_log_odds(lm: LoadedModel, prompts: Sequence[str], interventions
     row's EOS) and prompts. Averaging over the continuation reads the concept where the
     model is actually writing, not only right after the prompt.
     """
-    from pipeline.steer import greedy
-
     enc = encode(lm, prompts)
     with apply(list(interventions)):
         gen = greedy(lm, enc, max_new_tokens)

@@ -17,6 +17,8 @@ from typing import Any
 
 from pipeline.atomic import write_text
 
+# lazy: matplotlib, numpy (heavy; imported where used)
+
 __all__ = ["plot_composition", "plot_control", "plot_probes", "table", "write_html"]
 
 

@@ -7,6 +7,8 @@ import hashlib
 import json
 from typing import Any
 
+# lazy: torch (heavy; imported where used)
+
 __all__ = ["fingerprint_model"]
 
 

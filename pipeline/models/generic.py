@@ -28,9 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.atomic import write_json
+from pipeline.home import gnomon_home
 from pipeline.models.adapters import ADAPTERS, LayerAdapter
 from pipeline.models.fingerprint import fingerprint_model
 from pipeline.types import GnomonError
+
+# lazy: torch (heavy; imported where used)
 
 PROBE_VERSION = 1
 """Bump when the probe changes, so cached results from an older probe are not trusted."""
@@ -133,8 +136,6 @@ def _tuples(value: Any) -> Any:
 
 
 def _cache_file(home: Any, fingerprint: str) -> Path:
-    from pipeline.home import gnomon_home
-
     return gnomon_home(home) / "models" / "adapters" / f"{fingerprint}.json"
 
 

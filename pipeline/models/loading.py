@@ -9,20 +9,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from collections.abc import Sequence
 from typing import Any
 
 from pipeline.atomic import build_dir, write_json
 from pipeline.home import gnomon_home
-from pipeline.models.adapters import LayerAdapter, check_custom_code
+from pipeline.models.adapters import ADAPTERS, LayerAdapter, check_custom_code
 from pipeline.models.fingerprint import fingerprint_model
 from pipeline.models.generic import adapter_for
 from pipeline.models.layers import ensure_layers
 from pipeline.models.quantize import quantize, quantized_device
 from pipeline.models.spec import BUNDLED_FILE, BUNDLED_HF_NAME, BUNDLED_ID, ModelSpec, bundled_gguf  # noqa: F401 - re-exported
 from pipeline.types import GnomonError
+from pipeline.version_cache import fetch_version
+
+# lazy: numpy, torch, transformers (heavy; imported where used); pipeline.models.tiny (tests patch it at the source)
 
 @dataclass
 class LoadedModel:
@@ -166,8 +169,6 @@ def load_model(spec: ModelSpec | str, home: str | Path | None = None) -> LoadedM
         extra["cache_dir"] = str(cache)
         extra["hf_name"] = BUNDLED_HF_NAME if source == "bundled" else gguf.stem
     elif source == "registered":
-        from pipeline.version_cache import fetch_version
-
         vdir = fetch_version(spec.id, home_p) or home_p / "models" / spec.id   # once per node on object storage
         settings = _version_settings(vdir)
         if spec.dtype == "auto" and settings.get("dtype") in ("float16", "bfloat16"):
@@ -196,8 +197,6 @@ def _known_fingerprint(model: Any, spec: ModelSpec, home: Path) -> str | None:
     """For a model only the probing adapter serves, its fingerprint (recorded at an earlier
     load, else hashed now, once): the probe's cache is keyed by it. ``None`` for listed
     families, whose fingerprint :func:`_cached_identity` finds as before."""
-    from pipeline.models.adapters import ADAPTERS
-
     if getattr(model.config, "model_type", None) in ADAPTERS or getattr(model.config, "is_encoder_decoder", False):
         return None
     ident = model_identity(spec, home)

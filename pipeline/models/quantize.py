@@ -4,10 +4,13 @@ fingerprint a quantized run records (``gnomon fleet build`` makes such versions)
 from __future__ import annotations
 
 import hashlib
+import warnings
 from typing import Any
 
 from pipeline.models.generic import adapter_for
 from pipeline.types import GnomonError
+
+# lazy: torch (heavy; imported where used)
 
 __all__ = ["QUANTIZE_CHOICES", "quantize", "quantized_device", "quantized_fingerprint"]
 
@@ -38,8 +41,6 @@ def quantize(model: Any, method: str) -> None:
     head stay float32: quantizing the 49k-row head of SmolLM2 moves logits by tens of
     nats, which is a different experiment.
     """
-    import warnings
-
     import torch
     from torch.ao.quantization import per_channel_dynamic_qconfig
 

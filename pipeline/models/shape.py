@@ -23,10 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from pipeline.models.adapters import check_custom_code
-
 from pipeline.home import gnomon_home
+from pipeline.models.adapters import check_custom_code
+from pipeline.models.generic import encoder_decoder_error
+from pipeline.models.loading import BUNDLED_ID, ModelSpec, _gguf_cache_dir, bundled_gguf, model_identity
+from pipeline.models.tiny import parse_tiny
 from pipeline.types import GnomonError
+
+# lazy: pipeline.models.layers (tests patch it at the source)
 
 __all__ = ["ModelShape", "check_custom_code", "check_width", "config_shape", "gguf_shape", "model_shape"]
 
@@ -46,14 +50,10 @@ def model_shape(spec: Any, home: str | Path | None = None) -> ModelShape | None:
     """``spec``'s (a :class:`~pipeline.models.ModelSpec` or id) shape, read without weights;
     ``None`` when nothing on disk says. Raises GnomonError for an unknown model id and for a
     folder that needs custom code without ``trust_remote_code``."""
-    from pipeline.models.loading import BUNDLED_ID, ModelSpec, _gguf_cache_dir, bundled_gguf, model_identity
-
     spec = ModelSpec(id=spec) if isinstance(spec, str) else spec
     home_p = gnomon_home(home)
     source = spec.resolved_source(home_p)
     if source == "tiny":
-        from pipeline.models.tiny import parse_tiny
-
         _, layers, hidden = parse_tiny(spec.id)
         return ModelShape(layers, hidden)
     if source in ("hf_dir", "registered"):
@@ -100,8 +100,6 @@ def config_shape(path: Path) -> ModelShape | None:
     if doc is None:
         return None
     if doc.get("is_encoder_decoder"):   # refused here, before a load, as the adapter would after one
-        from pipeline.models.generic import encoder_decoder_error
-
         raise encoder_decoder_error(doc.get("model_type"))
     layers = next((doc[k] for k in _LAYER_KEYS if isinstance(doc.get(k), int)), None)
     width = next((doc[k] for k in _WIDTH_KEYS if isinstance(doc.get(k), int)), None)

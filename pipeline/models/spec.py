@@ -11,6 +11,7 @@ from typing import Literal
 
 from pipeline.home import gnomon_home
 from pipeline.types import GnomonError
+from pipeline.version_cache import fetch_version
 
 __all__ = ["BUNDLED_FILE", "BUNDLED_HF_NAME", "BUNDLED_ID", "ModelSpec", "Source", "bundled_gguf"]
 
@@ -57,7 +58,6 @@ class ModelSpec:
             return "hf_dir"
         if (gnomon_home(home) / "models" / self.id / "config.json").is_file():
             return "registered"
-        from pipeline.version_cache import fetch_version
 
         if fetch_version(self.id, home) is not None:   # registered on a home on object storage
             return "registered"

@@ -15,6 +15,8 @@ from typing import Any
 
 from pipeline.types import GnomonError
 
+# lazy: numpy, tokenizers, torch, transformers (heavy; imported where used)
+
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
 CHAT_TEMPLATE = (
     "{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}</s>{% endfor %}"
@@ -24,7 +26,7 @@ CHAT_TEMPLATE = (
 
 def tiny_tokenizer() -> Any:
     """A character-level fast tokenizer with BOS, EOS, PAD and a chat template."""
-    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors, decoders
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     chars = sorted(set(string.printable) - set("\x0b\x0c\r"))

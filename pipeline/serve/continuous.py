@@ -23,6 +23,7 @@ import torch
 from pipeline.hooks import hooks
 from pipeline.models.loading import LoadedModel
 from pipeline.serve.engine import Row, _conditions, _probs, _Running, monitor_hooks
+from pipeline.steer.generate import _cache_kw, _out_cache
 from pipeline.steer.protocol import decide, mean_weights, steering
 from pipeline.types import GnomonError
 
@@ -88,8 +89,6 @@ def run_continuous(lm: LoadedModel, take: Callable[[int], list[Row]], max_rows: 
     """Generate rows as they come: ``take(free)`` is called before every step with the number
     of free places and returns the rows that join now (``[]``: none). Returns when no row is
     in flight and ``take`` gave none."""
-    from pipeline.steer.generate import _cache_kw, _out_cache
-
     tok, model, dev = lm.tokenizer, lm.model, lm.device
     eos = tok.eos_token_id
     special = set(tok.all_special_ids)
@@ -145,8 +144,6 @@ def run_continuous(lm: LoadedModel, take: Callable[[int], list[Row]], max_rows: 
 def _prefill(lm: LoadedModel, rows: Sequence[Row], special: set[int]) -> tuple[list[_Flight], Any, torch.Tensor,
                                                                                torch.Tensor]:
     """Run the joining rows' prompts; their first token is picked (pending)."""
-    from pipeline.steer.generate import _out_cache
-
     dev = lm.device
     pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else lm.tokenizer.eos_token_id
     width = max(len(r.ids) for r in rows)

@@ -22,6 +22,7 @@ import torch
 
 from pipeline.hooks import _hidden, hooks
 from pipeline.models.loading import LoadedModel
+from pipeline.steer.generate import _cache_kw, _out_cache
 from pipeline.steer.protocol import Op, decide, mean_weights, steering
 from pipeline.types import GnomonError
 
@@ -138,7 +139,6 @@ def run_batch(lm: LoadedModel, rows: Sequence[Row]) -> None:
                 out[r][w.name] = m if w.position == "mean" else s
         return out
 
-    from pipeline.steer.generate import _cache_kw, _out_cache
 
     cache_kw = _cache_kw(model)
     done = [False] * len(rows)

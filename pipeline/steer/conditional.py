@@ -35,6 +35,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from pipeline.steer import check_direction, flatten
 from pipeline.steer.protocol import Op, State, Target, _Cast
 from pipeline.types import GnomonError
 
@@ -188,8 +189,6 @@ def when(lm: Any, condition: Any, rule: Threshold | tuple[float, Comparison], th
     >>> rule = when(lm, harmful, fit_threshold(pos, neg), [add(lm, refusal, 2.0)])   # doctest: +SKIP
     >>> texts, state = generate_rows(lm, prompts, [[rule]] * len(prompts))            # doctest: +SKIP
     """
-    from pipeline.steer import check_direction, flatten
-
     check_direction(lm, condition, force)
     threshold, comparison = (rule.threshold, rule.comparison) if isinstance(rule, Threshold) else rule
     ops = flatten(then)

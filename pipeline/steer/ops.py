@@ -17,6 +17,7 @@ import torch
 from pipeline.direction import Direction
 from pipeline.fit.leace import LeaceEraser
 from pipeline.models.loading import LoadedModel
+from pipeline.models.writers import writer_units
 from pipeline.steer.edits import Ablate, Add, Clamp, Erase
 from pipeline.steer.interventions import (
     Intervention,
@@ -85,8 +86,6 @@ def ablate_writers(lm: LoadedModel, direction: Direction, *, positions: Position
     A writer followed by a sandwich norm (Gemma 2/3, OLMo 2/3) loses the direction that norm
     maps onto ``u`` (:mod:`pipeline.models.writers`), so ``u`` stays out of the stream.
     """
-    from pipeline.models.writers import writer_units
-
     check_direction(lm, direction, force)
     units = writer_units(lm.adapter, lm.model, direction.unit)
     if not units:

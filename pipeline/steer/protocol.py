@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 import torch
 
-from pipeline.hooks import _hidden, _replace_hidden, register_edit_hook
+from pipeline.hooks import _hidden, _replace_hidden, record_layers, register_edit_hook, run_until
 from pipeline.models.loading import LoadedModel
 from pipeline.types import GnomonError
 
@@ -211,8 +211,6 @@ def decide(lm: LoadedModel, rows: Sequence[Sequence[Op]], state: State, ids: tor
     the deepest such layer. Then the prompt pass itself is steered for the rows that fired,
     so a fired row generates exactly what the unconditional steering generates. Call inside
     :func:`steering`; nothing to do (no pass) when every condition reads before it edits."""
-    from pipeline.hooks import record_layers, run_until
-
     late = [o.decide_layer for ops in rows for o in ops if o.decide_layer is not None
             and any(not isinstance(t, int) or o.decide_layer > t for t in o.layers)]
     if not late:

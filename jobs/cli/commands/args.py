@@ -19,7 +19,8 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pipeline.methods import method_names
+from jobs.runtime.engine import EXECUTORS
+from pipeline.methods import method_names, methods_help
 from pipeline.types import POSITIONS, GnomonError, parse_layers
 
 __all__ = ["OPTIONS", "add_options", "add_executor_args", "parse_layers", "parse_choices", "parse_params",
@@ -27,16 +28,12 @@ __all__ = ["OPTIONS", "add_options", "add_executor_args", "parse_layers", "parse
 
 
 def _executor() -> dict[str, Any]:
-    from jobs.runtime.engine import EXECUTORS
-
     kinds = "; ".join(f"{k.name}: {k.help}" for k in EXECUTORS.values())
     return dict(flags=("--executor",), choices=tuple(EXECUTORS), default=os.environ.get("GNOMON_EXECUTOR") or "auto",
                 help=f"where the work runs ({kinds}); default: $GNOMON_EXECUTOR, else auto")
 
 
 def _methods() -> dict[str, Any]:
-    from pipeline.methods import methods_help
-
     return dict(flags=("--methods",), default="all",
                 help=f"all (default), or a comma list of {','.join(method_names())} ({methods_help()})")
 

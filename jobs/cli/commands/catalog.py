@@ -9,10 +9,22 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from catalog.backend import resolve_tracking_uri
+from catalog.edit import delete_alias, delete_version
+from catalog.readers import reader_for
+from catalog.refs import SCOPED, parse_ref, registered_name, unscope
 from jobs.cli.commands.args import add_options
+from jobs.cli.jsonout import dumps
+from jobs.stages.refs import check_refs, scope_model
+from jobs.stages.steer_select import select_steer_for_concept
+from pipeline.home import gnomon_home
+from pipeline.types import GnomonError
+
+# lazy: numpy, pyarrow, torch (heavy; imported where used)
 
 if TYPE_CHECKING:
     from catalog import Catalog, DirectionRecord
@@ -71,10 +83,6 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 def _reader(tracking_uri: str | None) -> Any:
     """The SQLite catalog or a tracking server read without MLflow (fast), else a :class:`Catalog`."""
-    from catalog.backend import resolve_tracking_uri
-    from catalog.readers import reader_for
-    from pipeline.home import gnomon_home
-
     fast = reader_for(resolve_tracking_uri(tracking_uri, gnomon_home()))
     if fast is not None:
         return fast
@@ -87,8 +95,6 @@ def run(args: argparse.Namespace) -> int:
     action = args.catalog_command
     checked: list[Any] = []
     if action in ("alias", "export", "rm"):
-        from jobs.stages.refs import check_refs
-
         ref = args.ref
         if action == "export" and ref.endswith(".safetensors") and not args.file.endswith(".safetensors"):
             ref = args.file  # the older FILE REF order
@@ -109,24 +115,16 @@ def _ls(cat: Any, args: argparse.Namespace, _checked: list[Any]) -> None:
 
 
 def _show(cat: Any, args: argparse.Namespace, _checked: list[Any]) -> None:
-    from jobs.cli.jsonout import dumps
-    from jobs.stages.refs import scope_model
-
     rec = cat.resolve(args.ref, scope_model(args.model))
     print(dumps(rec.to_json(), indent=1) if args.json else _describe(rec))
 
 
 def _alias(cat: Any, args: argparse.Namespace, _checked: list[Any]) -> None:
-    from catalog.refs import SCOPED
-    from jobs.stages.refs import scope_model
-
     rec = cat.set_alias(args.ref, args.name, scope_model(args.model))
     print(f"{rec.concept}@{args.name} -> {rec.ref}" + (f" (for model {rec.model})" if args.name in SCOPED else ""))
 
 
 def _export(cat: Any, args: argparse.Namespace, _checked: list[Any]) -> None:
-    from jobs.stages.refs import scope_model
-
     ref, file = args.ref, args.file
     if ref.endswith(".safetensors") and not file.endswith(".safetensors"):
         ref, file = file, ref  # the older FILE REF order
@@ -134,12 +132,6 @@ def _export(cat: Any, args: argparse.Namespace, _checked: list[Any]) -> None:
 
 
 def _select_steer(cat: Any, args: argparse.Namespace, _checked: list[Any]) -> None:
-    import sys
-
-    from jobs.cli.jsonout import dumps
-    from jobs.stages.refs import scope_model
-    from jobs.stages.steer_select import select_steer_for_concept
-
     res = select_steer_for_concept(cat, args.concept, scope_model(args.model) or args.model, cat.home,
                                    log=lambda m: print(m, file=sys.stderr, flush=True), dataset=args.dataset)
     if args.json:
@@ -151,13 +143,8 @@ def _select_steer(cat: Any, args: argparse.Namespace, _checked: list[Any]) -> No
 
 
 def _rm(cat: Any, args: argparse.Namespace, checked: list[Any]) -> None:
-    from catalog.edit import delete_alias, delete_version
-    from catalog.refs import parse_ref
-
     parsed = parse_ref(args.ref)
     if parsed.alias is None and parsed.version is None:
-        from pipeline.types import GnomonError
-
         raise GnomonError(f"{args.ref}: name the version to delete as concept/N (aliases move; versions "
                           "do not), or an alias as concept@alias")
     what = _rm_summary(args.ref, checked[0])
@@ -178,8 +165,6 @@ def _rm_summary(ref: str, rec: DirectionRecord) -> str:
     """What ``catalog rm REF`` removes: an alias, or a version with every alias on it (MLflow
     drops a deleted version's aliases; the per-model ones are not re-pointed: choosing them
     takes a fit's held-out scores, so the user is told to fit again)."""
-    from catalog.refs import parse_ref, unscope
-
     alias = parse_ref(ref).alias
     if alias is not None:
         return f"alias {rec.concept}@{alias} (it points at {rec.ref}; the version stays)"
@@ -193,10 +178,6 @@ def _rm_summary(ref: str, rec: DirectionRecord) -> str:
 
 def confirm(what: str, yes: bool) -> None:
     """Ask ``what? [y/N]`` on a terminal; refuse without a terminal unless ``yes``."""
-    import sys
-
-    from pipeline.types import GnomonError
-
     if yes:
         return
     if not sys.stdin.isatty():
@@ -223,8 +204,6 @@ def _fmt(x: float | None) -> str:
 
 def _print_records(recs: Sequence[DirectionRecord], as_json: bool) -> None:
     if as_json:
-        from jobs.cli.jsonout import dumps
-
         print(dumps([r.to_json() for r in recs], indent=1))
         return
     if not recs:
@@ -245,7 +224,6 @@ def _describe(rec: DirectionRecord) -> str:
                 "dataset_hash", "run_id", "source"):
         lines.append(f"  {key:<13} {getattr(rec, key)}")
     lines.append(f"  {'created':<13} {rec.created.isoformat(timespec='seconds')}")
-    from catalog.refs import registered_name
 
     # what mlflow.artifacts.download_artifacts(...) takes: the version's direction/ folder
     uris = [f"models:/{registered_name(rec.concept)}/{rec.version}"]

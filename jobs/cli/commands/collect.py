@@ -6,6 +6,9 @@ import argparse
 import json
 
 from jobs.cli.commands.args import add_executor_args, add_options, parse_layers, parse_positions
+from jobs.runtime.engine import make_executor
+from jobs.runtime.output import progress_wanted
+from jobs.stages.collect_job import CollectSpec, run_collection
 
 __all__ = ["add_parser", "run"]
 
@@ -22,7 +25,6 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--token-budget", type=int, default=None,
                    help="most padded tokens (texts x longest) in one forward pass; short texts are packed, long "
                         "ones run apart (default: 512 per CPU thread, so batches stay in cache; 16384 on GPU)")
-    from jobs.stages.collect_job import CollectSpec   # light: no torch (``--help`` stays fast)
 
     p.add_argument("--shard-size", type=int, default=CollectSpec.shard_size,
                    help=f"examples per stored shard, the unit of resume (default: {CollectSpec.shard_size})")
@@ -32,10 +34,6 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from jobs.runtime.output import progress_wanted
-
-    from jobs.stages.collect_job import CollectSpec, run_collection
-    from jobs.runtime.engine import make_executor
     spec = CollectSpec.of(args.model, args.dataset, revision=args.revision, model_dtype=args.model_dtype,
                           trust_remote_code=args.trust_remote_code, dataset_name=args.name,
                           layers=parse_layers(args.layers), positions=parse_positions(args.positions),

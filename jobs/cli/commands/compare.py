@@ -10,8 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from jobs.cli.commands.args import add_executor_args, add_options, parse_layers
+from jobs.runtime.engine import make_executor
+from jobs.stages.refs import check_refs, resolve_directions
+from pipeline.types import GnomonError
+
+# lazy: numpy, pyarrow, torch (heavy; imported where used)
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -32,11 +38,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.types import GnomonError
-
     if args.fleet:
         return _fleet(args)
-    from jobs.stages.refs import check_refs, resolve_directions
     from pipeline.compare import compare, label
 
     refs = list(args.refs)
@@ -59,11 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _fleet(args: argparse.Namespace) -> int:
-    import sys
-
-    from jobs.runtime.engine import make_executor
     from jobs.stages.fleet_compare_job import FleetCompareSpec, run_fleet_compare
-    from pipeline.types import GnomonError
 
     concepts = list(args.refs) + ([args.concept] if args.concept else [])
     if len(set(concepts)) != 1:

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
-from pipeline.atomic import write_text
 from jobs.cli.commands.args import add_options
+from pipeline.atomic import write_text
+from pipeline.concepts import CONCEPTS
+from pipeline.home import gnomon_home
+from pipeline.types import GnomonError
+
+# lazy: numpy, pyarrow (heavy; imported where used)
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -70,7 +76,6 @@ def _show(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({**summary, "head": head}, indent=2, ensure_ascii=False))
         return 0
-    from pipeline.concepts import CONCEPTS
 
     info = CONCEPTS.get(ds.name)
     print(f"{ds.name}: {info.description if info else 'registered dataset'}")
@@ -84,7 +89,6 @@ def _show(args: argparse.Namespace) -> int:
 
 def _add(args: argparse.Namespace) -> int:
     from pipeline import datasets
-    from pipeline.types import GnomonError
 
     words = tuple(tuple(w.strip() for w in (x or "").split(",") if w.strip())
                   for x in (args.words_positive, args.words_negative))
@@ -111,10 +115,6 @@ def _add(args: argparse.Namespace) -> int:
     how = "as given" if ds.contrast else "first label sorted; change it with --positive/--negative"
     print(f"positive label: {pos!r} (projects higher); negative: {neg!r} ({how})")
     if args.neutral:
-        from pathlib import Path
-
-        from pipeline.home import gnomon_home
-
         src = Path(args.neutral)
         lines = [x.strip() for x in src.read_text(encoding="utf-8").splitlines() if x.strip()] if src.is_file() else []
         if not lines:

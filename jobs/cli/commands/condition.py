@@ -17,6 +17,12 @@ from typing import Literal
 
 from jobs.cli.commands.args import add_options
 from jobs.cli.commands.steer import add_source_args, model_for
+from jobs.runtime.output import step
+from jobs.stages.conditions import threshold_tags
+from jobs.stages.refs import check_refs, is_direction_file, say_resolved
+from pipeline.types import GnomonError
+
+# lazy: numpy, pyarrow, torch (heavy; imported where used)
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -37,19 +43,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _fit(args: argparse.Namespace) -> int:
-    from jobs.stages.refs import check_refs, is_direction_file
-    from pipeline.types import GnomonError
-
     if is_direction_file(args.ref):
         raise GnomonError(f"{args.ref} is a file; a condition is registered in the catalog: give a catalog REF "
                           "(concept@alias or concept/N)")
     (rec,) = check_refs([args.ref], args.tracking_uri, args.model)
-    from jobs.stages.refs import say_resolved
 
     say_resolved(args.ref, rec)
     from catalog import Catalog
-    from jobs.stages.conditions import threshold_tags
-    from jobs.runtime.output import step
     from pipeline.datasets import load_dataset
     from pipeline.monitor import score_texts
     from pipeline.steer.conditional import fit_threshold

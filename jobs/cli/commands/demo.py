@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 
+from jobs.cli.commands import run as run_cmd
 from jobs.cli.commands.args import add_options
+from jobs.runtime.spec import EXAMPLES
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -14,9 +16,6 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from jobs.cli.commands import run as run_cmd
-    from jobs.runtime.spec import EXAMPLES
-
     args.spec = str(EXAMPLES / "demo.toml")
     args.tracking_uri = None
     args.ray_address = None

@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
-
 from jobs.cli.commands.args import add_executor_args, add_options
+from jobs.runtime.engine import make_executor
+from pipeline.types import GnomonError
+
+# lazy: numpy (heavy; imported where used)
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -40,12 +44,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-
     from jobs.stages.drift_job import DriftSpec, run_drift
-    from jobs.runtime.engine import make_executor
-    from pipeline.types import GnomonError
-
     corpora = {}
     for item in args.corpus:
         role, _, path = item.partition("=")

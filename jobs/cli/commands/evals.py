@@ -7,6 +7,8 @@ import json
 
 from jobs.cli.commands.args import add_options
 
+# lazy: numpy, pyarrow, torch (heavy; imported where used)
+
 _SHOWN = ("steer_slope", "steer_r2", "logodds_slope", "side_effect_kl", "perplexity_steered", "monitor_auroc",
           "probe_accuracy_after")
 

@@ -6,8 +6,13 @@ import argparse
 import json
 from dataclasses import replace
 
-
 from jobs.cli.commands.args import add_executor_args, add_options
+from jobs.runtime.engine import make_executor
+from jobs.stages.refs import check_refs
+from pipeline.home import gnomon_home
+from pipeline.types import GnomonError
+
+# lazy: numpy (heavy; imported where used)
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -29,12 +34,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from jobs.stages.refs import check_refs
     from jobs.stages.evaluate_job import EvalSpec, check_models, run_evaluation
-    from jobs.runtime.engine import make_executor
-    from pipeline.home import gnomon_home
-    from pipeline.types import GnomonError
-
     try:
         strengths = tuple(float(s) for s in args.strengths.split(","))
     except ValueError:

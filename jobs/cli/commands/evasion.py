@@ -8,6 +8,10 @@ import json
 import sys
 
 from jobs.cli.commands.args import add_executor_args, add_options
+from jobs.runtime.engine import make_executor
+from jobs.stages.evasion_job import EvasionSpec, run_evasion
+
+# lazy: numpy (heavy; imported where used)
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -26,9 +30,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from jobs.stages.evasion_job import EvasionSpec, run_evasion
     from jobs.stages.evasion_report import print_evasion
-    from jobs.runtime.engine import make_executor
 
     spec = EvasionSpec(concept=args.concept, fleet=args.fleet, n_prompts=args.prompts,
                        max_new_tokens=args.max_new_tokens, n_boot=args.bootstrap, probes=not args.no_probes,

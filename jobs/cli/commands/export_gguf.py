@@ -7,10 +7,16 @@ llama.cpp's ``direction.{L-1}`` (block L-1's output)."""
 from __future__ import annotations
 
 import argparse
+import shlex
+from pathlib import Path
 
 from jobs.cli.commands.args import add_options
 from jobs.cli.commands.steer import describe
 from jobs.stages.refs import resolve_directions
+from pipeline.models.loading import bundled_gguf
+from pipeline.types import GnomonError
+
+# lazy: numpy, torch (heavy; imported where used)
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("refs", nargs="+", metavar="REF", help="direction(s): catalog ref or .safetensors file")
@@ -25,10 +31,6 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from pipeline.types import GnomonError
-
     if not args.file.endswith((".gguf", ".safetensors")):
         raise GnomonError(f"{args.file}: the output must end in .gguf or .safetensors")
     target = Path(args.file).expanduser()
@@ -38,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     if target.is_dir():
         raise GnomonError(f"{target} is a directory; give a .gguf or .safetensors file name")
     directions = resolve_directions(args.refs, args.tracking_uri, args.model)
-    from pipeline import gguf_io   # torch: after every check
+    from pipeline import gguf_io  # torch: after every check
 
     if args.file.endswith(".safetensors"):
         path = gguf_io.write_safetensors(directions, args.file, strength=args.strength, unit=args.unit)
@@ -51,8 +53,6 @@ def run(args: argparse.Namespace) -> int:
         raise GnomonError(f"{args.file}: the output must end in .gguf or .safetensors")
     print(f"wrote {path} ({args.strength:g} x {args.unit}): {names}")
     if args.file.endswith(".gguf"):
-        import shlex
-
         cli_args, notes = gguf_io.llama_cpp_args(path, directions, args.strength, args.unit,
                                                  _model_file(directions[0].provenance.model_id))
         print("llama.cpp: llama-cli " + " ".join(shlex.quote(a) for a in cli_args))
@@ -67,8 +67,6 @@ def _model_file(model_id: str) -> str | None:
     if model_id.endswith(".gguf"):
         return model_id
     if model_id == "smollm2":
-        from pipeline.models.loading import bundled_gguf
-
         try:
             return str(bundled_gguf())
         except Exception:  # noqa: BLE001 - a hint only: the placeholder says what to pass

@@ -6,7 +6,22 @@ import argparse
 import contextlib
 from typing import Any
 
-from jobs.cli.commands.args import add_executor_args, add_options, parse_layers, parse_methods, parse_params, parse_positions
+from jobs.cli.commands.args import (
+    add_executor_args,
+    add_options,
+    parse_layers,
+    parse_methods,
+    parse_params,
+    parse_positions,
+)
+from jobs.cli.jsonout import dumps, stdout_to_stderr
+from jobs.runtime.engine import make_executor
+from jobs.runtime.output import progress_wanted
+from jobs.stages.fit_job import FitSpec, run_fit
+from pipeline.models.loading import ModelSpec
+from pipeline.models.shape import model_shape
+
+# lazy: numpy, pyarrow, torch (heavy; imported where used); pipeline.models.layers (tests patch it at the source)
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -26,11 +41,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from jobs.runtime.output import progress_wanted
     from pipeline.models.layers import check_layers
-    from pipeline.models.loading import ModelSpec
-    from pipeline.models.shape import model_shape
-
     methods = parse_methods(args.methods)
     layers = parse_layers(args.layers)
     model = ModelSpec(id=args.model, revision=args.revision).resolved()   # the one resolution of the model
@@ -39,13 +50,10 @@ def run(args: argparse.Namespace) -> int:
         layers = check_layers(layers, shape.num_layers, args.model)   # the one check: concrete from here down
     params = parse_params(args.param)
     if params:
-        from pipeline.fit import check_method_params   # the declarations live beside the methods (torch)
+        from pipeline.fit import check_method_params  # the declarations live beside the methods (torch)
 
         for method, values in params.items():
             check_method_params(method, values)
-    from jobs.runtime.engine import make_executor
-    from jobs.stages.fit_job import FitSpec, run_fit
-
     spec = FitSpec(model=args.model, dataset=args.dataset, positive=args.positive, negative=args.negative,
                    revision=args.revision, layers=layers,
                    positions=parse_positions(args.positions),
@@ -56,7 +64,6 @@ def run(args: argparse.Namespace) -> int:
         from catalog import Catalog
 
         catalog = Catalog(tracking_uri=args.tracking_uri)
-    from jobs.cli.jsonout import dumps, stdout_to_stderr
 
     quiet = stdout_to_stderr() if args.json else contextlib.nullcontext()
     with quiet:  # with --json, stdout carries the JSON only (MLflow prints its own lines)

@@ -10,8 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 
 from jobs.cli.commands.args import add_options
+from pipeline.types import GnomonError
+
+# lazy: numpy, pyarrow, torch (heavy; imported where used)
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -54,8 +58,6 @@ def _build(args: argparse.Namespace) -> int:
     if args.control_corpus:
         over["corpus_control"] = args.control_corpus
     if args.seeds:
-        from pipeline.types import GnomonError
-
         try:
             over["seeds"] = tuple(int(x) for x in args.seeds.split(",") if x.strip())
         except ValueError:
@@ -63,8 +65,6 @@ def _build(args: argparse.Namespace) -> int:
     plan = plan_for(args.name, tiny=args.tiny, **over)
     ft = {k: v for k, v in (("steps", args.steps), ("every", args.every)) if v is not None}
     if ft:
-        from dataclasses import replace
-
         plan = replace(plan, finetune={**plan.finetune, **ft})
     only = tuple(s.strip() for s in args.only.split(",") if s.strip()) if args.only else None
     out = build_fleet(plan, only=only, log=(lambda _s: None) if args.json else print)
@@ -93,7 +93,6 @@ def _ls(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     from pipeline.fleet import load_fleet, read_lineage
 
-    from pipeline.types import GnomonError
 
     fleet = load_fleet(args.name)
     lins = []

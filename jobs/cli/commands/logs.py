@@ -9,6 +9,7 @@ import argparse
 import sys
 
 from jobs.cli.commands.submit import ADDRESS_HELP
+from jobs.runtime import cluster
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -18,8 +19,6 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from jobs.runtime import cluster
-
     if not args.follow:
         sys.stdout.write(cluster.job_logs(args.job_id, address=args.address))
         return 0

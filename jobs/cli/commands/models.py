@@ -8,6 +8,8 @@ import sys
 
 from jobs.cli.commands.args import add_options
 
+# lazy: numpy, pyarrow (heavy; imported where used)
+
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="models_cmd", metavar="SUBCOMMAND", required=True)

@@ -11,10 +11,12 @@ import os
 import sys
 from typing import Any
 
+from jobs.cli.commands.args import add_options
 from jobs.cli.commands.steer import add_source_args, allow_prompt_after_options, model_for
 from jobs.stages.refs import resolve_directions
+from pipeline.types import GnomonError
 
-from jobs.cli.commands.args import add_options
+# lazy: numpy, torch (heavy; imported where used)
 
 # 256-colour backgrounds from "negative" to "positive" and a dark/light foreground for each.
 _BG = (27, 75, 252, 215, 203, 160)
@@ -67,7 +69,6 @@ def render(trace: Any, color: bool) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.types import GnomonError
 
     # plain options before any catalog read or model load
     if not 0.0 < args.threshold < 1.0:

@@ -4,11 +4,15 @@ write along the direction (Arditi et al. 2024); ``load_model(DIR)`` / ``--model 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 from jobs.cli.commands.steer import add_source_args, describe, model_for
-from jobs.stages.refs import resolve_directions
+from jobs.stages.refs import check_refs, resolve_directions, say_resolved
+from pipeline.types import GnomonError
+
+# lazy: numpy, pyarrow, torch (heavy; imported where used)
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -21,9 +25,6 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.types import GnomonError
-
-    from jobs.stages.refs import check_refs
 
     # every input before any work (issue 21: a non-empty --out was refused after a 68 s load)
     if not args.out and not args.as_version:
@@ -43,7 +44,6 @@ def run(args: argparse.Namespace) -> int:
     recs = check_refs([ref], args.tracking_uri, args.model)
     if recs:   # record the version the alias points at now, not the alias (it may move later)
         ref = recs[0].ref
-        from jobs.stages.refs import say_resolved
 
         say_resolved(args.ref, recs[0])
     directions = resolve_directions([ref], args.tracking_uri, say=False)
@@ -54,8 +54,6 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.orthogonalize import save_orthogonalized
 
     if args.out:
-        import json
-
         from pipeline.fleet.edited import edited_recipe
 
         out_dir = Path(args.out).expanduser().resolve()

@@ -17,9 +17,12 @@ import math
 from pathlib import Path
 from typing import Any
 
-from pipeline.atomic import write_text
-
 from jobs.cli.commands.args import add_options
+from jobs.cli.commands.catalog import _reader
+from pipeline.atomic import write_text
+from pipeline.home import gnomon_home
+from pipeline.plots import sweep_figure
+from pipeline.types import GnomonError
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -29,9 +32,6 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.home import gnomon_home
-    from pipeline.types import GnomonError
-
     home = gnomon_home()
     sweeps = sorted((home / "sweeps" / args.concept).glob("*.json"))
     if not sweeps:
@@ -44,8 +44,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _records(concept: str, tracking_uri: str | None) -> list[Any]:
-    from jobs.cli.commands.catalog import _reader
-
     try:
         return list(_reader(tracking_uri).search(concept=concept))
     except Exception:  # noqa: BLE001 - the report is still useful without the catalog
@@ -60,8 +58,6 @@ def _latest_eval(home: Path, concept: str) -> dict[str, Any] | None:
 def build_report(concept: str, sweep_files: list[Path], out: Path, records: list[Any],
                  evaluation: dict[str, Any] | None) -> Path:
     """Write the figures and ``index.html`` into ``out``; returns the HTML path."""
-    from pipeline.plots import sweep_figure
-
     out.mkdir(parents=True, exist_ok=True)
     sections = []
     for f in sweep_files:

@@ -5,10 +5,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import sys
 from pathlib import Path
 
-
 from jobs.cli.commands.args import add_executor_args, add_options, parse_layers
+from jobs.runtime.engine import make_executor
+from jobs.stages.report_job import ReportSpec, fleet_models, run_report
+from pipeline.concepts import CONCEPTS
+from pipeline.linearity.render import table
+from pipeline.types import GnomonError
+
+# lazy: numpy, torch (heavy; imported where used)
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -43,13 +51,6 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import shutil
-
-    from jobs.runtime.engine import make_executor
-    from jobs.stages.report_job import ReportSpec, fleet_models, run_report
-    from pipeline.concepts import CONCEPTS
-    from pipeline.types import GnomonError
-
     if args.threads:
         import torch
 
@@ -72,7 +73,6 @@ def run(args: argparse.Namespace) -> int:
     made = Path(args.out).expanduser().resolve() if args.out else None   # the report makes its --out folder
     if html is not None and not html.parent.is_dir() and html.parent.resolve() != made:   # before the work
         raise GnomonError(f"--html {args.html}: the folder {html.parent} does not exist")
-    import sys
 
     # with --json the document alone is stdout; the progress lines go to stderr
     log = (lambda m: print(m, file=sys.stderr, flush=True)) if args.json else (lambda m: print(m, flush=True))
@@ -84,7 +84,6 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(doc, indent=1, allow_nan=True, default=str))
         return 0
-    from pipeline.linearity.render import table
 
     print(table(doc))
     print(f"\nreport: {doc['paths']['json']}\nhtml:   {args.html or doc['paths']['html']}")

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 
 from jobs.cli.commands.args import add_options
+from jobs.cli.run_summary import print_report
+from jobs.runtime.dag import run_job
+from jobs.runtime.output import progress_wanted
+from jobs.runtime.spec import load_job
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -17,12 +22,6 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from jobs.runtime.output import progress_wanted
-    import dataclasses
-
-    from jobs.runtime.dag import run_job
-    from jobs.runtime.spec import load_job
-
     spec = load_job(args.spec)
     if args.executor or args.ray_address:
         spec = dataclasses.replace(spec, executor=args.executor or spec.executor,
@@ -31,7 +30,5 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(results, indent=2, default=str))
     else:
-        from jobs.cli.run_summary import print_report
-
         print_report(results)
     return 0

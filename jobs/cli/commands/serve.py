@@ -8,9 +8,17 @@ requires ``Authorization: Bearer <token>`` on every endpoint but ``/health``.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
+import sys
 
 from jobs.cli.commands.args import add_options
+from jobs.runtime.output import step
+from jobs.serve.server import build, config
+from pipeline.models import load_model
+from pipeline.types import GnomonError
+
+# lazy: uvicorn (heavy; imported where used)
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -26,26 +34,17 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-
-    from pipeline.types import GnomonError
-
     if not 0 <= args.port <= 65535:
         raise GnomonError(f"--port must be 0-65535, got {args.port}")
     if args.max_batch < 1:
         raise GnomonError(f"--max-batch must be at least 1, got {args.max_batch}")
-    import importlib.util
 
     missing = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
     if missing:
         raise GnomonError(f"gnomon serve needs {' and '.join(missing)}: pip install 'gnomon[serve]'")
     token = args.token or os.environ.get("GNOMON_SERVE_TOKEN") or None
-    from jobs.runtime.output import step
-    from pipeline.models import load_model
-
     with step(f"load {args.model}"):
         lm = load_model(args.model)
-    from jobs.serve.server import build, config
 
     app, batcher = build(lm, args.model, tracking_uri=args.tracking_uri, token=token, max_batch=args.max_batch,
                          fluency=not args.no_fluency_check)

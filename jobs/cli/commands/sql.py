@@ -12,11 +12,15 @@ the store.
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
+from jobs.cli.commands.args import add_options
+from jobs.cli.jsonout import dumps
+from pipeline.home import gnomon_home
 from pipeline.types import GnomonError
 
-from jobs.cli.commands.args import add_options
+# lazy: duckdb, numpy, pyarrow (heavy; imported where used)
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -58,8 +62,6 @@ def format_table(names: list[str], rows: list[dict]) -> str:
 def report_skipped(shards: list[str], examples: list[str]) -> None:
     """Say on stderr what the views leave out and why: a query over a store with a
     corrupted shard answers from the others, and its smaller counts must not pass silently."""
-    import sys
-
     def reasons(items: list[str]) -> str:
         more = f"; and {len(items) - 3} more" if len(items) > 3 else ""
         return "; ".join(items[:3]) + more
@@ -78,7 +80,6 @@ def run(args: argparse.Namespace) -> int:
     import duckdb
 
     from pipeline.contrast import StoreDB
-    from pipeline.home import gnomon_home
 
     if args.limit < 0:
         raise GnomonError("--limit must be >= 0")
@@ -93,8 +94,6 @@ def run(args: argparse.Namespace) -> int:
     more = bool(args.limit) and len(rows) > args.limit
     rows = rows[:args.limit] if args.limit else rows
     if args.json:
-        from jobs.cli.jsonout import dumps
-
         print(dumps(rows, default=str))
     else:
         print(format_table(table.column_names, rows))

@@ -10,9 +10,9 @@ import argparse
 import json
 import sys
 
-from jobs.cli.commands.submit import ADDRESS_HELP
-
 from jobs.cli.commands.args import add_options
+from jobs.cli.commands.submit import ADDRESS_HELP
+from jobs.runtime import cluster
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -32,8 +32,6 @@ def _show(st: dict[str, object], as_json: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from jobs.runtime import cluster
-
     if args.wait:
         st = cluster.wait(args.job_id, address=args.address, timeout_s=args.timeout,
                           on_change=None if args.json else (lambda s: _show(s, False)))

@@ -11,13 +11,23 @@ The helpers here (``add_source_args``, ``model_for``) are shared by ``monitor``,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
 import shutil
 import textwrap
 from itertools import zip_longest
 from typing import TYPE_CHECKING, Any
 
 from jobs.cli.commands.args import add_options
+from jobs.runtime.output import step
+from jobs.stages.conditions import conditional_generate, resolve_condition
+from jobs.stages.refs import resolve_directions
+from pipeline.models import ModelSpec, load_model
+from pipeline.models.shape import model_shape
+from pipeline.types import GnomonError
+
+# lazy: numpy, pyarrow, torch (heavy; imported where used); pipeline.models.layers (tests patch it at the source)
 
 if TYPE_CHECKING:
     from pipeline.direction import Direction
@@ -54,11 +64,7 @@ def model_spec_for(directions: list[Direction], override: str | None) -> Any:
     """The :class:`~pipeline.models.ModelSpec` of ``--model`` or of the model all directions
     were fitted on, after checking each direction's layer and width against that model's
     config (read without its weights), so a mismatch is refused before a load."""
-    from pipeline.models import ModelSpec
     from pipeline.models.layers import check_layers
-    from pipeline.models.shape import model_shape
-    from pipeline.types import GnomonError
-
     if override:
         spec = ModelSpec(id=override)
     else:
@@ -82,14 +88,10 @@ def model_spec_for(directions: list[Direction], override: str | None) -> Any:
 def model_for(directions: list[Direction], override: str | None) -> LoadedModel:
     """Load ``--model`` or the model all directions were fitted on (checked first, see
     :func:`model_spec_for`)."""
-    from pipeline.models import load_model
-
     return load_model(model_spec_for(directions, override))
 
 
 def load_spec(spec: Any) -> LoadedModel:
-    from pipeline.models import load_model
-
     return load_model(spec)
 
 
@@ -134,7 +136,6 @@ def _floats(text: str) -> list[float]:
 
 def build_interventions(lm: Any, directions: list[Direction], args: argparse.Namespace) -> list[Any]:
     from pipeline import steer
-    from pipeline.types import GnomonError
 
     strengths = list(args.strength if args.strength is not None else [1.0])
     if len(strengths) not in (1, len(directions)):
@@ -156,7 +157,6 @@ def fluency_check(lm: Any, directions: list[Direction], args: argparse.Namespace
     fill in ``--strength`` when it was not given (half the bound). None for other ops or one
     direction per REF of several (a mix has no single bound)."""
     from pipeline.fluency import DEFAULT_FRACTION, GRID, fluency_bound, measure_kl
-    from pipeline.types import GnomonError
 
     if args.op != "add" or len(directions) != 1 or args.no_fluency_check:
         if args.strength is None:
@@ -198,31 +198,23 @@ def fluency_line(f: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    import math
-
-    from pipeline.types import GnomonError
 
     # plain options before any catalog read or model load
     if args.max_new_tokens < 1:
         raise GnomonError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
     if args.strength is not None and not all(math.isfinite(s) for s in args.strength):
         raise GnomonError(f"--strength must be finite numbers, got {','.join(map(str, args.strength))}")
-    from jobs.stages.refs import resolve_directions
 
     directions = resolve_directions(args.refs, args.tracking_uri, args.model)
     when = None
     if getattr(args, "when", None):
-        from jobs.stages.conditions import resolve_condition
-
         when = resolve_condition(args.when, args.tracking_uri, args.model)
-    from jobs.runtime.output import step
 
     spec = model_spec_for(directions, args.model)   # layers and width checked before the load starts
     with step(f"load {spec.id}"):
         lm = load_spec(spec)
     from pipeline.steer import generate
 
-    import contextlib
 
     measures = args.op == "add" and len(directions) == 1 and not args.no_fluency_check
     with step("fluency bound (next-token KL on a strength grid)") if measures else contextlib.nullcontext():
@@ -233,8 +225,6 @@ def run(args: argparse.Namespace) -> int:
         if when is None:
             steered = generate(lm, [args.prompt], args.max_new_tokens, interventions=ivs, chat=args.chat)[0]
         else:
-            from jobs.stages.conditions import conditional_generate
-
             steered, condition = conditional_generate(lm, when, ivs, args)
     settings = {"op": args.op, "strength": args.strength, "unit": args.unit, "positions": args.positions,
                 "max_new_tokens": args.max_new_tokens, "chat": args.chat, "force": args.force}

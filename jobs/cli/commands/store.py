@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,12 @@ from types import SimpleNamespace
 from typing import Any
 
 from jobs.cli.commands.args import add_options
+from jobs.stages.collect_lock import running_since
+from jobs.stages.store_repair import repair_store
+from pipeline.home import gnomon_home
+from pipeline.types import GnomonError
+
+# lazy: numpy, pyarrow (heavy; imported where used)
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -149,10 +156,6 @@ def _verify(root: Path) -> list[dict[str, str]]:
 
 
 def _repair(root: Path, as_json: bool) -> int:
-    import sys
-
-    from jobs.stages.store_repair import repair_store
-
     done = repair_store(root, log=(lambda _: None) if as_json else print)
     failed = [r for r in done if not r.repaired]
     if as_json:
@@ -169,9 +172,6 @@ def _repair(root: Path, as_json: bool) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.home import gnomon_home
-    from pipeline.types import GnomonError
-
     if args.store_command == "gc" and not args.min_age >= 0:
         raise GnomonError(f"--min-age must be a number of seconds >= 0, got {args.min_age:g}")
     root = gnomon_home()
@@ -180,7 +180,6 @@ def run(args: argparse.Namespace) -> int:
     found = scan(root)
     if args.store_command == "ls":
         return _ls(found, args.json, _verify(root) if args.verify else None)
-    from jobs.stages.collect_lock import running_since
 
     now = time.time()
     since = running_since(root)  # a running collection's shards and temporary files are not orphans

@@ -16,6 +16,7 @@ import json
 import sys
 
 from jobs.cli.commands.args import add_options
+from jobs.runtime import cluster
 
 ADDRESS_HELP = "Ray Jobs API of the head, http://HEAD:8265 (default: $RAY_API_SERVER_ADDRESS, $RAY_ADDRESS, " \
                "else http://127.0.0.1:8265)"
@@ -34,8 +35,6 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from jobs.runtime import cluster
-
     env = cluster.job_env(args.env, tracking_uri=args.tracking_uri)
     if "GNOMON_HOME" not in env:
         print("gnomon submit: warning: no GNOMON_HOME (--home, $GNOMON_HOME or --env GNOMON_HOME=...): the job "

@@ -16,12 +16,17 @@ import argparse
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from typing import Any, BinaryIO
 
+from catalog.backend import ensure_catalog, is_remote, local_artifact_root, resolve_tracking_uri
 from jobs.cli.commands.args import add_options
+from pipeline.home import gnomon_home
+from pipeline.types import GnomonError
 
 START_TIMEOUT_S = 600.0
 """How long to wait for the page before giving up (MLflow took ~2 min under load)."""
@@ -39,10 +44,6 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 def ui_command(tracking_uri: str | None, host: str, port: int) -> list[str]:
     """The ``mlflow ui`` command line for the home's catalog."""
-    from catalog.backend import is_remote, local_artifact_root, resolve_tracking_uri
-    from pipeline.home import gnomon_home
-    from pipeline.types import GnomonError
-
     home = gnomon_home()
     uri = resolve_tracking_uri(tracking_uri, home)
     if is_remote(uri):
@@ -56,8 +57,6 @@ def ui_command(tracking_uri: str | None, host: str, port: int) -> list[str]:
 
 
 def _port_free(host: str, port: int) -> bool:
-    import socket
-
     with socket.socket() as s:
         try:
             s.bind((host, port))
@@ -67,8 +66,6 @@ def _port_free(host: str, port: int) -> bool:
 
 
 def _answers(url: str) -> bool:
-    import urllib.request
-
     try:
         with urllib.request.urlopen(url, timeout=2) as r:
             return bool(r.status == 200)
@@ -102,9 +99,6 @@ def _on_sigterm(_sig: int, _frame: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.home import gnomon_home
-    from pipeline.types import GnomonError
-
     cmd = ui_command(args.tracking_uri, args.host, args.port)
     if args.print_command:
         print(shlex.join(cmd))
@@ -115,7 +109,6 @@ def run(args: argparse.Namespace) -> int:
         raise GnomonError(f"port {args.port} on {args.host} is in use; choose another with --port")
     probe = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
     url, health = f"http://{args.host}:{args.port}", f"http://{probe}:{args.port}/health"
-    from catalog.backend import ensure_catalog
 
     # a fresh catalog is created the way gnomon creates it (migrated aside, renamed into place),
     # not in place by mlflow ui while the page is already being asked for
