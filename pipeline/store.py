@@ -60,7 +60,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.home import gnomon_home
 from pipeline.storage import Storage
 from pipeline.store_keys import ModelKey, check_key, resolve_model_key
 from pipeline.store_migrate import LAYOUT, mark_current, migrate, needs_migration
@@ -86,13 +85,6 @@ __all__ = [
     "sha256_file",
     "vectors_to_numpy",
 ]
-
-
-def model_file_key(model_id: str, home: Any = None) -> str:
-    """The name under which a model's own files are kept (sweeps, evaluations, report figures):
-    its store key (:mod:`pipeline.store_keys`), so two models never share one, as they shared
-    :func:`model_slug` (``./tiny_llama`` and ``tiny:llama``)."""
-    return resolve_model_key(model_id, gnomon_home(home)).key
 
 
 def model_slug(model_id: str) -> str:

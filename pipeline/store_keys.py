@@ -30,9 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.home import gnomon_home
 from pipeline.types import GnomonError
 
-__all__ = ["KEY", "ModelKey", "check_key", "resolve_model_key"]
+__all__ = ["KEY", "ModelKey", "check_key", "model_file_key", "resolve_model_key"]
 
 KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 """What a key looks like (also what every partition value must look like)."""
@@ -124,3 +125,10 @@ def resolve_model_key(model_id: str, root: Any) -> ModelKey:
     except (OSError, ValueError):  # not usable as a path (too long, a NUL byte): a name
         pass
     return _name_key(mid)
+
+
+def model_file_key(model_id: str, home: Any = None) -> str:
+    """The name under which a model's own files are kept (sweeps, evaluations, report figures):
+    its store key (:mod:`pipeline.store_keys`), so two models never share one, as they shared
+    :func:`model_slug` (``./tiny_llama`` and ``tiny:llama``)."""
+    return resolve_model_key(model_id, gnomon_home(home)).key

@@ -296,7 +296,7 @@ def test_report_command_writes_json_plots_html_and_mlflow_run(catalog_home: Path
     assert "declares no behavioural readout" in r["not_measured"] and "(* control layer" not in out
     assert "not measured (no behavioural readout declared)" in r["verdict"]["line"]
     assert "not measured (no behavioural readout declared)" in page.read_text()
-    from pipeline.store import model_file_key
+    from pipeline.store_keys import model_file_key
 
     key = model_file_key("tiny:llama", catalog_home)       # never a cleaned name two models can share
     assert (catalog_home / "reports" / "toy" / f"probes-{key}-toy.png").stat().st_size > 1000

@@ -34,6 +34,7 @@ from pipeline.concepts.record import concept_record
 from pipeline.home import gnomon_home, push_shared, shared_copy
 from pipeline.models import ModelSpec, cached_model
 from pipeline.models.shape import check_width
+from pipeline.store_keys import model_file_key
 from pipeline.types import GnomonError
 
 # lazy: pyarrow, torch (heavy; imported where used)
@@ -201,8 +202,6 @@ def plan_evaluation(spec: EvalSpec, home: Path, tracking_uri: str | None = None
                     ) -> tuple[Any, list[EvalTask], list[EvalResult]]:
     """The direction (saved under the home so every worker reads the same file), one task per
     checkpoint, and the fleet versions skipped for their width."""
-    from pipeline.store import model_file_key
-
     given = check_models(spec.models, home)  # before the catalog (MLflow) and Ray are touched
 
     d = resolve_direction(spec.ref, tracking_uri, home, model=given[0].id if len(given) == 1 else None)

@@ -29,6 +29,7 @@ from pipeline.home import gnomon_home, push_shared
 from pipeline.methods import check_methods, method_names
 from pipeline.models.spec import ModelSpec
 from pipeline.selection import rank
+from pipeline.store_keys import model_file_key
 from pipeline.types import GnomonError
 
 # lazy: numpy, pyarrow, torch (heavy; imported where used); jobs.stages.collect_job (tests patch it at the source)
@@ -250,8 +251,6 @@ def _best_rows(sweeps: dict[tuple[str, str], dict[str, Any]], records: dict[Any,
 
 
 def _write_sweep(home: Path, concept: str, spec: FitSpec, sweeps: dict[tuple[str, str], dict[str, Any]]) -> Path:
-    from pipeline.store import model_file_key
-
     path = home / "sweeps" / concept / f"{model_file_key(spec.model, home)}-{spec.revision}.json"
     doc = {f"{m}/{p}": {"best_layer": s["best"].layer, "select_metric": s["select_metric"],
                         "eligible": s["eligible"], "curve": s["curve"]}

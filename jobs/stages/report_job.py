@@ -36,6 +36,7 @@ from pipeline.linearity import DEFAULT as th
 from pipeline.linearity import render
 from pipeline.linearity.verdict import concept_verdict, layer_class
 from pipeline.models import load_model
+from pipeline.store_keys import model_file_key
 from pipeline.types import GnomonError
 
 # lazy: numpy, pyarrow, torch (heavy; imported where used)
@@ -229,8 +230,6 @@ def _measure(spec: ReportSpec, request: Any, executor: Any, home: Path, th: Any,
 
 def _figures(doc: dict[str, Any], out_dir: Path, home: Path, th: Any) -> tuple[list[list[Path]], list[Path], Path]:
     """Each result's plots, the compositions' plots and ``index.html``: (per result, all images, html)."""
-    from pipeline.store import model_file_key
-
     images: list[Path] = []
     per_result: list[list[Path]] = []
     for r in doc["results"]:
