@@ -69,3 +69,33 @@ def test_ray_pool_is_kept_per_key_and_stopped_on_release(ray_instance: Any) -> N
         assert "b" not in ex._pools  # a pool that failed is not reused
     finally:
         ex.close()
+
+
+def _die_once(marker: str, state: dict[str, Any], item: int) -> tuple[int, int]:
+    """Kill this actor's process the first time item 0 comes (as a lost node would)."""
+    import time
+
+    if item == 0 and not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(1)
+    time.sleep(0.2)   # the other actor is still busy when the first dies
+    return item * 2, state["pid"]
+
+
+def test_ray_pool_survives_an_actor_that_dies(ray_instance: Any, tmp_path: Any) -> None:
+    """An actor that dies mid-item (its node lost, issue 23) loses nothing: its item runs again
+    on the actor left, every result arrives once and in order, and the pool keeps the survivor."""
+    from functools import partial
+
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ex = RayExecutor(num_workers=2)
+    try:
+        out = ex.map_stateful(partial(_init, "d"), partial(_die_once, str(tmp_path / "died")), list(range(6)), key="d")
+        assert [o[0] for o in out] == [0, 2, 4, 6, 8, 10]
+        assert (tmp_path / "died").exists()                 # one actor did die
+        (survivor,) = ex._pools["d"]                           # the dead actor left the pool
+        assert ray.get(survivor.pid.remote()) == out[0][1]    # and its item ran again on the survivor
+    finally:
+        ex.close()

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from jobs.runtime.ray_runtime import cluster_cpus, cluster_gpus
+from pipeline.types import GnomonError
 
 # lazy: ray (heavy; imported where used); jobs.runtime.ray_runtime (tests patch it at the source)
 
@@ -122,27 +123,45 @@ class RayExecutor:
         out: list[Any] = [None] * len(items)
         failed = True
 
-        def submit(actor: Any) -> None:
-            i, item = queue.pop(0)
-            pending[actor.call.remote(fn, item)] = (actor, i)
-
-        try:
+        def fill() -> None:
+            """Give every live actor work up to ``concurrency`` items in flight."""
             for _ in range(concurrency):
                 for actor in actors:
-                    if queue:
-                        submit(actor)
+                    if queue and sum(a is actor for a, _ in pending.values()) < concurrency:
+                        i, item = queue.pop(0)
+                        pending[actor.call.remote(fn, item)] = (actor, i)
+
+        try:
+            fill()
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)
                 actor, i = pending.pop(done[0])
-                out[i] = ray.get(done[0])  # raises if the item or its actor failed
+                try:
+                    out[i] = ray.get(done[0])  # raises if the item failed
+                except ray.exceptions.RayActorError:
+                    self._lost(actors, actor, i, items, queue)   # its node died: the item goes to another
+                    fill()
+                    continue
                 if on_result is not None:
                     on_result(out[i])
-                if queue:
-                    submit(actor)
+                fill()
             failed = False
         finally:
             self._done(key, failed)
         return out
+
+    @staticmethod
+    def _lost(actors: list[Any], actor: Any, i: int, items: Sequence[Any], queue: list[tuple[int, Any]]) -> None:
+        """An actor died (its node was lost, or its process was killed): drop it from the pool,
+        which later calls share, and queue its item again for the actors left. Rerunning an
+        item is safe: a shard's manifest is written last, so the rerun skips the layers
+        that completed and overwrites any shard left without one. No actor left: raise."""
+        if actor in actors:
+            actors.remove(actor)
+        if not actors:
+            raise GnomonError(f"every actor of the pool died (the last one while running item {i}); "
+                              "the cluster lost the nodes that ran them")
+        queue.insert(0, (i, items[i]))
 
     def map(self, fn: Callable[[T], R], items: Sequence[T], on_result: OnResult = None,
             num_cpus: float = 1) -> list[R]:
