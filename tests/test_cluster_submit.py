@@ -38,6 +38,8 @@ def test_job_env_forwards_home_and_tracking_and_checks_items() -> None:
     env = cluster.job_env(["A_B=1=2", "EMPTY="], tracking_uri="http://m:5000",
                           environ={"GNOMON_HOME": "/store", "MLFLOW_TRACKING_URI": "sqlite:///x", "OTHER": "no"})
     assert env == {"GNOMON_HOME": "/store", "MLFLOW_TRACKING_URI": "http://m:5000", "A_B": "1=2", "EMPTY": ""}
+    # a home on object storage is a URI, not a path to make absolute
+    assert cluster.job_env([], environ={"GNOMON_HOME": "s3://gnomon/home"})["GNOMON_HOME"] == "s3://gnomon/home"
     assert cluster.job_env([], environ={}) == {}
     assert cluster.job_env([], environ={"GNOMON_HOME": "rel/home"})["GNOMON_HOME"] == str(Path("rel/home").absolute())
     for bad in ("NOEQUALS", "=x", "1A=x", "A-B=x"):

@@ -40,7 +40,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from services import CREDENTIALS, Services, needs, sh, tree, wait_port
 
-__all__ = ["Testbed", "available"]
+__all__ = ["Testbed", "TestbedBusy", "available"]
+
+
+class TestbedBusy(RuntimeError):
+    """The namespaces or the bridge of this prefix already exist (another testbed is up)."""
+
+    __test__ = False
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -68,11 +74,21 @@ class Testbed(Services):
     """The cluster's Ray auth token, given to every node and client (as a real cluster
     distributes the head's token), never read from or written to ``~/.ray``."""
 
+    _owns_network: bool = field(default=False, repr=False)
+    """Set once this instance created the bridge: ``down`` removes only what it made."""
+
     __test__ = False   # not a pytest test class
 
     @property
     def ray_env(self) -> dict[str, str]:
         return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token, "GNOMON_HOME": self.home}
+
+    @property
+    def node_env(self) -> dict[str, str]:
+        """A node's environment: gnomon installed (its ``bin`` on PATH, as on a real node, so
+        a job's ``gnomon run`` entrypoint is found), the object store's credentials."""
+        path = f"{Path(self.python).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        return {**self.ray_env, **self.client_env(), "GNOMON_HOME": self.home, "PATH": path}
 
     # -- addresses ---------------------------------------------------------------------------
     @property
@@ -118,12 +134,16 @@ class Testbed(Services):
         os.chmod(self.root / "ray_auth_token", 0o600)
         return self.endpoints
 
-    def down(self) -> None:
-        """Kill every recorded process tree by id, then remove the namespaces and the bridge."""
+    def down(self, force: bool = False) -> None:
+        """Kill every recorded process tree by id, then remove the namespaces and the bridge
+        this instance made (``force``: whatever has its names, for ``down`` from the shell
+        after a crash)."""
         super().down()
-        for host in self.hosts:
-            sh("ip", "netns", "del", self.ns(host), check=False)
-        sh("ip", "link", "del", self.bridge, check=False)
+        if self._owns_network or force:
+            for host in self.hosts:
+                sh("ip", "netns", "del", self.ns(host), check=False)
+            sh("ip", "link", "del", self.bridge, check=False)
+            self._owns_network = False
         # `ray start --head` records its address for `ray.init("auto")` in the machine's
         # /tmp/ray; killed, it leaves it behind, and any later local Ray would try to join a
         # cluster that is gone.
@@ -144,6 +164,12 @@ class Testbed(Services):
 
     # -- pieces ------------------------------------------------------------------------------
     def _network(self) -> None:
+        taken = [n for n in [self.bridge, *map(self.ns, self.hosts)]
+                 if sh("ip", "link", "show", n, check=False).returncode == 0 or n in sh("ip", "netns", "list").stdout.split()]
+        if taken:   # another testbed's: never build over it, never tear it down
+            raise TestbedBusy(f"{', '.join(taken)} exist: another testbed with prefix {self.prefix_name!r} is up "
+                              f"(pick another prefix_name and subnet, or take that one down)")
+        self._owns_network = True
         sh("ip", "link", "add", self.bridge, "type", "bridge")
         sh("ip", "addr", "add", f"{self.subnet}.254/24", "dev", self.bridge)
         sh("ip", "link", "set", self.bridge, "up")
@@ -181,7 +207,7 @@ class Testbed(Services):
         proc = self.start("ray-head", "head", [ray, "start", "--head", "--node-ip-address", head, "--port", "6379",
                                                "--dashboard-host", head, "--dashboard-port", "8265",
                                                "--num-cpus", "0", *common],
-                          env={**self.ray_env, **self.client_env(), "GNOMON_HOME": self.home})
+                          env=self.node_env)
         wait_port(head, 6379, "the Ray head", proc=proc, log=self.root / "logs" / "ray-head.log")
         for host in self.hosts[1:]:
             self.start_worker(host)
@@ -195,7 +221,8 @@ class Testbed(Services):
                                                 "--resources", json.dumps({f"host_{host}": 1}), "--block",
                                                 "--disable-usage-stats", "--object-store-memory",
                                                 str(200 * 1024 * 1024)],
-                          env={**self.ray_env, **self.client_env(), "GNOMON_HOME": self.home}, private=True)
+                          env={**self.node_env, "GNOMON_CACHE": "/tmp/gnomon-cache"},   # the node's own disk
+                          private=True)
 
     def _wait_nodes(self, n: int, timeout: float = 120.0) -> None:
         code = ("import ray,sys; ray.init(address=sys.argv[1], logging_level='ERROR'); "
@@ -226,7 +253,7 @@ def main() -> int:
     args = ap.parse_args()
     tb = Testbed(Path(args.root), workers=args.workers)
     if args.action == "down":
-        tb.down()
+        tb.down(force=True)
         print("testbed down")
         return 0
     try:

@@ -154,8 +154,8 @@ def job_env(extra: Sequence[str] = (), tracking_uri: str | None = None,
     """The job's environment variables: forwarded ones, ``tracking_uri``, then ``KEY=VALUE`` items."""
     environ = os.environ if environ is None else environ
     env = {k: environ[k] for k in FORWARDED_ENV if environ.get(k)}
-    if "GNOMON_HOME" in env:  # a relative home would land in the job's temporary folder
-        env["GNOMON_HOME"] = str(Path(env["GNOMON_HOME"]).expanduser().absolute())
+    if "GNOMON_HOME" in env and "://" not in env["GNOMON_HOME"]:  # a relative home would land in the
+        env["GNOMON_HOME"] = str(Path(env["GNOMON_HOME"]).expanduser().absolute())   # job's temporary folder
     if tracking_uri:
         env["MLFLOW_TRACKING_URI"] = tracking_uri
     for item in extra:

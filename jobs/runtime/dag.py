@@ -130,7 +130,7 @@ def evaluate_stage(ctx: Context, ev: EvaluateSection, index: int) -> Stage:
         return write_evaluation(es, d, results + skipped, ctx.executor, time.perf_counter() - t0, ctx.home,
                                 ctx.tracking_uri)
 
-    fits = tuple(f"fit/{spec.models[0]}/{spec.revision}/{c}" for c in spec.fit.concepts)
+    fits = tuple(f"fit/{spec.models[0]}/{spec.revision}/{concept_label(c)}" for c in spec.fit.concepts)
     return Stage(key=f"evaluate/{ev.concept}/{index}", kind="evaluate", deps=fits, inputs=inputs, run=run,
                  pools=tuple(_pool(ctx, m)[0] for m in spec.models),
                  name=lambda r: f"evaluate/{ev.concept}/{r['ref']}")
