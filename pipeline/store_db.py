@@ -12,7 +12,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -168,7 +168,12 @@ class StoreDB:
     private directory so nothing lands in the working directory).
     """
 
-    def __init__(self, root: str | Path, memory_limit: str = "2GB", threads: int | None = None) -> None:
+    def __init__(self, root: str | Path, memory_limit: str = "2GB", threads: int | None = None,
+                 only: Mapping[str, Any] | None = None) -> None:
+        """``only``: the shards of one model/revision/dataset (layer, fingerprint) as
+        :meth:`ActivationStore.valid_shards` takes them. A fit task or a report reads one
+        collection; checking every shard of the store (on object storage, downloading
+        each to hash it) cost every task the whole store."""
         import duckdb
 
         store = ActivationStore(root)
@@ -189,7 +194,7 @@ class StoreDB:
                               f"({str(e).splitlines()[0]}); give a size such as 2GB") from None
         self.fs = _read_only_fs(self.root) if self.storage.local is not None else _read_only_object_fs(self.storage)
         self.con.register_filesystem(self.fs)
-        shards, self.skipped = store.valid_shards()
+        shards, self.skipped = store.valid_shards(**(only or {}))
         self.skipped_shards = len(self.skipped)
         """Shards left out of ``activations`` because they fail their checks (``skipped``
         then lists why, followed by any unreadable ``examples`` files)."""

@@ -82,6 +82,10 @@ def _die_once(marker: str, state: dict[str, Any], item: int) -> tuple[int, int]:
     return item * 2, state["pid"]
 
 
+def _die_always(state: dict[str, Any], item: int) -> int:
+    os._exit(1)
+
+
 def test_ray_pool_survives_an_actor_that_dies(ray_instance: Any, tmp_path: Any) -> None:
     """An actor that dies mid-item (its node lost, issue 23) loses nothing: its item runs again
     on the actor left, every result arrives once and in order, and the pool keeps the survivor."""
@@ -97,5 +101,26 @@ def test_ray_pool_survives_an_actor_that_dies(ray_instance: Any, tmp_path: Any) 
         assert (tmp_path / "died").exists()                 # one actor did die
         (survivor,) = ex._pools["d"]                           # the dead actor left the pool
         assert ray.get(survivor.pid.remote()) == out[0][1]    # and its item ran again on the survivor
+    finally:
+        ex.close()
+
+
+def test_ray_pool_of_one_replaces_its_actor_and_gives_up_on_an_item_that_kills(ray_instance: Any,
+                                                                                tmp_path: Any) -> None:
+    """A pool whose only actor dies starts a replacement (a lost node's actor comes back on a
+    node left); an item that kills every actor it meets fails after ``replacements``, in one line."""
+    from functools import partial
+
+    import ray.cloudpickle
+
+    from pipeline.types import GnomonError
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ex = RayExecutor(num_workers=1, replacements=2)
+    try:
+        out = ex.map_stateful(partial(_init, "e"), partial(_die_once, str(tmp_path / "died")), [0, 1, 2], key="e")
+        assert [o[0] for o in out] == [0, 2, 4] and len(ex._pools["e"]) == 1
+        with pytest.raises(GnomonError, match="lost its actor 3 times"):
+            ex.map_stateful(partial(_init, "f"), _die_always, [0], key="f")
     finally:
         ex.close()

@@ -55,6 +55,8 @@ class RayExecutor:
     max_pools: int | None = None
     """Pools alive at once (default: one per GPU, else one); the least recently used idle
     pool is stopped to make room."""
+    replacements: int = 3
+    """Actors a pool may start again in one call after losing all of them (see ``_lost``)."""
     name: str = "ray"
     choice: str = "ray"
     overlaps: bool = True
@@ -122,6 +124,7 @@ class RayExecutor:
         queue = list(enumerate(items))
         out: list[Any] = [None] * len(items)
         failed = True
+        lost = 0
 
         def fill() -> None:
             """Give every live actor work up to ``concurrency`` items in flight."""
@@ -139,7 +142,9 @@ class RayExecutor:
                 try:
                     out[i] = ray.get(done[0])  # raises if the item failed
                 except ray.exceptions.RayActorError:
-                    self._lost(actors, actor, i, items, queue)   # its node died: the item goes to another
+                    lost += 1   # its node died: the item goes to another actor
+                    self._lost(actors, actor, i, items, queue, lambda: self._make_pool(init, 1, concurrency),
+                               lost <= self.replacements)
                     fill()
                     continue
                 if on_result is not None:
@@ -150,17 +155,21 @@ class RayExecutor:
             self._done(key, failed)
         return out
 
-    @staticmethod
-    def _lost(actors: list[Any], actor: Any, i: int, items: Sequence[Any], queue: list[tuple[int, Any]]) -> None:
+    def _lost(self, actors: list[Any], actor: Any, i: int, items: Sequence[Any], queue: list[tuple[int, Any]],
+              replace: Callable[[], list[Any]], may_replace: bool) -> None:
         """An actor died (its node was lost, or its process was killed): drop it from the pool,
-        which later calls share, and queue its item again for the actors left. Rerunning an
-        item is safe: a shard's manifest is written last, so the rerun skips the layers
-        that completed and overwrites any shard left without one. No actor left: raise."""
+        which later calls share, and queue its item again. Rerunning an item is safe: a
+        shard's manifest is written last, so the rerun skips the layers that completed and
+        overwrites a shard left without one. When no actor is left, one replacement starts
+        (Ray places it on a node still alive, once it has room), up to ``replacements`` per
+        call: an item that kills every actor it meets is an error, not bad luck."""
         if actor in actors:
             actors.remove(actor)
         if not actors:
-            raise GnomonError(f"every actor of the pool died (the last one while running item {i}); "
-                              "the cluster lost the nodes that ran them")
+            if not may_replace:
+                raise GnomonError(f"item {i} lost its actor {self.replacements + 1} times (each died while "
+                                  "running it): the cluster keeps losing nodes, or the item kills its worker")
+            actors.extend(replace())
         queue.insert(0, (i, items[i]))
 
     def map(self, fn: Callable[[T], R], items: Sequence[T], on_result: OnResult = None,

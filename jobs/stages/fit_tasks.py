@@ -89,7 +89,9 @@ def _fit_layer(task: GroupTask) -> Any:
 
 
     t0 = time.perf_counter()
-    with StoreDB(task.home, memory_limit="1GB", threads=1) as db:
+    only = {"model": task.model, "revision": task.revision, "dataset": task.dataset, "layer": task.layer,
+            "fingerprint": task.fingerprint}
+    with StoreDB(task.home, memory_limit="1GB", threads=1, only=only) as db:   # this layer's shards only
         sets = contrast_splits(db, model=task.model, revision=task.revision, dataset=task.dataset,
                                layer=task.layer, position=task.position, positive=task.positive,
                                negative=task.negative, dtype=None,  # float16 as stored: fitting widens to float64

@@ -115,7 +115,8 @@ def _layers(spec: ReportSpec, rm: Any, concept: str, ds: Any, executor: Any, hom
     md: dict[int, Any] = {}
     t1 = time.perf_counter()
     items = []
-    with StoreDB(home, memory_limit="1GB", threads=1) as db:   # each layer's contrast sets read once
+    only = {"model": model, "revision": spec.revision, "dataset": got["dataset"], "fingerprint": got["fingerprint"]}
+    with StoreDB(home, memory_limit="1GB", threads=1, only=only) as db:   # each layer's contrast sets read once
         for layer in layers:
             sets = contrast_splits(db, model=model, revision=spec.revision, dataset=got["dataset"], layer=layer,
                                    position=spec.position, positive=positive, negative=negative,
