@@ -29,8 +29,10 @@ Chosen before any figure was taken:
   On each: the version is registered into ``s3://gnomon/bench``, then, on the head,
   ``gnomon --home s3://gnomon/bench collect --model bench-llama --dataset <file>
   --executor ray --ray-address <head> --json`` (the executor's default: one actor per free
-  CPU, so 1 actor in A and 2 in B). Worker nodes are limited by Ray's logical CPUs
-  (``--num-cpus 1``; Ray gives a 1-CPU actor ``OMP_NUM_THREADS=1``), not by a cgroup.
+  CPU, so 1 actor in A and 2 in B; the nodes they ran on are read off the driver's output,
+  where Ray prefixes each actor's lines with its address, and printed). Worker nodes are
+  limited by Ray's logical CPUs (``--num-cpus 1``; Ray gives a 1-CPU actor
+  ``OMP_NUM_THREADS=1``), not by a cgroup.
   ``L``: the same collection into a local home with ``--executor local`` and
   ``OMP_NUM_THREADS=1`` (for the bytes; its throughput is printed for reference only).
 - **Throughput** = rows / wall time of the collect command (driver start, Ray join, actor
@@ -92,15 +94,9 @@ REGISTER = textwrap.dedent("""
     print("registered", vid, "in", home)
 """)
 
-PLACEMENT = textwrap.dedent("""
-    import collections, json, sys
-    import ray
-    from ray.util.state import list_actors
-    ray.init(address=sys.argv[1], logging_level="ERROR")
-    ip = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
-    acts = list_actors(filters=[("class_name", "=", "_Worker")], limit=1000, detail=True)
-    print(json.dumps(dict(collections.Counter(ip.get(a.node_id, a.node_id) for a in acts))))
-""")
+ACTOR_LINE = re.compile(r"\(_Worker pid=(\d+), ip=([0-9.]+)\)")
+"""Ray prefixes what an actor prints with its class, process id and node address
+(``log_to_driver``): which nodes the collection actors ran on, read off the driver's output."""
 
 
 def load() -> str:
@@ -230,14 +226,9 @@ def cluster_run(name: str, workers: int, model_dir: Path, data: Path, shard_size
         if r.returncode != 0:
             raise RuntimeError(f"run {name}: collect failed ({r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}")
         got = summary(r.stdout)
-        p = tb.run("head", [tb.python, "-c", PLACEMENT, ep["ray"]], env=env, timeout=300)
-        hosts = {h: tb.ip(h) for h in tb.hosts}
-        try:
-            placed = {next((h for h, a in hosts.items() if a == k), k): v
-                      for k, v in json.loads(p.stdout.strip().splitlines()[-1]).items()}
-        except (ValueError, IndexError):
-            placed = {"?": f"actor placement unknown: {p.stderr.strip()[-300:]}"}
-        got["actors"] = placed
+        by_ip = {tb.ip(h): h for h in tb.hosts}
+        actors = {(pid, by_ip.get(ip, ip)) for pid, ip in ACTOR_LINE.findall(r.stdout + r.stderr)}
+        got["actors"] = {h: sum(1 for _, x in actors if x == h) for h in sorted({x for _, x in actors})} or {"?": 0}
         out = {"name": name, "workers": workers, "wall": wall, "summary": got, "load_start": load0, "load_end": load1,
                "written": written(before, s3_listing(ep["s3_endpoint"])), "requests": requests, "testbed": tb}
         log(f"run {name}: collect done in {wall:.1f} s; {load()}")
