@@ -317,8 +317,9 @@ def main() -> int:
 
     why = available()
     if why:
-        print(f"bench/cluster.py: cannot build the testbed: {why}", file=sys.stderr)
-        return 2
+        print(f"bench/cluster.py: skipped, cannot build the testbed: {why}", file=sys.stderr)
+        print("cluster_scaling = skipped")   # `make bench` runs on, without root
+        return 0
     work = Path(tempfile.mkdtemp(prefix="gnbx-bench-", dir="/tmp"))
     # The worker nodes inherit this environment: their model cache goes to their private
     # /tmp (not a shared ~/.cache), and they import this checkout.

@@ -207,7 +207,9 @@ class Testbed(Services):
         proc = self.start("ray-head", "head", [ray, "start", "--head", "--node-ip-address", head, "--port", "6379",
                                                "--dashboard-host", head, "--dashboard-port", "8265",
                                                "--num-cpus", "0", *common],
-                          env=self.node_env)
+                          # private too: `ray start --head` records its address in /tmp/ray, where
+                          # a local ray.init() on this machine would find it and join this cluster
+                          env=self.node_env, private=True)
         wait_port(head, 6379, "the Ray head", proc=proc, log=self.root / "logs" / "ray-head.log")
         for host in self.hosts[1:]:
             self.start_worker(host)
