@@ -10,7 +10,8 @@ opens: ``s3://bucket/prefix`` (the S3 client reads the usual AWS variables:
 Publishing differs by backend, and only here: locally a file is written under a temporary
 name and renamed into place (:func:`pipeline.atomic.publish`); an object store has no
 rename, but a single PUT (or a completed multipart upload) makes a whole object visible at
-once, so the bytes are built in a local temporary file first and uploaded in one request.
+once, so the bytes are built in a local temporary file first and uploaded as one object
+(pyarrow 25 sends even a small file as a multipart upload: create, one part, complete).
 Callers that need several objects to appear together (a shard and its manifest) order the
 writes themselves (see ``pipeline.store``).
 
@@ -251,7 +252,7 @@ class Storage:
     def publish(self, rel: str, write: Callable[[Path], object], digest: bool = False) -> tuple[int, str] | None:
         """Publish the file ``write(tmp)`` creates as ``rel``, whole or not at all: locally
         by rename (:func:`pipeline.atomic.publish`); remotely the finished local file is
-        uploaded in one request, so no reader sees a partial object. With ``digest``,
+        uploaded as one object, so no reader sees a partial one. With ``digest``,
         returns the published file's (size, sha256): remotely of the bytes sent, so a
         shard's manifest never records what a faulty upload left (and costs no read-back)."""
         if self.local is not None:

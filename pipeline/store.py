@@ -21,7 +21,7 @@ shard under the same name instead of adding rows.
 The root is a local path or a URI (``s3://bucket/prefix``; every file goes through
 :mod:`pipeline.storage`). The commit protocol is the same on both, in three steps:
 (1) the shard's old manifest is deleted, (2) the shard is published whole under its
-canonical name (locally temp + fsync + rename; on object storage one PUT of the finished
+canonical name (locally temp + fsync + rename; on object storage one upload of the finished
 file, which has no rename but makes a whole object visible at once), (3) the manifest,
 holding the shard's row count, byte size and sha256, is published last. Readers list
 *manifests*, never shard files, and take a shard only when its size and sha256 match its
@@ -214,7 +214,7 @@ class ActivationStore(ManifestReader):
     # ---------------------------------------------------------------- shards
     def write_shard(self, model: str, revision: str, dataset: str, layer: int, shard: int, table: pa.Table,
                     *, fingerprint: str, positions: Sequence[str], content: str | None = None) -> ShardRecord:
-        """Write one shard whole (locally temp + fsync + rename, remotely one PUT), then
+        """Write one shard whole (locally temp + fsync + rename, remotely one upload), then
         its manifest (the commit protocol in the module doc).
 
         ``content`` is a digest of the inputs the rows were computed from (the examples'
