@@ -87,7 +87,6 @@ def _fit_layer(task: GroupTask) -> Any:
     from pipeline.direction import Provenance
     from pipeline.fit import fit_direction
 
-
     t0 = time.perf_counter()
     only = {"model": task.model, "revision": task.revision, "dataset": task.dataset, "layer": task.layer,
             "fingerprint": task.fingerprint}

@@ -91,7 +91,10 @@ def _init_model(cfg: ScratchConfig, tok: Any) -> Any:
 def train_scratch(corpus: Corpus, prefix: str, cfg: ScratchConfig, tokenizer_from: str = "smollm2-base",
                   home: str | Path | None = None, series: str = "scratch",
                   log: Callable[[str], None] = print) -> list[Lineage]:
-    """Build (or finish) the series; returns every checkpoint's lineage, in step order."""
+    """Build (or finish) the series; returns every checkpoint's lineage, in step order.
+
+    Why 63 lines: resuming (the last checkpoint, its optimizer state), training to each step
+    and registering each checkpoint share the model, the optimizer and the lineage so far."""
     import torch
 
     from pipeline.fleet.train import (

@@ -201,6 +201,10 @@ def train_probes(tasks: Sequence[ProbeTask], *, weight_decays: tuple[float, ...]
     same split arrays (the linear and the MLP probe of one layer) share one input and one
     product (:class:`_Joint`). Each task returns the grid point chosen on its validation
     split (``test_logits`` gets each task's chosen test logits, by index).
+
+    Why 83 lines: the point is one optimisation loop over every task's grid; setting up the
+    joint parameters, the loop and reading out each task's chosen grid point share the
+    stacked tensors and their per-task slices.
     """
     if not tasks:
         return []

@@ -96,7 +96,6 @@ def _torch_dtype(name: str, device: str) -> Any:
 def _load_dir(path: Path, spec: ModelSpec, device: str) -> tuple[Any, Any]:
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
-
     if not (path / "config.json").is_file():
         raise GnomonError(f"{path} is not a Hugging Face model directory (no config.json)")
     check_custom_code(path, spec.trust_remote_code)

@@ -139,7 +139,6 @@ def run_batch(lm: LoadedModel, rows: Sequence[Row]) -> None:
                 out[r][w.name] = m if w.position == "mean" else s
         return out
 
-
     cache_kw = _cache_kw(model)
     done = [False] * len(rows)
     with torch.inference_mode(), steering(lm, [list(r.ops) for r in rows],

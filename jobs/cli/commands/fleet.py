@@ -93,7 +93,6 @@ def _ls(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     from pipeline.fleet import load_fleet, read_lineage
 
-
     fleet = load_fleet(args.name)
     lins = []
     for m in fleet.members:  # a corrupt lineage file is reported and skipped, not fatal to the others

@@ -215,7 +215,6 @@ def run(args: argparse.Namespace) -> int:
         lm = load_spec(spec)
     from pipeline.steer import generate
 
-
     measures = args.op == "add" and len(directions) == 1 and not args.no_fluency_check
     with step("fluency bound (next-token KL on a strength grid)") if measures else contextlib.nullcontext():
         fluency = fluency_check(lm, directions, args)
