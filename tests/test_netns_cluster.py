@@ -59,6 +59,8 @@ def test_hosts_share_the_network_and_the_services_but_no_files(tmp_path: Path) -
     tb = Testbed(tmp_path / "testbed", home=str(tmp_path / "gnomon-home"))
     with tb:
         ep = tb.endpoints
+        current = Path("/tmp/ray/ray_current_cluster")   # a local ray.init() here must not join the testbed
+        assert not (current.is_file() and current.read_text().strip() == ep["ray"])
         Path(ep["home"], "marker-from-head").write_text("only the head has this")
         r = tb.run("head", [sys.executable, "-c", DRIVER, json.dumps(ep), "w1,w2"],
                    env={"MLFLOW_S3_ENDPOINT_URL": ep["s3_endpoint"]})

@@ -80,6 +80,12 @@ class Testbed(Services):
     __test__ = False   # not a pytest test class
 
     @property
+    def ray_tmp(self) -> Path:
+        """The head's Ray temp dir: short (Ray's socket paths must stay under 108 bytes), named
+        after the root, removed by down()."""
+        return self.pg_dir.with_name(self.pg_dir.name.replace("-pg-", "-ray-"))
+
+    @property
     def ray_env(self) -> dict[str, str]:
         return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token, "GNOMON_HOME": self.home}
 
@@ -139,6 +145,7 @@ class Testbed(Services):
         this instance made (``force``: whatever has its names, for ``down`` from the shell
         after a crash)."""
         super().down()
+        shutil.rmtree(self.ray_tmp, ignore_errors=True)
         if self._owns_network or force:
             for host in self.hosts:
                 sh("ip", "netns", "del", self.ns(host), check=False)
@@ -206,10 +213,11 @@ class Testbed(Services):
         common = ["--block", "--disable-usage-stats", "--object-store-memory", str(200 * 1024 * 1024)]
         proc = self.start("ray-head", "head", [ray, "start", "--head", "--node-ip-address", head, "--port", "6379",
                                                "--dashboard-host", head, "--dashboard-port", "8265",
-                                               "--num-cpus", "0", *common],
-                          # private too: `ray start --head` records its address in /tmp/ray, where
-                          # a local ray.init() on this machine would find it and join this cluster
-                          env=self.node_env, private=True)
+                                               "--num-cpus", "0", "--temp-dir", str(self.ray_tmp), *common],
+                          # its own temp dir: `ray start --head` records its address in the temp dir's
+                          # ray_current_cluster, and in /tmp/ray a local ray.init() on this machine
+                          # would find it and join this cluster
+                          env=self.node_env)
         wait_port(head, 6379, "the Ray head", proc=proc, log=self.root / "logs" / "ray-head.log")
         for host in self.hosts[1:]:
             self.start_worker(host)
