@@ -49,9 +49,10 @@ import json, sys
 import ray
 from ray.util.state import list_actors, list_nodes
 ray.init(address=sys.argv[1], logging_level="ERROR")
-ips = {n.node_id: n.node_ip for n in list_nodes()}
-print(json.dumps(sorted({ips.get(a.node_id) for a in list_actors(filters=[("class_name", "=", "_Worker")],
-                                                                 limit=10000, detail=True)})))
+# the address given: a local Ray of this machine (the suite's own) must not be asked instead
+ips = {n.node_id: n.node_ip for n in list_nodes(address=sys.argv[1])}
+print(json.dumps(sorted({ips.get(a.node_id) for a in list_actors(address=sys.argv[1], limit=10000, detail=True,
+                                                                 filters=[("class_name", "=", "_Worker")])})))
 """
 
 REGISTER = """
