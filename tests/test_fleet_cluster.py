@@ -127,6 +127,22 @@ def _versions(url: str, home: Path) -> dict[str, list[Any]]:
     return {c: cat.versions(c) for c in CONCEPTS}
 
 
+def _submit_and_follow(spec: Path, services: dict[str, Any], home: Path, env: dict[str, str],
+                       limit: int) -> tuple[str, subprocess.CompletedProcess[str], subprocess.CompletedProcess[str]]:
+    """``gnomon submit`` the spec with ``home``, ``gnomon status --wait`` until it ends (it must
+    succeed), then ``gnomon logs``: (job id, status, logs)."""
+    sub = _gnomon(["submit", str(spec), "--address", services["jobs"], "--tracking-uri", services["mlflow"],
+                   "--env", f"GNOMON_HOME={home}", "--json"], env)
+    job_id = json.loads(sub.stdout.strip().splitlines()[-1])["job_id"]
+    status = subprocess.run([sys.executable, "-m", "jobs.cli", "status", job_id, "--address", services["jobs"],
+                             "--wait", "--timeout", str(limit)], check=False, cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=limit + 30)
+    logs = subprocess.run([sys.executable, "-m", "jobs.cli", "logs", job_id, "--address", services["jobs"]],
+                          check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0, f"{status.stdout}\n{status.stderr}\n--- job logs ---\n{logs.stdout[-4000:]}"
+    return job_id, status, logs
+
+
 @pytest.fixture
 def services(tmp_path: Path) -> Any:
     """A Ray head with its dashboard (Jobs API) and an mlflow server, on free loopback ports."""
@@ -203,15 +219,7 @@ def test_fleet_on_ray_head_and_mlflow_server(tmp_path: Path, services: dict[str,
     # 3. the same spec as a Ray Job on the head, followed to success. It gets the home and the
     # tracking URI through its runtime environment: had either not arrived, the stage markers
     # (keyed on both) would not match and the job would collect and register again.
-    sub = _gnomon(["submit", str(spec), "--address", services["jobs"], "--tracking-uri", url,
-                   "--env", f"GNOMON_HOME={home}", "--json"], env)
-    job_id = json.loads(sub.stdout.strip().splitlines()[-1])["job_id"]
-    status = subprocess.run([sys.executable, "-m", "jobs.cli", "status", job_id, "--address", services["jobs"],
-                             "--wait", "--timeout", "150"], check=False, cwd=ROOT, env=env, capture_output=True,
-                            text=True, timeout=180)
-    logs = subprocess.run([sys.executable, "-m", "jobs.cli", "logs", job_id, "--address", services["jobs"]],
-                          check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
-    assert status.returncode == 0, f"{status.stdout}\n{status.stderr}\n--- job logs ---\n{logs.stdout[-4000:]}"
+    job_id, status, logs = _submit_and_follow(spec, services, home, env, limit=150)
     assert status.stdout.strip().splitlines()[-1].split()[:2] == [job_id, "SUCCEEDED"]
     assert logs.returncode == 0 and "gnomon run fleet.toml" in logs.stdout
     assert logs.stdout.count("[skip]") == MODELS * len(CONCEPTS) and "[run ]" not in logs.stdout
@@ -222,15 +230,7 @@ def test_fleet_on_ray_head_and_mlflow_server(tmp_path: Path, services: dict[str,
     # which fan out as Ray tasks from concurrent stages (they raced into `ray.init` before
     # jobs.runtime.ray_runtime locked it), and registers nothing twice nor writes a shard again.
     shutil.rmtree(home / "jobs")
-    sub = _gnomon(["submit", str(spec), "--address", services["jobs"], "--tracking-uri", url,
-                   "--env", f"GNOMON_HOME={home}", "--json"], env)
-    job_id = json.loads(sub.stdout.strip().splitlines()[-1])["job_id"]
-    status = subprocess.run([sys.executable, "-m", "jobs.cli", "status", job_id, "--address", services["jobs"],
-                             "--wait", "--timeout", "240"], check=False, cwd=ROOT, env=env, capture_output=True,
-                            text=True, timeout=270)
-    logs = subprocess.run([sys.executable, "-m", "jobs.cli", "logs", job_id, "--address", services["jobs"]],
-                          check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
-    assert status.returncode == 0, f"{status.stdout}\n{status.stderr}\n--- job logs ---\n{logs.stdout[-4000:]}"
+    _job_id, _status, logs = _submit_and_follow(spec, services, home, env, limit=240)
     assert logs.stdout.count("[run ] fit/") == MODELS * len(CONCEPTS)
     assert _shards(home) == shards
     assert {c: [r.version for r in v] for c, v in _versions(url, tmp_path / "client").items()} == \
