@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_catalog_server import _free_port, _stop, _wait_healthy
+from tests.test_catalog_server import _stop, start_server
 
 pytestmark = pytest.mark.integration
 
@@ -105,18 +104,8 @@ def _settle_is_live(url: str, tmp: Path) -> None:
 
 
 def test_concurrent_workers_register_each_direction_once(tmp_path: Path) -> None:
-    mlflow_bin = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = tmp_path / "server.log"
-    cmd = [mlflow_bin, "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-           "--artifacts-destination", str(tmp_path / "artifacts"),
-           "--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
-    with open(log, "wb") as f:
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+    proc, url = start_server(tmp_path, workers=2)
     try:
-        _wait_healthy(url, proc, log)
         _settle_is_live(url, tmp_path)
         env = {**os.environ, "MLFLOW_TRACKING_URI": url, "GNOMON_HOME": str(tmp_path / "lister")}
         ls = subprocess.run([sys.executable, "-m", "jobs.cli", "catalog", "ls", "--concept", "mood", "--json"],

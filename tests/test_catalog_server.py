@@ -58,20 +58,31 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=15)
 
 
-def test_register_and_load_through_http_server(tmp_path: Path) -> None:
+def start_server(tmp_path: Path, workers: int = 1) -> tuple[subprocess.Popen[bytes], str]:
+    """An ``mlflow server`` on a free loopback port (SQLite backend, artifacts under
+    ``tmp_path``), healthy; stop it with :func:`_stop`."""
     mlflow_bin = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "server.log"
     cmd = [mlflow_bin, "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
            "--artifacts-destination", str(tmp_path / "artifacts"),
-           "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+           "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
     with open(log, "wb") as out:
         # no job runner: gnomon uses none, and its huey workers are seven more processes to stop
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                                 env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
     try:
         _wait_healthy(url, proc, log)
+    except BaseException:
+        _stop(proc)
+        raise
+    return proc, url
+
+
+def test_register_and_load_through_http_server(tmp_path: Path) -> None:
+    proc, url = start_server(tmp_path)
+    try:
         cat = Catalog(tracking_uri=url, home=tmp_path / "client-home")
         prov = Provenance(model_id="smollm2", revision="main", fingerprint="0a1b2c3d4e5f6a7b",
                           hidden_size=8, layer=5, concept="sentiment", positive="positive",
