@@ -42,7 +42,14 @@ IMPLIES = {"transformers": {"torch", "numpy"}, "accelerate": {"torch"}, "sentenc
 GUARDS = ("ImportError", "ModuleNotFoundError", "Exception")
 """A ``try`` whose handler catches one of these guards the imports in its body."""
 
-KEEP: dict[str, dict[str, str]] = {}
+KEEP: dict[str, dict[str, str]] = {
+    # Start-up of the everyday commands (`gnomon catalog ls/show`, `--help`): each of these costs
+    # 10-30 ms of imports that only one path through the module needs (bench/everyday.py).
+    "jobs.cli": {"importlib.metadata": "start-up; only --version reads it"},
+    "jobs.cli.commands.args": {"jobs.runtime.engine": "start-up; only --executor reads it"},
+    "jobs.cli.commands.catalog": {"jobs.stages.steer_select": "start-up; only select-steer loads a model"},
+    "catalog.readers": {"catalog.rest": "start-up; urllib and ssl only for a tracking server"},
+}
 """module -> {imported module: reason}: stays lazy whatever the rules say."""
 
 REASONS = {"heavy": "heavy; imported where used", "patched": "tests patch it at the source", "clash": "name clash",

@@ -11,11 +11,12 @@ import argparse
 import importlib
 import os
 import sys
-from importlib.metadata import PackageNotFoundError, version
 
 from jobs.cli.commands.args import add_options
 from jobs.runtime.output import line_buffered, plain_environment, quiet_libraries
 from pipeline.types import GnomonError
+
+# lazy: importlib.metadata (start-up; only --version reads it)
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -50,10 +51,24 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
     try:
         return version("gnomon")
     except PackageNotFoundError:
         return "0+unknown"
+
+
+class _VersionAction(argparse.Action):
+    """``--version``, looked up only when asked for: importlib.metadata costs ~30 ms of every
+    command's start-up otherwise."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kw: object) -> None:
+        super().__init__(option_strings, dest=dest, default=argparse.SUPPRESS, nargs=0,
+                         help="show gnomon's version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        print(f"gnomon {_version()}")
+        parser.exit()
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
@@ -62,7 +77,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
         description="Find linear directions in neural networks, version them, and use them.")
 
     add_options(parser, "home")
-    parser.add_argument("--version", action="version", version=f"gnomon {_version()}")
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     # Only the chosen command's module is imported; the others register a stub parser.
     chosen = next((a for a in argv if a in COMMANDS), None)

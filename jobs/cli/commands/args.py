@@ -19,15 +19,17 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from jobs.runtime.engine import EXECUTORS
 from pipeline.methods import method_names, methods_help
 from pipeline.types import POSITIONS, GnomonError, parse_layers
+
+# lazy: jobs.runtime.engine (start-up; only --executor reads it)
 
 __all__ = ["OPTIONS", "add_options", "add_executor_args", "parse_layers", "parse_choices", "parse_params",
            "parse_methods", "parse_positions"]
 
 
 def _executor() -> dict[str, Any]:
+    from jobs.runtime.engine import EXECUTORS
     kinds = "; ".join(f"{k.name}: {k.help}" for k in EXECUTORS.values())
     return dict(flags=("--executor",), choices=tuple(EXECUTORS), default=os.environ.get("GNOMON_EXECUTOR") or "auto",
                 help=f"where the work runs ({kinds}); default: $GNOMON_EXECUTOR, else auto")

@@ -20,11 +20,10 @@ from catalog.refs import SCOPED, parse_ref, registered_name, unscope
 from jobs.cli.commands.args import add_options
 from jobs.cli.jsonout import dumps
 from jobs.stages.refs import check_refs, scope_model
-from jobs.stages.steer_select import select_steer_for_concept
 from pipeline.home import gnomon_home
 from pipeline.types import GnomonError
 
-# lazy: numpy, pyarrow, torch (heavy; imported where used)
+# lazy: numpy, pyarrow, torch (heavy; imported where used); jobs.stages.steer_select (start-up; only select-steer loads a model)
 
 if TYPE_CHECKING:
     from catalog import Catalog, DirectionRecord
@@ -132,6 +131,7 @@ def _export(cat: Any, args: argparse.Namespace, _checked: list[Any]) -> None:
 
 
 def _select_steer(cat: Any, args: argparse.Namespace, _checked: list[Any]) -> None:
+    from jobs.stages.steer_select import select_steer_for_concept
     res = select_steer_for_concept(cat, args.concept, scope_model(args.model) or args.model, cat.home,
                                    log=lambda m: print(m, file=sys.stderr, flush=True), dataset=args.dataset)
     if args.json:
