@@ -11,9 +11,8 @@ Publishing differs by backend, and only here: locally a file is written under a 
 name and renamed into place (:func:`pipeline.atomic.publish`); an object store has no
 rename, but a single PUT (or a completed multipart upload) makes a whole object visible at
 once, so the bytes are built in a local temporary file first and uploaded as one object
-(pyarrow 25 sends even a small file as a multipart upload: create, one part, complete).
-Callers that need several objects to appear together (a shard and its manifest) order the
-writes themselves (see ``pipeline.store``).
+(S3 is opened with ``allow_delayed_open``, so a small file is one PUT). Callers that need
+several objects to appear together (a shard and its manifest) order the writes themselves.
 
 >>> s = Storage.open(tmp)                                           # doctest: +SKIP
 >>> s.write_json("a/b.json", {"x": 1}); s.read_json("a/b.json")     # doctest: +SKIP
@@ -100,8 +99,10 @@ class Storage:
             root = Path(rest).expanduser().resolve()
             return cls(str(root), pafs.LocalFileSystem(), str(root), root)
         uri = f"{scheme}://{rest.strip('/')}"
+        # S3: one PUT for a small object, not a multipart upload (the bucket is checked below)
+        opts = ("&" if "?" in uri else "?") + "allow_delayed_open=true" if scheme == "s3" else ""
         try:
-            fs, base = pafs.FileSystem.from_uri(uri)
+            fs, base = pafs.FileSystem.from_uri(uri + opts)
             bucket = base.split("/")[0]
             found = fs.get_file_info(bucket)
         except (OSError, ValueError, TypeError) as e:
@@ -152,8 +153,7 @@ class Storage:
 
     def size(self, rel: str) -> int | None:
         if self.local is not None:
-            p = self.local / rel
-            return p.stat().st_size if p.is_file() else None
+            return (self.local / rel).stat().st_size if (self.local / rel).is_file() else None
         i = self.info(rel)
         return i.size if i.is_file else None
 
@@ -192,11 +192,12 @@ class Storage:
                 h.update(block)
         return h.hexdigest()
 
-    def verified_sha256(self, rel: str, expected: str = "") -> str:
+    def verified_sha256(self, rel: str, expected: str = "", stamp: tuple | None = None) -> str:
         """sha256 of ``rel``, hashed once per version of the file in this process. A local
         version is (inode, mtime, size); an object's mtime has one-second resolution, so
-        its key adds the checksum the caller expects (a rewrite comes with a new one)."""
-        key = (self.uri, rel, *self.stamp(rel), "" if self.local is not None else expected)
+        its key adds the checksum the caller expects (a rewrite comes with a new one).
+        ``stamp``: the version a listing just gave (no request for it)."""
+        key = (self.uri, rel, *(stamp or self.stamp(rel)), "" if self.local is not None else expected)
         if key not in _VERIFIED:
             _VERIFIED[key] = self.sha256(rel)
         return _VERIFIED[key]
@@ -204,22 +205,28 @@ class Storage:
     def glob(self, pattern: str) -> list[str]:
         """Relative paths of files matching ``pattern`` (``*`` never crosses a ``/``),
         sorted. Remotely one listing of the pattern's literal prefix."""
+        return [rel for rel, _ in self.glob_stamps(pattern)]
+
+    def glob_stamps(self, pattern: str) -> list[tuple[str, tuple]]:
+        """:meth:`glob`'s regular files (locally: not links) with each one's version stamp
+        (:meth:`stamp`; its last item is the size), from the one listing: no request per file."""
         if self.local is not None:
-            return sorted(str(p.relative_to(self.local)) for p in self.local.glob(pattern))
+            return sorted((str(p.relative_to(self.local)), self.stamp(str(p.relative_to(self.local))))
+                          for p in self.local.glob(pattern) if p.is_file() and not p.is_symlink())
         import pyarrow.fs as pafs
 
         parts = pattern.split("/")
         fixed = next((i for i, p in enumerate(parts) if any(c in p for c in "*?[")), len(parts))
         prefix = "/".join(parts[:fixed])
         sel = pafs.FileSelector(self.path(prefix), recursive=True, allow_not_found=True)
-        out = []
+        found = []
         for i in self._call(lambda: self.fs.get_file_info(sel)):
             rel = i.path[len(self.base) + 1:]
             names = rel.split("/")
             if i.is_file and len(names) == len(parts) and all(fnmatch.fnmatchcase(n, p)
                                                               for n, p in zip(names, parts)):
-                out.append(rel)
-        return sorted(out)
+                found.append((rel, (i.mtime_ns, i.size)))
+        return sorted(found)
 
     def list_files(self, prefix: str) -> list[str]:
         """Relative paths of every file under the folder ``prefix`` (recursively), sorted."""
@@ -277,14 +284,15 @@ class Storage:
     def write_json(self, rel: str, doc: Any, **dumps: Any) -> None:
         self.write_bytes(rel, json.dumps(doc, **dumps).encode())
 
-    def delete(self, rel: str) -> None:
-        """Remove a file; a missing one is fine."""
+    def delete(self, rel: str, known: bool = False) -> None:
+        """Remove a file; a missing one is fine. ``known``: the caller just listed it there
+        (no HEAD to check)."""
         if self.local is not None:
             (self.local / rel).unlink(missing_ok=True)
             return
         # HEAD first: pyarrow's S3 delete leaves an empty "folder/" marker object behind
         # (even for a missing key), so a fresh shard's write costs no DELETE and no marker
-        if not self.is_file(rel):
+        if not known and not self.is_file(rel):
             return
         try:
             self._call(lambda: self.fs.delete_file(self.path(rel)))

@@ -46,10 +46,8 @@ BYTE_STREAM_SPLIT.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -61,7 +59,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.storage import Storage
-from pipeline.store_keys import ModelKey, check_key, resolve_model_key
+from pipeline.store_keys import (
+    ModelKey,
+    check_key,
+    ids_digest,
+    model_slug,
+    resolve_model_key,
+)
 from pipeline.store_migrate import LAYOUT, mark_current, migrate, needs_migration
 from pipeline.store_read import ManifestReader, _check_int, check_name, sha256_file
 from pipeline.store_tables import (
@@ -73,6 +77,9 @@ from pipeline.store_tables import (
     vectors_to_numpy,
 )
 from pipeline.types import GnomonError, check_positions
+
+_HELD: dict[tuple, tuple[int | None, frozenset[str] | None]] = {}
+"""(store, manifest, stamp) -> (shard, example ids), read by the overlap check, per process."""
 
 __all__ = [
     "EXAMPLE_SCHEMA",
@@ -87,20 +94,6 @@ __all__ = [
 ]
 
 
-def model_slug(model_id: str) -> str:
-    """A path-safe, readable name for a model id: ``org/name`` -> ``org--name``.
-
-    Characters outside ``[A-Za-z0-9._-]`` become ``_``; idempotent. For file names of
-    reports and figures; the store's folders use :meth:`ActivationStore.key` instead,
-    because two models can share a slug (``./tiny_llama`` and ``tiny:llama``).
-    """
-    s = re.sub(r"[^A-Za-z0-9._-]", "_", str(model_id).strip().replace("\\", "/").strip("/").replace("/", "--"))
-    s = s.lstrip("._-")[:200]
-    if not s:
-        raise GnomonError(f"model id {model_id!r} has no usable characters for a store path")
-    return s
-
-
 @dataclass(frozen=True)
 class ShardRecord:
     """What ``write_shard`` wrote: the parquet file, its row count, size and checksum."""
@@ -110,16 +103,6 @@ class ShardRecord:
     rows: int
     bytes: int
     sha256: str
-
-
-def ids_digest(ids: Sequence[str]) -> str:
-    """The identity of a shard's example set: sha256 of its sorted, distinct ids.
-
-    A shard is the (layer, index) file *and* the examples it holds: a rerun with another
-    shard size cuts different example sets under the same indices, so completeness and
-    reading both compare this digest, never the index alone.
-    """
-    return hashlib.sha256("\n".join(sorted(set(ids))).encode()).hexdigest()
 
 
 class ActivationStore(ManifestReader):
@@ -234,14 +217,17 @@ class ActivationStore(ManifestReader):
         mkey = self.model_key(model)
         rel = self._shard_rel(model, revision, dataset, layer, shard)
         mrel = self._manifest_rel(model, revision, dataset, layer, shard)
-        self.storage.delete(mrel)
+        # one listing of the layer's manifests serves the delete and the overlap check
+        listed = dict(self.storage.glob_stamps(f"{self._part('manifests', model, revision, dataset, layer)}/part-*.json"))
+        if mrel in listed:
+            self.storage.delete(mrel, known=True)
         table = table.select(_META_COLUMNS + ["act"]).replace_schema_metadata(None)
         size, digest = self.storage.publish(rel, lambda tmp: pq.write_table(
             table, tmp, compression={"example_id": "zstd", "position": "zstd", "token_index": "zstd", "act": "none"},
             use_dictionary=["example_id", "position"], write_statistics=_META_COLUMNS,
             row_group_size=65536), digest=True) or (0, "")
         ids = sorted(set(table.column("example_id").to_pylist()))
-        self._drop_overlapping(model, revision, dataset, layer, shard, set(ids))
+        self._drop_overlapping(model, revision, dataset, layer, shard, set(ids), listed)
         record = {
             "model": mkey.model, "model_slug": mkey.key, "layout": LAYOUT, "revision": revision, "dataset": dataset,
             "layer": int(layer), "shard": int(shard), "path": rel,
@@ -258,14 +244,19 @@ class ActivationStore(ManifestReader):
 
     def shard_complete(self, model: str, revision: str, dataset: str, layer: int, shard: int, *,
                        fingerprint: str, positions: Sequence[str], verify: bool = True,
-                       ids: Sequence[str] | None = None, content: str | None = None) -> bool:
+                       ids: Sequence[str] | None = None, content: str | None = None,
+                       listed: set[str] | None = None) -> bool:
         """True when the manifest and the file agree (size, and sha256 if ``verify``),
         the fingerprint matches, the shard's positions cover ``positions`` and, given
         ``ids``, the shard holds exactly that example set (see :func:`ids_digest`) and,
         given ``content``, was computed from those inputs (manifests written before the
-        digest was recorded are taken as they are)."""
+        digest was recorded are taken as they are). ``listed``: :meth:`stored_manifests`, so a
+        shard with no manifest costs no request."""
         wanted = check_positions(positions)
-        m = self.storage.read_json(self._manifest_rel(model, revision, dataset, layer, shard))
+        mrel = self._manifest_rel(model, revision, dataset, layer, shard)
+        if listed is not None and mrel not in listed:
+            return False
+        m = self.storage.read_json(mrel)
         rel = self._shard_rel(model, revision, dataset, layer, shard)
         if m is None or m.get("fingerprint") != fingerprint or not set(wanted) <= set(m.get("positions", [])):
             return False
@@ -277,17 +268,26 @@ class ActivationStore(ManifestReader):
             return False
         return not verify or self.storage.sha256(rel) == m.get("sha256")
 
+    def stored_manifests(self, model: str, revision: str, dataset: str) -> set[str]:
+        """Every manifest of ``model``/``revision``/``dataset``, from one listing."""
+        return set(self.storage.glob(f"{self._part('manifests', model, revision, dataset)}/layer=*/part-*.json"))
+
     def _drop_overlapping(self, model: str, revision: str, dataset: str, layer: int, shard: int,
-                          ids: set[str]) -> None:
-        """Remove the layer's other shards that hold any of ``ids`` (left by a run with
-        another shard size): manifest first, so a crash in between leaves no counted shard."""
-        for mp in self.storage.glob(f"{self._part('manifests', model, revision, dataset, layer)}/part-*.json"):
-            m = self.storage.read_json(mp)
-            other = m.get("shard") if isinstance(m, dict) else None
-            if other == shard or not isinstance(other, int) or isinstance(other, bool):
-                continue
-            held = m.get("ids")
-            if isinstance(held, list) and ids.isdisjoint(map(str, held)):
+                          ids: set[str], listed: dict[str, tuple]) -> None:
+        """Remove the layer's other shards (``listed``: manifest -> version stamp) that hold
+        any of ``ids`` (left by a run with another shard size): manifest first, so a crash
+        in between leaves no counted shard. Each manifest version is read once per process
+        (:data:`_HELD`): the k-th shard of a layer costs no k reads."""
+        for mp, stamp in listed.items():
+            key = (self.storage.uri, mp, stamp)
+            if key not in _HELD:
+                m = self.storage.read_json(mp)
+                other = m.get("shard") if isinstance(m, dict) else None
+                held = m.get("ids") if isinstance(m, dict) else None
+                _HELD[key] = (other if isinstance(other, int) and not isinstance(other, bool) else None,
+                              frozenset(map(str, held)) if isinstance(held, list) else None)
+            other, held = _HELD[key]
+            if other is None or other == shard or (held is not None and ids.isdisjoint(held)):
                 continue
             self.storage.delete(mp)
             self.storage.delete(self._shard_rel(model, revision, dataset, layer, other))

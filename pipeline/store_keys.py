@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from typing import Any
 from pipeline.home import gnomon_home
 from pipeline.types import GnomonError
 
-__all__ = ["KEY", "ModelKey", "check_key", "model_file_key", "resolve_model_key"]
+__all__ = ["KEY", "ModelKey", "check_key", "ids_digest", "model_file_key", "model_slug", "resolve_model_key"]
 
 KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 """What a key looks like (also what every partition value must look like)."""
@@ -132,3 +133,27 @@ def model_file_key(model_id: str, home: Any = None) -> str:
     its store key (:mod:`pipeline.store_keys`), so two models never share one, as they shared
     :func:`model_slug` (``./tiny_llama`` and ``tiny:llama``)."""
     return resolve_model_key(model_id, gnomon_home(home)).key
+
+
+def model_slug(model_id: str) -> str:
+    """A path-safe, readable name for a model id: ``org/name`` -> ``org--name``.
+
+    Characters outside ``[A-Za-z0-9._-]`` become ``_``; idempotent. For file names of
+    reports and figures; the store's folders use :meth:`ActivationStore.key` instead,
+    because two models can share a slug (``./tiny_llama`` and ``tiny:llama``).
+    """
+    s = re.sub(r"[^A-Za-z0-9._-]", "_", str(model_id).strip().replace("\\", "/").strip("/").replace("/", "--"))
+    s = s.lstrip("._-")[:200]
+    if not s:
+        raise GnomonError(f"model id {model_id!r} has no usable characters for a store path")
+    return s
+
+
+def ids_digest(ids: Sequence[str]) -> str:
+    """The identity of a shard's example set: sha256 of its sorted, distinct ids.
+
+    A shard is the (layer, index) file *and* the examples it holds: a rerun with another
+    shard size cuts different example sets under the same indices, so completeness and
+    reading both compare this digest, never the index alone.
+    """
+    return hashlib.sha256("\n".join(sorted(set(ids))).encode()).hexdigest()

@@ -62,20 +62,23 @@ class ManifestReader:
     def _key_part(self, kind: str, key: str, revision: str, dataset: str, layer: int | None = None) -> str:
         raise NotImplementedError   # pragma: no cover - ActivationStore's
 
+    def _pattern(self, model: str | None, revision: str | None, dataset: str | None, layer: int | None) -> str:
+        """The glob, below ``manifests/`` or ``activations/``, of the parts (without suffix)."""
+        return "/".join([f"model={self.key(model) if model is not None else '*'}",
+                         f"revision={check_name(revision, 'revision') if revision is not None else '*'}",
+                         f"dataset={check_name(dataset, 'dataset') if dataset is not None else '*'}",
+                         f"layer={_check_int(layer, 'layer') if layer is not None else '*'}", "part-*"])
+
     def manifest(self, model: str | None = None, revision: str | None = None,
                  dataset: str | None = None, layer: int | None = None) -> list[dict]:
         """Manifests of complete shards, optionally for one model/revision/dataset/layer."""
-        pattern = "/".join([
-            f"model={self.key(model) if model is not None else '*'}",
-            f"revision={check_name(revision, 'revision') if revision is not None else '*'}",
-            f"dataset={check_name(dataset, 'dataset') if dataset is not None else '*'}",
-            f"layer={_check_int(layer, 'layer') if layer is not None else '*'}", "part-*.json"])
-        found = [m for p in self.storage.glob(f"manifests/{pattern}")
+        found = [m for p in self.storage.glob(f"manifests/{self._pattern(model, revision, dataset, layer)}.json")
                  if isinstance(m := self.storage.read_json(p), dict) and _manifest_keys(m)]
         return sorted(found, key=lambda m: (m["model_slug"], m["revision"], m["dataset"], m["layer"], m["shard"]))
 
     def valid_shards(self, model: str | None = None, revision: str | None = None, dataset: str | None = None,
-                     layer: int | None = None, fingerprint: str | None = None) -> tuple[list[dict], list[str]]:
+                     layer: int | None = None, fingerprint: str | None = None,
+                     hashed: bool = True) -> tuple[list[dict], list[str]]:
         """The shards a reader may use, and why others were left out.
 
         A shard counts when its manifest parses, names the file at its own canonical path
@@ -86,15 +89,18 @@ class ManifestReader:
         examples overlap an already chosen one is left out, so every example has one row
         per position however many shard layouts were ever written. Returns
         ``(manifests, problems)``; ``problems`` names each shard that failed a check.
+        ``hashed=False`` (a count, not a read) checks sizes only: no shard is downloaded.
         """
         problems: list[str] = []
         found: list[tuple[int, dict]] = []
         # The default fingerprint is the newest of any layer's, so only a given one lets the
         # glob stop at this layer's manifests (a report or fit reading 31 layers: 31, not 961).
-        for m in self.manifest(model, revision, dataset, layer if fingerprint is not None else None):
+        at = layer if fingerprint is not None else None
+        listed = dict(self.storage.glob_stamps(f"activations/{self._pattern(model, revision, dataset, at)}.parquet"))
+        for m in self.manifest(model, revision, dataset, at):
             if layer is not None and m.get("layer") != layer:
                 continue
-            why = self._check_manifest(m)
+            why = self._check_manifest(m, listed, hashed)
             if why:
                 problems.append(why)
                 continue
@@ -121,10 +127,12 @@ class ManifestReader:
         """Every manifest whose shard fails its checks (missing, another size, checksum
         against the manifest, unreadable), with why: what readers leave out. Hashes each
         shard once per process."""
-        return [(m, why) for m in self.manifest() if (why := self._check_manifest(m))]
+        listed = dict(self.storage.glob_stamps(f"activations/{self._pattern(None, None, None, None)}.parquet"))
+        return [(m, why) for m in self.manifest() if (why := self._check_manifest(m, listed))]
 
-    def _check_manifest(self, m: dict) -> str | None:
-        """Why manifest ``m`` cannot be read from, or None (fills in ``ids`` if missing)."""
+    def _check_manifest(self, m: dict, listed: dict[str, tuple], hashed: bool = True) -> str | None:
+        """Why manifest ``m`` cannot be read from, or None (fills in ``ids`` if missing).
+        ``listed``: the shard files a listing just found (path -> stamp, size last)."""
         try:
             slug, rev, ds = m["model_slug"], m["revision"], m["dataset"]
             layer, shard = _check_int(m["layer"], "layer"), _check_int(m["shard"], "shard")
@@ -137,9 +145,11 @@ class ManifestReader:
             return f"manifest for {where} names another file ({m.get('path')!r})"
         st = self.storage
         try:
-            if not st.is_file(where):
+            stamp = listed.get(where)
+            if stamp is None:
                 return f"{where} is missing or not a regular file"
-            if st.size(where) != m.get("bytes") or st.verified_sha256(where, m["sha256"]) != m["sha256"]:
+            if stamp[-1] != m.get("bytes") or \
+                    hashed and st.verified_sha256(where, m["sha256"], stamp) != m["sha256"]:
                 return f"{where} does not match its manifest checksum"
             if not isinstance(m.get("ids"), list):  # manifests from before ids were recorded
                 col = st.read_parquet(where, columns=["example_id"]).column("example_id")
@@ -167,5 +177,6 @@ class ManifestReader:
 
     def summary(self, model: str | None = None, revision: str | None = None,
                 dataset: str | None = None) -> dict:
-        ms, _ = self.valid_shards(model, revision, dataset)
+        """Rows, bytes and files of the shards that count (sizes checked, nothing downloaded)."""
+        ms, _ = self.valid_shards(model, revision, dataset, hashed=False)
         return {"rows": sum(m["rows"] for m in ms), "bytes": sum(m["bytes"] for m in ms), "files": len(ms)}

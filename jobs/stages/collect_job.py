@@ -176,9 +176,10 @@ def _incomplete(plan: CollectPlan, model: str, revision: str, fingerprint: str, 
 
     store = ActivationStore(home)
     positions = check_positions(plan.spec.positions)
+    listed = store.stored_manifests(model, revision, plan.dataset_name)  # one listing for them all
     return sum(not store.shard_complete(model, revision, plan.dataset_name, layer, t.index,
                                         fingerprint=fingerprint, positions=positions, ids=t.ids,
-                                        content=t.content)
+                                        content=t.content, listed=listed)
                for t in plan.shards for layer in layers)
 
 

@@ -84,8 +84,9 @@ def run_shard(lm: Any, plan_spec: CollectSpec, dataset_name: str, task: ShardTas
     layers = lm.check_layers(plan_spec.layers)   # resolved once by collect(): trusted here
     positions = check_positions(plan_spec.positions)
     key = (lm.model_id, lm.revision, dataset_name)
+    listed = store.stored_manifests(*key)   # one listing, not a request per layer
     todo = Layers([layer for layer in layers   # a subset of checked layers is checked
-                   if not store.shard_complete(*key, layer, task.index, fingerprint=lm.fingerprint,
+                   if not store.shard_complete(*key, layer, task.index, fingerprint=lm.fingerprint, listed=listed,
                                                positions=positions, ids=task.ids, content=task.content)],
                   lm.num_layers)
     res = ShardResult(index=task.index, skipped_layers=len(layers) - len(todo))
