@@ -111,3 +111,34 @@ def test_a_job_specs_fit_defaults_are_gnomon_fits(tmp_path: Path) -> None:
         assert getattr(section, name) == getattr(spec, name), name
     assert section.positions == ("last", "mean")
     assert parse_positions(OPTIONS["positions"]()["default"]) == spec.positions   # --positions' default
+
+
+@pytest.mark.parametrize("stage", ["evaluate", "report"])
+def test_evaluate_and_report_defaults_are_decided_once(stage: str, tmp_path: Path) -> None:
+    """A job spec's ``[[evaluate]]`` / ``[[report]]`` table that says nothing, the stage's
+    request with no arguments and the command with no flags all mean the same settings."""
+    import argparse
+    from dataclasses import fields
+
+    from jobs.cli.commands import evaluate as evaluate_cmd
+    from jobs.cli.commands import report as report_cmd
+    from jobs.runtime.spec import EvaluateSection, ReportSection
+    from jobs.stages.evaluate_job import EvalSpec
+    from jobs.stages.report_job import ReportSpec
+
+    table = {"evaluate": '[[evaluate]]\nconcept = "sentiment"\n', "report": '[[report]]\nconcepts = ["sentiment"]\n'}
+    p = tmp_path / "j.toml"
+    p.write_text('[job]\nname = "j"\nmodels = ["tiny:llama"]\n' + table[stage])
+    job = load_job(p)
+    section, spec, cls, cmd, argv = (
+        (job.evaluate[0], EvalSpec(ref="r"), EvaluateSection, evaluate_cmd, ["r"]) if stage == "evaluate" else
+        (job.report[0], ReportSpec(concepts=("sentiment",)), ReportSection, report_cmd, ["sentiment"]))
+    shared = {f.name for f in fields(cls)} & {f.name for f in fields(type(spec))}
+    assert shared >= {"strengths", "n_prompts", "max_new_tokens"}
+    for name in shared - {"concepts", "ref"}:   # what the request names, not a default
+        assert getattr(section, name) == getattr(spec, name), name
+    parser = argparse.ArgumentParser()
+    cmd.add_parser(parser)
+    args = parser.parse_args(argv)
+    assert tuple(float(x) for x in args.strengths.split(",")) == spec.strengths
+    assert (args.prompts, args.max_new_tokens) == (spec.n_prompts, spec.max_new_tokens)

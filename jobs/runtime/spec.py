@@ -35,6 +35,7 @@ from typing import Any
 
 from jobs.runtime.engine import executor_names
 from jobs.stages.fit_job import FitSpec
+from jobs.stages.stage_specs import EvalSpec, ReportSpec
 from pipeline.methods import method_names
 from pipeline.types import GnomonError, parse_layers
 
@@ -66,6 +67,8 @@ class FitSection:
 
 @dataclass(frozen=True)
 class EvaluateSection:
+    """An ``[[evaluate]]`` stage; its defaults are :class:`jobs.stages.stage_specs.EvalSpec`'s."""
+
     concept: str
     ref: str | None = None
     """Default: the best (by validation) direction of ``concept`` for the first model,
@@ -73,32 +76,33 @@ class EvaluateSection:
     method: str | None = None
     position: str | None = None
     """Restrict the choice to directions read at this position (``last``/``mean``)."""
-    chat: bool = False
+    chat: bool = EvalSpec.chat
     """Wrap the neutral prompts in the model's chat template (instruct models)."""
-    strengths: tuple[float, ...] = (-4.0, -2.0, 0.0, 2.0, 4.0)
-    unit: str = "separation"
-    n_prompts: int = 16
-    max_new_tokens: int = 24
-    probe: bool = True
-    monitor: bool = True
-    fleet: str | None = None
+    strengths: tuple[float, ...] = EvalSpec.strengths
+    unit: str = EvalSpec.unit
+    n_prompts: int = EvalSpec.n_prompts
+    max_new_tokens: int = EvalSpec.max_new_tokens
+    probe: bool = EvalSpec.probe
+    monitor: bool = EvalSpec.monitor
+    fleet: str | None = EvalSpec.fleet
     """Evaluate on every version of this fleet instead of the job's models (one MLflow run each)."""
 
 
 @dataclass(frozen=True)
 class ReportSection:
-    """A ``[[report]]`` stage: ``jobs.stages.report_job.ReportSpec`` over every model of the job."""
+    """A ``[[report]]`` stage: :class:`jobs.stages.stage_specs.ReportSpec` over every model of the
+    job, with its defaults."""
 
     concepts: tuple[str, ...]
-    layers: tuple[int, ...] | None = None
-    position: str = "last"
-    control: bool = True
-    compose: bool = True
-    strengths: tuple[float, ...] = (-4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0)
-    n_prompts: int = 16
-    max_new_tokens: int = 12
-    score: str = "auto"
-    name: str | None = None
+    layers: tuple[int, ...] | None = ReportSpec.layers
+    position: str = ReportSpec.position
+    control: bool = ReportSpec.control
+    compose: bool = ReportSpec.compose
+    strengths: tuple[float, ...] = ReportSpec.strengths
+    n_prompts: int = ReportSpec.n_prompts
+    max_new_tokens: int = ReportSpec.max_new_tokens
+    score: str = ReportSpec.score
+    name: str | None = ReportSpec.name
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ one run (``catalog.fleet_runs``) and listed by ``gnomon evals ls``.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 
 from jobs.runtime.output import step
 from jobs.stages.refs import resolve_direction
+from jobs.stages.stage_specs import EvalSpec
 from pipeline.atomic import write_json
 from pipeline.chat import render_rows
 from pipeline.concepts.behaviour import not_measured
@@ -38,29 +38,6 @@ from pipeline.store_keys import model_file_key
 from pipeline.types import GnomonError
 
 # lazy: pyarrow, torch (heavy; imported where used)
-
-
-@dataclass(frozen=True)
-class EvalSpec:
-    ref: str
-    """Catalog reference (``sentiment@best``) or a ``.safetensors`` direction file."""
-    models: tuple[Any, ...] = ()
-    """Checkpoints to evaluate (default: the direction's own model): ids, or the
-    :class:`~pipeline.models.ModelSpec` s :func:`check_models` resolved (trusted, not resolved again)."""
-    strengths: tuple[float, ...] = (-4.0, -2.0, 0.0, 2.0, 4.0)
-    unit: str = "separation"
-    n_prompts: int = 16
-    max_new_tokens: int = 24
-    scorer: str | None = None
-    """Default: the concept's scorer (VADER for sentiment), else no steering score."""
-    probe: bool = True
-    monitor: bool = True
-    n_probe: int = 120
-    """Texts per class at most for the ablation probe's training split."""
-    chat: bool = False
-    """Wrap neutral prompts in the chat template before generating."""
-    fleet: str | None = None
-    """Evaluate on every version of this fleet (``<home>/fleets/<name>.json``) and log each to MLflow."""
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import os
 import re
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from jobs.runtime.engine import make_executor
 from jobs.runtime.output import step
 from jobs.stages.collect_job import CollectSpec, run_collection
 from jobs.stages.report_request import resolve_report
+from jobs.stages.stage_specs import ReportSpec
 from pipeline.atomic import write_json
 from pipeline.home import gnomon_home, push_tree
 from pipeline.linearity import DEFAULT as th
@@ -42,30 +43,6 @@ from pipeline.types import GnomonError
 # lazy: numpy, pyarrow, torch (heavy; imported where used)
 
 FORMAT = "gnomon-linearity-report/1"
-
-
-@dataclass(frozen=True)
-class ReportSpec:
-    """A report request (also the ``[[report]]`` table of a TOML job spec)."""
-
-    concepts: tuple[str, ...]
-    models: tuple[str, ...] = ("smollm2",)
-    revision: str = "main"
-    layers: tuple[int, ...] | None = None
-    """``None``: every layer 0..num_layers."""
-    position: str = "last"
-    control: bool = True
-    """Dose-response and interpolation on the live model."""
-    compose: bool = True
-    """Composition of every pair of concepts (needs two or more)."""
-    strengths: tuple[float, ...] = (-4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0)
-    n_prompts: int = 16
-    max_new_tokens: int = 12
-    """Continuation length for the behavioural scores (VADER text, word log-odds)."""
-    score: str = "auto"
-    """``auto`` (VADER for sentiment, word log-odds otherwise), ``vader`` or ``log-odds``."""
-    name: str | None = None
-    """Folder under ``<home>/reports/`` (default: the concepts joined)."""
 
 
 def fleet_models(fleet: str, home: Any = None) -> tuple[str, ...]:

@@ -9,6 +9,7 @@ from dataclasses import replace
 from jobs.cli.commands.args import add_executor_args, add_options
 from jobs.runtime.engine import make_executor
 from jobs.stages.refs import check_refs
+from jobs.stages.stage_specs import EvalSpec
 from pipeline.home import gnomon_home
 from pipeline.types import GnomonError
 
@@ -20,11 +21,15 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", default=None, help="comma list of checkpoints (default: the direction's model)")
     p.add_argument("--fleet", default=None, help="evaluate on every version of this fleet (one Ray task each) "
                    "and log each version's metrics to MLflow (list them with `gnomon evals ls`)")
-    p.add_argument("--strengths", default="-4,-2,0,2,4", help="comma list in --unit (default: -4,-2,0,2,4); write --strengths=-4,0,4 (with =) when the first is negative")
-    p.add_argument("--unit", default="separation", choices=["separation", "resid_norm", "raw"],
-                   help="what one unit of strength means (default: separation, the class-mean distance)")
-    p.add_argument("--prompts", type=int, default=16, help="neutral prompts used (default: 16)")
-    p.add_argument("--max-new-tokens", type=int, default=24, help="tokens generated per prompt (default: 24)")
+    d = EvalSpec  # the defaults, decided once
+    strengths = ",".join(f"{x:g}" for x in d.strengths)
+    p.add_argument("--strengths", default=strengths, help=f"comma list in --unit (default: {strengths}); "
+                   "write --strengths=-4,0,4 (with =) when the first is negative")
+    p.add_argument("--unit", default=d.unit, choices=["separation", "resid_norm", "raw"],
+                   help=f"what one unit of strength means (default: {d.unit}; separation: the class-mean distance)")
+    p.add_argument("--prompts", type=int, default=d.n_prompts, help=f"neutral prompts used (default: {d.n_prompts})")
+    p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens,
+                   help=f"tokens generated per prompt (default: {d.max_new_tokens})")
     p.add_argument("--chat", action="store_true", help="wrap the neutral prompts in the chat template")
     p.add_argument("--no-probe", action="store_true", help="skip the ablation probe")
     p.add_argument("--no-monitor", action="store_true", help="skip the monitor AUROC")
@@ -34,7 +39,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from jobs.stages.evaluate_job import EvalSpec, check_models, run_evaluation
+    from jobs.stages.evaluate_job import check_models, run_evaluation
     try:
         strengths = tuple(float(s) for s in args.strengths.split(","))
     except ValueError:

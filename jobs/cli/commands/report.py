@@ -28,11 +28,16 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     who.add_argument("--fleet", default=None, help="every version of a fleet (<home>/fleets/<name>.json)")
     p.add_argument("--revision", default="main", help="model revision label (default: main)")
     add_options(p, "layers")
-    p.add_argument("--position", default="last", choices=["last", "mean"], help="token position of the rows analysed (default: last)")
-    p.add_argument("--strengths", default="-4,-3,-2,-1,0,1,2,3,4",
-                   help="dose-response strengths in class-mean separations, at least 7 (default: -4..4 in steps of 1; write --strengths=-4,...)")
-    p.add_argument("--prompts", type=int, default=16, help="neutral prompts per concept for the live checks (default: 16)")
-    p.add_argument("--max-new-tokens", type=int, default=12, help="continuation length for the behavioural scores (default: 12)")
+    d = ReportSpec  # the defaults, decided once
+    p.add_argument("--position", default=d.position, choices=["last", "mean"],
+                   help=f"token position of the rows analysed (default: {d.position})")
+    strengths = ",".join(f"{x:g}" for x in d.strengths)
+    p.add_argument("--strengths", default=strengths, help="dose-response strengths in class-mean separations, "
+                   f"at least 7 (default: {strengths}; write --strengths=-4,...)")
+    p.add_argument("--prompts", type=int, default=d.n_prompts,
+                   help=f"neutral prompts per concept for the live checks (default: {d.n_prompts})")
+    p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens,
+                   help=f"continuation length for the behavioural scores (default: {d.max_new_tokens})")
     from pipeline.concepts.behaviour import scorer_names
 
     p.add_argument("--score", default="auto", choices=["auto", "log-odds", *scorer_names()],
