@@ -91,17 +91,6 @@ def main() -> None:
     lm = load_model(args.model)
     tok = lm.tokenizer
     probe = Probe(lm.model)
-    batcher = Batcher(lm, args.max_batch)
-    resolver = Resolver(lm, None, args.model, exclusive=batcher.exclusive)
-    refs = [r for r in args.steer_refs.split(",") if r]
-    monitors = [r for r in args.monitors.split(",") if r]
-    steer = []
-    for ref in refs:
-        rec, d = resolver.direction(ref)
-        resolver._check_bound(rec, d, 1e-9, "separation", ref)
-        steer.append((ref, 0.5 * resolver._bounds[(rec.ref, "separation")]))
-    print("steering at half each fluency bound: " + ", ".join(f"{r} +-{s:.3g}" for r, s in steer), flush=True)
-
     prof: dict[str, cProfile.Profile] = {}
     current = {"mode": ""}
     inner = cont.run_continuous
@@ -116,7 +105,18 @@ def main() -> None:
         finally:
             p.disable()
 
-    cont.run_continuous = profiled
+    cont.run_continuous = profiled          # before any batcher thread imports it
+    batcher = Batcher(lm, args.max_batch)
+    resolver = Resolver(lm, None, args.model, exclusive=batcher.exclusive)
+    refs = [r for r in args.steer_refs.split(",") if r]
+    monitors = [r for r in args.monitors.split(",") if r]
+    steer = []
+    for ref in refs:
+        rec, d = resolver.direction(ref)
+        resolver._check_bound(rec, d, 1e-9, "separation", ref)
+        steer.append((ref, 0.5 * resolver._bounds[(rec.ref, "separation")]))
+    print("steering at half each fluency bound: " + ", ".join(f"{r} +-{s:.3g}" for r, s in steer), flush=True)
+
 
     def in_process(c: int, i: int, st: list | None, mon: list | None) -> tuple[int, str]:
         """One request straight to the batcher; (tokens generated, finish reason)."""
@@ -227,8 +227,10 @@ def main() -> None:
             print(f"{mode:19s} / unsteered tokens per process cpu second: " + " ".join(f"{x:.2f}" for x in ratios))
     for mode, p in prof.items():
         s = io.StringIO()
-        pstats.Stats(p, stream=s).sort_stats("tottime").print_stats(18)
-        print(f"----- batcher thread, {mode} (tottime) -----\n" + s.getvalue()[-4000:])
+        stats = pstats.Stats(p, stream=s).sort_stats("tottime")
+        stats.print_stats(6)                                # the forward pass's kernels
+        stats.print_stats(r"(pipeline|jobs)/", 14)          # gnomon's own code on the batcher thread
+        print(f"----- batcher thread, {mode or 'warm-up'} (tottime) -----\n" + s.getvalue())
     if server is not None:
         server.stop()
     batcher.close()
