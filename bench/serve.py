@@ -13,8 +13,14 @@ The servers run in-process on loopback (:func:`jobs.serve.server.start`) over on
    (C, mode): generated tokens per second over the phase's wall time, p50 and p99 request
    latency, and the 1-minute load average when the phase ended (``os.getloadavg``; the figures
    mean little when it is well above 0 before the run). (d) one request at a time: a second
-   server with ``--max-batch 1`` and max(C) clients, unsteered. Ratios: (c) / (a) at max(C)
-   (the issue asks >= 0.9) and (a) / (d) at max(C), the batching gain (asks >= 2).
+   server with ``--max-batch 1`` and max(C) clients, unsteered. Ratios: (b) / (a) and (c) / (a)
+   at max(C) (the issue asks >= 0.9) and (a) / (d) at max(C), the batching gain (asks >= 2).
+   At max(C) the three modes run ``--repeats`` rounds, interleaved (a b c a b c ...), and a
+   ratio is the median of the rounds' ratios: one phase lasts ~15 s, and on a shared 2-core
+   machine the wall time of phases doing the same work varied by 10-25% (bench/serve_profile.py:
+   same forward passes, same tokens, same process CPU time), so a single (a) then (b) pair
+   measured the machine as much as the server. Each phase also records the process's CPU time
+   (the server runs in-process), and the ratio of tokens per CPU second is printed beside.
 2. **Load test.** ``--load`` requests (default 10,000) from ``--load-threads`` threads (32), one in three invalid
    (broken JSON, not an object, wrong types, unknown reference, non-numeric strength, past the
    fluency bound, ``max_tokens`` 0, a monitor that is not a list); valid ones ask for one token
@@ -90,8 +96,6 @@ def body_of(model: str, c: int, i: int, max_tokens: int, steer: list[tuple[str, 
 def phase(url: str, model: str, clients: int, per_client: int, max_tokens: int,
           steer: list[tuple[str, float]] | None = None, monitors: list[str] | None = None) -> dict:
     """``clients`` threads each send ``per_client`` requests; tokens/s, latencies, load."""
-    import numpy as np
-
     tokens = [0] * clients
     lat: list[float] = []
     errors: list[str] = []
@@ -111,17 +115,31 @@ def phase(url: str, model: str, clients: int, per_client: int, max_tokens: int,
                 tokens[c] += out["usage"]["completion_tokens"]
 
     threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     if errors:
         raise SystemExit(f"{len(errors)} requests failed, e.g. {errors[0]}")
-    return {"clients": clients, "requests": len(lat), "tokens": sum(tokens), "wall_s": wall,
-            "tok_s": sum(tokens) / wall, "p50_s": float(np.percentile(lat, 50)),
-            "p99_s": float(np.percentile(lat, 99)), "load1": os.getloadavg()[0]}
+    return {"clients": clients, "requests": len(lat), "tokens": sum(tokens), "wall_s": wall, "cpu_s": cpu,
+            "lat": lat, "load1": os.getloadavg()[0], **summary(sum(tokens), wall, cpu, lat)}
+
+
+def summary(tokens: int, wall: float, cpu: float, lat: list[float]) -> dict:
+    import numpy as np
+
+    return {"tok_s": tokens / wall, "tok_cpu_s": tokens / max(cpu, 1e-9), "p50_s": float(np.percentile(lat, 50)),
+            "p99_s": float(np.percentile(lat, 99))}
+
+
+def pooled(rounds: list[dict]) -> dict:
+    """Several rounds of one (clients, mode) as one row: tokens over wall time, latencies pooled."""
+    tokens, wall, cpu = (sum(r[k] for r in rounds) for k in ("tokens", "wall_s", "cpu_s"))
+    lat = [x for r in rounds for x in r["lat"]]
+    return {**rounds[-1], "requests": len(lat), "tokens": tokens, "wall_s": wall, "cpu_s": cpu, "lat": lat,
+            "rounds": len(rounds), **summary(tokens, wall, cpu, lat)}
 
 
 def rss_bytes() -> int:
@@ -180,15 +198,15 @@ def load_test(url: str, model: str, n: int, steer_ref: str, strength: float, thr
 def markdown(args: argparse.Namespace, rows: list[dict], ratios: dict[str, float], load: dict | None,
              started_load: tuple[float, float, float]) -> str:
     head = (f"`python bench/serve.py --model {args.model} --steer-refs {args.steer_refs} --monitors {args.monitors} "
-            f"--per-client {args.per_client} --max-tokens {args.max_tokens} --load {args.load} "
+            f"--per-client {args.per_client} --max-tokens {args.max_tokens} --repeats {args.repeats} --load {args.load} "
             f"--load-threads {args.load_threads}` ({os.cpu_count()} CPUs, "
             f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}; load average before the run "
             f"{started_load[0]:.2f} / {started_load[1]:.2f} / {started_load[2]:.2f})")
     out = [head, "",
-           "| clients | mode | requests | tok/s | p50 latency (s) | p99 latency (s) | load (1 min) |",
-           "| ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
-    out += [f"| {r['clients']} | {r['mode']} | {r['requests']} | {r['tok_s']:.1f} | {r['p50_s']:.2f} | "
-            f"{r['p99_s']:.2f} | {r['load1']:.2f} |" for r in rows]
+           "| clients | mode | requests | tok/s | tok per CPU s | p50 latency (s) | p99 latency (s) | load (1 min) |",
+           "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    out += [f"| {r['clients']} | {r['mode']} | {r['requests']} | {r['tok_s']:.1f} | {r['tok_cpu_s']:.1f} | "
+            f"{r['p50_s']:.2f} | {r['p99_s']:.2f} | {r['load1']:.2f} |" for r in rows]
     out += [""] + [f"- {k}: **{v:.2f}**" for k, v in ratios.items()]
     if load:
         out.append(f"- load test: {load['requests']:,} requests in {load['wall_s']:.0f} s, statuses {load['statuses']}, "
@@ -209,6 +227,8 @@ def main() -> None:
     ap.add_argument("--per-client", type=int, default=4, help="requests per client per phase (default 4)")
     ap.add_argument("--max-tokens", type=int, default=16)
     ap.add_argument("--max-batch", type=int, default=16, help="the batched server's --max-batch (default 16)")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="interleaved rounds of the three modes at the largest client count (default 3)")
     ap.add_argument("--load", type=int, default=10_000, help="load-test requests (default 10,000; 0 skips it)")
     ap.add_argument("--load-threads", type=int, default=32, help="load-test client threads (default 32)")
     ap.add_argument("--markdown", type=Path, help="also write the markdown block to this file")
@@ -216,6 +236,8 @@ def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
     started_load = os.getloadavg()
     t_start = time.perf_counter()
+    import numpy as np
+
     from jobs.serve.server import build, start
     from pipeline.models import load_model
 
@@ -237,21 +259,36 @@ def main() -> None:
             phase(url, args.model, 1, len(steer), 2, steer if url == batched.url else None,
                   monitors if url == batched.url else None)
         modes = {"unsteered": (None, None), "steered": (steer, None), "steered+2 monitors": (steer, monitors)}
-        for clients in counts:
-            for mode, (st, mon) in modes.items():
-                r = phase(batched.url, args.model, clients, args.per_client, args.max_tokens, st, mon)
-                rows.append({"mode": mode, **r})
-                print(f"clients={clients:2d} {mode:19s} {r['tok_s']:8.1f} tok/s  p50 {r['p50_s']:6.2f} s  "
-                      f"p99 {r['p99_s']:6.2f} s  ({r['requests']} requests, load {r['load1']:.2f})", flush=True)
         top = max(counts)
+        per_round: dict[str, list[dict]] = {m: [] for m in modes}
+
+        def say(r: dict, mode: str) -> None:
+            print(f"clients={r['clients']:2d} {mode:19s} {r['tok_s']:8.1f} tok/s {r['tok_cpu_s']:6.1f} tok/CPU s  "
+                  f"p50 {r['p50_s']:6.2f} s  p99 {r['p99_s']:6.2f} s  ({r['requests']} requests, load "
+                  f"{r['load1']:.2f})", flush=True)
+
+        for clients in counts:
+            for _round in range(max(1, args.repeats) if clients == top else 1):   # interleaved: a b c a b c
+                for mode, (st, mon) in modes.items():
+                    r = phase(batched.url, args.model, clients, args.per_client, args.max_tokens, st, mon)
+                    if clients == top:
+                        per_round[mode].append(r)
+                    else:
+                        rows.append({"mode": mode, **r})
+                    say(r, mode)
+        rows += [{"mode": mode, **pooled(rs)} for mode, rs in per_round.items()]
         r = phase(single.url, args.model, top, args.per_client, args.max_tokens)
         rows.append({"mode": "one at a time (max batch 1)", **r})
-        print(f"clients={top:2d} {'one at a time':19s} {r['tok_s']:8.1f} tok/s  p50 {r['p50_s']:6.2f} s  "
-              f"p99 {r['p99_s']:6.2f} s  ({r['requests']} requests, load {r['load1']:.2f})", flush=True)
+        say(r, "one at a time")
+        base = per_round["unsteered"]
+        for mode in ("steered", "steered+2 monitors"):
+            wall = [x["tok_s"] / b["tok_s"] for x, b in zip(per_round[mode], base)]
+            cpu = [x["tok_cpu_s"] / b["tok_cpu_s"] for x, b in zip(per_round[mode], base)]
+            ratios[f"{mode} / unsteered at {top} clients (median of {len(wall)} rounds: "
+                   + " ".join(f"{x:.2f}" for x in wall) + ")"] = float(np.median(wall))
+            ratios[f"{mode} / unsteered at {top} clients, tokens per process CPU second (median; "
+                   + " ".join(f"{x:.2f}" for x in cpu) + ")"] = float(np.median(cpu))
         at = {(x["clients"], x["mode"]): x["tok_s"] for x in rows}
-        ratios[f"steered / unsteered at {top} clients"] = at[(top, "steered")] / at[(top, "unsteered")]
-        ratios[f"steered+2 monitors / unsteered at {top} clients"] = \
-            at[(top, "steered+2 monitors")] / at[(top, "unsteered")]
         ratios[f"batching gain (unsteered, batched / one at a time) at {top} clients"] = \
             at[(top, "unsteered")] / r["tok_s"]
         if args.load:

@@ -33,7 +33,10 @@ class Resolver:
     """Catalog references -> directions (cached per reference), ops and watches for one model.
 
     A version (``concept/N``) is cached for the server's life; an alias (``concept@best``) is
-    resolved again after ``alias_ttl_s``, so moving an alias reaches a running server.
+    resolved again after ``alias_ttl_s``, so moving an alias reaches a running server. Loaded
+    directions are kept by version and content hash: an alias found still pointing at the same
+    version costs one catalog query, not a download and a check (~50 ms, under the lock every
+    request takes; measured with ``bench/serve_profile.py --alias-ttl``).
     ``exclusive(fn)`` runs ``fn`` where nothing else uses the model (the batcher's thread):
     measuring a fluency bound runs forward passes."""
 
@@ -44,6 +47,7 @@ class Resolver:
         self.exclusive = exclusive or (lambda fn: fn())
         self._lock = threading.Lock()
         self._dirs: dict[str, tuple[Any, Any, float]] = {}
+        self._loaded: dict[tuple[str, str], Any] = {}
         self.alias_ttl_s = alias_ttl_s
         self._bounds: dict[tuple[str, str], float] = {}
         self._catalog: Any = None
@@ -65,19 +69,26 @@ class Resolver:
                 (rec,) = check_refs([ref], self.tracking_uri, self.model)
             except GnomonError as e:
                 raise RequestError(404, f"{what} {ref!r}: {_line(e)}") from None
-            if self._catalog is None:
-                from catalog import Catalog
-
-                self._catalog = Catalog(tracking_uri=self.tracking_uri)
-            d = self._catalog.load_record(rec)
-            from pipeline.steer import check_direction
-
-            try:
-                check_direction(self.lm, d)
-            except GnomonError as e:
-                raise RequestError(400, f"{what} {ref!r} ({rec.ref}): {_line(e)}") from None
+            d = self._loaded.get((rec.ref, rec.sha256))
+            if d is None:
+                d = self._load(rec, f"{what} {ref!r} ({rec.ref})")
+                self._loaded[(rec.ref, rec.sha256)] = d
             self._dirs[ref] = (rec, d, time.monotonic())
             return rec, d
+
+    def _load(self, rec: Any, where: str) -> Any:
+        if self._catalog is None:
+            from catalog import Catalog
+
+            self._catalog = Catalog(tracking_uri=self.tracking_uri)
+        d = self._catalog.load_record(rec)
+        from pipeline.steer import check_direction
+
+        try:
+            check_direction(self.lm, d)
+        except GnomonError as e:
+            raise RequestError(400, f"{where}: {_line(e)}") from None
+        return d
 
     # ---- steering -------------------------------------------------------------------------
     def steer_ops(self, items: Any) -> list[Any]:
