@@ -24,11 +24,12 @@ from typing import Any
 from pipeline.home import RemoteHome, gnomon_home
 from pipeline.storage import Storage
 from pipeline.store_keys import KEY
+from pipeline.types import GnomonError
 
 # lazy: numpy, pyarrow (heavy; imported where used); pipeline.atomic (tests patch it at the source)
 
-__all__ = ["fetch_all", "fetch_version", "is_registered", "models_cache", "remote_lineage", "remote_versions",
-           "upload_version"]
+__all__ = ["fetch_all", "fetch_version", "is_registered", "lineage_identity", "models_cache", "remote_lineage",
+           "remote_versions", "upload_version", "version_settings"]
 
 _LINEAGE = "lineage.json"
 
@@ -53,6 +54,26 @@ def remote_lineage(version_id: str, home: Any = None) -> dict | None:
         return None
     found = _remote(home)
     return None if found is None else found[1].read_json(f"models/{version_id}/{_LINEAGE}")
+
+
+def lineage_identity(version_id: str, home: Any = None) -> tuple[str, int, int] | None:
+    """(fingerprint, num_layers, hidden_size) that a registered version's lineage records,
+    read without its weights (this node's copy, else one GET from a remote home): the
+    identity of the version as registered. None for a name that is no registered version,
+    a version that runs quantized, or a lineage without all three."""
+    if not isinstance(version_id, str) or not KEY.fullmatch(version_id):
+        return None
+    try:
+        doc = json.loads((gnomon_home(home) / "models" / version_id / _LINEAGE).read_text())
+    except (OSError, ValueError):
+        doc = remote_lineage(version_id, home)
+    if not isinstance(doc, dict):
+        return None
+    fp, n, d, settings = doc.get("fingerprint"), doc.get("num_layers"), doc.get("hidden_size"), doc.get("settings")
+    if isinstance(settings, dict) and settings.get("quantize") or not (isinstance(fp, str) and fp) \
+            or type(n) is not int or type(d) is not int:
+        return None
+    return fp, n, d
 
 
 def remote_versions(home: Any = None) -> list[str]:
@@ -129,3 +150,16 @@ def fetch_version(version_id: str, home: Any = None) -> Path | None:
         build_dir(cached, download)
     publish(local, lambda tmp: os.symlink(cached, tmp))
     return local
+
+
+def version_settings(path: Path) -> dict[str, Any]:
+    """``settings`` of a registered version's ``lineage.json`` (how it must be run)."""
+    f = path / "lineage.json"
+    if not f.is_file():
+        return {}
+    try:
+        doc = json.loads(f.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise GnomonError(f"{f}: not valid JSON ({e})") from None
+    settings = doc.get("settings") if isinstance(doc, dict) else None
+    return settings if isinstance(settings, dict) else {}

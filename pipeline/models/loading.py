@@ -23,9 +23,10 @@ from pipeline.models.layers import ensure_layers
 from pipeline.models.quantize import quantize, quantized_device
 from pipeline.models.spec import BUNDLED_FILE, BUNDLED_HF_NAME, BUNDLED_ID, ModelSpec, bundled_gguf  # noqa: F401 - re-exported
 from pipeline.types import GnomonError
-from pipeline.version_cache import fetch_version
+from pipeline.version_cache import fetch_version, lineage_identity, version_settings
 
 # lazy: numpy, torch, transformers (heavy; imported where used); pipeline.models.tiny (tests patch it at the source)
+
 
 @dataclass
 class LoadedModel:
@@ -155,6 +156,7 @@ def load_model(spec: ModelSpec | str, home: str | Path | None = None) -> LoadedM
     spec = (ModelSpec(id=spec) if isinstance(spec, str) else spec).resolved(home_p)   # once: below trusts it
     source = spec.source
     device = spec.device or default_device()
+    registered = None
     extra: dict[str, Any] = {"source": source}
     if source == "tiny":
         from pipeline.models.tiny import tiny_model
@@ -169,7 +171,8 @@ def load_model(spec: ModelSpec | str, home: str | Path | None = None) -> LoadedM
         extra["hf_name"] = BUNDLED_HF_NAME if source == "bundled" else gguf.stem
     elif source == "registered":
         vdir = fetch_version(spec.id, home_p) or home_p / "models" / spec.id   # once per node on object storage
-        settings = _version_settings(vdir)
+        settings = version_settings(vdir)
+        registered = _registered_identity(spec, home_p)   # before a version's own dtype replaces "auto"
         if spec.dtype == "auto" and settings.get("dtype") in ("float16", "bfloat16"):
             spec = replace(spec, dtype=str(settings["dtype"]))   # run a numeric version in its dtype
         if settings.get("quantize"):
@@ -185,7 +188,7 @@ def load_model(spec: ModelSpec | str, home: str | Path | None = None) -> LoadedM
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
-    known = _known_fingerprint(model, spec, home_p)
+    known = registered[0] if registered else _known_fingerprint(model, spec, home_p)
     adapter = adapter_for(model, home_p, known)
     ident = _cached_identity(model, adapter, identity_file(spec, home_p), extra.get("quantize"), known)
     return LoadedModel(model=model, tokenizer=tok, spec=spec, fingerprint=ident.fingerprint,
@@ -243,10 +246,12 @@ def file_stats(folder: Path, skip: frozenset[str] = frozenset()) -> tuple[tuple[
 
 
 def model_identity(spec: ModelSpec | str, home: str | Path | None = None) -> ModelIdentity | None:
-    """The identity recorded at an earlier load (no torch or transformers import, no weight
-    read), or ``None`` when the model was never loaded under this home. Lets a job that
-    finds everything already stored return without loading the model."""
+    """The identity recorded at an earlier load or in a registered version's lineage (no torch
+    import, no weight read), else ``None``: a job finds what is stored without a load."""
     spec = ModelSpec(id=spec) if isinstance(spec, str) else spec
+    registered = _registered_identity(spec, home)
+    if registered is not None:
+        return ModelIdentity(*registered)
     try:
         f = identity_file(spec, gnomon_home(home))
         doc = json.loads(f.read_text()) if f is not None and f.is_file() else None
@@ -255,6 +260,15 @@ def model_identity(spec: ModelSpec | str, home: str | Path | None = None) -> Mod
     if not doc or not all(k in doc for k in ("fingerprint", "num_layers", "hidden_size")):
         return None
     return ModelIdentity(str(doc["fingerprint"]), int(doc["num_layers"]), int(doc["hidden_size"]))
+
+
+def _registered_identity(spec: ModelSpec, home: Any) -> tuple[str, int, int] | None:
+    """A registered version run as registered (dtype ``auto``, unquantized) is what its lineage
+    fingerprints, in any precision a device loads it: every node and the driver agree."""
+    if spec.dtype != "auto" or spec.source not in (None, "registered") or spec.id == BUNDLED_ID \
+            or spec.id.startswith("tiny") or Path(spec.id).expanduser().exists():
+        return None
+    return lineage_identity(spec.id, home)
 
 
 def _cached_identity(model: Any, adapter: LayerAdapter, path: Path | None,
@@ -275,21 +289,8 @@ def _cached_identity(model: Any, adapter: LayerAdapter, path: Path | None,
         # records quantized_fingerprint(float fingerprint, method) beside the weights
         raise GnomonError(f"{path.parent} runs quantized ({quantize}) but has no recorded fingerprint; "
                           "rebuild it with `gnomon fleet build`")
-    fp = str(doc["fingerprint"]) if doc and "fingerprint" in doc else known or fingerprint_model(model)
+    fp = known or (str(doc["fingerprint"]) if doc and "fingerprint" in doc else fingerprint_model(model))
     ident = ModelIdentity(fp, n_layers, width)
     if doc != {"fingerprint": fp, "num_layers": n_layers, "hidden_size": width}:
         write_json(path, {"fingerprint": fp, "num_layers": n_layers, "hidden_size": width})
     return ident
-
-
-def _version_settings(path: Path) -> dict[str, Any]:
-    """``settings`` of a registered version's ``lineage.json`` (how it must be run)."""
-    f = path / "lineage.json"
-    if not f.is_file():
-        return {}
-    try:
-        doc = json.loads(f.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise GnomonError(f"{f}: not valid JSON ({e})") from None
-    settings = doc.get("settings") if isinstance(doc, dict) else None
-    return settings if isinstance(settings, dict) else {}
