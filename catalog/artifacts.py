@@ -140,7 +140,10 @@ def read_pending(home: Path) -> list[tuple[Path, PendingRegistration]]:
     out = []
     for marker in sorted(_pending_dir(home).glob("*.json")):
         try:
-            doc = json.loads(marker.read_text())
+            try:
+                doc = json.loads(marker.read_text())
+            except FileNotFoundError:
+                continue   # listed, then completed and removed by another process: nothing pending
             req = PendingRegistration(**doc)
             if not isinstance(req.path, str) or not isinstance(req.tracking_uri, (str, type(None))):
                 raise TypeError("path and tracking_uri must be strings")

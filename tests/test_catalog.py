@@ -306,6 +306,19 @@ def test_register_pending_reports_what_it_cannot_register(home: Path) -> None:
         working.register_pending()
 
 
+def test_a_marker_completed_by_another_process_meanwhile_is_not_an_error(home: Path) -> None:
+    """Another job registers its direction and removes its marker between this process's
+    listing of the markers and its read of that one (seen on Ray: a fit stage retrying
+    pending registrations while another stage's registration completed)."""
+    from catalog import artifacts
+
+    pending = artifacts._pending_dir(home)
+    pending.mkdir(parents=True, exist_ok=True)
+    (pending / "gone.json").symlink_to(pending / "registered-and-removed.json")   # listed, then missing
+    assert artifacts.read_pending(home) == []
+    assert Catalog(home=home).register_pending() == []
+
+
 def test_cli_ls_and_show_json(home: Path, cat: Catalog, fleet: list[Direction],
                               capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert cli_main(["--home", str(home), "catalog", "ls", "--json", "--model", "smollm2"]) == 0
