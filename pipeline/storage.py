@@ -24,12 +24,14 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+import stat
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.storage_uri import SCHEMES, remote_error, split_uri
 from pipeline.types import GnomonError
 
 # lazy: pyarrow (heavy; imported where used); pipeline.atomic (tests patch it at the source)
@@ -38,41 +40,6 @@ __all__ = ["SCHEMES", "Storage", "split_uri"]
 
 # sha256 of files already verified in this process (readers verify every shard they read, once)
 _VERIFIED: dict[tuple, str] = {}
-
-SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs")
-"""URI schemes a location may use (what ``pyarrow.fs.FileSystem.from_uri`` opens)."""
-
-
-def split_uri(location: str | Path) -> tuple[str, str]:
-    """``(scheme, rest)`` of a location; a plain path has scheme ``""``. An unknown scheme
-    is refused in one line that names the supported ones."""
-    text = str(location)
-    if "://" not in text:
-        return "", text
-    scheme, _, rest = text.partition("://")
-    if scheme.lower() not in SCHEMES:
-        raise GnomonError(f"{text!r}: unknown storage scheme {scheme + '://'!r}; use a local path or one of "
-                          + ", ".join(s + "://" for s in SCHEMES))
-    return scheme.lower(), rest
-
-
-def _one_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
-
-
-def _remote_error(uri: str, e: BaseException) -> GnomonError:
-    """What to fix, in one line, for a failed request to object storage."""
-    text = _one_line(e)
-    if "NETWORK_CONNECTION" in text or "connect" in text.lower():
-        fix = "is the endpoint up? set AWS_ENDPOINT_URL (or AWS_ENDPOINT_URL_S3) to the S3 server's URL"
-    elif "NO_SUCH_BUCKET" in text or "does not exist" in text:
-        fix = "the bucket does not exist: create it or fix the URI"
-    elif "ACCESS_DENIED" in text or "InvalidAccessKeyId" in text or "SignatureDoesNotMatch" in text \
-            or "403" in text:
-        fix = "access denied: check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
-    else:
-        fix = "check the URI, AWS_ENDPOINT_URL and the AWS credentials"
-    return GnomonError(f"object storage {uri}: {fix} ({text})")
 
 
 @dataclass
@@ -106,7 +73,7 @@ class Storage:
             bucket = base.split("/")[0]
             found = fs.get_file_info(bucket)
         except (OSError, ValueError, TypeError) as e:
-            raise _remote_error(uri, e) from None
+            raise remote_error(uri, e) from None
         if found.type == pafs.FileType.NotFound:
             raise GnomonError(f"object storage {uri}: the bucket {bucket!r} does not exist (create it or fix the URI)")
         return cls(uri, fs, base.rstrip("/"))
@@ -128,7 +95,7 @@ class Storage:
         except OSError as e:
             if self.local is not None:
                 raise
-            raise _remote_error(self.uri, e) from None
+            raise remote_error(self.uri, e) from None
 
     # ------------------------------------------------------------------ reads
     def info(self, rel: str) -> Any:
@@ -205,14 +172,23 @@ class Storage:
     def glob(self, pattern: str) -> list[str]:
         """Relative paths of files matching ``pattern`` (``*`` never crosses a ``/``),
         sorted. Remotely one listing of the pattern's literal prefix."""
+        if self.local is not None:
+            return sorted(str(p.relative_to(self.local)) for p in self.local.glob(pattern))
         return [rel for rel, _ in self.glob_stamps(pattern)]
 
     def glob_stamps(self, pattern: str) -> list[tuple[str, tuple]]:
-        """:meth:`glob`'s regular files (locally: not links) with each one's version stamp
-        (:meth:`stamp`; its last item is the size), from the one listing: no request per file."""
+        """:meth:`glob`'s regular files (locally: not links, and not gone since the listing)
+        with each one's :meth:`stamp` (size last), remotely from the one listing."""
         if self.local is not None:
-            return sorted((str(p.relative_to(self.local)), self.stamp(str(p.relative_to(self.local))))
-                          for p in self.local.glob(pattern) if p.is_file() and not p.is_symlink())
+            found = []
+            for rel in self.glob(pattern):
+                try:
+                    st = (self.local / rel).lstat()
+                except FileNotFoundError:
+                    continue
+                if stat.S_ISREG(st.st_mode):
+                    found.append((rel, (st.st_ino, st.st_mtime_ns, st.st_size)))
+            return found
         import pyarrow.fs as pafs
 
         parts = pattern.split("/")

@@ -154,7 +154,7 @@ def fetch_version(version_id: str, home: Any = None) -> Path | None:
 
 def version_settings(path: Path) -> dict[str, Any]:
     """``settings`` of a registered version's ``lineage.json`` (how it must be run)."""
-    f = path / "lineage.json"
+    f = path / _LINEAGE
     if not f.is_file():
         return {}
     try:
