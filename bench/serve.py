@@ -51,11 +51,23 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 PROMPT = "Request {i} from client {c}: I went to the market and"
+
+
+def run_clients(n: int, client: Any) -> tuple[float, float]:
+    """``client(c)`` on ``n`` threads at once; the wall and process CPU seconds until all end."""
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(n)]
+    t0, c0 = time.perf_counter(), time.process_time()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def post(url: str, body: bytes) -> tuple[int, dict]:
@@ -114,13 +126,7 @@ def phase(url: str, model: str, clients: int, per_client: int, max_tokens: int,
                 lat.append(dt)
                 tokens[c] += out["usage"]["completion_tokens"]
 
-    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
-    t0, c0 = time.perf_counter(), time.process_time()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    wall, cpu = run_clients(clients, client)
     if errors:
         raise SystemExit(f"{len(errors)} requests failed, e.g. {errors[0]}")
     return {"clients": clients, "requests": len(lat), "tokens": sum(tokens), "wall_s": wall, "cpu_s": cpu,

@@ -30,8 +30,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
-PROMPT = "Request {i} from client {c}: I went to the market and"
+# bench/serve.py: the same prompts and client threads
+from serve import PROMPT, run_clients
 
 
 class Probe:
@@ -187,13 +189,7 @@ def main() -> None:
 
         probe.reset()
         spent["resolve_s"] = 0.0
-        threads = [threading.Thread(target=client, args=(c,)) for c in range(args.clients)]
-        t0, c0 = time.perf_counter(), time.process_time()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        wall, cpu = run_clients(args.clients, client)
         return {"wall": wall, "cpu": cpu, "decode_cpu": probe.decode_cpu, "tokens": sum(counts), "counts": counts, "reasons": dict(reasons),
                 "decode_s": probe.decode_s, "prefill_s": probe.prefill_s, "steps": probe.steps,
                 "rows_per_step": probe.step_rows / max(probe.steps, 1), "prefills": probe.prefills,
