@@ -19,7 +19,8 @@ yaml = pytest.importorskip("yaml")
 ROOT = Path(__file__).resolve().parents[1]
 INFRA = ROOT / "infra"
 LIBRARY_ENV = {"HF_HUB_OFFLINE", "TOKENIZERS_PARALLELISM", "TRANSFORMERS_NO_ADVISORY_WARNINGS",
-               "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+               "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+               "RAY_enable_worker_prestart", "RAY_preload_python_modules"}   # Ray (WARM_NODE_ENV)
 """Variables read by libraries gnomon uses rather than by gnomon itself (the S3 client's)."""
 CREDENTIALS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
 
@@ -199,3 +200,15 @@ def test_crontab_line_parses() -> None:
         assert args.command in ("run", "submit")
         if args.command == "submit":   # a cluster has no shared disk: the store is a bucket
             assert dict(e.split("=", 1) for e in args.env)["GNOMON_HOME"].startswith("s3://") and args.follow
+
+
+def test_the_kuberay_nodes_keep_the_warm_workers_gnomon_decides() -> None:
+    """infra/ray/raycluster.yaml restates WARM_NODE_ENV (YAML cannot import it): they agree."""
+    import yaml
+
+    from jobs.runtime.ray_runtime import WARM_NODE_ENV
+
+    doc = yaml.safe_load((Path(__file__).resolve().parents[1] / "infra" / "ray" / "raycluster.yaml").read_text())
+    for group in doc["spec"]["workerGroupSpecs"]:
+        env = {e["name"]: e.get("value") for e in group["template"]["spec"]["containers"][0]["env"]}
+        assert {k: env.get(k) for k in WARM_NODE_ENV} == WARM_NODE_ENV

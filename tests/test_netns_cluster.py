@@ -54,6 +54,30 @@ DRIVER = textwrap.dedent("""
     print(json.dumps({"nodes": sum(1 for n in ray.nodes() if n["Alive"]), "probes": ray.get(refs)}))
 """)
 
+WARM = textwrap.dedent("""
+    import json, os, sys
+    from jobs.runtime.ray_executor import RayExecutor
+
+    def init():   # what the actor's process held before gnomon's code ran in it
+        return {"pid": os.getpid(), "preloaded": "transformers.modeling_utils" in sys.modules,
+                "tokenizers_parallelism": os.environ.get("TOKENIZERS_PARALLELISM")}
+
+    ex = RayExecutor(address=sys.argv[1])
+    print(json.dumps(ex.map_stateful(init, lambda state, item: state, [0, 1])))
+""")
+
+
+def _ray_workers(ips: list[str]) -> set[int]:
+    """The worker processes (``ray::IDLE`` once started) of the raylets of the nodes at ``ips``."""
+    import psutil
+
+    out: set[int] = set()
+    for proc in psutil.process_iter(["pid", "name", "cmdline"]):
+        cmd = proc.info["cmdline"] or []
+        if cmd and cmd[0].endswith("/raylet") and any(f"--node_ip_address={ip}" in cmd for ip in ips):
+            out |= {c.pid for c in proc.children()}
+    return out
+
 
 def test_hosts_share_the_network_and_the_services_but_no_files(tmp_path: Path) -> None:
     tb = Testbed(tmp_path / "testbed", home=str(tmp_path / "gnomon-home"))
@@ -62,6 +86,15 @@ def test_hosts_share_the_network_and_the_services_but_no_files(tmp_path: Path) -
         current = Path("/tmp/ray/ray_current_cluster")   # a local ray.init() here must not join the testbed
         assert not (current.is_file() and current.read_text().strip() == ep["ray"])
         Path(ep["home"], "marker-from-head").write_text("only the head has this")
+        # Warm workers (first, before any job used them): gnomon's actors land in the
+        # processes each worker node started with its raylet, torch and transformers imported
+        # (jobs.runtime.ray_runtime.WARM_NODE_ENV), and get gnomon's worker variables there.
+        warm = _ray_workers([tb.ip("w1"), tb.ip("w2")])
+        w = tb.run("head", [sys.executable, "-c", WARM, ep["ray"]], env={"PYTHONPATH": str(ROOT)})
+        assert w.returncode == 0, w.stderr[-3000:]
+        got = json.loads(w.stdout.strip().splitlines()[-1])
+        assert len(got) == 2 and {a["pid"] for a in got} <= warm, (got, warm)   # running before the job
+        assert [(a["preloaded"], a["tokenizers_parallelism"]) for a in got] == [(True, "false")] * 2
         r = tb.run("head", [sys.executable, "-c", DRIVER, json.dumps(ep), "w1,w2"],
                    env={"MLFLOW_S3_ENDPOINT_URL": ep["s3_endpoint"]})
         assert r.returncode == 0, r.stderr[-3000:]

@@ -70,6 +70,9 @@ class Testbed(Services):
     home: str = "/work/gnomon-testbed-home"
     """The head's gnomon home: a directory on the head, an empty tmpfs on every worker."""
     worker_cpus: int = 1
+    warm: bool = True
+    """Worker nodes keep warm workers (``jobs.runtime.ray_runtime.WARM_NODE_ENV``: started with
+    the raylet, torch and transformers imported), as ``infra/ray`` starts them."""
     token: str = field(default_factory=lambda: secrets.token_hex(32))
     """The cluster's Ray auth token, given to every node and client (as a real cluster
     distributes the head's token), never read from or written to ``~/.ray``."""
@@ -231,8 +234,17 @@ class Testbed(Services):
                                                 "--resources", json.dumps({f"host_{host}": 1}), "--block",
                                                 "--disable-usage-stats", "--object-store-memory",
                                                 str(200 * 1024 * 1024)],
-                          env={**self.node_env, "GNOMON_CACHE": "/tmp/gnomon-cache"},   # the node's own disk
+                          env={**self.node_env, **self._warm_env(), "GNOMON_CACHE": "/tmp/gnomon-cache"},   # own disk
                           private=True)
+
+    def _warm_env(self) -> dict[str, str]:
+        if not self.warm:
+            return {}
+        if str(REPO) not in sys.path:
+            sys.path.insert(0, str(REPO))
+        from jobs.runtime.ray_runtime import WARM_NODE_ENV
+
+        return dict(WARM_NODE_ENV)
 
     def _wait_nodes(self, n: int, timeout: float = 120.0) -> None:
         code = ("import ray,sys; ray.init(address=sys.argv[1], logging_level='ERROR'); "

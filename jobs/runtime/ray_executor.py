@@ -17,7 +17,7 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from jobs.runtime.ray_runtime import cluster_cpus, cluster_gpus
+from jobs.runtime.ray_runtime import apply_worker_env, cluster_cpus, cluster_gpus
 from pipeline.types import GnomonError
 
 # lazy: ray (heavy; imported where used); jobs.runtime.ray_runtime (tests patch it at the source)
@@ -34,6 +34,7 @@ class _Worker:
     """Ray actor body: ``init()`` once, then ``fn(state, item)`` per call."""
 
     def __init__(self, init: Callable[[], Any]) -> None:
+        apply_worker_env()
         self.state = init()
 
     def call(self, fn: Callable[[Any, Any], Any], item: Any) -> Any:
@@ -41,6 +42,12 @@ class _Worker:
 
     def pid(self) -> int:
         return os.getpid()
+
+
+def _task(fn: Callable[[Any], Any], item: Any) -> Any:
+    """Ray task body of ``map``: ``fn(item)`` in a worker set up as every gnomon worker is."""
+    apply_worker_env()
+    return fn(item)
 
 
 @dataclass
@@ -178,8 +185,9 @@ class RayExecutor:
         self._make_room(ray, num_cpus)
         # Retries cover a worker process that dies (OOM, a native crash); a Python
         # exception is a real error and is raised at once.
-        remote = ray.remote(num_cpus=num_cpus, max_retries=3)(fn)
-        refs = [remote.remote(item) for item in items]
+        remote = ray.remote(num_cpus=num_cpus, max_retries=3)(_task)
+        fn_ref = ray.put(fn)   # serialized once, not with every item
+        refs = [remote.remote(fn_ref, item) for item in items]
         index = {ref: i for i, ref in enumerate(refs)}
         out: list[Any] = [None] * len(refs)
         pending = list(refs)

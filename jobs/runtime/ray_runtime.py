@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -34,30 +33,39 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None,
 
 def _init(ray: Any, address: str | None, num_cpus: int | None, object_store_memory: int) -> None:
     address = address or os.environ.get("RAY_ADDRESS")
-    env = {"env_vars": _worker_env()}
+    # No runtime environment: a job with one (even a few variables) gets worker processes of
+    # its own, started after it asks; without one, a node's warm workers (WARM_NODE_ENV) take
+    # its actors at once. What the workers need is set in them (apply_worker_env).
     # Ray's own INFO/WARNING lines ("Started a local Ray instance", token-auth notes) are not
     # gnomon's output; GNOMON_VERBOSE=1 shows them. Errors always show.
     quiet: dict[str, Any] = {} if os.environ.get("GNOMON_VERBOSE") else {"logging_level": logging.ERROR}
     if address:
-        ray.init(address=address, runtime_env=env, log_to_driver=True, **quiet)
+        ray.init(address=address, log_to_driver=True, **quiet)
     else:
         ray.init(num_cpus=num_cpus or os.cpu_count() or 1, object_store_memory=object_store_memory,
-                 include_dashboard=False, runtime_env=env, log_to_driver=True, **quiet)
+                 include_dashboard=False, log_to_driver=True, **quiet)
 
 
 WORKER_ENV = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}
+"""Set in every gnomon worker process (``apply_worker_env``) unless its node or job sets them."""
+
+WARM_NODE_ENV = {"RAY_enable_worker_prestart": "1",
+                 "RAY_preload_python_modules": "torch,transformers,transformers.modeling_utils"}
+"""The environment of ``ray start`` on a worker node that keeps warm workers: the raylet starts
+one Python worker per CPU when it starts (not when a job first asks), and each imports torch
+and transformers (~5 s on one CPU, most of a collection actor's start) before taking work.
+A driver without a runtime environment (``gnomon collect/run --ray-address``) gets them;
+a submitted job brings its own (working folder, variables) and starts its own workers.
+Ray's names (``preload_python_modules`` is experimental in Ray 2.x); ``infra/ray`` and the
+testbed start their worker nodes with them."""
 
 
-def _worker_env() -> dict[str, str]:
-    """``WORKER_ENV`` less what a submitted job's runtime environment already sets: inside a
-    Ray Job (``gnomon submit``, a KubeRay ``RayJob``) Ray refuses to start a driver whose
-    ``ray.init`` names a variable the job also names, even with the same value."""
-    job = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
-    try:
-        taken = set((json.loads(job).get("runtime_env") or {}).get("env_vars") or {}) if job else set()
-    except (ValueError, AttributeError):
-        taken = set()
-    return {k: v for k, v in WORKER_ENV.items() if k not in taken}
+def apply_worker_env() -> None:
+    """``WORKER_ENV`` in this (worker) process, under what the node or the job already set.
+    HF_HUB_OFFLINE is read when huggingface_hub is imported, which a warm worker did
+    already: it is a fallback; gnomon's loads pass ``local_files_only`` themselves."""
+    for k, v in WORKER_ENV.items():
+        os.environ.setdefault(k, v)
 
 
 def cluster_gpus() -> int:
