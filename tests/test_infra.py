@@ -204,11 +204,9 @@ def test_crontab_line_parses() -> None:
 
 def test_the_kuberay_nodes_keep_the_warm_workers_gnomon_decides() -> None:
     """infra/ray/raycluster.yaml restates WARM_NODE_ENV (YAML cannot import it): they agree."""
-    import yaml
-
     from jobs.runtime.ray_runtime import WARM_NODE_ENV
 
-    doc = yaml.safe_load((Path(__file__).resolve().parents[1] / "infra" / "ray" / "raycluster.yaml").read_text())
-    for group in doc["spec"]["workerGroupSpecs"]:
-        env = {e["name"]: e.get("value") for e in group["template"]["spec"]["containers"][0]["env"]}
-        assert {k: env.get(k) for k in WARM_NODE_ENV} == WARM_NODE_ENV
+    _, workers = _ray_groups(_one(INFRA / "ray" / "raycluster.yaml", "RayCluster")["spec"])
+    for group in workers:
+        for c in _containers(group["template"]):
+            assert {k: _env(c).get(k) for k in WARM_NODE_ENV} == WARM_NODE_ENV, c["name"]
