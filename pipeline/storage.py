@@ -27,6 +27,7 @@ import json
 import stat
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,8 @@ __all__ = ["SCHEMES", "Storage", "split_uri"]
 
 # sha256 of files already verified in this process (readers verify every shard they read, once)
 _VERIFIED: dict[tuple, str] = {}
+READ_THREADS = 16
+"""Remote small-object reads in flight at once (:meth:`Storage.read_jsons`)."""
 
 
 @dataclass
@@ -148,6 +151,14 @@ class Storage:
         except (OSError, ValueError, RecursionError):
             return None
         return doc if isinstance(doc, dict) else None
+
+    def read_jsons(self, rels: list[str]) -> list[dict | None]:
+        """:meth:`read_json` of each of ``rels``, in order. Remotely the GETs overlap (up to
+        ``READ_THREADS`` at once; a manifest read is a round trip, not work), locally one by one."""
+        if self.local is not None or len(rels) < 2:
+            return [self.read_json(r) for r in rels]
+        with ThreadPoolExecutor(max_workers=min(READ_THREADS, len(rels))) as pool:
+            return list(pool.map(self.read_json, rels))
 
     def sha256(self, rel: str) -> str:
         """Hex sha256 of a file, read in 1 MiB blocks."""

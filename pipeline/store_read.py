@@ -72,8 +72,8 @@ class ManifestReader:
     def manifest(self, model: str | None = None, revision: str | None = None,
                  dataset: str | None = None, layer: int | None = None) -> list[dict]:
         """Manifests of complete shards, optionally for one model/revision/dataset/layer."""
-        found = [m for p in self.storage.glob(f"manifests/{self._pattern(model, revision, dataset, layer)}.json")
-                 if isinstance(m := self.storage.read_json(p), dict) and _manifest_keys(m)]
+        paths = self.storage.glob(f"manifests/{self._pattern(model, revision, dataset, layer)}.json")
+        found = [m for m in self.storage.read_jsons(paths) if isinstance(m, dict) and _manifest_keys(m)]
         return sorted(found, key=lambda m: (m["model_slug"], m["revision"], m["dataset"], m["layer"], m["shard"]))
 
     def valid_shards(self, model: str | None = None, revision: str | None = None, dataset: str | None = None,

@@ -404,3 +404,26 @@ def test_a_file_the_driver_shares_is_read_by_another_node(s3: str, tmp_path: Pat
     got = shared_copy(str(sent), s3)
     assert got != sent and got.read_bytes() == b"v1" and got.is_relative_to(tmp_path / "worker")
     assert shared_copy(tmp_path / "elsewhere.txt", tmp_path / "local-home") == tmp_path / "elsewhere.txt"
+
+
+def test_many_small_objects_are_read_in_order(s3: str, tmp_path: Path) -> None:
+    """``read_jsons`` overlaps the GETs on a bucket and still answers in the order asked,
+    with None for a missing object, a non-JSON object and a JSON list, as one by one does
+    (and as a local home does)."""
+    from pipeline.storage import READ_THREADS, Storage
+
+    answers = []
+    for where in (s3, str(tmp_path / "local")):
+        st = Storage.open(where)
+        rels = [f"m/part-{i:03d}.json" for i in range(3 * READ_THREADS)]
+        for i, rel in enumerate(rels):
+            st.write_json(rel, {"i": i})
+        st.write_bytes("m/not-json.json", b"{oops")
+        st.write_json("m/list.json", [1, 2])
+        asked = [*reversed(rels), "m/missing.json", "m/not-json.json", "m/list.json", rels[5]]
+        got = st.read_jsons(asked)
+        assert got == [st.read_json(r) for r in asked]
+        assert [g["i"] for g in got[:len(rels)]] == list(reversed(range(len(rels))))
+        assert got[len(rels):] == [None, None, None, {"i": 5}]
+        answers.append(got)
+    assert answers[0] == answers[1]
