@@ -52,12 +52,14 @@ Chosen before any figure was taken:
   per shard (a shard = ``--shard-size`` examples, one file per layer).
 
 Load averages are printed at the start and end of each run; figures taken under load say
-little. A markdown block for ``bench/RESULTS.md`` follows the figures.
+little. ``--cpu`` (added 2026-12-03) also sums every process's CPU time over A's and B's
+collects by kind (actors, S3 server, driver, the rest), from /proc every 0.5 s. A markdown block for ``bench/RESULTS.md`` follows the figures.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -198,8 +200,59 @@ def written(before: dict[str, int], after: dict[str, int]) -> dict[str, Any]:
     return {name: {"objects": len(d), "bytes": sum(d.values())} for name, d in part.items()}
 
 
+# ------------------------------------------------------------------------ CPU account
+KINDS = (("ray::_Worker", "collection actors (ray::_Worker)"), ("moto", "the S3 server (moto)"),
+         ("jobs.cli", "the gnomon collect driver"), ("mlflow", "mlflow server"), ("postgres", "PostgreSQL"))
+
+
+class CpuAccount:
+    """``--cpu``: every process's CPU time from /proc, sampled every 0.5 s by a thread of this
+    (otherwise waiting) process, summed by kind over the ``with`` block: where the cores went
+    during a collect (a process that ends between two samples loses its last 0.5 s). Costs ~1%
+    of a core."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.totals: dict[str, float] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def _snapshot(self) -> dict[tuple[str, str], float]:
+        snap = {}
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2:].split()
+            snap[(pid, cmd)] = (int(fields[11]) + int(fields[12])) / self.tick   # utime + stime
+        return snap
+
+    def _loop(self) -> None:
+        prev, done = self._snapshot(), False
+        while not done:
+            done = self.stop.wait(0.5)   # one last sample when the block ends
+            cur = self._snapshot()
+            for key, cpu in cur.items():   # a process started inside the block counts whole
+                kind = next((k for pat, k in KINDS if pat in key[1]), "Ray daemons and the rest")
+                self.totals[kind] = self.totals.get(kind, 0.0) + cpu - prev.get(key, 0.0)
+            prev = cur
+
+    def __enter__(self) -> CpuAccount:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
 # ------------------------------------------------------------------------------ the runs
-def cluster_run(name: str, workers: int, model_dir: Path, data: Path, shard_size: int, work: Path) -> dict[str, Any]:
+def cluster_run(name: str, workers: int, model_dir: Path, data: Path, shard_size: int, work: Path,
+                cpu: bool = False) -> dict[str, Any]:
     from netns_cluster import Testbed
 
     root = work / f"testbed-{name}"
@@ -220,9 +273,11 @@ def cluster_run(name: str, workers: int, model_dir: Path, data: Path, shard_size
         log_mark = lines(s3_log)
         load0 = os.getloadavg()[0]
         log(f"run {name}: collect starts; {load()}")
+        account = CpuAccount() if cpu else None
         t = time.perf_counter()
-        r = tb.run("head", [tb.python, "-m", "jobs.cli", "--home", STORE, *collect_args(data, shard_size),
-                            "--executor", "ray", "--ray-address", ep["ray"]], env=env, timeout=3600)
+        with account if account is not None else contextlib.nullcontext():
+            r = tb.run("head", [tb.python, "-m", "jobs.cli", "--home", STORE, *collect_args(data, shard_size),
+                                "--executor", "ray", "--ray-address", ep["ray"]], env=env, timeout=3600)
         wall = time.perf_counter() - t
         load1 = os.getloadavg()[0]
         requests = s3_requests(s3_log, log_mark)
@@ -234,7 +289,8 @@ def cluster_run(name: str, workers: int, model_dir: Path, data: Path, shard_size
         actors = {(pid, by_ip.get(ip, ip)) for pid, ip in ACTOR_LINE.findall(r.stdout + r.stderr)}
         got["actors"] = {h: sum(1 for _, x in actors if x == h) for h in sorted({x for _, x in actors})} or {"?": 0}
         out = {"name": name, "workers": workers, "wall": wall, "summary": got, "load_start": load0, "load_end": load1,
-               "written": written(before, s3_listing(ep["s3_endpoint"])), "requests": requests, "testbed": tb}
+               "written": written(before, s3_listing(ep["s3_endpoint"])), "requests": requests, "testbed": tb,
+               "cpu": account.totals if account is not None else None}
         log(f"run {name}: collect done in {wall:.1f} s; {load()}")
     left = [n for n, pid in out["testbed"].recorded().items() if Path(f"/proc/{pid}").exists()]
     ns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout
@@ -350,6 +406,13 @@ def table(runs: list[dict[str, Any]]) -> list[str]:
         total = sum(q.values())
         lines.append(f"{r['name'] + ': ' + str(r['workers']) + ' node(s)':<28} " + " ".join(f"{q.get(k, 0):7d}" for k in kinds)
                      + f" {total:7d} {total / max(1, s['written_files']):8.2f} {total / max(1, s['shards']):9.2f}")
+    cpu = [r for r in runs if r.get("cpu")]
+    if cpu:
+        lines += ["", f"{'CPU-s in the collect (--cpu)':<36} " + " ".join(f"{r['name'] + ' (' + format(r['wall'], '.0f') + ' s)':>10}" for r in cpu)]
+        for _, kind in (*KINDS, ("", "Ray daemons and the rest")):
+            lines.append(f"{kind:<36} " + " ".join(f"{r['cpu'].get(kind, 0.0):10.1f}" for r in cpu))
+        lines.append(f"{'total (cores busy on average)':<36} " + " ".join(
+            f"{sum(r['cpu'].values()):5.1f} ({sum(r['cpu'].values()) / r['wall']:.2f})" for r in cpu))
     return lines
 
 
@@ -359,6 +422,8 @@ def main() -> int:
     ap.add_argument("--shard-size", type=int, default=125, help="examples per shard (default %(default)s)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 240 texts in shards of 30")
     ap.add_argument("--keep", action="store_true", help="keep the work folder (logs, local home)")
+    ap.add_argument("--cpu", action="store_true",
+                    help="sample every process's CPU time from /proc during A's and B's collects and print where it went")
     args = ap.parse_args()
     if args.quick:
         args.texts, args.shard_size = 240, 30
@@ -376,8 +441,8 @@ def main() -> int:
                        "TOKENIZERS_PARALLELISM": "false"})
     log(f"work folder {work}; {args.texts} texts, shards of {args.shard_size}, model {MODEL_SPEC}; {load()}")
     model_dir, data = make_inputs(work, args.texts)
-    runs = [cluster_run("A", 1, model_dir, data, args.shard_size, work),
-            cluster_run("B", 2, model_dir, data, args.shard_size, work),
+    runs = [cluster_run("A", 1, model_dir, data, args.shard_size, work, cpu=args.cpu),
+            cluster_run("B", 2, model_dir, data, args.shard_size, work, cpu=args.cpu),
             local_run(model_dir, data, args.shard_size, work),
             ceiling_run(model_dir, data, args.shard_size, work)]
     a, b, loc, par = runs
@@ -402,7 +467,7 @@ def main() -> int:
     print("\n".join(lines))
     print()
     print("```")
-    print(f"$ sudo python bench/cluster.py{' --quick' if args.quick else ''}   # {time.strftime('%Y-%m-%d')}")
+    print(f"$ sudo python bench/cluster.py{' --quick' if args.quick else ''}{' --cpu' if args.cpu else ''}   # {time.strftime('%Y-%m-%d')}")
     print("\n".join(lines))
     print(f"cluster_scaling = {ratio:.2f}")
     print("```")
