@@ -53,7 +53,10 @@ Chosen before any figure was taken:
 
 Load averages are printed at the start and end of each run; figures taken under load say
 little. ``--cpu`` (added 2026-12-03) also sums every process's CPU time over A's and B's
-collects by kind (actors, S3 server, driver, the rest), from /proc every 0.5 s. A markdown block for ``bench/RESULTS.md`` follows the figures.
+collects by kind (actors, S3 server, driver, the rest), from /proc every 0.5 s. ``--rounds N``
+(added 2026-12-03) repeats A, B, L and P N times, back to back within a round and the order
+alternating between rounds (B, A, P, L in odd ones), and prints each round's paired B / A and
+P / L and their medians; the last line is then the median B / A. A markdown block for ``bench/RESULTS.md`` follows the figures.
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ import contextlib
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -424,9 +428,14 @@ def main() -> int:
     ap.add_argument("--shard-size", type=int, default=125, help="examples per shard (default %(default)s)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 240 texts in shards of 30")
     ap.add_argument("--keep", action="store_true", help="keep the work folder (logs, local home)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="rounds of A, B, L and P (odd rounds in the order B, A, P, L); the headline is the median "
+                         "of the rounds' B / A (default %(default)s)")
     ap.add_argument("--cpu", action="store_true",
                     help="sample every process's CPU time from /proc during A's and B's collects and print where it went")
     args = ap.parse_args()
+    if args.rounds < 1:
+        ap.error(f"--rounds must be at least 1, got {args.rounds}")
     if args.quick:
         args.texts, args.shard_size = 240, 30
     from netns_cluster import available
@@ -443,38 +452,61 @@ def main() -> int:
                        "TOKENIZERS_PARALLELISM": "false"})
     log(f"work folder {work}; {args.texts} texts, shards of {args.shard_size}, model {MODEL_SPEC}; {load()}")
     model_dir, data = make_inputs(work, args.texts)
-    runs = [cluster_run("A", 1, model_dir, data, args.shard_size, work, cpu=args.cpu),
-            cluster_run("B", 2, model_dir, data, args.shard_size, work, cpu=args.cpu),
-            local_run(model_dir, data, args.shard_size, work),
-            ceiling_run(model_dir, data, args.shard_size, work)]
-    a, b, loc, par = runs
-    for r in (a, b, par):
-        if r["summary"]["rows"] != loc["summary"]["rows"]:
-            raise RuntimeError(f"run {r['name']} stored {r['summary']['rows']} rows, the local run {loc['summary']['rows']}")
-    ratio = rate(b) / rate(a)
-    s3_row = a["written"]["activations"]["bytes"] / a["summary"]["rows"]
-    loc_row = loc["written"]["activations"]["bytes"] / loc["summary"]["rows"]
-    head = (f"{args.texts} texts x {len(a['summary']['layers'])} layers x {len(a['summary']['positions'])} positions "
-            f"= {a['summary']['rows']} rows, {a['summary']['shards']} shards of {args.shard_size}, "
-            f"{a['summary']['tokens']} tokens, {MODEL_SPEC} (float16 rows of width {a['summary']['hidden_size']})")
-    lines = [head, "", *table(runs), "",
-             (f"B / A rows/s = {ratio:.2f}x (target >= 1.5); collect_seconds A / B = "
-              f"{a['summary']['collect_seconds'] / max(b['summary']['collect_seconds'], 1e-9):.2f}x"),
-             (f"machine ceiling, P / L rows/s = {rate(par) / rate(loc):.2f}x (two plain local processes over halves "
-              f"vs one over all, no Ray, no S3); B / A is {ratio / (rate(par) / rate(loc)):.0%} of it"),
-             (f"shard bytes per row: bucket {s3_row:.1f} (A), "
-              f"{b['written']['activations']['bytes'] / b['summary']['rows']:.1f} (B) vs local {loc_row:.1f} "
-              f"({s3_row / loc_row:.3f}x)")]
+    rounds = []
+    for i in range(args.rounds):   # each round in its own folder; odd rounds run B before A, P before L
+        rw = work / f"round-{i}"
+        rw.mkdir()
+        order = ("A", "B", "L", "P") if i % 2 == 0 else ("B", "A", "P", "L")
+        make = {"A": lambda: cluster_run("A", 1, model_dir, data, args.shard_size, rw, cpu=args.cpu),
+                "B": lambda: cluster_run("B", 2, model_dir, data, args.shard_size, rw, cpu=args.cpu),
+                "L": lambda: local_run(model_dir, data, args.shard_size, rw),
+                "P": lambda: ceiling_run(model_dir, data, args.shard_size, rw)}
+        log(f"round {i + 1} of {args.rounds}: {' '.join(order)}")
+        done = {name: make[name]() for name in order}
+        rounds.append([done[k] for k in ("A", "B", "L", "P")])
+    lines = []
+    for i, runs in enumerate(rounds):
+        a, b, loc, par = runs
+        for r in (a, b, par):
+            if r["summary"]["rows"] != loc["summary"]["rows"]:
+                raise RuntimeError(f"run {r['name']} stored {r['summary']['rows']} rows, the local run {loc['summary']['rows']}")
+        ratio = rate(b) / rate(a)
+        s3_row = a["written"]["activations"]["bytes"] / a["summary"]["rows"]
+        loc_row = loc["written"]["activations"]["bytes"] / loc["summary"]["rows"]
+        head = (f"{args.texts} texts x {len(a['summary']['layers'])} layers x {len(a['summary']['positions'])} positions "
+                f"= {a['summary']['rows']} rows, {a['summary']['shards']} shards of {args.shard_size}, "
+                f"{a['summary']['tokens']} tokens, {MODEL_SPEC} (float16 rows of width {a['summary']['hidden_size']})")
+        lines += [f"round {i + 1} of {len(rounds)}" if len(rounds) > 1 else "", head, "", *table(runs), "",
+                  (f"B / A rows/s = {ratio:.2f}x (target >= 1.5); collect_seconds A / B = "
+                   f"{a['summary']['collect_seconds'] / max(b['summary']['collect_seconds'], 1e-9):.2f}x"),
+                  (f"machine ceiling, P / L rows/s = {rate(par) / rate(loc):.2f}x (two plain local processes over halves "
+                   f"vs one over all, no Ray, no S3); B / A is {ratio / (rate(par) / rate(loc)):.0%} of it"),
+                  (f"shard bytes per row: bucket {s3_row:.1f} (A), "
+                   f"{b['written']['activations']['bytes'] / b['summary']['rows']:.1f} (B) vs local {loc_row:.1f} "
+                   f"({s3_row / loc_row:.3f}x)"), ""]
+    ratios = [rate(b) / rate(a) for a, b, _, _ in rounds]
+    ceilings = [rate(par) / rate(loc) for _, _, loc, par in rounds]
+    ratio = statistics.median(ratios)
+    if len(rounds) > 1:
+        lines += [f"over {len(rounds)} rounds (paired: A, B, L and P of one round ran back to back, the order "
+                  "alternating between rounds):",
+                  f"  B / A rows/s per round: {', '.join(f'{x:.2f}' for x in ratios)}; median {ratio:.2f} "
+                  f"(min {min(ratios):.2f}, max {max(ratios):.2f})",
+                  f"  P / L (ceiling) per round: {', '.join(f'{x:.2f}' for x in ceilings)}; median "
+                  f"{statistics.median(ceilings):.2f}",
+                  f"  (B / A) / (P / L) per round: {', '.join(f'{x / c:.0%}' for x, c in zip(ratios, ceilings))}"]
     print()
     print("\n".join(lines))
     print()
     print("```")
-    print(f"$ sudo python bench/cluster.py{' --quick' if args.quick else ''}{' --cpu' if args.cpu else ''}   # {time.strftime('%Y-%m-%d')}")
+    flags = (" --quick" if args.quick else "") + (" --cpu" if args.cpu else "") + \
+        (f" --rounds {args.rounds}" if args.rounds > 1 else "")
+    print(f"$ sudo python bench/cluster.py{flags}   # {time.strftime('%Y-%m-%d')}")
     print("\n".join(lines))
     print(f"cluster_scaling = {ratio:.2f}")
     print("```")
     if args.keep:
-        print(f"kept {work} (collect-A.log, collect-B.log, testbed-*/logs, local-home)")
+        print(f"kept {work} (round-*/: collect-A.log, collect-B.log, testbed-*/logs, local-home)")
     else:
         import shutil
 
