@@ -56,7 +56,8 @@ little. ``--cpu`` (added 2026-12-03) also sums every process's CPU time over A's
 collects by kind (actors, S3 server, driver, the rest), from /proc every 0.5 s. ``--rounds N``
 (added 2026-12-03) repeats A, B, L and P N times, back to back within a round and the order
 alternating between rounds (B, A, P, L in odd ones), and prints each round's paired B / A and
-P / L and their medians; the last line is then the median B / A. A markdown block for ``bench/RESULTS.md`` follows the figures.
+P / L and their medians; the last line is then the median B / A. A markdown block for
+``bench/RESULTS.md`` follows the figures.
 """
 
 from __future__ import annotations
@@ -279,9 +280,8 @@ def cluster_run(name: str, workers: int, model_dir: Path, data: Path, shard_size
         log_mark = lines(s3_log)
         load0 = os.getloadavg()[0]
         log(f"run {name}: collect starts; {load()}")
-        account = CpuAccount() if cpu else None
         t = time.perf_counter()
-        with account if account is not None else contextlib.nullcontext():
+        with CpuAccount() if cpu else contextlib.nullcontext() as account:
             r = tb.run("head", [tb.python, "-m", "jobs.cli", "--home", STORE, *collect_args(data, shard_size),
                                 "--executor", "ray", "--ray-address", ep["ray"]], env=env, timeout=3600)
         wall = time.perf_counter() - t
@@ -296,7 +296,7 @@ def cluster_run(name: str, workers: int, model_dir: Path, data: Path, shard_size
         got["actors"] = {h: sum(1 for _, x in actors if x == h) for h in sorted({x for _, x in actors})} or {"?": 0}
         out = {"name": name, "workers": workers, "wall": wall, "summary": got, "load_start": load0, "load_end": load1,
                "written": written(before, s3_listing(ep["s3_endpoint"])), "requests": requests, "testbed": tb,
-               "cpu": account.totals if account is not None else None}
+               "cpu": account.totals if account else None}
         log(f"run {name}: collect done in {wall:.1f} s; {load()}")
     left = [n for n, pid in out["testbed"].recorded().items() if Path(f"/proc/{pid}").exists()]
     ns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout
@@ -422,6 +422,42 @@ def table(runs: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def report(rounds: list[list[dict[str, Any]]], texts: int, shard_size: int) -> tuple[list[str], float]:
+    """The figures of every round (runs A, B, L, P) and, over several rounds, the paired ratios;
+    with the headline, the median over the rounds of B / A."""
+    ratios = [rate(b) / rate(a) for a, b, _, _ in rounds]
+    ceilings = [rate(par) / rate(loc) for _, _, loc, par in rounds]
+    lines: list[str] = []
+    for i, (runs, ratio, ceiling) in enumerate(zip(rounds, ratios, ceilings)):
+        a, b, loc, par = runs
+        for r in (a, b, par):
+            if r["summary"]["rows"] != loc["summary"]["rows"]:
+                raise RuntimeError(f"run {r['name']} stored {r['summary']['rows']} rows, the local run {loc['summary']['rows']}")
+        s3_row = a["written"]["activations"]["bytes"] / a["summary"]["rows"]
+        loc_row = loc["written"]["activations"]["bytes"] / loc["summary"]["rows"]
+        head = (f"{texts} texts x {len(a['summary']['layers'])} layers x {len(a['summary']['positions'])} positions "
+                f"= {a['summary']['rows']} rows, {a['summary']['shards']} shards of {shard_size}, "
+                f"{a['summary']['tokens']} tokens, {MODEL_SPEC} (float16 rows of width {a['summary']['hidden_size']})")
+        lines += [f"round {i + 1} of {len(rounds)}" if len(rounds) > 1 else "", head, "", *table(runs), "",
+                  (f"B / A rows/s = {ratio:.2f}x (target >= 1.5); collect_seconds A / B = "
+                   f"{a['summary']['collect_seconds'] / max(b['summary']['collect_seconds'], 1e-9):.2f}x"),
+                  (f"machine ceiling, P / L rows/s = {ceiling:.2f}x (two plain local processes over halves "
+                   f"vs one over all, no Ray, no S3); B / A is {ratio / ceiling:.0%} of it"),
+                  (f"shard bytes per row: bucket {s3_row:.1f} (A), "
+                   f"{b['written']['activations']['bytes'] / b['summary']['rows']:.1f} (B) vs local {loc_row:.1f} "
+                   f"({s3_row / loc_row:.3f}x)"), ""]
+    median = statistics.median(ratios)
+    if len(rounds) > 1:
+        lines += [f"over {len(rounds)} rounds (paired: A, B, L and P of one round ran back to back, the order "
+                  "alternating between rounds):",
+                  f"  B / A rows/s per round: {', '.join(f'{x:.2f}' for x in ratios)}; median {median:.2f} "
+                  f"(min {min(ratios):.2f}, max {max(ratios):.2f})",
+                  f"  P / L (ceiling) per round: {', '.join(f'{x:.2f}' for x in ceilings)}; median "
+                  f"{statistics.median(ceilings):.2f}",
+                  f"  (B / A) / (P / L) per round: {', '.join(f'{x / c:.0%}' for x, c in zip(ratios, ceilings))}"]
+    return lines, median
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--texts", type=int, default=2000, help="texts in the dataset (default %(default)s)")
@@ -464,37 +500,7 @@ def main() -> int:
         log(f"round {i + 1} of {args.rounds}: {' '.join(order)}")
         done = {name: make[name]() for name in order}
         rounds.append([done[k] for k in ("A", "B", "L", "P")])
-    lines = []
-    for i, runs in enumerate(rounds):
-        a, b, loc, par = runs
-        for r in (a, b, par):
-            if r["summary"]["rows"] != loc["summary"]["rows"]:
-                raise RuntimeError(f"run {r['name']} stored {r['summary']['rows']} rows, the local run {loc['summary']['rows']}")
-        ratio = rate(b) / rate(a)
-        s3_row = a["written"]["activations"]["bytes"] / a["summary"]["rows"]
-        loc_row = loc["written"]["activations"]["bytes"] / loc["summary"]["rows"]
-        head = (f"{args.texts} texts x {len(a['summary']['layers'])} layers x {len(a['summary']['positions'])} positions "
-                f"= {a['summary']['rows']} rows, {a['summary']['shards']} shards of {args.shard_size}, "
-                f"{a['summary']['tokens']} tokens, {MODEL_SPEC} (float16 rows of width {a['summary']['hidden_size']})")
-        lines += [f"round {i + 1} of {len(rounds)}" if len(rounds) > 1 else "", head, "", *table(runs), "",
-                  (f"B / A rows/s = {ratio:.2f}x (target >= 1.5); collect_seconds A / B = "
-                   f"{a['summary']['collect_seconds'] / max(b['summary']['collect_seconds'], 1e-9):.2f}x"),
-                  (f"machine ceiling, P / L rows/s = {rate(par) / rate(loc):.2f}x (two plain local processes over halves "
-                   f"vs one over all, no Ray, no S3); B / A is {ratio / (rate(par) / rate(loc)):.0%} of it"),
-                  (f"shard bytes per row: bucket {s3_row:.1f} (A), "
-                   f"{b['written']['activations']['bytes'] / b['summary']['rows']:.1f} (B) vs local {loc_row:.1f} "
-                   f"({s3_row / loc_row:.3f}x)"), ""]
-    ratios = [rate(b) / rate(a) for a, b, _, _ in rounds]
-    ceilings = [rate(par) / rate(loc) for _, _, loc, par in rounds]
-    ratio = statistics.median(ratios)
-    if len(rounds) > 1:
-        lines += [f"over {len(rounds)} rounds (paired: A, B, L and P of one round ran back to back, the order "
-                  "alternating between rounds):",
-                  f"  B / A rows/s per round: {', '.join(f'{x:.2f}' for x in ratios)}; median {ratio:.2f} "
-                  f"(min {min(ratios):.2f}, max {max(ratios):.2f})",
-                  f"  P / L (ceiling) per round: {', '.join(f'{x:.2f}' for x in ceilings)}; median "
-                  f"{statistics.median(ceilings):.2f}",
-                  f"  (B / A) / (P / L) per round: {', '.join(f'{x / c:.0%}' for x, c in zip(ratios, ceilings))}"]
+    lines, ratio = report(rounds, args.texts, args.shard_size)
     print()
     print("\n".join(lines))
     print()
