@@ -43,6 +43,9 @@ __all__ = ["SCHEMES", "Storage", "split_uri"]
 _VERIFIED: dict[tuple, str] = {}
 READ_THREADS = 16
 """Remote small-object reads in flight at once (:meth:`Storage.read_jsons`)."""
+REMOTE_BLOCK = 16 << 20
+"""Bytes per ranged GET when a large object is read in blocks: each GET is a round trip (tens
+of ms on S3; ~30 ms through moto here), so 1 MiB reads of a 32 MB file cost a second."""
 
 
 @dataclass
@@ -135,14 +138,25 @@ class Storage:
         i = self.info(rel)
         return (i.mtime_ns, i.size)
 
+    def _reader(self, rel: str) -> Any:
+        """``rel`` opened for reading; remotely a random-access file, one HEAD then a ranged GET per
+        ``read(n)`` (an input stream's ``read()`` took 4.5 s for 32 MB through moto, this 0.1 s)."""
+        if self.local is not None:
+            return open(self.local / rel, "rb")
+        return self._call(lambda: self.fs.open_input_file(self.path(rel)))
+
     def read_bytes(self, rel: str) -> bytes:
         if self.local is not None:
             return (self.local / rel).read_bytes()
+        with self._reader(rel) as f:
+            return bytes(self._call(f.read))
 
-        def get() -> bytes:
-            with self.fs.open_input_stream(self.path(rel)) as f:
-                return bytes(f.read())
-        return self._call(get)
+    def download(self, rel: str, target: Path) -> None:
+        """Copy ``rel`` to the local file ``target`` in :data:`REMOTE_BLOCK` reads (a model's
+        weights never sit in memory whole)."""
+        with self._reader(rel) as f, open(target, "wb") as out:
+            for block in iter(lambda: self._call(lambda: f.read(REMOTE_BLOCK)), b""):
+                out.write(block)
 
     def read_json(self, rel: str) -> dict | None:
         """The JSON object at ``rel``, or None when it is missing or not a JSON object."""
@@ -161,12 +175,11 @@ class Storage:
             return list(pool.map(self.read_json, rels))
 
     def sha256(self, rel: str) -> str:
-        """Hex sha256 of a file, read in 1 MiB blocks."""
+        """Hex sha256 of a file, read in 1 MiB blocks (remotely :data:`REMOTE_BLOCK`)."""
         h = hashlib.sha256()
-        opener = (lambda: open(self.local / rel, "rb")) if self.local is not None else \
-            (lambda: self.fs.open_input_stream(self.path(rel)))
-        with self._call(opener) as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
+        size = 1 << 20 if self.local is not None else REMOTE_BLOCK
+        with self._reader(rel) as f:
+            for block in iter(lambda: f.read(size), b""):
                 h.update(block)
         return h.hexdigest()
 

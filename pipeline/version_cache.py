@@ -140,7 +140,7 @@ def fetch_version(version_id: str, home: Any = None) -> Path | None:
         for rel in storage.list_files(prefix):
             target = tmp / rel[len(prefix):]
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(storage.read_bytes(rel))
+            storage.download(rel, target)
 
     try:
         have = json.loads((cached / _LINEAGE).read_text())

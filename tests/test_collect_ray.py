@@ -82,3 +82,17 @@ def test_actor_pool_is_kept_across_collections_of_one_model(ray_instance: Any, h
         assert pids[0] == pids[1]
     finally:
         ex.close()
+
+
+def test_a_cli_command_keeps_its_callers_ray_connection(ray_instance: Any, home: Path,
+                                                        small_dataset: Path) -> None:
+    """A command run in a process already connected to Ray (a notebook, this test session)
+    leaves the connection as it found it; one that joined Ray itself leaves it when it ends
+    (``jobs.runtime.ray_runtime.leave_ray``)."""
+    from jobs.cli import main
+
+    assert main(["--home", str(home), "collect", "--model", "tiny:gpt2", "--dataset", str(small_dataset),
+                 "--layers", "0", "--executor", "ray", "--workers", "1", "--json"]) == 0
+    assert ray_instance.is_initialized()
+    assert ray_instance.get(ray_instance.put(7)) == 7
+    assert len(_rows(home)) == 24 * 2

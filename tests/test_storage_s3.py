@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -73,8 +74,14 @@ def _moto(log: Path, **env: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with _moto(tmp_path_factory.mktemp("moto") / "moto.log") as url:
+def moto_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The S3 server's log: one line per request (method, path)."""
+    return tmp_path_factory.mktemp("moto") / "moto.log"
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint(moto_log: Path) -> Iterator[str]:
+    with _moto(moto_log) as url:
         yield url
 
 
@@ -427,3 +434,36 @@ def test_many_small_objects_are_read_in_order(s3: str, tmp_path: Path) -> None:
         assert got[len(rels):] == [None, None, None, {"i": 5}]
         answers.append(got)
     assert answers[0] == answers[1]
+
+
+def test_large_objects_come_down_in_few_ranged_gets(s3: str, tmp_path: Path, moto_log: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model version's weights are downloaded in ``REMOTE_BLOCK`` ranged GETs, byte for byte;
+    ``read_bytes`` is one GET; ``sha256`` agrees with hashlib. (An input stream's ``read()``
+    fetched a 32 MB file in ~130 small GETs: 4.5 s through moto, against 0.1 s.)"""
+    import pipeline.storage as storage_mod
+    from pipeline.storage import Storage
+
+    monkeypatch.setattr(storage_mod, "REMOTE_BLOCK", 1 << 20)
+    data = os.urandom(5 * (1 << 20) + 123)   # 6 blocks
+    rel = "models/v/model.safetensors"
+    for where in (s3, str(tmp_path / "local")):
+        st = Storage.open(where)
+        st.write_bytes(rel, data)
+        mark = len(moto_log.read_text(errors="replace").splitlines())
+
+        def gets() -> int:
+            new = re.sub(r"\x1b\[[0-9;]*m", "", moto_log.read_text(errors="replace")).splitlines()[mark:]
+            return sum(1 for line in new if '"GET /' in line and rel in line)
+        st.download(rel, tmp_path / "weights")
+        assert (tmp_path / "weights").read_bytes() == data
+        after_download = gets()
+        assert st.read_bytes(rel) == data
+        after_read = gets()
+        assert st.sha256(rel) == hashlib.sha256(data).hexdigest()
+        if where == s3:
+            assert 6 <= after_download <= 7, after_download
+            assert after_read - after_download == 1
+            assert 6 <= gets() - after_read <= 7
+        else:
+            assert gets() == 0

@@ -14,6 +14,7 @@ import sys
 
 from jobs.cli.commands.args import add_options
 from jobs.runtime.output import line_buffered, plain_environment, quiet_libraries
+from jobs.runtime.ray_runtime import leave_ray, ray_joined
 from pipeline.types import GnomonError
 
 # lazy: importlib.metadata (start-up; only --version reads it)
@@ -106,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     plain_environment()
     quiet_libraries()
 
+    joined = ray_joined()   # a caller already connected (a notebook, a test session) stays so
     try:
         return int(args._run(args) or 0)
     except GnomonError as e:
@@ -131,4 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gnomon {args.command}: internal error: {type(e).__name__}: {text} "
               "(set GNOMON_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
+    finally:
+        if not joined:
+            leave_ray()
 

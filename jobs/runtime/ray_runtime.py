@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 from typing import Any
 
@@ -29,6 +30,21 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None,
         if not ray.is_initialized():
             _init(ray, address, num_cpus, object_store_memory)
     return ray
+
+
+def ray_joined() -> bool:
+    """This process is connected to Ray (checked without importing it)."""
+    ray = sys.modules.get("ray")
+    return bool(ray is not None and ray.is_initialized())
+
+
+def leave_ray() -> None:
+    """Disconnect from Ray (stopping a local instance this process started). The CLI calls it
+    when a command that joined Ray ends: left to Ray's exit hook, a driver on the netns testbed
+    took ~1.1 s to exit after its last line; after ``ray.shutdown()``, ~0.3 s."""
+    if ray_joined():
+        with _INIT:
+            sys.modules["ray"].shutdown()
 
 
 def _init(ray: Any, address: str | None, num_cpus: int | None, object_store_memory: int) -> None:
