@@ -26,7 +26,7 @@ import hashlib
 import json
 import stat
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,8 +44,7 @@ _VERIFIED: dict[tuple, str] = {}
 READ_THREADS = 16
 """Remote small-object reads in flight at once (:meth:`Storage.read_jsons`)."""
 REMOTE_BLOCK = 16 << 20
-"""Bytes per ranged GET when a large object is read in blocks: each GET is a round trip (tens
-of ms on S3; ~30 ms through moto here), so 1 MiB reads of a 32 MB file cost a second."""
+"""Bytes per ranged GET of a large object read in blocks (each GET is a round trip: ~30 ms here)."""
 
 
 @dataclass
@@ -151,12 +150,16 @@ class Storage:
         with self._reader(rel) as f:
             return bytes(self._call(f.read))
 
+    def _blocks(self, rel: str) -> Iterator[bytes]:
+        """``rel``'s bytes in 1 MiB blocks locally, :data:`REMOTE_BLOCK` remotely (a ranged GET each)."""
+        size = 1 << 20 if self.local is not None else REMOTE_BLOCK
+        with self._reader(rel) as f:
+            yield from iter(lambda: self._call(lambda: f.read(size)), b"")
+
     def download(self, rel: str, target: Path) -> None:
-        """Copy ``rel`` to the local file ``target`` in :data:`REMOTE_BLOCK` reads (a model's
-        weights never sit in memory whole)."""
-        with self._reader(rel) as f, open(target, "wb") as out:
-            for block in iter(lambda: self._call(lambda: f.read(REMOTE_BLOCK)), b""):
-                out.write(block)
+        """Copy ``rel`` to the local file ``target`` block by block (never whole in memory)."""
+        with open(target, "wb") as out:
+            out.writelines(self._blocks(rel))
 
     def read_json(self, rel: str) -> dict | None:
         """The JSON object at ``rel``, or None when it is missing or not a JSON object."""
@@ -167,20 +170,17 @@ class Storage:
         return doc if isinstance(doc, dict) else None
 
     def read_jsons(self, rels: list[str]) -> list[dict | None]:
-        """:meth:`read_json` of each of ``rels``, in order. Remotely the GETs overlap (up to
-        ``READ_THREADS`` at once; a manifest read is a round trip, not work), locally one by one."""
+        """:meth:`read_json` of each of ``rels``, in order; remotely ``READ_THREADS`` GETs overlap."""
         if self.local is not None or len(rels) < 2:
             return [self.read_json(r) for r in rels]
         with ThreadPoolExecutor(max_workers=min(READ_THREADS, len(rels))) as pool:
             return list(pool.map(self.read_json, rels))
 
     def sha256(self, rel: str) -> str:
-        """Hex sha256 of a file, read in 1 MiB blocks (remotely :data:`REMOTE_BLOCK`)."""
+        """Hex sha256 of a file, read in :meth:`_blocks`."""
         h = hashlib.sha256()
-        size = 1 << 20 if self.local is not None else REMOTE_BLOCK
-        with self._reader(rel) as f:
-            for block in iter(lambda: f.read(size), b""):
-                h.update(block)
+        for block in self._blocks(rel):
+            h.update(block)
         return h.hexdigest()
 
     def verified_sha256(self, rel: str, expected: str = "", stamp: tuple | None = None) -> str:
