@@ -36,6 +36,7 @@ from pipeline.types import GnomonError
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
+S3_SERVER = ROOT / "infra" / "testbed" / "s3_server.py"
 M, R, D = "tiny:llama", "main", "toy"
 N, W = 20, 8
 
@@ -48,10 +49,11 @@ def _free_port() -> int:
 
 @contextmanager
 def _moto(log: Path, **env: str) -> Iterator[str]:
-    """A moto S3 server on loopback (a subprocess), stopped by its process id."""
+    """The testbed's S3 server (moto's S3 under gunicorn) on loopback, a subprocess stopped by its
+    process id."""
     port = _free_port()
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        proc = subprocess.Popen([sys.executable, str(S3_SERVER), "--host", "127.0.0.1", "--port", str(port)],
                                 stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env})
     try:
         deadline = time.monotonic() + 30

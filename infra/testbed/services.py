@@ -1,5 +1,6 @@
 """The catalog's services on one machine, without containers (issue 23): PostgreSQL, an
-S3-compatible server (moto's, the one the fsspec and pyarrow projects test against) and
+S3-compatible server (moto's, the one the fsspec and pyarrow projects test against, served
+by gunicorn: :mod:`s3_server`) and
 ``mlflow server`` with the PostgreSQL backend store and a bucket of that S3 server as its
 artifact destination. The same pieces run on the testbed's head host
 (:mod:`netns_cluster`); here they listen on 127.0.0.1.
@@ -48,7 +49,7 @@ def needs() -> str | None:
     """``None`` when this machine can run the services, else why not (one line)."""
     if not pg("initdb") or not pg("postgres"):
         return "needs PostgreSQL's binaries (apt-get install postgresql)"
-    for mod in ("moto", "psycopg2", "boto3"):
+    for mod in ("moto", "gunicorn", "psycopg2", "boto3"):
         try:
             __import__(mod)
         except ImportError:
@@ -249,7 +250,8 @@ class Services:
             self._psql("CREATE DATABASE mlflow")
 
     def _s3(self) -> None:
-        proc = self.start("s3", "head", [self.python, "-m", "moto.server", "-H", self.ip("head"), "-p", str(self.s3_port)])
+        server = str(Path(__file__).resolve().with_name("s3_server.py"))   # moto's S3, kept-alive (its doc)
+        proc = self.start("s3", "head", [self.python, server, "--host", self.ip("head"), "--port", str(self.s3_port)])
         wait_port(self.ip("head"), self.s3_port, "the S3 server", proc=proc, log=self.root / "logs" / "s3.log")
         import boto3
 
