@@ -207,7 +207,8 @@ def written(before: dict[str, int], after: dict[str, int]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------ CPU account
-KINDS = (("ray::_Worker", "collection actors (ray::_Worker)"), ("moto", "the S3 server (moto)"),
+KINDS = (("ray::_Worker", "collection actors (ray::_Worker)"), ("s3_server.py", "the S3 server (moto)"),
+         ("moto", "the S3 server (moto)"),
          ("jobs.cli", "the gnomon collect driver"), ("mlflow", "mlflow server"), ("postgres", "PostgreSQL"))
 
 
@@ -415,7 +416,7 @@ def table(runs: list[dict[str, Any]]) -> list[str]:
     cpu = [r for r in runs if r.get("cpu")]
     if cpu:
         lines += ["", f"{'CPU-s in the collect (--cpu)':<36} " + " ".join(f"{r['name'] + ' (' + format(r['wall'], '.0f') + ' s)':>10}" for r in cpu)]
-        for _, kind in (*KINDS, ("", "Ray daemons and the rest")):
+        for kind in dict.fromkeys(k for _, k in (*KINDS, ("", "Ray daemons and the rest"))):   # each kind once
             lines.append(f"{kind:<36} " + " ".join(f"{r['cpu'].get(kind, 0.0):10.1f}" for r in cpu))
         lines.append(f"{'total (cores busy on average)':<36} " + " ".join(
             f"{sum(r['cpu'].values()):5.1f} ({sum(r['cpu'].values()) / r['wall']:.2f})" for r in cpu))

@@ -5,7 +5,8 @@ other hosts by a veth link to a bridge in the root namespace (the machine itself
 ``<subnet>.254`` on that bridge, so a test or a user's shell can reach every host):
 
 - ``head`` (``<subnet>.1``) runs the Ray head, PostgreSQL, an S3-compatible server (moto's,
-  the one the fsspec and pyarrow projects test against) and ``mlflow server`` with the
+  the one the fsspec and pyarrow projects test against, under gunicorn: ``s3_server.py``) and
+  ``mlflow server`` with the
   PostgreSQL backend store and the S3 bucket as its artifact destination;
 - ``w1``, ``w2``, ... (``<subnet>.2``...) each run a Ray worker node (``ray start --address``)
   in a **mount namespace of its own**: ``/tmp`` and the head's gnomon home are empty tmpfs
@@ -17,7 +18,7 @@ Every process is recorded with its process id in ``<root>/pids.json`` as it star
 ``down`` (also from another process, after a crash) kills each one's whole process tree by
 id, then deletes the namespaces and the bridge; it never runs ``ray stop`` (which would kill
 every Ray process on the machine). Needs root, ``ip`` (iproute2), PostgreSQL's binaries and
-the ``cluster`` extra (``moto[server]``, ``psycopg2-binary``, ``boto3``).
+the ``cluster`` extra (``moto[server]``, ``gunicorn``, ``psycopg2-binary``, ``boto3``).
 
     sudo python infra/testbed/netns_cluster.py up --root /tmp/gnomon-testbed     # prints the endpoints
     sudo python infra/testbed/netns_cluster.py down --root /tmp/gnomon-testbed
