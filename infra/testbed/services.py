@@ -1,8 +1,8 @@
 """The catalog's services on one machine, without containers (issue 23): PostgreSQL, an
 S3-compatible server (moto's, the one the fsspec and pyarrow projects test against, served by
 gunicorn: :mod:`s3_server`) and ``mlflow server`` with the PostgreSQL backend store and a
-bucket of that S3 server as its artifact destination. The same pieces run on the testbed's head host
-(:mod:`netns_cluster`); here they listen on 127.0.0.1.
+bucket of that S3 server as its artifact destination. The same pieces run on the testbed's
+head host (:mod:`netns_cluster`); here they listen on 127.0.0.1.
 
     python infra/testbed/services.py up   --root /tmp/gnomon-services     # prints the endpoints
     python infra/testbed/services.py down --root /tmp/gnomon-services
