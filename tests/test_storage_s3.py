@@ -469,3 +469,29 @@ def test_large_objects_come_down_in_few_ranged_gets(s3: str, tmp_path: Path, mot
             assert 6 <= gets() - after_read <= 7
         else:
             assert gets() == 0
+
+
+def test_the_s3_server_keeps_connections_alive(s3_endpoint: str, moto_log: Path) -> None:
+    """The testbed's S3 server answers request after request on one connection (``python -m
+    moto.server`` closed every one: a new TCP connection and a new thread per request), sends
+    requests to moto's S3 application, and logs each in the shape the request counts parse."""
+    import http.client
+    from urllib.parse import urlparse
+
+    url = urlparse(s3_endpoint)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+    sockets = []
+    try:
+        for _ in range(3):
+            conn.request("GET", "/")   # ListBuckets
+            r = conn.getresponse()
+            body = r.read()
+            assert r.status == 200 and b"ListAllMyBucketsResult" in body
+            assert not r.will_close, r.getheaders()
+            sockets.append(conn.sock)
+    finally:
+        conn.close()
+    assert sockets[0] is sockets[1] is sockets[2]
+    logged = [line for line in moto_log.read_text(errors="replace").splitlines()
+              if re.match(r'^\S+ - - \[[^\]]*\] "GET / HTTP/1\.1" 200', line)]
+    assert len(logged) >= 3
