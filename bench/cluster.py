@@ -80,6 +80,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "infra" / "testbed"))
 sys.path.insert(0, str(ROOT))
+from s3_server import REQUEST_LINE  # noqa: E402  (the S3 server's request log line)
 
 MODEL_SPEC = "tiny:llama:6x384"
 VERSION = "bench-llama"
@@ -163,9 +164,6 @@ def s3_listing(endpoint: str) -> dict[str, int]:
     return out
 
 
-REQUEST = re.compile(r'^(\S+) - - \[[^\]]*\] "(\w+) (\S+) HTTP')
-
-
 def s3_requests(log: Path, skip: int) -> dict[str, int]:
     """The S3 server's requests after its first ``skip`` log lines, by kind (moto's server
     logs one line per request): ``put`` (one-shot), ``upload`` (multipart: start, part,
@@ -174,7 +172,7 @@ def s3_requests(log: Path, skip: int) -> dict[str, int]:
 
     counts: Counter[str] = Counter()
     for line in log.read_text(errors="replace").splitlines()[skip:]:
-        m = REQUEST.match(re.sub(r"\x1b\[[0-9;]*m", "", line))
+        m = REQUEST_LINE.match(line)
         if not m:
             continue
         method, path = m.group(2), m.group(3)
@@ -208,7 +206,6 @@ def written(before: dict[str, int], after: dict[str, int]) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------ CPU account
 KINDS = (("ray::_Worker", "collection actors (ray::_Worker)"), ("s3_server.py", "the S3 server (moto)"),
-         ("moto", "the S3 server (moto)"),
          ("jobs.cli", "the gnomon collect driver"), ("mlflow", "mlflow server"), ("postgres", "PostgreSQL"))
 
 
@@ -416,7 +413,7 @@ def table(runs: list[dict[str, Any]]) -> list[str]:
     cpu = [r for r in runs if r.get("cpu")]
     if cpu:
         lines += ["", f"{'CPU-s in the collect (--cpu)':<36} " + " ".join(f"{r['name'] + ' (' + format(r['wall'], '.0f') + ' s)':>10}" for r in cpu)]
-        for kind in dict.fromkeys(k for _, k in (*KINDS, ("", "Ray daemons and the rest"))):   # each kind once
+        for _, kind in (*KINDS, ("", "Ray daemons and the rest")):
             lines.append(f"{kind:<36} " + " ".join(f"{r['cpu'].get(kind, 0.0):10.1f}" for r in cpu))
         lines.append(f"{'total (cores busy on average)':<36} " + " ".join(
             f"{sum(r['cpu'].values()):5.1f} ({sum(r['cpu'].values()) / r['wall']:.2f})" for r in cpu))

@@ -19,18 +19,28 @@ shares the cores with the workers, so what it costs per request is taken from th
 One worker process (moto keeps the buckets in its memory), threads for concurrent requests,
 no worker timeout (a restarted worker would lose every object). Each request is logged on
 standard output in the shape moto's server logs it (``HOST - - [TIME] "METHOD PATH HTTP/1.1"
-STATUS -``), which ``bench/cluster.py`` and the storage tests count.
+STATUS -``; :data:`REQUEST_LINE` parses it), which ``bench/cluster.py`` and the storage tests
+count.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+from pathlib import Path
 from typing import Any
 
 THREADS = 16
 """Requests served at once (an idle kept-alive connection holds no thread)."""
 ACCESS_LOG = '%(h)s - - %(t)s "%(r)s" %(s)s -'
+REQUEST_LINE = re.compile(r'^(\S+) - - \[[^\]]*\] "(\w+) (\S+) HTTP')
+"""One logged request (:data:`ACCESS_LOG`): groups client address, method, path."""
+
+
+def argv(host: str, port: int, python: str = sys.executable) -> list[str]:
+    """The command that starts this server on ``host:port``."""
+    return [python, str(Path(__file__).resolve()), "--host", host, "--port", str(port)]
 
 
 def s3_app() -> Any:

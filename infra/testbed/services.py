@@ -249,8 +249,9 @@ class Services:
             self._psql("CREATE DATABASE mlflow")
 
     def _s3(self) -> None:
-        server = str(Path(__file__).resolve().with_name("s3_server.py"))   # moto's S3, kept-alive (its doc)
-        proc = self.start("s3", "head", [self.python, server, "--host", self.ip("head"), "--port", str(self.s3_port)])
+        from s3_server import argv   # moto's S3, kept alive (its doc)
+
+        proc = self.start("s3", "head", argv(self.ip("head"), self.s3_port, self.python))
         wait_port(self.ip("head"), self.s3_port, "the S3 server", proc=proc, log=self.root / "logs" / "s3.log")
         import boto3
 
